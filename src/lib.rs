@@ -1,0 +1,17 @@
+//! sdwand: the SD-WAN data-plane daemon.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema, defaults and validation (every error names file, line and key).
+//! - [`mesh`]: the node's desired state, composed from its owners, and the pure diff against the actual
+//!   WireGuard device.
+//! - [`wg`]: WireGuard device I/O through `wireguard-control` (kernel and userspace backends) and the
+//!   supervisor of the userspace implementation.
+//! - [`net`]: typed, idempotent rtnetlink operations (link, addresses, routes) and netlink events.
+//! - [`reconcile`]: the driver that makes the device and the kernel match the desired state.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod net;

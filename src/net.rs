@@ -1,0 +1,1 @@
+//! Netlink (placeholder, being written).
