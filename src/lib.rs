@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML schema, defaults and validation (every error names file, line and key).
+//! - [`keyfile`]: the node's private key file (created 0600 when missing, refused when too open).
 //! - [`mesh`]: the node's desired state, composed from its owners, and the pure diff against the actual
 //!   WireGuard device.
 //! - [`wg`]: WireGuard device I/O through `wireguard-control` (kernel and userspace backends) and the
@@ -14,4 +15,10 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod daemon;
+pub mod keyfile;
+pub mod mesh;
+pub mod metrics;
 pub mod net;
+pub mod reconcile;
+pub mod wg;

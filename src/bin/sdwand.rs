@@ -1,1 +1,80 @@
-fn main() {}
+//! `sdwand`: the SD-WAN data-plane daemon. Parses arguments and hands over to [`sdwand::daemon`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "SD-WAN data-plane and VIP failover daemon")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = sdwand::config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate a configuration file and its key file without changing anything.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if journald {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig { path } => match sdwand::daemon::check_config(&path) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run => {
+            // Before any thread exists: keep wireguard-control from ever spawning an implementation itself.
+            // SAFETY: single-threaded here; no other code reads the environment concurrently.
+            unsafe { std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED) };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sdwand: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(sdwand::daemon::run(cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ (sdwand::daemon::DaemonError::Config(_) | sdwand::daemon::DaemonError::Key(_))) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
