@@ -276,7 +276,10 @@ impl Ctx<'_> {
                 daemon,
                 members,
             }),
-            _ => Err(ConfigErrors(self.errors)),
+            _ => {
+                self.errors.sort_by_key(|e| e.line);
+                Err(ConfigErrors(self.errors))
+            }
         }
     }
 

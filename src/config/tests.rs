@@ -63,8 +63,8 @@ fn every_problem_is_reported_at_once() {
         keys,
         vec![
             ("interface.name", 2),
-            ("interface.mtu", 5),
             ("interface.address", 3),
+            ("interface.mtu", 5),
             ("backend.kind", 7)
         ]
     );
@@ -74,8 +74,8 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn address_checks() {
     let e = errors("[interface]\nname = \"a\"\naddress = \"fd00:5d::1/128\"\noverlay_prefix = \"fd00:5d::1/64\"\n");
-    assert!(e[0].message.contains("host bits"), "{:?}", e);
-    assert!(e[1].message.contains("prefix length"), "{:?}", e);
+    assert!(e[0].message.contains("prefix length"), "{:?}", e);
+    assert!(e[1].message.contains("host bits"), "{:?}", e);
 }
 
 #[test]
