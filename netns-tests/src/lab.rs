@@ -1,0 +1,569 @@
+//! The [`Lab`]: building one (`up`), finding one (`load`), describing one (`status`). Removing one is in
+//! [`crate::down`]. Operations on a running lab (exec, ping, daemon restarts, …) are in [`crate::ops`].
+//!
+//! Layout of a lab named NAME with N peers:
+//!
+//! ```text
+//!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN   (hub ends of the veths)
+//!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
+//!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820)
+//!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, state/}
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wireguard_control::{Backend, Device, Key};
+
+use crate::cmd;
+use crate::doc::{LabDoc, PeerDoc};
+use crate::down::lab_sockets;
+use crate::error::{humanize, LabError, Result};
+use crate::layout::{self, Layout};
+use crate::nodecfg::{BackendSection, DaemonSection, InterfaceSection, Member, NodeConfig};
+use crate::process::ProcId;
+use crate::state::{LabState, PeerState};
+
+/// Environment variable: when set, a failed `up` and a [`crate::LabGuard`] leave the lab in place for
+/// debugging (remove it later with `sdwan-lab down --name NAME`).
+pub const KEEP_ENV: &str = "SDWAN_LAB_KEEP";
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Lab name: 1-6 characters of `[a-z0-9]`.
+    pub name: String,
+    /// Number of peers, 1..=200.
+    pub peers: usize,
+    /// How long `up` waits for every pair of peers to complete a handshake.
+    pub handshake_timeout: Duration,
+    /// The daemons' `resync_interval` (humantime). Tests of event-driven repair set it long so that a
+    /// periodic resync cannot pass for the event path.
+    pub resync_interval: String,
+    /// The daemons' `teardown_on_exit`.
+    pub teardown_on_exit: bool,
+    /// The members' `persistent_keepalive` (seconds). Non-zero also starts the handshakes at once.
+    pub persistent_keepalive: u16,
+    /// Set to `true` (e.g. from a Ctrl-C handler) to abort `up` and the lab's bounded waits.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl UpOptions {
+    /// The defaults: 30 s for handshakes, 2 s resync, teardown on exit, 25 s keepalive.
+    pub fn new(name: &str, peers: usize) -> Self {
+        UpOptions {
+            name: name.to_owned(),
+            peers,
+            handshake_timeout: Duration::from_secs(30),
+            resync_interval: "2s".to_owned(),
+            teardown_on_exit: true,
+            persistent_keepalive: 25,
+            cancel: None,
+        }
+    }
+}
+
+/// A running lab: namespaces, links, one `sdwand` per peer.
+///
+/// Dropping a `Lab` leaves it running (the CLI relies on that); wrap it in a [`crate::LabGuard`] to have it
+/// removed on drop.
+#[derive(Debug)]
+pub struct Lab {
+    /// Names and addresses.
+    pub(crate) layout: Layout,
+    /// Mirror of `lab.json`; every change is written through with [`Lab::save`].
+    pub(crate) state: LabState,
+    /// The `sdwand` processes this value started, kept to reap them and read their exit status.
+    pub(crate) children: HashMap<usize, Child>,
+    /// Cancels bounded waits (Ctrl-C).
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    /// The `NOTIFY_SOCKET` of each daemon this value started (systemd readiness protocol).
+    pub(crate) notify: HashMap<usize, crate::ops::Notify>,
+}
+
+impl Lab {
+    /// Builds a lab and waits until every peer has a handshake with every other. On failure, removes what it
+    /// created (unless `SDWAN_LAB_KEEP` is set) and says which pairs never handshook, with the logs' tails.
+    pub fn up(opts: UpOptions) -> Result<Lab> {
+        let layout = Layout::new(&opts.name)?;
+        layout::validate_peer_count(opts.peers)?;
+        if !cmd::is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let sdwand_bin = cmd::sdwand_bin()?;
+        let wireguard_go = cmd::wireguard_go()?;
+        check_absent(&layout)?;
+        create_state_dir(&layout)?;
+        // From here on the state directory is ours: any failure removes everything of this name.
+        let keys: Vec<Key> = (0..opts.peers).map(|_| Key::generate_private()).collect();
+        let members: Vec<Member> = keys
+            .iter()
+            .enumerate()
+            .map(|(k, key)| Member {
+                name: Layout::peer_name(k + 1),
+                public_key: key.get_public().to_base64(),
+                endpoint: (Layout::underlay_addr(k + 1), layout::LISTEN_PORT).into(),
+                address: Layout::overlay_addr(k + 1),
+                routed_prefixes: Vec::new(),
+            })
+            .collect();
+        let peers = (1..=opts.peers)
+            .map(|i| PeerState {
+                index: i,
+                public_key: members[i - 1].public_key.clone(),
+                config: peer_config(&layout, i, &opts, &wireguard_go, members.clone()),
+                sdwand: None,
+                wireguard_go: Vec::new(),
+            })
+            .collect();
+        let mut lab = Lab {
+            state: LabState {
+                name: opts.name.clone(),
+                sdwand_bin,
+                peers,
+                background: Vec::new(),
+            },
+            layout,
+            children: HashMap::new(),
+            cancel: opts.cancel.clone(),
+            notify: HashMap::new(),
+        };
+        match lab.build(&keys, opts.handshake_timeout) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                if std::env::var_os(KEEP_ENV).is_some() {
+                    eprintln!("sdwan-lab: {KEEP_ENV} is set: leaving lab {:?} in place", lab.name());
+                } else if let Err(down) = lab.teardown() {
+                    eprintln!("sdwan-lab: cleanup after the failed up also failed: {down}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&mut self, keys: &[Key], handshake_timeout: Duration) -> Result<()> {
+        self.save()?;
+        self.build_network()?;
+        for i in 1..=self.peer_count() {
+            let dir = self.layout.peer_dir(i);
+            for d in [dir.clone(), dir.join("state")] {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(|e| LabError::io(format!("cannot create {}", d.display()), e))?;
+            }
+            write_new(
+                &self.key_path(i),
+                format!("{}\n", keys[i - 1].to_base64()).as_bytes(),
+                0o600,
+            )?;
+            let text = self.state.peers[i - 1].config.render()?;
+            write_new(&self.config_path(i), text.as_bytes(), 0o644)?;
+        }
+        for i in 1..=self.peer_count() {
+            self.check_cancel()?;
+            self.start_sdwand(i)?;
+        }
+        let took = self.wait_mesh(handshake_timeout)?;
+        for i in 1..=self.peer_count() {
+            self.wait_ready(i, handshake_timeout.saturating_sub(took).max(Duration::from_secs(1)))?;
+            self.wg_pid(i)?;
+        }
+        Ok(())
+    }
+
+    /// Namespaces, the hub bridge, and one veth per peer with its underlay address, in `N + 2` `ip` calls.
+    fn build_network(&mut self) -> Result<()> {
+        let l = &self.layout;
+        let n = self.peer_count();
+        let mut netns = format!("netns add {}\n", l.hub_netns());
+        for i in 1..=n {
+            netns.push_str(&format!("netns add {}\n", l.peer_netns(i)));
+        }
+        ip_batch(None, &netns)?;
+        self.check_cancel()?;
+        let mut hub = format!(
+            "link set lo up\nlink add {br} type bridge\nlink set {br} up\n",
+            br = l.bridge()
+        );
+        for i in 1..=n {
+            hub.push_str(&format!(
+                "link add {hp} type veth peer name {ul} netns {ns}\nlink set {hp} master {br} up\n",
+                hp = l.hub_port(i),
+                ul = l.underlay_if(i),
+                ns = l.peer_netns(i),
+                br = l.bridge()
+            ));
+        }
+        ip_batch(Some(&l.hub_netns()), &hub)?;
+        for i in 1..=n {
+            self.check_cancel()?;
+            let peer = format!(
+                "link set lo up\naddr add {addr}/{len} dev {ul}\nlink set {ul} up\n",
+                addr = Layout::underlay_addr(i),
+                len = layout::UNDERLAY_PREFIX_LEN,
+                ul = l.underlay_if(i)
+            );
+            ip_batch(Some(&l.peer_netns(i)), &peer)?;
+        }
+        Ok(())
+    }
+
+    /// The lab called `name`, from its state file. Processes keep running; this value did not start them,
+    /// so it cannot read their exit status.
+    pub fn load(name: &str) -> Result<Lab> {
+        let layout = Layout::new(name)?;
+        let path = layout.state_file();
+        if !path.exists() {
+            return Err(LabError::NotFound {
+                name: name.to_owned(),
+                path,
+            });
+        }
+        let state = LabState::read(&path)?;
+        Ok(Lab {
+            layout,
+            state,
+            children: HashMap::new(),
+            cancel: None,
+            notify: HashMap::new(),
+        })
+    }
+
+    /// Names of the labs on this machine (from state directories and `NAME-hub` namespaces).
+    pub fn list() -> Result<Vec<String>> {
+        let mut names: Vec<String> = cmd::netns_list()?
+            .iter()
+            .filter_map(|ns| ns.strip_suffix("-hub"))
+            .filter(|n| layout::validate_name(n).is_ok())
+            .map(str::to_owned)
+            .collect();
+        if let Ok(dir) = fs::read_dir(layout::STATE_ROOT) {
+            names.extend(
+                dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| layout::validate_name(n).is_ok()),
+            );
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The lab's document with PIDs re-read: a dead `sdwand` or an unserved interface is `null`.
+    pub fn status(&mut self) -> Result<LabDoc> {
+        let mut peers = Vec::new();
+        for i in 1..=self.peer_count() {
+            let sdwand_pid = self.state.peers[i - 1].sdwand.filter(ProcId::is_alive).map(|p| p.pid);
+            let wg_pid = self.wg_pid(i).unwrap_or(None);
+            peers.push(PeerDoc {
+                name: Layout::peer_name(i),
+                netns: self.layout.peer_netns(i),
+                underlay_if: self.layout.underlay_if(i),
+                underlay_addr: Layout::underlay_addr(i).to_string(),
+                overlay_addr: Layout::overlay_addr(i).to_string(),
+                wg_if: self.layout.wg_if(i),
+                sdwand_pid,
+                wg_pid,
+                config: self.config_path(i).display().to_string(),
+                log: self.log_path(i).display().to_string(),
+            });
+        }
+        Ok(LabDoc {
+            name: self.name().to_owned(),
+            hub_netns: self.layout.hub_netns(),
+            peers,
+            vips: Vec::new(),
+            state_dir: self.layout.state_dir().display().to_string(),
+        })
+    }
+
+    /// Waits, at most `timeout`, until every peer has a handshake with every other peer. On timeout, says
+    /// which pairs are missing and shows the tail of every log. Fails at once if a daemon died.
+    pub fn wait_mesh(&mut self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            self.check_cancel()?;
+            for i in 1..=self.peer_count() {
+                if let Some(id) = self.state.peers[i - 1].sdwand {
+                    if !id.is_alive() {
+                        let status = self.children.get_mut(&i).and_then(|c| c.try_wait().ok().flatten());
+                        return Err(LabError::ProcessDied {
+                            what: format!("sdwand of p{i} (pid {}, {})", id.pid, describe_status(status)),
+                            log_tail: Some(self.log_tail(i, 30)),
+                        });
+                    }
+                }
+            }
+            let missing = self.missing_handshakes();
+            if missing.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                let tails: Vec<String> = (1..=self.peer_count()).map(|i| self.log_tail(i, 20)).collect();
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "lab {:?}: handshakes between all peers (missing: {})",
+                        self.name(),
+                        missing.join("; ")
+                    ),
+                    waited: start.elapsed(),
+                    details: tails.join(
+                        "
+",
+                    ),
+                });
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every `pI -> pJ` for which peer I's interface has no handshake with peer J (or cannot be read).
+    pub fn missing_handshakes(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for i in 1..=self.peer_count() {
+            let dev = match self.device(i) {
+                Ok(dev) => dev,
+                Err(e) => {
+                    missing.push(format!("p{i}: {e}"));
+                    continue;
+                }
+            };
+            for j in (1..=self.peer_count()).filter(|j| *j != i) {
+                let key = &self.state.peers[j - 1].public_key;
+                match dev.peers.iter().find(|p| &p.config.public_key.to_base64() == key) {
+                    None => missing.push(format!("p{i} -> p{j} (no peer entry)")),
+                    Some(p) if p.stats.last_handshake_time.is_none() => missing.push(format!("p{i} -> p{j}")),
+                    Some(_) => {}
+                }
+            }
+        }
+        missing
+    }
+
+    /// Peer `i`'s WireGuard device, read over its UAPI socket (works from any namespace).
+    pub fn device(&self, i: usize) -> Result<Device> {
+        let iface = self.wg_if(i)?;
+        let name = iface
+            .parse()
+            .map_err(|e| LabError::Process(format!("bad interface name {iface}: {e:?}")))?;
+        Device::get(&name, Backend::Userspace)
+            .map_err(|e| LabError::io(format!("cannot read WireGuard device {iface}"), e))
+    }
+
+    /// Writes the state file.
+    pub(crate) fn save(&self) -> Result<()> {
+        self.state.write(&self.layout.state_file())
+    }
+
+    /// Fails with [`LabError::Cancelled`] once the cancel flag is set.
+    pub(crate) fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(flag) if flag.load(Ordering::SeqCst) => Err(LabError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets (or clears) the flag that cancels this lab's bounded waits.
+    pub fn set_cancel(&mut self, cancel: Option<Arc<AtomicBool>>) {
+        self.cancel = cancel;
+    }
+
+    /// Lab name.
+    pub fn name(&self) -> &str {
+        self.layout.name()
+    }
+
+    /// Naming and addressing plan.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.state.peers.len()
+    }
+
+    /// Peer `i`'s recorded state, or an error naming the valid range.
+    pub fn peer(&self, i: usize) -> Result<&PeerState> {
+        self.state
+            .peers
+            .get(i.wrapping_sub(1))
+            .ok_or_else(|| LabError::NoSuchPeer {
+                lab: self.name().to_owned(),
+                index: i,
+                count: self.peer_count(),
+            })
+    }
+
+    /// Peer `i`'s WireGuard interface name.
+    pub fn wg_if(&self, i: usize) -> Result<String> {
+        self.peer(i)?;
+        Ok(self.layout.wg_if(i))
+    }
+
+    /// Peer `i`'s namespace.
+    pub fn netns(&self, i: usize) -> Result<String> {
+        self.peer(i)?;
+        Ok(self.layout.peer_netns(i))
+    }
+
+    /// Peer `i`'s `sdwand.toml`.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.layout.peer_dir(i).join("sdwand.toml")
+    }
+
+    /// Peer `i`'s private key file.
+    pub fn key_path(&self, i: usize) -> PathBuf {
+        self.layout.peer_dir(i).join("private.key")
+    }
+
+    /// Peer `i`'s `sdwand` log (stdout and stderr, appended across restarts).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.layout.peer_dir(i).join("sdwand.log")
+    }
+
+    /// The last `lines` lines of peer `i`'s log, under a header naming it.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let path = self.log_path(i);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| format!("(cannot read: {e})"));
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("--- p{i}: {} (last {lines} lines) ---\n{tail}", path.display())
+    }
+}
+
+/// The `NodeConfig` of peer `i`.
+fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path, members: Vec<Member>) -> NodeConfig {
+    let dir = layout.peer_dir(i);
+    NodeConfig {
+        interface: InterfaceSection {
+            name: layout.wg_if(i),
+            private_key_file: dir.join("private.key"),
+            listen_port: layout::LISTEN_PORT,
+            mtu: 1420,
+            address: Layout::overlay_addr(i),
+            overlay_prefix: layout::OVERLAY_PREFIX.to_owned(),
+            persistent_keepalive: opts.persistent_keepalive,
+        },
+        backend: BackendSection {
+            kind: "userspace".to_owned(),
+            userspace_path: wireguard_go.to_owned(),
+        },
+        daemon: DaemonSection {
+            state_dir: dir.join("state"),
+            metrics_listen: "127.0.0.1:9581".parse().expect("constant address"),
+            resync_interval: opts.resync_interval.clone(),
+            teardown_on_exit: opts.teardown_on_exit,
+        },
+        members,
+    }
+}
+
+/// Refuses to build over anything of the same name.
+fn check_absent(layout: &Layout) -> Result<()> {
+    let exists = |what: String| {
+        Err(LabError::Exists {
+            name: layout.name().to_owned(),
+            what,
+        })
+    };
+    if layout.state_dir().exists() {
+        return exists(format!("state directory {}", layout.state_dir().display()));
+    }
+    if let Some(ns) = cmd::netns_list()?.into_iter().find(|ns| layout.owns_netns(ns)) {
+        return exists(format!("namespace {ns}"));
+    }
+    if let Some(sock) = lab_sockets(layout).into_iter().next() {
+        return exists(format!("UAPI socket {}", sock.display()));
+    }
+    Ok(())
+}
+
+/// Creates `/run/sdwan-lab/NAME` (0700); an existing one means another lab got there first.
+fn create_state_dir(layout: &Layout) -> Result<()> {
+    let root = Path::new(layout::STATE_ROOT);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(root)
+        .map_err(|e| LabError::io(format!("cannot create {}", root.display()), e))?;
+    let dir = layout.state_dir();
+    fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            LabError::Exists {
+                name: layout.name().to_owned(),
+                what: format!("state directory {}", dir.display()),
+            }
+        } else {
+            LabError::io(format!("cannot create {}", dir.display()), e)
+        }
+    })
+}
+
+/// Creates a new file with `mode` and writes `data` to it.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let ctx = || format!("cannot write {}", path.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| LabError::io(ctx(), e))?;
+    f.write_all(data).map_err(|e| LabError::io(ctx(), e))
+}
+
+/// `ip [-n NETNS] -batch -` with `script` on stdin.
+fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let desc = cmd::describe(&cmd);
+    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+        cmd: desc.clone(),
+        source,
+    })?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let write = stdin.write_all(script.as_bytes());
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(format!("`{desc}`"), e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: format!("{desc} <<< {:?}", script),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    write.map_err(|e| LabError::io(format!("cannot feed `{desc}`"), e))
+}
+
+/// `exit status 0`, `signal 9`, or `status unknown`.
+pub(crate) fn describe_status(status: Option<std::process::ExitStatus>) -> String {
+    match status {
+        Some(s) => s.to_string(),
+        None => "exit status unknown".to_owned(),
+    }
+}
+
+/// How long ago `t` was, for tables: `1.2s ago`, or `never`.
+pub fn ago(t: Option<std::time::SystemTime>) -> String {
+    match t.map(|t| t.elapsed()) {
+        Some(Ok(d)) => format!("{} ago", humanize(d)),
+        Some(Err(_)) => "just now".to_owned(),
+        None => "never".to_owned(),
+    }
+}

@@ -1,0 +1,186 @@
+//! The lab's naming and addressing plan: pure functions of the lab name and the peer index.
+//!
+//! Every name starts with `NAME-`. `-` is not allowed in a lab name, so the prefix of one lab is never the
+//! prefix of another (`ab-` vs `ab1-`), and cleanup by name can never touch another lab.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::error::{LabError, Result};
+
+/// Root of all lab state directories.
+pub const STATE_ROOT: &str = "/run/sdwan-lab";
+/// Most peers a lab may have: underlay addresses are 192.0.2.(10+i).
+pub const MAX_PEERS: usize = 200;
+/// UDP port of every peer's WireGuard interface.
+pub const LISTEN_PORT: u16 = 51820;
+/// The overlay prefix every peer's /128 lives in.
+pub const OVERLAY_PREFIX: &str = "fd00:5d::/64";
+/// Prefix length of the underlay subnet 192.0.2.0/24.
+pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+/// Longest lab name: `NAME-p200` must fit the kernel's 15-byte interface names.
+pub const MAX_NAME_LEN: usize = 6;
+
+/// Checks a lab name: 1-6 characters of `[a-z0-9]`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("it is longer than 6 characters (interface names are limited to 15)")
+    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        Some("it has a character outside [a-z0-9]")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(LabError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a peer count.
+pub fn validate_peer_count(peers: usize) -> Result<()> {
+    if (1..=MAX_PEERS).contains(&peers) {
+        Ok(())
+    } else {
+        Err(LabError::InvalidPeerCount(peers))
+    }
+}
+
+/// Names and addresses of one lab. Cheap to build; holds only the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The validated lab name.
+    name: String,
+}
+
+impl Layout {
+    /// The layout of lab `name`, which must be valid.
+    pub fn new(name: &str) -> Result<Self> {
+        validate_name(name)?;
+        Ok(Layout { name: name.to_owned() })
+    }
+
+    /// The lab name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The hub namespace, holding the bridge every underlay link plugs into.
+    pub fn hub_netns(&self) -> String {
+        format!("{}-hub", self.name)
+    }
+
+    /// The bridge in the hub namespace.
+    pub fn bridge(&self) -> String {
+        format!("{}-br", self.name)
+    }
+
+    /// Short peer name, used in documents and member lists: `p1`.
+    pub fn peer_name(i: usize) -> String {
+        format!("p{i}")
+    }
+
+    /// Peer `i`'s namespace.
+    pub fn peer_netns(&self, i: usize) -> String {
+        format!("{}-p{i}", self.name)
+    }
+
+    /// Peer `i`'s end of its underlay veth (in the peer namespace).
+    pub fn underlay_if(&self, i: usize) -> String {
+        format!("{}-u{i}", self.name)
+    }
+
+    /// The hub's end of peer `i`'s underlay veth (a bridge port).
+    pub fn hub_port(&self, i: usize) -> String {
+        format!("{}-b{i}", self.name)
+    }
+
+    /// Peer `i`'s WireGuard interface; unique on the machine because the UAPI socket path is global.
+    pub fn wg_if(&self, i: usize) -> String {
+        format!("{}-p{i}", self.name)
+    }
+
+    /// Peer `i`'s underlay address.
+    pub fn underlay_addr(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(192, 0, 2, (10 + i) as u8)
+    }
+
+    /// Peer `i`'s overlay /128: `fd00:5d::i` (the index written in hex).
+    pub fn overlay_addr(i: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, i as u16)
+    }
+
+    /// The lab's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(STATE_ROOT).join(&self.name)
+    }
+
+    /// The lab's state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir().join("lab.json")
+    }
+
+    /// Peer `i`'s directory (config, key, log, daemon state).
+    pub fn peer_dir(&self, i: usize) -> PathBuf {
+        self.state_dir().join(Self::peer_name(i))
+    }
+
+    /// Whether `netns` is one of this lab's namespaces: `NAME-hub` or `NAME-p<digits>`.
+    pub fn owns_netns(&self, netns: &str) -> bool {
+        netns == self.hub_netns() || self.peer_index_of(netns).is_some()
+    }
+
+    /// The peer index in a `NAME-p<digits>` name (namespace or WireGuard interface).
+    pub fn peer_index_of(&self, s: &str) -> Option<usize> {
+        let digits = s.strip_prefix(&self.name)?.strip_prefix("-p")?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+            return None;
+        }
+        digits.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("demo").is_ok());
+        assert!(validate_name("a1b2c3").is_ok());
+        for bad in ["", "abcdefg", "Demo", "a-b", "a_b", "é"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn every_name_fits_an_interface() {
+        let l = Layout::new("abcdef").unwrap();
+        for name in [l.wg_if(200), l.underlay_if(200), l.hub_port(200), l.bridge()] {
+            assert!(name.len() <= 15, "{name} too long");
+        }
+    }
+
+    #[test]
+    fn ownership_is_by_exact_prefix() {
+        let l = Layout::new("ab").unwrap();
+        assert!(l.owns_netns("ab-hub"));
+        assert!(l.owns_netns("ab-p12"));
+        assert!(!l.owns_netns("ab1-p1"));
+        assert!(!l.owns_netns("ab-p"));
+        assert!(!l.owns_netns("ab-p01"));
+        assert!(!l.owns_netns("ab-px"));
+        assert_eq!(l.peer_index_of("ab-p7"), Some(7));
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(Layout::underlay_addr(1).to_string(), "192.0.2.11");
+        assert_eq!(Layout::underlay_addr(200).to_string(), "192.0.2.210");
+        assert_eq!(Layout::overlay_addr(10).to_string(), "fd00:5d::a");
+    }
+}

@@ -1,0 +1,163 @@
+//! The `sdwand` configuration file of one lab peer, as a typed value the tests can edit
+//! ([`crate::Lab::rewrite_config`]) and render to TOML in the daemon's format (`config/sdwand.example.toml`).
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+
+/// One `sdwand.toml`. Field names and sections are the daemon's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// `[interface]`.
+    pub interface: InterfaceSection,
+    /// `[backend]`.
+    pub backend: BackendSection,
+    /// `[daemon]`.
+    pub daemon: DaemonSection,
+    /// `[[members]]`: every peer of the lab, this one included (the daemon skips itself by public key).
+    pub members: Vec<Member>,
+}
+
+/// `[interface]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSection {
+    /// WireGuard interface name, unique on the machine.
+    pub name: String,
+    /// The peer's private key file (mode 0600).
+    pub private_key_file: PathBuf,
+    /// UDP port on the underlay.
+    pub listen_port: u16,
+    /// MTU of the WireGuard interface.
+    pub mtu: u32,
+    /// This node's /128.
+    pub address: Ipv6Addr,
+    /// The overlay prefix, routed to the interface.
+    pub overlay_prefix: String,
+    /// Keepalive to every member, seconds; it also makes the first handshakes happen without traffic.
+    pub persistent_keepalive: u16,
+}
+
+/// `[backend]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSection {
+    /// `userspace` in the lab: these machines have no kernel WireGuard.
+    pub kind: String,
+    /// Path of `wireguard-go`.
+    pub userspace_path: PathBuf,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonSection {
+    /// The daemon's state directory, inside the peer's lab directory.
+    pub state_dir: PathBuf,
+    /// Metrics endpoint; the same in every peer because each peer has its own namespace.
+    pub metrics_listen: SocketAddr,
+    /// Full resync period, humantime (`2s`).
+    pub resync_interval: String,
+    /// Whether SIGTERM removes the data plane.
+    pub teardown_on_exit: bool,
+}
+
+/// `[[members]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Member name (`p1`).
+    pub name: String,
+    /// WireGuard public key, base64.
+    pub public_key: String,
+    /// Underlay endpoint `192.0.2.(10+i):51820`.
+    pub endpoint: SocketAddr,
+    /// The member's /128.
+    pub address: Ipv6Addr,
+    /// Extra prefixes routed to the member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routed_prefixes: Vec<String>,
+}
+
+impl NodeConfig {
+    /// The TOML text of this configuration.
+    pub fn render(&self) -> Result<String> {
+        let body = toml::to_string(self).map_err(|e| LabError::Format {
+            context: "cannot render a peer config".into(),
+            message: e.to_string(),
+        })?;
+        Ok(format!(
+            "# Written by sdwan-lab; edit with Lab::rewrite_config.\n\n{body}"
+        ))
+    }
+
+    /// Parses a configuration written by [`NodeConfig::render`].
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| LabError::Format {
+            context: "cannot parse a peer config".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The member called `name`, if listed.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`: to point at a line in a rendered
+/// config (e.g. the one a test broke on purpose).
+pub fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            interface: InterfaceSection {
+                name: "t-p1".into(),
+                private_key_file: "/run/sdwan-lab/t/p1/private.key".into(),
+                listen_port: 51820,
+                mtu: 1420,
+                address: "fd00:5d::1".parse().unwrap(),
+                overlay_prefix: "fd00:5d::/64".into(),
+                persistent_keepalive: 25,
+            },
+            backend: BackendSection {
+                kind: "userspace".into(),
+                userspace_path: "/usr/bin/wireguard-go".into(),
+            },
+            daemon: DaemonSection {
+                state_dir: "/run/sdwan-lab/t/p1/state".into(),
+                metrics_listen: "127.0.0.1:9581".parse().unwrap(),
+                resync_interval: "2s".into(),
+                teardown_on_exit: true,
+            },
+            members: vec![Member {
+                name: "p2".into(),
+                public_key: "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=".into(),
+                endpoint: "192.0.2.12:51820".parse().unwrap(),
+                address: "fd00:5d::2".parse().unwrap(),
+                routed_prefixes: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_the_daemon_format_and_back() {
+        let cfg = sample();
+        let text = cfg.render().unwrap();
+        assert!(text.contains("[interface]"), "{text}");
+        assert!(text.contains("[[members]]"), "{text}");
+        assert!(text.contains("address = \"fd00:5d::1\""), "{text}");
+        assert!(text.contains("resync_interval = \"2s\""), "{text}");
+        assert!(!text.contains("routed_prefixes"), "{text}");
+        assert_eq!(NodeConfig::parse(&text).unwrap(), cfg);
+        assert_eq!(
+            line_of(&text, "adPRqhum"),
+            text.lines().position(|l| l.contains("public_key")).map(|i| i + 1)
+        );
+    }
+}
