@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::mesh::{ActualDevice, Desired, KeyBytes};
+use crate::mesh::{ActualDevice, Desired};
 
 /// Every metric sdwand exports.
 #[derive(Clone)]
@@ -146,11 +145,6 @@ impl Metrics {
         self.reconcile_duration.with_label_values(&[scope]).start_timer()
     }
 
-    /// The histogram of `scope`, for tests.
-    pub fn reconcile_histogram(&self, scope: &str) -> Histogram {
-        self.reconcile_duration.with_label_values(&[scope])
-    }
-
     /// Refreshes the per-peer series from a device snapshot; peers are labelled by their member name.
     pub fn observe_device(&self, desired: &Desired, device: &ActualDevice, now: SystemTime) {
         self.peers_configured.set(desired.peers.len() as i64);
@@ -227,7 +221,80 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::
     })
 }
 
-/// Key bytes as the short hex prefix used in logs.
-pub fn short_key(key: &KeyBytes) -> String {
-    key[..4].iter().map(|b| format!("{b:02x}")).collect()
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use wireguard_control::Key;
+
+    use super::*;
+    use crate::mesh::{ActualPeer, PeerSpec};
+
+    fn scene(rx: u64) -> (Desired, ActualDevice) {
+        let key = Key::generate_private();
+        let spec = PeerSpec {
+            name: "b".into(),
+            public_key: key.clone(),
+            endpoint: None,
+            allowed_ips: BTreeSet::new(),
+            keepalive: None,
+        };
+        let desired = Desired {
+            ifname: "wg0".into(),
+            private_key: Key::generate_private(),
+            listen_port: 1,
+            mtu: 1420,
+            peers: BTreeMap::from([(key.0, spec)]),
+            addresses: BTreeSet::new(),
+            owned_address_space: "fd00::/64".parse().unwrap(),
+            routes: BTreeSet::new(),
+        };
+        let peer = ActualPeer {
+            public_key: key.clone(),
+            endpoint: None,
+            allowed_ips: BTreeSet::new(),
+            keepalive: None,
+            last_handshake: Some(SystemTime::UNIX_EPOCH),
+            rx_bytes: rx,
+            tx_bytes: 0,
+        };
+        let device = ActualDevice {
+            private_key: None,
+            listen_port: None,
+            peers: BTreeMap::from([(key.0, peer)]),
+        };
+        (desired, device)
+    }
+
+    #[test]
+    fn byte_counters_stay_monotonic_across_a_device_restart() {
+        let m = Metrics::new();
+        let (desired, mut device) = scene(1000);
+        m.observe_device(&desired, &device, SystemTime::now());
+        device.peers.values_mut().next().unwrap().rx_bytes = 1500;
+        m.observe_device(&desired, &device, SystemTime::now());
+        // The implementation restarted: its counter starts again from zero.
+        device.peers.values_mut().next().unwrap().rx_bytes = 200;
+        m.observe_device(&desired, &device, SystemTime::now());
+        assert_eq!(m.rx_bytes.with_label_values(&["b"]).get(), 1700);
+        let text = m.render();
+        assert!(text.contains("sdwand_peers_configured 1"), "{text}");
+        assert!(
+            text.contains("sdwand_peer_last_handshake_age_seconds{peer=\"b\"}"),
+            "{text}"
+        );
+        assert!(text.contains("sdwand_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn series_of_removed_peers_disappear() {
+        let m = Metrics::new();
+        let (mut desired, device) = scene(10);
+        m.observe_device(&desired, &device, SystemTime::now());
+        desired.peers.clear();
+        m.observe_device(&desired, &device, SystemTime::now());
+        let text = m.render();
+        assert!(!text.contains("peer=\"b\""), "{text}");
+        assert!(text.contains("sdwand_peers_configured 0"), "{text}");
+    }
 }

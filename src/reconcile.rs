@@ -54,11 +54,6 @@ impl DeviceReconciler {
         DeviceReconciler { device, cache: None }
     }
 
-    /// The device handle.
-    pub fn device(&self) -> &wg::Device {
-        &self.device
-    }
-
     /// The snapshot the next incremental pass plans against.
     pub fn snapshot(&self) -> Option<&ActualDevice> {
         self.cache.as_ref()
