@@ -1,2 +1,85 @@
-//! bench placeholder
-fn main() {}
+//! `sdwand-bench`: benchmarks of sdwand, reported as figures (a slow figure is reported, never a failure).
+//!
+//! # Layout
+//!
+//! - [`reconcile`]: the `reconcile` benchmark — sdwand's device reconciler against `wg setconf` / `wg set`.
+//! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).
+//! - [`workload`]: the peers a benchmark applies, as sdwand's desired state and as a `wg` config file.
+//! - [`stats`]: samples, medians, CPU clocks.
+//! - [`report`]: the run's figures, as a table or JSON.
+//! - [`error`]: the error type.
+//!
+//! Run it as root, release build: `cargo run --release -p sdwand-bench -- reconcile`.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+mod error;
+mod reconcile;
+mod report;
+mod stats;
+mod wireguard_go;
+mod workload;
+
+use error::BenchError;
+
+/// Benchmarks of sdwand (run as root; build with --release).
+#[derive(Debug, Parser)]
+#[command(name = "sdwand-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Apply 1k and 10k peers from empty and change one peer's allowed IPs on 10k, with sdwand's reconciler
+    /// and with `wg setconf` / `wg set`, on a userspace WireGuard (wireguard-go) interface.
+    Reconcile(reconcile::Options),
+}
+
+/// Set by SIGINT/SIGTERM; the benchmarks stop between trials and clean up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists: wireguard-control must never start a wireguard-go of its own.
+    std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED);
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sdwand-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), BenchError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(BenchError::NotRoot(std::env::args().collect::<Vec<_>>().join(" ")));
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    let interrupted = || INTERRUPTED.load(Ordering::Relaxed);
+    match cli.bench {
+        Bench::Reconcile(opts) => {
+            let report = reconcile::run(&opts, &interrupted)?;
+            if opts.json {
+                let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+                println!("{json}");
+            } else {
+                print!("{}", report.table());
+            }
+        }
+    }
+    Ok(())
+}

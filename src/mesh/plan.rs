@@ -100,8 +100,14 @@ pub fn plan_device(desired: &Desired, actual: &ActualDevice, now: SystemTime) ->
         listen_port: (actual.listen_port != Some(desired.listen_port)).then_some(desired.listen_port),
         ..DevicePlan::default()
     };
+    // Both maps are sorted by key: walk them together (a merge join), one comparison per peer instead of a
+    // lookup per peer in the other map.
+    let mut actual_peers = actual.peers.iter().peekable();
     for (key, spec) in &desired.peers {
-        let Some(have) = actual.peers.get(key) else {
+        while let Some((_, gone)) = actual_peers.next_if(|(k, _)| *k < key) {
+            plan.remove.push(gone.public_key.clone());
+        }
+        let Some((_, have)) = actual_peers.next_if(|(k, _)| *k == key) else {
             plan.add.push(spec.clone());
             continue;
         };
@@ -120,12 +126,7 @@ pub fn plan_device(desired: &Desired, actual: &ActualDevice, now: SystemTime) ->
             });
         }
     }
-    plan.remove = actual
-        .peers
-        .iter()
-        .filter(|(key, _)| !desired.peers.contains_key(*key))
-        .map(|(_, p)| p.public_key.clone())
-        .collect();
+    plan.remove.extend(actual_peers.map(|(_, p)| p.public_key.clone()));
     plan
 }
 

@@ -171,3 +171,43 @@ fn net_plan_touches_only_owned_state() {
     };
     assert!(plan_net(&d, &settled).is_empty());
 }
+
+#[test]
+fn merge_join_finds_adds_removes_and_updates_interleaved() {
+    let me = key(1);
+    let keys: Vec<Key> = (10..20).map(key).collect();
+    let member = |i: usize| (format!("m{i}"), &keys[i], format!("fd00:5d::{:x}", i + 16));
+    let build = |idx: &[usize]| {
+        let owned: Vec<(String, &Key, String)> = idx.iter().map(|&i| member(i)).collect();
+        let refs: Vec<(&str, &Key, &str, Option<&str>)> = owned
+            .iter()
+            .map(|(n, k, a)| (n.as_str(), *k, a.as_str(), None))
+            .collect();
+        desired(&cfg(&refs), &me)
+    };
+    let device = applied(&plan_device(
+        &build(&[0, 2, 4, 6, 8]),
+        &ActualDevice::default(),
+        SystemTime::now(),
+    ));
+    let mut target = build(&[1, 2, 3, 6, 9]);
+    let six = keys[6].get_public().0;
+    target.peers.get_mut(&six).unwrap().keepalive = None;
+    let plan = plan_device(&target, &device, SystemTime::now());
+    let mut added: Vec<_> = plan.add.iter().map(|p| p.public_key.clone()).collect();
+    let mut removed = plan.remove.clone();
+    let by_bytes = |a: &Key, b: &Key| a.0.cmp(&b.0);
+    added.sort_by(by_bytes);
+    removed.sort_by(by_bytes);
+    let mut want_added: Vec<_> = [1, 3, 9].iter().map(|&i| keys[i].get_public()).collect();
+    let mut want_removed: Vec<_> = [0, 4, 8].iter().map(|&i| keys[i].get_public()).collect();
+    want_added.sort_by(by_bytes);
+    want_removed.sort_by(by_bytes);
+    assert_eq!(added, want_added);
+    assert_eq!(removed, want_removed);
+    assert_eq!(plan.update.len(), 1);
+    assert_eq!(plan.update[0].public_key, keys[6].get_public());
+    let mut after = device.clone();
+    plan.apply_to(&mut after);
+    assert!(plan_device(&target, &after, SystemTime::now()).is_empty());
+}
