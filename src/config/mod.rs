@@ -357,12 +357,7 @@ impl Ctx<'_> {
                 f,
                 "interface.private_key_file",
                 "an absolute path, e.g. \"/var/lib/sdwand/private.key\"",
-                |s| {
-                    Path::new(s)
-                        .is_absolute()
-                        .then(|| PathBuf::from(s))
-                        .ok_or_else(|| "is not an absolute path".to_owned())
-                },
+                parse_abs_path,
             )
         });
         if r.private_key_file.is_some() && key_file.is_none() {
@@ -404,12 +399,7 @@ impl Ctx<'_> {
                 path,
                 "backend.userspace_path",
                 "an absolute path such as \"/usr/bin/wireguard-go\"",
-                |s| {
-                    Path::new(s)
-                        .is_absolute()
-                        .then(|| PathBuf::from(s))
-                        .ok_or_else(|| "is not an absolute path".to_owned())
-                },
+                parse_abs_path,
             )?;
         }
         Some(out)
@@ -430,12 +420,7 @@ impl Ctx<'_> {
                 dir,
                 "daemon.state_dir",
                 "an absolute path such as \"/var/lib/sdwand\"",
-                |s| {
-                    Path::new(s)
-                        .is_absolute()
-                        .then(|| PathBuf::from(s))
-                        .ok_or_else(|| "is not an absolute path".to_owned())
-                },
+                parse_abs_path,
             ) {
                 Some(d) => out.state_dir = d,
                 None => ok = false,
@@ -614,6 +599,13 @@ struct PartialInterface {
     address: Ipv6Addr,
     overlay_prefix: Ipv6Net,
     persistent_keepalive: Option<u16>,
+}
+
+fn parse_abs_path(s: &str) -> Result<PathBuf, String> {
+    Path::new(s)
+        .is_absolute()
+        .then(|| PathBuf::from(s))
+        .ok_or_else(|| "is not an absolute path".to_owned())
 }
 
 fn parse_host(s: &str) -> Result<Ipv6Addr, String> {
