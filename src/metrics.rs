@@ -152,18 +152,18 @@ impl Metrics {
             .last_bytes
             .lock()
             .expect("metrics lock is never poisoned by a panic while held");
-        let mut seen = Vec::with_capacity(desired.peers.len());
+        // This pass's counters, by label; what is left in `last` afterwards belongs to peers that are gone.
+        let mut current = HashMap::with_capacity(desired.peers.len());
         for (key, spec) in &desired.peers {
             let Some(peer) = device.peers.get(key) else { continue };
             let label = spec.name.as_str();
-            seen.push(label.to_owned());
             match peer.last_handshake.and_then(|t| now.duration_since(t).ok()) {
                 Some(age) => self.handshake_age.with_label_values(&[label]).set(age.as_secs_f64()),
                 None => {
                     let _ = self.handshake_age.remove_label_values(&[label]);
                 }
             }
-            let (prev_rx, prev_tx) = last.get(label).copied().unwrap_or((0, 0));
+            let (prev_rx, prev_tx) = last.remove(label).unwrap_or((0, 0));
             // A device counter below the last one means the device restarted: count from its new zero.
             self.rx_bytes
                 .with_label_values(&[label])
@@ -171,11 +171,9 @@ impl Metrics {
             self.tx_bytes
                 .with_label_values(&[label])
                 .inc_by(peer.tx_bytes.checked_sub(prev_tx).unwrap_or(peer.tx_bytes));
-            last.insert(label.to_owned(), (peer.rx_bytes, peer.tx_bytes));
+            current.insert(label.to_owned(), (peer.rx_bytes, peer.tx_bytes));
         }
-        let gone: Vec<String> = last.keys().filter(|l| !seen.contains(l)).cloned().collect();
-        for label in gone {
-            last.remove(&label);
+        for label in std::mem::replace(&mut *last, current).into_keys() {
             let _ = self.handshake_age.remove_label_values(&[&label]);
             let _ = self.rx_bytes.remove_label_values(&[&label]);
             let _ = self.tx_bytes.remove_label_values(&[&label]);
