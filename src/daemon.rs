@@ -50,6 +50,14 @@ pub enum DaemonError {
     /// The kernel backend was requested but the kernel has no WireGuard.
     #[error("backend.kind = \"kernel\" but this kernel has no WireGuard ({0}); set backend.kind = \"auto\" or \"userspace\"")]
     NoKernelWireGuard(NetError),
+    /// A reload changed settings that take effect only on restart.
+    #[error("{path} changed {changed}; these settings take effect only on restart (systemctl restart sdwand)", path = .path.display())]
+    RestartRequired {
+        /// The configuration file.
+        path: PathBuf,
+        /// The changed settings with old and new values.
+        changed: String,
+    },
     /// Other I/O at start (signals, metrics listener).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -238,11 +246,10 @@ fn reload(path: &Path, current: &Loaded) -> Result<Loaded, DaemonError> {
         .map(|((key, old), (_, new))| format!("{key} ({old} -> {new})"))
         .collect();
     if !changed.is_empty() {
-        return Err(DaemonError::Io(std::io::Error::other(format!(
-            "{} changed {}; these settings take effect only on restart (systemctl restart sdwand)",
-            path.display(),
-            changed.join(", ")
-        ))));
+        return Err(DaemonError::RestartRequired {
+            path: path.to_owned(),
+            changed: changed.join(", "),
+        });
     }
     Ok(new)
 }
