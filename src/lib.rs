@@ -10,6 +10,7 @@
 //!   supervisor of the userspace implementation.
 //! - [`net`]: typed, idempotent rtnetlink operations (link, addresses, routes) and netlink events.
 //! - [`reconcile`]: the driver that makes the device and the kernel match the desired state.
+//! - [`vip`]: VIP failover: the sans-IO protocol machine, its wire format, and its runtime.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
 #![warn(missing_docs)]
@@ -21,4 +22,5 @@ pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod reconcile;
+pub mod vip;
 pub mod wg;

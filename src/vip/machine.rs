@@ -1,0 +1,885 @@
+//! The per-VIP failover state machine (sans-IO).
+//!
+//! Call order: after [`Machine::new`], feed inputs with [`Machine::handle_datagram`],
+//! [`Machine::handle_timeout`] (when [`Machine::poll_timeout`] has passed), [`Machine::handle_local`] and
+//! [`Machine::request_move`], always with a monotonic `now`; after each input drain
+//! [`Machine::poll_action`] until it returns `None` and execute the actions in order, then sleep until
+//! [`Machine::poll_timeout`]. See `docs/protocol.md` for the protocol and its invariants.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use super::replay::Window;
+use super::{
+    Action, Adopt, CandidateStatus, Claim, ClaimReason, Epoch, HandoverReason, Heartbeat, LocalEvent, Note, Params,
+    PeerState, VipStatus,
+};
+use super::{Body, Header, Message};
+
+/// Why an operator's move was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    /// Only the holder can move the VIP.
+    #[error("this node does not hold the VIP (holder: {})", .0.map_or("unknown".to_owned(), |h| h.to_string()))]
+    NotHolder(Option<Ipv6Addr>),
+    /// A handover is already under way.
+    #[error("a handover to {0} is already under way")]
+    InProgress(Ipv6Addr),
+    /// The target is not a candidate of the VIP.
+    #[error("{0} is not a candidate of this VIP")]
+    NotCandidate(Ipv6Addr),
+    /// The target is this node.
+    #[error("{0} is this node, which already holds the VIP")]
+    SelfTarget(Ipv6Addr),
+    /// The target is not live or not healthy.
+    #[error("{0} is not live and healthy, so it cannot take the VIP")]
+    NotReady(Ipv6Addr),
+    /// No other candidate is live and healthy.
+    #[error("no other candidate is live and healthy")]
+    NoSuccessor,
+}
+
+/// What this node knows of another candidate.
+#[derive(Debug, Clone)]
+struct Cand {
+    /// Last heartbeat received from it.
+    direct: Option<Instant>,
+    /// Latest time another candidate reported hearing it.
+    indirect: Option<Instant>,
+    /// Its heartbeat interval (from its heartbeats; ours until it has sent one).
+    interval: Duration,
+    /// Its last reported state and health.
+    state: Option<PeerState>,
+    healthy: bool,
+    /// Its last heartbeat's `sent_at_us` and when it arrived (echoed back for RTT).
+    echo: Option<(u64, Instant)>,
+    rtt: Option<Duration>,
+}
+
+impl Cand {
+    fn last_heard(&self) -> Option<Instant> {
+        self.direct.max(self.indirect)
+    }
+}
+
+/// This node's claim while it holds the VIP.
+#[derive(Debug, Clone)]
+struct Hold {
+    epoch: Epoch,
+    since: Instant,
+    acked: BTreeSet<Ipv6Addr>,
+    /// Peers that have not acknowledged: next re-send and current backoff.
+    pending: BTreeMap<Ipv6Addr, (Instant, Duration)>,
+    confirmed_at: Option<Instant>,
+    next_refresh: Instant,
+}
+
+/// A handover this node (the holder) started.
+#[derive(Debug, Clone, Copy)]
+struct Handover {
+    to: Ipv6Addr,
+    reason: HandoverReason,
+    deadline: Instant,
+    next_send: Instant,
+}
+
+/// The failover state machine of one VIP on one node.
+#[derive(Debug)]
+pub struct Machine {
+    p: Params,
+    incarnation: u64,
+    /// Zero of this machine's `sent_at_us` clock.
+    origin: Instant,
+    seq: u64,
+    role: PeerState,
+    healthy: bool,
+    /// The highest claim seen (including this node's own).
+    best: Option<Claim>,
+    /// The highest term seen in any claim.
+    max_term: u64,
+    /// Where the VIP is routed (the last `Route` action, or what was adopted).
+    routed_to: Option<Ipv6Addr>,
+    /// Whether the VIP address is on this node's interface (as far as the actions asked for).
+    has_address: bool,
+    cands: BTreeMap<Ipv6Addr, Cand>,
+    windows: HashMap<Ipv6Addr, Window>,
+    actions: VecDeque<Action>,
+    listen_until: Option<Instant>,
+    next_heartbeat: Option<Instant>,
+    /// When the holder was first seen gone (for the detection-to-claim figure).
+    holder_gone_since: Option<Instant>,
+    hold: Option<Hold>,
+    handover: Option<Handover>,
+    /// While draining: the successor's claim and the drain deadline.
+    drain: Option<(Claim, Instant)>,
+    preempt_since: Option<Instant>,
+    shutting_down: bool,
+    stopped: bool,
+    wake: Option<Instant>,
+}
+
+impl Machine {
+    /// A machine for `params`. `incarnation` must grow with every start of this node (it fences replays
+    /// of an earlier run's datagrams); `healthy` is the health to start with (false when a health check is
+    /// configured and has not passed yet).
+    pub fn new(params: Params, now: Instant, incarnation: u64, healthy: bool, adopt: Adopt) -> Machine {
+        let mut m = Machine {
+            incarnation,
+            origin: now,
+            seq: 0,
+            role: PeerState::Follower,
+            healthy,
+            best: None,
+            max_term: 0,
+            routed_to: None,
+            has_address: false,
+            cands: BTreeMap::new(),
+            windows: HashMap::new(),
+            actions: VecDeque::new(),
+            listen_until: None,
+            next_heartbeat: None,
+            holder_gone_since: None,
+            hold: None,
+            handover: None,
+            drain: None,
+            preempt_since: None,
+            shutting_down: false,
+            stopped: false,
+            wake: None,
+            p: params,
+        };
+        m.sync_candidates();
+        match adopt {
+            Adopt::Nothing => {}
+            Adopt::HeldHere => {
+                m.has_address = true;
+                m.routed_to = Some(m.p.me);
+            }
+            Adopt::RoutedTo(peer) => m.routed_to = Some(peer),
+        }
+        if m.rank().is_some() {
+            m.role = PeerState::Listening;
+            m.listen_until = Some(now + m.p.timers.listen());
+            m.next_heartbeat = Some(now);
+        } else if m.has_address {
+            m.has_address = false;
+            m.actions.push_back(Action::RemoveAddress);
+        }
+        m.evaluate(now);
+        m
+    }
+
+    /// The next action to execute, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    /// Where the VIP is routed now (for the driver's allowed-IP composition).
+    pub fn routed_to(&self) -> Option<Ipv6Addr> {
+        self.routed_to
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> PeerState {
+        self.role
+    }
+
+    /// The highest claim seen.
+    pub fn claim(&self) -> Option<Claim> {
+        self.best
+    }
+
+    /// The parameters in force.
+    pub fn params(&self) -> &Params {
+        &self.p
+    }
+
+    /// Timers have expired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.evaluate(now);
+    }
+
+    /// A local event.
+    pub fn handle_local(&mut self, now: Instant, event: LocalEvent) {
+        if self.stopped {
+            return;
+        }
+        match event {
+            LocalEvent::Health(h) => self.healthy = h,
+            LocalEvent::Shutdown => {
+                self.shutting_down = true;
+                if self.hold.is_some() && self.handover.is_none() {
+                    match self.successor(now) {
+                        Some(to) => self.start_handover(now, to, HandoverReason::Shutdown),
+                        None => self.stop(),
+                    }
+                } else if self.hold.is_none() && self.drain.is_none() {
+                    self.stop();
+                }
+            }
+            LocalEvent::Update(params) => self.update(now, params),
+        }
+        self.evaluate(now);
+    }
+
+    /// An operator asks to move the VIP to `to`, or to the next live candidate by rank.
+    pub fn request_move(&mut self, now: Instant, to: Option<Ipv6Addr>) -> Result<Ipv6Addr, MoveError> {
+        if self.hold.is_none() || self.stopped {
+            return Err(MoveError::NotHolder(self.best.map(|c| c.holder)));
+        }
+        if let Some(h) = self.handover {
+            return Err(MoveError::InProgress(h.to));
+        }
+        let to = match to {
+            None => self.successor(now).ok_or(MoveError::NoSuccessor)?,
+            Some(to) if to == self.p.me => return Err(MoveError::SelfTarget(to)),
+            Some(to) => {
+                let c = self.cands.get(&to).ok_or(MoveError::NotCandidate(to))?;
+                if !self.live(c, now) || !c.healthy {
+                    return Err(MoveError::NotReady(to));
+                }
+                to
+            }
+        };
+        self.start_handover(now, to, HandoverReason::Manual);
+        self.evaluate(now);
+        Ok(to)
+    }
+
+    /// A decoded datagram whose source address the driver has checked against `msg.header.sender`.
+    pub fn handle_datagram(&mut self, now: Instant, msg: Message) {
+        if self.stopped {
+            return;
+        }
+        if let Some(reason) = self.admit(&msg.header) {
+            self.note(Note::Rejected(reason));
+            return;
+        }
+        let from = msg.header.sender;
+        match msg.body {
+            Body::Heartbeat(hb) => self.on_heartbeat(now, from, hb),
+            Body::Claim {
+                epoch,
+                confirmed,
+                peers,
+            } => {
+                if !self.cands.contains_key(&from) {
+                    self.note(Note::Rejected("not_candidate"));
+                    return;
+                }
+                let claim = Claim { epoch, holder: from };
+                self.learn(now, claim);
+                if let Some((succ, _)) = self.drain {
+                    if claim >= succ && confirmed >= peers {
+                        self.finish_drain();
+                    }
+                }
+                if let Some(view) = self.best {
+                    self.send(from, Body::Ack { view });
+                }
+            }
+            Body::Ack { view } => self.on_ack(now, from, view),
+            Body::Handover { epoch, reason } => {
+                let from_holder = self.best == Some(Claim { epoch, holder: from });
+                let can_take = matches!(self.role, PeerState::Standby | PeerState::Listening);
+                if from_holder && can_take && self.healthy && !self.shutting_down {
+                    self.holder_gone_since = Some(now);
+                    self.claim_now(now, ClaimReason::Handover(reason));
+                }
+            }
+        }
+        self.evaluate(now);
+    }
+
+    /// Everything an operator wants to see about this VIP.
+    pub fn status(&self, now: Instant) -> VipStatus {
+        let candidates = self
+            .p
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(rank, &address)| match self.cands.get(&address) {
+                Some(c) => CandidateStatus {
+                    address,
+                    rank,
+                    me: false,
+                    live: self.live(c, now),
+                    healthy: c.healthy,
+                    state: c.state,
+                    last_heard_ms: c
+                        .last_heard()
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    rtt_us: c.rtt.map(|r| r.as_micros() as u64),
+                },
+                None => CandidateStatus {
+                    address,
+                    rank,
+                    me: true,
+                    live: true,
+                    healthy: self.healthy,
+                    state: Some(self.role),
+                    last_heard_ms: Some(0),
+                    rtt_us: None,
+                },
+            })
+            .collect();
+        VipStatus {
+            vip: self.p.vip,
+            role: self.role,
+            healthy: self.healthy,
+            claim: self.best,
+            routed_to: self.routed_to,
+            candidates,
+            confirmed: self.hold.as_ref().map(|h| (h.acked.len(), self.p.peers.len())),
+        }
+    }
+
+    fn rank(&self) -> Option<usize> {
+        self.p.candidates.iter().position(|c| *c == self.p.me)
+    }
+
+    fn live(&self, c: &Cand, now: Instant) -> bool {
+        c.last_heard()
+            .is_some_and(|t| now < t + self.p.timers.dead_time(c.interval))
+    }
+
+    /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
+    fn admit(&mut self, h: &Header) -> Option<&'static str> {
+        if h.vip != self.p.vip {
+            return Some("unknown_vip");
+        }
+        if h.sender == self.p.me || !(self.p.peers.contains(&h.sender) || self.cands.contains_key(&h.sender)) {
+            return Some("not_member");
+        }
+        self.windows
+            .entry(h.sender)
+            .or_default()
+            .check(h.incarnation, h.seq)
+            .reason()
+    }
+
+    fn on_heartbeat(&mut self, now: Instant, from: Ipv6Addr, hb: Heartbeat) {
+        let me = self.p.me;
+        let Some(c) = self.cands.get_mut(&from) else {
+            self.note(Note::Rejected("not_candidate"));
+            return;
+        };
+        c.direct = Some(now);
+        c.interval = Duration::from_millis(u64::from(hb.interval_ms));
+        c.state = Some(hb.state);
+        c.healthy = hb.healthy;
+        c.echo = Some((hb.sent_at_us, now));
+        let mut rtt = None;
+        if hb.echo_at_us != 0 {
+            let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
+            let us = now_us
+                .saturating_sub(hb.echo_at_us)
+                .saturating_sub(u64::from(hb.echo_held_us));
+            c.rtt = Some(Duration::from_micros(us));
+            rtt = c.rtt;
+        }
+        for (addr, age_ms) in hb.liveness {
+            if addr == me || addr == from {
+                continue;
+            }
+            if let (Some(k), Some(t)) = (
+                self.cands.get_mut(&addr),
+                now.checked_sub(Duration::from_millis(u64::from(age_ms))),
+            ) {
+                k.indirect = k.indirect.max(Some(t));
+            }
+        }
+        if let Some(rtt) = rtt {
+            self.note(Note::Rtt { peer: from, rtt });
+        }
+        if let Some(view) = hb.view {
+            self.learn(now, view);
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, from: Ipv6Addr, view: Claim) {
+        let peers = self.p.peers.len();
+        let mine = self.hold.as_ref().map(|h| Claim {
+            epoch: h.epoch,
+            holder: self.p.me,
+        });
+        if Some(view) != mine {
+            self.learn(now, view);
+            return;
+        }
+        let Some(h) = self.hold.as_mut() else { return };
+        h.pending.remove(&from);
+        if !self.p.peers.contains(&from) || !h.acked.insert(from) {
+            return;
+        }
+        if h.acked.len() == peers && h.confirmed_at.is_none() {
+            h.confirmed_at = Some(now);
+            let (epoch, took) = (h.epoch, now.saturating_duration_since(h.since));
+            self.note(Note::Confirmed {
+                epoch,
+                claim_to_confirmed: took,
+            });
+            for c in self.p.candidates.clone() {
+                if c != self.p.me {
+                    self.send_claim(c);
+                }
+            }
+        }
+    }
+
+    /// Takes in a claim seen anywhere (a claim, an ack's or a heartbeat's view).
+    fn learn(&mut self, now: Instant, claim: Claim) {
+        self.max_term = self.max_term.max(claim.epoch.term);
+        if self.best.is_some_and(|b| claim <= b) {
+            return;
+        }
+        self.best = Some(claim);
+        if claim.holder == self.p.me {
+            // Others still name this node as holder of a claim it made before a restart.
+            if self.hold.is_none() && self.has_address && self.role == PeerState::Listening {
+                self.begin_hold(now, claim.epoch);
+                self.set_role(PeerState::Holding, "resumed the claim it held before restarting");
+            }
+            return;
+        }
+        self.route(claim.holder);
+        if self.hold.take().is_some() {
+            match self.handover.take() {
+                Some(h) if h.to == claim.holder => {
+                    self.drain = Some((claim, now + self.p.timers.drain_timeout()));
+                    self.set_role(PeerState::Draining, "successor claimed; serving until it is confirmed");
+                }
+                _ => {
+                    self.remove_address();
+                    self.set_role(PeerState::Standby, "saw a higher claim");
+                }
+            }
+        } else if let Some((succ, deadline)) = self.drain {
+            if claim > succ {
+                self.drain = Some((claim, deadline));
+            }
+        } else if self.has_address {
+            self.remove_address();
+        }
+    }
+
+    /// Decides, sends heartbeats and re-sends, and computes the next wake-up.
+    fn evaluate(&mut self, now: Instant) {
+        if self.stopped {
+            self.wake = None;
+            return;
+        }
+        if self.role == PeerState::Listening && self.listen_until.is_some_and(|t| now >= t) {
+            self.listen_until = None;
+            self.set_role(PeerState::Standby, "listened for the others");
+            if self.has_address && !self.should_claim(now) {
+                self.remove_address();
+            }
+        }
+        if self.holder_gone(now) {
+            self.holder_gone_since.get_or_insert(now);
+        } else {
+            self.holder_gone_since = None;
+        }
+        if self.role == PeerState::Standby && self.should_claim(now) {
+            let reason = if self.best.is_none() {
+                ClaimReason::Initial
+            } else {
+                ClaimReason::HolderDead
+            };
+            self.claim_now(now, reason);
+        }
+        self.holding_duties(now);
+        if self.drain.is_some_and(|(_, deadline)| now >= deadline) {
+            self.finish_drain();
+            if self.stopped {
+                self.wake = None;
+                return;
+            }
+        }
+        if self.next_heartbeat.is_some_and(|t| now >= t) {
+            self.send_heartbeats(now);
+            self.next_heartbeat = Some(now + self.p.timers.interval / 2);
+        }
+        self.wake = self.next_wake(now);
+    }
+
+    fn holding_duties(&mut self, now: Instant) {
+        if let Some(h) = self.handover {
+            if now >= h.deadline {
+                self.handover = None;
+                self.note(Note::HandoverFailed { to: h.to });
+                if self.shutting_down {
+                    self.stop();
+                    return;
+                }
+            } else if now >= h.next_send {
+                let epoch = self.hold.as_ref().map(|h| h.epoch);
+                if let Some(epoch) = epoch {
+                    self.send(
+                        h.to,
+                        Body::Handover {
+                            epoch,
+                            reason: h.reason,
+                        },
+                    );
+                }
+                self.handover = Some(Handover {
+                    next_send: now + self.p.timers.interval,
+                    ..h
+                });
+            }
+        }
+        let Some(hold) = self.hold.as_mut() else {
+            self.preempt_since = None;
+            return;
+        };
+        let mut resend: Vec<Ipv6Addr> = Vec::new();
+        let max = self.p.timers.retransmit_max();
+        for (peer, (next, backoff)) in hold.pending.iter_mut() {
+            if now >= *next {
+                resend.push(*peer);
+                *backoff = (*backoff * 2).min(max);
+                *next = now + *backoff;
+            }
+        }
+        if now >= hold.next_refresh {
+            hold.next_refresh = now + self.p.timers.refresh();
+            resend = self.p.peers.clone();
+        }
+        for peer in resend {
+            self.send_claim(peer);
+        }
+        if self.handover.is_some() || self.shutting_down {
+            return;
+        }
+        if !self.healthy {
+            if let Some(to) = self.successor(now) {
+                self.start_handover(now, to, HandoverReason::Health);
+            }
+            return;
+        }
+        let Some(delay) = self.p.timers.preempt else { return };
+        let better = self.p.candidates[..self.rank().unwrap_or(0)].iter().find(|a| {
+            self.cands
+                .get(a)
+                .is_some_and(|c| self.live(c, now) && c.healthy && c.state == Some(PeerState::Standby))
+        });
+        match better.copied() {
+            Some(to) => {
+                let since = *self.preempt_since.get_or_insert(now);
+                if now >= since + delay {
+                    self.preempt_since = None;
+                    self.start_handover(now, to, HandoverReason::Preempt);
+                }
+            }
+            None => self.preempt_since = None,
+        }
+    }
+
+    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding.
+    fn holder_gone(&self, now: Instant) -> bool {
+        match self.best {
+            None => true,
+            Some(c) if c.holder == self.p.me => self.hold.is_none() && self.drain.is_none(),
+            Some(c) => match self.cands.get(&c.holder) {
+                None => true,
+                Some(k) => {
+                    !self.live(k, now)
+                        || matches!(
+                            (k.state, k.direct >= k.indirect),
+                            (
+                                Some(PeerState::Standby | PeerState::Listening | PeerState::Follower),
+                                true
+                            )
+                        )
+                }
+            },
+        }
+    }
+
+    /// The claim rule: healthy, the holder gone, and no live healthy candidate ranked above this node.
+    fn should_claim(&self, now: Instant) -> bool {
+        let Some(rank) = self.rank() else { return false };
+        self.healthy
+            && !self.shutting_down
+            && self.hold.is_none()
+            && self.drain.is_none()
+            && self.holder_gone(now)
+            && !self.p.candidates[..rank]
+                .iter()
+                .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
+    }
+
+    /// The first live, healthy, non-holding candidate by rank other than this node.
+    fn successor(&self, now: Instant) -> Option<Ipv6Addr> {
+        self.p.candidates.iter().copied().find(|a| {
+            self.cands.get(a).is_some_and(|c| {
+                self.live(c, now) && c.healthy && matches!(c.state, Some(PeerState::Standby | PeerState::Listening))
+            })
+        })
+    }
+
+    fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
+        let Some(rank) = self.rank() else { return };
+        self.max_term += 1;
+        let epoch = Epoch {
+            term: self.max_term,
+            rank: rank as u16,
+        };
+        self.best = Some(Claim {
+            epoch,
+            holder: self.p.me,
+        });
+        if !self.has_address {
+            self.has_address = true;
+            self.actions.push_back(Action::AddAddress);
+        }
+        self.route(self.p.me);
+        self.begin_hold(now, epoch);
+        let since = self.holder_gone_since.take().unwrap_or(now);
+        self.note(Note::Claimed {
+            reason,
+            epoch,
+            detection_to_claim: now.saturating_duration_since(since),
+        });
+        self.set_role(PeerState::Holding, reason.as_str());
+    }
+
+    /// Starts holding at `epoch`: fans the claim out and tracks acknowledgements.
+    fn begin_hold(&mut self, now: Instant, epoch: Epoch) {
+        let first = self.p.timers.interval;
+        self.hold = Some(Hold {
+            epoch,
+            since: now,
+            acked: BTreeSet::new(),
+            pending: self.p.peers.iter().map(|p| (*p, (now + first, first))).collect(),
+            confirmed_at: None,
+            next_refresh: now + self.p.timers.refresh(),
+        });
+        self.drain = None;
+        for peer in self.p.peers.clone() {
+            self.send_claim(peer);
+        }
+        if self.p.peers.is_empty() {
+            if let Some(h) = self.hold.as_mut() {
+                h.confirmed_at = Some(now);
+            }
+        }
+    }
+
+    fn start_handover(&mut self, now: Instant, to: Ipv6Addr, reason: HandoverReason) {
+        self.handover = Some(Handover {
+            to,
+            reason,
+            deadline: now + self.p.timers.handover_timeout(),
+            next_send: now,
+        });
+        self.holding_duties(now);
+    }
+
+    fn finish_drain(&mut self) {
+        self.drain = None;
+        self.remove_address();
+        self.set_role(PeerState::Standby, "successor confirmed");
+        if self.shutting_down {
+            self.stop();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.actions.push_back(Action::Stopped);
+    }
+
+    fn update(&mut self, now: Instant, params: Params) {
+        let was_candidate = self.rank().is_some();
+        let new_peers: Vec<Ipv6Addr> = params
+            .peers
+            .iter()
+            .filter(|p| !self.p.peers.contains(p))
+            .copied()
+            .collect();
+        self.p = params;
+        self.sync_candidates();
+        let is_candidate = self.rank().is_some();
+        if was_candidate && !is_candidate {
+            self.hold = None;
+            self.handover = None;
+            self.drain = None;
+            self.listen_until = None;
+            self.next_heartbeat = None;
+            self.remove_address();
+            self.set_role(PeerState::Follower, "no longer a candidate");
+        } else if !was_candidate && is_candidate {
+            self.listen_until = Some(now + self.p.timers.listen());
+            self.next_heartbeat = Some(now);
+            self.set_role(PeerState::Listening, "became a candidate");
+        }
+        let peers = self.p.peers.clone();
+        if let Some(h) = self.hold.as_mut() {
+            h.acked.retain(|a| peers.contains(a));
+            h.pending.retain(|a, _| peers.contains(a));
+            let first = self.p.timers.interval;
+            for p in &new_peers {
+                h.pending.insert(*p, (now + first, first));
+            }
+        }
+        if self.hold.is_some() {
+            for p in new_peers {
+                self.send_claim(p);
+            }
+        }
+    }
+
+    /// Makes `cands` match the candidate list (keeping what is known of those that stay).
+    fn sync_candidates(&mut self) {
+        let me = self.p.me;
+        let interval = self.p.timers.interval;
+        self.cands.retain(|a, _| self.p.candidates.contains(a));
+        for a in self.p.candidates.iter().filter(|a| **a != me) {
+            self.cands.entry(*a).or_insert(Cand {
+                direct: None,
+                indirect: None,
+                interval,
+                state: None,
+                healthy: false,
+                echo: None,
+                rtt: None,
+            });
+        }
+    }
+
+    fn send_heartbeats(&mut self, now: Instant) {
+        let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
+        let state = match self.role {
+            PeerState::Listening if self.has_address => PeerState::Holding,
+            r => r,
+        };
+        let liveness: Vec<(Ipv6Addr, u16)> = self
+            .cands
+            .iter()
+            .filter_map(|(a, c)| {
+                let t = c.direct?;
+                let ms = now.saturating_duration_since(t).as_millis();
+                Some((*a, u16::try_from(ms).unwrap_or(u16::MAX)))
+            })
+            .collect();
+        let interval_ms = u16::try_from(self.p.timers.interval.as_millis().max(1)).unwrap_or(u16::MAX);
+        let targets: Vec<(Ipv6Addr, Option<(u64, Instant)>)> = self.cands.iter().map(|(a, c)| (*a, c.echo)).collect();
+        for (to, echo) in targets {
+            let (echo_at_us, echo_held_us) = match echo {
+                Some((at, received)) => {
+                    let held = now.saturating_duration_since(received).as_micros();
+                    (at, u32::try_from(held).unwrap_or(u32::MAX))
+                }
+                None => (0, 0),
+            };
+            self.send(
+                to,
+                Body::Heartbeat(Heartbeat {
+                    state,
+                    healthy: self.healthy,
+                    interval_ms,
+                    view: self.best,
+                    sent_at_us: now_us.max(1),
+                    echo_at_us,
+                    echo_held_us,
+                    liveness: liveness.clone(),
+                }),
+            );
+        }
+    }
+
+    fn send_claim(&mut self, to: Ipv6Addr) {
+        let Some(h) = self.hold.as_ref() else { return };
+        let body = Body::Claim {
+            epoch: h.epoch,
+            confirmed: u16::try_from(h.acked.len()).unwrap_or(u16::MAX),
+            peers: u16::try_from(self.p.peers.len()).unwrap_or(u16::MAX),
+        };
+        self.send(to, body);
+    }
+
+    fn send(&mut self, to: Ipv6Addr, body: Body) {
+        self.seq += 1;
+        let msg = Message {
+            header: Header {
+                vip: self.p.vip,
+                sender: self.p.me,
+                incarnation: self.incarnation,
+                seq: self.seq,
+            },
+            body,
+        };
+        self.actions.push_back(Action::Send { to, msg });
+    }
+
+    fn route(&mut self, to: Ipv6Addr) {
+        if self.routed_to != Some(to) {
+            self.routed_to = Some(to);
+            self.actions.push_back(Action::Route(to));
+        }
+    }
+
+    fn remove_address(&mut self) {
+        if self.has_address {
+            self.has_address = false;
+            self.actions.push_back(Action::RemoveAddress);
+        }
+    }
+
+    fn set_role(&mut self, to: PeerState, why: &'static str) {
+        if self.role != to {
+            let from = std::mem::replace(&mut self.role, to);
+            self.note(Note::Role {
+                from,
+                to,
+                why,
+                claim: self.best,
+            });
+        }
+    }
+
+    fn note(&mut self, note: Note) {
+        self.actions.push_back(Action::Note(note));
+    }
+
+    /// The earliest future instant at which something is due.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let mut t: Vec<Option<Instant>> = vec![self.next_heartbeat, self.listen_until];
+        t.push(self.drain.map(|(_, d)| d));
+        if let Some(h) = self.handover {
+            t.push(Some(h.deadline.min(h.next_send)));
+        }
+        if let Some(h) = &self.hold {
+            t.push(Some(h.next_refresh));
+            t.push(h.pending.values().map(|(n, _)| *n).min());
+        }
+        if let (Some(since), Some(delay)) = (self.preempt_since, self.p.timers.preempt) {
+            t.push(Some(since + delay));
+        }
+        // Liveness deadlines that can change the claim rule: the holder's and those ranked above.
+        if let Some(rank) = self.rank() {
+            let holder = self.best.map(|c| c.holder);
+            for (a, c) in &self.cands {
+                let above = self.p.candidates[..rank].contains(a);
+                if above || Some(*a) == holder {
+                    if let Some(last) = c.last_heard() {
+                        let deadline = last + self.p.timers.dead_time(c.interval);
+                        if deadline > now {
+                            t.push(Some(deadline));
+                        }
+                    }
+                }
+            }
+        }
+        t.into_iter().flatten().filter(|x| *x > now).min()
+    }
+}
