@@ -12,10 +12,12 @@
 //! - [`reconcile`]: the driver that makes the device and the kernel match the desired state.
 //! - [`vip`]: VIP failover: the sans-IO protocol machine, its wire format, and its runtime.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`control`]: the local operator surface: the `sdwanctl` protocol and its unix socket.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod keyfile;
 pub mod mesh;
