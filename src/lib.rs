@@ -12,7 +12,7 @@
 //! - [`reconcile`]: the driver that makes the device and the kernel match the desired state.
 //! - [`vip`]: VIP failover: the sans-IO protocol machine, its wire format, and its runtime.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
-//! - [`control`]: the local operator surface: the `sdwanctl` protocol and its unix socket.
+//! - [`control`]: the local operator surface: the `sdwanctl` protocol, its unix socket, and its text output.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
 #![warn(missing_docs)]
 

@@ -8,7 +8,8 @@
 //! names filled in, so `sdwanctl` needs no configuration of its own.
 //!
 //! This module owns the protocol types and the socket I/O ([`bind`], [`serve`], [`call`]); it makes no
-//! decisions. The daemon loop receives each parsed [`Request`] with a reply channel and answers it.
+//! decisions. The daemon loop receives each parsed [`Request`] with a reply channel and answers it;
+//! [`render`] turns responses into the text `sdwanctl` prints.
 
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::vip::{Epoch, MoveError, VipStatus};
 
+pub mod render;
 mod socket;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,274 @@
+//! The text `sdwanctl` prints for the daemon's answers. Pure: every function returns a `String` (ending in
+//! a newline) and prints nothing.
+
+use std::fmt::Write;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use super::{CandidateView, DaemonStatus, NamedAddr, PeerView, VipView};
+
+/// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
+pub fn status(s: &DaemonStatus) -> String {
+    let mut out = format!(
+        "sdwand {}\ninterface  {}\naddress    {}\nbackend    {}\nready      {}\n\n",
+        s.version,
+        s.interface,
+        s.address,
+        s.backend,
+        yes_no(s.ready)
+    );
+    if s.peers.is_empty() {
+        out.push_str("no peers\n");
+    } else {
+        let rows: Vec<_> = s.peers.iter().map(peer_row).collect();
+        out += &table(&["PEER", "ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX"], &rows, "");
+    }
+    out.push('\n');
+    if s.vips.is_empty() {
+        out.push_str("no VIPs\n");
+    } else {
+        let rows: Vec<_> = s
+            .vips
+            .iter()
+            .map(|v| {
+                vec![
+                    v.vip.to_string(),
+                    v.role.clone(),
+                    yes_no(v.healthy).to_owned(),
+                    v.holder
+                        .as_ref()
+                        .map_or_else(|| "none known".to_owned(), NamedAddr::to_string),
+                    v.epoch.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                    if v.single_candidate { "single candidate" } else { "" }.to_owned(),
+                ]
+            })
+            .collect();
+        out += &table(&["VIP", "ROLE", "HEALTHY", "HOLDER", "EPOCH", ""], &rows, "");
+    }
+    out
+}
+
+/// `sdwanctl vip list`: each VIP in detail, with its candidates.
+pub fn vips(vips: &[VipView]) -> String {
+    if vips.is_empty() {
+        return "no VIPs configured\n".to_owned();
+    }
+    let blocks: Vec<_> = vips.iter().map(vip).collect();
+    blocks.join("\n")
+}
+
+/// `sdwanctl vip move`: what was started.
+pub fn moved(vip: Ipv6Addr, to: &NamedAddr) -> String {
+    format!("handover of {vip} to {to} started; follow it with `sdwanctl vip list`\n")
+}
+
+/// One VIP of [`vips`].
+fn vip(v: &VipView) -> String {
+    let mut out = format!("VIP {}\n", v.vip);
+    let holder = v
+        .holder
+        .as_ref()
+        .map_or_else(|| "none known".to_owned(), NamedAddr::to_string);
+    let _ = writeln!(out, "  holder     {holder}");
+    if let Some(epoch) = v.epoch {
+        let _ = writeln!(out, "  epoch      {epoch}");
+    }
+    let health = if v.healthy { "healthy" } else { "unhealthy" };
+    let _ = writeln!(out, "  this node  {}, {health}", v.role);
+    if let Some(c) = v.confirmed {
+        let _ = writeln!(out, "  confirmed  {}/{} peers", c.acked, c.peers);
+    }
+    if let Some(r) = &v.routed_to {
+        let _ = writeln!(out, "  routed to  {r}");
+    }
+    let rows: Vec<_> = v.candidates.iter().map(candidate_row).collect();
+    out += &table(
+        &[
+            "RANK",
+            "NAME",
+            "ADDRESS",
+            "STATE",
+            "LIVE",
+            "HEALTHY",
+            "LAST HEARD",
+            "RTT",
+        ],
+        &rows,
+        "  ",
+    );
+    if v.single_candidate {
+        out.push_str("  warning: fewer than two candidates; nobody can take this VIP over if its holder fails\n");
+    }
+    out
+}
+
+fn peer_row(p: &PeerView) -> Vec<String> {
+    vec![
+        p.name.clone(),
+        p.address.to_string(),
+        p.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+        p.last_handshake_secs_ago
+            .map_or_else(|| "never".to_owned(), |s| format!("{} ago", seconds(s))),
+        bytes(p.rx_bytes),
+        bytes(p.tx_bytes),
+    ]
+}
+
+fn candidate_row(c: &CandidateView) -> Vec<String> {
+    let name = c.name.clone().unwrap_or_else(|| "-".to_owned());
+    vec![
+        c.rank.to_string(),
+        if c.me { format!("{name} (me)") } else { name },
+        c.address.to_string(),
+        c.state.clone().unwrap_or_else(|| "-".to_owned()),
+        yes_no(c.live).to_owned(),
+        yes_no(c.healthy).to_owned(),
+        c.last_heard_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{} ago", duration(ms))),
+        c.rtt_us.map_or_else(|| "-".to_owned(), rtt),
+    ]
+}
+
+/// Left-aligned columns two spaces apart, each line prefixed with `indent`, trailing blanks trimmed.
+fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = indent.to_owned();
+        for (cell, w) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<w$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `850ms`, `4.2s`, `3m 5s`.
+fn duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => seconds(ms / 1000),
+    }
+}
+
+/// `5s`, `1m 5s`, `2h 3m 1s`.
+fn seconds(s: u64) -> String {
+    humantime::format_duration(Duration::from_secs(s)).to_string()
+}
+
+/// `850µs`, `12.3ms`.
+fn rtt(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 GiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::tests::{daemon_status, vip_views};
+
+    #[test]
+    fn vip_list_fixture() {
+        let expected = "\
+VIP fd00:5d::100
+  holder     a (fd00:5d::1)
+  epoch      3.0
+  this node  holding, healthy
+  confirmed  1/2 peers
+  routed to  a (fd00:5d::1)
+  RANK  NAME    ADDRESS     STATE    LIVE  HEALTHY  LAST HEARD  RTT
+  0     a (me)  fd00:5d::1  holding  yes   yes      -           -
+  1     b       fd00:5d::2  standby  yes   yes      120ms ago   1.2ms
+  2     -       fd00:5d::9  -        no    no       -           -
+
+VIP fd00:5d::200
+  holder     none known
+  this node  listening, unhealthy
+  RANK  NAME    ADDRESS     STATE  LIVE  HEALTHY  LAST HEARD  RTT
+  0     a (me)  fd00:5d::1  -      yes   no       -           -
+  warning: fewer than two candidates; nobody can take this VIP over if its holder fails
+";
+        assert_eq!(vips(&vip_views()), expected);
+        assert_eq!(vips(&[]), "no VIPs configured\n");
+    }
+
+    #[test]
+    fn status_fixture() {
+        let expected = "\
+sdwand 0.1.0
+interface  sdwan0
+address    fd00:5d::1
+backend    kernel
+ready      yes
+
+PEER  ADDRESS     ENDPOINT             HANDSHAKE  RX       TX
+b     fd00:5d::2  192.0.2.2:51820      1m 5s ago  1.5 MiB  300 B
+c     fd00:5d::3  [2001:db8::3]:51820  never      0 B      0 B
+
+VIP           ROLE       HEALTHY  HOLDER          EPOCH
+fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
+fd00:5d::200  listening  no       none known      -      single candidate
+";
+        assert_eq!(status(&daemon_status()), expected);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(duration(999), "999ms");
+        assert_eq!(duration(4_250), "4.2s");
+        assert_eq!(duration(3_600_000), "1h");
+        assert_eq!(seconds(5), "5s");
+        assert_eq!(seconds(0), "0s");
+        assert_eq!(rtt(850), "850µs");
+        assert_eq!(rtt(12_345), "12.3ms");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
+    }
+
+    #[test]
+    fn moved_names_the_successor() {
+        let to = NamedAddr {
+            address: "fd00:5d::2".parse().unwrap(),
+            name: Some("b".to_owned()),
+        };
+        assert_eq!(
+            moved("fd00:5d::100".parse().unwrap(), &to),
+            "handover of fd00:5d::100 to b (fd00:5d::2) started; follow it with `sdwanctl vip list`\n"
+        );
+    }
+}
