@@ -2,7 +2,8 @@
 //!
 //! Parsing is pure (text in, [`Config`] or every problem out) so it is unit-tested without a file system;
 //! [`load`] adds the file read. Every [`ConfigError`] names the file, the line, the key and how to fix it,
-//! and all problems of a file are reported at once. Private-key handling lives in [`crate::keyfile`].
+//! and all problems of a file are reported at once. Private-key handling lives in [`crate::keyfile`];
+//! `[failover]` and `[[vip]]` are validated in `failover.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -15,6 +16,10 @@ use ipnet::{IpNet, Ipv6Net};
 use serde::Deserialize;
 use toml::Spanned;
 use wireguard_control::Key;
+
+mod failover;
+
+pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig};
 
 /// Where `sdwand` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwand/sdwand.toml";
@@ -32,6 +37,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Static member list, in file order (the registry replaces it later).
     pub members: Vec<Member>,
+    /// VIP failover settings shared by every VIP.
+    pub failover: FailoverConfig,
+    /// The VIPs, in file order.
+    pub vips: Vec<VipConfig>,
 }
 
 /// `[interface]`.
@@ -84,6 +93,8 @@ pub struct DaemonConfig {
     pub resync_interval: Duration,
     /// Remove the data plane on SIGTERM instead of leaving it up.
     pub teardown_on_exit: bool,
+    /// Unix socket `sdwanctl` talks to.
+    pub control_socket: PathBuf,
 }
 
 /// One `[[members]]` entry.
@@ -258,24 +269,36 @@ impl Ctx<'_> {
         let backend = self.backend(raw.backend.as_ref());
         let daemon = self.daemon(raw.daemon.as_ref());
         let members = self.members(&raw.members, interface.as_ref());
-        match (interface, backend, daemon, members) {
-            (Some(interface), Some(backend), Some(daemon), Some(members)) if self.errors.is_empty() => Ok(Config {
-                source: self.path.to_owned(),
-                interface: InterfaceConfig {
-                    private_key_file: interface
-                        .private_key_file
-                        .unwrap_or_else(|| daemon.state_dir.join("private.key")),
-                    name: interface.name,
-                    listen_port: interface.listen_port,
-                    mtu: interface.mtu,
-                    address: interface.address,
-                    overlay_prefix: interface.overlay_prefix,
-                    persistent_keepalive: interface.persistent_keepalive,
-                },
-                backend,
-                daemon,
-                members,
-            }),
+        let failover = self.failover(
+            raw.failover.as_ref(),
+            raw.interface.get_ref(),
+            interface.as_ref().map(|i| i.listen_port),
+        );
+        let vips = self.vips(&raw.vip, &raw.members, interface.as_ref().map(|i| i.address));
+        match (interface, backend, daemon, members, failover, vips) {
+            (Some(interface), Some(backend), Some(daemon), Some(members), Some(failover), Some(vips))
+                if self.errors.is_empty() =>
+            {
+                Ok(Config {
+                    source: self.path.to_owned(),
+                    interface: InterfaceConfig {
+                        private_key_file: interface
+                            .private_key_file
+                            .unwrap_or_else(|| daemon.state_dir.join("private.key")),
+                        name: interface.name,
+                        listen_port: interface.listen_port,
+                        mtu: interface.mtu,
+                        address: interface.address,
+                        overlay_prefix: interface.overlay_prefix,
+                        persistent_keepalive: interface.persistent_keepalive,
+                    },
+                    backend,
+                    daemon,
+                    members,
+                    failover,
+                    vips,
+                })
+            }
             _ => {
                 self.errors.sort_by_key(|e| e.line);
                 Err(ConfigErrors(self.errors))
@@ -411,6 +434,7 @@ impl Ctx<'_> {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9581)),
             resync_interval: Duration::from_secs(10),
             teardown_on_exit: false,
+            control_socket: PathBuf::from("/run/sdwand/sdwand.sock"),
         };
         let Some(raw) = raw else { return Some(out) };
         let r = raw.get_ref();
@@ -442,13 +466,7 @@ impl Ctx<'_> {
                 interval,
                 "daemon.resync_interval",
                 "a duration between 1s and 1h, e.g. \"10s\"",
-                |s| {
-                    let d = humantime::parse_duration(s).map_err(|e| format!("is not a duration ({e})"))?;
-                    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
-                        return Err("is out of range 1s..=1h".into());
-                    }
-                    Ok(d)
-                },
+                |s| parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(3600)),
             ) {
                 Some(d) => out.resync_interval = d,
                 None => ok = false,
@@ -456,6 +474,17 @@ impl Ctx<'_> {
         }
         if let Some(t) = r.teardown_on_exit {
             out.teardown_on_exit = t;
+        }
+        if let Some(socket) = &r.control_socket {
+            match self.parse_str(
+                socket,
+                "daemon.control_socket",
+                "an absolute path such as \"/run/sdwand/sdwand.sock\"",
+                parse_abs_path,
+            ) {
+                Some(p) => out.control_socket = p,
+                None => ok = false,
+            }
         }
         ok.then_some(out)
     }
@@ -608,6 +637,19 @@ fn parse_abs_path(s: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| "is not an absolute path".to_owned())
 }
 
+/// A humantime duration in `lo..=hi`.
+fn parse_duration_in(s: &str, lo: Duration, hi: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("is not a duration ({e})"))?;
+    if d < lo || d > hi {
+        return Err(format!(
+            "is out of range {}..={}",
+            humantime::format_duration(lo),
+            humantime::format_duration(hi)
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_host(s: &str) -> Result<Ipv6Addr, String> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Err(format!("has a prefix length; write the address alone ({})", net.addr()));
@@ -680,7 +722,17 @@ impl Config {
             ),
             ("daemon.state_dir", self.daemon.state_dir.display().to_string()),
             ("daemon.metrics_listen", self.daemon.metrics_listen.to_string()),
+            (
+                "daemon.control_socket",
+                self.daemon.control_socket.display().to_string(),
+            ),
+            ("failover.port", self.failover.port.to_string()),
         ]
+    }
+
+    /// The overlay address of the member called `name` (VIP candidates are member names).
+    pub fn member_address(&self, name: &str) -> Option<Ipv6Addr> {
+        self.members.iter().find(|m| m.name == name).map(|m| m.address)
     }
 }
 
@@ -692,6 +744,9 @@ struct RawConfig {
     daemon: Option<Spanned<RawDaemon>>,
     #[serde(default)]
     members: Vec<Spanned<RawMember>>,
+    failover: Option<Spanned<failover::RawFailover>>,
+    #[serde(default)]
+    vip: Vec<Spanned<failover::RawVip>>,
 }
 
 #[derive(Deserialize)]
@@ -720,6 +775,7 @@ struct RawDaemon {
     metrics_listen: Option<Spanned<String>>,
     resync_interval: Option<Spanned<String>>,
     teardown_on_exit: Option<bool>,
+    control_socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,27 @@ fn example_config_parses() {
         cfg.members[1].routed_prefixes,
         vec!["fd00:5e:2::/48".parse::<Ipv6Net>().unwrap()]
     );
+    assert_eq!(cfg.daemon.control_socket, PathBuf::from("/run/sdwand/sdwand.sock"));
+    assert_eq!(cfg.vips.len(), 1);
+    // The commented-out k3s example is valid too.
+    let text = std::fs::read_to_string(path).unwrap();
+    let (head, example) = text.split_once("# [[vip]]\n").unwrap();
+    let example: String = example
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    let cfg = parse(path, &format!("{head}[[vip]]\n{example}")).unwrap();
+    assert!(
+        matches!(
+            &cfg.vips[1].health.as_ref().unwrap().check,
+            HealthCheck::Https {
+                client_key: Some(_),
+                ..
+            }
+        ),
+        "{:?}",
+        cfg.vips[1]
+    );
 }
 
 #[test]
@@ -114,4 +135,250 @@ fn identity_is_checked_against_own_key() {
     let e = cfg.check_identity(&k2).unwrap_err().0;
     assert_eq!(e.len(), 2, "{e:?}");
     assert_eq!((e[0].line, e[1].line), (5, 9));
+}
+
+const K3: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// `minimal` with members a (this node, fd00:5d::1), b (fd00:5d::2, routes fd00:5e::/48) and c: 17 lines.
+fn three(rest: &str) -> String {
+    minimal(&format!(
+        "[[members]]\nname = \"a\"\npublic_key = \"{K1}\"\naddress = \"fd00:5d::1\"\n\
+         [[members]]\nname = \"b\"\npublic_key = \"{K2}\"\naddress = \"fd00:5d::2\"\nrouted_prefixes = [\"fd00:5e::/48\"]\n\
+         [[members]]\nname = \"c\"\npublic_key = \"{K3}\"\naddress = \"fd00:5d::3\"\n{rest}"
+    ))
+}
+
+fn keys_and_lines(e: &[ConfigError]) -> Vec<(&str, usize)> {
+    e.iter().map(|e| (e.key.as_str(), e.line)).collect()
+}
+
+#[test]
+fn failover_defaults() {
+    let cfg = parse(Path::new("t.toml"), &minimal("")).unwrap();
+    assert_eq!(cfg.daemon.control_socket, PathBuf::from("/run/sdwand/sdwand.sock"));
+    assert_eq!(
+        cfg.failover,
+        FailoverConfig {
+            port: 51821,
+            interval: Duration::from_millis(50),
+            dead_after: 4,
+            preempt: false,
+            preempt_delay: Duration::from_secs(5),
+        }
+    );
+    assert_eq!(cfg.failover.timers().preempt, None);
+    assert!(cfg.vips.is_empty());
+}
+
+#[test]
+fn vip_with_health_check() {
+    let text = three(
+        "[failover]\ninterval = \"100ms\"\npreempt = true\npreempt_delay = \"0s\"\n\
+         [[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"b\", \"a\"]\n\
+         [vip.health]\nkind = \"https\"\nurl = \"https://[::1]:6443/readyz\"\nca_file = \"/etc/ca.crt\"\n\
+         client_cert = \"/etc/c.crt\"\nclient_key = \"/etc/c.key\"\ninterval = \"200ms\"\n\
+         [[vip]]\naddress = \"fd00:5d:f::2\"\ncandidates = [\"c\"]\n[vip.health]\nkind = \"tcp\"\ntarget = \"[::1]:22\"\n",
+    );
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    let timers = cfg.failover.timers();
+    assert_eq!(timers.interval, Duration::from_millis(100));
+    assert_eq!(timers.preempt, Some(Duration::ZERO));
+    assert_eq!(cfg.vips.len(), 2);
+    let v = &cfg.vips[0];
+    assert_eq!((v.address, v.line), ("fd00:5d:f::1".parse().unwrap(), 22));
+    assert_eq!(v.candidates, ["b", "a"]);
+    assert_eq!(cfg.member_address("b"), Some("fd00:5d::2".parse().unwrap()));
+    assert_eq!(cfg.member_address("z"), None);
+    let h = v.health.as_ref().unwrap();
+    assert_eq!(
+        (h.interval, h.timeout, h.rise, h.fall),
+        (Duration::from_millis(200), Duration::from_millis(100), 2, 3)
+    );
+    assert_eq!(
+        h.check,
+        HealthCheck::Https {
+            url: "https://[::1]:6443/readyz".into(),
+            ca_file: Some("/etc/ca.crt".into()),
+            client_cert: Some("/etc/c.crt".into()),
+            client_key: Some("/etc/c.key".into()),
+        }
+    );
+    let h = cfg.vips[1].health.as_ref().unwrap();
+    assert_eq!(h.timeout, Duration::from_millis(500));
+    assert_eq!(
+        h.check,
+        HealthCheck::Tcp {
+            target: "[::1]:22".parse().unwrap()
+        }
+    );
+}
+
+#[test]
+fn failover_problems() {
+    let text = "[interface]\nname = \"a\"\naddress = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\n\
+                [daemon]\ncontrol_socket = \"sdwand.sock\"\n\
+                [failover]\nport = 51820\ninterval = \"5ms\"\ndead_after = 1\npreempt_delay = \"2h\"\n";
+    let e = errors(text);
+    assert_eq!(
+        keys_and_lines(&e),
+        vec![
+            ("daemon.control_socket", 6),
+            ("failover.port", 8),
+            ("failover.interval", 9),
+            ("failover.dead_after", 10),
+            ("failover.preempt_delay", 11),
+        ]
+    );
+    assert!(e[2].message.contains("10ms..=10s"), "{}", e[2]);
+    assert!(e.iter().all(|e| !e.hint.is_empty()));
+    // An unset failover.port clashes with a listen_port set to its default.
+    let e = errors(
+        "[interface]\nname = \"a\"\naddress = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\nlisten_port = 51821\n",
+    );
+    assert_eq!(keys_and_lines(&e), vec![("interface.listen_port", 5)]);
+    let e = errors(&minimal("[failover]\nheartbeat = \"1s\"\n"));
+    assert_eq!(e[0].line, 6, "{e:?}");
+}
+
+#[test]
+fn vip_address_and_candidate_problems() {
+    let many: Vec<String> = (0..33).map(|i| format!("\"n{i}\"")).collect();
+    let text = three(&format!(
+        "[[vip]]\naddress = \"fd00:5d::2\"\ncandidates = []\n\
+         [[vip]]\naddress = \"fd00:5e::7\"\ncandidates = [\"a\", \"x\", \"a\"]\n\
+         [[vip]]\naddress = \"fd00:5d:f::1/128\"\ncandidates = [{}]\n\
+         [[vip]]\naddress = \"fd00:5d:f::9\"\ncandidates = [\"c\"]\n\
+         [[vip]]\naddress = \"fd00:5d:f::9\"\ncandidates = [\"c\"]\n\
+         [[vip]]\naddress = \"fd00:5d::1\"\ncandidates = [\"c\"]\n",
+        many.join(", ")
+    ));
+    let e = errors(&text);
+    assert_eq!(
+        keys_and_lines(&e),
+        vec![
+            ("vip[0].address", 19),
+            ("vip[0].candidates", 20),
+            ("vip[1].address", 22),
+            ("vip[1].candidates[1]", 23),
+            ("vip[1].candidates[2]", 23),
+            ("vip[2].address", 25),
+            ("vip[2].candidates", 26),
+            ("vip[4].address", 31),
+            ("vip[5].address", 34),
+        ]
+    );
+    let messages: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages[0].contains("members[1] (\"b\")"), "{messages:?}");
+    assert!(
+        messages[2].contains("inside routed prefix fd00:5e::/48"),
+        "{messages:?}"
+    );
+    assert!(messages[3].contains("\"x\" is not the name"), "{messages:?}");
+    assert!(messages[4].contains("also candidates[0]"), "{messages:?}");
+    assert!(messages[6].contains("has 33 names"), "{messages:?}");
+    assert!(messages[7].contains("vip[3]"), "{messages:?}");
+    assert!(messages[8].contains("this node's interface.address"), "{messages:?}");
+}
+
+/// A `[vip.health]` body, the (key, line) of every problem it raises, and part of the first message.
+type HealthCase<'a> = (&'a str, &'a [(&'a str, usize)], &'a str);
+
+#[test]
+fn health_problems() {
+    let vip =
+        |health: &str| format!("[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\"]\n[vip.health]\n{health}");
+    let cases: &[HealthCase] = &[
+        (
+            "kind = \"icmp\"\n",
+            &[("vip[0].health.kind", 22)],
+            "not a health check kind",
+        ),
+        ("kind = \"tcp\"\n", &[("vip[0].health", 21)], "needs target"),
+        (
+            "kind = \"tcp\"\ntarget = \"localhost:80\"\nurl = \"http://x/\"\n",
+            &[("vip[0].health.target", 23), ("vip[0].health.url", 24)],
+            "not an address:port",
+        ),
+        (
+            "kind = \"http\"\nurl = \"https://[::1]/\"\n",
+            &[("vip[0].health.url", 23)],
+            "not an http:// URL",
+        ),
+        (
+            "kind = \"https\"\nurl = \"[::1]:6443/readyz\"\n",
+            &[("vip[0].health.url", 23)],
+            "no scheme",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://[::1/\"\n",
+            &[("vip[0].health.url", 23)],
+            "not a valid URL",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://h/#x\"\n",
+            &[("vip[0].health.url", 23)],
+            "fragment",
+        ),
+        (
+            "kind = \"http\"\nurl = \"http://h/\"\nca_file = \"/ca\"\n",
+            &[("vip[0].health.ca_file", 24)],
+            "not used by kind = \"http\"",
+        ),
+        (
+            "kind = \"https\"\nurl = \"https://h/\"\nca_file = \"ca.pem\"\nclient_key = \"/k\"\n",
+            &[("vip[0].health.ca_file", 24), ("vip[0].health.client_key", 25)],
+            "not an absolute path",
+        ),
+        (
+            "kind = \"tcp\"\ntarget = \"[::1]:1\"\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            &[("vip[0].health.timeout", 25)],
+            "not shorter than interval 1s",
+        ),
+        (
+            "kind = \"tcp\"\ntarget = \"[::1]:1\"\ninterval = \"50ms\"\nrise = 0\nfall = 11\n",
+            &[
+                ("vip[0].health.interval", 24),
+                ("vip[0].health.rise", 25),
+                ("vip[0].health.fall", 26),
+            ],
+            "out of range 100ms..=1h",
+        ),
+    ];
+    for (health, want, first_message) in cases {
+        let e = errors(&three(&vip(health)));
+        assert_eq!(keys_and_lines(&e), *want, "{health}");
+        assert!(e[0].message.contains(first_message), "{health}: {}", e[0]);
+    }
+}
+
+#[test]
+fn reload_classifies_failover_settings() {
+    let base = "[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\", \"b\"]\n";
+    let parse_three = |rest: &str| {
+        parse(Path::new("t.toml"), &three(rest))
+            .unwrap()
+            .restart_only_settings()
+    };
+    let before = parse_three(base);
+    // VIPs, candidates, timers and health checks reload.
+    let reloadable = parse_three(&format!(
+        "[failover]\ninterval = \"1s\"\npreempt = true\n{base}[vip.health]\nkind = \"tcp\"\ntarget = \"[::1]:1\"\n\
+         [[vip]]\naddress = \"fd00:5d:f::2\"\ncandidates = [\"c\"]\n"
+    ));
+    assert_eq!(before, reloadable);
+    // The heartbeat port and the control socket do not.
+    let changed = |rest: &str| -> Vec<&'static str> {
+        let after = parse_three(rest);
+        before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|(b, _)| b.0)
+            .collect()
+    };
+    assert_eq!(changed(&format!("[failover]\nport = 5000\n{base}")), ["failover.port"]);
+    assert_eq!(
+        changed(&format!("[daemon]\ncontrol_socket = \"/run/x.sock\"\n{base}")),
+        ["daemon.control_socket"]
+    );
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod health;
 mod machine;
 mod replay;
 #[cfg(test)]
