@@ -62,7 +62,8 @@ pub struct HealthConfig {
     pub check: HealthCheck,
     /// Period of the check (100ms..=1h).
     pub interval: Duration,
-    /// How long one check may take; always shorter than `interval`, so checks never overlap.
+    /// How long one check may take; always shorter than `interval`, so checks never overlap (default:
+    /// 500ms or half the interval, whichever is shorter).
     pub timeout: Duration,
     /// Consecutive passes that make an unhealthy node healthy (1..=10).
     pub rise: u32,

@@ -3,9 +3,8 @@
 //! Parsing is pure (text in, [`Config`] or every problem out) so it is unit-tested without a file system;
 //! [`load`] adds the file read. Every [`ConfigError`] names the file, the line, the key and how to fix it,
 //! and all problems of a file are reported at once. Private-key handling lives in [`crate::keyfile`];
-//! `[failover]` and `[[vip]]` are validated in `failover.rs`.
+//! `[[members]]` is validated in `members.rs`, `[failover]` and `[[vip]]` in `failover.rs`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -18,8 +17,10 @@ use toml::Spanned;
 use wireguard_control::Key;
 
 mod failover;
+mod members;
 
 pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig};
+use members::RawMember;
 
 /// Where `sdwand` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwand/sdwand.toml";
@@ -488,136 +489,6 @@ impl Ctx<'_> {
         }
         ok.then_some(out)
     }
-
-    fn members(&mut self, raw: &[Spanned<RawMember>], iface: Option<&PartialInterface>) -> Option<Vec<Member>> {
-        let mut out = Vec::with_capacity(raw.len());
-        let mut names: HashMap<String, usize> = HashMap::new();
-        let mut keys: HashMap<[u8; 32], usize> = HashMap::new();
-        // Every prefix a member is reached at, with its owner's index: two members claiming one prefix
-        // would make WireGuard move it back and forth.
-        let mut claimed: BTreeMap<Ipv6Net, usize> = BTreeMap::new();
-        for (i, spanned) in raw.iter().enumerate() {
-            let r = spanned.get_ref();
-            let at = |k: &str| format!("members[{i}].{k}");
-            let line = line_of(self.text, spanned.span().start);
-            let name = self.parse_str(
-                &r.name,
-                &at("name"),
-                "1-64 characters of letters, digits, '-', '_' or '.'",
-                |s| {
-                    let ok = !s.is_empty()
-                        && s.len() <= 64
-                        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-                    ok.then(|| s.to_owned())
-                        .ok_or_else(|| "is not a valid member name".to_owned())
-                },
-            );
-            let key = self.parse_str(
-                &r.public_key,
-                &at("public_key"),
-                "the base64 public key printed by `wg pubkey` (44 characters)",
-                |s| Key::from_base64(s.trim()).map_err(|_| "is not a base64 WireGuard key".to_owned()),
-            );
-            let endpoint = r.endpoint.as_ref().and_then(|e| {
-                self.parse_str(
-                    e,
-                    &at("endpoint"),
-                    "an underlay address and port, e.g. \"192.0.2.12:51820\" or \"[2001:db8::2]:51820\"",
-                    |s| s.parse::<SocketAddr>().map_err(|_| "is not an address:port".to_owned()),
-                )
-            });
-            let address = self.parse_str(
-                &r.address,
-                &at("address"),
-                "the member's IPv6 overlay address, e.g. \"fd00:5d::2\"",
-                parse_host,
-            );
-            let mut routed = Vec::new();
-            for (j, p) in r.routed_prefixes.iter().enumerate() {
-                if let Some(net) = self.parse_str(
-                    p,
-                    &format!("members[{i}].routed_prefixes[{j}]"),
-                    "an IPv6 network such as \"fd00:5e::/48\"",
-                    |s| {
-                        let net: Ipv6Net = s.parse().map_err(|_| "is not an IPv6 prefix".to_owned())?;
-                        (net == net.trunc())
-                            .then_some(net)
-                            .ok_or_else(|| format!("has host bits set (did you mean {}?)", net.trunc()))
-                    },
-                ) {
-                    routed.push(net);
-                }
-            }
-            if let Some(n) = &name {
-                if let Some(first) = names.insert(n.clone(), i) {
-                    self.error(
-                        r.name.span(),
-                        at("name"),
-                        format!("{n:?} is also the name of members[{first}]"),
-                        "give every member a unique name",
-                    );
-                }
-            }
-            if let Some(k) = &key {
-                if let Some(first) = keys.insert(k.0, i) {
-                    self.error(
-                        r.public_key.span(),
-                        at("public_key"),
-                        format!("is also the key of members[{first}]"),
-                        "every member needs its own key pair",
-                    );
-                }
-            }
-            if let (Some(a), Some(iface)) = (address, iface) {
-                if !iface.overlay_prefix.contains(&a) {
-                    self.error(
-                        r.address.span(),
-                        at("address"),
-                        format!("{a} is outside overlay_prefix {}", iface.overlay_prefix),
-                        "pick an address inside interface.overlay_prefix",
-                    );
-                }
-            }
-            if let Some(a) = address {
-                for (j, net) in std::iter::once(host_net(a)).chain(routed.iter().copied()).enumerate() {
-                    if let Some((other_net, owner)) = claimed.iter().find(|(n, _)| n.contains(&net) || net.contains(*n))
-                    {
-                        let key = if j == 0 {
-                            at("address")
-                        } else {
-                            format!("members[{i}].routed_prefixes[{}]", j - 1)
-                        };
-                        let span = if j == 0 {
-                            r.address.span()
-                        } else {
-                            r.routed_prefixes[j - 1].span()
-                        };
-                        self.error(
-                            span,
-                            key,
-                            format!("{net} overlaps {other_net} of members[{owner}]"),
-                            "each address or prefix may belong to one member only",
-                        );
-                    } else {
-                        claimed.insert(net, i);
-                    }
-                }
-            }
-            if let (Some(name), Some(public_key), Some(address)) = (name, key, address) {
-                if r.endpoint.is_none() || endpoint.is_some() {
-                    out.push(Member {
-                        name,
-                        public_key,
-                        endpoint,
-                        address,
-                        routed_prefixes: routed,
-                        line,
-                    });
-                }
-            }
-        }
-        (out.len() == raw.len()).then_some(out)
-    }
 }
 
 struct PartialInterface {
@@ -776,17 +647,6 @@ struct RawDaemon {
     resync_interval: Option<Spanned<String>>,
     teardown_on_exit: Option<bool>,
     control_socket: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMember {
-    name: Spanned<String>,
-    public_key: Spanned<String>,
-    endpoint: Option<Spanned<String>>,
-    address: Spanned<String>,
-    #[serde(default)]
-    routed_prefixes: Vec<Spanned<String>>,
 }
 
 #[cfg(test)]
