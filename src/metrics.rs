@@ -12,6 +12,9 @@ use prometheus::{
 
 use crate::mesh::{ActualDevice, Desired};
 
+mod vip;
+pub use vip::{VipGauges, VipMetrics};
+
 /// Every metric sdwand exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -34,6 +37,8 @@ pub struct Metrics {
     /// Last byte counters seen per peer label, to turn device counters (which restart from zero with the
     /// device) into monotonic Prometheus counters.
     last_bytes: std::sync::Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    /// VIP failover metrics.
+    pub vip: VipMetrics,
 }
 
 impl Metrics {
@@ -106,6 +111,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             last_bytes: Default::default(),
+            vip: VipMetrics::register(&registry),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -245,6 +251,7 @@ mod tests {
             peers: BTreeMap::from([(key.0, spec)]),
             addresses: BTreeSet::new(),
             owned_address_space: "fd00::/64".parse().unwrap(),
+            owned_addresses: BTreeSet::new(),
             routes: BTreeSet::new(),
         };
         let peer = ActualPeer {

@@ -80,6 +80,7 @@ impl Workload {
             peers,
             addresses: BTreeSet::new(),
             owned_address_space: overlay,
+            owned_addresses: Default::default(),
             routes: BTreeSet::new(),
         }
     }

@@ -33,6 +33,8 @@ pub const FRESH_HANDSHAKE: Duration = Duration::from_secs(180);
 pub enum Owner {
     /// The member list: each member's /128 and routed prefixes.
     Membership,
+    /// VIP failover: each VIP's /128 on the peer that holds it.
+    Vip,
 }
 
 /// Allowed-IP claims by owner and peer.
@@ -91,6 +93,9 @@ pub struct Desired {
     /// Addresses sdwand owns when it sees them on the interface: /128s inside the overlay prefix. Those
     /// not in `addresses` are removed; anything else on the interface is left alone.
     pub owned_address_space: Ipv6Net,
+    /// Further addresses sdwand owns wherever they are: the configured VIPs. On the interface only while
+    /// this node holds them (then they are in `addresses` too).
+    pub owned_addresses: BTreeSet<Ipv6Net>,
     /// Routes through the interface (overlay prefix, routed prefixes).
     pub routes: BTreeSet<Ipv6Net>,
 }
@@ -102,7 +107,11 @@ impl Desired {
         let own_public = private_key.get_public();
         let mut peers = BTreeMap::new();
         let mut claims = BTreeMap::new();
-        let mut routes = BTreeSet::from([config.interface.overlay_prefix]);
+        let overlay = config.interface.overlay_prefix;
+        let vips: BTreeSet<Ipv6Net> = config.vips.iter().map(|v| host_net(v.address)).collect();
+        // A VIP outside the overlay prefix needs its own route (the holder's local address wins over it).
+        let mut routes: BTreeSet<Ipv6Net> = vips.iter().filter(|v| !overlay.contains(*v)).copied().collect();
+        routes.insert(overlay);
         for m in config.members.iter().filter(|m| m.public_key != own_public) {
             claims.insert(m.public_key.0, m.prefixes().map(IpNet::V6).collect());
             routes.extend(m.routed_prefixes.iter().copied());
@@ -124,7 +133,8 @@ impl Desired {
             mtu: config.interface.mtu,
             peers,
             addresses: BTreeSet::from([host_net(config.interface.address)]),
-            owned_address_space: config.interface.overlay_prefix,
+            owned_address_space: overlay,
+            owned_addresses: vips,
             routes,
         };
         (desired, claims)

@@ -156,7 +156,7 @@ impl NetPlan {
 }
 
 /// Diffs the desired kernel state against `actual`. Only state sdwand owns is removed: /128s inside the
-/// overlay prefix and routes carrying sdwand's route protocol.
+/// overlay prefix, configured VIPs, and routes carrying sdwand's route protocol.
 pub fn plan_net(desired: &Desired, actual: &ActualNet) -> NetPlan {
     NetPlan {
         set_up: !actual.up,
@@ -166,7 +166,9 @@ pub fn plan_net(desired: &Desired, actual: &ActualNet) -> NetPlan {
             .addresses
             .iter()
             .filter(|a| {
-                a.prefix_len() == 128 && desired.owned_address_space.contains(*a) && !desired.addresses.contains(a)
+                let owned = (a.prefix_len() == 128 && desired.owned_address_space.contains(*a))
+                    || desired.owned_addresses.contains(a);
+                owned && !desired.addresses.contains(a)
             })
             .copied()
             .collect(),

@@ -16,6 +16,7 @@ use serde::Serialize;
 pub mod health;
 mod machine;
 mod replay;
+pub(crate) mod runtime;
 #[cfg(test)]
 mod tests;
 pub mod wire;

@@ -1,23 +1,34 @@
 //! The daemon's event loop: load the configuration, pick the backend, reconcile, and keep reconciling on
-//! timers, netlink events, implementation restarts and SIGHUP, until SIGTERM.
+//! timers, netlink events, implementation restarts and SIGHUP; drive VIP failover; on SIGTERM hand held
+//! VIPs over, then exit.
 
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use ipnet::{IpNet, Ipv6Net};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 use wireguard_control::Key;
 
+use crate::config::host_net;
 use crate::config::{self, BackendKind, Config, ConfigErrors};
 use crate::keyfile::{self, KeyFileError};
-use crate::mesh::{AllowedIps, Desired, Owner};
+use crate::mesh::Desired;
 use crate::metrics::{self, Metrics};
 use crate::net::{self, NetError, NetEvent, Netlink};
-use crate::reconcile::{reconcile_net, DeviceReconciler};
+use crate::reconcile::DeviceReconciler;
+use crate::vip::runtime::{next_incarnation, VipRuntime};
+use crate::vip::Adopt;
 use crate::wg::userspace::{Origin, Supervisor};
 use crate::wg::{self, BackendInUse, WgError};
+
+mod control;
+mod plane;
+use plane::Plane;
 
 /// Netlink events are coalesced over this window before the kernel state is reconciled.
 const NET_DEBOUNCE: Duration = Duration::from_millis(20);
@@ -58,6 +69,9 @@ pub enum DaemonError {
         /// The changed settings with old and new values.
         changed: String,
     },
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// Other I/O at start (signals, metrics listener).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -97,19 +111,11 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     ))
 }
 
-/// The desired state of `loaded`, with every owner's allowed-IP claims composed.
-fn desired_of(loaded: &Loaded, allowed: &mut AllowedIps) -> Desired {
-    let (mut desired, membership) = Desired::from_config(&loaded.config, &loaded.key);
-    allowed.set_owner(Owner::Membership, membership);
-    desired.compose(allowed);
-    desired
-}
-
 /// Runs the daemon with the configuration at `config_path` until SIGTERM or SIGINT.
 pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut loaded = load(&config_path, true)?;
     let cfg = &loaded.config;
-    tracing::info!(config = %config_path.display(), iface = %cfg.interface.name, address = %cfg.interface.address, members = cfg.members.len(), "starting");
+    tracing::info!(config = %config_path.display(), iface = %cfg.interface.name, address = %cfg.interface.address, members = cfg.members.len(), vips = cfg.vips.len(), "starting");
 
     let metrics = Metrics::new();
     let listener = metrics::bind(cfg.daemon.metrics_listen).await?;
@@ -123,6 +129,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         }
     });
 
+    let control_listener = crate::control::bind(&cfg.daemon.control_socket).await?;
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
+    let control_task = tokio::spawn(crate::control::serve(control_listener, control_tx));
+    tracing::info!(socket = %cfg.daemon.control_socket.display(), "sdwanctl socket ready");
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -131,9 +142,30 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut events = net::subscribe()?;
     let (backend, mut supervisor) = select_backend(cfg, &netlink).await?;
     metrics.set_backend(backend.as_str());
-    let mut allowed = AllowedIps::default();
-    let mut desired = desired_of(&loaded, &mut allowed);
-    let mut device = DeviceReconciler::new(wg::Device::new(&cfg.interface.name, backend)?);
+    let device = wg::Device::new(&cfg.interface.name, backend)?;
+
+    // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it.
+    let adopted = adopt(cfg, &device, &netlink).await;
+    let incarnation = next_incarnation(&cfg.daemon.state_dir);
+    let mut vip = VipRuntime::new(
+        cfg,
+        incarnation,
+        |v| adopted.get(&v).copied().unwrap_or(Adopt::Nothing),
+        metrics.vip.clone(),
+    );
+    let held = adopted
+        .iter()
+        .filter(|(_, a)| **a == Adopt::HeldHere)
+        .map(|(v, _)| host_net(*v))
+        .collect();
+    let mut plane = Plane::new(
+        netlink,
+        DeviceReconciler::new(device),
+        metrics.clone(),
+        Desired::from_config(cfg, &loaded.key),
+        vip.routes(),
+        held,
+    );
 
     let mut resync = tokio::time::interval(cfg.daemon.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,25 +174,43 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut ready = false;
     let mut net_due: Option<Instant> = None;
     let mut restart_due: Option<Instant> = None;
-    let mut ifindex: Option<u32> = None;
+    // Set once SIGTERM arrived: the VIPs are being handed over; exit when done or at this deadline.
+    let mut stop_by: Option<Instant> = None;
 
     loop {
+        if stop_by.is_some() && vip.all_stopped() {
+            break;
+        }
         tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM received"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = sigterm.recv() => {
+                if begin_stop(&mut stop_by, &mut vip, &loaded.config, "SIGTERM") { break }
+                vip.flush(&mut plane).await;
+            }
+            _ = sigint.recv() => {
+                if begin_stop(&mut stop_by, &mut vip, &loaded.config, "SIGINT") { break }
+                vip.flush(&mut plane).await;
+            }
+            _ = sleep_until(stop_by.unwrap_or_else(Instant::now)), if stop_by.is_some() => {
+                tracing::warn!("VIP handover did not finish in time; exiting anyway");
+                break;
+            }
             _ = sighup.recv() => {
                 match reload(&config_path, &loaded) {
                     Ok(new) => {
-                        tracing::info!(members = new.config.members.len(), "configuration reloaded");
+                        tracing::info!(members = new.config.members.len(), vips = new.config.vips.len(), "configuration reloaded");
                         metrics.config_reloads.with_label_values(&["ok"]).inc();
                         if new.config.daemon.resync_interval != loaded.config.daemon.resync_interval {
                             resync = tokio::time::interval(new.config.daemon.resync_interval);
                             resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         }
                         loaded = new;
-                        desired = desired_of(&loaded, &mut allowed);
-                        pass_device(&mut device, &desired, &metrics, false);
-                        ifindex = pass_net(&netlink, &desired, &metrics).await.or(ifindex);
+                        let (desired, membership) = Desired::from_config(&loaded.config, &loaded.key);
+                        plane.set_desired(desired, membership);
+                        vip.reload(&loaded.config, &mut plane, std::time::Instant::now()).await;
+                        plane.pass_device(false);
+                        if let Some(index) = plane.pass_net().await {
+                            bind_vip(&mut vip, index);
+                        }
                     }
                     Err(e) => {
                         tracing::error!("configuration reload refused, the previous configuration stays in force: {e}");
@@ -168,45 +218,65 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                     }
                 }
             }
+            input = vip.next_input() => {
+                vip.handle(input, std::time::Instant::now());
+                vip.flush(&mut plane).await;
+            }
+            Some((request, reply)) = control_rx.recv() => {
+                let is_move = matches!(request, crate::control::Request::VipMove { .. });
+                let facts = control::Facts { backend: backend.as_str(), ready, config: &loaded.config };
+                let response = control::answer(request, &mut vip, &plane, &facts);
+                if is_move {
+                    vip.flush(&mut plane).await;
+                }
+                let _ = reply.send(response);
+            }
             _ = resync.tick() => {
-                let device_ok = pass_device(&mut device, &desired, &metrics, true);
-                let net = pass_net(&netlink, &desired, &metrics).await;
-                ifindex = net.or(ifindex);
+                let device_ok = plane.pass_device(true);
+                let net = plane.pass_net().await;
+                if let Some(index) = net {
+                    bind_vip(&mut vip, index);
+                }
                 if device_ok && net.is_some() && !ready {
                     ready = true;
-                    tracing::info!(peers = desired.peers.len(), backend = backend.as_str(), "data plane reconciled; ready");
-                    let status = format!("reconciled {} peers on {}", desired.peers.len(), desired.ifname);
+                    let peers = plane.desired.peers.len();
+                    tracing::info!(peers, backend = backend.as_str(), "data plane reconciled; ready");
+                    let status = format!("reconciled {peers} peers on {}", plane.desired.ifname);
                     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
                 }
-                if let Some(snapshot) = device.snapshot() {
-                    metrics.observe_device(&desired, snapshot, SystemTime::now());
+                if let Some(snapshot) = plane.device.snapshot() {
+                    metrics.observe_device(&plane.desired, snapshot, SystemTime::now());
                 }
             }
             Some(event) = events.next() => {
-                if relevant(&event, ifindex) && net_due.is_none() {
+                if relevant(&event, plane.ifindex) && net_due.is_none() {
                     net_due = Some(Instant::now() + NET_DEBOUNCE);
                 }
             }
             _ = sleep_until(net_due.unwrap_or_else(Instant::now)), if net_due.is_some() => {
                 net_due = None;
-                ifindex = pass_net(&netlink, &desired, &metrics).await.or(ifindex);
+                if let Some(index) = plane.pass_net().await {
+                    bind_vip(&mut vip, index);
+                }
             }
             status = exited(&mut supervisor) => {
                 tracing::warn!(status = ?status, "userspace WireGuard exited; restarting it and pushing the full configuration");
                 supervisor = None;
-                ifindex = None;
-                device.invalidate();
+                plane.ifindex = None;
+                plane.device.invalidate();
                 restart_due = Some(Instant::now());
             }
             _ = sleep_until(restart_due.unwrap_or_else(Instant::now)), if restart_due.is_some() => {
-                match Supervisor::adopt_or_start(&desired.ifname, &loaded.config.backend.userspace_path).await {
+                match Supervisor::adopt_or_start(&plane.desired.ifname, &loaded.config.backend.userspace_path).await {
                     Ok(s) => {
                         metrics.userspace_restarts.inc();
                         tracing::info!(pid = s.pid(), "userspace WireGuard running again");
                         supervisor = Some(s);
                         restart_due = None;
-                        pass_device(&mut device, &desired, &metrics, true);
-                        ifindex = pass_net(&netlink, &desired, &metrics).await.or(ifindex);
+                        plane.pass_device(true);
+                        if let Some(index) = plane.pass_net().await {
+                            bind_vip(&mut vip, index);
+                        }
                     }
                     Err(e) => {
                         metrics.reconcile_errors.with_label_values(&["backend"]).inc();
@@ -219,13 +289,69 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         }
     }
 
-    notify(&[NotifyState::Stopping]);
+    control_task.abort();
     if loaded.config.daemon.teardown_on_exit {
-        teardown(&netlink, &desired.ifname, backend, supervisor).await;
+        teardown(&plane.netlink, &plane.desired.ifname, backend, supervisor).await;
     } else {
-        tracing::info!(iface = %desired.ifname, "exiting; the data plane stays up (daemon.teardown_on_exit = false)");
+        tracing::info!(iface = %plane.desired.ifname, "exiting; the data plane stays up (daemon.teardown_on_exit = false)");
     }
     Ok(())
+}
+
+/// Starts the stop sequence on the first signal: VIPs held here are handed over before the daemon exits.
+/// Returns true when the daemon should exit at once (a second signal, or nothing to hand over).
+fn begin_stop(stop_by: &mut Option<Instant>, vip: &mut VipRuntime, config: &Config, signal: &str) -> bool {
+    if stop_by.is_some() {
+        tracing::warn!("{signal} received again; exiting without waiting for the VIP handover");
+        return true;
+    }
+    tracing::info!("{signal} received; stopping");
+    notify(&[NotifyState::Stopping]);
+    vip.shutdown(std::time::Instant::now());
+    let timers = config.failover.timers();
+    *stop_by = Some(Instant::now() + timers.handover_timeout() + timers.drain_timeout());
+    vip.all_stopped()
+}
+
+/// Binds the failover socket to the interface `index`, logging a failure (the next pass retries).
+fn bind_vip(vip: &mut VipRuntime, index: u32) {
+    if let Err(e) = vip.ensure_bound(index) {
+        tracing::error!(error = %e, "binding the failover socket failed; retrying on the next pass");
+    }
+}
+
+/// What the data plane shows for each VIP at start: its address on this node's interface, or a peer the
+/// device routes it to.
+async fn adopt(cfg: &Config, device: &wg::Device, netlink: &Netlink) -> BTreeMap<Ipv6Addr, Adopt> {
+    let mut found = BTreeMap::new();
+    if cfg.vips.is_empty() {
+        return found;
+    }
+    let local: Vec<Ipv6Net> = match netlink.link_by_name(&cfg.interface.name).await {
+        Ok(Some(link)) => netlink.ipv6_addresses(link.index).await.unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let actual = tokio::task::block_in_place(|| device.read()).ok();
+    for v in &cfg.vips {
+        let net = host_net(v.address);
+        let adopt = if local.contains(&net) {
+            Adopt::HeldHere
+        } else {
+            let via = actual.as_ref().and_then(|d| {
+                d.peers
+                    .iter()
+                    .find(|(_, p)| p.allowed_ips.contains(&IpNet::V6(net)))
+                    .and_then(|(key, _)| cfg.members.iter().find(|m| m.public_key.0 == *key))
+                    .map(|m| m.address)
+            });
+            via.map_or(Adopt::Nothing, Adopt::RoutedTo)
+        };
+        if adopt != Adopt::Nothing {
+            tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");
+        }
+        found.insert(v.address, adopt);
+    }
+    found
 }
 
 fn notify(state: &[NotifyState]) {
@@ -266,81 +392,6 @@ async fn exited(supervisor: &mut Option<Supervisor>) -> Option<std::process::Exi
     match supervisor {
         Some(s) => s.exited().await,
         None => std::future::pending().await,
-    }
-}
-
-/// One device pass (blocking I/O, run in place on this worker). Returns whether it succeeded.
-fn pass_device(device: &mut DeviceReconciler, desired: &Desired, metrics: &Metrics, full: bool) -> bool {
-    let timer = metrics.reconcile_timer("device");
-    let now = SystemTime::now();
-    let result = tokio::task::block_in_place(|| {
-        if full {
-            device.resync(desired, now)
-        } else {
-            device.update(desired, now)
-        }
-    });
-    timer.observe_duration();
-    match result {
-        Ok(outcome) => {
-            if outcome.changed() {
-                for (kind, n) in [
-                    ("peer_added", outcome.added),
-                    ("peer_updated", outcome.updated),
-                    ("peer_removed", outcome.removed),
-                ] {
-                    metrics.changes_applied.with_label_values(&[kind]).inc_by(n as u64);
-                }
-                tracing::info!(
-                    added = outcome.added,
-                    updated = outcome.updated,
-                    removed = outcome.removed,
-                    interface_set = outcome.interface_set,
-                    "WireGuard device changed"
-                );
-            }
-            true
-        }
-        Err(e) => {
-            device.invalidate();
-            metrics.reconcile_errors.with_label_values(&["wireguard"]).inc();
-            tracing::error!(error = %e, "WireGuard reconcile failed; will retry");
-            false
-        }
-    }
-}
-
-/// One kernel pass. Returns the interface index when it succeeded.
-async fn pass_net(netlink: &Netlink, desired: &Desired, metrics: &Metrics) -> Option<u32> {
-    let timer = metrics.reconcile_timer("net");
-    let result = reconcile_net(netlink, desired).await;
-    timer.observe_duration();
-    match result {
-        Ok((index, plan)) => {
-            if !plan.is_empty() {
-                let counts = [
-                    ("address_added", plan.add_addresses.len()),
-                    ("address_removed", plan.del_addresses.len()),
-                    ("route_added", plan.add_routes.len()),
-                    ("route_removed", plan.del_routes.len()),
-                ];
-                for (kind, n) in counts {
-                    metrics.changes_applied.with_label_values(&[kind]).inc_by(n as u64);
-                }
-                tracing::info!(
-                    set_up = plan.set_up, mtu = ?plan.mtu,
-                    add_addresses = ?plan.add_addresses, del_addresses = ?plan.del_addresses,
-                    add_routes = ?plan.add_routes, del_routes = ?plan.del_routes,
-                    "interface state changed"
-                );
-            }
-            Some(index)
-        }
-        Err(e) => {
-            metrics.reconcile_errors.with_label_values(&["netlink"]).inc();
-            tracing::error!(error = %e, "netlink reconcile failed; will retry");
-            None
-        }
     }
 }
 

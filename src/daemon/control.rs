@@ -1,0 +1,97 @@
+//! Answers `sdwanctl`'s requests from the daemon's state.
+
+use std::time::{Instant, SystemTime};
+
+use crate::config::Config;
+use crate::control::{self, DaemonStatus, PeerView, Request, Response, VipView};
+use crate::vip::runtime::VipRuntime;
+
+use super::plane::Plane;
+
+/// What the status answer needs besides the plane and the VIPs.
+pub(super) struct Facts<'a> {
+    pub(super) backend: &'a str,
+    pub(super) ready: bool,
+    pub(super) config: &'a Config,
+}
+
+/// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
+pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, facts: &Facts<'_>) -> Response {
+    let now = Instant::now();
+    let names = |a| vip.name_of(a);
+    match request {
+        Request::Status => {
+            let wall = SystemTime::now();
+            let snapshot = plane.device.snapshot();
+            let peers = plane
+                .desired
+                .peers
+                .iter()
+                .map(|(key, spec)| {
+                    let actual = snapshot.and_then(|s| s.peers.get(key));
+                    PeerView {
+                        name: spec.name.clone(),
+                        public_key: spec.public_key.to_base64(),
+                        address: facts
+                            .config
+                            .members
+                            .iter()
+                            .find(|m| m.public_key.0 == *key)
+                            .map_or(std::net::Ipv6Addr::UNSPECIFIED, |m| m.address),
+                        endpoint: actual.and_then(|p| p.endpoint).or(spec.endpoint),
+                        last_handshake_secs_ago: actual
+                            .and_then(|p| p.last_handshake)
+                            .and_then(|t| wall.duration_since(t).ok())
+                            .map(|d| d.as_secs()),
+                        rx_bytes: actual.map_or(0, |p| p.rx_bytes),
+                        tx_bytes: actual.map_or(0, |p| p.tx_bytes),
+                    }
+                })
+                .collect();
+            let vips = vip
+                .statuses(now)
+                .iter()
+                .map(|s| VipView::from_status(s, &names))
+                .collect();
+            Response::Status(Box::new(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                interface: plane.desired.ifname.clone(),
+                address: facts.config.interface.address,
+                backend: facts.backend.to_owned(),
+                ready: facts.ready,
+                peers,
+                vips,
+            }))
+        }
+        Request::VipList => Response::Vips(
+            vip.statuses(now)
+                .iter()
+                .map(|s| VipView::from_status(s, &names))
+                .collect(),
+        ),
+        Request::VipMove { vip: address, to } => {
+            let target = match to
+                .as_deref()
+                .map(|t| control::resolve_peer(t, |n| vip.member_by_name(n)))
+            {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(refusal)) => return refusal,
+            };
+            match vip.request_move(address, target, now) {
+                None => Response::error(
+                    control::code::UNKNOWN_VIP,
+                    format!("{address} is not a VIP configured on this node"),
+                ),
+                Some(Err(e)) => Response::move_refused(address, &e),
+                Some(Ok(to)) => {
+                    tracing::info!(vip = %address, to = %to, "operator moved the VIP; handing over");
+                    Response::Moved {
+                        vip: address,
+                        to: control::NamedAddr::new(to, &|a| vip.name_of(a)),
+                    }
+                }
+            }
+        }
+    }
+}
