@@ -1,13 +1,16 @@
 //! The [`Lab`]: building one (`up`), finding one (`load`), describing one (`status`). Removing one is in
 //! [`crate::down`]. Operations on a running lab (exec, ping, daemon restarts, …) are in [`crate::ops`].
 //!
-//! Layout of a lab named NAME with N peers:
+//! Layout of a lab named NAME with N peers (K of them VIP candidates):
 //!
 //! ```text
 //!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN   (hub ends of the veths)
 //!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
-//!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820)
-//!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, state/}
+//!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
+//!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
+//!              I <= K: echo responder on [fd00:5d:f::1]:9099
+//!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
+//!                                     state/sdwand.sock}
 //! ```
 
 use std::collections::HashMap;
