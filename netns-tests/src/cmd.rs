@@ -3,6 +3,7 @@
 
 use std::env;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -37,6 +38,31 @@ pub fn run(cmd: &mut Command) -> Result<String> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with `input` on its stdin; a non-zero exit is an error carrying its stderr. Returns stdout.
+pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<String> {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let desc = describe(cmd);
+    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+        cmd: desc.clone(),
+        source,
+    })?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let write = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(format!("`{desc}`"), e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: format!("{desc} <<< {input:?}"),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    write.map_err(|e| LabError::io(format!("cannot feed `{desc}`"), e))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -91,13 +117,37 @@ fn is_executable(p: &Path) -> bool {
 /// The `sdwand` binary: `$SDWAND_BIN`, else next to the running executable, else in its parent directory
 /// (test binaries live in `target/*/deps`).
 pub fn sdwand_bin() -> Result<PathBuf> {
-    if let Some(p) = env::var_os("SDWAND_BIN") {
+    workspace_bin("sdwand", "SDWAND_BIN")
+}
+
+/// The `sdwanctl` binary: `$SDWANCTL_BIN`, else found like [`sdwand_bin`].
+pub fn sdwanctl_bin() -> Result<PathBuf> {
+    workspace_bin("sdwanctl", "SDWANCTL_BIN")
+}
+
+/// The `sdwan-lab` binary (it runs the echo responders): `$SDWAN_LAB_BIN`, else the running executable if it
+/// is `sdwan-lab`, else found like [`sdwand_bin`].
+pub fn lab_bin() -> Result<PathBuf> {
+    if env::var_os("SDWAN_LAB_BIN").is_none() {
+        if let Ok(exe) = env::current_exe() {
+            if exe.file_name() == Some(OsStr::new("sdwan-lab")) {
+                return Ok(exe);
+            }
+        }
+    }
+    workspace_bin("sdwan-lab", "SDWAN_LAB_BIN")
+}
+
+/// A binary of this workspace: `$ENV_VAR`, else `name` next to the running executable or in its parent
+/// directory.
+fn workspace_bin(name: &str, env_var: &str) -> Result<PathBuf> {
+    if let Some(p) = env::var_os(env_var) {
         let p = PathBuf::from(p);
         return if is_executable(&p) {
             Ok(p)
         } else {
             Err(LabError::MissingProgram(format!(
-                "SDWAND_BIN={} is not an executable file",
+                "{env_var}={} is not an executable file",
                 p.display()
             )))
         };
@@ -105,14 +155,14 @@ pub fn sdwand_bin() -> Result<PathBuf> {
     let exe = env::current_exe().map_err(|e| LabError::io("cannot find the running executable", e))?;
     let mut tried = Vec::new();
     for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join("sdwand");
+        let candidate = dir.join(name);
         if is_executable(&candidate) {
             return Ok(candidate);
         }
         tried.push(candidate.display().to_string());
     }
     Err(LabError::MissingProgram(format!(
-        "sdwand binary not found (looked at {}); run `cargo build --workspace` first, or set SDWAND_BIN",
+        "{name} binary not found (looked at {}); run `cargo build --workspace` first, or set {env_var}",
         tried.join(", ")
     )))
 }

@@ -12,7 +12,7 @@ pub struct LabDoc {
     pub hub_netns: String,
     /// The peers, in index order.
     pub peers: Vec<PeerDoc>,
-    /// Virtual IPs (none yet: VIPs come with the failover work).
+    /// Virtual IPs (empty in a lab built without `--vip-candidates`).
     pub vips: Vec<VipDoc>,
     /// The lab's state directory (configs, keys, logs).
     pub state_dir: String,
@@ -50,6 +50,12 @@ pub struct VipDoc {
     pub address: String,
     /// Candidate peer names, in rank order.
     pub candidates: Vec<String>,
-    /// The current holder's name, `null` when none.
+    /// The holder: the one peer whose interface has the address; `null` when none has it, or when several
+    /// have (then `holders` says which).
     pub holder: Option<String>,
+    /// Every peer whose interface has the address, in index order. More than one only in a transition
+    /// (a draining holder still serves while its successor's claim is confirmed) or a fault (split brain,
+    /// or a killed daemon that left its address behind).
+    #[serde(default)]
+    pub holders: Vec<String>,
 }

@@ -38,7 +38,7 @@ impl Lab {
     /// Removes this lab (see [`Lab::down`]) and reaps the daemons this value started.
     pub fn teardown(mut self) -> Result<DownReport> {
         let report = Lab::down(self.name());
-        for (_, mut child) in self.children.drain() {
+        for (_, mut child) in self.children.drain().chain(self.responders.drain()) {
             // Stopped by `down` (or earlier); a child that somehow survived is killed rather than leaked.
             if let Ok(None) = child.try_wait() {
                 let _ = child.kill();
@@ -109,8 +109,9 @@ pub(crate) fn lab_sockets(layout: &Layout) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Stops the daemons and background processes recorded in the state file: SIGTERM to every daemon at once,
-/// up to 5 s for them to exit (they tear down their data plane), then SIGKILL.
+/// Stops the daemons and background processes recorded in the state file: SIGTERM to every daemon at once
+/// (then SIGCONT, so a daemon frozen by a test handles it), up to 5 s for them to exit (they tear down their
+/// data plane), then SIGKILL. Then the responders, background processes and `wireguard-go`s.
 fn stop_recorded(state: &LabState, report: &mut DownReport) {
     let daemons: Vec<(String, ProcId)> = state
         .peers
@@ -120,6 +121,7 @@ fn stop_recorded(state: &LabState, report: &mut DownReport) {
         .collect();
     for (_, id) in &daemons {
         let _ = id.signal(libc::SIGTERM);
+        let _ = id.signal(libc::SIGCONT);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for (what, id) in &daemons {
@@ -130,7 +132,15 @@ fn stop_recorded(state: &LabState, report: &mut DownReport) {
         }
         report.stopped.push((what.clone(), id.pid));
     }
-    let others = state.background.iter().map(|id| ("background process".to_owned(), *id));
+    let responders = state
+        .peers
+        .iter()
+        .filter_map(|p| p.responder.map(|id| (format!("responder of p{}", p.index), id)));
+    let others = state
+        .background
+        .iter()
+        .map(|id| ("background process".to_owned(), *id))
+        .chain(responders);
     let wgs = state.peers.iter().flat_map(|p| {
         p.wireguard_go
             .iter()

@@ -19,6 +19,9 @@ pub enum LabError {
     /// A peer count outside 1..=200 (underlay addresses are 192.0.2.(10+i)).
     #[error("invalid peer count {0}: a lab has 1 to 200 peers")]
     InvalidPeerCount(usize),
+    /// A lab option out of range (VIP candidates, heartbeat interval, …), with the rule it breaks.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
     /// A peer index that the lab does not have.
     #[error("lab {lab:?} has no peer {index} (peers are numbered 1..={count})")]
     NoSuchPeer {

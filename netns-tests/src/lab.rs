@@ -1,13 +1,16 @@
 //! The [`Lab`]: building one (`up`), finding one (`load`), describing one (`status`). Removing one is in
 //! [`crate::down`]. Operations on a running lab (exec, ping, daemon restarts, …) are in [`crate::ops`].
 //!
-//! Layout of a lab named NAME with N peers:
+//! Layout of a lab named NAME with N peers (K of them VIP candidates):
 //!
 //! ```text
 //!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN   (hub ends of the veths)
 //!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
-//!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820)
-//!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, state/}
+//!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
+//!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
+//!              I <= K: echo responder on [fd00:5d:f::1]:9099
+//!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
+//!                                     state/sdwand.sock}
 //! ```
 
 use std::collections::HashMap;
@@ -15,7 +18,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -54,10 +57,19 @@ pub struct UpOptions {
     pub persistent_keepalive: u16,
     /// Set to `true` (e.g. from a Ctrl-C handler) to abort `up` and the lab's bounded waits.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// VIP candidates: the first K peers, in order, are the candidates of the one VIP
+    /// [`layout::VIP_ADDR`]. 0 = no VIP (and no `[failover]` section).
+    pub vip_candidates: usize,
+    /// The failover heartbeat interval (`failover.interval`, 10 ms at least).
+    pub vip_interval: Duration,
+    /// `failover.dead_after`: intervals without a heartbeat before a candidate is dead.
+    pub vip_dead_after: u32,
+    /// Whether `up` starts the echo responder (see [`crate::responder`]) in every candidate's namespace.
+    pub responders: bool,
 }
 
 impl UpOptions {
-    /// The defaults: 30 s for handshakes, 2 s resync, teardown on exit, 25 s keepalive.
+    /// The defaults: 30 s for handshakes, 2 s resync, teardown on exit, 25 s keepalive, no VIP.
     pub fn new(name: &str, peers: usize) -> Self {
         UpOptions {
             name: name.to_owned(),
@@ -67,6 +79,10 @@ impl UpOptions {
             teardown_on_exit: true,
             persistent_keepalive: 25,
             cancel: None,
+            vip_candidates: 0,
+            vip_interval: Duration::from_millis(50),
+            vip_dead_after: 4,
+            responders: true,
         }
     }
 }
@@ -87,6 +103,8 @@ pub struct Lab {
     pub(crate) cancel: Option<Arc<AtomicBool>>,
     /// The `NOTIFY_SOCKET` of each daemon this value started (systemd readiness protocol).
     pub(crate) notify: HashMap<usize, crate::ops::Notify>,
+    /// The echo responders this value started, kept to reap them.
+    pub(crate) responders: HashMap<usize, Child>,
 }
 
 impl Lab {
@@ -95,11 +113,17 @@ impl Lab {
     pub fn up(opts: UpOptions) -> Result<Lab> {
         let layout = Layout::new(&opts.name)?;
         layout::validate_peer_count(opts.peers)?;
+        crate::vip::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
         let sdwand_bin = cmd::sdwand_bin()?;
         let wireguard_go = cmd::wireguard_go()?;
+        let lab_bin = if opts.vip_candidates > 0 && opts.responders {
+            Some(cmd::lab_bin()?)
+        } else {
+            None
+        };
         check_absent(&layout)?;
         create_state_dir(&layout)?;
         // From here on the state directory is ours: any failure removes everything of this name.
@@ -122,12 +146,14 @@ impl Lab {
                 config: peer_config(&layout, i, &opts, &wireguard_go, members.clone()),
                 sdwand: None,
                 wireguard_go: Vec::new(),
+                responder: None,
             })
             .collect();
         let mut lab = Lab {
             state: LabState {
                 name: opts.name.clone(),
                 sdwand_bin,
+                lab_bin,
                 peers,
                 background: Vec::new(),
             },
@@ -135,6 +161,7 @@ impl Lab {
             children: HashMap::new(),
             cancel: opts.cancel.clone(),
             notify: HashMap::new(),
+            responders: HashMap::new(),
         };
         match lab.build(&keys, opts.handshake_timeout) {
             Ok(()) => Ok(lab),
@@ -149,6 +176,8 @@ impl Lab {
         }
     }
 
+    /// Everything after the state directory: network, files, responders, daemons; then waits for the mesh,
+    /// readiness, and (with a VIP) for one holder that every peer agrees on.
     fn build(&mut self, keys: &[Key], handshake_timeout: Duration) -> Result<()> {
         self.save()?;
         self.build_network()?;
@@ -168,14 +197,26 @@ impl Lab {
             let text = self.state.peers[i - 1].config.render()?;
             write_new(&self.config_path(i), text.as_bytes(), 0o644)?;
         }
+        // Responders bind the VIP before it exists (IPV6_FREEBIND), so they can start first.
+        if self.state.lab_bin.is_some() {
+            for i in self.vip_candidates() {
+                self.check_cancel()?;
+                self.start_responder(i)?;
+            }
+        }
         for i in 1..=self.peer_count() {
             self.check_cancel()?;
             self.start_sdwand(i)?;
         }
-        let took = self.wait_mesh(handshake_timeout)?;
+        let start = Instant::now();
+        self.wait_mesh(handshake_timeout)?;
+        let left = || handshake_timeout.saturating_sub(start.elapsed());
         for i in 1..=self.peer_count() {
-            self.wait_ready(i, handshake_timeout.saturating_sub(took).max(Duration::from_secs(1)))?;
+            self.wait_ready(i, left().max(Duration::from_secs(1)))?;
             self.wg_pid(i)?;
+        }
+        if !self.vips().is_empty() {
+            self.wait_vip_settled(left().max(Duration::from_secs(10)))?;
         }
         Ok(())
     }
@@ -235,6 +276,7 @@ impl Lab {
             children: HashMap::new(),
             cancel: None,
             notify: HashMap::new(),
+            responders: HashMap::new(),
         })
     }
 
@@ -257,7 +299,8 @@ impl Lab {
         Ok(names)
     }
 
-    /// The lab's document with PIDs re-read: a dead `sdwand` or an unserved interface is `null`.
+    /// The lab's document with PIDs re-read: a dead `sdwand` or an unserved interface is `null`. VIP holders
+    /// are read from the peers' interfaces (see [`Lab::holders`]).
     pub fn status(&mut self) -> Result<LabDoc> {
         let mut peers = Vec::new();
         for i in 1..=self.peer_count() {
@@ -280,7 +323,7 @@ impl Lab {
             name: self.name().to_owned(),
             hub_netns: self.layout.hub_netns(),
             peers,
-            vips: Vec::new(),
+            vips: self.vip_docs(),
             state_dir: self.layout.state_dir().display().to_string(),
         })
     }
@@ -443,6 +486,7 @@ impl Lab {
 /// The `NodeConfig` of peer `i`.
 fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path, members: Vec<Member>) -> NodeConfig {
     let dir = layout.peer_dir(i);
+    let (failover, vip) = crate::vip::sections(opts);
     NodeConfig {
         interface: InterfaceSection {
             name: layout.wg_if(i),
@@ -462,7 +506,11 @@ fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path,
             metrics_listen: "127.0.0.1:9581".parse().expect("constant address"),
             resync_interval: opts.resync_interval.clone(),
             teardown_on_exit: opts.teardown_on_exit,
+            // Only with a VIP: a daemon without failover support refuses unknown keys.
+            control_socket: failover.as_ref().map(|_| layout.control_socket(i)),
         },
+        failover,
+        vip,
         members,
     }
 }
@@ -526,29 +574,8 @@ fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
     }
-    cmd.args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let desc = cmd::describe(&cmd);
-    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
-        cmd: desc.clone(),
-        source,
-    })?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let write = stdin.write_all(script.as_bytes());
-    drop(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LabError::io(format!("`{desc}`"), e))?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            cmd: format!("{desc} <<< {:?}", script),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    write.map_err(|e| LabError::io(format!("cannot feed `{desc}`"), e))
+    cmd.args(["-batch", "-"]);
+    cmd::run_stdin(&mut cmd, script).map(drop)
 }
 
 /// `exit status 0`, `signal 9`, or `status unknown`.

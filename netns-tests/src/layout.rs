@@ -18,6 +18,14 @@ pub const LISTEN_PORT: u16 = 51820;
 pub const OVERLAY_PREFIX: &str = "fd00:5d::/64";
 /// Prefix length of the underlay subnet 192.0.2.0/24.
 pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+/// The lab's one virtual IP, outside the overlay prefix so that the daemons' VIP route is exercised.
+pub const VIP_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0xf, 0, 0, 0, 0, 1);
+/// UDP port of every peer's failover endpoint (on its overlay /128).
+pub const FAILOVER_PORT: u16 = 51821;
+/// UDP port of the echo responder that runs in every VIP candidate's namespace (bound to the VIP).
+pub const RESPONDER_PORT: u16 = 9099;
+/// Most VIP candidates a lab may have (the failover wire format's limit).
+pub const MAX_VIP_CANDIDATES: usize = sdwand::vip::wire::MAX_CANDIDATES;
 /// Longest lab name: `NAME-p200` must fit the kernel's 15-byte interface names.
 pub const MAX_NAME_LEN: usize = 6;
 
@@ -129,6 +137,16 @@ impl Layout {
         self.state_dir().join(Self::peer_name(i))
     }
 
+    /// Peer `i`'s `sdwand` control socket (`daemon.control_socket`, what `sdwanctl --socket` talks to).
+    pub fn control_socket(&self, i: usize) -> PathBuf {
+        self.peer_dir(i).join("state").join("sdwand.sock")
+    }
+
+    /// Peer `i`'s echo responder log.
+    pub fn responder_log(&self, i: usize) -> PathBuf {
+        self.peer_dir(i).join("responder.log")
+    }
+
     /// Whether `netns` is one of this lab's namespaces: `NAME-hub` or `NAME-p<digits>`.
     pub fn owns_netns(&self, netns: &str) -> bool {
         netns == self.hub_netns() || self.peer_index_of(netns).is_some()
@@ -182,5 +200,18 @@ mod tests {
         assert_eq!(Layout::underlay_addr(1).to_string(), "192.0.2.11");
         assert_eq!(Layout::underlay_addr(200).to_string(), "192.0.2.210");
         assert_eq!(Layout::overlay_addr(10).to_string(), "fd00:5d::a");
+        assert_eq!(VIP_ADDR.to_string(), "fd00:5d:f::1");
+        let overlay_64 = &Layout::overlay_addr(1).segments()[..4];
+        assert_ne!(
+            &VIP_ADDR.segments()[..4],
+            overlay_64,
+            "the VIP must be outside the overlay /64"
+        );
+    }
+
+    #[test]
+    fn control_sockets_fit_sun_path() {
+        let l = Layout::new("abcdef").unwrap();
+        assert!(l.control_socket(200).as_os_str().len() < 108);
     }
 }

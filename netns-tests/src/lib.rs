@@ -4,7 +4,11 @@
 //! A lab called NAME is a hub namespace `NAME-hub` with a bridge, and N peer namespaces `NAME-p1..NAME-pN`,
 //! each with a veth underlay link into the bridge (192.0.2.(10+i)/24) and one `sdwand` that builds the
 //! WireGuard interface `NAME-pI` (userspace `wireguard-go`) with the overlay address `fd00:5d::I`. State lives
-//! in `/run/sdwan-lab/NAME/`. It needs root; it shells out to `ip` (iproute2).
+//! in `/run/sdwan-lab/NAME/`. It needs root; it shells out to `ip` (iproute2) and `nft`.
+//!
+//! With [`UpOptions::vip_candidates`] = K, peers p1..pK are the candidates of the VIP `fd00:5d:f::1`, every
+//! candidate runs an echo responder bound to it, and the [`vip`], [`probe`] and [`faults`] helpers let a test
+//! kill, freeze, cut or lossy-link the holder and see where a client's traffic to the VIP lands.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -15,6 +19,25 @@
 //! assert_eq!(stats.lost(), 0);
 //! # Ok::<(), sdwan_lab::LabError>(())
 //! // dropping the guard removes namespaces, interfaces, processes and state
+//! ```
+//!
+//! A failover, seen from an observer:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sdwan_lab::{LabGuard, ProbeOptions, UpOptions};
+//!
+//! let mut opts = UpOptions::new("ex2", 5);
+//! opts.vip_candidates = 3; // p1..p3; p4 and p5 only route the VIP
+//! let mut lab = LabGuard::up(opts)?; // also waits until one peer holds the VIP and all agree
+//! let holder = lab.wait_vip_settled(Duration::from_secs(10))?;
+//! let probe = lab.start_probe(4, ProbeOptions::new(Duration::from_secs(5)))?; // every 5 ms
+//! lab.kill_node(holder)?;
+//! let new = lab.wait_vip_settled(Duration::from_secs(10))?;
+//! let report = probe.finish()?;
+//! println!("{report}"); // lost requests, longest outage, who answered when
+//! assert_eq!(lab.holders()?, [new]); // ground truth: the address on the interfaces
+//! # Ok::<(), sdwan_lab::LabError>(())
 //! ```
 //!
 //! # Layout
@@ -30,7 +53,13 @@
 //! - [`doc`]: the JSON document of `sdwan-lab up` / `status` (a stable contract).
 //! - [`process`]: process identity (PID + start time) and pidfd signalling, so no recycled PID is hit.
 //! - [`wait`]: bounded polling ([`wait_until`]), the only way to wait for a state.
-//! - [`metrics`]: a daemon's Prometheus page, fetched inside its namespace.
+//! - [`metrics`]: a daemon's Prometheus page, fetched inside its namespace; samples and sums.
+//! - [`vip`]: the VIP's config sections, who holds it ([`Lab::holders`]), each daemon's view (role, believed
+//!   holder, epoch, counters), [`Lab::wait_vip_settled`], `sdwanctl`.
+//! - [`responder`]: the echo service behind the VIP (hidden `sdwan-lab responder`), tracked like the daemons.
+//! - [`probe`]: the client that probes the VIP from an observer and reports outages and who answered.
+//! - [`faults`]: node death and revival, daemon crash/freeze, nftables partitions and random loss.
+//! - [`netns`]: work on a thread inside a namespace (probes, scrapes, crafted datagrams).
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
 #![warn(missing_docs)]
 
@@ -39,25 +68,33 @@ pub mod cmd;
 pub mod doc;
 pub mod down;
 pub mod error;
+pub mod faults;
 pub mod guard;
 pub mod lab;
 pub mod layout;
 pub mod metrics;
+pub mod netns;
 pub mod nodecfg;
 pub mod ops;
 pub mod ping;
+pub mod probe;
 pub mod process;
+pub mod responder;
 pub mod state;
+pub mod vip;
 pub mod wait;
 
 pub use background::{Background, Finished};
 pub use doc::{LabDoc, PeerDoc, VipDoc};
 pub use down::DownReport;
 pub use error::{LabError, Result};
+pub use faults::Cut;
 pub use guard::LabGuard;
 pub use lab::{Lab, UpOptions};
 pub use layout::Layout;
 pub use nodecfg::NodeConfig;
 pub use ops::Reload;
 pub use ping::PingStats;
+pub use probe::{ProbeHandle, ProbeOptions, ProbeReport};
+pub use vip::VipView;
 pub use wait::{wait_for, wait_until, WaitTimeout};

@@ -1,27 +1,19 @@
 //! Reading a daemon's Prometheus metrics from inside its namespace (each peer's `sdwand` listens on
 //! 127.0.0.1:9581 of its own namespace), and picking one sample out of the text.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{LabError, Result};
 
 /// `GET http://ADDR/PATH` from inside network namespace `netns`, on a short-lived thread that joins the
-/// namespace (`setns` changes only the calling thread). Returns the body of a 200 answer.
+/// namespace (see [`crate::netns`]). Returns the body of a 200 answer.
 pub fn http_get_in_netns(netns: &str, addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
-    let ns_path = Path::new("/run/netns").join(netns);
-    let ns = File::open(&ns_path).map_err(|e| LabError::io(format!("cannot open {}", ns_path.display()), e))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let what = format!("GET http://{addr}{path} in {netns}");
-    let worker = std::thread::spawn(move || -> std::io::Result<String> {
-        // SAFETY: a valid namespace fd; CLONE_NEWNET moves only this thread, which ends after the request.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    let what = format!("GET http://{addr}{path}");
+    let answer = crate::netns::run_in(netns, &what, move || {
         let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -29,11 +21,8 @@ pub fn http_get_in_netns(netns: &str, addr: SocketAddr, path: &str, timeout: Dur
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
         Ok(answer)
-    });
-    let answer = worker
-        .join()
-        .map_err(|_| LabError::Process(format!("{what}: the request thread panicked")))?
-        .map_err(|e| LabError::io(what.clone(), e))?;
+    })?;
+    let what = format!("{what} in {netns}");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
@@ -64,20 +53,59 @@ fn dechunk(mut body: &str) -> String {
 /// The value of sample `name{labels}` in a Prometheus text page: the first sample of that name whose labels
 /// include every pair of `labels`.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.strip_suffix('}')?),
-            None => (series, ""),
-        };
-        if metric != name {
-            return None;
+    samples(text, name, labels).into_iter().next().map(|(_, v)| v)
+}
+
+/// Every sample of `name` whose labels include every pair of `labels`, with all its labels, in page order.
+pub fn samples(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = parse_labels(label_text)?;
+            let wanted = labels.iter().all(|(k, v)| all.get(*k).is_some_and(|have| have == v));
+            wanted.then(|| Some((all, value.parse().ok()?))).flatten()
+        })
+        .collect()
+}
+
+/// The sum of every sample of `name` matching `labels` (0 when there is none).
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name, labels).iter().map(|(_, v)| v).sum()
+}
+
+/// `a="x",b="y"` as a map; `None` if it is not in that form. Escapes (`\"`) are kept as written.
+fn parse_labels(mut text: &str) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    loop {
+        text = text.trim_start_matches([',', ' ']);
+        if text.is_empty() {
+            return Some(out);
         }
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|kv| kv.trim() == format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
+        let (key, rest) = text.split_once("=\"")?;
+        let mut end = None;
+        let mut escaped = false;
+        for (k, c) in rest.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(k);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = end?;
+        out.insert(key.trim().to_owned(), rest[..end].to_owned());
+        text = &rest[end + 1..];
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +128,22 @@ mod tests {
             sample(text, "sdwand_config_reloads_total", &[("result", "other")]),
             None
         );
+    }
+
+    #[test]
+    fn lists_samples_with_labels() {
+        let text = "sdwand_vip_role{vip=\"fd00:5d:f::1\",role=\"holding\"} 1\n\
+                    sdwand_vip_role{vip=\"fd00:5d:f::1\",role=\"standby\"} 0\n\
+                    sdwand_vip_failovers_total{reason=\"initial\",vip=\"fd00:5d:f::1\"} 1\n\
+                    sdwand_vip_failovers_total{reason=\"holder_dead\",vip=\"fd00:5d:f::1\"} 2\n\
+                    odd{a=\"x,\\\"y\"} 5\n";
+        let roles = samples(text, "sdwand_vip_role", &[("vip", "fd00:5d:f::1")]);
+        assert_eq!(roles.len(), 2);
+        assert_eq!(roles[0].0["role"], "holding");
+        assert_eq!(roles[0].1, 1.0);
+        assert_eq!(sum(text, "sdwand_vip_failovers_total", &[("vip", "fd00:5d:f::1")]), 3.0);
+        assert_eq!(sum(text, "sdwand_vip_failovers_total", &[("vip", "other")]), 0.0);
+        assert_eq!(samples(text, "odd", &[])[0].0["a"], "x,\\\"y");
     }
 
     #[test]

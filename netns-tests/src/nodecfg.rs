@@ -17,6 +17,12 @@ pub struct NodeConfig {
     pub backend: BackendSection,
     /// `[daemon]`.
     pub daemon: DaemonSection,
+    /// `[failover]`: heartbeat timers of VIP failover (absent in labs without VIPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverSection>,
+    /// `[[vip]]`: the virtual IPs; every node carries the same list, candidates and followers alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip: Vec<VipSection>,
     /// `[[members]]`: every peer of the lab, this one included (the daemon skips itself by public key).
     pub members: Vec<Member>,
 }
@@ -60,6 +66,33 @@ pub struct DaemonSection {
     pub resync_interval: String,
     /// Whether SIGTERM removes the data plane.
     pub teardown_on_exit: bool,
+    /// The unix socket `sdwanctl` talks to; every lab peer has its own, in its state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// `[failover]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverSection {
+    /// UDP port of the failover endpoint on the node's overlay /128.
+    pub port: u16,
+    /// Heartbeat interval, humantime (`50ms`).
+    pub interval: String,
+    /// A candidate is dead after this many intervals without a heartbeat.
+    pub dead_after: u32,
+    /// Whether a returning higher-ranked candidate takes the VIP back.
+    pub preempt: bool,
+    /// How long it must be live and healthy first, humantime.
+    pub preempt_delay: String,
+}
+
+/// `[[vip]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipSection {
+    /// The virtual /128.
+    pub address: Ipv6Addr,
+    /// Member names, in promotion order.
+    pub candidates: Vec<String>,
 }
 
 /// `[[members]]`.
@@ -134,7 +167,10 @@ mod tests {
                 metrics_listen: "127.0.0.1:9581".parse().unwrap(),
                 resync_interval: "2s".into(),
                 teardown_on_exit: true,
+                control_socket: None,
             },
+            failover: None,
+            vip: Vec::new(),
             members: vec![Member {
                 name: "p2".into(),
                 public_key: "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=".into(),
@@ -155,9 +191,44 @@ mod tests {
         assert!(text.contains("resync_interval = \"2s\""), "{text}");
         assert!(!text.contains("routed_prefixes"), "{text}");
         assert_eq!(NodeConfig::parse(&text).unwrap(), cfg);
+        assert!(!text.contains("failover") && !text.contains("control_socket"), "{text}");
         assert_eq!(
             line_of(&text, "adPRqhum"),
             text.lines().position(|l| l.contains("public_key")).map(|i| i + 1)
         );
+    }
+
+    #[test]
+    fn renders_failover_and_vips() {
+        let mut cfg = sample();
+        cfg.daemon.control_socket = Some("/run/sdwan-lab/t/p1/state/sdwand.sock".into());
+        cfg.failover = Some(FailoverSection {
+            port: 51821,
+            interval: "50ms".into(),
+            dead_after: 4,
+            preempt: false,
+            preempt_delay: "5s".into(),
+        });
+        cfg.vip = vec![VipSection {
+            address: "fd00:5d:f::1".parse().unwrap(),
+            candidates: vec!["p1".into(), "p2".into()],
+        }];
+        let text = cfg.render().unwrap();
+        for needle in [
+            "control_socket = \"/run/sdwan-lab/t/p1/state/sdwand.sock\"",
+            "[failover]",
+            "interval = \"50ms\"",
+            "dead_after = 4",
+            "preempt_delay = \"5s\"",
+            "[[vip]]",
+            "address = \"fd00:5d:f::1\"",
+            "candidates = [\"p1\", \"p2\"]",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        assert_eq!(NodeConfig::parse(&text).unwrap(), cfg);
+        // A state file written before VIPs existed still loads.
+        let old = sample().render().unwrap();
+        assert_eq!(NodeConfig::parse(&old).unwrap(), sample());
     }
 }

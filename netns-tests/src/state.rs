@@ -21,6 +21,9 @@ pub struct LabState {
     pub name: String,
     /// The `sdwand` binary the lab starts, kept so restarts from another process use the same one.
     pub sdwand_bin: PathBuf,
+    /// The `sdwan-lab` binary that runs the echo responders (`None` in labs without them).
+    #[serde(default)]
+    pub lab_bin: Option<PathBuf>,
     /// One entry per peer, index `i` at position `i - 1`.
     pub peers: Vec<PeerState>,
     /// Background processes started with `spawn_in` (killed by `down` if still running).
@@ -44,6 +47,9 @@ pub struct PeerState {
     /// that survive).
     #[serde(default)]
     pub wireguard_go: Vec<ProcId>,
+    /// The running echo responder (VIP candidates only), if the lab started one.
+    #[serde(default)]
+    pub responder: Option<ProcId>,
 }
 
 impl LabState {

@@ -2,7 +2,13 @@
 //! test in a lab of its own (unique name, removed by a guard even when the test fails).
 //!
 //! They need root and a built daemon: `cargo build --workspace && cargo test -p sdwan-lab --test netns`.
-//! Without root they fail with a message saying so; they never skip.
+//! Without root they fail with a message saying so; they never skip. At most two labs run at once
+//! (`SDWAN_LAB_PARALLEL`), whatever the number of test threads.
+//!
+//! The `vip_*` tests run 5 peers: candidates p1..p3 of the VIP fd00:5d:f::1 and observers p4, p5. Each
+//! asserts who holds the VIP (the address on the interfaces: the ground truth) and where an observer's
+//! traffic to it lands (which node's echo responder answers the observer's probe). `vip_loss` takes a minute;
+//! the whole suite a few minutes.
 
 mod bad_config;
 mod common;
@@ -11,4 +17,12 @@ mod members;
 mod mesh;
 mod repair;
 mod restart;
+mod vip_crash;
+mod vip_datagrams;
+mod vip_freeze;
+mod vip_loss;
+mod vip_move;
+mod vip_node_death;
+mod vip_partition;
+mod vip_sigterm;
 mod wg_killed;

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use sdwan_lab::process::{comm, ProcId};
 use sdwan_lab::{LabDoc, LabGuard, Layout};
 
-use crate::common::{assert_ping, overlay, require_root, unique_name};
+use crate::common::{assert_ping, overlay, require_root, slot, unique_name};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sdwan-lab"))
@@ -30,6 +30,7 @@ fn doc_of(out: &Output) -> (LabDoc, serde_json::Value) {
 #[test]
 fn three_peers_reach_each_other_and_down_leaves_nothing() {
     require_root();
+    let _slot = slot();
     let name = unique_name("m");
     // Guards whatever the subprocess creates, from the first namespace on.
     let mut guard = LabGuard::for_name(&name);
