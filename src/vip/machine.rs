@@ -17,6 +17,9 @@ use super::{
 };
 use super::{Body, Header, Message};
 
+/// A gap between two runs of a candidate's machine longer than this many intervals is a stall.
+const STALL: u32 = 2;
+
 /// Why an operator's move was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoveError {
@@ -49,9 +52,10 @@ struct Cand {
     indirect: Option<Instant>,
     /// Its heartbeat interval (from its heartbeats; ours until it has sent one).
     interval: Duration,
-    /// Its last reported state and health.
+    /// Its last reported state, health and view (the state only counts against claims it had seen).
     state: Option<PeerState>,
     healthy: bool,
+    view: Option<Claim>,
     /// Its last heartbeat's `sent_at_us` and when it arrived (echoed back for RTT).
     echo: Option<(u64, Instant)>,
     rtt: Option<Duration>,
@@ -114,6 +118,10 @@ pub struct Machine {
     /// While draining: the successor's claim and the drain deadline.
     drain: Option<(Claim, Instant)>,
     preempt_since: Option<Instant>,
+    /// The last time the machine ran; a longer gap than [`STALL`] intervals means this node was frozen.
+    last_run: Option<Instant>,
+    /// After a stall, no claim before this: the datagrams queued meanwhile must be heard first.
+    settle_until: Option<Instant>,
     shutting_down: bool,
     stopped: bool,
     wake: Option<Instant>,
@@ -144,6 +152,8 @@ impl Machine {
             handover: None,
             drain: None,
             preempt_since: None,
+            last_run: None,
+            settle_until: None,
             shutting_down: false,
             stopped: false,
             wake: None,
@@ -374,6 +384,7 @@ impl Machine {
         c.interval = Duration::from_millis(u64::from(hb.interval_ms));
         c.state = Some(hb.state);
         c.healthy = hb.healthy;
+        c.view = hb.view;
         c.echo = Some((hb.sent_at_us, now));
         let mut rtt = None;
         if hb.echo_at_us != 0 {
@@ -474,6 +485,18 @@ impl Machine {
         if self.stopped {
             self.wake = None;
             return;
+        }
+        // A candidate runs at least twice per interval (its heartbeats); a longer gap means the process was
+        // frozen or starved, and everything it believes about liveness is stale until it has caught up.
+        if self
+            .last_run
+            .is_some_and(|last| now.saturating_duration_since(last) > STALL * self.p.timers.interval)
+        {
+            self.settle_until = Some(now + self.p.timers.dead_time(self.p.timers.interval));
+        }
+        self.last_run = Some(now);
+        if self.settle_until.is_some_and(|t| now >= t) {
+            self.settle_until = None;
         }
         if self.role == PeerState::Listening && self.listen_until.is_some_and(|t| now >= t) {
             self.listen_until = None;
@@ -609,6 +632,7 @@ impl Machine {
         let Some(rank) = self.rank() else { return false };
         self.healthy
             && !self.shutting_down
+            && self.settle_until.is_none()
             && self.hold.is_none()
             && self.drain.is_none()
             && self.holder_gone(now)
@@ -750,6 +774,7 @@ impl Machine {
                 interval,
                 state: None,
                 healthy: false,
+                view: None,
                 echo: None,
                 rtt: None,
             });
@@ -853,7 +878,7 @@ impl Machine {
 
     /// The earliest future instant at which something is due.
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let mut t: Vec<Option<Instant>> = vec![self.next_heartbeat, self.listen_until];
+        let mut t: Vec<Option<Instant>> = vec![self.next_heartbeat, self.listen_until, self.settle_until];
         t.push(self.drain.map(|(_, d)| d));
         if let Some(h) = self.handover {
             t.push(Some(h.deadline.min(h.next_send)));
