@@ -507,7 +507,7 @@ fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path,
             resync_interval: opts.resync_interval.clone(),
             teardown_on_exit: opts.teardown_on_exit,
             // Only with a VIP: a daemon without failover support refuses unknown keys.
-            control_socket: failover.as_ref().map(|_| layout.control_socket(i)),
+            control_socket: layout.control_socket(i),
         },
         failover,
         vip,

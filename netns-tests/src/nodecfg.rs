@@ -67,8 +67,7 @@ pub struct DaemonSection {
     /// Whether SIGTERM removes the data plane.
     pub teardown_on_exit: bool,
     /// The unix socket `sdwanctl` talks to; every lab peer has its own, in its state directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_socket: Option<PathBuf>,
+    pub control_socket: PathBuf,
 }
 
 /// `[failover]`.
@@ -167,7 +166,7 @@ mod tests {
                 metrics_listen: "127.0.0.1:9581".parse().unwrap(),
                 resync_interval: "2s".into(),
                 teardown_on_exit: true,
-                control_socket: None,
+                control_socket: "/run/sdwan-lab/t/p1/state/sdwand.sock".into(),
             },
             failover: None,
             vip: Vec::new(),
@@ -191,7 +190,7 @@ mod tests {
         assert!(text.contains("resync_interval = \"2s\""), "{text}");
         assert!(!text.contains("routed_prefixes"), "{text}");
         assert_eq!(NodeConfig::parse(&text).unwrap(), cfg);
-        assert!(!text.contains("failover") && !text.contains("control_socket"), "{text}");
+        assert!(!text.contains("failover"), "{text}");
         assert_eq!(
             line_of(&text, "adPRqhum"),
             text.lines().position(|l| l.contains("public_key")).map(|i| i + 1)
@@ -201,7 +200,6 @@ mod tests {
     #[test]
     fn renders_failover_and_vips() {
         let mut cfg = sample();
-        cfg.daemon.control_socket = Some("/run/sdwan-lab/t/p1/state/sdwand.sock".into());
         cfg.failover = Some(FailoverSection {
             port: 51821,
             interval: "50ms".into(),

@@ -613,15 +613,14 @@ impl Machine {
             Some(c) if c.holder == self.p.me => self.hold.is_none() && self.drain.is_none(),
             Some(c) => match self.cands.get(&c.holder) {
                 None => true,
+                // "Not holding" counts only from a heartbeat that already knew of the claim: one sent before
+                // the claim (queued, or crossing it) says nothing about it.
                 Some(k) => {
-                    !self.live(k, now)
-                        || matches!(
-                            (k.state, k.direct >= k.indirect),
-                            (
-                                Some(PeerState::Standby | PeerState::Listening | PeerState::Follower),
-                                true
-                            )
-                        )
+                    let not_holding = matches!(
+                        k.state,
+                        Some(PeerState::Standby | PeerState::Listening | PeerState::Follower)
+                    );
+                    !self.live(k, now) || (not_holding && k.direct >= k.indirect && k.view >= self.best)
                 }
             },
         }
