@@ -81,8 +81,11 @@ fn vip(v: &VipView) -> String {
     if let Some(r) = &v.routed_to {
         let _ = writeln!(out, "  routed to  {r}");
     }
-    let rows: Vec<_> = v.candidates.iter().map(candidate_row).collect();
-    out += &table(
+    // Only candidates exchange heartbeats: a follower knows the candidates' order, not their liveness.
+    let follower = v.role == "follower";
+    let header: &[&str] = if follower {
+        &["RANK", "NAME", "ADDRESS"]
+    } else {
         &[
             "RANK",
             "NAME",
@@ -92,10 +95,18 @@ fn vip(v: &VipView) -> String {
             "HEALTHY",
             "LAST HEARD",
             "RTT",
-        ],
-        &rows,
-        "  ",
-    );
+        ]
+    };
+    let rows: Vec<_> = v
+        .candidates
+        .iter()
+        .map(|c| {
+            let mut row = candidate_row(c);
+            row.truncate(header.len());
+            row
+        })
+        .collect();
+    out += &table(header, &rows, "  ");
     if v.single_candidate {
         out.push_str("  warning: fewer than two candidates; nobody can take this VIP over if its holder fails\n");
     }
@@ -224,6 +235,13 @@ VIP fd00:5d::200
 ";
         assert_eq!(vips(&vip_views()), expected);
         assert_eq!(vips(&[]), "no VIPs configured\n");
+        let mut follower = vip_views();
+        follower[0].role = "follower".into();
+        let text = vips(&follower[..1]);
+        assert!(
+            text.contains("  RANK  NAME    ADDRESS\n  0     a (me)  fd00:5d::1\n"),
+            "{text}"
+        );
     }
 
     #[test]
