@@ -1,0 +1,123 @@
+//! The state machine under restarts, adoption, odd datagrams and the races the simulation found.
+
+use std::net::Ipv6Addr;
+
+use super::super::*;
+use super::cluster::{addr, ms, timers, Cluster, VIP};
+
+fn msg(from: usize, incarnation: u64, seq: u64, body: Body) -> Message {
+    Message {
+        header: Header {
+            vip: VIP,
+            sender: addr(from),
+            incarnation,
+            seq,
+        },
+        body,
+    }
+}
+
+fn heartbeat(state: PeerState, view: Option<Claim>) -> Body {
+    Body::Heartbeat(Heartbeat {
+        state,
+        healthy: true,
+        interval_ms: 50,
+        view,
+        sent_at_us: 1,
+        echo_at_us: 0,
+        echo_held_us: 0,
+        liveness: Vec::new(),
+    })
+}
+
+#[test]
+fn an_adopted_address_resumes_when_the_others_still_name_this_node() {
+    let mut c = Cluster::booted(3, 1, timers());
+    let t = c.elapsed();
+    c.crash(0);
+    c.run(ms(60));
+    c.start(0, Adopt::HeldHere, true);
+    assert_eq!(c.m(0).role(), PeerState::Listening);
+    c.run(ms(100));
+    assert_eq!(c.m(0).role(), PeerState::Holding, "resumed before listening ends");
+    c.run(ms(3_000));
+    assert!(c.claims_since(t).is_empty(), "no new claim anywhere");
+    assert!(!c.actions(0, t).contains(&&Action::RemoveAddress));
+    c.assert_converged(0);
+}
+
+#[test]
+fn an_adopted_address_is_dropped_when_another_node_holds() {
+    let mut c = Cluster::booted(3, 1, timers());
+    let t = c.elapsed();
+    c.crash(0);
+    c.run(ms(500));
+    assert_eq!(c.claims_since(t), vec![(1, ClaimReason::HolderDead)]);
+    assert!(c.nodes[0].has_addr, "a crashed daemon leaves the address behind");
+    c.start(0, Adopt::HeldHere, true);
+    c.run(ms(100));
+    assert!(!c.nodes[0].has_addr);
+    c.run(ms(3_000));
+    assert_eq!(c.claims_since(t).len(), 1);
+    c.assert_converged(1);
+}
+
+#[test]
+fn rejected_datagrams_are_counted_by_reason() {
+    let mut c = Cluster::booted(2, 1, timers());
+    let ack = |seq| {
+        msg(
+            2,
+            7,
+            seq,
+            Body::Ack {
+                view: Claim {
+                    epoch: Epoch { term: 1, rank: 0 },
+                    holder: addr(0),
+                },
+            },
+        )
+    };
+    c.inject(0, ack(10));
+    c.inject(0, ack(10));
+    assert_eq!(c.rejected(0, "replayed"), 1);
+    c.inject(0, ack(9_000));
+    c.inject(0, ack(10));
+    assert_eq!(c.rejected(0, "stale"), 1, "behind the window");
+    c.inject(0, msg(2, 6, 1 << 40, heartbeat(PeerState::Standby, None)));
+    assert_eq!(c.rejected(0, "stale"), 2, "an older incarnation");
+    let mut stranger = ack(1);
+    stranger.header.sender = Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 1);
+    c.inject(0, stranger);
+    let mut me = ack(1);
+    me.header.sender = addr(0);
+    c.inject(0, me);
+    assert_eq!(c.rejected(0, "not_member"), 2);
+    let mut other_vip = ack(9_001);
+    other_vip.header.vip = addr(77);
+    c.inject(0, other_vip);
+    assert_eq!(c.rejected(0, "unknown_vip"), 1);
+    // A follower is a member but sends neither heartbeats nor claims.
+    c.inject(1, msg(2, 8, 1, heartbeat(PeerState::Holding, None)));
+    c.inject(
+        1,
+        msg(
+            2,
+            8,
+            2,
+            Body::Claim {
+                epoch: Epoch { term: 50, rank: 1 },
+                confirmed: 0,
+                peers: 2,
+            },
+        ),
+    );
+    assert_eq!(c.rejected(1, "not_candidate"), 2);
+    assert_eq!(
+        c.m(1).claim().map(|c| c.epoch.term),
+        Some(1),
+        "nothing was learned from them"
+    );
+    c.run(ms(500));
+    c.assert_converged(0);
+}
