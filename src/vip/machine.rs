@@ -49,9 +49,13 @@ struct Cand {
     indirect: Option<Instant>,
     /// Its heartbeat interval (from its heartbeats; ours until it has sent one).
     interval: Duration,
-    /// Its last reported state and health.
+    /// Its last reported state and health, and the claim it had seen when it reported them (from its
+    /// newest heartbeat: a reordered older one does not overwrite them).
     state: Option<PeerState>,
     healthy: bool,
+    view: Option<Claim>,
+    /// `(incarnation, seq)` of that newest heartbeat.
+    newest: (u64, u64),
     /// Its last heartbeat's `sent_at_us` and when it arrived (echoed back for RTT).
     echo: Option<(u64, Instant)>,
     rtt: Option<Duration>,
@@ -263,7 +267,7 @@ impl Machine {
         }
         let from = msg.header.sender;
         match msg.body {
-            Body::Heartbeat(hb) => self.on_heartbeat(now, from, hb),
+            Body::Heartbeat(hb) => self.on_heartbeat(now, &msg.header, hb),
             Body::Claim {
                 epoch,
                 confirmed,
@@ -364,17 +368,21 @@ impl Machine {
             .reason()
     }
 
-    fn on_heartbeat(&mut self, now: Instant, from: Ipv6Addr, hb: Heartbeat) {
-        let me = self.p.me;
+    fn on_heartbeat(&mut self, now: Instant, header: &Header, hb: Heartbeat) {
+        let (me, from) = (self.p.me, header.sender);
         let Some(c) = self.cands.get_mut(&from) else {
             self.note(Note::Rejected("not_candidate"));
             return;
         };
         c.direct = Some(now);
-        c.interval = Duration::from_millis(u64::from(hb.interval_ms));
-        c.state = Some(hb.state);
-        c.healthy = hb.healthy;
-        c.echo = Some((hb.sent_at_us, now));
+        if (header.incarnation, header.seq) > c.newest {
+            c.newest = (header.incarnation, header.seq);
+            c.interval = Duration::from_millis(u64::from(hb.interval_ms));
+            c.state = Some(hb.state);
+            c.healthy = hb.healthy;
+            c.view = hb.view;
+            c.echo = Some((hb.sent_at_us, now));
+        }
         let mut rtt = None;
         if hb.echo_at_us != 0 {
             let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
@@ -583,7 +591,10 @@ impl Machine {
         }
     }
 
-    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding.
+    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding. A live holder
+    /// counts as not holding only when its newest heartbeat says so *and* already names this very claim
+    /// as the highest it has seen: a heartbeat sent before it claimed (it arrives after the claim itself,
+    /// or reordered) still says "standby" and proves nothing.
     fn holder_gone(&self, now: Instant) -> bool {
         match self.best {
             None => true,
@@ -592,13 +603,10 @@ impl Machine {
                 None => true,
                 Some(k) => {
                     !self.live(k, now)
-                        || matches!(
-                            (k.state, k.direct >= k.indirect),
-                            (
-                                Some(PeerState::Standby | PeerState::Listening | PeerState::Follower),
-                                true
-                            )
-                        )
+                        || (matches!(
+                            k.state,
+                            Some(PeerState::Standby | PeerState::Listening | PeerState::Follower)
+                        ) && k.view == Some(c))
                 }
             },
         }
@@ -750,6 +758,8 @@ impl Machine {
                 interval,
                 state: None,
                 healthy: false,
+                view: None,
+                newest: (0, 0),
                 echo: None,
                 rtt: None,
             });

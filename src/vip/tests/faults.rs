@@ -63,6 +63,24 @@ fn an_adopted_address_is_dropped_when_another_node_holds() {
 }
 
 #[test]
+fn a_reordered_heartbeat_does_not_roll_back_what_is_known() {
+    let mut c = Cluster::booted(2, 0, timers());
+    c.crash(0);
+    let held = Claim {
+        epoch: Epoch { term: 1, rank: 0 },
+        holder: addr(0),
+    };
+    c.inject(1, msg(0, 5, 11, heartbeat(PeerState::Holding, Some(held))));
+    // An older heartbeat, from before the claim, arrives late.
+    c.inject(1, msg(0, 5, 10, heartbeat(PeerState::Standby, None)));
+    let now = c.now;
+    let status = c.m(1).status(now);
+    assert_eq!(status.candidates[0].state, Some(PeerState::Holding));
+    c.run(ms(1));
+    assert!(c.claims_since(c.elapsed() - ms(1)).is_empty());
+}
+
+#[test]
 fn rejected_datagrams_are_counted_by_reason() {
     let mut c = Cluster::booted(2, 1, timers());
     let ack = |seq| {

@@ -50,6 +50,24 @@ fn next_candidate_claims_when_the_holder_goes_silent() {
 }
 
 #[test]
+fn no_claim_while_a_higher_ranked_healthy_candidate_lives() {
+    // A manual move to the lowest rank: the candidates above it see its claim before its next heartbeat
+    // (which still said "standby") and must not take that as "the holder is gone".
+    let mut c = Cluster::booted(3, 1, timers());
+    let t = c.elapsed();
+    assert_eq!(c.with(0, |m, now| m.request_move(now, Some(addr(2)))), Ok(addr(2)));
+    c.run(ms(3_000));
+    assert_eq!(c.claims_since(t), vec![(2, MANUAL)]);
+    c.assert_converged(2);
+    // Rank 2 dies: rank 0 claims, rank 1 (below a live rank 0) does not.
+    let t = c.elapsed();
+    c.kill(2);
+    c.run(ms(1_000));
+    assert_eq!(c.claims_since(t), vec![(0, ClaimReason::HolderDead)]);
+    c.assert_converged(0);
+}
+
+#[test]
 fn a_higher_claim_makes_the_holder_step_down() {
     let mut c = Cluster::booted(2, 2, timers());
     let t = c.elapsed();
@@ -68,6 +86,36 @@ fn a_higher_claim_makes_the_holder_step_down() {
     c.run(ms(2_500));
     assert_eq!(c.claims_since(t).len(), 1);
     c.assert_converged(1);
+}
+
+#[test]
+fn handover_drains_until_the_successor_is_confirmed() {
+    let mut c = Cluster::booted(3, 2, timers());
+    let t = c.elapsed();
+    assert_eq!(c.with(0, |m, now| m.request_move(now, None)), Ok(addr(1)));
+    c.run(ms(2));
+    assert_eq!(c.claims_since(t), vec![(1, MANUAL)]);
+    c.run(ms(1));
+    assert_eq!(c.m(0).role(), PeerState::Draining);
+    assert!(
+        c.nodes[0].has_addr && c.nodes[1].has_addr,
+        "both serve while the claim spreads"
+    );
+    c.run(ms(20));
+    assert_eq!(c.m(0).role(), PeerState::Standby);
+    c.assert_converged(1);
+    let confirmed = c
+        .log
+        .iter()
+        .position(|(_, i, a)| *i == 1 && matches!(a, Action::Note(Note::Confirmed { .. })));
+    let removed = c
+        .log
+        .iter()
+        .position(|(_, i, a)| *i == 0 && *a == Action::RemoveAddress);
+    assert!(
+        confirmed < removed,
+        "the old holder releases only after the confirmation"
+    );
 }
 
 #[test]
