@@ -218,13 +218,12 @@ impl Machine {
             LocalEvent::Health(h) => self.healthy = h,
             LocalEvent::Shutdown => {
                 self.shutting_down = true;
+                // Not holding: `evaluate` stops at once, or when the drain ends.
                 if self.hold.is_some() && self.handover.is_none() {
                     match self.successor(now) {
                         Some(to) => self.start_handover(now, to, HandoverReason::Shutdown),
                         None => self.stop(),
                     }
-                } else if self.hold.is_none() && self.drain.is_none() {
-                    self.stop();
                 }
             }
             LocalEvent::Update(params) => self.update(now, params),
@@ -506,10 +505,14 @@ impl Machine {
         self.holding_duties(now);
         if self.drain.is_some_and(|(_, deadline)| now >= deadline) {
             self.finish_drain();
-            if self.stopped {
-                self.wake = None;
-                return;
-            }
+        }
+        // A stop waits only for a handover in progress or a drain; stepping down also ends it.
+        if self.shutting_down && self.hold.is_none() && self.drain.is_none() && !self.stopped {
+            self.stop();
+        }
+        if self.stopped {
+            self.wake = None;
+            return;
         }
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             self.send_heartbeats(now);
@@ -696,9 +699,6 @@ impl Machine {
         self.drain = None;
         self.remove_address();
         self.set_role(PeerState::Standby, "successor confirmed");
-        if self.shutting_down {
-            self.stop();
-        }
     }
 
     fn stop(&mut self) {
@@ -795,7 +795,8 @@ impl Machine {
                 to,
                 Body::Heartbeat(Heartbeat {
                     state,
-                    healthy: self.healthy,
+                    // A stopping node will not claim: candidates below it need not wait for it.
+                    healthy: self.healthy && !self.shutting_down,
                     interval_ms,
                     view: self.best,
                     sent_at_us: now_us.max(1),

@@ -63,6 +63,32 @@ fn an_adopted_address_is_dropped_when_another_node_holds() {
 }
 
 #[test]
+fn a_holder_that_steps_down_while_stopping_still_stops() {
+    // Rank 0 starts a shutdown handover to rank 1, which never arrives; a higher claim then makes it step
+    // down, and its stop must not wait for anything more (seeds 1170 and 1874 of the simulation).
+    let mut c = Cluster::booted(3, 0, timers());
+    let t = c.elapsed();
+    c.cut[1] = true;
+    c.with(0, |m, now| m.handle_local(now, LocalEvent::Shutdown));
+    assert!(!c.actions(0, t).contains(&&Action::Stopped));
+    c.inject(
+        0,
+        msg(
+            2,
+            1,
+            u64::MAX,
+            Body::Claim {
+                epoch: Epoch { term: 9, rank: 2 },
+                confirmed: 0,
+                peers: 2,
+            },
+        ),
+    );
+    assert_eq!(c.actions(0, t).last(), Some(&&Action::Stopped));
+    assert!(!c.nodes[0].has_addr);
+}
+
+#[test]
 fn a_reordered_heartbeat_does_not_roll_back_what_is_known() {
     let mut c = Cluster::booted(2, 0, timers());
     c.crash(0);
