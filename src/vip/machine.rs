@@ -154,21 +154,21 @@ impl Machine {
             p: params,
         };
         m.sync_candidates();
+        let candidate = m.rank().is_some();
         match adopt {
             Adopt::Nothing => {}
-            Adopt::HeldHere => {
+            // The device may still route the VIP to a successor (a crash while draining): say where it goes.
+            Adopt::HeldHere if candidate => {
                 m.has_address = true;
-                m.routed_to = Some(m.p.me);
+                m.route(m.p.me);
             }
+            Adopt::HeldHere => m.actions.push_back(Action::RemoveAddress),
             Adopt::RoutedTo(peer) => m.routed_to = Some(peer),
         }
-        if m.rank().is_some() {
+        if candidate {
             m.role = PeerState::Listening;
             m.listen_until = Some(now + m.p.timers.listen());
             m.next_heartbeat = Some(now);
-        } else if m.has_address {
-            m.has_address = false;
-            m.actions.push_back(Action::RemoveAddress);
         }
         m.evaluate(now);
         m
@@ -448,9 +448,14 @@ impl Machine {
         }
         self.best = Some(claim);
         if claim.holder == self.p.me {
-            // Others still name this node as holder of a claim it made before a restart.
-            if self.hold.is_none() && self.has_address && self.role == PeerState::Listening {
+            // Others still name this node as holder of a claim it made before a restart: a listener that
+            // kept the address resumes it, and a holder that has claimed afresh since (hearing no other
+            // candidate) moves up to it, so every peer ends up with the same claim.
+            let listening = self.has_address && self.role == PeerState::Listening;
+            if self.hold.is_some() || listening {
+                self.listen_until = None;
                 self.begin_hold(now, claim.epoch);
+                self.route(self.p.me);
                 self.set_role(PeerState::Holding, "resumed the claim it held before restarting");
             }
             return;

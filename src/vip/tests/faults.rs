@@ -63,6 +63,53 @@ fn an_adopted_address_is_dropped_when_another_node_holds() {
 }
 
 #[test]
+fn adopting_a_held_address_also_says_where_the_vip_is_routed() {
+    // A daemon that crashes while draining leaves the address on and the VIP routed to its successor;
+    // adopting the address must not leave the machine believing it routes locally (seed 30).
+    let mut c = Cluster::booted(2, 1, timers());
+    c.cut[2] = true;
+    c.with(0, |m, now| m.request_move(now, None)).expect("move");
+    c.run(ms(50));
+    assert_eq!(c.m(0).role(), PeerState::Draining);
+    assert_eq!(c.nodes[0].route, Some(addr(1)));
+    c.crash(0);
+    c.cut[2] = false;
+    c.start(0, Adopt::HeldHere, true);
+    assert_eq!(c.nodes[0].route, Some(addr(0)));
+    assert_eq!(c.m(0).routed_to(), c.nodes[0].route);
+    c.run(ms(3_000));
+    c.assert_converged(1);
+}
+
+#[test]
+fn a_restarted_holder_moves_up_to_its_own_earlier_higher_claim() {
+    // Rank 0 ends up holding term 3, stops with no successor (keeping the address), and restarts when only
+    // followers are left: it hears no candidate, claims term 1 afresh, and the followers' acks name its
+    // own term-3 claim, which it must take up so every peer agrees (seed 5782 of the simulation).
+    let mut c = Cluster::booted(2, 2, timers());
+    c.with(0, |m, now| m.request_move(now, None)).expect("move to 1");
+    c.run(ms(100));
+    c.with(1, |m, now| m.request_move(now, None)).expect("move back to 0");
+    c.run(ms(100));
+    c.assert_converged(0);
+    assert_eq!(c.m(0).claim().map(|c| c.epoch.term), Some(3));
+    c.kill(1);
+    c.run(ms(500));
+    c.with(0, |m, now| m.handle_local(now, LocalEvent::Shutdown));
+    assert!(c.nodes[0].has_addr);
+    c.start(0, Adopt::HeldHere, true);
+    c.run(ms(3_000));
+    let want = Some(Claim {
+        epoch: Epoch { term: 3, rank: 0 },
+        holder: addr(0),
+    });
+    for i in [0, 2, 3] {
+        assert_eq!(c.m(i).claim(), want, "node {i}");
+    }
+    assert_eq!(c.m(0).role(), PeerState::Holding);
+}
+
+#[test]
 fn a_holder_that_steps_down_while_stopping_still_stops() {
     // Rank 0 starts a shutdown handover to rank 1, which never arrives; a higher claim then makes it step
     // down, and its stop must not wait for anything more (seeds 1170 and 1874 of the simulation).
