@@ -405,6 +405,12 @@ impl Machine {
         if let Some(rtt) = rtt {
             self.note(Note::Rtt { peer: from, rtt });
         }
+        // A former holder drains until it sees this claim confirmed; one lost datagram must not keep it
+        // serving until the drain timeout, so answer every heartbeat it sends while draining.
+        let confirmed = self.hold.as_ref().is_some_and(|h| h.confirmed_at.is_some());
+        if confirmed && hb.state == PeerState::Draining {
+            self.send_claim(from);
+        }
         if let Some(view) = hb.view {
             self.learn(now, view);
         }
@@ -491,6 +497,15 @@ impl Machine {
             self.listen_until = None;
             self.set_role(PeerState::Standby, "listened for the others");
             if self.has_address && !self.should_claim(now) {
+                self.remove_address();
+            }
+        }
+        // A successor that dies (or stops holding) while this node drains: stop draining now rather
+        // than at the drain timeout, keeping the address if this node is the one to claim next.
+        if self.drain.is_some() && self.holder_gone(now) {
+            self.drain = None;
+            self.set_role(PeerState::Standby, "successor gone while draining");
+            if !self.should_claim(now) {
                 self.remove_address();
             }
         }

@@ -136,6 +136,47 @@ fn a_holder_that_steps_down_while_stopping_still_stops() {
 }
 
 #[test]
+fn a_draining_holder_claims_again_when_its_successor_dies() {
+    // The follower never acknowledges, so the drain would last the full drain timeout; the successor
+    // dies meanwhile: the old holder must not keep routing to it until then (seed 204).
+    let mut c = Cluster::booted(3, 1, timers());
+    c.kill(3);
+    c.with(0, |m, now| m.request_move(now, Some(addr(1)))).expect("move");
+    c.run(ms(100));
+    assert_eq!(c.m(0).role(), PeerState::Draining);
+    let t = c.elapsed();
+    c.kill(1);
+    c.run(ms(300));
+    assert_eq!(c.claims_since(t), vec![(0, ClaimReason::HolderDead)]);
+    assert!(
+        !c.actions(0, t).contains(&&Action::RemoveAddress),
+        "kept the address throughout"
+    );
+    assert_eq!(c.m(2).routed_to(), Some(addr(0)));
+}
+
+#[test]
+fn a_lost_confirmation_does_not_stretch_the_drain() {
+    // The follower is cut off, so the successor's claim is confirmed only when its retransmission gets
+    // through, and the confirmed claim it then sends the old holder is lost: the old holder's next
+    // draining heartbeat must fetch it, rather than serving on until the refresh or the drain timeout.
+    let mut c = Cluster::booted(2, 1, timers());
+    c.cut[2] = true;
+    c.with(0, |m, now| m.request_move(now, None)).expect("move");
+    c.run(ms(60));
+    assert_eq!(c.m(0).role(), PeerState::Draining);
+    c.cut[2] = false;
+    c.cut[0] = true;
+    c.run(ms(100));
+    let now = c.now;
+    assert_eq!(c.m(1).status(now).confirmed, Some((2, 2)));
+    c.cut[0] = false;
+    c.run(ms(60));
+    assert_eq!(c.m(0).role(), PeerState::Standby);
+    assert!(!c.nodes[0].has_addr);
+}
+
+#[test]
 fn a_reordered_heartbeat_does_not_roll_back_what_is_known() {
     let mut c = Cluster::booted(2, 0, timers());
     c.crash(0);
