@@ -32,8 +32,8 @@ pub enum MoveError {
     /// The target is this node.
     #[error("{0} is this node, which already holds the VIP")]
     SelfTarget(Ipv6Addr),
-    /// The target is not live or not healthy.
-    #[error("{0} is not live and healthy, so it cannot take the VIP")]
+    /// The target is not live, not healthy, or holding or draining a claim itself.
+    #[error("{0} is not a live, healthy standby, so it cannot take the VIP")]
     NotReady(Ipv6Addr),
     /// No other candidate is live and healthy.
     #[error("no other candidate is live and healthy")]
@@ -244,7 +244,7 @@ impl Machine {
             Some(to) if to == self.p.me => return Err(MoveError::SelfTarget(to)),
             Some(to) => {
                 let c = self.cands.get(&to).ok_or(MoveError::NotCandidate(to))?;
-                if !self.live(c, now) || !c.healthy {
+                if !self.ready(c, now) {
                     return Err(MoveError::NotReady(to));
                 }
                 to
@@ -597,15 +597,19 @@ impl Machine {
             return;
         }
         let Some(delay) = self.p.timers.preempt else { return };
-        let better = self.p.candidates[..self.rank().unwrap_or(0)].iter().find(|a| {
-            self.cands
-                .get(a)
-                .is_some_and(|c| self.live(c, now) && c.healthy && c.state == Some(PeerState::Standby))
-        });
-        match better.copied() {
+        // The best-placed live healthy candidate above this node gets the VIP once it has been live for
+        // `delay` and is standby (not while it listens or drains: handing the VIP to one below it in the
+        // meantime would only move it twice).
+        let rank = self.rank().unwrap_or(0);
+        let top = self.p.candidates[..rank]
+            .iter()
+            .copied()
+            .find(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy));
+        match top {
             Some(to) => {
                 let since = *self.preempt_since.get_or_insert(now);
-                if now >= since + delay {
+                let standby = self.cands.get(&to).is_some_and(|c| c.state == Some(PeerState::Standby));
+                if standby && now >= since + delay {
                     self.preempt_since = None;
                     self.start_handover(now, to, HandoverReason::Preempt);
                 }
@@ -648,13 +652,18 @@ impl Machine {
                 .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
     }
 
-    /// The first live, healthy, non-holding candidate by rank other than this node.
+    /// Whether a candidate can take a handover: live, healthy, and neither holding nor draining.
+    fn ready(&self, c: &Cand, now: Instant) -> bool {
+        self.live(c, now) && c.healthy && matches!(c.state, Some(PeerState::Standby | PeerState::Listening))
+    }
+
+    /// The first candidate by rank, other than this node, that can take a handover.
     fn successor(&self, now: Instant) -> Option<Ipv6Addr> {
-        self.p.candidates.iter().copied().find(|a| {
-            self.cands.get(a).is_some_and(|c| {
-                self.live(c, now) && c.healthy && matches!(c.state, Some(PeerState::Standby | PeerState::Listening))
-            })
-        })
+        self.p
+            .candidates
+            .iter()
+            .copied()
+            .find(|a| self.cands.get(a).is_some_and(|c| self.ready(c, now)))
     }
 
     fn claim_now(&mut self, now: Instant, reason: ClaimReason) {

@@ -164,6 +164,36 @@ fn shutdown_without_a_successor_stops_at_once_and_keeps_the_address() {
 }
 
 #[test]
+fn manual_move_errors() {
+    let mut c = Cluster::booted(3, 1, timers());
+    let mv = |c: &mut Cluster, on: usize, to: Option<usize>| c.with(on, |m, now| m.request_move(now, to.map(addr)));
+    assert_eq!(mv(&mut c, 1, Some(2)), Err(MoveError::NotHolder(Some(addr(0)))));
+    assert_eq!(mv(&mut c, 0, Some(0)), Err(MoveError::SelfTarget(addr(0))));
+    assert_eq!(mv(&mut c, 0, Some(3)), Err(MoveError::NotCandidate(addr(3))));
+    c.with(2, |m, now| m.handle_local(now, LocalEvent::Health(false)));
+    c.run(ms(50));
+    assert_eq!(mv(&mut c, 0, Some(2)), Err(MoveError::NotReady(addr(2))));
+    c.cut[3] = true; // no confirmation: rank 0 drains until the drain timeout
+    assert_eq!(mv(&mut c, 0, Some(1)), Ok(addr(1)));
+    assert_eq!(mv(&mut c, 0, None), Err(MoveError::InProgress(addr(1))));
+    c.run(ms(5));
+    assert_eq!(c.m(0).role(), PeerState::Draining);
+    assert_eq!(mv(&mut c, 0, None), Err(MoveError::NotHolder(Some(addr(1)))));
+    assert_eq!(
+        mv(&mut c, 1, Some(0)),
+        Err(MoveError::NotReady(addr(0))),
+        "still draining"
+    );
+    c.run(ms(100));
+    c.with(0, |m, now| m.handle_local(now, LocalEvent::Health(false)));
+    c.run(ms(50));
+    assert_eq!(mv(&mut c, 1, None), Err(MoveError::NoSuccessor));
+    c.kill(2);
+    c.run(ms(500));
+    assert_eq!(mv(&mut c, 1, Some(2)), Err(MoveError::NotReady(addr(2))), "dead");
+}
+
+#[test]
 fn without_preemption_a_returning_rank0_stays_standby() {
     let mut c = Cluster::booted(3, 1, timers());
     c.kill(0);
@@ -174,6 +204,31 @@ fn without_preemption_a_returning_rank0_stays_standby() {
     assert!(c.claims_since(t).is_empty());
     assert_eq!(c.m(0).role(), PeerState::Standby);
     c.assert_converged(1);
+}
+
+#[test]
+fn with_preemption_rank0_takes_the_vip_back_after_the_delay() {
+    let delay = ms(1_000);
+    let t = Timers {
+        preempt: Some(delay),
+        ..timers()
+    };
+    let mut c = Cluster::booted(3, 1, t);
+    c.kill(0);
+    c.run(ms(500));
+    let back = c.elapsed();
+    c.start(0, Adopt::Nothing, true);
+    c.run(ms(5_000));
+    let claims: Vec<_> = c.claims().into_iter().filter(|c| c.0 >= back).collect();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(
+        (claims[0].1, claims[0].2),
+        (0, ClaimReason::Handover(HandoverReason::Preempt))
+    );
+    assert!(claims[0].0 >= back + delay, "not before the delay");
+    assert!(claims[0].0 <= back + delay + ms(100));
+    c.assert_converged(0);
+    assert_eq!(c.m(1).role(), PeerState::Standby);
 }
 
 #[test]
