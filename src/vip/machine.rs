@@ -6,16 +6,20 @@
 //! [`Machine::poll_action`] until it returns `None` and execute the actions in order, then sleep until
 //! [`Machine::poll_timeout`]. See `docs/protocol.md` for the protocol and its invariants.
 
+//!
+//! The holder's side (claim fan-out, handovers, drain) lives in `machine/hold.rs`, heartbeats and liveness
+//! in `machine/liveness.rs`; this file holds the state, the inputs and the claim rule.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use super::replay::Window;
-use super::{
-    Action, Adopt, CandidateStatus, Claim, ClaimReason, Epoch, HandoverReason, Heartbeat, LocalEvent, Note, Params,
-    PeerState, VipStatus,
-};
+use super::{Action, Adopt, Claim, ClaimReason, Epoch, HandoverReason, LocalEvent, Note, Params, PeerState};
 use super::{Body, Header, Message};
+
+mod hold;
+mod liveness;
 
 /// Why an operator's move was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,56 +304,8 @@ impl Machine {
         self.evaluate(now);
     }
 
-    /// Everything an operator wants to see about this VIP.
-    pub fn status(&self, now: Instant) -> VipStatus {
-        let candidates = self
-            .p
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(rank, &address)| match self.cands.get(&address) {
-                Some(c) => CandidateStatus {
-                    address,
-                    rank,
-                    me: false,
-                    live: self.live(c, now),
-                    healthy: c.healthy,
-                    state: c.state,
-                    last_heard_ms: c
-                        .last_heard()
-                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
-                    rtt_us: c.rtt.map(|r| r.as_micros() as u64),
-                },
-                None => CandidateStatus {
-                    address,
-                    rank,
-                    me: true,
-                    live: true,
-                    healthy: self.healthy,
-                    state: Some(self.role),
-                    last_heard_ms: Some(0),
-                    rtt_us: None,
-                },
-            })
-            .collect();
-        VipStatus {
-            vip: self.p.vip,
-            role: self.role,
-            healthy: self.healthy,
-            claim: self.best,
-            routed_to: self.routed_to,
-            candidates,
-            confirmed: self.hold.as_ref().map(|h| (h.acked.len(), self.p.peers.len())),
-        }
-    }
-
     fn rank(&self) -> Option<usize> {
         self.p.candidates.iter().position(|c| *c == self.p.me)
-    }
-
-    fn live(&self, c: &Cand, now: Instant) -> bool {
-        c.last_heard()
-            .is_some_and(|t| now < t + self.p.timers.dead_time(c.interval))
     }
 
     /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
@@ -365,85 +321,6 @@ impl Machine {
             .or_default()
             .check(h.incarnation, h.seq)
             .reason()
-    }
-
-    fn on_heartbeat(&mut self, now: Instant, header: &Header, hb: Heartbeat) {
-        let (me, from) = (self.p.me, header.sender);
-        let Some(c) = self.cands.get_mut(&from) else {
-            self.note(Note::Rejected("not_candidate"));
-            return;
-        };
-        c.direct = Some(now);
-        if (header.incarnation, header.seq) > c.newest {
-            c.newest = (header.incarnation, header.seq);
-            c.interval = Duration::from_millis(u64::from(hb.interval_ms));
-            c.state = Some(hb.state);
-            c.healthy = hb.healthy;
-            c.view = hb.view;
-            c.echo = Some((hb.sent_at_us, now));
-        }
-        let mut rtt = None;
-        if hb.echo_at_us != 0 {
-            let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
-            let us = now_us
-                .saturating_sub(hb.echo_at_us)
-                .saturating_sub(u64::from(hb.echo_held_us));
-            c.rtt = Some(Duration::from_micros(us));
-            rtt = c.rtt;
-        }
-        for (addr, age_ms) in hb.liveness {
-            if addr == me || addr == from {
-                continue;
-            }
-            if let (Some(k), Some(t)) = (
-                self.cands.get_mut(&addr),
-                now.checked_sub(Duration::from_millis(u64::from(age_ms))),
-            ) {
-                k.indirect = k.indirect.max(Some(t));
-            }
-        }
-        if let Some(rtt) = rtt {
-            self.note(Note::Rtt { peer: from, rtt });
-        }
-        // A former holder drains until it sees this claim confirmed; one lost datagram must not keep it
-        // serving until the drain timeout, so answer every heartbeat it sends while draining.
-        let confirmed = self.hold.as_ref().is_some_and(|h| h.confirmed_at.is_some());
-        if confirmed && hb.state == PeerState::Draining {
-            self.send_claim(from);
-        }
-        if let Some(view) = hb.view {
-            self.learn(now, view);
-        }
-    }
-
-    fn on_ack(&mut self, now: Instant, from: Ipv6Addr, view: Claim) {
-        let peers = self.p.peers.len();
-        let mine = self.hold.as_ref().map(|h| Claim {
-            epoch: h.epoch,
-            holder: self.p.me,
-        });
-        if Some(view) != mine {
-            self.learn(now, view);
-            return;
-        }
-        let Some(h) = self.hold.as_mut() else { return };
-        h.pending.remove(&from);
-        if !self.p.peers.contains(&from) || !h.acked.insert(from) {
-            return;
-        }
-        if h.acked.len() == peers && h.confirmed_at.is_none() {
-            h.confirmed_at = Some(now);
-            let (epoch, took) = (h.epoch, now.saturating_duration_since(h.since));
-            self.note(Note::Confirmed {
-                epoch,
-                claim_to_confirmed: took,
-            });
-            for c in self.p.candidates.clone() {
-                if c != self.p.me {
-                    self.send_claim(c);
-                }
-            }
-        }
     }
 
     /// Takes in a claim seen anywhere (a claim, an ack's or a heartbeat's view).
@@ -541,83 +418,6 @@ impl Machine {
         self.wake = self.next_wake(now);
     }
 
-    fn holding_duties(&mut self, now: Instant) {
-        if let Some(h) = self.handover {
-            if now >= h.deadline {
-                self.handover = None;
-                self.note(Note::HandoverFailed { to: h.to });
-                if self.shutting_down {
-                    self.stop();
-                    return;
-                }
-            } else if now >= h.next_send {
-                let epoch = self.hold.as_ref().map(|h| h.epoch);
-                if let Some(epoch) = epoch {
-                    self.send(
-                        h.to,
-                        Body::Handover {
-                            epoch,
-                            reason: h.reason,
-                        },
-                    );
-                }
-                self.handover = Some(Handover {
-                    next_send: now + self.p.timers.interval,
-                    ..h
-                });
-            }
-        }
-        let Some(hold) = self.hold.as_mut() else {
-            self.preempt_since = None;
-            return;
-        };
-        let mut resend: Vec<Ipv6Addr> = Vec::new();
-        let max = self.p.timers.retransmit_max();
-        for (peer, (next, backoff)) in hold.pending.iter_mut() {
-            if now >= *next {
-                resend.push(*peer);
-                *backoff = (*backoff * 2).min(max);
-                *next = now + *backoff;
-            }
-        }
-        if now >= hold.next_refresh {
-            hold.next_refresh = now + self.p.timers.refresh();
-            resend = self.p.peers.clone();
-        }
-        for peer in resend {
-            self.send_claim(peer);
-        }
-        if self.handover.is_some() || self.shutting_down {
-            return;
-        }
-        if !self.healthy {
-            if let Some(to) = self.successor(now) {
-                self.start_handover(now, to, HandoverReason::Health);
-            }
-            return;
-        }
-        let Some(delay) = self.p.timers.preempt else { return };
-        // The best-placed live healthy candidate above this node gets the VIP once it has been live for
-        // `delay` and is standby (not while it listens or drains: handing the VIP to one below it in the
-        // meantime would only move it twice).
-        let rank = self.rank().unwrap_or(0);
-        let top = self.p.candidates[..rank]
-            .iter()
-            .copied()
-            .find(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy));
-        match top {
-            Some(to) => {
-                let since = *self.preempt_since.get_or_insert(now);
-                let standby = self.cands.get(&to).is_some_and(|c| c.state == Some(PeerState::Standby));
-                if standby && now >= since + delay {
-                    self.preempt_since = None;
-                    self.start_handover(now, to, HandoverReason::Preempt);
-                }
-            }
-            None => self.preempt_since = None,
-        }
-    }
-
     /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding. A live holder
     /// counts as not holding only when its newest heartbeat says so *and* already names this very claim
     /// as the highest it has seen: a heartbeat sent before it claimed (it arrives after the claim itself,
@@ -652,20 +452,6 @@ impl Machine {
                 .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
     }
 
-    /// Whether a candidate can take a handover: live, healthy, and neither holding nor draining.
-    fn ready(&self, c: &Cand, now: Instant) -> bool {
-        self.live(c, now) && c.healthy && matches!(c.state, Some(PeerState::Standby | PeerState::Listening))
-    }
-
-    /// The first candidate by rank, other than this node, that can take a handover.
-    fn successor(&self, now: Instant) -> Option<Ipv6Addr> {
-        self.p
-            .candidates
-            .iter()
-            .copied()
-            .find(|a| self.cands.get(a).is_some_and(|c| self.ready(c, now)))
-    }
-
     fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
         let Some(rank) = self.rank() else { return };
         self.max_term += 1;
@@ -690,44 +476,6 @@ impl Machine {
             detection_to_claim: now.saturating_duration_since(since),
         });
         self.set_role(PeerState::Holding, reason.as_str());
-    }
-
-    /// Starts holding at `epoch`: fans the claim out and tracks acknowledgements.
-    fn begin_hold(&mut self, now: Instant, epoch: Epoch) {
-        let first = self.p.timers.interval;
-        self.hold = Some(Hold {
-            epoch,
-            since: now,
-            acked: BTreeSet::new(),
-            pending: self.p.peers.iter().map(|p| (*p, (now + first, first))).collect(),
-            confirmed_at: None,
-            next_refresh: now + self.p.timers.refresh(),
-        });
-        self.drain = None;
-        for peer in self.p.peers.clone() {
-            self.send_claim(peer);
-        }
-        if self.p.peers.is_empty() {
-            if let Some(h) = self.hold.as_mut() {
-                h.confirmed_at = Some(now);
-            }
-        }
-    }
-
-    fn start_handover(&mut self, now: Instant, to: Ipv6Addr, reason: HandoverReason) {
-        self.handover = Some(Handover {
-            to,
-            reason,
-            deadline: now + self.p.timers.handover_timeout(),
-            next_send: now,
-        });
-        self.holding_duties(now);
-    }
-
-    fn finish_drain(&mut self) {
-        self.drain = None;
-        self.remove_address();
-        self.set_role(PeerState::Standby, "successor confirmed");
     }
 
     fn stop(&mut self) {
@@ -793,58 +541,6 @@ impl Machine {
                 rtt: None,
             });
         }
-    }
-
-    fn send_heartbeats(&mut self, now: Instant) {
-        let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
-        let state = match self.role {
-            PeerState::Listening if self.has_address => PeerState::Holding,
-            r => r,
-        };
-        let liveness: Vec<(Ipv6Addr, u16)> = self
-            .cands
-            .iter()
-            .filter_map(|(a, c)| {
-                let t = c.direct?;
-                let ms = now.saturating_duration_since(t).as_millis();
-                Some((*a, u16::try_from(ms).unwrap_or(u16::MAX)))
-            })
-            .collect();
-        let interval_ms = u16::try_from(self.p.timers.interval.as_millis().max(1)).unwrap_or(u16::MAX);
-        let targets: Vec<(Ipv6Addr, Option<(u64, Instant)>)> = self.cands.iter().map(|(a, c)| (*a, c.echo)).collect();
-        for (to, echo) in targets {
-            let (echo_at_us, echo_held_us) = match echo {
-                Some((at, received)) => {
-                    let held = now.saturating_duration_since(received).as_micros();
-                    (at, u32::try_from(held).unwrap_or(u32::MAX))
-                }
-                None => (0, 0),
-            };
-            self.send(
-                to,
-                Body::Heartbeat(Heartbeat {
-                    state,
-                    // A stopping node will not claim: candidates below it need not wait for it.
-                    healthy: self.healthy && !self.shutting_down,
-                    interval_ms,
-                    view: self.best,
-                    sent_at_us: now_us.max(1),
-                    echo_at_us,
-                    echo_held_us,
-                    liveness: liveness.clone(),
-                }),
-            );
-        }
-    }
-
-    fn send_claim(&mut self, to: Ipv6Addr) {
-        let Some(h) = self.hold.as_ref() else { return };
-        let body = Body::Claim {
-            epoch: h.epoch,
-            confirmed: u16::try_from(h.acked.len()).unwrap_or(u16::MAX),
-            peers: u16::try_from(self.p.peers.len()).unwrap_or(u16::MAX),
-        };
-        self.send(to, body);
     }
 
     fn send(&mut self, to: Ipv6Addr, body: Body) {
