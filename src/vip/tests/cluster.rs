@@ -31,17 +31,27 @@ pub fn timers() -> Timers {
 
 /// One node: its daemon (if running) and its interface.
 pub struct Node {
+    /// The daemon's machine, while it runs.
     pub m: Option<Machine>,
+    /// The VIP /128 is on the interface.
     pub has_addr: bool,
+    /// Where the interface routes the VIP.
     pub route: Option<Ipv6Addr>,
+    /// The last incarnation started.
     pub incarnation: u64,
 }
 
+/// The nodes, the wire between them and the clock.
 pub struct Cluster {
+    /// When the cluster started.
     pub t0: Instant,
+    /// The fake clock.
     pub now: Instant,
+    /// How many of the nodes are candidates.
     pub candidates: usize,
+    /// The nodes, candidates first.
     pub nodes: Vec<Node>,
+    /// The timers every node uses.
     pub timers: Timers,
     /// Datagrams in flight: delivery time, from, to.
     wire: VecDeque<(Instant, usize, usize, Message)>,
