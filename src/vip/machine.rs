@@ -6,16 +6,20 @@
 //! [`Machine::poll_action`] until it returns `None` and execute the actions in order, then sleep until
 //! [`Machine::poll_timeout`]. See `docs/protocol.md` for the protocol and its invariants.
 
+//!
+//! The holder's side (claim fan-out, handovers, drain) lives in `machine/hold.rs`, heartbeats and liveness
+//! in `machine/liveness.rs`; this file holds the state, the inputs and the claim rule.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use super::replay::Window;
-use super::{
-    Action, Adopt, CandidateStatus, Claim, ClaimReason, Epoch, HandoverReason, Heartbeat, LocalEvent, Note, Params,
-    PeerState, VipStatus,
-};
+use super::{Action, Adopt, Claim, ClaimReason, Epoch, HandoverReason, LocalEvent, Note, Params, PeerState};
 use super::{Body, Header, Message};
+
+mod hold;
+mod liveness;
 
 /// A gap between two runs of a candidate's machine longer than this many intervals is a stall.
 const STALL: u32 = 2;
@@ -35,8 +39,8 @@ pub enum MoveError {
     /// The target is this node.
     #[error("{0} is this node, which already holds the VIP")]
     SelfTarget(Ipv6Addr),
-    /// The target is not live or not healthy.
-    #[error("{0} is not live and healthy, so it cannot take the VIP")]
+    /// The target is not live, not healthy, or holding or draining a claim itself.
+    #[error("{0} is not a live, healthy standby, so it cannot take the VIP")]
     NotReady(Ipv6Addr),
     /// No other candidate is live and healthy.
     #[error("no other candidate is live and healthy")]
@@ -52,10 +56,13 @@ struct Cand {
     indirect: Option<Instant>,
     /// Its heartbeat interval (from its heartbeats; ours until it has sent one).
     interval: Duration,
-    /// Its last reported state, health and view (the state only counts against claims it had seen).
+    /// Its last reported state and health, and the claim it had seen when it reported them (from its
+    /// newest heartbeat: a reordered older one does not overwrite them).
     state: Option<PeerState>,
     healthy: bool,
     view: Option<Claim>,
+    /// `(incarnation, seq)` of that newest heartbeat.
+    newest: (u64, u64),
     /// Its last heartbeat's `sent_at_us` and when it arrived (echoed back for RTT).
     echo: Option<(u64, Instant)>,
     rtt: Option<Duration>,
@@ -160,21 +167,21 @@ impl Machine {
             p: params,
         };
         m.sync_candidates();
+        let candidate = m.rank().is_some();
         match adopt {
             Adopt::Nothing => {}
-            Adopt::HeldHere => {
+            // The device may still route the VIP to a successor (a crash while draining): say where it goes.
+            Adopt::HeldHere if candidate => {
                 m.has_address = true;
-                m.routed_to = Some(m.p.me);
+                m.route(m.p.me);
             }
+            Adopt::HeldHere => m.actions.push_back(Action::RemoveAddress),
             Adopt::RoutedTo(peer) => m.routed_to = Some(peer),
         }
-        if m.rank().is_some() {
+        if candidate {
             m.role = PeerState::Listening;
             m.listen_until = Some(now + m.p.timers.listen());
             m.next_heartbeat = Some(now);
-        } else if m.has_address {
-            m.has_address = false;
-            m.actions.push_back(Action::RemoveAddress);
         }
         m.evaluate(now);
         m
@@ -224,13 +231,12 @@ impl Machine {
             LocalEvent::Health(h) => self.healthy = h,
             LocalEvent::Shutdown => {
                 self.shutting_down = true;
+                // Not holding: `evaluate` stops at once, or when the drain ends.
                 if self.hold.is_some() && self.handover.is_none() {
                     match self.successor(now) {
                         Some(to) => self.start_handover(now, to, HandoverReason::Shutdown),
                         None => self.stop(),
                     }
-                } else if self.hold.is_none() && self.drain.is_none() {
-                    self.stop();
                 }
             }
             LocalEvent::Update(params) => self.update(now, params),
@@ -251,7 +257,7 @@ impl Machine {
             Some(to) if to == self.p.me => return Err(MoveError::SelfTarget(to)),
             Some(to) => {
                 let c = self.cands.get(&to).ok_or(MoveError::NotCandidate(to))?;
-                if !self.live(c, now) || !c.healthy {
+                if !self.ready(c, now) {
                     return Err(MoveError::NotReady(to));
                 }
                 to
@@ -273,7 +279,7 @@ impl Machine {
         }
         let from = msg.header.sender;
         match msg.body {
-            Body::Heartbeat(hb) => self.on_heartbeat(now, from, hb),
+            Body::Heartbeat(hb) => self.on_heartbeat(now, &msg.header, hb),
             Body::Claim {
                 epoch,
                 confirmed,
@@ -307,56 +313,8 @@ impl Machine {
         self.evaluate(now);
     }
 
-    /// Everything an operator wants to see about this VIP.
-    pub fn status(&self, now: Instant) -> VipStatus {
-        let candidates = self
-            .p
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(rank, &address)| match self.cands.get(&address) {
-                Some(c) => CandidateStatus {
-                    address,
-                    rank,
-                    me: false,
-                    live: self.live(c, now),
-                    healthy: c.healthy,
-                    state: c.state,
-                    last_heard_ms: c
-                        .last_heard()
-                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
-                    rtt_us: c.rtt.map(|r| r.as_micros() as u64),
-                },
-                None => CandidateStatus {
-                    address,
-                    rank,
-                    me: true,
-                    live: true,
-                    healthy: self.healthy,
-                    state: Some(self.role),
-                    last_heard_ms: Some(0),
-                    rtt_us: None,
-                },
-            })
-            .collect();
-        VipStatus {
-            vip: self.p.vip,
-            role: self.role,
-            healthy: self.healthy,
-            claim: self.best,
-            routed_to: self.routed_to,
-            candidates,
-            confirmed: self.hold.as_ref().map(|h| (h.acked.len(), self.p.peers.len())),
-        }
-    }
-
     fn rank(&self) -> Option<usize> {
         self.p.candidates.iter().position(|c| *c == self.p.me)
-    }
-
-    fn live(&self, c: &Cand, now: Instant) -> bool {
-        c.last_heard()
-            .is_some_and(|t| now < t + self.p.timers.dead_time(c.interval))
     }
 
     /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
@@ -374,76 +332,6 @@ impl Machine {
             .reason()
     }
 
-    fn on_heartbeat(&mut self, now: Instant, from: Ipv6Addr, hb: Heartbeat) {
-        let me = self.p.me;
-        let Some(c) = self.cands.get_mut(&from) else {
-            self.note(Note::Rejected("not_candidate"));
-            return;
-        };
-        c.direct = Some(now);
-        c.interval = Duration::from_millis(u64::from(hb.interval_ms));
-        c.state = Some(hb.state);
-        c.healthy = hb.healthy;
-        c.view = hb.view;
-        c.echo = Some((hb.sent_at_us, now));
-        let mut rtt = None;
-        if hb.echo_at_us != 0 {
-            let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
-            let us = now_us
-                .saturating_sub(hb.echo_at_us)
-                .saturating_sub(u64::from(hb.echo_held_us));
-            c.rtt = Some(Duration::from_micros(us));
-            rtt = c.rtt;
-        }
-        for (addr, age_ms) in hb.liveness {
-            if addr == me || addr == from {
-                continue;
-            }
-            if let (Some(k), Some(t)) = (
-                self.cands.get_mut(&addr),
-                now.checked_sub(Duration::from_millis(u64::from(age_ms))),
-            ) {
-                k.indirect = k.indirect.max(Some(t));
-            }
-        }
-        if let Some(rtt) = rtt {
-            self.note(Note::Rtt { peer: from, rtt });
-        }
-        if let Some(view) = hb.view {
-            self.learn(now, view);
-        }
-    }
-
-    fn on_ack(&mut self, now: Instant, from: Ipv6Addr, view: Claim) {
-        let peers = self.p.peers.len();
-        let mine = self.hold.as_ref().map(|h| Claim {
-            epoch: h.epoch,
-            holder: self.p.me,
-        });
-        if Some(view) != mine {
-            self.learn(now, view);
-            return;
-        }
-        let Some(h) = self.hold.as_mut() else { return };
-        h.pending.remove(&from);
-        if !self.p.peers.contains(&from) || !h.acked.insert(from) {
-            return;
-        }
-        if h.acked.len() == peers && h.confirmed_at.is_none() {
-            h.confirmed_at = Some(now);
-            let (epoch, took) = (h.epoch, now.saturating_duration_since(h.since));
-            self.note(Note::Confirmed {
-                epoch,
-                claim_to_confirmed: took,
-            });
-            for c in self.p.candidates.clone() {
-                if c != self.p.me {
-                    self.send_claim(c);
-                }
-            }
-        }
-    }
-
     /// Takes in a claim seen anywhere (a claim, an ack's or a heartbeat's view).
     fn learn(&mut self, now: Instant, claim: Claim) {
         self.max_term = self.max_term.max(claim.epoch.term);
@@ -452,9 +340,14 @@ impl Machine {
         }
         self.best = Some(claim);
         if claim.holder == self.p.me {
-            // Others still name this node as holder of a claim it made before a restart.
-            if self.hold.is_none() && self.has_address && self.role == PeerState::Listening {
+            // Others still name this node as holder of a claim it made before a restart: a listener that
+            // kept the address resumes it, and a holder that has claimed afresh since (hearing no other
+            // candidate) moves up to it, so every peer ends up with the same claim.
+            let listening = self.has_address && self.role == PeerState::Listening;
+            if self.hold.is_some() || listening {
+                self.listen_until = None;
                 self.begin_hold(now, claim.epoch);
+                self.route(self.p.me);
                 self.set_role(PeerState::Holding, "resumed the claim it held before restarting");
             }
             return;
@@ -487,7 +380,7 @@ impl Machine {
             return;
         }
         // A candidate runs at least twice per interval (its heartbeats); a longer gap means the process was
-        // frozen or starved, and everything it believes about liveness is stale until it has caught up.
+        // frozen or starved, and what it believes about liveness is stale until it has caught up.
         if self
             .last_run
             .is_some_and(|last| now.saturating_duration_since(last) > STALL * self.p.timers.interval)
@@ -502,6 +395,15 @@ impl Machine {
             self.listen_until = None;
             self.set_role(PeerState::Standby, "listened for the others");
             if self.has_address && !self.should_claim(now) {
+                self.remove_address();
+            }
+        }
+        // A successor that dies (or stops holding) while this node drains: stop draining now rather
+        // than at the drain timeout, keeping the address if this node is the one to claim next.
+        if self.drain.is_some() && self.holder_gone(now) {
+            self.drain = None;
+            self.set_role(PeerState::Standby, "successor gone while draining");
+            if !self.should_claim(now) {
                 self.remove_address();
             }
         }
@@ -521,10 +423,14 @@ impl Machine {
         self.holding_duties(now);
         if self.drain.is_some_and(|(_, deadline)| now >= deadline) {
             self.finish_drain();
-            if self.stopped {
-                self.wake = None;
-                return;
-            }
+        }
+        // A stop waits only for a handover in progress or a drain; stepping down also ends it.
+        if self.shutting_down && self.hold.is_none() && self.drain.is_none() && !self.stopped {
+            self.stop();
+        }
+        if self.stopped {
+            self.wake = None;
+            return;
         }
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             self.send_heartbeats(now);
@@ -533,94 +439,22 @@ impl Machine {
         self.wake = self.next_wake(now);
     }
 
-    fn holding_duties(&mut self, now: Instant) {
-        if let Some(h) = self.handover {
-            if now >= h.deadline {
-                self.handover = None;
-                self.note(Note::HandoverFailed { to: h.to });
-                if self.shutting_down {
-                    self.stop();
-                    return;
-                }
-            } else if now >= h.next_send {
-                let epoch = self.hold.as_ref().map(|h| h.epoch);
-                if let Some(epoch) = epoch {
-                    self.send(
-                        h.to,
-                        Body::Handover {
-                            epoch,
-                            reason: h.reason,
-                        },
-                    );
-                }
-                self.handover = Some(Handover {
-                    next_send: now + self.p.timers.interval,
-                    ..h
-                });
-            }
-        }
-        let Some(hold) = self.hold.as_mut() else {
-            self.preempt_since = None;
-            return;
-        };
-        let mut resend: Vec<Ipv6Addr> = Vec::new();
-        let max = self.p.timers.retransmit_max();
-        for (peer, (next, backoff)) in hold.pending.iter_mut() {
-            if now >= *next {
-                resend.push(*peer);
-                *backoff = (*backoff * 2).min(max);
-                *next = now + *backoff;
-            }
-        }
-        if now >= hold.next_refresh {
-            hold.next_refresh = now + self.p.timers.refresh();
-            resend = self.p.peers.clone();
-        }
-        for peer in resend {
-            self.send_claim(peer);
-        }
-        if self.handover.is_some() || self.shutting_down {
-            return;
-        }
-        if !self.healthy {
-            if let Some(to) = self.successor(now) {
-                self.start_handover(now, to, HandoverReason::Health);
-            }
-            return;
-        }
-        let Some(delay) = self.p.timers.preempt else { return };
-        let better = self.p.candidates[..self.rank().unwrap_or(0)].iter().find(|a| {
-            self.cands
-                .get(a)
-                .is_some_and(|c| self.live(c, now) && c.healthy && c.state == Some(PeerState::Standby))
-        });
-        match better.copied() {
-            Some(to) => {
-                let since = *self.preempt_since.get_or_insert(now);
-                if now >= since + delay {
-                    self.preempt_since = None;
-                    self.start_handover(now, to, HandoverReason::Preempt);
-                }
-            }
-            None => self.preempt_since = None,
-        }
-    }
-
-    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding.
+    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding. A live holder
+    /// counts as not holding only when its newest heartbeat says so *and* already names this very claim
+    /// as the highest it has seen: a heartbeat sent before it claimed (it arrives after the claim itself,
+    /// or reordered) still says "standby" and proves nothing.
     fn holder_gone(&self, now: Instant) -> bool {
         match self.best {
             None => true,
             Some(c) if c.holder == self.p.me => self.hold.is_none() && self.drain.is_none(),
             Some(c) => match self.cands.get(&c.holder) {
                 None => true,
-                // "Not holding" counts only from a heartbeat that already knew of the claim: one sent before
-                // the claim (queued, or crossing it) says nothing about it.
                 Some(k) => {
-                    let not_holding = matches!(
-                        k.state,
-                        Some(PeerState::Standby | PeerState::Listening | PeerState::Follower)
-                    );
-                    !self.live(k, now) || (not_holding && k.direct >= k.indirect && k.view >= self.best)
+                    !self.live(k, now)
+                        || (matches!(
+                            k.state,
+                            Some(PeerState::Standby | PeerState::Listening | PeerState::Follower)
+                        ) && k.view == Some(c))
                 }
             },
         }
@@ -638,15 +472,6 @@ impl Machine {
             && !self.p.candidates[..rank]
                 .iter()
                 .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
-    }
-
-    /// The first live, healthy, non-holding candidate by rank other than this node.
-    fn successor(&self, now: Instant) -> Option<Ipv6Addr> {
-        self.p.candidates.iter().copied().find(|a| {
-            self.cands.get(a).is_some_and(|c| {
-                self.live(c, now) && c.healthy && matches!(c.state, Some(PeerState::Standby | PeerState::Listening))
-            })
-        })
     }
 
     fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
@@ -673,47 +498,6 @@ impl Machine {
             detection_to_claim: now.saturating_duration_since(since),
         });
         self.set_role(PeerState::Holding, reason.as_str());
-    }
-
-    /// Starts holding at `epoch`: fans the claim out and tracks acknowledgements.
-    fn begin_hold(&mut self, now: Instant, epoch: Epoch) {
-        let first = self.p.timers.interval;
-        self.hold = Some(Hold {
-            epoch,
-            since: now,
-            acked: BTreeSet::new(),
-            pending: self.p.peers.iter().map(|p| (*p, (now + first, first))).collect(),
-            confirmed_at: None,
-            next_refresh: now + self.p.timers.refresh(),
-        });
-        self.drain = None;
-        for peer in self.p.peers.clone() {
-            self.send_claim(peer);
-        }
-        if self.p.peers.is_empty() {
-            if let Some(h) = self.hold.as_mut() {
-                h.confirmed_at = Some(now);
-            }
-        }
-    }
-
-    fn start_handover(&mut self, now: Instant, to: Ipv6Addr, reason: HandoverReason) {
-        self.handover = Some(Handover {
-            to,
-            reason,
-            deadline: now + self.p.timers.handover_timeout(),
-            next_send: now,
-        });
-        self.holding_duties(now);
-    }
-
-    fn finish_drain(&mut self) {
-        self.drain = None;
-        self.remove_address();
-        self.set_role(PeerState::Standby, "successor confirmed");
-        if self.shutting_down {
-            self.stop();
-        }
     }
 
     fn stop(&mut self) {
@@ -774,61 +558,11 @@ impl Machine {
                 state: None,
                 healthy: false,
                 view: None,
+                newest: (0, 0),
                 echo: None,
                 rtt: None,
             });
         }
-    }
-
-    fn send_heartbeats(&mut self, now: Instant) {
-        let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
-        let state = match self.role {
-            PeerState::Listening if self.has_address => PeerState::Holding,
-            r => r,
-        };
-        let liveness: Vec<(Ipv6Addr, u16)> = self
-            .cands
-            .iter()
-            .filter_map(|(a, c)| {
-                let t = c.direct?;
-                let ms = now.saturating_duration_since(t).as_millis();
-                Some((*a, u16::try_from(ms).unwrap_or(u16::MAX)))
-            })
-            .collect();
-        let interval_ms = u16::try_from(self.p.timers.interval.as_millis().max(1)).unwrap_or(u16::MAX);
-        let targets: Vec<(Ipv6Addr, Option<(u64, Instant)>)> = self.cands.iter().map(|(a, c)| (*a, c.echo)).collect();
-        for (to, echo) in targets {
-            let (echo_at_us, echo_held_us) = match echo {
-                Some((at, received)) => {
-                    let held = now.saturating_duration_since(received).as_micros();
-                    (at, u32::try_from(held).unwrap_or(u32::MAX))
-                }
-                None => (0, 0),
-            };
-            self.send(
-                to,
-                Body::Heartbeat(Heartbeat {
-                    state,
-                    healthy: self.healthy,
-                    interval_ms,
-                    view: self.best,
-                    sent_at_us: now_us.max(1),
-                    echo_at_us,
-                    echo_held_us,
-                    liveness: liveness.clone(),
-                }),
-            );
-        }
-    }
-
-    fn send_claim(&mut self, to: Ipv6Addr) {
-        let Some(h) = self.hold.as_ref() else { return };
-        let body = Body::Claim {
-            epoch: h.epoch,
-            confirmed: u16::try_from(h.acked.len()).unwrap_or(u16::MAX),
-            peers: u16::try_from(self.p.peers.len()).unwrap_or(u16::MAX),
-        };
-        self.send(to, body);
     }
 
     fn send(&mut self, to: Ipv6Addr, body: Body) {
