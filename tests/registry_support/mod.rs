@@ -47,7 +47,11 @@ impl Registry {
     }
 
     pub fn with_options(options: SqliteOptions) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::in_dir(tempfile::tempdir().expect("tempdir"), options)
+    }
+
+    /// A registry whose store lives in `dir` (benchmarks put it on a real disk: /tmp may be tmpfs).
+    pub fn in_dir(dir: tempfile::TempDir, options: SqliteOptions) -> Self {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), options).expect("open store"));
         Registry {
             router: api::router(store.clone()),
