@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`control`]: the local operator surface: the `sdwanctl` protocol, its unix socket, and its text output.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
+//! - [`registry`]: the `sdwan-registry` server: store, service logic and HTTP API.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -24,5 +25,6 @@ pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod reconcile;
+pub mod registry;
 pub mod vip;
 pub mod wg;

@@ -1,0 +1,93 @@
+//! `sdwan-registry`: the registry server. Parses arguments and hands over to [`sdwand::registry::server`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use sdwand::registry::{config, server};
+
+#[derive(Parser)]
+#[command(version, about = "SD-WAN registry: membership, VIP records, k3s bootstrap and join")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Run,
+    /// Create an account and print its admin token (shown once; only its hash is stored).
+    InitAccount {
+        /// The account's name (1-64 letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sdwan-registry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sdwan-registry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => match runtime.block_on(server::run(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::InitAccount { name, json } => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            match runtime.block_on(server::init_account(&config, &name, now)) {
+                Ok(a) if json => match serde_json::to_string_pretty(&a) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("sdwan-registry: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Ok(a) => {
+                    println!(
+                        "account_id: {}\nname: {}\nadmin_token: {}",
+                        a.account_id, a.name, a.admin_token
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sdwan-registry: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `sdwan-registry`: membership of networks and peers, VIP records, and the k3s bootstrap / join
+//! handshakes, behind a small HTTP/JSON API.
+//!
+//! # Layout
+//!
+//! - [`model`]: the records (accounts, networks, peers, VIPs, clusters, members, tokens).
+//! - [`store`]: the transactional storage trait and the embedded SQLite backend (group commit).
+//! - [`token`]: bearer tokens (hashed at rest, compared in constant time) and random ids.
+//! - [`service`]: what each request does, as functions over a store transaction (no I/O, no clock).
+//! - [`wire`]: the JSON request and response bodies.
+//! - [`error`]: request errors, their codes, and the 401/403/404 rules.
+//! - [`api`]: the axum routes and extractors.
+//! - [`config`] and [`server`]: the configuration file and the serving loop of the binary.
+//!
+//! The data plane never depends on the registry: it is needed for enrollment, joins and membership
+//! changes only.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod token;
+pub mod wire;

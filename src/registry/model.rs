@@ -1,0 +1,258 @@
+//! The registry's records: plain data shared by the store backends and the service logic. No I/O here.
+//!
+//! Identifiers are random UUID-shaped strings ([`crate::registry::token::new_id`]), so an id reveals nothing
+//! about how many objects exist and cannot be guessed. Times are Unix milliseconds, read once per request by
+//! the API layer and passed in, so the logic reads no clock.
+
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::vip::Epoch;
+
+/// An account: the trust boundary. Nothing of one account is visible to, or changeable by, another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Random id.
+    pub id: String,
+    /// Operator-chosen label (not unique, not used for lookups).
+    pub name: String,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// An overlay network of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// Random id.
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// Operator-chosen label.
+    pub name: String,
+    /// Peers' /128 addresses come from here.
+    pub overlay_prefix: Ipv6Net,
+    /// VIP addresses come from here; strictly inside `overlay_prefix`, so the overlay route covers every
+    /// VIP, and never handed to a peer.
+    pub vip_pool: Ipv6Net,
+    /// Bumped by every change a daemon of this network must see (peers, VIPs and their candidates); the
+    /// watch resumes from it. Only grows.
+    pub revision: u64,
+    /// Offset in `overlay_prefix` of the next peer address to try. Only grows: a released address is never
+    /// handed out again, so no new key ever shows up on an address a daemon has pinned to an old key.
+    pub next_peer_offset: u64,
+    /// Offset in `vip_pool` of the next VIP address (only grows, for the same reason).
+    pub next_vip_offset: u64,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// How a peer's record is reaped when it goes silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Never removed automatically (shown stale instead).
+    Persistent,
+    /// Removed after a silence longer than its TTL.
+    Ephemeral,
+    /// Provider-side spot/preemptible: removed after a short silence.
+    Spot,
+}
+
+/// A k3s role: what a peer may run, and what it joins a cluster as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A k3s server: a control-plane node and a candidate of the cluster's VIP.
+    Server,
+    /// A k3s agent: a worker.
+    Agent,
+}
+
+/// A cluster's life stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// Created by a bootstrap handshake; the first server has not reported k3s ready yet.
+    Bootstrapping,
+    /// A server reported k3s ready.
+    Active,
+    /// A server reported k3s failed; joins are refused.
+    Error,
+}
+
+/// What a bearer token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An account's operator: networks, enrollment tokens, read access to everything of the account.
+    Admin,
+    /// Enrolls new peers into one network.
+    Enrollment,
+    /// One enrolled peer: its membership reads and handshakes.
+    Peer,
+}
+
+/// A peer of a network: one node with a WireGuard key and a /128.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Random id.
+    pub id: String,
+    /// The network it belongs to (and through it, the account).
+    pub network_id: String,
+    /// Name, unique in the network (daemons use it in logs and metric labels).
+    pub name: String,
+    /// WireGuard public key, base64; unique in the network.
+    pub public_key: String,
+    /// Underlay endpoint; `None` when the peer is not reachable from outside (it reaches the others).
+    pub endpoint: Option<SocketAddr>,
+    /// Its /128 in the network's overlay prefix.
+    pub address: Ipv6Addr,
+    /// How it is reaped.
+    pub lifecycle: Lifecycle,
+    /// The k3s roles it may take, sorted, without duplicates.
+    pub roles: Vec<Role>,
+    /// Extra prefixes routed to it (empty for now).
+    pub routed_prefixes: Vec<Ipv6Net>,
+    /// Last time it called the registry, Unix ms.
+    pub last_seen_ms: u64,
+    /// Enrollment time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// A virtual IP of a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    /// Random id.
+    pub id: String,
+    /// The network whose VIP pool it came from.
+    pub network_id: String,
+    /// The address.
+    pub address: Ipv6Addr,
+    /// Candidate peer ids in rank order (rank 0 = the bootstrap server; joining servers are appended).
+    pub candidates: Vec<String>,
+    /// The peer holding it, as last reported; `None` until a daemon reports.
+    pub holder: Option<String>,
+    /// The highest epoch reported for it, kept so epochs stay monotonic across full restarts.
+    pub epoch: Option<Epoch>,
+}
+
+/// A k3s cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Random id (the `target_cluster_id` of joins).
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// The network its nodes and VIP live in.
+    pub network_id: String,
+    /// Operator-chosen or generated label.
+    pub name: String,
+    /// Life stage.
+    pub state: ClusterState,
+    /// The VIP its API endpoint lives on.
+    pub vip_id: String,
+    /// The k3s join token handed to joiners (a k3s secret, so kept readable, unlike bearer tokens).
+    pub join_token: String,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// A peer's membership of a cluster. A peer is a member of at most one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The member.
+    pub peer_id: String,
+    /// What it joined as.
+    pub role: Role,
+    /// Join (or bootstrap) time, Unix ms.
+    pub joined_at_ms: u64,
+}
+
+/// A stored bearer token: only a hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public lookup key, part of the token text.
+    pub key_id: String,
+    /// What it allows.
+    pub kind: TokenKind,
+    /// SHA-256 of the secret part.
+    pub secret_hash: [u8; 32],
+    /// The account it belongs to (every token belongs to exactly one).
+    pub account_id: String,
+    /// The network, for enrollment and peer tokens.
+    pub network_id: Option<String>,
+    /// The peer, for peer tokens.
+    pub peer_id: Option<String>,
+    /// Issue time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// A stored enum value that is not one of the known names (a newer schema, or a corrupt row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownName {
+    /// Which enum.
+    pub what: &'static str,
+    /// The text found.
+    pub value: String,
+}
+
+macro_rules! names {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stable name used on the wire and in the store.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(UnknownName { what: $what, value: s.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(Lifecycle, "lifecycle class", { Persistent => "persistent", Ephemeral => "ephemeral", Spot => "spot" });
+names!(Role, "role", { Server => "server", Agent => "agent" });
+names!(ClusterState, "cluster state", { Bootstrapping => "bootstrapping", Active => "active", Error => "error" });
+names!(TokenKind, "token kind", { Admin => "admin", Enrollment => "enrollment", Peer => "peer" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for l in [Lifecycle::Persistent, Lifecycle::Ephemeral, Lifecycle::Spot] {
+            assert_eq!(l.as_str().parse::<Lifecycle>(), Ok(l));
+            assert_eq!(serde_json::to_string(&l).ok(), Some(format!("\"{l}\"")));
+        }
+        for s in [ClusterState::Bootstrapping, ClusterState::Active, ClusterState::Error] {
+            assert_eq!(s.as_str().parse::<ClusterState>(), Ok(s));
+        }
+        for k in [TokenKind::Admin, TokenKind::Enrollment, TokenKind::Peer] {
+            assert_eq!(k.as_str().parse::<TokenKind>(), Ok(k));
+        }
+        assert!("Server".parse::<Role>().is_err());
+    }
+}

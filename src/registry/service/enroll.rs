@@ -1,0 +1,123 @@
+//! Enrollment (enrollment token) and the member list (peer or admin token).
+
+use wireguard_control::Key;
+
+use super::{alloc, authenticate, check_name, scope};
+use crate::registry::error::{code, ApiError};
+use crate::registry::model::{Network, Peer, TokenKind, TokenRecord};
+use crate::registry::store::{ReadTx, WriteTx};
+use crate::registry::token::{self, Presented};
+use crate::registry::wire::{EnrollRequest, EnrollResponse, MemberView, MembersResponse};
+
+/// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 and issues its
+/// peer token.
+pub fn enroll(
+    tx: &mut dyn WriteTx,
+    presented: &Presented,
+    req: &EnrollRequest,
+    now_ms: u64,
+) -> Result<EnrollResponse, ApiError> {
+    let grant = authenticate(tx, presented, &[TokenKind::Enrollment])?;
+    let network_id = scope(&grant.network_id)?;
+    let mut network = tx.network(network_id)?.ok_or_else(ApiError::unauthorized)?;
+    check_name("peer name", &req.name)?;
+    let key = Key::from_base64(req.public_key.trim())
+        .map_err(|_| ApiError::bad_request("public_key is not a base64 WireGuard public key"))?;
+    let public_key = key.to_base64();
+    if tx.peer_by_key(&network.id, &public_key)?.is_some() {
+        return Err(ApiError::conflict(
+            code::DUPLICATE_PUBLIC_KEY,
+            "this public key is already enrolled in the network (a restarted peer keeps its identity)",
+        ));
+    }
+    if tx.peer_by_name(&network.id, &req.name)?.is_some() {
+        return Err(ApiError::conflict(
+            code::NAME_TAKEN,
+            format!("a peer named {:?} already exists", req.name),
+        ));
+    }
+    let (address, next) = alloc::next_peer_address(&network).ok_or_else(|| {
+        ApiError::conflict(
+            code::ADDRESSES_EXHAUSTED,
+            format!("no address left in {}", network.overlay_prefix),
+        )
+    })?;
+    let mut roles = req.roles.clone();
+    roles.sort();
+    roles.dedup();
+    let peer = Peer {
+        id: token::new_id()?,
+        network_id: network.id.clone(),
+        name: req.name.clone(),
+        public_key,
+        endpoint: req.endpoint,
+        address,
+        lifecycle: req.lifecycle,
+        roles,
+        routed_prefixes: Vec::new(),
+        last_seen_ms: now_ms,
+        created_at_ms: now_ms,
+    };
+    let issued = token::issue(TokenKind::Peer)?;
+    network.next_peer_offset = next;
+    network.revision += 1;
+    tx.put_network(&network)?;
+    tx.put_peer(&peer)?;
+    tx.put_token(&TokenRecord {
+        key_id: issued.key_id,
+        kind: TokenKind::Peer,
+        secret_hash: issued.secret_hash,
+        account_id: grant.account_id,
+        network_id: Some(network.id.clone()),
+        peer_id: Some(peer.id.clone()),
+        created_at_ms: now_ms,
+    })?;
+    let members = tx.peers(&network.id)?.iter().map(member_view).collect();
+    Ok(EnrollResponse {
+        peer_id: peer.id,
+        network_id: network.id,
+        address,
+        overlay_prefix: network.overlay_prefix,
+        peer_token: issued.text,
+        revision: network.revision,
+        members,
+    })
+}
+
+/// `GET /v1/networks/{id}/members`: the member list, for a peer of the network or its account's admin.
+pub fn members(tx: &mut dyn ReadTx, presented: &Presented, network_id: &str) -> Result<MembersResponse, ApiError> {
+    let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
+    let network = visible_network(tx, &caller, network_id)?;
+    let members = tx.peers(&network.id)?.iter().map(member_view).collect();
+    Ok(MembersResponse {
+        network_id: network.id,
+        revision: network.revision,
+        members,
+    })
+}
+
+/// The network if the caller may see it: its own (peer token) or one of its account (admin token); 404
+/// otherwise, the same as for a network that does not exist.
+fn visible_network(tx: &mut dyn ReadTx, caller: &TokenRecord, network_id: &str) -> Result<Network, ApiError> {
+    let in_scope = |n: &Network| match caller.kind {
+        TokenKind::Admin => n.account_id == caller.account_id,
+        TokenKind::Peer | TokenKind::Enrollment => caller.network_id.as_deref() == Some(n.id.as_str()),
+    };
+    tx.network(network_id)?
+        .filter(in_scope)
+        .ok_or_else(|| ApiError::not_found(code::NETWORK_NOT_FOUND, format!("no network {network_id:?}")))
+}
+
+fn member_view(p: &Peer) -> MemberView {
+    MemberView {
+        peer_id: p.id.clone(),
+        name: p.name.clone(),
+        public_key: p.public_key.clone(),
+        endpoint: p.endpoint,
+        address: p.address,
+        routed_prefixes: p.routed_prefixes.clone(),
+        lifecycle: p.lifecycle,
+        roles: p.roles.clone(),
+        last_seen_ms: p.last_seen_ms,
+    }
+}

@@ -1,0 +1,214 @@
+//! The registry's storage: a narrow, transactional trait and its backends.
+//!
+//! The service logic runs as a closure over a transaction ([`ReadTx`] for reads, [`WriteTx`] for writes) and
+//! sees typed records only; it never sees SQL. A backend decides how transactions are executed: the embedded
+//! [`sqlite`] backend funnels every write to one thread that commits whatever is queued as one transaction
+//! (group commit), with a savepoint per request; a distributed backend (etcd) would run the same closures as
+//! optimistic transactions and retry them on conflict, which is why a write closure is `FnMut` and must not
+//! have effects outside the transaction.
+//!
+//! Contract of [`Store::write`]: the closure's `Ok` is returned only once its writes are durable; its `Err`
+//! (or a store error inside it) undoes exactly its own writes and nothing else of the batch.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use tokio::sync::oneshot;
+
+use super::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+
+pub mod sqlite;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no (I/O error, full disk, corrupt file, constraint).
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// Cannot create or open the state directory or database file.
+    #[error("cannot open the store at {path}: {message}")]
+    Open {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The database was written by a newer registry whose schema this one does not know.
+    #[error("the database schema is version {found}, newer than this registry's {known}: upgrade sdwan-registry")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// A stored row does not decode (a corrupt or hand-edited database).
+    #[error("corrupt record in {table}: {message}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What did not decode.
+        message: String,
+    },
+    /// The transaction holding the request's writes did not commit (the request is not done).
+    #[error("the transaction did not commit: {0}")]
+    Commit(String),
+    /// The store is shut down (or its writer thread died).
+    #[error("the store is closed")]
+    Closed,
+    /// The request's closure panicked; its writes were rolled back.
+    #[error("internal error while handling the request")]
+    Panicked,
+}
+
+/// Reads inside a transaction: a consistent snapshot.
+pub trait ReadTx {
+    /// A token by its public key id.
+    fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// An account by id.
+    fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// A network by id.
+    fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError>;
+    /// A peer by id.
+    fn peer(&mut self, id: &str) -> Result<Option<Peer>, StoreError>;
+    /// The peer of `network_id` with this public key.
+    fn peer_by_key(&mut self, network_id: &str, public_key: &str) -> Result<Option<Peer>, StoreError>;
+    /// The peer of `network_id` with this name.
+    fn peer_by_name(&mut self, network_id: &str, name: &str) -> Result<Option<Peer>, StoreError>;
+    /// Every peer of a network, in enrollment order.
+    fn peers(&mut self, network_id: &str) -> Result<Vec<Peer>, StoreError>;
+    /// A cluster by id.
+    fn cluster(&mut self, id: &str) -> Result<Option<Cluster>, StoreError>;
+    /// The most recently created cluster of `network_id` in state active (ties: the later created).
+    fn latest_active_cluster(&mut self, network_id: &str) -> Result<Option<Cluster>, StoreError>;
+    /// A peer's cluster membership.
+    fn membership(&mut self, peer_id: &str) -> Result<Option<ClusterMember>, StoreError>;
+    /// A VIP by id, with its candidates in rank order.
+    fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError>;
+}
+
+/// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id.
+pub trait WriteTx: ReadTx {
+    /// Stores an account.
+    fn put_account(&mut self, account: &Account) -> Result<(), StoreError>;
+    /// Stores a network (also its revision and allocation counters).
+    fn put_network(&mut self, network: &Network) -> Result<(), StoreError>;
+    /// Stores a token record.
+    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Stores a peer.
+    fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError>;
+    /// Stores a cluster.
+    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError>;
+    /// Stores a membership (keyed by peer).
+    fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError>;
+    /// Stores a VIP with its candidate list.
+    fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError>;
+}
+
+/// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]
+/// inside a transaction (once, or again after a conflict) and then [`WriteJob::finish`] exactly once.
+pub trait WriteJob: Send {
+    /// Runs the request's closure. `true`: keep its writes; `false`: it failed, undo them.
+    fn run(&mut self, tx: &mut dyn WriteTx) -> bool;
+    /// Answers the caller: `Ok` once the transaction holding the writes committed, or the reason it did not.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+/// A queued read request, as a backend sees it: [`ReadJob::run`] or [`ReadJob::fail`], exactly once.
+pub trait ReadJob: Send {
+    /// Runs the request's closure in a read transaction and answers the caller.
+    fn run(self: Box<Self>, tx: &mut dyn ReadTx);
+    /// Answers the caller with the reason no read transaction could be had.
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+/// A storage backend.
+pub trait Store: Send + Sync + 'static {
+    /// Queues a write; the backend runs it and calls [`WriteJob::finish`]. Dropping it unfinished answers
+    /// the caller with [`StoreError::Closed`].
+    fn submit_write(&self, job: Box<dyn WriteJob>);
+    /// Queues a read; the backend runs or fails it.
+    fn submit_read(&self, job: Box<dyn ReadJob>);
+}
+
+impl dyn Store {
+    /// Runs `f` in a write transaction and returns its result once its writes are durable.
+    ///
+    /// `f` may run more than once (a backend may retry it); it must act only through the transaction.
+    pub fn write<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&mut dyn WriteTx) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit_write(Box::new(Write { f, result: None, reply }));
+        async move { answer.await.unwrap_or_else(|_| Err(StoreError::Closed.into())) }
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn ReadTx) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit_read(Box::new(Read { f, reply }));
+        async move { answer.await.unwrap_or_else(|_| Err(StoreError::Closed.into())) }
+    }
+}
+
+struct Write<T, E, F> {
+    f: F,
+    /// The closure's last result, held until the batch's fate is known.
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> WriteJob for Write<T, E, F>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnMut(&mut dyn WriteTx) -> Result<T, E> + Send,
+{
+    fn run(&mut self, tx: &mut dyn WriteTx) -> bool {
+        let result =
+            catch_unwind(AssertUnwindSafe(|| (self.f)(tx))).unwrap_or_else(|_| Err(StoreError::Panicked.into()));
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match (self.result, committed) {
+            (Some(Ok(_)), Err(e)) => Err(e.into()),
+            (Some(result), _) => result,
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(())) => Err(StoreError::Closed.into()),
+        };
+        // The caller may have gone away (client disconnected): nothing to answer then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+struct Read<T, E, F> {
+    f: F,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> ReadJob for Read<T, E, F>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnOnce(&mut dyn ReadTx) -> Result<T, E> + Send,
+{
+    fn run(self: Box<Self>, tx: &mut dyn ReadTx) {
+        let Read { f, reply } = *self;
+        let answer = catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|_| Err(StoreError::Panicked.into()));
+        let _ = reply.send(answer);
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error.into()));
+    }
+}

@@ -1,0 +1,465 @@
+//! The record operations of [`ReadTx`] and [`WriteTx`] in SQL. The caller opens and ends the transaction;
+//! this only reads and writes rows, with cached prepared statements.
+
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::super::{ReadTx, StoreError, WriteTx};
+use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use crate::vip::Epoch;
+
+/// A transaction on one connection (begun and ended by the caller).
+pub(super) struct SqlTx<'c> {
+    pub(super) conn: &'c Connection,
+}
+
+fn corrupt(table: &'static str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        message: message.to_string(),
+    }
+}
+
+fn parse<T: FromStr>(table: &'static str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e: T::Err| corrupt(table, format!("{text:?}: {e}")))
+}
+
+fn unsigned(table: &'static str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(table, format!("negative value {v}")))
+}
+
+fn signed(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| corrupt("(write)", format!("value {v} out of range")))
+}
+
+fn list<T: FromStr>(table: &'static str, text: &str) -> Result<Vec<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(table, s))
+        .collect()
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+const PEER_COLUMNS: &str =
+    "id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed_prefixes, last_seen, created_at";
+const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
+
+/// The raw columns of a peer row (decoded outside the rusqlite closure, whose error type is rusqlite's).
+type PeerRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+fn peer_row(r: &Row<'_>) -> rusqlite::Result<PeerRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn peer(row: PeerRow) -> Result<Peer, StoreError> {
+    let (id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed, last_seen, created) = row;
+    const T: &str = "peers";
+    Ok(Peer {
+        id,
+        network_id,
+        name,
+        public_key,
+        endpoint: endpoint.map(|e| parse(T, &e)).transpose()?,
+        address: parse(T, &address)?,
+        lifecycle: parse(T, &lifecycle)?,
+        roles: list(T, &roles)?,
+        routed_prefixes: list(T, &routed)?,
+        last_seen_ms: unsigned(T, last_seen)?,
+        created_at_ms: unsigned(T, created)?,
+    })
+}
+
+type ClusterRow = (String, String, String, String, String, String, String, i64);
+
+fn cluster_row(r: &Row<'_>) -> rusqlite::Result<ClusterRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn cluster(row: ClusterRow) -> Result<Cluster, StoreError> {
+    let (id, account_id, network_id, name, state, vip_id, join_token, created) = row;
+    Ok(Cluster {
+        id,
+        account_id,
+        network_id,
+        name,
+        state: parse("clusters", &state)?,
+        vip_id,
+        join_token,
+        created_at_ms: unsigned("clusters", created)?,
+    })
+}
+
+impl SqlTx<'_> {
+    fn one_peer(&self, filter: &str, args: impl rusqlite::Params) -> Result<Option<Peer>, StoreError> {
+        let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE {filter}");
+        let row = self.conn.prepare_cached(&sql)?.query_row(args, peer_row).optional()?;
+        row.map(peer).transpose()
+    }
+
+    fn one_cluster(&self, filter: &str, args: impl rusqlite::Params) -> Result<Option<Cluster>, StoreError> {
+        let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE {filter}");
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(args, cluster_row)
+            .optional()?;
+        row.map(cluster).transpose()
+    }
+}
+
+impl ReadTx for SqlTx<'_> {
+    fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        const T: &str = "tokens";
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, secret_hash, account_id, network_id, peer_id, created_at FROM tokens WHERE key_id = ?1",
+            )?
+            .query_row([key_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .optional()?;
+        let Some((kind, hash, account_id, network_id, peer_id, created)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TokenRecord {
+            key_id: key_id.to_owned(),
+            kind: parse(T, &kind)?,
+            secret_hash: hash.try_into().map_err(|_| corrupt(T, "secret hash is not 32 bytes"))?,
+            account_id,
+            network_id,
+            peer_id,
+            created_at_ms: unsigned(T, created)?,
+        }))
+    }
+
+    fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT name, created_at FROM accounts WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?;
+        row.map(|(name, created)| {
+            Ok(Account {
+                id: id.to_owned(),
+                name,
+                created_at_ms: unsigned("accounts", created)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
+        const T: &str = "networks";
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, next_vip_offset, \
+                 created_at FROM networks WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .optional()?;
+        let Some((account_id, name, overlay, pool, revision, next_peer, next_vip, created)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Network {
+            id: id.to_owned(),
+            account_id,
+            name,
+            overlay_prefix: parse(T, &overlay)?,
+            vip_pool: parse(T, &pool)?,
+            revision: unsigned(T, revision)?,
+            next_peer_offset: unsigned(T, next_peer)?,
+            next_vip_offset: unsigned(T, next_vip)?,
+            created_at_ms: unsigned(T, created)?,
+        }))
+    }
+
+    fn peer(&mut self, id: &str) -> Result<Option<Peer>, StoreError> {
+        self.one_peer("id = ?1", [id])
+    }
+
+    fn peer_by_key(&mut self, network_id: &str, public_key: &str) -> Result<Option<Peer>, StoreError> {
+        self.one_peer("network_id = ?1 AND public_key = ?2", [network_id, public_key])
+    }
+
+    fn peer_by_name(&mut self, network_id: &str, name: &str) -> Result<Option<Peer>, StoreError> {
+        self.one_peer("network_id = ?1 AND name = ?2", [network_id, name])
+    }
+
+    fn peers(&mut self, network_id: &str) -> Result<Vec<Peer>, StoreError> {
+        let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE network_id = ?1 ORDER BY rowid");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([network_id], peer_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(peer).collect()
+    }
+
+    fn cluster(&mut self, id: &str) -> Result<Option<Cluster>, StoreError> {
+        self.one_cluster("id = ?1", [id])
+    }
+
+    fn latest_active_cluster(&mut self, network_id: &str) -> Result<Option<Cluster>, StoreError> {
+        self.one_cluster(
+            "network_id = ?1 AND state = 'active' ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [network_id],
+        )
+    }
+
+    fn membership(&mut self, peer_id: &str) -> Result<Option<ClusterMember>, StoreError> {
+        const T: &str = "cluster_members";
+        let row = self
+            .conn
+            .prepare_cached("SELECT cluster_id, role, joined_at FROM cluster_members WHERE peer_id = ?1")?
+            .query_row([peer_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .optional()?;
+        row.map(|(cluster_id, role, joined)| {
+            Ok(ClusterMember {
+                cluster_id,
+                peer_id: peer_id.to_owned(),
+                role: parse(T, &role)?,
+                joined_at_ms: unsigned(T, joined)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError> {
+        const T: &str = "vips";
+        let row = self
+            .conn
+            .prepare_cached("SELECT network_id, address, holder, epoch_term, epoch_rank FROM vips WHERE id = ?1")?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((network_id, address, holder, term, rank)) = row else {
+            return Ok(None);
+        };
+        let epoch = match (term, rank) {
+            (Some(term), Some(rank)) => Some(Epoch {
+                term: unsigned(T, term)?,
+                rank: u16::try_from(rank).map_err(|_| corrupt(T, format!("epoch rank {rank}")))?,
+            }),
+            _ => None,
+        };
+        let candidates = self
+            .conn
+            .prepare_cached("SELECT peer_id FROM vip_candidates WHERE vip_id = ?1 ORDER BY rank")?
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Vip {
+            id: id.to_owned(),
+            network_id,
+            address: parse(T, &address)?,
+            candidates,
+            holder,
+            epoch,
+        }))
+    }
+}
+
+impl WriteTx for SqlTx<'_> {
+    fn put_account(&mut self, a: &Account) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, created_at = ?3",
+            )?
+            .execute(params![a.id, a.name, signed(a.created_at_ms)?])?;
+        Ok(())
+    }
+
+    fn put_network(&mut self, n: &Network) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, \
+                 next_vip_offset, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (id) DO UPDATE SET account_id = ?2, name = ?3, overlay_prefix = ?4, vip_pool = ?5, \
+                 revision = ?6, next_peer_offset = ?7, next_vip_offset = ?8, created_at = ?9",
+            )?
+            .execute(params![
+                n.id,
+                n.account_id,
+                n.name,
+                n.overlay_prefix.to_string(),
+                n.vip_pool.to_string(),
+                signed(n.revision)?,
+                signed(n.next_peer_offset)?,
+                signed(n.next_vip_offset)?,
+                signed(n.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tokens (key_id, kind, secret_hash, account_id, network_id, peer_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key_id) DO UPDATE SET kind = ?2, \
+                 secret_hash = ?3, account_id = ?4, network_id = ?5, peer_id = ?6, created_at = ?7",
+            )?
+            .execute(params![
+                t.key_id,
+                t.kind.as_str(),
+                &t.secret_hash[..],
+                t.account_id,
+                t.network_id,
+                t.peer_id,
+                signed(t.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_peer(&mut self, p: &Peer) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles, \
+                 routed_prefixes, last_seen, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT (id) DO UPDATE SET network_id = ?2, name = ?3, public_key = ?4, endpoint = ?5, \
+                 address = ?6, lifecycle = ?7, roles = ?8, routed_prefixes = ?9, last_seen = ?10, created_at = ?11",
+            )?
+            .execute(params![
+                p.id,
+                p.network_id,
+                p.name,
+                p.public_key,
+                p.endpoint.map(|e| e.to_string()),
+                p.address.to_string(),
+                p.lifecycle.as_str(),
+                join(&p.roles),
+                join(&p.routed_prefixes),
+                signed(p.last_seen_ms)?,
+                signed(p.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_cluster(&mut self, c: &Cluster) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET account_id = ?2, \
+                 network_id = ?3, name = ?4, state = ?5, vip_id = ?6, join_token = ?7, created_at = ?8",
+            )?
+            .execute(params![
+                c.id,
+                c.account_id,
+                c.network_id,
+                c.name,
+                c.state.as_str(),
+                c.vip_id,
+                c.join_token,
+                signed(c.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_member(&mut self, m: &ClusterMember) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cluster_members (peer_id, cluster_id, role, joined_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (peer_id) DO UPDATE SET cluster_id = ?2, role = ?3, joined_at = ?4",
+            )?
+            .execute(params![
+                m.peer_id,
+                m.cluster_id,
+                m.role.as_str(),
+                signed(m.joined_at_ms)?
+            ])?;
+        Ok(())
+    }
+
+    fn put_vip(&mut self, v: &Vip) -> Result<(), StoreError> {
+        let (term, rank) = match v.epoch {
+            Some(e) => (Some(signed(e.term)?), Some(i64::from(e.rank))),
+            None => (None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO vips (id, network_id, address, holder, epoch_term, epoch_rank) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET network_id = ?2, address = ?3, \
+                 holder = ?4, epoch_term = ?5, epoch_rank = ?6",
+            )?
+            .execute(params![v.id, v.network_id, v.address.to_string(), v.holder, term, rank])?;
+        self.conn
+            .prepare_cached("DELETE FROM vip_candidates WHERE vip_id = ?1")?
+            .execute([&v.id])?;
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO vip_candidates (vip_id, rank, peer_id) VALUES (?1, ?2, ?3)")?;
+        for (rank, peer_id) in v.candidates.iter().enumerate() {
+            insert.execute(params![v.id, signed(rank as u64)?, peer_id])?;
+        }
+        Ok(())
+    }
+}
