@@ -90,8 +90,12 @@ fn run(cli: Cli) -> Result<(), BenchError> {
         }
         Bench::Failover(opts) => {
             let report = failover::run(&opts, &interrupted)?;
+            let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+            if let Some(path) = &opts.json_file {
+                std::fs::write(path, format!("{json}\n"))
+                    .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+            }
             if opts.json {
-                let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 println!("{json}");
             } else {
                 print!("{}", report.table());

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-/// The claimant's event: it put the VIP on its interface and told every peer.
+/// The claimant's event: the VIP is on its interface (logged before the claim datagrams are sent).
+pub const ADDRESS_ADDED: &str = "VIP address added";
+/// The claimant's event: it put the VIP on its interface and sent the claim to every peer.
 pub const CLAIMED: &str = "claimed the VIP";
 /// The claimant's event: the last peer acknowledged the claim (each peer acknowledges after re-routing).
 pub const CONFIRMED: &str = "every peer routes the VIP here";

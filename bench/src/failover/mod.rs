@@ -100,6 +100,9 @@ pub struct Options {
     /// Print the report as JSON (with every trial's raw values) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report to this file (the table still goes to stdout).
+    #[arg(long, value_name = "PATH")]
+    pub json_file: Option<std::path::PathBuf>,
 }
 
 /// Peers of the probed cases' labs: candidates p1..p3, observer p4, one more follower p5.
@@ -273,11 +276,15 @@ fn summarise(id: CaseId, c: &mut CaseReport) {
             } else {
                 c.target("outage_ms", Stat::Median, NODE_DEATH_10MS_MEDIAN_MS);
             }
+            // The holder heartbeats every interval / 2, so its last heartbeat before the link went down
+            // is at most that old.
             let detect = id.interval() * c.setup.dead_after;
             c.notes.push(format!(
-                "detection alone: the holder is dead {} ms after its last heartbeat, i.e. {}–{} ms after the link went down",
+                "detection alone: the holder is dead {} ms after it was last heard; it heartbeats every {} ms, \
+                 so that is {}–{} ms after the link went down",
                 detect.as_millis(),
-                (detect - id.interval()).as_millis(),
+                (id.interval() / 2).as_millis(),
+                (detect - id.interval() / 2).as_millis(),
                 detect.as_millis()
             ));
         }
