@@ -310,6 +310,9 @@ fn summarise(id: CaseId, c: &mut CaseReport) {
             c.row("rtt_median_ms", "probe round trip (each trial's median)", "ms", |r| {
                 r.rtt_median_ms
             });
+            c.row("rtt_switch_ms", "probe round trip at the switch", "ms", |r| {
+                r.rtt_switch_ms
+            });
             c.target("lost", Stat::Max, 0.0);
             let mut by_lost = std::collections::BTreeMap::<usize, usize>::new();
             for r in &c.records {
@@ -377,7 +380,7 @@ fn summarise(id: CaseId, c: &mut CaseReport) {
 /// times of the trials with and without a loss.
 fn handover_notes(c: &mut CaseReport) {
     let interval = 5.0;
-    let (mut rtt_only, mut with_reroute, mut observed, mut n) = (0.0, 0.0, 0, 0);
+    let (mut rtt_only, mut at_switch, mut with_reroute, mut observed, mut n) = (0.0, 0.0, 0.0, 0, 0);
     let (mut lossy, mut clean) = (Vec::new(), Vec::new());
     for r in &c.records {
         let (Some(rtt), Some(reroute), Some(lost)) = (r.rtt_median_ms, r.claim_to_reroute_ms, r.lost_at_switch) else {
@@ -385,6 +388,7 @@ fn handover_notes(c: &mut CaseReport) {
         };
         n += 1;
         rtt_only += rtt / interval;
+        at_switch += r.rtt_switch_ms.unwrap_or(rtt) / interval;
         with_reroute += (rtt + reroute) / interval;
         observed += lost;
         if lost > 0 {
@@ -395,9 +399,10 @@ fn handover_notes(c: &mut CaseReport) {
     }
     let with_loss = lossy.len();
     c.notes.push(format!(
-        "trials losing a probe at the switch: {with_loss} of {} ({:.0} %); probes lost at the switch: {observed}, \
-         expected {rtt_only:.1} from replies in flight (RTT / 5 ms per trial) or {with_reroute:.1} if the observer's \
-         claim → re-route time adds to the window (over {n} trials)",
+        "trials losing a probe at the switch: {with_loss} of {} ({:.0} %); probes lost at the switch: {observed}; \
+         expected from replies in flight (RTT / 5 ms per trial): {rtt_only:.1} with each trial's median RTT, \
+         {at_switch:.1} with the RTT at the switch, {with_reroute:.1} if the observer's claim → re-route time \
+         added to the window (over {n} trials)",
         c.records.len(),
         100.0 * with_loss as f64 / c.records.len().max(1) as f64,
     ));
@@ -405,6 +410,18 @@ fn handover_notes(c: &mut CaseReport) {
         "claim → p{OBSERVER} re-routed: median {:.2} ms in the trials that lost a probe, {:.2} ms in those that did not",
         report::median(lossy),
         report::median(clean)
+    ));
+    // sdwand replaces each changed peer's allowed IPs in key order: with the old holder first, the VIP has
+    // no owner on the observer until the new holder's entry is applied.
+    let split = |first: bool| {
+        let trials: Vec<&TrialRecord> = c.records.iter().filter(|r| r.old_key_first == Some(first)).collect();
+        let lost: usize = trials.iter().map(|r| r.lost_at_switch.unwrap_or(0)).sum();
+        (trials.len(), lost)
+    };
+    let ((n_first, lost_first), (n_second, lost_second)) = (split(true), split(false));
+    c.notes.push(format!(
+        "probes lost at the switch when the old holder's key sorts first in p{OBSERVER}'s update (VIP briefly \
+         unowned): {lost_first} in {n_first} trials; when the new holder's sorts first: {lost_second} in {n_second} trials"
     ));
 }
 

@@ -114,6 +114,8 @@ pub struct TrialRecord {
     pub sent: Option<usize>,
     /// Median round trip of the answered probes, ms.
     pub rtt_median_ms: Option<f64>,
+    /// Round trip at the switch: the mean of the old holder's last answer's and the new holder's first, ms.
+    pub rtt_switch_ms: Option<f64>,
     /// Duration of the fault call itself (`ip link set … down`, or SIGTERM until the daemon exited), ms.
     pub fault_call_ms: Option<f64>,
     /// From the fault (the bench's clock, just before the fault call) to the new holder's claim, ms.
@@ -128,6 +130,10 @@ pub struct TrialRecord {
     pub reroute_last_ms: Option<f64>,
     /// From the claim to the last peer's acknowledgement (the claimant's log), ms.
     pub claim_to_confirmed_ms: Option<f64>,
+    /// Handover: whether the old holder's entry precedes the new holder's in the observer's WireGuard
+    /// update (sdwand orders peers by public key and replaces each one's allowed IPs, so the VIP has no
+    /// owner between the two entries when this is true).
+    pub old_key_first: Option<bool>,
     /// The claim's reason (`holder_dead`, `shutdown`, `manual`).
     pub reason: Option<String>,
     /// The claim's epoch (`term.rank`).

@@ -302,6 +302,7 @@ pub fn handover(ctx: &mut Ctx<'_>, trial: usize) -> Result<TrialRecord> {
     let holder = ctx.lab.wait_vip_settled(WAIT)?;
     check_holder(&mut rec, holder, &new);
     ctx.claim_figures(holder, &offsets, fault_at, &mut rec)?;
+    rec.old_key_first = key_first(ctx.lab, old, holder);
     ctx.lab.start_sdwand(old)?;
     ctx.lab.wait_ready(old, WAIT)?;
     ctx.lab.wg_pid(old)?;
@@ -373,6 +374,13 @@ pub fn confirm(ctx: &mut Ctx<'_>, trial: usize) -> Result<TrialRecord> {
     Ok(rec)
 }
 
+/// Whether peer `a`'s entry comes before peer `b`'s in a WireGuard update that changes both (sdwand
+/// orders a request's peers by raw public key); `None` if a key cannot be read.
+fn key_first(lab: &Lab, a: usize, b: usize) -> Option<bool> {
+    let key = |i: usize| wireguard_control::Key::from_base64(&lab.peer(i).ok()?.public_key).ok();
+    Some(key(a)?.0 < key(b)?.0)
+}
+
 /// Records an anomaly if the settled holder is not the node that answered the probe.
 fn check_holder(rec: &mut TrialRecord, holder: usize, answered: &str) {
     rec.to = Some(answered.to_owned());
@@ -410,6 +418,11 @@ fn probe_figures(rec: &mut TrialRecord, report: &ProbeReport, old: &str, new: &s
                 .filter(|p| p.answered_by.is_none())
                 .count(),
         );
+        // The round trips right at the switch: the old holder's last answer and the new holder's first.
+        let rtt = |seq: u64| report.probes[seq as usize].rtt.map(ms);
+        if let (Some(x), Some(y)) = (rtt(a), rtt(b)) {
+            rec.rtt_switch_ms = Some((x + y) / 2.0);
+        }
         let elsewhere = report.lost - rec.lost_at_switch.unwrap_or(0);
         if elsewhere > 0 {
             rec.anomalies.push(format!(
