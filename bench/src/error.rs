@@ -51,9 +51,33 @@ pub enum BenchError {
         /// What differs.
         detail: String,
     },
+    /// The lab (namespaces, daemons, probes) could not be built or driven.
+    #[error("lab: {0}")]
+    Lab(sdwan_lab::LabError),
+    /// A failover trial did not reach the state it waits for (the VIP did not move, a node did not come
+    /// back): a failure of the system under test or of the machine, never a slow figure.
+    #[error("{case}, trial {trial}: {detail}")]
+    Trial {
+        /// Benchmark case.
+        case: String,
+        /// Trial number, from 1.
+        trial: usize,
+        /// What did not happen, with every peer's view of the VIP.
+        detail: String,
+    },
     /// SIGINT or SIGTERM arrived; the bench stopped between trials and cleaned up.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<sdwan_lab::LabError> for BenchError {
+    /// A lab wait cancelled by the bench's Ctrl-C bridge is an interruption, not a lab failure.
+    fn from(e: sdwan_lab::LabError) -> Self {
+        match e {
+            sdwan_lab::LabError::Cancelled => BenchError::Interrupted,
+            e => BenchError::Lab(e),
+        }
+    }
 }
 
 impl BenchError {

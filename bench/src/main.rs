@@ -3,13 +3,16 @@
 //! # Layout
 //!
 //! - [`reconcile`]: the `reconcile` benchmark — sdwand's device reconciler against `wg setconf` / `wg set`.
+//! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death and planned
+//!   handover, and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
 //! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).
 //! - [`workload`]: the peers a benchmark applies, as sdwand's desired state and as a `wg` config file.
 //! - [`stats`]: samples, medians, CPU clocks.
 //! - [`report`]: the run's figures, as a table or JSON.
 //! - [`error`]: the error type.
 //!
-//! Run it as root, release build: `cargo run --release -p sdwand-bench -- reconcile`.
+//! Run it as root, release build: `cargo run --release -p sdwand-bench -- reconcile` (or `-- failover`,
+//! after `cargo build --release --workspace --bins`: the lab runs the `sdwand` next to the bench binary).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 mod error;
+mod failover;
 mod reconcile;
 mod report;
 mod stats;
@@ -38,6 +42,10 @@ enum Bench {
     /// Apply 1k and 10k peers from empty and change one peer's allowed IPs on 10k, with sdwand's reconciler
     /// and with `wg setconf` / `wg set`, on a userspace WireGuard (wireguard-go) interface.
     Reconcile(reconcile::Options),
+    /// VIP failover on labs of real sdwand daemons: the outage a client probing the VIP every 5 ms sees when
+    /// the holder's node dies (50 ms and 10 ms heartbeats) or its daemon gets SIGTERM, and claim → last
+    /// peer confirmed on a 50-peer lab.
+    Failover(failover::Options),
 }
 
 /// Set by SIGINT/SIGTERM; the benchmarks stop between trials and clean up.
@@ -75,6 +83,19 @@ fn run(cli: Cli) -> Result<(), BenchError> {
             let report = reconcile::run(&opts, &interrupted)?;
             if opts.json {
                 let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+                println!("{json}");
+            } else {
+                print!("{}", report.table());
+            }
+        }
+        Bench::Failover(opts) => {
+            let report = failover::run(&opts, &interrupted)?;
+            let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+            if let Some(path) = &opts.json_file {
+                std::fs::write(path, format!("{json}\n"))
+                    .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+            }
+            if opts.json {
                 println!("{json}");
             } else {
                 print!("{}", report.table());

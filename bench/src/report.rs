@@ -86,7 +86,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn probe() -> Self {
+    /// This machine.
+    pub fn probe() -> Self {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -106,7 +107,8 @@ impl Machine {
         }
     }
 
-    fn line(&self) -> String {
+    /// One line for the table.
+    pub fn line(&self) -> String {
         format!(
             "{} CPUs ({}), Linux {}, wireguard-go {}, {}",
             self.cpus, self.cpu, self.kernel, self.wireguard_go, self.wg

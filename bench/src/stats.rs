@@ -1,4 +1,5 @@
-//! Samples and their summaries (median, min, max), and the CPU clocks the benchmarks read.
+//! Samples and their summaries (median, min, max; or the full spread with percentiles), and the CPU clocks
+//! the benchmarks read.
 
 use std::time::Duration;
 
@@ -69,6 +70,58 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// The spread of one quantity over a case's trials: count, min, median, p90, p99, max.
+///
+/// Percentiles are nearest-rank (the smallest sample with at least p % of the samples at or below it), so
+/// every figure is a value that was measured; with fewer than 100 samples p99 is the maximum. The median of
+/// an even count is the mean of the two middle samples, as in [`Summary`]. All zero when there are none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Figures {
+    /// Number of samples.
+    pub count: usize,
+    /// Smallest.
+    pub min: f64,
+    /// Median.
+    pub median: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Figures {
+    /// The figures of `values` (non-finite values are ignored).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Figures {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            return Figures::default();
+        }
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Figures {
+            count: n,
+            min: v[0],
+            median,
+            p90: nearest_rank(&v, 90.0),
+            p99: nearest_rank(&v, 99.0),
+            max: v[n - 1],
+        }
+    }
+}
+
+/// The nearest-rank `p`-th percentile of non-empty, sorted `sorted`.
+fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu() -> Duration {
     clock(libc::CLOCK_THREAD_CPUTIME_ID)
@@ -115,5 +168,20 @@ mod tests {
         let even = samples(&[4, 1, 2, 8]).summary();
         assert_eq!((even.median_ms, even.min_ms, even.max_ms), (3.0, 1.0, 8.0));
         assert_eq!(samples(&[]).summary().trials, 0);
+    }
+
+    #[test]
+    fn figures_use_nearest_rank_percentiles() {
+        let f = Figures::of((1..=100).map(f64::from));
+        assert_eq!(
+            (f.count, f.min, f.median, f.p90, f.p99, f.max),
+            (100, 1.0, 50.5, 90.0, 99.0, 100.0)
+        );
+        // 30 trials: p90 is the 27th smallest, p99 the largest.
+        let f = Figures::of((1..=30).rev().map(f64::from));
+        assert_eq!((f.median, f.p90, f.p99, f.max), (15.5, 27.0, 30.0, 30.0));
+        let f = Figures::of([7.0, f64::NAN]);
+        assert_eq!((f.count, f.min, f.median, f.p90, f.p99), (1, 7.0, 7.0, 7.0, 7.0));
+        assert_eq!(Figures::of([]), Figures::default());
     }
 }
