@@ -34,7 +34,7 @@ fn restarts_lose_no_packet_and_adopt_wireguard_go() {
         &overlay(2).to_string(),
     ];
     let mut ping = lab.spawn_in(1, &argv).unwrap();
-    sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
+    sdwan_lab::wait_until(Duration::from_secs(15), POLL, || {
         ping.stdout_so_far().matches("bytes from").count() >= 10
     })
     .unwrap_or_else(|e| panic!("the ping does not get going: {e}\n{}", ping.stdout_so_far()));
