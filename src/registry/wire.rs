@@ -113,15 +113,195 @@ pub struct EnrollResponse {
     pub members: Vec<MemberView>,
 }
 
-/// `GET /v1/networks/{id}/members` (peer token of the network, or its account's admin token).
+/// `GET /v1/networks/{id}/members` (peer token of the network, or its account's admin token), and the
+/// answer of `GET /v1/networks/{id}/watch` when the network changed: the whole network at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembersResponse {
     /// The network.
     pub network_id: String,
     /// The revision this list is at.
     pub revision: u64,
+    /// The network's overlay prefix (routed through every daemon's interface).
+    #[serde(default)]
+    pub overlay_prefix: Option<Ipv6Net>,
     /// Every member, in enrollment order.
     pub members: Vec<MemberView>,
+    /// Every VIP of the network, in creation order, with its candidates in rank order.
+    #[serde(default)]
+    pub vips: Vec<VipView>,
+}
+
+/// `GET /v1/networks/{id}/watch?since=R&wait_ms=W` (same tokens as members): a long poll. Answers at once
+/// with the whole network ([`MembersResponse`]) when its revision is above `since`; otherwise waits until it
+/// changes (200 with the network) or `wait_ms` passes (204, no body: poll again with the same `since`).
+/// Changes that land while a watcher is away are batched: it gets one answer at the newest revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The revision the caller has.
+    pub since: u64,
+    /// How long to wait for a change, ms (default [`WATCH_DEFAULT_WAIT_MS`], at most [`WATCH_MAX_WAIT_MS`]).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// A watch's wait when the query names none.
+pub const WATCH_DEFAULT_WAIT_MS: u64 = 25_000;
+/// The longest wait a watch may ask for.
+pub const WATCH_MAX_WAIT_MS: u64 = 60_000;
+
+/// A VIP's fencing epoch, as reported by daemons (see [`crate::vip::Epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochView {
+    /// Claim round.
+    pub term: u64,
+    /// The claimant's rank.
+    pub rank: u16,
+}
+
+/// A VIP of a network, as daemons and operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipView {
+    /// Id.
+    pub vip_id: String,
+    /// The address.
+    pub address: Ipv6Addr,
+    /// The cluster whose API endpoint it is, if any.
+    pub cluster_id: Option<String>,
+    /// Candidates in rank order.
+    pub candidates: Vec<CandidateView>,
+    /// The holder's peer name, as last reported by a daemon.
+    pub holder: Option<String>,
+    /// The highest epoch any daemon reported.
+    pub epoch: Option<EpochView>,
+    /// Peers the holder last said route the VIP to it.
+    #[serde(default)]
+    pub confirmed_peers: Option<u32>,
+    /// An operator's pending manual move, if any.
+    #[serde(default)]
+    pub move_request: Option<MoveRequestView>,
+}
+
+/// An operator's request to move a VIP (`POST /v1/vips/{id}/move`). The holder's daemon sees it through the
+/// watch and performs a planned handover, once per `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRequestView {
+    /// Target candidate's peer name.
+    pub to: String,
+    /// Increases with every request, so a daemon acts on each request once.
+    pub seq: u64,
+}
+
+/// `POST /v1/vips/{id}/move` (admin token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipMoveRequest {
+    /// Target: the peer name of one of the VIP's candidates.
+    pub to: String,
+}
+
+/// `POST /v1/peers/self/report` (peer token): the daemon's liveness and its view of every VIP it follows.
+/// Updates the peer's last-seen time; does not bump the network's revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerReportRequest {
+    /// One entry per VIP the daemon runs.
+    #[serde(default)]
+    pub vips: Vec<VipReport>,
+}
+
+/// One VIP in a [`PeerReportRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipReport {
+    /// The VIP.
+    pub address: Ipv6Addr,
+    /// The reporter's role (`holding`, `standby`, `follower`, ...).
+    pub role: String,
+    /// The holder the reporter believes in, by peer name.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// The epoch of the claim in force as the reporter sees it.
+    #[serde(default)]
+    pub epoch: Option<EpochView>,
+    /// When holding: peers that acknowledged the claim.
+    #[serde(default)]
+    pub confirmed_peers: Option<u32>,
+}
+
+/// The answer to a [`PeerReportRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReportResponse {
+    /// The network's revision now (a daemon behind it polls the watch).
+    pub revision: u64,
+    /// The highest epoch the registry knows for each VIP of the network: a daemon never claims a term at or
+    /// below it, so epochs keep growing across a restart of every daemon.
+    pub epochs: Vec<VipEpochView>,
+}
+
+/// A VIP's highest known epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipEpochView {
+    /// The VIP.
+    pub address: Ipv6Addr,
+    /// Its highest epoch.
+    pub epoch: EpochView,
+}
+
+/// A peer as operators see it (`GET /v1/peers`, admin token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The member fields.
+    #[serde(flatten)]
+    pub member: MemberView,
+    /// Its network.
+    pub network_id: String,
+    /// The cluster it is a member of, and as what.
+    pub cluster: Option<(String, Role)>,
+    /// Silent longer than its class's TTL (persistent peers are shown stale, never removed).
+    pub stale: bool,
+}
+
+/// `GET /v1/peers` (admin token): every peer of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersResponse {
+    /// Peers, by network then enrollment order.
+    pub peers: Vec<PeerView>,
+}
+
+/// A cluster as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Id.
+    pub cluster_id: String,
+    /// Name.
+    pub name: String,
+    /// Its network.
+    pub network_id: String,
+    /// Life stage.
+    pub state: ClusterState,
+    /// `https://[VIP]:6443`.
+    pub api_endpoint: String,
+    /// Its VIP.
+    pub vip: VipView,
+    /// Members: (peer name, role), in join order.
+    pub members: Vec<(String, Role)>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// `GET /v1/clusters` (admin token): every cluster of the account, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClustersResponse {
+    /// Clusters.
+    pub clusters: Vec<ClusterView>,
+}
+
+/// `GET /v1/vips` (admin token): every VIP of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipsResponse {
+    /// VIPs, by network then creation order.
+    pub vips: Vec<VipView>,
 }
 
 /// `phase` of a handshake.

@@ -92,7 +92,9 @@ pub fn members(tx: &mut dyn ReadTx, presented: &Presented, network_id: &str) -> 
     Ok(MembersResponse {
         network_id: network.id,
         revision: network.revision,
+        overlay_prefix: Some(network.overlay_prefix),
         members,
+        vips: Vec::new(),
     })
 }
 
