@@ -8,9 +8,10 @@
 //! # tls_key = "/etc/sdwan-registry/key.pem"
 //! ```
 //!
-//! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry needs
-//! a certificate and key. TLS serving is not in this build yet: a configuration that asks for it is refused
-//! with a message that says so, rather than silently serving plain HTTP.
+//! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
+//! HTTPS with the PEM certificate chain in `tls_cert` (leaf first) and the PEM private key in `tls_key`
+//! (PKCS#8, PKCS#1 or SEC1). Relative paths are taken from the directory of the configuration file. The files are read when
+//! the server starts ([`super::server::tls`]), so a bad file stops it with a message naming that file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,17 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// The store's directory.
     pub state_dir: PathBuf,
+    /// The certificate and key to serve HTTPS with; `None` serves plain HTTP (`insecure = true`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the registry's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`tls_cert`).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate (`tls_key`).
+    pub key: PathBuf,
 }
 
 /// A configuration that cannot be used.
@@ -109,23 +121,11 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
         path: path.to_owned(),
         message: message.to_owned(),
     };
-    match (raw.insecure, raw.tls_cert.is_some(), raw.tls_key.is_some()) {
-        (true, false, false) => {}
-        (true, _, _) => return Err(invalid("insecure = true and tls_cert/tls_key are both set: choose one")),
-        (false, false, false) => {
-            return Err(invalid(
-                "no TLS certificate is configured: set tls_cert and tls_key, or set insecure = true to serve \
-                 plain HTTP (bearer tokens travel in clear: labs only)",
-            ))
-        }
-        (false, true, true) => {
-            return Err(invalid(
-                "TLS serving is not available in this build of sdwan-registry yet: set insecure = true (labs \
-                 only) and remove tls_cert/tls_key",
-            ))
-        }
-        (false, _, _) => return Err(invalid("tls_cert and tls_key must be set together")),
-    }
+    let beside = |file: PathBuf| match path.parent() {
+        Some(dir) => dir.join(file),
+        None => file,
+    };
+    let tls = tls_files(raw.insecure, raw.tls_cert.map(beside), raw.tls_key.map(beside)).map_err(invalid)?;
     if raw.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir must not be empty"));
     }
@@ -133,7 +133,25 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
         source: path.to_owned(),
         listen: raw.listen,
         state_dir: raw.state_dir,
+        tls,
     })
+}
+
+/// The TLS setting: the files, or `None` for plain HTTP, which must be asked for with `insecure = true`.
+fn tls_files(insecure: bool, cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, &'static str> {
+    match (insecure, cert, key) {
+        (true, None, None) => Ok(None),
+        (true, _, _) => Err("insecure = true and tls_cert/tls_key are both set: choose one"),
+        (false, None, None) => Err(
+            "no TLS certificate is configured: set tls_cert and tls_key, or set insecure = true to serve plain \
+             HTTP (bearer tokens travel in clear: labs only)",
+        ),
+        (false, Some(cert), Some(key)) if cert.as_os_str().is_empty() || key.as_os_str().is_empty() => {
+            Err("tls_cert and tls_key must name files, not be empty")
+        }
+        (false, Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (false, _, _) => Err("tls_cert and tls_key must be set together"),
+    }
 }
 
 #[cfg(test)]
@@ -150,8 +168,19 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         let e = check("state_dir = \"/tmp/r\"\n").expect_err("no TLS, not insecure");
         assert!(e.contains("no TLS certificate") && e.contains("insecure = true"), "{e}");
-        let e = check("insecure = false\ntls_cert = \"c\"\ntls_key = \"k\"\n").expect_err("TLS not built yet");
-        assert!(e.contains("not available"), "{e}");
+        assert_eq!(c.tls, None);
+        let text = "insecure = false\ntls_cert = \"/etc/r/c.pem\"\ntls_key = \"k.pem\"\n";
+        let c = parse(Path::new("/etc/sdwan-registry/r.toml"), text).expect("TLS");
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/r/c.pem".into(),
+                key: "/etc/sdwan-registry/k.pem".into()
+            })
+        );
+        assert!(check("tls_cert = \"\"\ntls_key = \"k\"\n")
+            .expect_err("empty")
+            .contains("name files"));
         assert!(check("tls_cert = \"c\"\n").expect_err("half").contains("together"));
         assert!(check("insecure = true\ntls_key = \"k\"\n")
             .expect_err("both")

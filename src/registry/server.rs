@@ -1,4 +1,5 @@
-//! The registry server: opens the store, binds the listener and serves the API until shut down.
+//! The registry server: opens the store, binds the listener and serves the API (HTTPS, or plain HTTP with
+//! `insecure = true`) until shut down.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,8 @@ use super::service;
 use super::store::sqlite::{SqliteOptions, SqliteStore};
 use super::store::{Store, StoreError};
 use super::wire::AccountCreated;
+
+pub mod tls;
 
 /// Why the server stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -72,16 +78,42 @@ pub async fn serve(
     config: &RegistryConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let store = SqliteStore::open(&config.state_dir, SqliteOptions::default())?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
         })?;
-    tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "sdwan-registry serving plain HTTP (insecure)");
-    axum::serve(listener, api::router(Arc::new(store)))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)
+    serve_on(config, listener, shutdown).await
+}
+
+/// [`serve`] on a listener bound by the caller (`config.listen` is not used): tests bind port 0.
+pub async fn serve_on(
+    config: &RegistryConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    // The TLS files first: a bad certificate stops the start before anything is opened.
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let store = SqliteStore::open(&config.state_dir, SqliteOptions::default())?;
+    let router = api::router(Arc::new(store));
+    let state_dir = config.state_dir.display();
+    let local = listener.local_addr().map_err(ServerError::Serve)?;
+    match acceptor {
+        Some(acceptor) => {
+            tracing::info!(listen = %local, %state_dir, "sdwan-registry serving HTTPS");
+            let listener = tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve)
+        }
+        None => {
+            tracing::info!(listen = %local, %state_dir, "sdwan-registry serving plain HTTP (insecure)");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve)
+        }
+    }
 }
