@@ -65,6 +65,14 @@ pub enum BenchError {
         /// What did not happen, with every peer's view of the VIP.
         detail: String,
     },
+    /// The registry under benchmark answered something other than what the run expects.
+    #[error("{case}: {detail}")]
+    Registry {
+        /// Benchmark case.
+        case: String,
+        /// The request and the answer.
+        detail: String,
+    },
     /// SIGINT or SIGTERM arrived; the bench stopped between trials and cleaned up.
     #[error("interrupted")]
     Interrupted,

@@ -1,0 +1,460 @@
+//! The `handshake` benchmark: durable k3s join handshakes per second, and their latency, against the
+//! registry's real HTTP API.
+//!
+//! Each run (one client count, one commit mode) gets a fresh SQLite store in a new directory on disk (WAL,
+//! `synchronous = FULL`, as in production), the API router served by `axum::serve` on 127.0.0.1 in this
+//! process, and `clients` HTTP/1.1 clients (one keep-alive connection each) on the same tokio runtime.
+//! Setup (untimed): an account, a network, an enrollment token, a bootstrap server whose cluster is
+//! reported ready. Then `requests` peers enroll (timed: the enrollment rate), then each of them sends one
+//! `POST /v1/runtime/handshake` `{"phase": "join_request", "role": "agent"}` (timed: the handshake rate
+//! and every request's latency, send to full answer). Every handshake writes (membership, last seen), so
+//! each is a durable commit, answered only after its transaction's fsync.
+//!
+//! Commit modes: group commit (the default `SqliteOptions`) and one commit per request (`max_batch = 1`).
+
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
+use sdwand::registry::store::Store;
+use sdwand::registry::{api, service};
+use serde::Serialize;
+
+use crate::error::{BenchError, Result};
+use crate::report::Machine;
+use crate::stats::{fmt_ms, Figures};
+
+/// Options of `sdwand-bench handshake`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Concurrent clients: one run per count, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Peers enrolled, then join handshakes timed, per run.
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// Directory the stores are created in (one subdirectory per run, removed after it). It must be on a
+    /// disk: on tmpfs an fsync costs nothing. Default: the system's temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The runs of one invocation.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// The command line.
+    pub command: String,
+    /// One per client count and commit mode.
+    pub runs: Vec<Run>,
+}
+
+/// One client count in one commit mode.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    /// `group commit` or `one commit per request`.
+    pub mode: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Enrollments per second (the peers the handshakes then use).
+    pub enrollments_per_s: f64,
+    /// Join handshakes timed.
+    pub handshakes: usize,
+    /// Join handshakes per second.
+    pub handshakes_per_s: f64,
+    /// Handshake latency, milliseconds.
+    pub latency_ms: Figures,
+    /// What the machine did during the timed handshakes.
+    pub load: Load,
+}
+
+/// CPU use of the whole machine and of this process during a timed phase, in CPUs (2.0 = two cores busy).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Load {
+    /// Every process (`/proc/stat`: all but idle and iowait).
+    pub machine_cpus: f64,
+    /// This process: the server, the store's writer and the clients (`/proc/self/stat`).
+    pub bench_cpus: f64,
+    /// The 1-minute load average at the end.
+    pub loadavg_1m: f64,
+}
+
+impl Report {
+    /// The report as a table.
+    pub fn table(&self) -> String {
+        let mut out = format!("{}\n{}\n\n", self.command, self.machine.line());
+        out.push_str(
+            "mode                    clients  enroll/s  handshakes/s   min     median  p90     p99     max     \
+             machine CPUs (bench)  load1\n",
+        );
+        for r in &self.runs {
+            let l = &r.latency_ms;
+            out.push_str(&format!(
+                "{:<23} {:>7}  {:>8.0}  {:>12.0}  {:<7} {:<7} {:<7} {:<7} {:<7} {:>4.2} ({:.2}){:>13.2}\n",
+                r.mode,
+                r.clients,
+                r.enrollments_per_s,
+                r.handshakes_per_s,
+                fmt_ms(l.min),
+                fmt_ms(l.median),
+                fmt_ms(l.p90),
+                fmt_ms(l.p99),
+                fmt_ms(l.max),
+                r.load.machine_cpus,
+                r.load.bench_cpus,
+                r.load.loadavg_1m,
+            ));
+        }
+        out.push_str("latencies in ms; target: >= 5000 durable handshakes/s with p99 <= 20 ms at 64 clients\n");
+        out
+    }
+}
+
+/// Runs every client count in both commit modes.
+pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
+    if opts.clients.is_empty() || opts.clients.contains(&0) || opts.requests == 0 {
+        return Err(BenchError::Usage(
+            "--clients needs counts of at least 1 and --requests at least 1".into(),
+        ));
+    }
+    // reqwest is built without a bundled crypto provider (sdwand uses ring); the clients speak plain HTTP,
+    // but building one needs a provider. Installing fails only if one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::io("starting the tokio runtime", e))?;
+    let base = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut runs = Vec::new();
+    for &clients in &opts.clients {
+        for (mode, options) in [
+            ("group commit", SqliteOptions::default()),
+            ("one commit per request", SqliteOptions { max_batch: 1 }),
+        ] {
+            if interrupted() {
+                return Err(BenchError::Interrupted);
+            }
+            eprintln!("handshake: {mode}, {clients} clients, {} peers", opts.requests);
+            let case = format!("handshake, {mode}, {clients} clients");
+            let dir = tempfile::Builder::new()
+                .prefix("sdwand-bench-handshake-")
+                .tempdir_in(&base)
+                .map_err(|e| BenchError::io(format!("creating a store directory in {}", base.display()), e))?;
+            runs.push(runtime.block_on(one_run(&case, dir.path(), options, mode, clients, opts.requests))?);
+        }
+    }
+    Ok(Report {
+        machine: Machine::probe(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        runs,
+    })
+}
+
+async fn one_run(
+    case: &str,
+    dir: &std::path::Path,
+    options: SqliteOptions,
+    mode: &'static str,
+    clients: usize,
+    requests: usize,
+) -> Result<Run> {
+    let registry_err = |detail: String| BenchError::Registry {
+        case: case.to_owned(),
+        detail,
+    };
+    let store = SqliteStore::open(dir, options).map_err(|e| registry_err(format!("opening the store: {e}")))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let account = store
+        .write(move |tx| service::create_account(tx, "bench", now_ms))
+        .await
+        .map_err(|e| registry_err(format!("creating the account: {}", e.message)))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| BenchError::io("binding 127.0.0.1:0", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BenchError::io("reading the bound address", e))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, api::router(store.clone()))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    let api = Api {
+        base: format!("http://{addr}"),
+        case: case.to_owned(),
+    };
+    let measured = measure(&api, &account.admin_token, mode, clients, requests).await;
+    let _ = stop.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(BenchError::io("serving the API", e)),
+        Err(e) => return Err(registry_err(format!("the server task failed: {e}"))),
+    }
+    // Dropping the store joins its writer thread: off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+    measured
+}
+
+/// The API under benchmark and the case name for errors.
+struct Api {
+    base: String,
+    case: String,
+}
+
+impl Api {
+    fn client(&self) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| self.error(format!("building an HTTP client: {e}")))
+    }
+
+    fn error(&self, detail: String) -> BenchError {
+        BenchError::Registry {
+            case: self.case.clone(),
+            detail,
+        }
+    }
+
+    /// POSTs `body` with `token`; the JSON answer if the status is `expect`.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        token: &str,
+        body: String,
+        expect: u16,
+    ) -> Result<serde_json::Value> {
+        let resp = client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.error(format!("POST {path}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| self.error(format!("POST {path}: reading the answer: {e}")))?;
+        if status != expect {
+            return Err(self.error(format!("POST {path}: {status} (expected {expect}): {text}")));
+        }
+        serde_json::from_str(&text).map_err(|e| self.error(format!("POST {path}: answer is not JSON ({e}): {text}")))
+    }
+}
+
+fn field(api: &Api, v: &serde_json::Value, name: &str) -> Result<String> {
+    v[name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| api.error(format!("no {name:?} in {v}")))
+}
+
+async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, requests: usize) -> Result<Run> {
+    let setup = api.client()?;
+    let network = api
+        .post(
+            &setup,
+            "/v1/networks",
+            admin,
+            r#"{"name":"bench","overlay_prefix":"fd00:be::/64","vip_pool":"fd00:be::ffff:0/112"}"#.into(),
+            201,
+        )
+        .await?;
+    let network = field(api, &network, "id")?;
+    let enrollment = api
+        .post(
+            &setup,
+            &format!("/v1/networks/{network}/enrollment-tokens"),
+            admin,
+            "{}".into(),
+            201,
+        )
+        .await?;
+    let enrollment = field(api, &enrollment, "token")?;
+    let key = || wireguard_control::Key::generate_private().get_public().to_base64();
+    let server = api
+        .post(
+            &setup,
+            "/v1/peers/enroll",
+            &enrollment,
+            format!(r#"{{"name":"server","public_key":"{}","roles":["server"]}}"#, key()),
+            201,
+        )
+        .await?;
+    let server = field(api, &server, "peer_token")?;
+    let cluster = api
+        .post(
+            &setup,
+            "/v1/runtime/handshake",
+            &server,
+            r#"{"phase":"bootstrap","role":"server"}"#.into(),
+            200,
+        )
+        .await?;
+    let cluster = field(api, &cluster, "cluster_id")?;
+    api.post(
+        &setup,
+        &format!("/v1/clusters/{cluster}/report"),
+        &server,
+        r#"{"k3s":"ready"}"#.into(),
+        200,
+    )
+    .await?;
+
+    // Enrollments: `clients` at a time, each a new agent with its own key (generated before timing).
+    let enroll_bodies: Vec<String> = (0..requests)
+        .map(|i| format!(r#"{{"name":"agent-{i}","public_key":"{}","roles":["agent"]}}"#, key()))
+        .collect();
+    let (tokens, enroll_elapsed, _) = concurrently(api, clients, enroll_bodies, move |api, client, body| {
+        let enrollment = enrollment.clone();
+        async move {
+            let v = api.post(&client, "/v1/peers/enroll", &enrollment, body, 201).await?;
+            field(&api, &v, "peer_token")
+        }
+    })
+    .await?;
+
+    // Join handshakes: each enrolled agent once.
+    let before = CpuSnapshot::take();
+    let (_, join_elapsed, latencies) = concurrently(api, clients, tokens, |api, client, token| async move {
+        api.post(
+            &client,
+            "/v1/runtime/handshake",
+            &token,
+            r#"{"phase":"join_request","role":"agent"}"#.into(),
+            200,
+        )
+        .await
+        .map(drop)
+    })
+    .await?;
+    let load = CpuSnapshot::take().since(&before, join_elapsed);
+    Ok(Run {
+        mode,
+        clients,
+        enrollments_per_s: requests as f64 / enroll_elapsed.as_secs_f64(),
+        handshakes: requests,
+        handshakes_per_s: requests as f64 / join_elapsed.as_secs_f64(),
+        latency_ms: Figures::of(latencies.iter().map(|d| d.as_secs_f64() * 1e3)),
+        load,
+    })
+}
+
+/// Runs `call` on every item with `clients` tasks, each with its own HTTP client (one keep-alive
+/// connection), taking the next item when its previous call answered. Answers the results in item order,
+/// the wall time from the first call to the last answer, and every call's latency.
+async fn concurrently<T, R, F, Fut>(
+    api: &Api,
+    clients: usize,
+    items: Vec<T>,
+    call: F,
+) -> Result<(Vec<R>, Duration, Vec<Duration>)>
+where
+    T: Send + Sync + Clone + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Api>, reqwest::Client, T) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<R>> + Send,
+{
+    let items = Arc::new(items);
+    let next = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Api {
+        base: api.base.clone(),
+        case: api.case.clone(),
+    });
+    let mut tasks = Vec::with_capacity(clients);
+    let start = Instant::now();
+    for _ in 0..clients {
+        let (items, next, call, api) = (items.clone(), next.clone(), call.clone(), shared.clone());
+        let client = api.client()?;
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else {
+                    return Ok::<_, BenchError>(done);
+                };
+                let t0 = Instant::now();
+                let r = call(api.clone(), client.clone(), item.clone()).await?;
+                done.push((i, r, t0.elapsed()));
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(items.len());
+    for t in tasks {
+        let done = t.await.map_err(|e| api.error(format!("a client task failed: {e}")))??;
+        all.extend(done);
+    }
+    let elapsed = start.elapsed();
+    all.sort_by_key(|(i, _, _)| *i);
+    let latencies = all.iter().map(|(_, _, d)| *d).collect();
+    Ok((all.into_iter().map(|(_, r, _)| r).collect(), elapsed, latencies))
+}
+
+/// CPU counters at one instant.
+struct CpuSnapshot {
+    /// Busy jiffies of all CPUs (`/proc/stat`, all fields but idle and iowait).
+    machine_busy: u64,
+    /// User + system jiffies of this process.
+    own: u64,
+}
+
+impl CpuSnapshot {
+    fn take() -> Self {
+        let machine_busy = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let fields: Vec<u64> = s
+                    .lines()
+                    .next()?
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|f| f.parse().ok())
+                    .collect();
+                let total: u64 = fields.iter().take(8).sum();
+                Some(total - fields.get(3)? - fields.get(4)?)
+            })
+            .unwrap_or(0);
+        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        CpuSnapshot { machine_busy, own }
+    }
+
+    fn since(&self, before: &CpuSnapshot, elapsed: Duration) -> Load {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        Load {
+            machine_cpus: self.machine_busy.saturating_sub(before.machine_busy) as f64 / hz / secs,
+            bench_cpus: self.own.saturating_sub(before.own) as f64 / hz / secs,
+            loadavg_1m,
+        }
+    }
+}
