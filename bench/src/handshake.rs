@@ -82,6 +82,8 @@ pub struct Load {
     pub machine_cpus: f64,
     /// This process: the server, the store's writer and the clients (`/proc/self/stat`).
     pub bench_cpus: f64,
+    /// The store's writer thread alone (`registry-writer`): near 1.0, it is the bottleneck.
+    pub writer_cpus: f64,
     /// The 1-minute load average at the end.
     pub loadavg_1m: f64,
 }
@@ -92,12 +94,12 @@ impl Report {
         let mut out = format!("{}\n{}\n\n", self.command, self.machine.line());
         out.push_str(
             "mode                    clients  enroll/s  handshakes/s   min     median  p90     p99     max     \
-             machine CPUs (bench)  load1\n",
+             CPUs: machine bench writer  load1\n",
         );
         for r in &self.runs {
             let l = &r.latency_ms;
             out.push_str(&format!(
-                "{:<23} {:>7}  {:>8.0}  {:>12.0}  {:<7} {:<7} {:<7} {:<7} {:<7} {:>4.2} ({:.2}){:>13.2}\n",
+                "{:<23} {:>7}  {:>8.0}  {:>12.0}  {:<7} {:<7} {:<7} {:<7} {:<7}       {:>7.2} {:>5.2} {:>6.2} {:>6.2}\n",
                 r.mode,
                 r.clients,
                 r.enrollments_per_s,
@@ -109,6 +111,7 @@ impl Report {
                 fmt_ms(l.max),
                 r.load.machine_cpus,
                 r.load.bench_cpus,
+                r.load.writer_cpus,
                 r.load.loadavg_1m,
             ));
         }
@@ -413,6 +416,8 @@ struct CpuSnapshot {
     machine_busy: u64,
     /// User + system jiffies of this process.
     own: u64,
+    /// User + system jiffies of the store's writer thread.
+    writer: u64,
 }
 
 impl CpuSnapshot {
@@ -431,16 +436,19 @@ impl CpuSnapshot {
                 Some(total - fields.get(3)? - fields.get(4)?)
             })
             .unwrap_or(0);
-        // Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
-        let own = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                let rest = s.rsplit_once(')')?.1;
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
-            .unwrap_or(0);
-        CpuSnapshot { machine_busy, own }
+        let own = cpu_jiffies("/proc/self/stat").unwrap_or(0);
+        let writer = std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "registry-writer"))
+            .filter_map(|t| cpu_jiffies(&t.path().join("stat")))
+            .sum();
+        CpuSnapshot {
+            machine_busy,
+            own,
+            writer,
+        }
     }
 
     fn since(&self, before: &CpuSnapshot, elapsed: Duration) -> Load {
@@ -454,7 +462,16 @@ impl CpuSnapshot {
         Load {
             machine_cpus: self.machine_busy.saturating_sub(before.machine_busy) as f64 / hz / secs,
             bench_cpus: self.own.saturating_sub(before.own) as f64 / hz / secs,
+            writer_cpus: self.writer.saturating_sub(before.writer) as f64 / hz / secs,
             loadavg_1m,
         }
     }
+}
+
+/// User + system jiffies of a process or thread: fields 14 and 15 of its `stat` file, counted after the
+/// parenthesised command name (which may hold spaces).
+fn cpu_jiffies(stat: impl AsRef<std::path::Path>) -> Option<u64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
