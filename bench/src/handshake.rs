@@ -442,7 +442,7 @@ impl CpuSnapshot {
             .flatten()
             .flatten()
             .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "registry-writer"))
-            .filter_map(|t| cpu_jiffies(&t.path().join("stat")))
+            .filter_map(|t| cpu_jiffies(t.path().join("stat")))
             .sum();
         CpuSnapshot {
             machine_busy,

@@ -19,8 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API (the default).
+    /// Serve the API (the default): HTTPS with tls_cert/tls_key, plain HTTP with insecure = true.
     Run,
+    /// Check the configuration and the TLS certificate and key it names, then exit (0: usable).
+    CheckConfig,
     /// Create an account and print its admin token (shown once; only its hash is stored).
     InitAccount {
         /// The account's name (1-64 letters, digits, '-', '_', '.').
@@ -54,6 +56,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => match config.tls.as_ref().map(server::tls::acceptor).transpose() {
+            Ok(_) => {
+                println!("{}: ok", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sdwan-registry: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run => match runtime.block_on(server::run(&config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
