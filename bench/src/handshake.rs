@@ -34,7 +34,7 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
     /// Peers enrolled, then join handshakes timed, per run.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 3000)]
     requests: usize,
     /// Directory the stores are created in (one subdirectory per run, removed after it). It must be on a
     /// disk: on tmpfs an fsync costs nothing. Default: the system's temporary directory.
