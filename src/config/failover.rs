@@ -250,7 +250,10 @@ impl Ctx<'_> {
                 }
             }
             let candidates = self.candidates(&r.candidates, (!from_registry).then_some(&names), i);
-            let health = r.health.as_ref().and_then(|h| self.health(h, &format!("vip[{i}].health")));
+            let health = r
+                .health
+                .as_ref()
+                .and_then(|h| self.health(h, &format!("vip[{i}].health")));
             if self.errors.len() == before {
                 if let (Some(address), Some(candidates)) = (address, candidates) {
                     out.push(VipConfig {

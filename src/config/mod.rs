@@ -21,8 +21,8 @@ mod members;
 mod registry;
 
 pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig};
-pub use registry::{valid_peer_name, K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
 use members::RawMember;
+pub use registry::{valid_peer_name, K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
 
 /// Where `sdwand` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwand/sdwand.toml";
@@ -300,7 +300,9 @@ impl Ctx<'_> {
                     "remove every [[members]] entry, or remove [registry] to keep a static member list",
                 );
             }
-            let (address, prefix) = interface.as_ref().map_or((None, None), |i| (i.address, i.overlay_prefix));
+            let (address, prefix) = interface
+                .as_ref()
+                .map_or((None, None), |i| (i.address, i.overlay_prefix));
             self.registry(r, address, prefix)
         });
         let k3s = raw.k3s.as_ref().map(|k| self.k3s(k, from_registry));
@@ -319,7 +321,9 @@ impl Ctx<'_> {
                         listen_port: interface.listen_port,
                         mtu: interface.mtu,
                         address: interface.address.unwrap_or(Ipv6Addr::UNSPECIFIED),
-                        overlay_prefix: interface.overlay_prefix.unwrap_or_else(|| host_net(Ipv6Addr::UNSPECIFIED)),
+                        overlay_prefix: interface
+                            .overlay_prefix
+                            .unwrap_or_else(|| host_net(Ipv6Addr::UNSPECIFIED)),
                         persistent_keepalive: interface.persistent_keepalive,
                     },
                     backend,
@@ -380,7 +384,11 @@ impl Ctx<'_> {
         let mut ok = true;
         for (key, field, example) in [
             ("interface.address", &r.address, "address = \"fd00:5d::1\""),
-            ("interface.overlay_prefix", &r.overlay_prefix, "overlay_prefix = \"fd00:5d::/64\""),
+            (
+                "interface.overlay_prefix",
+                &r.overlay_prefix,
+                "overlay_prefix = \"fd00:5d::/64\"",
+            ),
         ] {
             if field.is_none() && !from_registry {
                 self.error(
@@ -392,27 +400,31 @@ impl Ctx<'_> {
                 ok = false;
             }
         }
-        let prefix = r.overlay_prefix.as_ref().map(|p| self.parse_str(
-            p,
-            "interface.overlay_prefix",
-            "an IPv6 network such as \"fd00:5d::/64\"",
-            |s| {
-                let net: Ipv6Net = s.parse().map_err(|_| "is not an IPv6 prefix".to_owned())?;
-                if net.prefix_len() >= 128 {
-                    return Err("is a single address, not a network".into());
-                }
-                if net != net.trunc() {
-                    return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
-                }
-                Ok(net)
-            },
-        ));
-        let address = r.address.as_ref().map(|a| self.parse_str(
-            a,
-            "interface.address",
-            "this node's own IPv6 address, e.g. \"fd00:5d::1\" (no prefix length)",
-            parse_host,
-        ));
+        let prefix = r.overlay_prefix.as_ref().map(|p| {
+            self.parse_str(
+                p,
+                "interface.overlay_prefix",
+                "an IPv6 network such as \"fd00:5d::/64\"",
+                |s| {
+                    let net: Ipv6Net = s.parse().map_err(|_| "is not an IPv6 prefix".to_owned())?;
+                    if net.prefix_len() >= 128 {
+                        return Err("is a single address, not a network".into());
+                    }
+                    if net != net.trunc() {
+                        return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
+                    }
+                    Ok(net)
+                },
+            )
+        });
+        let address = r.address.as_ref().map(|a| {
+            self.parse_str(
+                a,
+                "interface.address",
+                "this node's own IPv6 address, e.g. \"fd00:5d::1\" (no prefix length)",
+                parse_host,
+            )
+        });
         if let (Some(Some(a)), Some(Some(p)), Some(field)) = (address, prefix, &r.address) {
             if !p.contains(&a) {
                 self.error(
@@ -647,7 +659,10 @@ impl Config {
                 self.daemon.control_socket.display().to_string(),
             ),
             ("failover.port", self.failover.port.to_string()),
-            ("registry", format!("{:?}", self.registry.as_ref().map(RegistryConfig::restart_only))),
+            (
+                "registry",
+                format!("{:?}", self.registry.as_ref().map(RegistryConfig::restart_only)),
+            ),
             (
                 "k3s.role/bootstrap",
                 format!("{:?}", self.k3s.as_ref().map(|k| (k.role, k.bootstrap))),

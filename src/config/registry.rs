@@ -140,7 +140,10 @@ impl Ctx<'_> {
                 l,
                 "registry.lifecycle",
                 "one of \"persistent\", \"ephemeral\", \"spot\"",
-                |s| s.parse::<Lifecycle>().map_err(|_| "is not a lifecycle class".to_owned()),
+                |s| {
+                    s.parse::<Lifecycle>()
+                        .map_err(|_| "is not a lifecycle class".to_owned())
+                },
             ),
             None => Some(Lifecycle::Persistent),
         };
@@ -210,10 +213,7 @@ impl Ctx<'_> {
                 ok = false;
             }
         }
-        let target = r
-            .target_cluster_id
-            .as_ref()
-            .filter(|t| !t.get_ref().trim().is_empty());
+        let target = r.target_cluster_id.as_ref().filter(|t| !t.get_ref().trim().is_empty());
         if let (true, Some(t)) = (bootstrap, target) {
             self.error(
                 t.span(),

@@ -421,7 +421,11 @@ fn without_registry_the_address_is_required() {
 #[test]
 fn registry_problems() {
     let cases: &[(&str, &str, &str)] = &[
-        ("[interface]\nname = \"sdw0\"\n[registry]\ninsecure = true\n", "registry.url", "missing"),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\ninsecure = true\n",
+            "registry.url",
+            "missing",
+        ),
         (
             "[interface]\nname = \"sdw0\"\n[registry]\nurl = \"http://reg:80\"\n",
             "registry.url",
@@ -433,10 +437,22 @@ fn registry_problems() {
             "scheme",
         ),
         (&reg("lifecycle = \"forever\"\n"), "registry.lifecycle", "lifecycle"),
-        (&reg("enrollment_token_file = \"token\"\n"), "registry.enrollment_token_file", "absolute"),
+        (
+            &reg("enrollment_token_file = \"token\"\n"),
+            "registry.enrollment_token_file",
+            "absolute",
+        ),
         (&reg("name = \"no spaces\"\n"), "registry.name", "peer name"),
-        (&reg("report_interval = \"10ms\"\n"), "registry.report_interval", "range"),
-        (&reg("endpoint = \"198.51.100.1\"\n"), "registry.endpoint", "address:port"),
+        (
+            &reg("report_interval = \"10ms\"\n"),
+            "registry.report_interval",
+            "range",
+        ),
+        (
+            &reg("endpoint = \"198.51.100.1\"\n"),
+            "registry.endpoint",
+            "address:port",
+        ),
     ];
     for (text, key, fragment) in cases {
         let e = errors(text);
@@ -475,10 +491,8 @@ fn registry_keeps_a_given_address_for_the_identity_check() {
 
 #[test]
 fn k3s_section() {
-    let text = reg(
-        "[k3s]\nrole = \"server\"\nbootstrap = true\ncluster_name = \"prod\"\n\
-         [k3s.health]\nkind = \"tcp\"\ntarget = \"[::1]:6443\"\n",
-    );
+    let text = reg("[k3s]\nrole = \"server\"\nbootstrap = true\ncluster_name = \"prod\"\n\
+         [k3s.health]\nkind = \"tcp\"\ntarget = \"[::1]:6443\"\n");
     let k = parse(Path::new("t.toml"), &text).unwrap().k3s.unwrap();
     assert_eq!(k.role, crate::registry::model::Role::Server);
     assert!(k.bootstrap);
@@ -490,17 +504,17 @@ fn k3s_section() {
         &reg("[k3s]\nrole = \"agent\"\ntarget_cluster_id = \"  \"\n"),
     )
     .unwrap();
-    assert_eq!(agent.k3s.unwrap().target_cluster_id, None, "blank = most recent cluster");
+    assert_eq!(
+        agent.k3s.unwrap().target_cluster_id,
+        None,
+        "blank = most recent cluster"
+    );
 }
 
 #[test]
 fn k3s_problems() {
     let cases: &[(String, &str, usize)] = &[
-        (
-            format!("{}[k3s]\nrole = \"agent\"\n", minimal("")),
-            "k3s",
-            5,
-        ),
+        (format!("{}[k3s]\nrole = \"agent\"\n", minimal("")), "k3s", 5),
         (reg("[k3s]\nbootstrap = true\n"), "k3s.role", 5),
         (reg("[k3s]\nrole = \"agent\"\nbootstrap = true\n"), "k3s.bootstrap", 7),
         (
@@ -508,7 +522,11 @@ fn k3s_problems() {
             "k3s.target_cluster_id",
             8,
         ),
-        (reg("[k3s]\nrole = \"server\"\ncluster_name = \"x\"\n"), "k3s.cluster_name", 7),
+        (
+            reg("[k3s]\nrole = \"server\"\ncluster_name = \"x\"\n"),
+            "k3s.cluster_name",
+            7,
+        ),
         (reg("[k3s]\nrole = \"master\"\n"), "k3s.role", 6),
         (
             reg("[k3s]\nrole = \"server\"\n[k3s.health]\nkind = \"tcp\"\n"),
