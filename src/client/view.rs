@@ -174,3 +174,193 @@ pub fn seen_moves(view: &MembersResponse) -> HashMap<Ipv6Addr, u64> {
 pub fn floors(epochs: &[crate::registry::wire::VipEpochView]) -> BTreeMap<Ipv6Addr, u64> {
     epochs.iter().map(|e| (e.address, e.epoch.term)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::Lifecycle;
+    use crate::registry::wire::{CandidateView, MemberView, MoveRequestView, VipView};
+    use std::path::Path;
+
+    const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";
+    const K2: &str = "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=";
+    const K3: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    fn member(name: &str, addr: &str, key: &str) -> MemberView {
+        MemberView {
+            peer_id: format!("id-{name}"),
+            name: name.into(),
+            public_key: key.into(),
+            endpoint: None,
+            address: addr.parse().unwrap(),
+            routed_prefixes: vec![],
+            lifecycle: Lifecycle::Persistent,
+            roles: vec![],
+            last_seen_ms: 0,
+        }
+    }
+
+    fn vip(addr: &str, cluster: Option<&str>, candidates: &[&str]) -> VipView {
+        VipView {
+            vip_id: format!("v-{addr}"),
+            address: addr.parse().unwrap(),
+            cluster_id: cluster.map(str::to_owned),
+            candidates: candidates
+                .iter()
+                .map(|n| CandidateView {
+                    peer_id: format!("id-{n}"),
+                    name: (*n).into(),
+                    address: "fd00:5d::99".parse().unwrap(),
+                })
+                .collect(),
+            holder: None,
+            epoch: None,
+            confirmed_peers: None,
+            move_request: None,
+        }
+    }
+
+    fn view(members: Vec<MemberView>, vips: Vec<VipView>) -> MembersResponse {
+        MembersResponse {
+            network_id: "n1".into(),
+            revision: 7,
+            overlay_prefix: Some("fd00:5d::/48".parse().unwrap()),
+            members,
+            vips,
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            peer_id: "id-a".into(),
+            name: "a".into(),
+            network_id: "n1".into(),
+            address: "fd00:5d::1".parse().unwrap(),
+            overlay_prefix: "fd00:5d::/48".parse().unwrap(),
+            peer_token: "secret".into(),
+            registry_url: "https://reg".into(),
+        }
+    }
+
+    fn file(extra: &str) -> Config {
+        let text = format!("[interface]\nname = \"sdw0\"\n[registry]\nurl = \"https://reg\"\n{extra}");
+        crate::config::parse(Path::new("/etc/sdwand/sdwand.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn pins_refuse_a_rekeyed_address_and_keep_the_rest() {
+        let mut pins = Pins::new();
+        let first = view(
+            vec![member("a", "fd00:5d::1", K1), member("b", "fd00:5d::2", K2)],
+            vec![],
+        );
+        let (kept, refused) = apply_pins(first, &mut pins);
+        assert_eq!((kept.members.len(), refused.len(), pins.len()), (2, 0, 2));
+        let rekeyed = view(
+            vec![
+                member("a", "fd00:5d::1", K1),
+                member("b2", "fd00:5d::2", K3),
+                member("c", "fd00:5d::3", K3),
+            ],
+            vec![],
+        );
+        let (kept, refused) = apply_pins(rekeyed, &mut pins);
+        let names: Vec<&str> = kept.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(
+            refused,
+            [Refused {
+                name: "b2".into(),
+                address: "fd00:5d::2".parse().unwrap(),
+                pinned: K2.into(),
+                offered: K3.into(),
+            }]
+        );
+        assert_eq!(pins.get(&"fd00:5d::2".parse().unwrap()).map(String::as_str), Some(K2));
+        assert_eq!(pins.len(), 3, "the new member is pinned");
+    }
+
+    #[test]
+    fn effective_config_takes_identity_members_and_vips() {
+        let f = file(
+            "[k3s]\nrole = \"server\"\n[k3s.health]\nkind = \"tcp\"\ntarget = \"[::1]:6443\"\n\
+             [[vip]]\naddress = \"fd00:9::1\"\ncandidates = [\"b\"]\n",
+        );
+        let v = view(
+            vec![member("a", "fd00:5d::1", K1), member("b", "fd00:5d::2", K2)],
+            vec![
+                vip("fd00:5d:f::1", Some("c1"), &["a", "b"]),
+                vip("fd00:5d:f::2", Some("c2"), &["b"]),
+                vip("fd00:5d:f::3", None, &[]),
+                vip("fd00:9::1", None, &["a"]),
+            ],
+        );
+        let (cfg, notes) = effective_config(&f, &identity(), &v);
+        assert_eq!(cfg.interface.address, identity().address);
+        assert_eq!(cfg.interface.overlay_prefix, identity().overlay_prefix);
+        assert_eq!(
+            cfg.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(cfg.members[1].public_key, Key::from_base64(K2).unwrap());
+        let vips: Vec<(String, Vec<String>, bool)> = cfg
+            .vips
+            .iter()
+            .map(|v| (v.address.to_string(), v.candidates.clone(), v.health.is_some()))
+            .collect();
+        assert_eq!(
+            vips,
+            [
+                ("fd00:9::1".into(), vec!["b".into()], false),
+                ("fd00:5d:f::1".into(), vec!["a".into(), "b".into()], true),
+                ("fd00:5d:f::2".into(), vec!["b".into()], false),
+            ],
+            "file VIP first and kept; k3s health only on this node's cluster VIP; no empty VIP"
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        cfg.check_identity(&Key::from_base64(K1).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn invalid_keys_are_left_out_with_a_note() {
+        let v = view(
+            vec![member("a", "fd00:5d::1", K1), member("x", "fd00:5d::9", "nope")],
+            vec![],
+        );
+        let (cfg, notes) = effective_config(&file(""), &identity(), &v);
+        assert_eq!(cfg.members.len(), 1);
+        assert!(notes[0].contains("fd00:5d::9"), "{notes:?}");
+    }
+
+    #[test]
+    fn identity_must_match_the_file() {
+        let mut f = file("");
+        check_identity(&f, &identity()).unwrap();
+        let reg = f.registry.as_mut().unwrap();
+        reg.file_address = Some("fd00:5d::7".parse().unwrap());
+        reg.url = "https://other".into();
+        let e = check_identity(&f, &identity()).unwrap_err().0;
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["interface.address", "registry.url"]);
+        assert!(e[0].message.contains("fd00:5d::1"), "{e:?}");
+    }
+
+    #[test]
+    fn each_move_request_is_acted_on_once() {
+        let mut v = view(vec![], vec![vip("fd00:5d:f::1", Some("c1"), &["a", "b"])]);
+        v.vips[0].move_request = Some(MoveRequestView { to: "b".into(), seq: 1 });
+        let mut seen = seen_moves(&v);
+        assert!(
+            new_moves(&v, &mut seen).is_empty(),
+            "a stored request was handled before"
+        );
+        v.vips[0].move_request = Some(MoveRequestView { to: "a".into(), seq: 2 });
+        assert_eq!(
+            new_moves(&v, &mut seen),
+            [("fd00:5d:f::1".parse().unwrap(), "a".to_owned())]
+        );
+        assert!(new_moves(&v, &mut seen).is_empty());
+        let mut fresh = HashMap::new();
+        assert_eq!(new_moves(&v, &mut fresh).len(), 1);
+    }
+}
