@@ -18,6 +18,7 @@ mod admin;
 pub mod alloc;
 mod enroll;
 mod handshake;
+mod views;
 
 pub use admin::{create_account, create_enrollment_token, create_network};
 pub use enroll::{enroll, members};
