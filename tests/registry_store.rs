@@ -80,7 +80,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 1 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 2 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
