@@ -12,6 +12,7 @@
 //! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
 //! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is above R (at once if it is), or 204 after W ms (default 25 s, at most 60 s) |
 //! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128, peer token, member list |
+//! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's highest epoch (no revision bump) |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |
 //! | `POST /v1/clusters/{id}/report` | peer (server member) | k3s ready / failed |
 
@@ -94,6 +95,7 @@ pub fn router_with(state: AppState) -> Router {
         .route("/v1/networks/{id}/members", get(routes::members))
         .route("/v1/networks/{id}/watch", get(routes::watch))
         .route("/v1/peers/enroll", post(routes::enroll))
+        .route("/v1/peers/self/report", post(routes::peer_report))
         .route("/v1/runtime/handshake", post(routes::handshake))
         .route("/v1/clusters/{id}/report", post(routes::report))
         .fallback(|| async { ApiError::not_found(code::NOT_FOUND, "no such route") })

@@ -13,8 +13,8 @@ use crate::registry::error::ApiError;
 use crate::registry::service;
 use crate::registry::wire::{
     ClusterStateView, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView, HandshakeRequest,
-    HandshakeResponse, MembersResponse, NetworkView, ReportRequest, WatchQuery, WATCH_DEFAULT_WAIT_MS,
-    WATCH_MAX_WAIT_MS,
+    HandshakeResponse, MembersResponse, NetworkView, PeerReportRequest, PeerReportResponse, ReportRequest, WatchQuery,
+    WATCH_DEFAULT_WAIT_MS, WATCH_MAX_WAIT_MS,
 };
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -121,5 +121,16 @@ pub(super) async fn report(
     Ok(Json(
         s.write(move |tx| service::report(tx, &token, &cluster_id, &req, now))
             .await?,
+    ))
+}
+
+pub(super) async fn peer_report(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    JsonBody(req): JsonBody<PeerReportRequest>,
+) -> Answer<PeerReportResponse> {
+    let now = now_ms();
+    Ok(Json(
+        s.write(move |tx| service::peer_report(tx, &token, &req, now)).await?,
     ))
 }

@@ -18,11 +18,13 @@ mod admin;
 pub mod alloc;
 mod enroll;
 mod handshake;
+mod state;
 mod views;
 
 pub use admin::{create_account, create_enrollment_token, create_network};
 pub use enroll::{enroll, members, watch};
 pub use handshake::{handshake, report};
+pub use state::peer_report;
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix
 /// that is not the stored kind: 401; a kind not in `accept`: 403.
