@@ -395,3 +395,103 @@ async fn starts_from_the_stored_view_while_the_registry_is_down() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_bring_back_the_highest_epoch() {
+    use sdwand::vip::{Claim, Epoch, PeerState, VipStatus};
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let cfg = s1.config(&server, "s1", &s1.k3s("server", "bootstrap = true\n"));
+    let mut l1 = start(&cfg, &s1.key).await;
+    until_state(&mut l1, "the cluster VIP", |l| !l.view.vips.is_empty()).await;
+    let vip = l1.view.vips[0].address;
+    let holding = VipStatus {
+        vip,
+        role: PeerState::Holding,
+        healthy: true,
+        claim: Some(Claim {
+            epoch: Epoch { term: 5, rank: 0 },
+            holder: l1.identity.address,
+        }),
+        routed_to: None,
+        candidates: vec![],
+        confirmed: Some((0, 0)),
+    };
+    let me = l1.identity.clone();
+    l1.report(&[holding], |a| (a == me.address).then(|| me.name.clone()));
+    let mut term = None;
+    until(&mut l1, "the epoch floors", |_, e| match e {
+        LinkEvent::Floors(f) => {
+            term = f.iter().find(|f| f.address == vip).map(|f| f.epoch.term);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(term, Some(5));
+    // A restarted peer that saw nothing learns the floor from its first report.
+    l1.report(&[], |_| None);
+    let mut again = None;
+    until(&mut l1, "the floors again", |_, e| match e {
+        LinkEvent::Floors(f) => {
+            again = f.first().map(|f| f.epoch.term);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(again, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_target_reruns_the_join_without_restart() {
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let mut l1 = start(
+        &s1.config(&server, "s1", &s1.k3s("server", "bootstrap = true\n")),
+        &s1.key,
+    )
+    .await;
+    let mut cluster = String::new();
+    until(&mut l1, "the bootstrap", |_, e| match e {
+        LinkEvent::Joined(r) => {
+            cluster = r.cluster_id.clone();
+            true
+        }
+        _ => false,
+    })
+    .await;
+    let a1 = Node::new(&server);
+    let wrong = a1.config(
+        &server,
+        "a1",
+        &a1.k3s("agent", "target_cluster_id = \"no-such-cluster\"\n"),
+    );
+    let mut la = start(&wrong, &a1.key).await;
+    // The refusal is retried slowly: nothing is written meanwhile.
+    let early = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let LinkEvent::Joined(_) = la.next_event().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(early.is_err(), "a join to a missing cluster must not succeed");
+    assert!(!a1.dropin().exists());
+    // SIGHUP with the right target: the join runs again at once.
+    let right = a1.config(
+        &server,
+        "a1",
+        &a1.k3s("agent", &format!("target_cluster_id = \"{cluster}\"\n")),
+    );
+    la.set_k3s(right.k3s.as_ref());
+    until(
+        &mut la,
+        "the join to the right cluster",
+        |_, e| matches!(e, LinkEvent::Joined(r) if r.cluster_id == cluster),
+    )
+    .await;
+    let text = std::fs::read_to_string(a1.dropin()).expect("drop-in");
+    assert!(text.contains("\nserver: \"https://[fd00:5d:f::1]:6443\"\n"), "{text}");
+}
