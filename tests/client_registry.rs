@@ -575,3 +575,22 @@ async fn a_manual_move_request_is_seen_once() {
     assert_eq!(l1.moves(), [(vip.address, "s2".to_owned())]);
     assert!(l1.moves().is_empty(), "acted on once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_without_a_readable_token_is_refused() {
+    let server = Server::start().await;
+    let n1 = Node::new(&server);
+    std::fs::remove_file(n1.dir.path().join("token")).expect("rm token");
+    let cfg = n1.config(&server, "p1", "");
+    let err = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, ClientMetrics::new()))
+        .await
+        .expect("refused at once")
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("registry.enrollment_token_file") && text.contains("cannot be read"),
+        "{text}"
+    );
+    assert!(!n1.state().join("registry/identity.json").exists());
+}
