@@ -96,7 +96,9 @@ pub async fn serve_on(
     // The TLS files first: a bad certificate stops the start before anything is opened.
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let store = SqliteStore::open(&config.state_dir, SqliteOptions::default())?;
-    let router = api::router(Arc::new(store));
+    let state = api::AppState::new(Arc::new(store)).with_ttls(config.ttls);
+    let _reaper = super::reaper::spawn(state.clone());
+    let router = api::router_with(state);
     let state_dir = config.state_dir.display();
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     match acceptor {
