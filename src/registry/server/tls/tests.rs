@@ -6,6 +6,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::super::{init_account, serve_on, ServerError};
 use crate::registry::config::{RegistryConfig, TlsFiles};
+use crate::registry::service::Ttls;
 
 /// Writes `ca.pem`, and `cert.pem`/`key.pem` for 127.0.0.1 signed by that CA, into `dir`.
 fn pki(dir: &Path) -> TlsFiles {
@@ -32,6 +33,7 @@ fn config(dir: &Path, tls: TlsFiles) -> RegistryConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),
         tls: Some(tls),
+        ttls: Ttls::default(),
     }
 }
 
