@@ -340,6 +340,16 @@ async fn removal_cascades_and_the_reaper_spares_persistent_peers() {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
     self_report(&r, &s2, json!([vip_report("fd00:1::ffff:1", "s2", 2, 1, Some(3))])).await;
+    let (_, vips) = r.get("/v1/vips", &t.account.admin_token).await;
+    let vip_id = vips["vips"][0]["vip_id"].as_str().expect("vip_id").to_owned();
+    let (s, v) = r
+        .post(
+            &format!("/v1/vips/{vip_id}/move"),
+            &t.account.admin_token,
+            json!({"to": "s2"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let before = members(&r, &t, &s1.token).await;
     assert_eq!(names(&before["vips"][0]["candidates"], "name"), ["s1", "s2", "s3"]);
 
