@@ -166,3 +166,29 @@ async fn watch_refuses_bad_queries_and_foreign_networks() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(r.state.watchers.waiting(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_watchers_all_wake_on_one_change() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let mut peers = Vec::new();
+    for i in 0..50 {
+        peers.push(r.enroll(&t.enrollment, &format!("p{i}"), &[]).await);
+    }
+    let since = revision(&peers[49].answer);
+    let path = watch_path(&t, since, 30_000);
+    let watches = futures::future::join_all(peers.iter().map(|p| r.get(&path, &p.token)));
+    let (answers, changed) = tokio::join!(watches, async {
+        until_waiting(&r, 50).await;
+        let changed = Instant::now();
+        r.enroll(&t.enrollment, "newcomer", &[]).await;
+        changed
+    });
+    let all = changed.elapsed();
+    for (s, v) in &answers {
+        assert_eq!(*s, StatusCode::OK, "{v}");
+        assert_eq!(revision(v), since + 1);
+    }
+    println!("50 watchers answered {all:?} after the enrollment was sent");
+    assert!(all < WAKE_DEADLINE, "{all:?}");
+}
