@@ -211,7 +211,7 @@ impl RegistryClient {
             .await
     }
 
-    /// `GET /v1/networks/{id}/watch?since=R&wait_ms=W`: the network when its revision is above `since`,
+    /// `GET /v1/networks/{id}/watch?since=R&wait_ms=W`: the network when its revision is not `since`,
     /// `None` when `wait` passed without a change.
     pub async fn watch(
         &self,

@@ -491,7 +491,14 @@ async fn watch(
             Ok(answer) => {
                 metrics.outcome(Ok(()));
                 backoff.reset();
-                if let Some(view) = answer.filter(|v| v.revision > since) {
+                if let Some(view) = answer.filter(|v| v.revision != since) {
+                    if view.revision < since {
+                        tracing::warn!(
+                            was = since,
+                            now = view.revision,
+                            "the registry's revision went back (restored from a backup?); taking its view"
+                        );
+                    }
                     since = view.revision;
                     if views.send(view).await.is_err() {
                         return;

@@ -132,7 +132,8 @@ pub struct MembersResponse {
 }
 
 /// `GET /v1/networks/{id}/watch?since=R&wait_ms=W` (same tokens as members): a long poll. Answers at once
-/// with the whole network ([`MembersResponse`]) when its revision is above `since`; otherwise waits until it
+/// with the whole network ([`MembersResponse`]) when its revision is not `since` (above it, or below it after
+/// the registry was restored from a backup); otherwise waits until it
 /// changes (200 with the network) or `wait_ms` passes (204, no body: poll again with the same `since`).
 /// Changes that land while a watcher is away are batched: it gets one answer at the newest revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

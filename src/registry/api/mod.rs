@@ -10,7 +10,7 @@
 //! | `POST /v1/networks` | admin | create a network of the account |
 //! | `POST /v1/networks/{id}/enrollment-tokens` | admin | issue an enrollment token for it |
 //! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
-//! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is above R (at once if it is), or 204 after W ms (default 25 s, at most 60 s) |
+//! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is not R (at once if it is not: above, or below after a restore from backup), or 204 after W ms (default 25 s, at most 60 s) |
 //! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128, peer token, member list |
 //! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's highest epoch (no revision bump) |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |

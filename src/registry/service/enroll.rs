@@ -102,7 +102,9 @@ pub fn watch(
 ) -> Result<Option<MembersResponse>, ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
     let network = visible_network(tx, &caller, network_id)?;
-    if network.revision > since {
+    // Any other revision answers at once, a lower one too: a registry restored from a backup is behind its
+    // daemons, which must take its view rather than wait for it to catch up.
+    if network.revision != since {
         snapshot(tx, &network).map(Some)
     } else {
         Ok(None)
