@@ -100,6 +100,13 @@ pub(super) async fn enroll(
 ) -> Created<EnrollResponse> {
     let now = now_ms();
     let answer = s.write(move |tx| service::enroll(tx, &token, &req, now)).await?;
+    let answer = s
+        .store
+        .read(move |tx| {
+            let mut answer = answer;
+            service::enrolled_members(tx, &mut answer).map(|()| answer)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

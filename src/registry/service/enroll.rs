@@ -73,7 +73,8 @@ pub fn enroll(
         peer_id: Some(peer.id.clone()),
         created_at_ms: now_ms,
     })?;
-    let members = tx.peers(&network.id)?.iter().map(member_view).collect();
+    // The member list is read after the commit ([`enrolled_members`]): building it here would hold the
+    // single writer for time that grows with the network, and every other write waits for it.
     Ok(EnrollResponse {
         peer_id: peer.id,
         network_id: network.id,
@@ -81,8 +82,17 @@ pub fn enroll(
         overlay_prefix: network.overlay_prefix,
         peer_token: issued.text,
         revision: network.revision,
-        members,
+        members: Vec::new(),
     })
+}
+
+/// Completes an [`enroll`] answer after its commit: the network's member list and the revision it is at
+/// (the enrollment's or a later one).
+pub fn enrolled_members(tx: &mut dyn ReadTx, answer: &mut EnrollResponse) -> Result<(), ApiError> {
+    let network = tx.network(&answer.network_id)?.ok_or_else(ApiError::unauthorized)?;
+    answer.members = tx.peers(&network.id)?.iter().map(member_view).collect();
+    answer.revision = answer.revision.max(network.revision);
+    Ok(())
 }
 
 /// `GET /v1/networks/{id}/members`: the member list, for a peer of the network or its account's admin.

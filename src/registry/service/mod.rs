@@ -24,7 +24,7 @@ mod state;
 mod views;
 
 pub use admin::{create_account, create_enrollment_token, create_network};
-pub use enroll::{enroll, members, watch};
+pub use enroll::{enroll, enrolled_members, members, watch};
 pub use handshake::{handshake, report};
 pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip};
 pub use reap::{reap, remove_peer, Ttls};
