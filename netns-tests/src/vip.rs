@@ -132,8 +132,13 @@ impl fmt::Display for VipView {
 }
 
 impl Lab {
-    /// The lab's VIPs (from p1's configuration: every peer carries the same list).
+    /// The lab's VIPs: a registry lab's from its state (what the bootstrap and join flow makes, checked
+    /// against the registry by `up`), a static lab's from p1's configuration (every peer carries the same
+    /// list).
     pub fn vips(&self) -> Vec<VipSection> {
+        if self.state.registry.is_some() {
+            return self.state.vips.clone();
+        }
         self.state
             .peers
             .first()
