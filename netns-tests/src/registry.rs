@@ -166,13 +166,7 @@ impl Lab {
         cmd::ip_in(&l.registry_netns(), &["link", "set", "lo", "up"])?;
         cmd::ip_in(&l.registry_netns(), &["addr", "add", &addr, "dev", &l.registry_if()])?;
         cmd::ip_in(&l.registry_netns(), &["link", "set", &l.registry_if(), "up"])?;
-        let out = cmd::run(Command::new(&bin).arg("--config").arg(dir.join("registry.toml")).args([
-            "init-account",
-            "--name",
-            ACCOUNT,
-            "--json",
-        ]))?;
-        let account: AccountCreated = parse_json("sdwan-registry init-account --json", &out)?;
+        let account = init_account(&bin, &dir.join("registry.toml"), ACCOUNT)?;
         self.state.registry = Some(RegistryState {
             bin,
             process: None,
@@ -204,6 +198,13 @@ impl Lab {
             r.network_id = network.id;
         }
         self.save()
+    }
+
+    /// Creates another account in the lab's registry (`sdwan-registry init-account`, next to the running
+    /// server: the store is shared safely between processes) and returns it with its admin token.
+    pub fn registry_init_account(&self, name: &str) -> Result<AccountCreated> {
+        let bin = self.registry()?.bin.clone();
+        init_account(&bin, &self.layout.registry_dir().join("registry.toml"), name)
     }
 
     /// Starts the registry (in its namespace, in a session of its own, log appended) and waits until it
@@ -516,6 +517,17 @@ impl Lab {
             .map(|v| v.candidates.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default())
     }
+}
+
+/// `sdwan-registry --config CONFIG init-account --name NAME --json`.
+fn init_account(bin: &std::path::Path, config: &std::path::Path, name: &str) -> Result<AccountCreated> {
+    let out = cmd::run(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .args(["init-account", "--name", name, "--json"]),
+    )?;
+    parse_json("sdwan-registry init-account --json", &out)
 }
 
 /// Parses a JSON answer, naming its source on failure.

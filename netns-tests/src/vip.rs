@@ -361,6 +361,40 @@ impl Lab {
         cmd::output(&mut command)
     }
 
+    /// `sdwanctl --json vip list` on peer `i`: every VIP as its daemon sees it (candidates in rank order,
+    /// holder, epoch).
+    pub fn vip_list(&self, i: usize) -> Result<Vec<sdwand::control::VipView>> {
+        let out = self.sdwanctl(i, &["--json", "vip", "list"])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(LabError::Command {
+                cmd: format!("sdwanctl (p{i}) --json vip list"),
+                status: out.status,
+                stderr: format!("{}{}", String::from_utf8_lossy(&out.stderr).trim(), stdout.trim()),
+            });
+        }
+        serde_json::from_str(&stdout).map_err(|e| LabError::Format {
+            context: format!("sdwanctl (p{i}) --json vip list"),
+            message: format!("{e}: {}", stdout.trim()),
+        })
+    }
+
+    /// The candidates of the lab's VIP as peer `i`'s daemon has them (names, in rank order; an address no
+    /// member has is shown as the address).
+    pub fn daemon_candidates(&self, i: usize) -> Result<Vec<String>> {
+        Ok(self
+            .vip_list(i)?
+            .into_iter()
+            .find(|v| v.vip == layout::VIP_ADDR)
+            .map(|v| {
+                v.candidates
+                    .into_iter()
+                    .map(|c| c.name.unwrap_or_else(|| c.address.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `sdwanctl vip move VIP [--to pN]` on peer `i` (the holder); a non-zero exit is an error with its
     /// output. Returns its stdout.
     pub fn vip_move(&self, i: usize, to: Option<usize>) -> Result<String> {
