@@ -15,8 +15,10 @@
 //! - [`control`]: the local operator surface: the `sdwanctl` protocol, its unix socket, and its text output.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
 //! - [`registry`]: the `sdwan-registry` server: store, service logic and HTTP API.
+//! - [`client`]: sdwand's registry client: enrollment, watch, pinning, reports, the k3s handshake.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -42,6 +42,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The Prometheus registry the endpoint serves (for metrics owned by other modules, e.g. the registry
+    /// client's).
+    pub fn prometheus_registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();

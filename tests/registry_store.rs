@@ -54,7 +54,7 @@ fn migrations_run_from_empty_and_reopening_is_a_no_op() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let tables: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
@@ -80,7 +80,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 1 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 2 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }

@@ -210,12 +210,14 @@ impl Ctx<'_> {
     }
 
     /// `[[vip]]`, checked against the members as far as they parse (their own problems are reported by
-    /// `members`) and against this node's address.
+    /// `members`) and against this node's address. With `[registry]` (`from_registry`) the candidates name
+    /// registry peers, which are not known here: their names are not checked against `[[members]]`.
     pub(super) fn vips(
         &mut self,
         raw: &[Spanned<RawVip>],
         members: &[Spanned<RawMember>],
         own: Option<Ipv6Addr>,
+        from_registry: bool,
     ) -> Option<Vec<VipConfig>> {
         let names: HashSet<&str> = members.iter().map(|m| m.get_ref().name.get_ref().as_str()).collect();
         let mut out = Vec::with_capacity(raw.len());
@@ -247,8 +249,11 @@ impl Ctx<'_> {
                     );
                 }
             }
-            let candidates = self.candidates(&r.candidates, &names, i);
-            let health = r.health.as_ref().and_then(|h| self.health(h, i));
+            let candidates = self.candidates(&r.candidates, (!from_registry).then_some(&names), i);
+            let health = r
+                .health
+                .as_ref()
+                .and_then(|h| self.health(h, &format!("vip[{i}].health")));
             if self.errors.len() == before {
                 if let (Some(address), Some(candidates)) = (address, candidates) {
                     out.push(VipConfig {
@@ -266,7 +271,7 @@ impl Ctx<'_> {
     fn candidates(
         &mut self,
         raw: &Spanned<Vec<Spanned<String>>>,
-        names: &HashSet<&str>,
+        names: Option<&HashSet<&str>>,
         i: usize,
     ) -> Option<Vec<String>> {
         let key = format!("vip[{i}].candidates");
@@ -292,7 +297,7 @@ impl Ctx<'_> {
                     "name every candidate once",
                 );
                 ok = false;
-            } else if !names.contains(n.as_str()) {
+            } else if names.is_some_and(|names| !names.contains(n.as_str())) {
                 self.error(
                     name.span(),
                     format!("{key}[{j}]"),
@@ -306,9 +311,10 @@ impl Ctx<'_> {
         ok.then_some(out)
     }
 
-    fn health(&mut self, raw: &Spanned<RawHealth>, i: usize) -> Option<HealthConfig> {
+    /// A health check table whose dotted key is `base` (`vip[0].health`, `k3s.health`).
+    pub(super) fn health(&mut self, raw: &Spanned<RawHealth>, base: &str) -> Option<HealthConfig> {
         let r = raw.get_ref();
-        let at = |k: &str| format!("vip[{i}].health.{k}");
+        let at = |k: &str| format!("{base}.{k}");
         let kind = self.parse_str(&r.kind, &at("kind"), "one of \"tcp\", \"http\", \"https\"", |s| {
             ["tcp", "http", "https"]
                 .into_iter()
@@ -356,8 +362,8 @@ impl Ctx<'_> {
             "failures in a row to become unhealthy, e.g. 3",
         );
         let check = match kind? {
-            "tcp" => self.tcp_check(raw, i),
-            kind => self.http_check(raw, i, kind),
+            "tcp" => self.tcp_check(raw, base),
+            kind => self.http_check(raw, base, kind),
         };
         Some(HealthConfig {
             check: check?,
@@ -369,13 +375,13 @@ impl Ctx<'_> {
     }
 
     /// Reports each key of `keys` that is set although `kind` does not use it.
-    fn unused(&mut self, keys: &[(&str, &Option<Spanned<String>>)], i: usize, kind: &str, used_by: &str) -> bool {
+    fn unused(&mut self, keys: &[(&str, &Option<Spanned<String>>)], base: &str, kind: &str, used_by: &str) -> bool {
         let mut ok = true;
         for (name, field) in keys {
             if let Some(f) = field {
                 self.error(
                     f.span(),
-                    format!("vip[{i}].health.{name}"),
+                    format!("{base}.{name}"),
                     format!("is not used by kind = \"{kind}\""),
                     format!("remove it, or use kind = {used_by}"),
                 );
@@ -385,7 +391,7 @@ impl Ctx<'_> {
         ok
     }
 
-    fn tcp_check(&mut self, raw: &Spanned<RawHealth>, i: usize) -> Option<HealthCheck> {
+    fn tcp_check(&mut self, raw: &Spanned<RawHealth>, base: &str) -> Option<HealthCheck> {
         let r = raw.get_ref();
         let tls = [
             ("url", &r.url),
@@ -393,11 +399,11 @@ impl Ctx<'_> {
             ("client_cert", &r.client_cert),
             ("client_key", &r.client_key),
         ];
-        let ok = self.unused(&tls, i, "tcp", "\"http\" or \"https\"");
+        let ok = self.unused(&tls, base, "tcp", "\"http\" or \"https\"");
         let Some(target) = &r.target else {
             self.error(
                 raw.span(),
-                format!("vip[{i}].health"),
+                base.to_owned(),
                 "kind = \"tcp\" needs target",
                 "add target = \"[::1]:6443\" (the address and port to connect to)",
             );
@@ -405,29 +411,29 @@ impl Ctx<'_> {
         };
         let target = self.parse_str(
             target,
-            &format!("vip[{i}].health.target"),
+            &format!("{base}.target"),
             "an IP address and port such as \"[::1]:6443\" or \"127.0.0.1:6443\" (not a host name)",
             |s| s.parse::<SocketAddr>().map_err(|_| "is not an address:port".to_owned()),
         )?;
         ok.then_some(HealthCheck::Tcp { target })
     }
 
-    fn http_check(&mut self, raw: &Spanned<RawHealth>, i: usize, kind: &str) -> Option<HealthCheck> {
+    fn http_check(&mut self, raw: &Spanned<RawHealth>, base: &str, kind: &str) -> Option<HealthCheck> {
         let r = raw.get_ref();
-        let at = |k: &str| format!("vip[{i}].health.{k}");
-        let mut ok = self.unused(&[("target", &r.target)], i, kind, "\"tcp\"");
+        let at = |k: &str| format!("{base}.{k}");
+        let mut ok = self.unused(&[("target", &r.target)], base, kind, "\"tcp\"");
         if kind == "http" {
             let tls = [
                 ("ca_file", &r.ca_file),
                 ("client_cert", &r.client_cert),
                 ("client_key", &r.client_key),
             ];
-            ok &= self.unused(&tls, i, kind, "\"https\"");
+            ok &= self.unused(&tls, base, kind, "\"https\"");
         }
         let Some(url) = &r.url else {
             self.error(
                 raw.span(),
-                format!("vip[{i}].health"),
+                base.to_owned(),
                 format!("kind = \"{kind}\" needs url"),
                 format!("add url = \"{kind}://[::1]:6443/readyz\" (the URL to GET; 2xx is healthy)"),
             );
@@ -537,7 +543,7 @@ pub(super) struct RawVip {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHealth {
+pub(super) struct RawHealth {
     kind: Spanned<String>,
     target: Option<Spanned<String>>,
     url: Option<Spanned<String>>,

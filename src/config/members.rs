@@ -94,12 +94,12 @@ impl Ctx<'_> {
                     );
                 }
             }
-            if let (Some(a), Some(iface)) = (address, iface) {
-                if !iface.overlay_prefix.contains(&a) {
+            if let (Some(a), Some(prefix)) = (address, iface.and_then(|i| i.overlay_prefix)) {
+                if !prefix.contains(&a) {
                     self.error(
                         r.address.span(),
                         at("address"),
-                        format!("{a} is outside overlay_prefix {}", iface.overlay_prefix),
+                        format!("{a} is outside overlay_prefix {prefix}"),
                         "pick an address inside interface.overlay_prefix",
                     );
                 }

@@ -18,9 +18,11 @@ use wireguard_control::Key;
 
 mod failover;
 mod members;
+mod registry;
 
 pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig};
 use members::RawMember;
+pub use registry::{valid_peer_name, K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
 
 /// Where `sdwand` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwand/sdwand.toml";
@@ -42,6 +44,11 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The VIPs, in file order.
     pub vips: Vec<VipConfig>,
+    /// `[registry]`: identity, members and VIPs come from the registry (then `members` is empty in the
+    /// file, and the daemon runs on the effective configuration built by `crate::client`).
+    pub registry: Option<RegistryConfig>,
+    /// `[k3s]`: the handshake and the drop-in.
+    pub k3s: Option<K3sConfig>,
 }
 
 /// `[interface]`.
@@ -55,9 +62,11 @@ pub struct InterfaceConfig {
     pub listen_port: u16,
     /// Interface MTU.
     pub mtu: u32,
-    /// This node's /128 overlay address.
+    /// This node's /128 overlay address. With `[registry]` it comes from the enrollment: in the file's
+    /// configuration it is then the unspecified address (`::`) when the file does not give it.
     pub address: Ipv6Addr,
-    /// The overlay network, routed through the interface.
+    /// The overlay network, routed through the interface. With `[registry]` it comes from the registry:
+    /// in the file's configuration it is then `::/128` when the file does not give it.
     pub overlay_prefix: Ipv6Net,
     /// Persistent keepalive for every member, seconds; `None` = off.
     pub persistent_keepalive: Option<u16>,
@@ -266,7 +275,7 @@ impl Ctx<'_> {
     }
 
     fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
-        let interface = self.interface(&raw.interface);
+        let interface = self.interface(&raw.interface, raw.registry.is_some());
         let backend = self.backend(raw.backend.as_ref());
         let daemon = self.daemon(raw.daemon.as_ref());
         let members = self.members(&raw.members, interface.as_ref());
@@ -275,10 +284,32 @@ impl Ctx<'_> {
             raw.interface.get_ref(),
             interface.as_ref().map(|i| i.listen_port),
         );
-        let vips = self.vips(&raw.vip, &raw.members, interface.as_ref().map(|i| i.address));
+        let from_registry = raw.registry.is_some();
+        let vips = self.vips(
+            &raw.vip,
+            &raw.members,
+            interface.as_ref().and_then(|i| i.address),
+            from_registry,
+        );
+        let registry = raw.registry.as_ref().map(|r| {
+            if let Some(first) = raw.members.first() {
+                self.error(
+                    first.span(),
+                    "members",
+                    "is set together with [registry]; the members come from the registry",
+                    "remove every [[members]] entry, or remove [registry] to keep a static member list",
+                );
+            }
+            let (address, prefix) = interface
+                .as_ref()
+                .map_or((None, None), |i| (i.address, i.overlay_prefix));
+            self.registry(r, address, prefix)
+        });
+        let k3s = raw.k3s.as_ref().map(|k| self.k3s(k, from_registry));
+        let registry_ok = registry.as_ref().is_none_or(|r| r.is_some()) && k3s.as_ref().is_none_or(|k| k.is_some());
         match (interface, backend, daemon, members, failover, vips) {
             (Some(interface), Some(backend), Some(daemon), Some(members), Some(failover), Some(vips))
-                if self.errors.is_empty() =>
+                if self.errors.is_empty() && registry_ok =>
             {
                 Ok(Config {
                     source: self.path.to_owned(),
@@ -289,8 +320,10 @@ impl Ctx<'_> {
                         name: interface.name,
                         listen_port: interface.listen_port,
                         mtu: interface.mtu,
-                        address: interface.address,
-                        overlay_prefix: interface.overlay_prefix,
+                        address: interface.address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                        overlay_prefix: interface
+                            .overlay_prefix
+                            .unwrap_or_else(|| host_net(Ipv6Addr::UNSPECIFIED)),
                         persistent_keepalive: interface.persistent_keepalive,
                     },
                     backend,
@@ -298,6 +331,8 @@ impl Ctx<'_> {
                     members,
                     failover,
                     vips,
+                    registry: registry.flatten(),
+                    k3s: k3s.flatten(),
                 })
             }
             _ => {
@@ -307,7 +342,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn interface(&mut self, raw: &Spanned<RawInterface>) -> Option<PartialInterface> {
+    /// `[interface]`; `from_registry`: address and overlay_prefix may be left out (enrollment assigns them).
+    fn interface(&mut self, raw: &Spanned<RawInterface>, from_registry: bool) -> Option<PartialInterface> {
         let r = raw.get_ref();
         let name = self.parse_str(
             &r.name,
@@ -345,31 +381,54 @@ impl Ctx<'_> {
                 .map(|k| (k > 0).then_some(k)),
             None => Some(Some(25)),
         };
-        let prefix = self.parse_str(
-            &r.overlay_prefix,
-            "interface.overlay_prefix",
-            "an IPv6 network such as \"fd00:5d::/64\"",
-            |s| {
-                let net: Ipv6Net = s.parse().map_err(|_| "is not an IPv6 prefix".to_owned())?;
-                if net.prefix_len() >= 128 {
-                    return Err("is a single address, not a network".into());
-                }
-                if net != net.trunc() {
-                    return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
-                }
-                Ok(net)
-            },
-        );
-        let address = self.parse_str(
-            &r.address,
-            "interface.address",
-            "this node's own IPv6 address, e.g. \"fd00:5d::1\" (no prefix length)",
-            parse_host,
-        );
-        if let (Some(a), Some(p)) = (address, prefix) {
+        let mut ok = true;
+        for (key, field, example) in [
+            ("interface.address", &r.address, "address = \"fd00:5d::1\""),
+            (
+                "interface.overlay_prefix",
+                &r.overlay_prefix,
+                "overlay_prefix = \"fd00:5d::/64\"",
+            ),
+        ] {
+            if field.is_none() && !from_registry {
+                self.error(
+                    raw.span(),
+                    key,
+                    "is missing",
+                    format!("add {example}, or configure [registry] to get it from enrollment"),
+                );
+                ok = false;
+            }
+        }
+        let prefix = r.overlay_prefix.as_ref().map(|p| {
+            self.parse_str(
+                p,
+                "interface.overlay_prefix",
+                "an IPv6 network such as \"fd00:5d::/64\"",
+                |s| {
+                    let net: Ipv6Net = s.parse().map_err(|_| "is not an IPv6 prefix".to_owned())?;
+                    if net.prefix_len() >= 128 {
+                        return Err("is a single address, not a network".into());
+                    }
+                    if net != net.trunc() {
+                        return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
+                    }
+                    Ok(net)
+                },
+            )
+        });
+        let address = r.address.as_ref().map(|a| {
+            self.parse_str(
+                a,
+                "interface.address",
+                "this node's own IPv6 address, e.g. \"fd00:5d::1\" (no prefix length)",
+                parse_host,
+            )
+        });
+        if let (Some(Some(a)), Some(Some(p)), Some(field)) = (address, prefix, &r.address) {
             if !p.contains(&a) {
                 self.error(
-                    r.address.span(),
+                    field.span(),
                     "interface.address",
                     format!("{a} is outside overlay_prefix {p}"),
                     "pick an address inside overlay_prefix",
@@ -384,7 +443,7 @@ impl Ctx<'_> {
                 parse_abs_path,
             )
         });
-        if r.private_key_file.is_some() && key_file.is_none() {
+        if !ok || (r.private_key_file.is_some() && key_file.is_none()) {
             return None;
         }
         Some(PartialInterface {
@@ -392,8 +451,8 @@ impl Ctx<'_> {
             private_key_file: key_file,
             listen_port: listen_port?,
             mtu: mtu?,
-            address: address?,
-            overlay_prefix: prefix?,
+            address: address.map_or(Some(None), |a| a.map(Some))?,
+            overlay_prefix: prefix.map_or(Some(None), |p| p.map(Some))?,
             persistent_keepalive: keepalive?,
         })
     }
@@ -496,8 +555,10 @@ struct PartialInterface {
     private_key_file: Option<PathBuf>,
     listen_port: u16,
     mtu: u32,
-    address: Ipv6Addr,
-    overlay_prefix: Ipv6Net,
+    /// `None` only with `[registry]`.
+    address: Option<Ipv6Addr>,
+    /// `None` only with `[registry]`.
+    overlay_prefix: Option<Ipv6Net>,
     persistent_keepalive: Option<u16>,
 }
 
@@ -598,6 +659,14 @@ impl Config {
                 self.daemon.control_socket.display().to_string(),
             ),
             ("failover.port", self.failover.port.to_string()),
+            (
+                "registry",
+                format!("{:?}", self.registry.as_ref().map(RegistryConfig::restart_only)),
+            ),
+            (
+                "k3s.role/bootstrap",
+                format!("{:?}", self.k3s.as_ref().map(|k| (k.role, k.bootstrap))),
+            ),
         ]
     }
 
@@ -618,6 +687,8 @@ struct RawConfig {
     failover: Option<Spanned<failover::RawFailover>>,
     #[serde(default)]
     vip: Vec<Spanned<failover::RawVip>>,
+    registry: Option<Spanned<registry::RawRegistry>>,
+    k3s: Option<Spanned<registry::RawK3s>>,
 }
 
 #[derive(Deserialize)]
@@ -627,8 +698,8 @@ struct RawInterface {
     private_key_file: Option<Spanned<String>>,
     listen_port: Option<Spanned<i64>>,
     mtu: Option<Spanned<i64>>,
-    address: Spanned<String>,
-    overlay_prefix: Spanned<String>,
+    address: Option<Spanned<String>>,
+    overlay_prefix: Option<Spanned<String>>,
     persistent_keepalive: Option<Spanned<i64>>,
 }
 

@@ -382,3 +382,161 @@ fn reload_classifies_failover_settings() {
         ["daemon.control_socket"]
     );
 }
+
+const REG_IFACE: &str = "[interface]\nname = \"sdw0\"\n";
+
+fn reg(extra: &str) -> String {
+    format!("{REG_IFACE}[registry]\nurl = \"https://reg.example:7443/\"\n{extra}")
+}
+
+#[test]
+fn registry_config_defaults_and_identity_from_enrollment() {
+    let text = format!(
+        "{}[[vip]]\naddress = \"fd00:9::1\"\ncandidates = [\"node-2\", \"node-3\"]\n",
+        reg("name = \"node-1\"\n")
+    );
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    let r = cfg.registry.as_ref().unwrap();
+    assert_eq!(r.url, "https://reg.example:7443");
+    assert_eq!(r.name.as_deref(), Some("node-1"));
+    assert_eq!(r.lifecycle, crate::registry::model::Lifecycle::Persistent);
+    assert_eq!(r.report_interval, Duration::from_secs(5));
+    assert_eq!((r.file_address, r.file_overlay_prefix), (None, None));
+    assert_eq!(r.line, 3);
+    assert!(cfg.interface.address.is_unspecified());
+    assert!(cfg.members.is_empty());
+    // Candidates name registry peers: not checked against [[members]].
+    assert_eq!(cfg.vips[0].candidates, ["node-2", "node-3"]);
+    assert!(cfg.k3s.is_none());
+}
+
+#[test]
+fn without_registry_the_address_is_required() {
+    let e = errors("[interface]\nname = \"sdw0\"\n");
+    let keys: Vec<_> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["interface.address", "interface.overlay_prefix"]);
+    assert!(e[0].hint.contains("[registry]"), "{e:?}");
+}
+
+#[test]
+fn registry_problems() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\ninsecure = true\n",
+            "registry.url",
+            "missing",
+        ),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\nurl = \"http://reg:80\"\n",
+            "registry.url",
+            "insecure",
+        ),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\nurl = \"ftp://reg\"\n",
+            "registry.url",
+            "scheme",
+        ),
+        (&reg("lifecycle = \"forever\"\n"), "registry.lifecycle", "lifecycle"),
+        (
+            &reg("enrollment_token_file = \"token\"\n"),
+            "registry.enrollment_token_file",
+            "absolute",
+        ),
+        (&reg("name = \"no spaces\"\n"), "registry.name", "peer name"),
+        (
+            &reg("report_interval = \"10ms\"\n"),
+            "registry.report_interval",
+            "range",
+        ),
+        (
+            &reg("endpoint = \"198.51.100.1\"\n"),
+            "registry.endpoint",
+            "address:port",
+        ),
+    ];
+    for (text, key, fragment) in cases {
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{text}: {e:?}");
+        assert_eq!(e[0].key, *key, "{text}: {e:?}");
+        assert!(e[0].message.contains(fragment), "{text}: {e:?}");
+        assert!(!e[0].hint.is_empty());
+    }
+    let ok = parse(
+        Path::new("t.toml"),
+        "[interface]\nname = \"sdw0\"\n[registry]\nurl = \"http://10.0.0.1:7080\"\ninsecure = true\n",
+    )
+    .unwrap();
+    assert!(ok.registry.unwrap().insecure);
+}
+
+#[test]
+fn registry_refuses_static_members() {
+    let text = format!(
+        "{}[[members]]\nname = \"b\"\npublic_key = \"{K1}\"\naddress = \"fd00:5d::2\"\n",
+        reg("")
+    );
+    let e = errors(&text);
+    assert_eq!((e[0].key.as_str(), e[0].line), ("members", 5), "{e:?}");
+}
+
+#[test]
+fn registry_keeps_a_given_address_for_the_identity_check() {
+    let text = "[interface]\nname = \"sdw0\"\naddress = \"fd00:5d::7\"\noverlay_prefix = \"fd00:5d::/48\"\n\
+                [registry]\nurl = \"https://reg\"\n";
+    let cfg = parse(Path::new("t.toml"), text).unwrap();
+    let r = cfg.registry.unwrap();
+    assert_eq!(r.file_address, Some("fd00:5d::7".parse().unwrap()));
+    assert_eq!(r.file_overlay_prefix, Some("fd00:5d::/48".parse().unwrap()));
+}
+
+#[test]
+fn k3s_section() {
+    let text = reg("[k3s]\nrole = \"server\"\nbootstrap = true\ncluster_name = \"prod\"\n\
+         [k3s.health]\nkind = \"tcp\"\ntarget = \"[::1]:6443\"\n");
+    let k = parse(Path::new("t.toml"), &text).unwrap().k3s.unwrap();
+    assert_eq!(k.role, crate::registry::model::Role::Server);
+    assert!(k.bootstrap);
+    assert_eq!(k.cluster_name.as_deref(), Some("prod"));
+    assert_eq!(k.config_path, PathBuf::from(DEFAULT_K3S_CONFIG_PATH));
+    assert!(matches!(k.health.unwrap().check, HealthCheck::Tcp { .. }));
+    let agent = parse(
+        Path::new("t.toml"),
+        &reg("[k3s]\nrole = \"agent\"\ntarget_cluster_id = \"  \"\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        agent.k3s.unwrap().target_cluster_id,
+        None,
+        "blank = most recent cluster"
+    );
+}
+
+#[test]
+fn k3s_problems() {
+    let cases: &[(String, &str, usize)] = &[
+        (format!("{}[k3s]\nrole = \"agent\"\n", minimal("")), "k3s", 5),
+        (reg("[k3s]\nbootstrap = true\n"), "k3s.role", 5),
+        (reg("[k3s]\nrole = \"agent\"\nbootstrap = true\n"), "k3s.bootstrap", 7),
+        (
+            reg("[k3s]\nrole = \"server\"\nbootstrap = true\ntarget_cluster_id = \"c1\"\n"),
+            "k3s.target_cluster_id",
+            8,
+        ),
+        (
+            reg("[k3s]\nrole = \"server\"\ncluster_name = \"x\"\n"),
+            "k3s.cluster_name",
+            7,
+        ),
+        (reg("[k3s]\nrole = \"master\"\n"), "k3s.role", 6),
+        (
+            reg("[k3s]\nrole = \"server\"\n[k3s.health]\nkind = \"tcp\"\n"),
+            "k3s.health",
+            7,
+        ),
+    ];
+    for (text, key, line) in cases {
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{text}: {e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), (*key, *line), "{text}: {e:?}");
+    }
+}

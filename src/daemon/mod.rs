@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 use wireguard_control::Key;
 
+use crate::client::{ClientMetrics, Link, LinkEvent};
 use crate::config::host_net;
 use crate::config::{self, BackendKind, Config, ConfigErrors};
 use crate::keyfile::{self, KeyFileError};
@@ -72,6 +73,9 @@ pub enum DaemonError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// The registry link could not start.
+    #[error(transparent)]
+    Registry(#[from] crate::client::StartError),
     /// Other I/O at start (signals, metrics listener).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -79,15 +83,45 @@ pub enum DaemonError {
 
 /// A configuration with its key, checked together.
 struct Loaded {
+    /// The file as read.
+    file: Config,
+    /// What the daemon runs on: the file, or with `[registry]` the file plus the registry's view.
     config: Config,
     key: Key,
 }
 
 fn load(path: &Path, create_key: bool) -> Result<Loaded, DaemonError> {
-    let config = config::load(path)?;
-    let key = keyfile::load(&config.interface.private_key_file, create_key)?;
-    config.check_identity(&key.get_public())?;
-    Ok(Loaded { config, key })
+    let file = config::load(path)?;
+    let key = keyfile::load(&file.interface.private_key_file, create_key)?;
+    file.check_identity(&key.get_public())?;
+    Ok(Loaded {
+        config: file.clone(),
+        file,
+        key,
+    })
+}
+
+/// The effective configuration of `loaded`'s file with the registry view of `link` (if any), checked
+/// against the key.
+fn effective(loaded: &Loaded, link: Option<&Link>) -> Result<Config, DaemonError> {
+    let Some(link) = link else {
+        return Ok(loaded.file.clone());
+    };
+    let cfg = link.effective(&loaded.file)?;
+    cfg.check_identity(&loaded.key.get_public())?;
+    Ok(cfg)
+}
+
+/// Applies `loaded.config` the way a reload does: desired state, VIP machines, one device and one
+/// kernel pass.
+async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
+    let (desired, membership) = Desired::from_config(&loaded.config, &loaded.key);
+    plane.set_desired(desired, membership);
+    vip.reload(&loaded.config, plane, std::time::Instant::now()).await;
+    plane.pass_device(false);
+    if let Some(index) = plane.pass_net().await {
+        bind_vip(vip, index);
+    }
 }
 
 /// Validates the configuration at `path` and its key file without changing anything. A missing key file
@@ -102,22 +136,47 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
         Err(KeyFileError::Missing { path }) => format!("key file {} will be created at start", path.display()),
         Err(e) => return Err(e.into()),
     };
+    let identity = match &config.registry {
+        Some(r) => format!("address and members from the registry {}", r.url),
+        None => format!(
+            "address {}, {} member(s)",
+            config.interface.address,
+            config.members.len()
+        ),
+    };
     Ok(format!(
-        "{}: ok: interface {} address {}, {} member(s), {key_note}",
+        "{}: ok: interface {} {identity}, {key_note}",
         path.display(),
         config.interface.name,
-        config.interface.address,
-        config.members.len()
     ))
 }
 
 /// Runs the daemon with the configuration at `config_path` until SIGTERM or SIGINT.
 pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut loaded = load(&config_path, true)?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let metrics = Metrics::new();
+    let mut link = match &loaded.file.registry {
+        Some(reg) => {
+            let client_metrics = ClientMetrics::new();
+            if let Err(e) = client_metrics.register(metrics.prometheus_registry()) {
+                tracing::error!(error = %e, "registering the registry metrics failed");
+            }
+            tracing::info!(url = %reg.url, "starting the registry link");
+            tokio::select! {
+                link = Link::start(&loaded.file, &loaded.key, client_metrics) => Some(link?),
+                _ = sigterm.recv() => { tracing::info!("SIGTERM received before the registry link started; exiting"); return Ok(()) }
+                _ = sigint.recv() => { tracing::info!("SIGINT received before the registry link started; exiting"); return Ok(()) }
+            }
+        }
+        None => None,
+    };
+    loaded.config = effective(&loaded, link.as_ref())?;
     let cfg = &loaded.config;
     tracing::info!(config = %config_path.display(), iface = %cfg.interface.name, address = %cfg.interface.address, members = cfg.members.len(), vips = cfg.vips.len(), "starting");
 
-    let metrics = Metrics::new();
     let listener = metrics::bind(cfg.daemon.metrics_listen).await?;
     tracing::info!(listen = %cfg.daemon.metrics_listen, "metrics endpoint at /metrics");
     tokio::spawn({
@@ -133,10 +192,6 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
     let control_task = tokio::spawn(crate::control::serve(control_listener, control_tx));
     tracing::info!(socket = %cfg.daemon.control_socket.display(), "sdwanctl socket ready");
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
 
     let netlink = Netlink::connect()?;
     let mut events = net::subscribe()?;
@@ -171,6 +226,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
+    let mut report_tick = tokio::time::interval(
+        loaded
+            .file
+            .registry
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |r| r.report_interval),
+    );
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready = false;
     let mut net_due: Option<Instant> = None;
     let mut restart_due: Option<Instant> = None;
@@ -195,7 +258,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                 break;
             }
             _ = sighup.recv() => {
-                match reload(&config_path, &loaded) {
+                match reload(&config_path, &loaded, link.as_ref()) {
                     Ok(new) => {
                         tracing::info!(members = new.config.members.len(), vips = new.config.vips.len(), "configuration reloaded");
                         metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -203,19 +266,47 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                             resync = tokio::time::interval(new.config.daemon.resync_interval);
                             resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         }
-                        loaded = new;
-                        let (desired, membership) = Desired::from_config(&loaded.config, &loaded.key);
-                        plane.set_desired(desired, membership);
-                        vip.reload(&loaded.config, &mut plane, std::time::Instant::now()).await;
-                        plane.pass_device(false);
-                        if let Some(index) = plane.pass_net().await {
-                            bind_vip(&mut vip, index);
+                        if let (Some(link), Some(reg)) = (link.as_mut(), &new.file.registry) {
+                            link.set_k3s(new.file.k3s.as_ref());
+                            if Some(reg.report_interval) != loaded.file.registry.as_ref().map(|r| r.report_interval) {
+                                report_tick = tokio::time::interval(reg.report_interval);
+                                report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            }
                         }
+                        loaded = new;
+                        apply(&loaded, &mut plane, &mut vip).await;
                     }
                     Err(e) => {
                         tracing::error!("configuration reload refused, the previous configuration stays in force: {e}");
                         metrics.config_reloads.with_label_values(&["rejected"]).inc();
                     }
+                }
+            }
+            event = next_link_event(link.as_mut()) => {
+                let Some(link) = link.as_mut() else { continue };
+                match event {
+                    LinkEvent::View => match effective(&loaded, Some(link)) {
+                        Ok(cfg) => {
+                            loaded.config = cfg;
+                            tracing::info!(members = loaded.config.members.len(), vips = loaded.config.vips.len(), "registry view applied");
+                            apply(&loaded, &mut plane, &mut vip).await;
+                            manual_moves(link, &mut vip, &mut plane).await;
+                        }
+                        Err(e) => tracing::error!("registry view refused, the previous one stays in force: {e}"),
+                    },
+                    LinkEvent::Floors(floors) => {
+                        for f in floors {
+                            vip.raise_term(f.address, f.epoch.term);
+                        }
+                    }
+                    LinkEvent::Joined(resp) => {
+                        tracing::debug!(cluster = %resp.cluster_id, "k3s handshake done");
+                    }
+                }
+            }
+            _ = report_tick.tick(), if link.is_some() => {
+                if let Some(link) = &link {
+                    link.report(&vip.statuses(std::time::Instant::now()), |a| vip.name_of(a));
                 }
             }
             input = vip.next_input() => {
@@ -361,13 +452,13 @@ fn notify(state: &[NotifyState]) {
 }
 
 /// Loads the new configuration for a reload; refuses it when a restart-only setting changed.
-fn reload(path: &Path, current: &Loaded) -> Result<Loaded, DaemonError> {
-    let new = load(path, false)?;
+fn reload(path: &Path, current: &Loaded, link: Option<&Link>) -> Result<Loaded, DaemonError> {
+    let mut new = load(path, false)?;
     let changed: Vec<String> = current
-        .config
+        .file
         .restart_only_settings()
         .into_iter()
-        .zip(new.config.restart_only_settings())
+        .zip(new.file.restart_only_settings())
         .filter(|(old, new)| old.1 != new.1)
         .map(|((key, old), (_, new))| format!("{key} ({old} -> {new})"))
         .collect();
@@ -377,7 +468,50 @@ fn reload(path: &Path, current: &Loaded) -> Result<Loaded, DaemonError> {
             changed: changed.join(", "),
         });
     }
+    new.config = effective(&new, link)?;
     Ok(new)
+}
+
+/// The next event of the registry link; never, without one.
+async fn next_link_event(link: Option<&mut Link>) -> LinkEvent {
+    match link {
+        Some(link) => link.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Performs the operators' new manual moves of VIPs this node holds.
+async fn manual_moves(link: &mut Link, vip: &mut VipRuntime, plane: &mut Plane) {
+    let now = std::time::Instant::now();
+    let holding: Vec<Ipv6Addr> = vip
+        .statuses(now)
+        .into_iter()
+        .filter(|s| s.role == crate::vip::PeerState::Holding)
+        .map(|s| s.vip)
+        .collect();
+    let mut moved = false;
+    for (address, to) in link.moves() {
+        if !holding.contains(&address) {
+            continue;
+        }
+        let Some(target) = vip.member_by_name(&to) else {
+            tracing::warn!(vip = %address, to = %to, "manual move requested to a peer this node does not know; ignored");
+            continue;
+        };
+        match vip.request_move(address, Some(target), now) {
+            Some(Ok(successor)) => {
+                moved = true;
+                tracing::info!(vip = %address, to = %to, successor = %successor, "manual move requested through the registry; handing the VIP over");
+            }
+            Some(Err(e)) => {
+                tracing::warn!(vip = %address, to = %to, "manual move requested through the registry refused: {e}")
+            }
+            None => {}
+        }
+    }
+    if moved {
+        vip.flush(plane).await;
+    }
 }
 
 /// Whether a netlink event may concern the interface (index `ours`, if known).

@@ -137,6 +137,12 @@ pub struct Vip {
     pub holder: Option<String>,
     /// The highest epoch reported for it, kept so epochs stay monotonic across full restarts.
     pub epoch: Option<Epoch>,
+    /// Peers the holder said route the VIP to it, as reported with the highest epoch.
+    pub confirmed_peers: Option<u32>,
+    /// The candidate (peer id) an operator asked the VIP to move to; `None` when no move is pending.
+    pub move_to: Option<String>,
+    /// Sequence number of the last move request (0: none ever); grows with every request.
+    pub move_seq: u64,
 }
 
 /// A k3s cluster.

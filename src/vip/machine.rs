@@ -187,6 +187,12 @@ impl Machine {
         m
     }
 
+    /// Raises the term floor: this node's next claim takes a term above `floor` (the registry's highest
+    /// epoch for the VIP, so terms keep growing across a restart of every node).
+    pub fn raise_term(&mut self, floor: u64) {
+        self.max_term = self.max_term.max(floor);
+    }
+
     /// The next action to execute, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

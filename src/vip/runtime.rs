@@ -388,6 +388,14 @@ impl VipRuntime {
         Some(slot.machine.request_move(now, to))
     }
 
+    /// Never claim `vip` at a term at or below `floor` (the registry's highest epoch). Unknown VIPs are
+    /// ignored.
+    pub(crate) fn raise_term(&mut self, vip: Ipv6Addr, floor: u64) {
+        if let Some(slot) = self.slots.get_mut(&vip) {
+            slot.machine.raise_term(floor);
+        }
+    }
+
     /// Starts the shutdown sequence (holders hand over first).
     pub(crate) fn shutdown(&mut self, now: Instant) {
         for s in self.slots.values_mut() {

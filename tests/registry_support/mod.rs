@@ -20,6 +20,7 @@ use wireguard_control::Key;
 /// A registry over its own store.
 pub struct Registry {
     pub router: Router,
+    pub state: api::AppState,
     pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
 }
@@ -53,8 +54,10 @@ impl Registry {
     /// A registry whose store lives in `dir` (benchmarks put it on a real disk: /tmp may be tmpfs).
     pub fn in_dir(dir: tempfile::TempDir, options: SqliteOptions) -> Self {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), options).expect("open store"));
+        let state = api::AppState::new(store.clone());
         Registry {
-            router: api::router(store.clone()),
+            router: api::router_with(state.clone()),
+            state,
             store,
             dir,
         }

@@ -9,7 +9,8 @@
 //! | --- | --- | --- |
 //! | `POST /v1/networks` | admin | create a network of the account |
 //! | `POST /v1/networks/{id}/enrollment-tokens` | admin | issue an enrollment token for it |
-//! | `GET /v1/networks/{id}/members` | peer of the network, or admin | the member list and revision |
+//! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
+//! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is above R (at once if it is), or 204 after W ms (default 25 s, at most 60 s) |
 //! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128, peer token, member list |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |
 //! | `POST /v1/clusters/{id}/report` | peer (server member) | k3s ready / failed |
@@ -25,12 +26,14 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::{code, ApiError, ErrorKind};
-use super::store::Store;
+use super::store::{Store, WriteTx};
 
 mod extract;
 mod routes;
+mod watch;
 
-pub use extract::{Bearer, JsonBody, PathId};
+pub use extract::{Bearer, JsonBody, PathId, QueryArgs};
+pub use watch::{Recording, Watchers};
 
 /// The largest request body accepted (every valid request is far smaller).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -40,10 +43,48 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     /// The store every request runs against.
     pub store: Arc<dyn Store>,
+    /// The watched networks.
+    pub watchers: Arc<Watchers>,
+}
+
+impl AppState {
+    /// A state over `store` with nobody watching.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        AppState {
+            store,
+            watchers: Arc::new(Watchers::default()),
+        }
+    }
+
+    /// Runs `f` in a write transaction ([`Store::write`]); once its writes are durable, announces every
+    /// network revision it stored to the network's watchers, then answers `f`'s result.
+    pub async fn write<T, F>(&self, mut f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn WriteTx) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (answer, revisions) = self
+            .store
+            .write(move |tx| {
+                let mut recording = Recording::new(tx);
+                let answer = f(&mut recording)?;
+                Ok::<_, ApiError>((answer, recording.revisions))
+            })
+            .await?;
+        for (network_id, revision) in revisions {
+            self.watchers.announce(&network_id, revision);
+        }
+        Ok(answer)
+    }
 }
 
 /// The registry's routes over `store`.
 pub fn router(store: Arc<dyn Store>) -> Router {
+    router_with(AppState::new(store))
+}
+
+/// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
+pub fn router_with(state: AppState) -> Router {
     Router::new()
         .route("/v1/networks", post(routes::create_network))
         .route(
@@ -51,6 +92,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
             post(routes::create_enrollment_token),
         )
         .route("/v1/networks/{id}/members", get(routes::members))
+        .route("/v1/networks/{id}/watch", get(routes::watch))
         .route("/v1/peers/enroll", post(routes::enroll))
         .route("/v1/runtime/handshake", post(routes::handshake))
         .route("/v1/clusters/{id}/report", post(routes::report))
@@ -63,7 +105,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { store })
+        .with_state(state)
 }
 
 /// Now, in Unix milliseconds (0 if the clock is before 1970).

@@ -1,15 +1,20 @@
 //! The handlers: extract, run one service function in one transaction, answer.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tokio::time::{timeout_at, Instant};
 
-use super::{now_ms, AppState, Bearer, JsonBody, PathId};
+use super::{now_ms, AppState, Bearer, JsonBody, PathId, QueryArgs};
 use crate::registry::error::ApiError;
 use crate::registry::service;
 use crate::registry::wire::{
     ClusterStateView, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView, HandshakeRequest,
-    HandshakeResponse, MembersResponse, NetworkView, ReportRequest,
+    HandshakeResponse, MembersResponse, NetworkView, ReportRequest, WatchQuery, WATCH_DEFAULT_WAIT_MS,
+    WATCH_MAX_WAIT_MS,
 };
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -22,7 +27,6 @@ pub(super) async fn create_network(
 ) -> Created<NetworkView> {
     let now = now_ms();
     let view = s
-        .store
         .write(move |tx| service::create_network(tx, &token, &req, now))
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -35,7 +39,6 @@ pub(super) async fn create_enrollment_token(
 ) -> Created<EnrollmentTokenView> {
     let now = now_ms();
     let view = s
-        .store
         .write(move |tx| service::create_enrollment_token(tx, &token, &network_id, now))
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -53,13 +56,47 @@ pub(super) async fn members(
     ))
 }
 
+pub(super) async fn watch(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(network_id): PathId,
+    QueryArgs(query): QueryArgs<WatchQuery>,
+) -> Result<Response, ApiError> {
+    let wait_ms = query.wait_ms.unwrap_or(WATCH_DEFAULT_WAIT_MS);
+    if wait_ms > WATCH_MAX_WAIT_MS {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms {wait_ms} is above the longest wait, {WATCH_MAX_WAIT_MS} ms"
+        )));
+    }
+    let since = query.since;
+    let read = || {
+        let (token, network_id) = (token.clone(), network_id.clone());
+        s.store.read(move |tx| service::watch(tx, &token, &network_id, since))
+    };
+    if let Some(network) = read().await? {
+        return Ok(Json(network).into_response());
+    }
+    let mut waiting = s.watchers.subscribe(&network_id);
+    // A change committed between the first read and the subscription was announced to nobody: read again.
+    if let Some(network) = read().await? {
+        return Ok(Json(network).into_response());
+    }
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    if timeout_at(deadline, waiting.past(since)).await == Ok(true) {
+        if let Some(network) = read().await? {
+            return Ok(Json(network).into_response());
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 pub(super) async fn enroll(
     State(s): State<AppState>,
     Bearer(token): Bearer,
     JsonBody(req): JsonBody<EnrollRequest>,
 ) -> Created<EnrollResponse> {
     let now = now_ms();
-    let answer = s.store.write(move |tx| service::enroll(tx, &token, &req, now)).await?;
+    let answer = s.write(move |tx| service::enroll(tx, &token, &req, now)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -70,9 +107,7 @@ pub(super) async fn handshake(
 ) -> Answer<HandshakeResponse> {
     let now = now_ms();
     Ok(Json(
-        s.store
-            .write(move |tx| service::handshake(tx, &token, &req, now))
-            .await?,
+        s.write(move |tx| service::handshake(tx, &token, &req, now)).await?,
     ))
 }
 
@@ -84,8 +119,7 @@ pub(super) async fn report(
 ) -> Answer<ClusterStateView> {
     let now = now_ms();
     Ok(Json(
-        s.store
-            .write(move |tx| service::report(tx, &token, &cluster_id, &req, now))
+        s.write(move |tx| service::report(tx, &token, &cluster_id, &req, now))
             .await?,
     ))
 }

@@ -2,12 +2,13 @@
 
 use wireguard_control::Key;
 
+use super::views::{self, member_view};
 use super::{alloc, authenticate, check_name, scope};
 use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Network, Peer, TokenKind, TokenRecord};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::{self, Presented};
-use crate::registry::wire::{EnrollRequest, EnrollResponse, MemberView, MembersResponse};
+use crate::registry::wire::{EnrollRequest, EnrollResponse, MembersResponse};
 
 /// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 and issues its
 /// peer token.
@@ -88,19 +89,46 @@ pub fn enroll(
 pub fn members(tx: &mut dyn ReadTx, presented: &Presented, network_id: &str) -> Result<MembersResponse, ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
     let network = visible_network(tx, &caller, network_id)?;
-    let members = tx.peers(&network.id)?.iter().map(member_view).collect();
+    snapshot(tx, &network)
+}
+
+/// `GET /v1/networks/{id}/watch`: the network if its revision is above `since`, `None` otherwise (same
+/// access as [`members`]).
+pub fn watch(
+    tx: &mut dyn ReadTx,
+    presented: &Presented,
+    network_id: &str,
+    since: u64,
+) -> Result<Option<MembersResponse>, ApiError> {
+    let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
+    let network = visible_network(tx, &caller, network_id)?;
+    if network.revision > since {
+        snapshot(tx, &network).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The whole network as daemons see it, at its current revision: members and VIPs.
+pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<MembersResponse, ApiError> {
+    let peers = tx.peers(&network.id)?;
+    let vips = views::network_vips(tx, &network.id, &peers)?;
     Ok(MembersResponse {
-        network_id: network.id,
+        network_id: network.id.clone(),
         revision: network.revision,
         overlay_prefix: Some(network.overlay_prefix),
-        members,
-        vips: Vec::new(),
+        members: peers.iter().map(member_view).collect(),
+        vips,
     })
 }
 
 /// The network if the caller may see it: its own (peer token) or one of its account (admin token); 404
 /// otherwise, the same as for a network that does not exist.
-fn visible_network(tx: &mut dyn ReadTx, caller: &TokenRecord, network_id: &str) -> Result<Network, ApiError> {
+pub(super) fn visible_network(
+    tx: &mut dyn ReadTx,
+    caller: &TokenRecord,
+    network_id: &str,
+) -> Result<Network, ApiError> {
     let in_scope = |n: &Network| match caller.kind {
         TokenKind::Admin => n.account_id == caller.account_id,
         TokenKind::Peer | TokenKind::Enrollment => caller.network_id.as_deref() == Some(n.id.as_str()),
@@ -108,18 +136,4 @@ fn visible_network(tx: &mut dyn ReadTx, caller: &TokenRecord, network_id: &str) 
     tx.network(network_id)?
         .filter(in_scope)
         .ok_or_else(|| ApiError::not_found(code::NETWORK_NOT_FOUND, format!("no network {network_id:?}")))
-}
-
-fn member_view(p: &Peer) -> MemberView {
-    MemberView {
-        peer_id: p.id.clone(),
-        name: p.name.clone(),
-        public_key: p.public_key.clone(),
-        endpoint: p.endpoint,
-        address: p.address,
-        routed_prefixes: p.routed_prefixes.clone(),
-        lifecycle: p.lifecycle,
-        roles: p.roles.clone(),
-        last_seen_ms: p.last_seen_ms,
-    }
 }

@@ -122,6 +122,9 @@ fn bootstrap(
         candidates: vec![peer.id.clone()],
         holder: None,
         epoch: None,
+        confirmed_peers: None,
+        move_to: None,
+        move_seq: 0,
     };
     let id = token::new_id()?;
     let cluster = Cluster {

@@ -18,9 +18,10 @@ mod admin;
 pub mod alloc;
 mod enroll;
 mod handshake;
+mod views;
 
 pub use admin::{create_account, create_enrollment_token, create_network};
-pub use enroll::{enroll, members};
+pub use enroll::{enroll, members, watch};
 pub use handshake::{handshake, report};
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix

@@ -84,6 +84,20 @@ pub trait ReadTx {
     fn membership(&mut self, peer_id: &str) -> Result<Option<ClusterMember>, StoreError>;
     /// A VIP by id, with its candidates in rank order.
     fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError>;
+    /// Every network of an account, in creation order.
+    fn networks(&mut self, account_id: &str) -> Result<Vec<Network>, StoreError>;
+    /// Every VIP of a network, in creation order, with their candidates in rank order.
+    fn vips(&mut self, network_id: &str) -> Result<Vec<Vip>, StoreError>;
+    /// Every cluster of a network, in creation order.
+    fn clusters(&mut self, network_id: &str) -> Result<Vec<Cluster>, StoreError>;
+    /// Every member of a cluster, in join order.
+    fn cluster_members(&mut self, cluster_id: &str) -> Result<Vec<ClusterMember>, StoreError>;
+    /// Every peer of every network last seen before `before_ms`, in enrollment order (the reaper's scan).
+    fn silent_peers(&mut self, before_ms: u64) -> Result<Vec<Peer>, StoreError>;
+    /// Every peer of every network (the metrics' census).
+    fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError>;
+    /// Every cluster of every network (the metrics' census).
+    fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError>;
 }
 
 /// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id.
@@ -102,6 +116,9 @@ pub trait WriteTx: ReadTx {
     fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError>;
     /// Stores a VIP with its candidate list.
     fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError>;
+    /// Deletes a peer with its tokens and its cluster membership. The caller first takes it out of every
+    /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail.
+    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError>;
 }
 
 /// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]

@@ -89,6 +89,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cluster_members_by_cluster ON cluster_members(cluster_id);
     ",
+    // 2: reported VIP state (confirmed peers), operator move requests, and the indexes of the reaper's
+    // lookups (silent peers, and what hangs off a peer).
+    "
+    ALTER TABLE vips ADD COLUMN confirmed_peers INTEGER;
+    ALTER TABLE vips ADD COLUMN move_to TEXT REFERENCES peers(id);
+    ALTER TABLE vips ADD COLUMN move_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX peers_by_last_seen ON peers(last_seen);
+    CREATE INDEX tokens_by_peer ON tokens(peer_id);
+    CREATE INDEX vip_candidates_by_peer ON vip_candidates(peer_id);
+    CREATE INDEX vips_by_network ON vips(network_id);
+    ",
 ];
 
 /// The newest schema version this build knows.

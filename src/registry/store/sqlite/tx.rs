@@ -54,6 +54,34 @@ fn join<T: ToString>(items: &[T]) -> String {
 const PEER_COLUMNS: &str =
     "id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed_prefixes, last_seen, created_at";
 const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
+const VIP_COLUMNS: &str = "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq";
+
+/// The raw columns of a VIP row.
+type VipRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
+fn vip_row(r: &Row<'_>) -> rusqlite::Result<VipRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
 
 /// The raw columns of a peer row (decoded outside the rusqlite closure, whose error type is rusqlite's).
 type PeerRow = (
@@ -134,6 +162,50 @@ fn cluster(row: ClusterRow) -> Result<Cluster, StoreError> {
 }
 
 impl SqlTx<'_> {
+    fn many_peers(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Peer>, StoreError> {
+        let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE {filter} ORDER BY rowid");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, peer_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(peer).collect()
+    }
+
+    fn many_clusters(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Cluster>, StoreError> {
+        let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE {filter} ORDER BY created_at, rowid");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, cluster_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(cluster).collect()
+    }
+
+    fn vip_with_candidates(&self, row: VipRow) -> Result<Vip, StoreError> {
+        const T: &str = "vips";
+        let (id, network_id, address, holder, term, rank, confirmed, move_to, move_seq) = row;
+        let epoch = match (term, rank) {
+            (Some(term), Some(rank)) => Some(Epoch {
+                term: unsigned(T, term)?,
+                rank: u16::try_from(rank).map_err(|_| corrupt(T, format!("epoch rank {rank}")))?,
+            }),
+            _ => None,
+        };
+        let candidates = self
+            .conn
+            .prepare_cached("SELECT peer_id FROM vip_candidates WHERE vip_id = ?1 ORDER BY rank")?
+            .query_map([&id], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Vip {
+            network_id,
+            address: parse(T, &address)?,
+            candidates,
+            holder,
+            epoch,
+            confirmed_peers: confirmed
+                .map(|c| u32::try_from(c).map_err(|_| corrupt(T, format!("confirmed_peers {c}"))))
+                .transpose()?,
+            move_to,
+            move_seq: unsigned(T, move_seq)?,
+            id,
+        })
+    }
+
     fn one_peer(&self, filter: &str, args: impl rusqlite::Params) -> Result<Option<Peer>, StoreError> {
         let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE {filter}");
         let row = self.conn.prepare_cached(&sql)?.query_row(args, peer_row).optional()?;
@@ -250,10 +322,7 @@ impl ReadTx for SqlTx<'_> {
     }
 
     fn peers(&mut self, network_id: &str) -> Result<Vec<Peer>, StoreError> {
-        let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE network_id = ?1 ORDER BY rowid");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([network_id], peer_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(peer).collect()
+        self.many_peers("network_id = ?1", [network_id])
     }
 
     fn cluster(&mut self, id: &str) -> Result<Option<Cluster>, StoreError> {
@@ -288,43 +357,73 @@ impl ReadTx for SqlTx<'_> {
     }
 
     fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError> {
-        const T: &str = "vips";
-        let row = self
+        let sql = format!("SELECT {VIP_COLUMNS} FROM vips WHERE id = ?1");
+        let row = self.conn.prepare_cached(&sql)?.query_row([id], vip_row).optional()?;
+        row.map(|r| self.vip_with_candidates(r)).transpose()
+    }
+
+    fn networks(&mut self, account_id: &str) -> Result<Vec<Network>, StoreError> {
+        let ids = self
             .conn
-            .prepare_cached("SELECT network_id, address, holder, epoch_term, epoch_rank FROM vips WHERE id = ?1")?
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            })
-            .optional()?;
-        let Some((network_id, address, holder, term, rank)) = row else {
-            return Ok(None);
-        };
-        let epoch = match (term, rank) {
-            (Some(term), Some(rank)) => Some(Epoch {
-                term: unsigned(T, term)?,
-                rank: u16::try_from(rank).map_err(|_| corrupt(T, format!("epoch rank {rank}")))?,
-            }),
-            _ => None,
-        };
-        let candidates = self
-            .conn
-            .prepare_cached("SELECT peer_id FROM vip_candidates WHERE vip_id = ?1 ORDER BY rank")?
-            .query_map([id], |r| r.get::<_, String>(0))?
+            .prepare_cached("SELECT id FROM networks WHERE account_id = ?1 ORDER BY rowid")?
+            .query_map([account_id], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Vip {
-            id: id.to_owned(),
-            network_id,
-            address: parse(T, &address)?,
-            candidates,
-            holder,
-            epoch,
-        }))
+        let mut networks = Vec::with_capacity(ids.len());
+        for id in ids {
+            networks.extend(self.network(&id)?);
+        }
+        Ok(networks)
+    }
+
+    fn vips(&mut self, network_id: &str) -> Result<Vec<Vip>, StoreError> {
+        let sql = format!("SELECT {VIP_COLUMNS} FROM vips WHERE network_id = ?1 ORDER BY rowid");
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map([network_id], vip_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(|r| self.vip_with_candidates(r)).collect()
+    }
+
+    fn clusters(&mut self, network_id: &str) -> Result<Vec<Cluster>, StoreError> {
+        self.many_clusters("network_id = ?1", [network_id])
+    }
+
+    fn cluster_members(&mut self, cluster_id: &str) -> Result<Vec<ClusterMember>, StoreError> {
+        const T: &str = "cluster_members";
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT peer_id, role, joined_at FROM cluster_members WHERE cluster_id = ?1 \
+                 ORDER BY joined_at, rowid",
+            )?
+            .query_map([cluster_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(peer_id, role, joined)| {
+                Ok(ClusterMember {
+                    cluster_id: cluster_id.to_owned(),
+                    peer_id,
+                    role: parse(T, &role)?,
+                    joined_at_ms: unsigned(T, joined)?,
+                })
+            })
+            .collect()
+    }
+
+    fn silent_peers(&mut self, before_ms: u64) -> Result<Vec<Peer>, StoreError> {
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        self.many_peers("last_seen < ?1", [before])
+    }
+
+    fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError> {
+        self.many_peers("1", [])
+    }
+
+    fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
+        self.many_clusters("1", [])
     }
 }
 
@@ -446,11 +545,22 @@ impl WriteTx for SqlTx<'_> {
         };
         self.conn
             .prepare_cached(
-                "INSERT INTO vips (id, network_id, address, holder, epoch_term, epoch_rank) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET network_id = ?2, address = ?3, \
-                 holder = ?4, epoch_term = ?5, epoch_rank = ?6",
+                "INSERT INTO vips (id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, \
+                 move_to, move_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET \
+                 network_id = ?2, address = ?3, holder = ?4, epoch_term = ?5, epoch_rank = ?6, \
+                 confirmed_peers = ?7, move_to = ?8, move_seq = ?9",
             )?
-            .execute(params![v.id, v.network_id, v.address.to_string(), v.holder, term, rank])?;
+            .execute(params![
+                v.id,
+                v.network_id,
+                v.address.to_string(),
+                v.holder,
+                term,
+                rank,
+                v.confirmed_peers,
+                v.move_to,
+                signed(v.move_seq)?
+            ])?;
         self.conn
             .prepare_cached("DELETE FROM vip_candidates WHERE vip_id = ?1")?
             .execute([&v.id])?;
@@ -459,6 +569,17 @@ impl WriteTx for SqlTx<'_> {
             .prepare_cached("INSERT INTO vip_candidates (vip_id, rank, peer_id) VALUES (?1, ?2, ?3)")?;
         for (rank, peer_id) in v.candidates.iter().enumerate() {
             insert.execute(params![v.id, signed(rank as u64)?, peer_id])?;
+        }
+        Ok(())
+    }
+
+    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM tokens WHERE peer_id = ?1",
+            "DELETE FROM cluster_members WHERE peer_id = ?1",
+            "DELETE FROM peers WHERE id = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([peer_id])?;
         }
         Ok(())
     }

@@ -1,0 +1,245 @@
+//! The k3s handshake (bootstrap or join) and the configuration drop-in it produces.
+//!
+//! Rendering is pure; the file is written atomically and only when its content changes, so k3s sees no
+//! spurious change on a daemon restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::backoff::Backoff;
+use super::http::{ClientError, RegistryClient};
+use super::state::write_atomic;
+use crate::config::K3sConfig;
+use crate::registry::model::Role;
+use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
+
+/// Retry delays of a handshake the registry did not answer.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Retry delay after a definitive refusal (the operator may fix the registry side).
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// The handshake request for `k3s`.
+pub fn request(k3s: &K3sConfig) -> HandshakeRequest {
+    if k3s.bootstrap {
+        HandshakeRequest {
+            phase: Phase::Bootstrap,
+            role: Role::Server,
+            target_cluster_id: None,
+            cluster_name: k3s.cluster_name.clone(),
+        }
+    } else {
+        HandshakeRequest {
+            phase: Phase::JoinRequest,
+            role: k3s.role,
+            target_cluster_id: k3s.target_cluster_id.clone(),
+            cluster_name: None,
+        }
+    }
+}
+
+/// The drop-in for the answer `resp` to a handshake of `k3s`: `cluster-init` for the bootstrap server,
+/// `server` on the VIP otherwise; the join token; `tls-san` with the VIP for servers.
+pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse) -> String {
+    let mut out = String::from("# Written by sdwand from its registry handshake; changes are overwritten.\n");
+    if k3s.bootstrap {
+        out.push_str("cluster-init: true\n");
+    } else {
+        out.push_str(&format!("server: {}\n", yaml_str(&resp.api_endpoint)));
+    }
+    out.push_str(&format!("token: {}\n", yaml_str(&resp.join_token)));
+    if k3s.role == Role::Server {
+        out.push_str(&format!("tls-san:\n  - {}\n", yaml_str(&resp.vip.to_string())));
+    }
+    out
+}
+
+/// A YAML double-quoted scalar.
+fn yaml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes `content` to `path` (creating its directory) unless the file already holds exactly that.
+/// Returns whether it wrote.
+pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomic(path, content.as_bytes())?;
+    Ok(true)
+}
+
+/// Performs the handshake of `k3s` until the registry accepts it, then writes the drop-in. Unanswered
+/// attempts are retried with a capped backoff; refusals (4xx) are logged with the registry's code and
+/// message and retried every minute. Cancel it to stop.
+pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeResponse {
+    let req = request(k3s);
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    let resp = loop {
+        match client.handshake(&req).await {
+            Ok(resp) => break resp,
+            Err(e) => {
+                let delay = if e.is_definitive() {
+                    REFUSED_RETRY
+                } else {
+                    backoff.fail()
+                };
+                log_failure(&e, &req, delay);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    tracing::info!(
+        phase = ?req.phase, role = %resp.role, cluster = %resp.cluster_id, cluster_name = %resp.cluster_name,
+        state = %resp.state, vip = %resp.vip, api_endpoint = %resp.api_endpoint,
+        "k3s handshake accepted"
+    );
+    let content = render(k3s, &resp);
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    loop {
+        match write_if_changed(&k3s.config_path, &content) {
+            Ok(true) => {
+                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in written");
+                break;
+            }
+            Ok(false) => {
+                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in unchanged");
+                break;
+            }
+            Err(e) => {
+                let delay = backoff.fail();
+                tracing::error!(path = %k3s.config_path.display(), error = %e, retry_in = ?delay, "writing the k3s drop-in failed (fix: make k3s.config_path writable)");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    resp
+}
+
+fn log_failure(e: &ClientError, req: &HandshakeRequest, delay: Duration) {
+    match e {
+        ClientError::Refused { code, message, .. } => tracing::error!(
+            phase = ?req.phase, role = %req.role, target = ?req.target_cluster_id, code = %code, retry_in = ?delay,
+            "k3s handshake refused by the registry: {message} (fix it on the registry side or in [k3s]; retrying)"
+        ),
+        e => tracing::warn!(phase = ?req.phase, role = %req.role, retry_in = ?delay, "k3s handshake failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::ClusterState;
+    use std::path::PathBuf;
+
+    fn k3s(role: Role, bootstrap: bool) -> K3sConfig {
+        K3sConfig {
+            role,
+            bootstrap,
+            target_cluster_id: None,
+            cluster_name: None,
+            config_path: PathBuf::from("/tmp/x.yaml"),
+            health: None,
+        }
+    }
+
+    fn resp(token: &str) -> HandshakeResponse {
+        HandshakeResponse {
+            cluster_id: "c1".into(),
+            cluster_name: "prod".into(),
+            state: ClusterState::Active,
+            role: Role::Server,
+            api_endpoint: "https://[fd00:5d:f::1]:6443".into(),
+            join_token: token.into(),
+            vip: "fd00:5d:f::1".parse().unwrap(),
+            vip_candidates: vec![],
+        }
+    }
+
+    #[test]
+    fn bootstrap_server_initialises_the_cluster() {
+        let text = render(&k3s(Role::Server, true), &resp("abc"));
+        let body: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            body,
+            [
+                "cluster-init: true",
+                "token: \"abc\"",
+                "tls-san:",
+                "  - \"fd00:5d:f::1\""
+            ]
+        );
+    }
+
+    #[test]
+    fn joining_server_and_agent_point_at_the_vip() {
+        let server = render(&k3s(Role::Server, false), &resp("abc"));
+        assert_eq!(
+            server.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "server: \"https://[fd00:5d:f::1]:6443\"",
+                "token: \"abc\"",
+                "tls-san:",
+                "  - \"fd00:5d:f::1\""
+            ]
+        );
+        let agent = render(&k3s(Role::Agent, false), &resp("abc"));
+        assert_eq!(
+            agent.lines().skip(1).collect::<Vec<_>>(),
+            ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"abc\""]
+        );
+    }
+
+    #[test]
+    fn values_are_quoted() {
+        let text = render(&k3s(Role::Agent, false), &resp("a\"b\\c\nd"));
+        assert!(text.contains("token: \"a\\\"b\\\\c\\nd\"\n"), "{text}");
+    }
+
+    #[test]
+    fn requests_follow_the_config() {
+        let b = request(&K3sConfig {
+            cluster_name: Some("prod".into()),
+            ..k3s(Role::Server, true)
+        });
+        assert_eq!(
+            (b.phase, b.role, b.cluster_name.as_deref()),
+            (Phase::Bootstrap, Role::Server, Some("prod"))
+        );
+        let j = request(&K3sConfig {
+            target_cluster_id: Some("c9".into()),
+            ..k3s(Role::Agent, false)
+        });
+        assert_eq!(
+            (j.phase, j.role, j.target_cluster_id.as_deref()),
+            (Phase::JoinRequest, Role::Agent, Some("c9"))
+        );
+    }
+
+    #[test]
+    fn write_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d/50-sdwand.yaml");
+        assert!(write_if_changed(&path, "a: 1\n").unwrap());
+        assert!(!write_if_changed(&path, "a: 1\n").unwrap());
+        assert!(write_if_changed(&path, "a: 2\n").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a: 2\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,549 @@
+//! sdwand's client of `sdwan-registry`: enrollment, the persisted identity and network view, pinning of
+//! member keys, the watch, the liveness and VIP-state report, the k3s handshake and its drop-in.
+//!
+//! # Layout
+//!
+//! - [`view`] (pure): pinning, the effective configuration, manual moves.
+//! - [`k3s`]: the handshake request, the drop-in rendering (pure) and writing.
+//! - [`backoff`] (pure): capped exponential backoff.
+//! - [`state`]: `identity.json`, `network.json`, `pins.json` (atomic, 0600).
+//! - [`http`]: the registry's API as async calls (timeouts, bearer token never logged).
+//!
+//! [`Link`] ties them together for the daemon's event loop: two background tasks (the watch and the
+//! report) talk to the loop over channels, so the loop never waits for the registry; the loop owns the
+//! pins and the view and applies every accepted view the way a SIGHUP reload applies a file.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wireguard_control::Key;
+
+pub mod backoff;
+pub mod http;
+pub mod k3s;
+pub mod state;
+pub mod view;
+
+use crate::config::{valid_peer_name, Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
+use crate::registry::model::Role;
+use crate::registry::wire::{
+    EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
+};
+use crate::vip::VipStatus;
+use backoff::Backoff;
+use http::{ClientError, RegistryClient};
+use state::{Identity, Pins, StateDir, StateError};
+
+/// How long one watch request waits for a change.
+pub const WATCH_WAIT: Duration = Duration::from_secs(25);
+/// Retry delays of the enrollment and the watch.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Why the registry link could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration does not fit (token file, name, identity mismatch).
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A state file is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// The registry metrics.
+#[derive(Clone)]
+pub struct ClientMetrics {
+    /// `sdwand_registry_up`: 1 when the last call reached the registry.
+    pub up: IntGauge,
+    /// `sdwand_registry_revision`: the revision of the last accepted view.
+    pub revision: IntGauge,
+    /// `sdwand_registry_refused_rekeys_total`: members refused because their address is pinned to another key.
+    pub refused_rekeys: IntCounter,
+    reachable: Arc<AtomicBool>,
+}
+
+impl Default for ClientMetrics {
+    fn default() -> Self {
+        ClientMetrics::new()
+    }
+}
+
+impl ClientMetrics {
+    /// Unregistered metrics (see [`ClientMetrics::register`]).
+    pub fn new() -> ClientMetrics {
+        ClientMetrics {
+            up: IntGauge::new(
+                "sdwand_registry_up",
+                "1 when the registry answered the last call, else 0.",
+            )
+            .expect("valid metric"),
+            revision: IntGauge::new(
+                "sdwand_registry_revision",
+                "Revision of the last network view accepted from the registry.",
+            )
+            .expect("valid metric"),
+            refused_rekeys: IntCounter::new(
+                "sdwand_registry_refused_rekeys_total",
+                "Members refused because the registry gave a pinned address another public key.",
+            )
+            .expect("valid metric"),
+            reachable: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.up.clone()))?;
+        registry.register(Box::new(self.revision.clone()))?;
+        registry.register(Box::new(self.refused_rekeys.clone()))
+    }
+
+    /// Records the outcome of a call; logs only the transitions (unreachable, reachable again).
+    fn outcome(&self, result: Result<(), &ClientError>) {
+        let ok = match result {
+            Ok(()) | Err(ClientError::Refused { .. }) => true,
+            Err(_) => false,
+        };
+        self.up.set(i64::from(ok));
+        let was = self.reachable.swap(ok, Ordering::Relaxed);
+        match (was, result) {
+            (true, Err(e)) if !ok => tracing::warn!("registry unreachable, retrying with backoff: {e}"),
+            (false, _) if ok => tracing::info!("registry reachable again"),
+            _ => {}
+        }
+    }
+}
+
+/// Something the registry link hands the event loop.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A new network view, already pinned and persisted: recompute the effective configuration.
+    View,
+    /// The registry's highest epoch per VIP: never claim a term at or below it.
+    Floors(Vec<VipEpochView>),
+    /// The k3s handshake was accepted (and the drop-in written).
+    Joined(HandshakeResponse),
+}
+
+/// One report for the report task.
+struct ReportJob {
+    report: PeerReportRequest,
+    cluster_ready: Option<String>,
+}
+
+/// The daemon's link to its registry.
+pub struct Link {
+    /// This node's identity.
+    pub identity: Identity,
+    /// The last accepted view (pinned).
+    pub view: MembersResponse,
+    state: StateDir,
+    pins: Pins,
+    client: RegistryClient,
+    metrics: ClientMetrics,
+    moves_seen: HashMap<Ipv6Addr, u64>,
+    views: mpsc::Receiver<MembersResponse>,
+    floors: mpsc::Receiver<Vec<VipEpochView>>,
+    reports: mpsc::Sender<ReportJob>,
+    joined_tx: mpsc::Sender<HandshakeResponse>,
+    joined_rx: mpsc::Receiver<HandshakeResponse>,
+    handshake: Option<(K3sConfig, JoinHandle<()>)>,
+    joined: Option<(K3sConfig, HandshakeResponse)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some((_, t)) = &self.handshake {
+            t.abort();
+        }
+    }
+}
+
+impl Link {
+    /// Starts the link for the configuration `file` (which has `[registry]`) and this node's key: loads the
+    /// identity and the last view, or enrolls (retrying until the registry accepts; cancel the future to
+    /// give up), then starts the watch and the report tasks and, with `[k3s]`, the handshake.
+    pub async fn start(file: &Config, key: &Key, metrics: ClientMetrics) -> Result<Link, StartError> {
+        let reg = file.registry.as_ref().ok_or_else(|| {
+            ConfigErrors(vec![ConfigError {
+                path: file.source.clone(),
+                line: 0,
+                key: "registry".into(),
+                message: "is missing".into(),
+                hint: "add a [registry] table".into(),
+            }])
+        })?;
+        let base = RegistryClient::new(reg)?;
+        let state = StateDir::new(&file.daemon.state_dir);
+        let (identity, view, since) = match state.identity()? {
+            Some(identity) => {
+                view::check_identity(file, &identity)?;
+                let view = state.network()?.unwrap_or_else(|| empty_view(&identity));
+                tracing::info!(
+                    peer = %identity.name, address = %identity.address, network = %identity.network_id,
+                    revision = view.revision, members = view.members.len(), vips = view.vips.len(),
+                    "registry identity loaded; starting from the stored network view"
+                );
+                let since = view.revision;
+                (identity, view, since)
+            }
+            None => {
+                let (identity, view) = enroll(&base, file, reg, key).await?;
+                state.save_identity(&identity)?;
+                // The enrollment answer has no VIPs: the first watch asks for everything.
+                (identity, view, 0)
+            }
+        };
+        let client = base.with_token(&identity.peer_token);
+        let mut pins = state.pins()?;
+        let (view, refused) = view::apply_pins(view, &mut pins);
+        log_refused(&refused, &metrics);
+        state.save_view(&view, &pins)?;
+        metrics.revision.set(i64::try_from(view.revision).unwrap_or(i64::MAX));
+        let (views_tx, views) = mpsc::channel(4);
+        let (floors_tx, floors) = mpsc::channel(4);
+        let (reports, reports_rx) = mpsc::channel(1);
+        let (joined_tx, joined_rx) = mpsc::channel(1);
+        let tasks = vec![
+            tokio::spawn(watch(
+                client.clone(),
+                identity.network_id.clone(),
+                since,
+                views_tx,
+                metrics.clone(),
+            )),
+            tokio::spawn(report(client.clone(), reports_rx, floors_tx, metrics.clone())),
+        ];
+        let mut link = Link {
+            moves_seen: view::seen_moves(&view),
+            identity,
+            view,
+            state,
+            pins,
+            client,
+            metrics,
+            views,
+            floors,
+            reports,
+            joined_tx,
+            joined_rx,
+            handshake: None,
+            joined: None,
+            tasks,
+        };
+        link.set_k3s(file.k3s.as_ref());
+        Ok(link)
+    }
+
+    /// The configuration to run on: `file` plus the identity and the current view (notes are logged).
+    pub fn effective(&self, file: &Config) -> Result<Config, ConfigErrors> {
+        view::check_identity(file, &self.identity)?;
+        let (cfg, notes) = view::effective_config(file, &self.identity, &self.view);
+        for note in notes {
+            tracing::warn!("registry view: {note}");
+        }
+        Ok(cfg)
+    }
+
+    /// (Re)starts the k3s handshake when `k3s` differs from the one last started (a SIGHUP changing
+    /// `target_cluster_id` re-runs the join); stops it when `[k3s]` is gone.
+    pub fn set_k3s(&mut self, k3s: Option<&K3sConfig>) {
+        if self.handshake.as_ref().map(|(k, _)| k) == k3s {
+            return;
+        }
+        if let Some((_, task)) = self.handshake.take() {
+            task.abort();
+        }
+        self.joined = None;
+        let Some(k3s) = k3s.cloned() else { return };
+        let client = self.client.clone();
+        let tx = self.joined_tx.clone();
+        let cfg = k3s.clone();
+        let task = tokio::spawn(async move {
+            let resp = k3s::handshake(&client, &cfg).await;
+            let _ = tx.send(resp).await;
+        });
+        self.handshake = Some((k3s, task));
+    }
+
+    /// Waits for the next event. Cancel-safe. A new view is pinned and persisted before it is returned.
+    pub async fn next_event(&mut self) -> LinkEvent {
+        loop {
+            tokio::select! {
+                Some(view) = self.views.recv() => {
+                    self.accept(view);
+                    return LinkEvent::View;
+                }
+                Some(floors) = self.floors.recv() => return LinkEvent::Floors(floors),
+                Some(resp) = self.joined_rx.recv() => {
+                    if let Some((k3s, _)) = &self.handshake {
+                        self.joined = Some((k3s.clone(), resp.clone()));
+                        return LinkEvent::Joined(resp);
+                    }
+                }
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Pins, persists and keeps `view`.
+    fn accept(&mut self, view: MembersResponse) {
+        let (view, refused) = view::apply_pins(view, &mut self.pins);
+        log_refused(&refused, &self.metrics);
+        if let Err(e) = self.state.save_view(&view, &self.pins) {
+            tracing::error!("cannot persist the registry view (applying it anyway): {e}");
+        }
+        tracing::info!(
+            revision = view.revision,
+            members = view.members.len(),
+            vips = view.vips.len(),
+            "registry view accepted"
+        );
+        self.metrics
+            .revision
+            .set(i64::try_from(view.revision).unwrap_or(i64::MAX));
+        self.view = view;
+    }
+
+    /// The manual moves of the current view not acted on yet: (VIP, target peer name).
+    pub fn moves(&mut self) -> Vec<(Ipv6Addr, String)> {
+        view::new_moves(&self.view, &mut self.moves_seen)
+    }
+
+    /// Queues a report of `statuses` (`name_of` names holders); skipped while the previous one is still
+    /// in flight. A k3s server whose handshake was accepted also reports k3s ready once its cluster VIP is
+    /// healthy (at once without `[k3s.health]`).
+    pub fn report(&self, statuses: &[VipStatus], name_of: impl Fn(Ipv6Addr) -> Option<String>) {
+        let vips = statuses
+            .iter()
+            .map(|s| VipReport {
+                address: s.vip,
+                role: s.role.as_str().to_owned(),
+                holder: s.claim.and_then(|c| name_of(c.holder)),
+                epoch: s.claim.map(|c| EpochView {
+                    term: c.epoch.term,
+                    rank: c.epoch.rank,
+                }),
+                confirmed_peers: s.confirmed.map(|(n, _)| u32::try_from(n).unwrap_or(u32::MAX)),
+            })
+            .collect();
+        let cluster_ready = self.joined.as_ref().and_then(|(k3s, resp)| {
+            let healthy = k3s.health.is_none() || statuses.iter().any(|s| s.vip == resp.vip && s.healthy);
+            (k3s.role == Role::Server && healthy).then(|| resp.cluster_id.clone())
+        });
+        let job = ReportJob {
+            report: PeerReportRequest { vips },
+            cluster_ready,
+        };
+        if self.reports.try_send(job).is_err() {
+            tracing::debug!("previous registry report still in flight; skipping this one");
+        }
+    }
+}
+
+fn empty_view(identity: &Identity) -> MembersResponse {
+    MembersResponse {
+        network_id: identity.network_id.clone(),
+        revision: 0,
+        overlay_prefix: Some(identity.overlay_prefix),
+        members: Vec::new(),
+        vips: Vec::new(),
+    }
+}
+
+fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics) {
+    for r in refused {
+        metrics.refused_rekeys.inc();
+        tracing::error!(
+            member = %r.name, address = %r.address, pinned_key = %r.pinned, offered_key = %r.offered,
+            "registry view re-keys a pinned address; member refused (fix: if the re-key is legitimate, remove the address from pins.json and restart)"
+        );
+    }
+}
+
+/// The peer name to enroll with: `registry.name`, else the host name.
+fn peer_name(file: &Config) -> Result<String, ConfigErrors> {
+    let reg = file.registry.as_ref();
+    if let Some(name) = reg.and_then(|r| r.name.clone()) {
+        return Ok(name);
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    if valid_peer_name(host) {
+        return Ok(host.to_owned());
+    }
+    Err(ConfigErrors(vec![ConfigError {
+        path: file.source.clone(),
+        line: reg.map_or(0, |r| r.line),
+        key: "registry.name".into(),
+        message: format!("is not set and the host name {host:?} is not a valid peer name"),
+        hint: "set registry.name to 1-64 letters, digits, '-', '_' or '.'".into(),
+    }]))
+}
+
+/// Enrolls, retrying with a capped backoff until the registry accepts (each failure logged with the URL
+/// and the reason). Fails at once when the token file cannot be read.
+async fn enroll(
+    client: &RegistryClient,
+    file: &Config,
+    reg: &RegistryConfig,
+    key: &Key,
+) -> Result<(Identity, MembersResponse), StartError> {
+    let token_error = |message: String, hint: &str| {
+        ConfigErrors(vec![ConfigError {
+            path: file.source.clone(),
+            line: reg.line,
+            key: "registry.enrollment_token_file".into(),
+            message,
+            hint: hint.into(),
+        }])
+    };
+    let Some(path) = &reg.enrollment_token_file else {
+        return Err(token_error(
+            "is not set and this node has not enrolled yet".into(),
+            "set it to the file holding the network's enrollment token (sdwanctl / the registry admin issues it)",
+        )
+        .into());
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| {
+            token_error(
+                format!("{} cannot be read: {e}", path.display()),
+                "put the enrollment token in that file (readable by sdwand)",
+            )
+        })?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        return Err(token_error(
+            format!("{} is empty", path.display()),
+            "put the enrollment token in that file",
+        )
+        .into());
+    }
+    let req = EnrollRequest {
+        name: peer_name(file)?,
+        public_key: key.get_public().to_base64(),
+        endpoint: reg.endpoint,
+        lifecycle: reg.lifecycle,
+        roles: file.k3s.iter().map(|k| k.role).collect(),
+    };
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    let resp = loop {
+        match client.enroll(&token, &req).await {
+            Ok(resp) => break resp,
+            Err(e) => {
+                let delay = backoff.fail();
+                tracing::error!(url = %client.base(), name = %req.name, retry_in = ?delay, "enrollment failed: {e}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    tracing::info!(
+        peer = %req.name, peer_id = %resp.peer_id, address = %resp.address, network = %resp.network_id,
+        members = resp.members.len(), "enrolled in the registry"
+    );
+    let identity = Identity {
+        peer_id: resp.peer_id,
+        name: req.name,
+        network_id: resp.network_id.clone(),
+        address: resp.address,
+        overlay_prefix: resp.overlay_prefix,
+        peer_token: resp.peer_token,
+        registry_url: reg.url.clone(),
+    };
+    let view = MembersResponse {
+        network_id: resp.network_id,
+        revision: resp.revision,
+        overlay_prefix: Some(resp.overlay_prefix),
+        members: resp.members,
+        vips: Vec::new(),
+    };
+    Ok((identity, view))
+}
+
+/// The watch task: long polls from `since`, sends every new view to the loop, backs off on errors.
+async fn watch(
+    client: RegistryClient,
+    network_id: String,
+    mut since: u64,
+    views: mpsc::Sender<MembersResponse>,
+    metrics: ClientMetrics,
+) {
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    loop {
+        match client.watch(&network_id, since, WATCH_WAIT).await {
+            Ok(answer) => {
+                metrics.outcome(Ok(()));
+                backoff.reset();
+                if let Some(view) = answer.filter(|v| v.revision > since) {
+                    since = view.revision;
+                    if views.send(view).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.outcome(Err(&e));
+                let delay = backoff.fail();
+                if matches!(e, ClientError::Refused { .. } | ClientError::Decode { .. }) {
+                    tracing::error!(retry_in = ?delay, "registry watch failed: {e}");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The report task: posts each queued report, hands the epoch floors back, reports k3s ready once per
+/// cluster.
+async fn report(
+    client: RegistryClient,
+    mut jobs: mpsc::Receiver<ReportJob>,
+    floors: mpsc::Sender<Vec<VipEpochView>>,
+    metrics: ClientMetrics,
+) {
+    let mut ready_reported: Option<String> = None;
+    while let Some(job) = jobs.recv().await {
+        match client.report(&job.report).await {
+            Ok(resp) => {
+                metrics.outcome(Ok(()));
+                if floors.send(resp.epochs).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                metrics.outcome(Err(&e));
+                if matches!(e, ClientError::Refused { .. } | ClientError::Decode { .. }) {
+                    tracing::error!("registry report failed: {e}");
+                }
+            }
+        }
+        let Some(cluster) = job.cluster_ready.filter(|c| ready_reported.as_ref() != Some(c)) else {
+            continue;
+        };
+        match client.cluster_report(&cluster, K3sStatus::Ready).await {
+            Ok(state) => {
+                tracing::info!(cluster = %cluster, state = %state.state, "reported k3s ready to the registry");
+                ready_reported = Some(cluster);
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, "reporting k3s ready failed (retrying with the next report): {e}")
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `[registry]` and `[k3s]`: where the node enrolls and learns its members, and what it asks for k3s.
+//!
+//! Validation only. Nothing is read here: the enrollment token file is read by the registry client at the
+//! first enrollment, the host name (the default peer name) by the daemon.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::failover::RawHealth;
+use super::{line_of, parse_abs_path, parse_duration_in, Ctx, HealthConfig};
+use crate::registry::model::{Lifecycle, Role};
+
+/// Where the k3s drop-in goes when `[k3s] config_path` is not set.
+pub const DEFAULT_K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml";
+
+/// `[registry]`: this node's identity, members and VIPs come from an `sdwan-registry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Base URL (`https://`, or `http://` with `insecure`), without a trailing slash.
+    pub url: String,
+    /// Plain HTTP is accepted (labs only).
+    pub insecure: bool,
+    /// The enrollment token's file; read at the first enrollment only.
+    pub enrollment_token_file: Option<PathBuf>,
+    /// Peer name to enroll with; `None` = the host name.
+    pub name: Option<String>,
+    /// Advertised underlay endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Lifecycle class to enroll with.
+    pub lifecycle: Lifecycle,
+    /// Extra PEM CA certificate(s) trusted for the registry, in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Period of the liveness and VIP-state report (1s..=1h).
+    pub report_interval: Duration,
+    /// `interface.address` when the file gives one: it must equal the address the registry assigned.
+    pub file_address: Option<Ipv6Addr>,
+    /// `interface.overlay_prefix` when the file gives one: it must equal the registry's.
+    pub file_overlay_prefix: Option<Ipv6Net>,
+    /// Line of the `[registry]` table, for messages raised after parsing.
+    pub line: usize,
+}
+
+/// `[k3s]`: the k3s handshake this node performs and the drop-in it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sConfig {
+    /// The k3s role (also enrolled as the peer's role).
+    pub role: Role,
+    /// Server only: create the cluster instead of joining one.
+    pub bootstrap: bool,
+    /// Join target; `None` = the most recent active cluster. Reloadable.
+    pub target_cluster_id: Option<String>,
+    /// Bootstrap only: the new cluster's name.
+    pub cluster_name: Option<String>,
+    /// Where the k3s configuration drop-in is written.
+    pub config_path: PathBuf,
+    /// Health check applied to the VIP of this node's cluster.
+    pub health: Option<HealthConfig>,
+}
+
+impl RegistryConfig {
+    /// The keys a reload cannot change (the identity is bound to them): everything but `report_interval`.
+    pub fn restart_only(&self) -> RegistryConfig {
+        RegistryConfig {
+            report_interval: Duration::ZERO,
+            line: 0,
+            ..self.clone()
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// `[registry]`; `address` and `prefix` are `interface.address` and `interface.overlay_prefix` if given.
+    pub(super) fn registry(
+        &mut self,
+        raw: &Spanned<RawRegistry>,
+        address: Option<Ipv6Addr>,
+        prefix: Option<Ipv6Net>,
+    ) -> Option<RegistryConfig> {
+        let r = raw.get_ref();
+        let insecure = r.insecure.unwrap_or(false);
+        let url = match &r.url {
+            Some(url) => self.parse_str(
+                url,
+                "registry.url",
+                "the registry's base URL, e.g. \"https://registry.example:7443\"",
+                |s| parse_registry_url(s, insecure),
+            ),
+            None => {
+                self.error(
+                    raw.span(),
+                    "registry.url",
+                    "is missing",
+                    "add url = \"https://registry.example:7443\" (the registry's base URL)",
+                );
+                None
+            }
+        };
+        let mut ok = true;
+        let mut path = |ctx: &mut Self, field: &Option<Spanned<String>>, key: &str| match field {
+            Some(f) => {
+                let p = ctx.parse_str(f, key, "an absolute path", parse_abs_path);
+                ok &= p.is_some();
+                p
+            }
+            None => None,
+        };
+        let token_file = path(self, &r.enrollment_token_file, "registry.enrollment_token_file");
+        let ca_file = path(self, &r.ca_file, "registry.ca_file");
+        let name = r.name.as_ref().and_then(|n| {
+            let v = self.parse_str(
+                n,
+                "registry.name",
+                "1-64 characters of letters, digits, '-', '_' or '.'",
+                |s| {
+                    valid_peer_name(s)
+                        .then(|| s.to_owned())
+                        .ok_or_else(|| "is not a valid peer name".to_owned())
+                },
+            );
+            ok &= v.is_some();
+            v
+        });
+        let endpoint = r.endpoint.as_ref().and_then(|e| {
+            let v = self.parse_str(
+                e,
+                "registry.endpoint",
+                "the underlay address and port others reach this node at, e.g. \"198.51.100.10:51820\"",
+                |s| s.parse::<SocketAddr>().map_err(|_| "is not an address:port".to_owned()),
+            );
+            ok &= v.is_some();
+            v
+        });
+        let lifecycle = match &r.lifecycle {
+            Some(l) => self.parse_str(
+                l,
+                "registry.lifecycle",
+                "one of \"persistent\", \"ephemeral\", \"spot\"",
+                |s| {
+                    s.parse::<Lifecycle>()
+                        .map_err(|_| "is not a lifecycle class".to_owned())
+                },
+            ),
+            None => Some(Lifecycle::Persistent),
+        };
+        let report_interval = match &r.report_interval {
+            Some(d) => self.parse_str(
+                d,
+                "registry.report_interval",
+                "a duration between 1s and 1h, e.g. \"5s\"",
+                |s| parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(3600)),
+            ),
+            None => Some(Duration::from_secs(5)),
+        };
+        if !ok {
+            return None;
+        }
+        Some(RegistryConfig {
+            url: url?,
+            insecure,
+            enrollment_token_file: token_file,
+            name,
+            endpoint,
+            lifecycle: lifecycle?,
+            ca_file,
+            report_interval: report_interval?,
+            file_address: address,
+            file_overlay_prefix: prefix,
+            line: line_of(self.text, raw.span().start),
+        })
+    }
+
+    /// `[k3s]`; `registry` tells whether `[registry]` is set (k3s needs it).
+    pub(super) fn k3s(&mut self, raw: &Spanned<RawK3s>, registry: bool) -> Option<K3sConfig> {
+        let r = raw.get_ref();
+        if !registry {
+            self.error(
+                raw.span(),
+                "k3s",
+                "needs [registry]: the handshake runs against the registry",
+                "add a [registry] table, or remove [k3s]",
+            );
+            return None;
+        }
+        let role = match &r.role {
+            Some(role) => self.parse_str(role, "k3s.role", "one of \"server\", \"agent\"", |s| {
+                s.parse::<Role>().map_err(|_| "is not a k3s role".to_owned())
+            }),
+            None => {
+                self.error(
+                    raw.span(),
+                    "k3s.role",
+                    "is missing",
+                    "add role = \"server\" or role = \"agent\"",
+                );
+                None
+            }
+        };
+        let bootstrap = r.bootstrap.as_ref().is_some_and(|b| *b.get_ref());
+        let mut ok = true;
+        if let (Some(Role::Agent), Some(b)) = (role, &r.bootstrap) {
+            if *b.get_ref() {
+                self.error(
+                    b.span(),
+                    "k3s.bootstrap",
+                    "is true but role = \"agent\"; only a server creates a cluster",
+                    "set role = \"server\", or remove bootstrap",
+                );
+                ok = false;
+            }
+        }
+        let target = r.target_cluster_id.as_ref().filter(|t| !t.get_ref().trim().is_empty());
+        if let (true, Some(t)) = (bootstrap, target) {
+            self.error(
+                t.span(),
+                "k3s.target_cluster_id",
+                "is set but bootstrap = true creates a new cluster",
+                "remove target_cluster_id, or set bootstrap = false to join that cluster",
+            );
+            ok = false;
+        }
+        if let (false, Some(n)) = (bootstrap, &r.cluster_name) {
+            self.error(
+                n.span(),
+                "k3s.cluster_name",
+                "is used only with bootstrap = true",
+                "remove cluster_name, or set bootstrap = true",
+            );
+            ok = false;
+        }
+        let config_path = match &r.config_path {
+            Some(p) => self.parse_str(
+                p,
+                "k3s.config_path",
+                "an absolute path, e.g. \"/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml\"",
+                parse_abs_path,
+            ),
+            None => Some(PathBuf::from(DEFAULT_K3S_CONFIG_PATH)),
+        };
+        let health = match &r.health {
+            Some(h) => {
+                let v = self.health(h, "k3s.health");
+                ok &= v.is_some();
+                v
+            }
+            None => None,
+        };
+        if !ok {
+            return None;
+        }
+        Some(K3sConfig {
+            role: role?,
+            bootstrap,
+            target_cluster_id: target.map(|t| t.get_ref().trim().to_owned()),
+            cluster_name: r.cluster_name.as_ref().map(|n| n.get_ref().clone()),
+            config_path: config_path?,
+            health,
+        })
+    }
+}
+
+/// Whether the registry accepts `s` as a peer name.
+pub fn valid_peer_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn parse_registry_url(s: &str, insecure: bool) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("is not a valid URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if insecure => {}
+        "http" => return Err("is plain http:// but insecure is not set".into()),
+        other => return Err(format!("has scheme {other}:// (want https://)")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("has a query or fragment; give the base URL only".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    url: Option<Spanned<String>>,
+    insecure: Option<bool>,
+    enrollment_token_file: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    lifecycle: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    report_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawK3s {
+    role: Option<Spanned<String>>,
+    bootstrap: Option<Spanned<bool>>,
+    target_cluster_id: Option<Spanned<String>>,
+    cluster_name: Option<Spanned<String>>,
+    config_path: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+}

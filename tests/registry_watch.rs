@@ -1,0 +1,168 @@
+//! In-process tests of the long-poll watch `GET /v1/networks/{id}/watch`: immediate answers, wake-ups on
+//! changes, timeouts, batching, limits and scoping.
+
+mod registry_support;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use registry_support::{code, Registry, Tenant};
+use serde_json::{json, Value};
+
+/// How long a woken watch may take to answer (the contract: changes reach daemons within ~1 s).
+const WAKE_DEADLINE: Duration = Duration::from_secs(1);
+
+fn watch_path(t: &Tenant, since: u64, wait_ms: u64) -> String {
+    format!("/v1/networks/{}/watch?since={since}&wait_ms={wait_ms}", t.network_id)
+}
+
+fn revision(v: &Value) -> u64 {
+    v["revision"].as_u64().expect("revision")
+}
+
+/// Waits (bounded) until `n` clients wait in a watch, so a change made afterwards must wake them.
+async fn until_waiting(r: &Registry, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.state.watchers.waiting() != n {
+        assert!(Instant::now() < deadline, "no watcher waiting after 5 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_behind_the_revision_answers_at_once() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let a = r.enroll(&t.enrollment, "a", &["server"]).await;
+    let started = Instant::now();
+    let (s, v) = r.get(&watch_path(&t, 0, 30_000), &a.token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(started.elapsed() < WAKE_DEADLINE);
+    assert_eq!(revision(&v), revision(&a.answer));
+    assert_eq!(v["members"][0]["name"], "a");
+    assert_eq!(v["overlay_prefix"], "fd00:1::/64");
+    // The admin of the account may watch too.
+    let (s, _) = r.get(&watch_path(&t, 0, 0), &t.account.admin_token).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_watch_wakes_on_enrollment_and_on_join() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    let since = revision(&s1.answer);
+    let path = watch_path(&t, since, 30_000);
+    let (answer, woken_after) = tokio::join!(r.get(&path, &s1.token), async {
+        until_waiting(&r, 1).await;
+        let changed = Instant::now();
+        r.enroll(&t.enrollment, "s2", &["server"]).await;
+        changed
+    });
+    let (s, v) = answer;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        woken_after.elapsed() < WAKE_DEADLINE,
+        "woken after {:?}",
+        woken_after.elapsed()
+    );
+    assert!(revision(&v) > since);
+    assert_eq!(v["members"][1]["name"], "s2");
+
+    let boot = r.bootstrap(&s1).await;
+    let cluster = boot["cluster_id"].as_str().expect("cluster_id").to_owned();
+    assert_eq!(r.report(&s1, &cluster, "ready").await.0, StatusCode::OK);
+    let s3 = r.enroll(&t.enrollment, "s3", &["server"]).await;
+    let (_, now) = r
+        .get(&format!("/v1/networks/{}/members", t.network_id), &s1.token)
+        .await;
+    let path = watch_path(&t, revision(&now), 30_000);
+    let (answer, _) = tokio::join!(r.get(&path, &s1.token), async {
+        until_waiting(&r, 1).await;
+        let (s, v) = r
+            .handshake(&s3, json!({"phase": "join_request", "role": "server"}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    });
+    let (s, v) = answer;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names: Vec<&str> = v["vips"][0]["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["s1", "s3"], "the join reached the watcher");
+    assert_eq!(r.state.watchers.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_watch_without_change_times_out_with_204() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let a = r.enroll(&t.enrollment, "a", &[]).await;
+    let started = Instant::now();
+    let (s, v) = r.get(&watch_path(&t, revision(&a.answer), 150), &a.token).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(v, Value::Null, "no body");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(
+        r.state.watchers.waiting(),
+        0,
+        "the timed-out client is no longer counted"
+    );
+    // A change that does not concern this network does not wake it.
+    let other = r.tenant("other", 2).await;
+    let path = watch_path(&t, revision(&a.answer), 300);
+    let (s, _) = tokio::join!(r.get(&path, &a.token), async {
+        until_waiting(&r, 1).await;
+        r.enroll(&other.enrollment, "x", &[]).await;
+    })
+    .0;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn changes_while_away_are_batched_into_one_answer() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let a = r.enroll(&t.enrollment, "a", &[]).await;
+    let since = revision(&a.answer);
+    let b = r.enroll(&t.enrollment, "b", &[]).await;
+    let c = r.enroll(&t.enrollment, "c", &[]).await;
+    let (s, v) = r.get(&watch_path(&t, since, 1_000), &a.token).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(revision(&v), revision(&c.answer), "one answer at the newest revision");
+    assert!(revision(&b.answer) < revision(&c.answer));
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test]
+async fn watch_refuses_bad_queries_and_foreign_networks() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let a = r.enroll(&t.enrollment, "a", &[]).await;
+    let (s, v) = r.get(&watch_path(&t, 0, 60_001), &a.token).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| m.contains("60000")),
+        "{v}"
+    );
+    for query in ["", "?since=x", "?since=1&wait_ms=-1", "?since=1&bogus=2"] {
+        let (s, v) = r
+            .get(&format!("/v1/networks/{}/watch{query}", t.network_id), &a.token)
+            .await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"), "{query}: {v}");
+    }
+    let other = r.tenant("other", 2).await;
+    let x = r.enroll(&other.enrollment, "x", &[]).await;
+    for token in [&x.token, &other.account.admin_token] {
+        let (s, v) = r.get(&watch_path(&t, 0, 0), token).await;
+        assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "network_not_found"));
+    }
+    let (s, v) = r.get(&watch_path(&t, 0, 0), &t.enrollment).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"));
+    let (s, _) = r.call(axum::http::Method::GET, &watch_path(&t, 0, 0), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.state.watchers.waiting(), 0);
+}
