@@ -58,6 +58,43 @@ pub struct Identity {
     pub address: Ipv6Addr,
 }
 
+/// A k3s config drop-in as the daemon writes it (`key: "value"` lines and the `tls-san` list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct K3sDropIn {
+    /// `cluster-init: true` (the bootstrap server).
+    pub cluster_init: bool,
+    /// `server:` (joining servers and agents): the API endpoint on the cluster VIP.
+    pub server: Option<String>,
+    /// `token:`: the cluster's join token.
+    pub token: Option<String>,
+    /// `tls-san:` entries (servers).
+    pub tls_san: Vec<String>,
+}
+
+impl K3sDropIn {
+    /// Parses the daemon's drop-in (the subset of YAML it writes; comments and unknown keys are skipped).
+    pub fn parse(text: &str) -> K3sDropIn {
+        let unquote = |v: &str| v.trim().trim_matches('"').to_owned();
+        let mut d = K3sDropIn::default();
+        let mut in_san = false;
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            if let Some(item) = line.trim_start().strip_prefix("- ").filter(|_| in_san) {
+                d.tls_san.push(unquote(item));
+                continue;
+            }
+            in_san = false;
+            match line.split_once(':').map(|(k, v)| (k.trim(), v)) {
+                Some(("cluster-init", v)) => d.cluster_init = v.trim() == "true",
+                Some(("server", v)) => d.server = Some(unquote(v)),
+                Some(("token", v)) => d.token = Some(unquote(v)),
+                Some(("tls-san", _)) => in_san = true,
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
 /// The URL of the lab registry's API over the underlay.
 pub fn url() -> String {
     format!("http://{}:{}", layout::REGISTRY_ADDR, layout::REGISTRY_PORT)
@@ -507,6 +544,19 @@ impl Lab {
         Ok(i)
     }
 
+    /// Peer `i`'s k3s config drop-in, parsed (an error until its daemon has written it).
+    pub fn k3s_dropin(&self, i: usize) -> Result<K3sDropIn> {
+        let k3s = self
+            .peer(i)?
+            .config
+            .k3s
+            .as_ref()
+            .ok_or_else(|| LabError::InvalidOption(format!("p{i} has no [k3s] section, so no drop-in")))?;
+        let path = &k3s.config_path;
+        let text = fs::read_to_string(path).map_err(|e| LabError::io(format!("cannot read {}", path.display()), e))?;
+        Ok(K3sDropIn::parse(&text))
+    }
+
     /// The candidates of the lab's VIP as the registry lists them (peer names, in rank order).
     pub fn registry_candidates(&self) -> Result<Vec<String>> {
         let members = self.registry_members()?;
@@ -536,4 +586,47 @@ fn parse_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
         context: format!("{what}: unexpected answer"),
         message: format!("{e}: {}", text.trim()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_daemons_drop_ins() {
+        let boot = "# Written by sdwand\ncluster-init: true\ntoken: \"abc\"\ntls-san:\n  - \"fd00:5d:f::1\"\n";
+        assert_eq!(
+            K3sDropIn::parse(boot),
+            K3sDropIn {
+                cluster_init: true,
+                server: None,
+                token: Some("abc".into()),
+                tls_san: vec!["fd00:5d:f::1".into()],
+            }
+        );
+        let agent = "server: \"https://[fd00:5d:f::1]:6443\"\ntoken: \"abc\"\n";
+        let d = K3sDropIn::parse(agent);
+        assert!(!d.cluster_init);
+        assert_eq!(d.server.as_deref(), Some("https://[fd00:5d:f::1]:6443"));
+        assert!(d.tls_san.is_empty());
+    }
+
+    #[test]
+    fn k3s_roles_follow_the_index() {
+        let l = Layout::new("t").unwrap();
+        let roles: Vec<Option<(String, bool)>> = (1..=5)
+            .map(|i| k3s_section(&l, i, 3).map(|k| (k.role, k.bootstrap)))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                Some(("server".into(), true)),
+                Some(("server".into(), false)),
+                Some(("server".into(), false)),
+                Some(("agent".into(), false)),
+                Some(("agent".into(), false)),
+            ]
+        );
+        assert_eq!(k3s_section(&l, 1, 0), None);
+    }
 }
