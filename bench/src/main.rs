@@ -5,6 +5,8 @@
 //! - [`reconcile`]: the `reconcile` benchmark — sdwand's device reconciler against `wg setconf` / `wg set`.
 //! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death and planned
 //!   handover, and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
+//! - [`propagation`]: the `propagation` benchmark — a registry membership change → applied on the WireGuard
+//!   devices of every daemon of a 50-peer lab.
 //! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).
 //! - [`workload`]: the peers a benchmark applies, as sdwand's desired state and as a `wg` config file.
 //! - [`stats`]: samples, medians, CPU clocks.
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod error;
 mod failover;
+mod propagation;
 mod reconcile;
 mod report;
 mod stats;
@@ -46,6 +49,9 @@ enum Bench {
     /// the holder's node dies (50 ms and 10 ms heartbeats) or its daemon gets SIGTERM, and claim → last
     /// peer confirmed on a 50-peer lab.
     Failover(failover::Options),
+    /// Membership propagation on a lab of real sdwand daemons enrolled through sdwan-registry: a peer
+    /// enrolled / removed over the registry's API → applied on every daemon's WireGuard device.
+    Propagation(propagation::Options),
 }
 
 /// Set by SIGINT/SIGTERM; the benchmarks stop between trials and clean up.
@@ -96,6 +102,15 @@ fn run(cli: Cli) -> Result<(), BenchError> {
                     .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
             }
             if opts.json {
+                println!("{json}");
+            } else {
+                print!("{}", report.table());
+            }
+        }
+        Bench::Propagation(opts) => {
+            let report = propagation::run(&opts, &interrupted)?;
+            if opts.json {
+                let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 println!("{json}");
             } else {
                 print!("{}", report.table());

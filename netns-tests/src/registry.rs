@@ -138,6 +138,13 @@ impl Lab {
         Ok(self.registry()?.network_id.clone())
     }
 
+    /// The network's enrollment token (what the peers' `enrollment_token_file` holds).
+    pub fn enrollment_token(&self) -> Result<String> {
+        let path = &self.registry()?.enrollment_token_file;
+        let text = fs::read_to_string(path).map_err(|e| LabError::io(format!("cannot read {}", path.display()), e))?;
+        Ok(text.trim().to_owned())
+    }
+
     /// The account's admin token.
     pub fn admin_token(&self) -> Result<String> {
         Ok(self.registry()?.admin_token.clone())

@@ -25,7 +25,7 @@ use crate::error::{BenchError, Result};
 use crate::report::Machine;
 
 mod log;
-mod neigh;
+pub(crate) mod neigh;
 mod report;
 mod trials;
 
