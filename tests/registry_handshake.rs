@@ -251,12 +251,9 @@ async fn roles_and_memberships_are_enforced() {
         (StatusCode::CONFLICT, "already_member"),
         "one role per cluster"
     );
+    // An agent naming another cluster moves there (one cluster per peer); a server does not.
     let (s, v) = join(&r, &both, "agent", Some(&c2)).await;
-    assert_eq!(
-        (s, code(&v)),
-        (StatusCode::CONFLICT, "already_member"),
-        "one cluster per peer"
-    );
+    assert_eq!((s, id(&v)), (StatusCode::OK, c2.clone()), "the agent moved");
     let (s, v) = join(&r, &s1, "server", Some(&c2)).await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_member"));
     let (s, v) = r.bootstrap_raw(&both).await;

@@ -57,3 +57,387 @@ async fn members_carry_the_vips_and_the_overlay_prefix() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
 }
+
+async fn self_report(r: &Registry, peer: &Enrolled, vips: Value) -> Value {
+    let (s, v) = r
+        .post("/v1/peers/self/report", &peer.token, json!({ "vips": vips }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+fn vip_report(address: &str, holder: &str, term: u64, rank: u16, confirmed: Option<u32>) -> Value {
+    json!({"address": address, "role": "holding", "holder": holder, "epoch": {"term": term, "rank": rank},
+           "confirmed_peers": confirmed})
+}
+
+#[tokio::test]
+async fn reports_keep_the_highest_epoch_and_do_not_bump_the_revision() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, s2, a1) = cluster(&r, &t).await;
+    let before = members(&r, &t, &a1.token).await;
+    let vip = "fd00:1::ffff:1";
+    let v = self_report(&r, &s1, json!([vip_report(vip, "s1", 3, 0, Some(2))])).await;
+    assert_eq!(v["revision"], before["revision"]);
+    assert_eq!(v["epochs"], json!([{"address": vip, "epoch": {"term": 3, "rank": 0}}]));
+    // Lower epochs (an older term; the same term from a worse rank) change nothing.
+    for (term, rank) in [(2, 0), (3, 1)] {
+        let v = self_report(&r, &s2, json!([vip_report(vip, "s2", term, rank, Some(9))])).await;
+        assert_eq!(v["epochs"][0]["epoch"], json!({"term": 3, "rank": 0}));
+    }
+    // The same epoch from a follower fills in nothing it does not know.
+    self_report(
+        &r,
+        &a1,
+        json!([{"address": vip, "role": "follower", "holder": "s1", "epoch": {"term": 3, "rank": 0}}]),
+    )
+    .await;
+    let m = members(&r, &t, &a1.token).await;
+    assert_eq!(m["revision"], before["revision"], "reports are not membership changes");
+    assert_eq!(m["vips"][0]["holder"], "s1");
+    assert_eq!(m["vips"][0]["epoch"], json!({"term": 3, "rank": 0}));
+    assert_eq!(m["vips"][0]["confirmed_peers"], 2);
+    // A higher epoch replaces holder and confirmed peers.
+    let v = self_report(&r, &s2, json!([vip_report(vip, "s2", 4, 1, None)])).await;
+    assert_eq!(v["epochs"][0]["epoch"], json!({"term": 4, "rank": 1}));
+    let m = members(&r, &t, &a1.token).await;
+    assert_eq!(
+        (&m["vips"][0]["holder"], &m["vips"][0]["confirmed_peers"]),
+        (&json!("s2"), &Value::Null)
+    );
+    assert!(m["members"][1]["last_seen_ms"].as_u64() >= before["members"][1]["last_seen_ms"].as_u64());
+}
+
+#[tokio::test]
+async fn reports_ignore_unknown_and_foreign_vips() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, ..) = cluster(&r, &t).await;
+    let o = r.tenant("other", 2).await;
+    let (_, x1, ..) = cluster(&r, &o).await;
+    self_report(&r, &x1, json!([vip_report("fd00:2::ffff:1", "s1", 5, 0, None)])).await;
+    // s1 names the other network's VIP, an address that is no VIP, and a holder that does not exist.
+    let v = self_report(
+        &r,
+        &s1,
+        json!([
+            vip_report("fd00:2::ffff:1", "s1", 50, 0, None),
+            vip_report("fd00:1::ffff:99", "s1", 50, 0, None),
+            vip_report("fd00:1::ffff:1", "nobody", 1, 0, None),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        v["epochs"],
+        json!([{"address": "fd00:1::ffff:1", "epoch": {"term": 1, "rank": 0}}])
+    );
+    let theirs = members(&r, &o, &x1.token).await;
+    assert_eq!(
+        theirs["vips"][0]["epoch"],
+        json!({"term": 5, "rank": 0}),
+        "untouched by another account"
+    );
+    let ours = members(&r, &t, &s1.token).await;
+    assert_eq!(
+        ours["vips"][0]["holder"],
+        Value::Null,
+        "an unknown holder name is not stored"
+    );
+    // Only peer tokens report; malformed reports are refused.
+    let (s, v) = r
+        .post("/v1/peers/self/report", &t.account.admin_token, json!({"vips": []}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"));
+    let (s, v) = r
+        .post("/v1/peers/self/report", &s1.token, json!({"vips": [{"address": "x"}]}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+}
+
+async fn enroll_as(r: &Registry, t: &Tenant, name: &str, roles: &[&str], lifecycle: &str) -> Enrolled {
+    let key = wireguard_control::Key::generate_private().get_public().to_base64();
+    let body = json!({"name": name, "public_key": key, "roles": roles, "lifecycle": lifecycle});
+    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    Enrolled {
+        id: v["peer_id"].as_str().expect("peer_id").to_owned(),
+        name: name.to_owned(),
+        address: v["address"].as_str().expect("address").to_owned(),
+        token: v["peer_token"].as_str().expect("peer_token").to_owned(),
+        answer: v,
+    }
+}
+
+#[tokio::test]
+async fn operators_list_peers_clusters_and_vips_of_their_account_only() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (id, s1, s2, a1) = cluster(&r, &t).await;
+    let o = r.tenant("other", 2).await;
+    let (other_id, x1, ..) = cluster(&r, &o).await;
+    let admin = &t.account.admin_token;
+
+    let (s, v) = r.get("/v1/peers", admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(names(&v["peers"], "name"), ["s1", "s2", "a1"]);
+    assert_eq!(v["peers"][0]["cluster"], json!([id, "server"]));
+    assert_eq!(v["peers"][2]["cluster"], json!([id, "agent"]));
+    assert_eq!(v["peers"][0]["network_id"], t.network_id.as_str());
+    assert_eq!(v["peers"][0]["stale"], false);
+    assert_eq!(v["peers"][0]["address"], s1.address.as_str());
+
+    let (s, v) = r.get("/v1/clusters", admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let clusters = v["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters.len(), 1, "the other account's cluster is not listed: {v}");
+    assert_eq!(clusters[0]["cluster_id"], id.as_str());
+    assert_eq!(clusters[0]["state"], "active");
+    assert_eq!(clusters[0]["api_endpoint"], "https://[fd00:1::ffff:1]:6443");
+    assert_eq!(
+        clusters[0]["members"],
+        json!([["s1", "server"], ["s2", "server"], ["a1", "agent"]])
+    );
+    assert_eq!(names(&clusters[0]["vip"]["candidates"], "name"), ["s1", "s2"]);
+
+    let (s, v) = r.get("/v1/vips", admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["vips"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["vips"][0]["cluster_id"], id.as_str());
+    let vip_id = v["vips"][0]["vip_id"].as_str().expect("vip_id").to_owned();
+
+    // Another account's ids are as if they did not exist.
+    let (_, theirs) = r.get("/v1/vips", &o.account.admin_token).await;
+    let their_vip = theirs["vips"][0]["vip_id"].as_str().expect("vip_id").to_owned();
+    assert_eq!(theirs["vips"][0]["cluster_id"], other_id.as_str());
+    let (s, v) = r
+        .post(&format!("/v1/vips/{their_vip}/move"), admin, json!({"to": "s1"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "vip_not_found"));
+    let (s, v) = r
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/v1/peers/{}", x1.id),
+            Some(admin),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "peer_not_found"));
+    let (_, still) = r.get("/v1/peers", &o.account.admin_token).await;
+    assert_eq!(
+        still["peers"].as_array().map(Vec::len),
+        Some(3),
+        "nothing of the other account removed"
+    );
+
+    // Token misuse: peer and enrollment tokens on admin routes, no token at all.
+    for path in ["/v1/peers", "/v1/clusters", "/v1/vips"] {
+        for token in [&s2.token, &t.enrollment] {
+            let (s, v) = r.get(path, token).await;
+            assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"), "{path}");
+        }
+        let (s, _) = r.call(axum::http::Method::GET, path, None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (s, v) = r
+        .post(&format!("/v1/vips/{vip_id}/move"), &s1.token, json!({"to": "s2"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"));
+    let (s, v) = r
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/v1/peers/{}", a1.id),
+            Some(&s1.token),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"));
+}
+
+#[tokio::test]
+async fn a_manual_move_is_recorded_with_a_growing_seq_and_bumps_the_revision() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, _s2, a1) = cluster(&r, &t).await;
+    let admin = &t.account.admin_token;
+    let (_, v) = r.get("/v1/vips", admin).await;
+    let vip_id = v["vips"][0]["vip_id"].as_str().expect("vip_id").to_owned();
+    let before = members(&r, &t, &a1.token).await;
+    let path = format!("/v1/vips/{vip_id}/move");
+    let (s, v) = r.post(&path, admin, json!({"to": "s2"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["move_request"], json!({"to": "s2", "seq": 1}));
+    let (_, v) = r.post(&path, admin, json!({"to": "s1"})).await;
+    assert_eq!(v["move_request"], json!({"to": "s1", "seq": 2}));
+    let m = members(&r, &t, &s1.token).await;
+    assert!(
+        m["revision"].as_u64() > before["revision"].as_u64(),
+        "a move request bumps the revision"
+    );
+    assert_eq!(m["vips"][0]["move_request"], json!({"to": "s1", "seq": 2}));
+    // Targets that cannot hold the VIP.
+    let (s, v) = r.post(&path, admin, json!({"to": "a1"})).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "not_a_candidate"));
+    let (s, v) = r.post(&path, admin, json!({"to": "ghost"})).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, v) = r.post("/v1/vips/nope/move", admin, json!({"to": "s1"})).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "vip_not_found"));
+    // The holder reaching the target completes the request.
+    self_report(&r, &s1, json!([vip_report("fd00:1::ffff:1", "s1", 7, 0, Some(2))])).await;
+    let m = members(&r, &t, &a1.token).await;
+    assert_eq!(m["vips"][0]["move_request"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_agent_joining_another_cluster_moves_a_server_does_not() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (first, _s1, s2, a1) = cluster(&r, &t).await;
+    let s9 = r.enroll(&t.enrollment, "s9", &["server"]).await;
+    let second = r.bootstrap(&s9).await["cluster_id"].as_str().expect("id").to_owned();
+    let join = |target: &str| json!({"phase": "join_request", "role": "agent", "target_cluster_id": target});
+    let (s, v) = r.handshake(&a1, join(&second)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cluster_id"], second.as_str());
+    let (_, peers) = r.get("/v1/peers", &t.account.admin_token).await;
+    assert_eq!(
+        peers["peers"][2]["cluster"],
+        json!([second, "agent"]),
+        "membership replaced"
+    );
+    let (s, v) = r.handshake(&a1, join(&first)).await;
+    assert_eq!(
+        (s, v["cluster_id"].as_str()),
+        (StatusCode::OK, Some(first.as_str())),
+        "and back"
+    );
+    let (s, v) = r
+        .handshake(
+            &s2,
+            json!({"phase": "join_request", "role": "server", "target_cluster_id": second}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_member"));
+}
+
+#[tokio::test]
+async fn removal_cascades_and_the_reaper_spares_persistent_peers() {
+    use sdwand::registry::service::{self, Ttls};
+    use sdwand::registry::token;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = enroll_as(&r, &t, "s1", &["server"], "persistent").await;
+    let s2 = enroll_as(&r, &t, "s2", &["server"], "ephemeral").await;
+    let s3 = enroll_as(&r, &t, "s3", &["server"], "persistent").await;
+    let spot = enroll_as(&r, &t, "spot", &["agent"], "spot").await;
+    let boot = r.bootstrap(&s1).await;
+    let id = boot["cluster_id"].as_str().expect("id").to_owned();
+    assert_eq!(r.report(&s1, &id, "ready").await.0, StatusCode::OK);
+    for (p, role) in [(&s2, "server"), (&s3, "server"), (&spot, "agent")] {
+        let (s, v) = r.handshake(p, json!({"phase": "join_request", "role": role})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    self_report(&r, &s2, json!([vip_report("fd00:1::ffff:1", "s2", 2, 1, Some(3))])).await;
+    let before = members(&r, &t, &s1.token).await;
+    assert_eq!(names(&before["vips"][0]["candidates"], "name"), ["s1", "s2", "s3"]);
+
+    let ttls = Ttls {
+        ephemeral: Duration::from_secs(600),
+        spot: Duration::from_secs(120),
+    };
+    let now = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
+    let reap = |at: u64| r.state.write(move |tx| service::reap(tx, &ttls, at));
+    let removed: Vec<String> = reap(now + 60_000)
+        .await
+        .expect("reap")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        removed.is_empty(),
+        "nobody is silent past a TTL after a minute: {removed:?}"
+    );
+    let removed: Vec<String> = reap(now + 180_000)
+        .await
+        .expect("reap")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(removed, ["spot"], "spot peers go first");
+    let removed: Vec<String> = reap(now + 660_000)
+        .await
+        .expect("reap")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(removed, ["s2"], "then ephemeral ones; persistent ones never");
+
+    let after = members(&r, &t, &s1.token).await;
+    assert!(
+        after["revision"].as_u64() > before["revision"].as_u64(),
+        "removals bump the revision"
+    );
+    assert_eq!(names(&after["members"], "name"), ["s1", "s3"]);
+    assert_eq!(
+        names(&after["vips"][0]["candidates"], "name"),
+        ["s1", "s3"],
+        "order kept"
+    );
+    assert_eq!(after["vips"][0]["holder"], Value::Null, "a removed holder is no holder");
+    assert_eq!(
+        after["vips"][0]["epoch"],
+        json!({"term": 2, "rank": 1}),
+        "the epoch stays"
+    );
+    let (_, clusters) = r.get("/v1/clusters", &t.account.admin_token).await;
+    assert_eq!(
+        clusters["clusters"][0]["members"],
+        json!([["s1", "server"], ["s3", "server"]])
+    );
+    for gone in [&s2, &spot] {
+        let (s, v) = r
+            .get(&format!("/v1/networks/{}/members", t.network_id), &gone.token)
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{}'s token",
+            gone.name
+        );
+    }
+    // Persistent peers silent as long are shown stale, not removed.
+    let admin = token::parse(&t.account.admin_token).expect("admin token");
+    let later = now + 660_000;
+    let peers = r
+        .store
+        .read(move |tx| service::list_peers(tx, &admin, &ttls, later))
+        .await
+        .expect("peers");
+    let stale: Vec<(&str, bool)> = peers.peers.iter().map(|p| (p.member.name.as_str(), p.stale)).collect();
+    assert_eq!(stale, [("s1", true), ("s3", true)]);
+
+    // An operator's removal is the same cascade.
+    let (s, _) = r
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/v1/peers/{}", s3.id),
+            Some(&t.account.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let last = members(&r, &t, &s1.token).await;
+    assert_eq!(names(&last["vips"][0]["candidates"], "name"), ["s1"]);
+    assert!(last["revision"].as_u64() > after["revision"].as_u64());
+    let (s, v) = r
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/v1/peers/{}", s3.id),
+            Some(&t.account.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "peer_not_found"));
+}

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::wire::MembersResponse;
 
-/// This node's identity in the registry, from its enrollment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// This node's identity in the registry, from its enrollment. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Peer id.
     pub peer_id: String,
@@ -32,6 +32,20 @@ pub struct Identity {
     pub peer_token: String,
     /// The registry that issued it.
     pub registry_url: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("peer_id", &self.peer_id)
+            .field("name", &self.name)
+            .field("network_id", &self.network_id)
+            .field("address", &self.address)
+            .field("overlay_prefix", &self.overlay_prefix)
+            .field("peer_token", &"<redacted>")
+            .field("registry_url", &self.registry_url)
+            .finish()
+    }
 }
 
 /// Address -> base64 public key of every member ever accepted.

@@ -158,6 +158,17 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let metrics = Metrics::new();
+    // The metrics endpoint comes first: an enrollment that waits for the registry shows sdwand_registry_up.
+    let listener = metrics::bind(loaded.file.daemon.metrics_listen).await?;
+    tracing::info!(listen = %loaded.file.daemon.metrics_listen, "metrics endpoint at /metrics");
+    tokio::spawn({
+        let m = metrics.clone();
+        async move {
+            if let Err(e) = m.serve(listener).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        }
+    });
     let mut link = match &loaded.file.registry {
         Some(reg) => {
             let client_metrics = ClientMetrics::new();
@@ -176,17 +187,6 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     loaded.config = effective(&loaded, link.as_ref())?;
     let cfg = &loaded.config;
     tracing::info!(config = %config_path.display(), iface = %cfg.interface.name, address = %cfg.interface.address, members = cfg.members.len(), vips = cfg.vips.len(), "starting");
-
-    let listener = metrics::bind(cfg.daemon.metrics_listen).await?;
-    tracing::info!(listen = %cfg.daemon.metrics_listen, "metrics endpoint at /metrics");
-    tokio::spawn({
-        let m = metrics.clone();
-        async move {
-            if let Err(e) = m.serve(listener).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        }
-    });
 
     let control_listener = crate::control::bind(&cfg.daemon.control_socket).await?;
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);

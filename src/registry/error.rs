@@ -40,6 +40,12 @@ pub mod code {
     pub const NETWORK_NOT_FOUND: &str = "network_not_found";
     /// No such cluster (in the caller's scope).
     pub const CLUSTER_NOT_FOUND: &str = "cluster_not_found";
+    /// No such peer (in the caller's scope).
+    pub const PEER_NOT_FOUND: &str = "peer_not_found";
+    /// No such VIP (in the caller's scope).
+    pub const VIP_NOT_FOUND: &str = "vip_not_found";
+    /// A manual move names a peer that is not a candidate of the VIP.
+    pub const NOT_A_CANDIDATE: &str = "not_a_candidate";
     /// A join without a target found no active cluster in the caller's network.
     pub const NO_ACTIVE_CLUSTER: &str = "no_active_cluster";
     /// The public key is already enrolled in the network.

@@ -12,8 +12,14 @@
 //! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
 //! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is above R (at once if it is), or 204 after W ms (default 25 s, at most 60 s) |
 //! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128, peer token, member list |
+//! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's highest epoch (no revision bump) |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |
 //! | `POST /v1/clusters/{id}/report` | peer (server member) | k3s ready / failed |
+//! | `GET /v1/peers` | admin | every peer of the account: cluster membership, last seen, `stale` |
+//! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy); 204 |
+//! | `GET /v1/clusters` | admin | every cluster of the account, newest first, with VIP and members |
+//! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
+//! | `POST /v1/vips/{id}/move` | admin | ask the holder to hand the VIP to candidate `to` (bumps the revision) |
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,11 +27,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::{code, ApiError, ErrorKind};
+use super::service::Ttls;
 use super::store::{Store, WriteTx};
 
 mod extract;
@@ -45,6 +52,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The watched networks.
     pub watchers: Arc<Watchers>,
+    /// When silent peers are stale (listings) and reaped.
+    pub ttls: Ttls,
 }
 
 impl AppState {
@@ -53,7 +62,13 @@ impl AppState {
         AppState {
             store,
             watchers: Arc::new(Watchers::default()),
+            ttls: Ttls::default(),
         }
+    }
+
+    /// The same state with `ttls`.
+    pub fn with_ttls(self, ttls: Ttls) -> Self {
+        AppState { ttls, ..self }
     }
 
     /// Runs `f` in a write transaction ([`Store::write`]); once its writes are durable, announces every
@@ -94,6 +109,12 @@ pub fn router_with(state: AppState) -> Router {
         .route("/v1/networks/{id}/members", get(routes::members))
         .route("/v1/networks/{id}/watch", get(routes::watch))
         .route("/v1/peers/enroll", post(routes::enroll))
+        .route("/v1/peers", get(routes::list_peers))
+        .route("/v1/peers/{id}", delete(routes::delete_peer))
+        .route("/v1/peers/self/report", post(routes::peer_report))
+        .route("/v1/clusters", get(routes::list_clusters))
+        .route("/v1/vips", get(routes::list_vips))
+        .route("/v1/vips/{id}/move", post(routes::move_vip))
         .route("/v1/runtime/handshake", post(routes::handshake))
         .route("/v1/clusters/{id}/report", post(routes::report))
         .fallback(|| async { ApiError::not_found(code::NOT_FOUND, "no such route") })

@@ -12,8 +12,9 @@ use super::{now_ms, AppState, Bearer, JsonBody, PathId, QueryArgs};
 use crate::registry::error::ApiError;
 use crate::registry::service;
 use crate::registry::wire::{
-    ClusterStateView, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView, HandshakeRequest,
-    HandshakeResponse, MembersResponse, NetworkView, ReportRequest, WatchQuery, WATCH_DEFAULT_WAIT_MS,
+    ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
+    HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, PeerReportRequest, PeerReportResponse,
+    PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery, WATCH_DEFAULT_WAIT_MS,
     WATCH_MAX_WAIT_MS,
 };
 
@@ -121,5 +122,53 @@ pub(super) async fn report(
     Ok(Json(
         s.write(move |tx| service::report(tx, &token, &cluster_id, &req, now))
             .await?,
+    ))
+}
+
+pub(super) async fn peer_report(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    JsonBody(req): JsonBody<PeerReportRequest>,
+) -> Answer<PeerReportResponse> {
+    let now = now_ms();
+    Ok(Json(
+        s.write(move |tx| service::peer_report(tx, &token, &req, now)).await?,
+    ))
+}
+
+pub(super) async fn list_peers(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<PeersResponse> {
+    let (now, ttls) = (now_ms(), s.ttls);
+    Ok(Json(
+        s.store
+            .read(move |tx| service::list_peers(tx, &token, &ttls, now))
+            .await?,
+    ))
+}
+
+pub(super) async fn delete_peer(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(peer_id): PathId,
+) -> Result<StatusCode, ApiError> {
+    s.write(move |tx| service::delete_peer(tx, &token, &peer_id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn list_clusters(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<ClustersResponse> {
+    Ok(Json(s.store.read(move |tx| service::list_clusters(tx, &token)).await?))
+}
+
+pub(super) async fn list_vips(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<VipsResponse> {
+    Ok(Json(s.store.read(move |tx| service::list_vips(tx, &token)).await?))
+}
+
+pub(super) async fn move_vip(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(vip_id): PathId,
+    JsonBody(req): JsonBody<VipMoveRequest>,
+) -> Answer<VipView> {
+    Ok(Json(
+        s.write(move |tx| service::move_vip(tx, &token, &vip_id, &req)).await?,
     ))
 }

@@ -4,7 +4,8 @@
 //! candidate) and the join token; a retry by the same server returns the same cluster and VIP. A join adds
 //! the caller as server or agent; a joining server is appended to the VIP's candidates, so candidate order
 //! is join order (the store serializes writes). A retried join returns the same answer without appending
-//! again.
+//! again. An agent joining another cluster than its own (named, or the most recent active one when no
+//! target is named) moves there; a server stays where it is (409 `already_member`).
 
 use super::{authenticate, check_name, scope};
 use crate::registry::error::{code, ApiError};
@@ -187,6 +188,11 @@ fn join(
     let mut vip = stored_vip(tx, &cluster.vip_id)?;
     match tx.membership(&peer.id)? {
         Some(m) if m.cluster_id == cluster.id && m.role == req.role => return answer(tx, &cluster, &vip, req.role),
+        // An agent's target changed (sdwand reloaded with another target_cluster_id): it moves. An agent
+        // holds no VIP candidacy, so nothing else changes.
+        Some(m) if m.cluster_id != cluster.id && m.role == Role::Agent && req.role == Role::Agent => {
+            tracing::info!(peer = %peer.name, from = %m.cluster_id, to = %cluster.id, "agent moved to another cluster");
+        }
         Some(m) => return Err(already_member(peer, &m)),
         None => {}
     }

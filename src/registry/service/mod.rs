@@ -18,11 +18,17 @@ mod admin;
 pub mod alloc;
 mod enroll;
 mod handshake;
+mod operator;
+mod reap;
+mod state;
 mod views;
 
 pub use admin::{create_account, create_enrollment_token, create_network};
 pub use enroll::{enroll, members, watch};
 pub use handshake::{handshake, report};
+pub use operator::{delete_peer, list_clusters, list_peers, list_vips, move_vip};
+pub use reap::{reap, remove_peer, Ttls};
+pub use state::peer_report;
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix
 /// that is not the stored kind: 401; a kind not in `accept`: 403.

@@ -1,0 +1,497 @@
+//! The registry client against the real registry router (in process, over a temporary SQLite store, served
+//! on 127.0.0.1): enrollment and its persisted identity, restart without re-enrollment, the watch, pinning,
+//! the k3s handshakes and their drop-ins, and a start from the stored view while the registry is down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sdwand::client::state::StateDir;
+use sdwand::client::{ClientMetrics, Link, LinkEvent};
+use sdwand::config::{self, Config};
+use sdwand::registry::api;
+use sdwand::registry::service;
+use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
+use sdwand::registry::store::Store;
+use serde_json::{json, Value};
+use wireguard_control::Key;
+
+/// How long any awaited event may take.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A registry served on 127.0.0.1 until dropped (or stopped).
+struct Server {
+    addr: SocketAddr,
+    admin: String,
+    network: String,
+    enrollment: String,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        // reqwest is built without a crypto provider; sdwand installs ring (see `sdwand::client::http`).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
+        let account = store
+            .write(|tx| service::create_account(tx, "acme", 1))
+            .await
+            .expect("account");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = api::router(store);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve");
+        });
+        let mut s = Server {
+            addr,
+            admin: account.admin_token,
+            network: String::new(),
+            enrollment: String::new(),
+            task,
+            _dir: dir,
+        };
+        let net = s
+            .post(
+                "/v1/networks",
+                &s.admin,
+                json!({"name": "lab", "overlay_prefix": "fd00:5d::/32", "vip_pool": "fd00:5d:f::/64"}),
+            )
+            .await;
+        s.network = net["id"].as_str().expect("network id").to_owned();
+        let tok = s
+            .post(
+                &format!("/v1/networks/{}/enrollment-tokens", s.network),
+                &s.admin,
+                json!({}),
+            )
+            .await;
+        s.enrollment = tok["token"].as_str().expect("token").to_owned();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, v) = self.try_post(path, token, body).await;
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    async fn try_post(&self, path: &str, token: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Stops accepting connections (the nodes' links must be dropped first: their open connections
+    /// would otherwise stay served).
+    async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until a join without a target succeeds, i.e. the network has an active cluster.
+    async fn wait_active_cluster(&self) {
+        let probe = Key::generate_private().get_public().to_base64();
+        let enrolled = self
+            .post(
+                "/v1/peers/enroll",
+                &self.enrollment,
+                json!({"name": "probe", "public_key": probe, "roles": ["agent"]}),
+            )
+            .await;
+        let token = enrolled["peer_token"].as_str().expect("peer token").to_owned();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, v) = self
+                .try_post(
+                    "/v1/runtime/handshake",
+                    &token,
+                    json!({"phase": "join_request", "role": "agent"}),
+                )
+                .await;
+            if status.is_success() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no active cluster: {status} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One node: its state directory, token file and key.
+struct Node {
+    dir: tempfile::TempDir,
+    key: Key,
+}
+
+impl Node {
+    fn new(server: &Server) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), format!("{}\n", server.enrollment)).expect("token");
+        Node {
+            dir,
+            key: Key::generate_private(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn dropin(&self) -> PathBuf {
+        self.dir.path().join("k3s/50-sdwand.yaml")
+    }
+
+    fn config(&self, server: &Server, name: &str, k3s: &str) -> Config {
+        let d = self.dir.path().display();
+        let text = format!(
+            "[interface]\nname = \"sdw0\"\nprivate_key_file = \"{d}/private.key\"\n\
+             [daemon]\nstate_dir = \"{d}/state\"\n\
+             [registry]\nurl = \"{}\"\ninsecure = true\nenrollment_token_file = \"{d}/token\"\nname = \"{name}\"\n{k3s}",
+            server.url()
+        );
+        config::parse(Path::new("/etc/sdwand/sdwand.toml"), &text).expect("config")
+    }
+
+    fn k3s(&self, role: &str, extra: &str) -> String {
+        format!(
+            "[k3s]\nrole = \"{role}\"\nconfig_path = \"{}\"\n{extra}",
+            self.dropin().display()
+        )
+    }
+}
+
+async fn start(cfg: &Config, key: &Key) -> Link {
+    tokio::time::timeout(DEADLINE, Link::start(cfg, key, ClientMetrics::new()))
+        .await
+        .expect("the link started in time")
+        .expect("the link started")
+}
+
+/// Waits for the first event that satisfies `done`.
+async fn until(link: &mut Link, what: &str, mut done: impl FnMut(&Link, &LinkEvent) -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(deadline, link.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        if done(link, &event) {
+            return;
+        }
+    }
+}
+
+/// Waits until the link's state satisfies `done` (checked now, then after each event).
+async fn until_state(link: &mut Link, what: &str, done: impl Fn(&Link) -> bool) {
+    if !done(link) {
+        until(link, what, |l, _| done(l)).await;
+    }
+}
+
+fn names(link: &Link) -> Vec<String> {
+    link.view.members.iter().map(|m| m.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_persist_restart_without_reenrolling_and_watch() {
+    let server = Server::start().await;
+    let n1 = Node::new(&server);
+    let cfg = n1.config(&server, "p1", "");
+    let link = start(&cfg, &n1.key).await;
+    assert_eq!(link.identity.name, "p1");
+    assert_eq!(link.identity.address.to_string(), "fd00:5d::1");
+    assert_eq!(names(&link), ["p1"]);
+    let state = StateDir::new(&n1.state());
+    assert_eq!(state.identity().expect("identity").as_ref(), Some(&link.identity));
+    for f in ["identity.json", "network.json", "pins.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(state.path().join(f)).expect(f).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let effective = link.effective(&cfg).expect("effective");
+    assert_eq!(effective.interface.address, link.identity.address);
+    assert_eq!(effective.members.len(), 1);
+    let identity = link.identity.clone();
+    drop(link);
+
+    // A restart neither re-enrolls nor needs the token any more.
+    std::fs::remove_file(n1.dir.path().join("token")).expect("rm token");
+    let mut link = start(&cfg, &n1.key).await;
+    assert_eq!(link.identity, identity);
+
+    // A second peer enrolls: the watch brings it.
+    let n2 = Node::new(&server);
+    let link2 = start(&n2.config(&server, "p2", ""), &n2.key).await;
+    assert_eq!(link2.identity.address.to_string(), "fd00:5d::2");
+    until(&mut link, "p2 in p1's view", |l, e| {
+        matches!(e, LinkEvent::View) && names(l) == ["p1", "p2"]
+    })
+    .await;
+    let stored = state.network().expect("network.json").expect("present");
+    assert_eq!(stored, link.view, "the accepted view is persisted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekeyed_address_is_refused() {
+    let server = Server::start().await;
+    let n1 = Node::new(&server);
+    let cfg = n1.config(&server, "p1", "");
+    let link = start(&cfg, &n1.key).await;
+    drop(link);
+    // p1 once accepted another key at the address p2 is about to get.
+    let state = StateDir::new(&n1.state());
+    let mut pins = state.pins().expect("pins");
+    let old = Key::generate_private().get_public().to_base64();
+    pins.insert("fd00:5d::2".parse().expect("addr"), old.clone());
+    let view = state.network().expect("view").expect("present");
+    state.save_view(&view, &pins).expect("save");
+
+    let metrics = ClientMetrics::new();
+    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
+        .await
+        .expect("in time")
+        .expect("started");
+    let n2 = Node::new(&server);
+    let _l2 = start(&n2.config(&server, "p2", ""), &n2.key).await;
+    let n3 = Node::new(&server);
+    let _l3 = start(&n3.config(&server, "p3", ""), &n3.key).await;
+    until(&mut link, "p3 in p1's view", |l, e| {
+        matches!(e, LinkEvent::View) && names(l).contains(&"p3".to_owned())
+    })
+    .await;
+    assert_eq!(names(&link), ["p1", "p3"], "p2's address is pinned to another key");
+    assert!(metrics.refused_rekeys.get() >= 1);
+    let pins = state.pins().expect("pins");
+    assert_eq!(
+        pins.get(&"fd00:5d::2".parse().expect("addr")),
+        Some(&old),
+        "the pin is kept"
+    );
+    assert!(
+        link.effective(&cfg)
+            .expect("effective")
+            .members
+            .iter()
+            .all(|m| m.name != "p2"),
+        "p2 never reaches the data plane"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_and_joins_write_their_dropins() {
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let s1_cfg = s1.config(
+        &server,
+        "s1",
+        &s1.k3s("server", "bootstrap = true\ncluster_name = \"prod\"\n"),
+    );
+    let mut l1 = start(&s1_cfg, &s1.key).await;
+    let mut cluster = String::new();
+    until(&mut l1, "the bootstrap", |_, e| match e {
+        LinkEvent::Joined(resp) => {
+            cluster = resp.cluster_id.clone();
+            true
+        }
+        _ => false,
+    })
+    .await;
+    let text = std::fs::read_to_string(s1.dropin()).expect("s1 drop-in");
+    assert!(text.contains("\ncluster-init: true\n"), "{text}");
+    assert!(text.contains("\ntls-san:\n  - \"fd00:5d:f::1\"\n"), "{text}");
+    assert!(!text.contains("server:"), "{text}");
+
+    // The cluster VIP reaches s1's view with s1 as candidate; [k3s.health] absent, so no health check.
+    until_state(&mut l1, "the cluster VIP in s1's view", |l| !l.view.vips.is_empty()).await;
+    let eff = l1.effective(&s1_cfg).expect("effective");
+    assert_eq!(eff.vips.len(), 1);
+    assert_eq!(eff.vips[0].candidates, ["s1"]);
+
+    // s1 reports k3s ready (no [k3s.health]): the cluster becomes active and agents may join it.
+    l1.report(&[], |_| None);
+    server.wait_active_cluster().await;
+    let a1 = Node::new(&server);
+    let a1_cfg = a1.config(&server, "a1", &a1.k3s("agent", ""));
+    let mut la = start(&a1_cfg, &a1.key).await;
+    until(&mut la, "the agent's join", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    let text = std::fs::read_to_string(a1.dropin()).expect("agent drop-in");
+    let body: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(body[0], "server: \"https://[fd00:5d:f::1]:6443\"");
+    assert!(body[1].starts_with("token: \"") && body.len() == 2, "{text}");
+
+    // A joining server, by cluster id: appended to the candidates, seen by s1.
+    let s2 = Node::new(&server);
+    let target = format!("target_cluster_id = \"{cluster}\"\n");
+    let s2_cfg = s2.config(&server, "s2", &s2.k3s("server", &target));
+    let mut l2 = start(&s2_cfg, &s2.key).await;
+    until(&mut l2, "s2's join", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    let text = std::fs::read_to_string(s2.dropin()).expect("s2 drop-in");
+    assert!(text.contains("\nserver: \"https://[fd00:5d:f::1]:6443\"\n"), "{text}");
+    assert!(text.contains("\ntls-san:\n  - \"fd00:5d:f::1\"\n"), "{text}");
+    until_state(&mut l1, "s2 as second candidate", |l| {
+        l.view.vips.first().map(|v| v.candidates.len()) == Some(2)
+    })
+    .await;
+    let eff = l1.effective(&s1_cfg).expect("effective");
+    assert_eq!(eff.vips[0].candidates, ["s1", "s2"]);
+
+    // A restart with the same answer leaves the drop-in untouched.
+    let before = std::fs::metadata(s2.dropin()).expect("meta").modified().expect("mtime");
+    drop(l2);
+    let mut l2 = start(&s2_cfg, &s2.key).await;
+    until(&mut l2, "s2's join again", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    let after = std::fs::metadata(s2.dropin()).expect("meta").modified().expect("mtime");
+    assert_eq!(before, after, "unchanged content is not rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_from_the_stored_view_while_the_registry_is_down() {
+    let mut server = Server::start().await;
+    let n1 = Node::new(&server);
+    let n2 = Node::new(&server);
+    let cfg = n1.config(&server, "p1", "");
+    let mut l1 = start(&cfg, &n1.key).await;
+    let l2 = start(&n2.config(&server, "p2", ""), &n2.key).await;
+    until_state(&mut l1, "p2 in p1's view", |l| names(l).len() == 2).await;
+    let view = l1.view.clone();
+    drop(l1);
+    drop(l2);
+    server.stop().await;
+
+    let metrics = ClientMetrics::new();
+    metrics.up.set(1);
+    let l1 = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
+        .await
+        .expect("no wait for the registry")
+        .expect("started");
+    assert_eq!(l1.view, view);
+    let eff = l1.effective(&cfg).expect("effective");
+    assert_eq!(
+        eff.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["p1", "p2"]
+    );
+    // The watch finds the registry gone.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while metrics.up.get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "registry_up never went to 0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_bring_back_the_highest_epoch() {
+    use sdwand::vip::{Claim, Epoch, PeerState, VipStatus};
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let cfg = s1.config(&server, "s1", &s1.k3s("server", "bootstrap = true\n"));
+    let mut l1 = start(&cfg, &s1.key).await;
+    until_state(&mut l1, "the cluster VIP", |l| !l.view.vips.is_empty()).await;
+    let vip = l1.view.vips[0].address;
+    let holding = VipStatus {
+        vip,
+        role: PeerState::Holding,
+        healthy: true,
+        claim: Some(Claim {
+            epoch: Epoch { term: 5, rank: 0 },
+            holder: l1.identity.address,
+        }),
+        routed_to: None,
+        candidates: vec![],
+        confirmed: Some((0, 0)),
+    };
+    let me = l1.identity.clone();
+    l1.report(&[holding], |a| (a == me.address).then(|| me.name.clone()));
+    let mut term = None;
+    until(&mut l1, "the epoch floors", |_, e| match e {
+        LinkEvent::Floors(f) => {
+            term = f.iter().find(|f| f.address == vip).map(|f| f.epoch.term);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(term, Some(5));
+    // A restarted peer that saw nothing learns the floor from its first report.
+    l1.report(&[], |_| None);
+    let mut again = None;
+    until(&mut l1, "the floors again", |_, e| match e {
+        LinkEvent::Floors(f) => {
+            again = f.first().map(|f| f.epoch.term);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(again, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_target_reruns_the_join_without_restart() {
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let mut l1 = start(
+        &s1.config(&server, "s1", &s1.k3s("server", "bootstrap = true\n")),
+        &s1.key,
+    )
+    .await;
+    let mut cluster = String::new();
+    until(&mut l1, "the bootstrap", |_, e| match e {
+        LinkEvent::Joined(r) => {
+            cluster = r.cluster_id.clone();
+            true
+        }
+        _ => false,
+    })
+    .await;
+    let a1 = Node::new(&server);
+    let wrong = a1.config(
+        &server,
+        "a1",
+        &a1.k3s("agent", "target_cluster_id = \"no-such-cluster\"\n"),
+    );
+    let mut la = start(&wrong, &a1.key).await;
+    // The refusal is retried slowly: nothing is written meanwhile.
+    let early = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let LinkEvent::Joined(_) = la.next_event().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(early.is_err(), "a join to a missing cluster must not succeed");
+    assert!(!a1.dropin().exists());
+    // SIGHUP with the right target: the join runs again at once.
+    let right = a1.config(
+        &server,
+        "a1",
+        &a1.k3s("agent", &format!("target_cluster_id = \"{cluster}\"\n")),
+    );
+    la.set_k3s(right.k3s.as_ref());
+    until(
+        &mut la,
+        "the join to the right cluster",
+        |_, e| matches!(e, LinkEvent::Joined(r) if r.cluster_id == cluster),
+    )
+    .await;
+    let text = std::fs::read_to_string(a1.dropin()).expect("drop-in");
+    assert!(text.contains("\nserver: \"https://[fd00:5d:f::1]:6443\"\n"), "{text}");
+}
