@@ -143,7 +143,7 @@ fn two_clusters_in_one_account_and_another_account_refused() {
     assert_eq!(cluster_of(&lab, &VIP_ADDR.to_string()).members.len(), 2);
 
     // Another account: its peer cannot join this account's cluster, nor read this network; its admin token
-    // enrolls nobody here.
+    // enrolls nobody (403, wrong kind of token), an unknown token neither (401).
     let other = lab.registry_init_account("other").expect("init-account other");
     let net = lab
         .registry_call(
@@ -175,7 +175,10 @@ fn two_clusters_in_one_account_and_another_account_refused() {
         .unwrap()
     };
     let refused = enroll(&other.admin_token);
-    assert_eq!(refused.status, 401, "an admin token enrolled a peer: {refused:?}");
+    assert_eq!(refused.status, 403, "an admin token enrolled a peer: {refused:?}");
+    assert!(refused.body.contains("wrong_token_kind"), "{refused:?}");
+    let unknown = enroll("sdwe_not-a-token");
+    assert_eq!(unknown.status, 401, "an unknown token enrolled a peer: {unknown:?}");
     let stranger = enroll(tok["token"].as_str().expect("token"));
     assert_eq!(stranger.status, 201, "{stranger:?}");
     let stranger: serde_json::Value = serde_json::from_str(&stranger.body).unwrap();
