@@ -4,13 +4,15 @@
 //! Layout of a lab named NAME with N peers (K of them VIP candidates):
 //!
 //! ```text
-//!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN   (hub ends of the veths)
+//!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN, NAME-breg   (hub ends of the veths)
+//!   NAME-reg:  NAME-ureg 192.0.2.2/24, sdwan-registry on port 7443 (see crate::registry; not in a
+//!              static lab)
 //!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
 //!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
 //!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
 //!              I <= K: echo responder on [fd00:5d:f::1]:9099
 //!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
-//!                                     state/sdwand.sock}
+//!                                     state/sdwand.sock, k3s/50-sdwand.yaml}, registry/
 //! ```
 
 use std::collections::HashMap;

@@ -38,7 +38,8 @@ enum Command {
         #[arg(long)]
         peers: usize,
         /// The first K peers become the candidates (in order) of the VIP fd00:5d:f::1; every peer gets the
-        /// [failover] section, and every candidate an echo responder on [VIP]:9099. 0: no VIP.
+        /// [failover] section, and every candidate an echo responder on [VIP]:9099. 0: no VIP. With the
+        /// registry: p1 bootstraps the k3s cluster, p2..pK join it as servers, the others as agents.
         #[arg(long, default_value_t = 0)]
         vip_candidates: usize,
         /// VIP heartbeat interval (failover.interval), at least 10ms.
