@@ -441,3 +441,38 @@ async fn removal_cascades_and_the_reaper_spares_persistent_peers() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "peer_not_found"));
 }
+
+#[tokio::test]
+async fn the_reaper_task_removes_silent_peers_and_wakes_watchers() {
+    use sdwand::registry::{reaper, service::Ttls};
+    use std::time::{Duration, Instant};
+
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let keeper = enroll_as(&r, &t, "keeper", &[], "persistent").await;
+    enroll_as(&r, &t, "gone", &[], "spot").await;
+    let since = members(&r, &t, &keeper.token).await["revision"]
+        .as_u64()
+        .expect("revision");
+    tokio::time::sleep(Duration::from_millis(5)).await; // let the spot peer be silent past its 1 ms TTL
+    let ttls = Ttls {
+        ephemeral: Duration::from_millis(60_000),
+        spot: Duration::from_millis(1),
+    };
+    let state = r.state.clone().with_ttls(ttls);
+    assert_eq!(
+        reaper::period(&state),
+        Duration::from_secs(1),
+        "clamped to at least a second"
+    );
+    let path = format!("/v1/networks/{}/watch?since={since}&wait_ms=5000", t.network_id);
+    let started = Instant::now();
+    let _reaper = reaper::spawn(state);
+    let (s, v) = r.get(&path, &keeper.token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the first pass runs at once"
+    );
+    assert_eq!(names(&v["members"], "name"), ["keeper"]);
+}

@@ -6,6 +6,8 @@
 //! insecure = true                        # plain HTTP: labs only
 //! # tls_cert = "/etc/sdwan-registry/cert.pem"
 //! # tls_key = "/etc/sdwan-registry/key.pem"
+//! ephemeral_ttl = "10m"                  # silent ephemeral peers are removed after this (persistent: shown stale)
+//! spot_ttl = "2m"                        # silent spot peers are removed after this (shorter than ephemeral_ttl)
 //! ```
 //!
 //! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry needs
@@ -16,6 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::service::Ttls;
+use std::time::Duration;
 
 /// Where `sdwan-registry` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwan-registry/registry.toml";
@@ -29,6 +34,8 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// The store's directory.
     pub state_dir: PathBuf,
+    /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`).
+    pub ttls: Ttls,
 }
 
 /// A configuration that cannot be used.
@@ -73,6 +80,10 @@ struct Raw {
     insecure: bool,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    ephemeral_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    spot_ttl: Option<Duration>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -129,11 +140,38 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
     if raw.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir must not be empty"));
     }
+    let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl).map_err(|m| invalid(&m))?;
     Ok(RegistryConfig {
         source: path.to_owned(),
         listen: raw.listen,
         state_dir: raw.state_dir,
+        ttls,
     })
+}
+
+/// The reaper's TTLs from the file (defaults for what is absent): both at least a second, spot shorter.
+fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>) -> Result<Ttls, String> {
+    let defaults = Ttls::default();
+    let ttls = Ttls {
+        ephemeral: ephemeral.unwrap_or(defaults.ephemeral),
+        spot: spot.unwrap_or(defaults.spot),
+    };
+    for (key, ttl) in [("ephemeral_ttl", ttls.ephemeral), ("spot_ttl", ttls.spot)] {
+        if ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "{key} = {:?} is too short: peers report every few seconds; use at least \"1s\"",
+                humantime::format_duration(ttl).to_string()
+            ));
+        }
+    }
+    if ttls.spot >= ttls.ephemeral {
+        return Err(format!(
+            "spot_ttl ({}) must be shorter than ephemeral_ttl ({}): spot peers are reaped first",
+            humantime::format_duration(ttls.spot),
+            humantime::format_duration(ttls.ephemeral)
+        ));
+    }
+    Ok(ttls)
 }
 
 #[cfg(test)]
@@ -156,6 +194,24 @@ mod tests {
         assert!(check("insecure = true\ntls_key = \"k\"\n")
             .expect_err("both")
             .contains("choose one"));
+    }
+
+    #[test]
+    fn ttls_parse_and_validate() {
+        let base = "insecure = true\n";
+        assert_eq!(check(base).expect("defaults").ttls, Ttls::default());
+        let c = check(&format!("{base}ephemeral_ttl = \"1h 30m\"\nspot_ttl = \"45s\"\n")).expect("valid");
+        assert_eq!(c.ttls.ephemeral, Duration::from_secs(5400));
+        assert_eq!(c.ttls.spot, Duration::from_secs(45));
+        let e = check(&format!("{base}ephemeral_ttl = \"1m\"\n")).expect_err("spot (2m) not shorter");
+        assert!(
+            e.contains("spot_ttl (2m) must be shorter than ephemeral_ttl (1m)"),
+            "{e}"
+        );
+        let e = check(&format!("{base}spot_ttl = \"0s\"\n")).expect_err("zero");
+        assert!(e.contains("spot_ttl") && e.contains("too short"), "{e}");
+        let e = check(&format!("{base}\nspot_ttl = \"soon\"\n")).expect_err("not a duration");
+        assert!(e.starts_with("r.toml:3:"), "{e}");
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(listen = %config.listen, state_dir = %config.state_dir.display(), "sdwan-registry serving plain HTTP (insecure)");
-    axum::serve(listener, api::router(Arc::new(store)))
+    let state = api::AppState::new(Arc::new(store)).with_ttls(config.ttls);
+    let _reaper = super::reaper::spawn(state.clone());
+    axum::serve(listener, api::router_with(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServerError::Serve)

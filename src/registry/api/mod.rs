@@ -129,8 +129,8 @@ pub fn router_with(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Now, in Unix milliseconds (0 if the clock is before 1970).
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds (0 if the clock is before 1970): the one clock read of a request.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
