@@ -180,10 +180,12 @@ impl Lab {
             .map_err(|e| LabError::io(format!("cannot create {}", dir.display()), e))?;
         let config = format!(
             "# Written by sdwan-lab.\nlisten = \"0.0.0.0:{port}\"\nstate_dir = \"{state}\"\ninsecure = true\n\
-             ephemeral_ttl = \"{ttl}\"\n",
+             ephemeral_ttl = \"{ttl}\"\nspot_ttl = \"{spot}\"\n",
             port = layout::REGISTRY_PORT,
             state = dir.join("state").display(),
             ttl = crate::vip::humantime(ephemeral_ttl),
+            // The registry wants spot peers reaped first.
+            spot = crate::vip::humantime((ephemeral_ttl / 2).max(Duration::from_secs(1))),
         );
         write_new(&dir.join("registry.toml"), config.as_bytes(), 0o600)?;
         cmd::ip(&["netns", "add", &l.registry_netns()])?;
