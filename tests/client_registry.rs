@@ -495,3 +495,102 @@ async fn a_changed_target_reruns_the_join_without_restart() {
     let text = std::fs::read_to_string(a1.dropin()).expect("drop-in");
     assert!(text.contains("\nserver: \"https://[fd00:5d:f::1]:6443\"\n"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_to_another_cluster_on_a_target_change() {
+    let server = Server::start().await;
+    let mut clusters = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["s1", "s2"] {
+        let node = Node::new(&server);
+        let cfg = node.config(
+            &server,
+            name,
+            &node.k3s("server", &format!("bootstrap = true\ncluster_name = \"c-{name}\"\n")),
+        );
+        let mut link = start(&cfg, &node.key).await;
+        until(&mut link, "a bootstrap", |_, e| match e {
+            LinkEvent::Joined(r) => {
+                clusters.push((r.cluster_id.clone(), r.vip));
+                true
+            }
+            _ => false,
+        })
+        .await;
+        servers.push((node, link));
+    }
+    let a1 = Node::new(&server);
+    let target = |i: usize| a1.k3s("agent", &format!("target_cluster_id = \"{}\"\n", clusters[i].0));
+    let mut la = start(&a1.config(&server, "a1", &target(0)), &a1.key).await;
+    until(&mut la, "the first join", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    let first = std::fs::read_to_string(a1.dropin()).expect("drop-in");
+    assert!(first.contains(&format!("[{}]", clusters[0].1)), "{first}");
+    la.set_k3s(a1.config(&server, "a1", &target(1)).k3s.as_ref());
+    let second = clusters[1].0.clone();
+    until(
+        &mut la,
+        "the move",
+        |_, e| matches!(e, LinkEvent::Joined(r) if r.cluster_id == second),
+    )
+    .await;
+    let text = std::fs::read_to_string(a1.dropin()).expect("drop-in");
+    assert!(
+        text.contains(&format!("server: \"https://[{}]:6443\"", clusters[1].1)),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_move_request_is_seen_once() {
+    let server = Server::start().await;
+    let s1 = Node::new(&server);
+    let mut l1 = start(
+        &s1.config(&server, "s1", &s1.k3s("server", "bootstrap = true\n")),
+        &s1.key,
+    )
+    .await;
+    until(&mut l1, "the bootstrap", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    l1.report(&[], |_| None);
+    server.wait_active_cluster().await;
+    let s2 = Node::new(&server);
+    let mut l2 = start(&s2.config(&server, "s2", &s2.k3s("server", "")), &s2.key).await;
+    until(&mut l2, "s2's join", |_, e| matches!(e, LinkEvent::Joined(_))).await;
+    until_state(&mut l1, "two candidates", |l| {
+        l.view.vips.first().is_some_and(|v| v.candidates.len() == 2)
+    })
+    .await;
+    assert!(l1.moves().is_empty());
+    let vip = l1.view.vips[0].clone();
+    server
+        .post(
+            &format!("/v1/vips/{}/move", vip.vip_id),
+            &server.admin,
+            json!({"to": "s2"}),
+        )
+        .await;
+    until_state(&mut l1, "the move request", |l| {
+        l.view.vips.first().is_some_and(|v| v.move_request.is_some())
+    })
+    .await;
+    assert_eq!(l1.moves(), [(vip.address, "s2".to_owned())]);
+    assert!(l1.moves().is_empty(), "acted on once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_without_a_readable_token_is_refused() {
+    let server = Server::start().await;
+    let n1 = Node::new(&server);
+    std::fs::remove_file(n1.dir.path().join("token")).expect("rm token");
+    let cfg = n1.config(&server, "p1", "");
+    let err = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, ClientMetrics::new()))
+        .await
+        .expect("refused at once")
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("registry.enrollment_token_file") && text.contains("cannot be read"),
+        "{text}"
+    );
+    assert!(!n1.state().join("registry/identity.json").exists());
+}

@@ -476,3 +476,60 @@ async fn the_reaper_task_removes_silent_peers_and_wakes_watchers() {
     );
     assert_eq!(names(&v["members"], "name"), ["keeper"]);
 }
+
+async fn scrape(r: &Registry) -> String {
+    use tower::ServiceExt;
+    let req = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    String::from_utf8(bytes.to_vec()).expect("utf-8")
+}
+
+fn has(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_census_peers_and_clusters() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, ..) = cluster(&r, &t).await;
+    enroll_as(&r, &t, "e1", &[], "ephemeral").await;
+    let (s, _) = r
+        .get(&format!("/v1/networks/{}/members", t.network_id), "sdwp_bogus")
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    members(&r, &t, &s1.token).await;
+    assert_eq!(r.get("/v1/nowhere", &s1.token).await.0, StatusCode::NOT_FOUND);
+    let text = scrape(&r).await;
+    for line in [
+        r#"sdwan_registry_requests_total{code="201",route="/v1/peers/enroll"} 4"#,
+        r#"sdwan_registry_requests_total{code="401",route="/v1/networks/{id}/members"} 1"#,
+        r#"sdwan_registry_requests_total{code="200",route="/v1/networks/{id}/members"} 1"#,
+        r#"sdwan_registry_requests_total{code="200",route="/v1/clusters/{id}/report"} 1"#,
+        r#"sdwan_registry_requests_total{code="404",route="unmatched"} 1"#,
+        r#"sdwan_registry_request_duration_seconds_count{route="/v1/runtime/handshake"} 3"#,
+        r#"sdwan_registry_peers{class="persistent",state="live"} 3"#,
+        r#"sdwan_registry_peers{class="ephemeral",state="live"} 1"#,
+        r#"sdwan_registry_peers{class="spot",state="stale"} 0"#,
+        r#"sdwan_registry_clusters{state="active"} 1"#,
+        r#"sdwan_registry_clusters{state="bootstrapping"} 0"#,
+        "sdwan_registry_watch_clients 0",
+    ] {
+        assert!(has(&text, line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains(&t.network_id), "raw paths never become labels");
+    let path = format!("/v1/networks/{}/watch?since=999&wait_ms=2000", t.network_id);
+    let (_, text) = tokio::join!(r.get(&path, &s1.token), async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.state.watchers.waiting() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the watch never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        scrape(&r).await
+    });
+    assert!(has(&text, "sdwan_registry_watch_clients 1"), "{text}");
+}

@@ -1,6 +1,8 @@
 //! `sdwanctl`: asks a running sdwand over its control socket ([`sdwand::control`]) and prints the answer.
 //!
-//! Exit codes: 0 done, 1 the daemon answered with an error, 2 bad usage or no answer from the daemon.
+//! `sdwanctl registry …` asks the registry's admin routes instead ([`sdwand::control::registry`]).
+//!
+//! Exit codes: 0 done, 1 the daemon (or registry) answered with an error, 2 bad usage or no answer.
 
 use std::io::Write;
 use std::net::Ipv6Addr;
@@ -8,11 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sdwand::control::registry::{self, RegistryCallError, RegistryClient};
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(version, about = "Operate a running sdwand")]
+#[command(version, about = "Operate a running sdwand, or the registry")]
 struct Cli {
     /// The daemon's control socket (daemon.control_socket).
     #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
@@ -31,6 +34,49 @@ enum Command {
     /// VIP failover.
     #[command(subcommand)]
     Vip(VipCommand),
+    /// The registry (admin token): clusters, VIPs, peers, manual moves, peer removal.
+    Registry(RegistryArgs),
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// The registry's URL (https://…; http:// only with --insecure).
+    #[arg(long)]
+    url: String,
+    /// File holding the account's admin token.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Accept a plain-HTTP URL (labs: the token travels in clear). Certificates are still checked.
+    #[arg(long)]
+    insecure: bool,
+    /// Trust only these PEM CA certificates for https.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: RegistryCommand,
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Every cluster of the account: state, API endpoint, VIP holder, members.
+    Clusters,
+    /// Every VIP of the account: holder, epoch, candidates, pending move.
+    Vips,
+    /// Every peer of the account: class, roles, cluster, last seen, live or stale.
+    Peers,
+    /// Ask a VIP's holder to hand it over to one of its candidates.
+    Move {
+        /// The VIP's id (see `sdwanctl registry vips`).
+        vip_id: String,
+        /// The target candidate's peer name.
+        #[arg(long)]
+        to: String,
+    },
+    /// Remove a peer with its tokens, cluster membership and VIP candidacy.
+    RemovePeer {
+        /// The peer's id (see `sdwanctl registry peers`).
+        peer_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -53,6 +99,7 @@ fn main() -> ExitCode {
         Command::Status => Request::Status,
         Command::Vip(VipCommand::List) => Request::VipList,
         Command::Vip(VipCommand::Move { vip, to }) => Request::VipMove { vip, to },
+        Command::Registry(args) => return registry_main(&args, cli.json),
     };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,6 +139,83 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `sdwanctl registry …`: calls the registry and prints its answer.
+fn registry_main(args: &RegistryArgs, json: bool) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RegistryCallError::Setup(format!("cannot start the async runtime: {e}")))
+        .and_then(|rt| rt.block_on(registry_call(args, json)));
+    match answer {
+        Ok(text) => {
+            print(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let (true, RegistryCallError::Refused { code, message, .. }) = (json, &e) {
+                if let Ok(json) = pretty(&Failed { code, message }) {
+                    print(&json);
+                }
+            }
+            eprintln!("sdwanctl: {e}");
+            ExitCode::from(if matches!(e, RegistryCallError::Refused { .. }) {
+                1
+            } else {
+                2
+            })
+        }
+    }
+}
+
+async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, RegistryCallError> {
+    let client = RegistryClient::new(&args.url, &args.token_file, args.insecure, args.ca_file.as_ref())?;
+    let encode = |r: serde_json::Result<String>| {
+        r.map_err(|e| RegistryCallError::Setup(format!("cannot encode the answer as JSON: {e}")))
+    };
+    match &args.command {
+        RegistryCommand::Clusters => {
+            let c = client.clusters().await?;
+            if json {
+                encode(pretty(&c))
+            } else {
+                Ok(registry::clusters(&c))
+            }
+        }
+        RegistryCommand::Vips => {
+            let v = client.vips().await?;
+            if json {
+                encode(pretty(&v))
+            } else {
+                Ok(registry::vips(&v))
+            }
+        }
+        RegistryCommand::Peers => {
+            let p = client.peers().await?;
+            if json {
+                encode(pretty(&p))
+            } else {
+                Ok(registry::peers(&p, sdwand::registry::api::now_ms()))
+            }
+        }
+        RegistryCommand::Move { vip_id, to } => {
+            let v = client.move_vip(vip_id, to).await?;
+            if json {
+                encode(pretty(&v))
+            } else {
+                Ok(registry::moved(&v))
+            }
+        }
+        RegistryCommand::RemovePeer { peer_id } => {
+            client.remove_peer(peer_id).await?;
+            if json {
+                encode(pretty(&serde_json::json!({ "removed": peer_id })))
+            } else {
+                Ok(registry::removed(peer_id))
+            }
+        }
+    }
 }
 
 /// The data of [`Response::Moved`], for `--json`.

@@ -155,8 +155,8 @@ pub struct Link {
     views: mpsc::Receiver<MembersResponse>,
     floors: mpsc::Receiver<Vec<VipEpochView>>,
     reports: mpsc::Sender<ReportJob>,
-    joined_tx: mpsc::Sender<HandshakeResponse>,
-    joined_rx: mpsc::Receiver<HandshakeResponse>,
+    joined_tx: mpsc::Sender<(K3sConfig, HandshakeResponse)>,
+    joined_rx: mpsc::Receiver<(K3sConfig, HandshakeResponse)>,
     handshake: Option<(K3sConfig, JoinHandle<()>)>,
     joined: Option<(K3sConfig, HandshakeResponse)>,
     tasks: Vec<JoinHandle<()>>,
@@ -275,7 +275,7 @@ impl Link {
         let cfg = k3s.clone();
         let task = tokio::spawn(async move {
             let resp = k3s::handshake(&client, &cfg).await;
-            let _ = tx.send(resp).await;
+            let _ = tx.send((cfg, resp)).await;
         });
         self.handshake = Some((k3s, task));
     }
@@ -289,9 +289,10 @@ impl Link {
                     return LinkEvent::View;
                 }
                 Some(floors) = self.floors.recv() => return LinkEvent::Floors(floors),
-                Some(resp) = self.joined_rx.recv() => {
-                    if let Some((k3s, _)) = &self.handshake {
-                        self.joined = Some((k3s.clone(), resp.clone()));
+                Some((cfg, resp)) = self.joined_rx.recv() => {
+                    // An answer to a handshake replaced since (SIGHUP) is stale.
+                    if self.handshake.as_ref().is_some_and(|(k3s, _)| *k3s == cfg) {
+                        self.joined = Some((cfg, resp.clone()));
                         return LinkEvent::Joined(resp);
                     }
                 }

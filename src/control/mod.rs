@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::vip::{Epoch, MoveError, VipStatus};
 
+pub mod registry;
 pub mod render;
 mod socket;
 #[cfg(test)]

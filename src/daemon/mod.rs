@@ -208,6 +208,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         |v| adopted.get(&v).copied().unwrap_or(Adopt::Nothing),
         metrics.vip.clone(),
     );
+    if let Some(link) = &link {
+        raise_floors(&mut vip, link);
+    }
     let held = adopted
         .iter()
         .filter(|(_, a)| **a == Adopt::HeldHere)
@@ -290,6 +293,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                             loaded.config = cfg;
                             tracing::info!(members = loaded.config.members.len(), vips = loaded.config.vips.len(), "registry view applied");
                             apply(&loaded, &mut plane, &mut vip).await;
+                            raise_floors(&mut vip, link);
                             manual_moves(link, &mut vip, &mut plane).await;
                         }
                         Err(e) => tracing::error!("registry view refused, the previous one stays in force: {e}"),
@@ -477,6 +481,16 @@ async fn next_link_event(link: Option<&mut Link>) -> LinkEvent {
     match link {
         Some(link) => link.next_event().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Raises each VIP's term floor to the highest epoch of the link's view (stored or fresh), so a claim
+/// never reuses a term even before the first report answers.
+fn raise_floors(vip: &mut VipRuntime, link: &Link) {
+    for v in &link.view.vips {
+        if let Some(e) = v.epoch {
+            vip.raise_term(v.address, e.term);
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`error`]: request errors, their codes, and the 401/403/404 rules.
 //! - [`api`]: the axum routes and extractors.
 //! - [`config`] and [`server`]: the configuration file and the serving loop of the binary.
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 //! - [`reaper`]: the periodic removal of silent ephemeral and spot peers.
 //!
 //! The data plane never depends on the registry: it is needed for enrollment, joins and membership
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod reaper;
 pub mod server;

@@ -19,19 +19,24 @@
 //! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy); 204 |
 //! | `GET /v1/clusters` | admin | every cluster of the account, newest first, with VIP and members |
 //! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
+//! | `GET /metrics` | none | Prometheus text: requests by route and code, latency, peers, clusters, watch clients |
 //! | `POST /v1/vips/{id}/move` | admin | ask the holder to hand the VIP to candidate `to` (bumps the revision) |
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
 use super::error::{code, ApiError, ErrorKind};
+use super::metrics::{RegistryMetrics, UNMATCHED};
 use super::service::Ttls;
 use super::store::{Store, WriteTx};
 
@@ -54,6 +59,8 @@ pub struct AppState {
     pub watchers: Arc<Watchers>,
     /// When silent peers are stale (listings) and reaped.
     pub ttls: Ttls,
+    /// Request counts and latencies, and the gauges of `GET /metrics`.
+    pub metrics: Arc<RegistryMetrics>,
 }
 
 impl AppState {
@@ -63,6 +70,7 @@ impl AppState {
             store,
             watchers: Arc::new(Watchers::default()),
             ttls: Ttls::default(),
+            metrics: Arc::new(RegistryMetrics::new()),
         }
     }
 
@@ -100,23 +108,30 @@ pub fn router(store: Arc<dyn Store>) -> Router {
 
 /// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
 pub fn router_with(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/networks", post(routes::create_network))
-        .route(
+    let routes: [(&'static str, MethodRouter<AppState>); 14] = [
+        ("/v1/networks", post(routes::create_network)),
+        (
             "/v1/networks/{id}/enrollment-tokens",
             post(routes::create_enrollment_token),
-        )
-        .route("/v1/networks/{id}/members", get(routes::members))
-        .route("/v1/networks/{id}/watch", get(routes::watch))
-        .route("/v1/peers/enroll", post(routes::enroll))
-        .route("/v1/peers", get(routes::list_peers))
-        .route("/v1/peers/{id}", delete(routes::delete_peer))
-        .route("/v1/peers/self/report", post(routes::peer_report))
-        .route("/v1/clusters", get(routes::list_clusters))
-        .route("/v1/vips", get(routes::list_vips))
-        .route("/v1/vips/{id}/move", post(routes::move_vip))
-        .route("/v1/runtime/handshake", post(routes::handshake))
-        .route("/v1/clusters/{id}/report", post(routes::report))
+        ),
+        ("/v1/networks/{id}/members", get(routes::members)),
+        ("/v1/networks/{id}/watch", get(routes::watch)),
+        ("/v1/peers", get(routes::list_peers)),
+        ("/v1/peers/enroll", post(routes::enroll)),
+        ("/v1/peers/{id}", delete(routes::delete_peer)),
+        ("/v1/peers/self/report", post(routes::peer_report)),
+        ("/v1/runtime/handshake", post(routes::handshake)),
+        ("/v1/clusters", get(routes::list_clusters)),
+        ("/v1/clusters/{id}/report", post(routes::report)),
+        ("/v1/vips", get(routes::list_vips)),
+        ("/v1/vips/{id}/move", post(routes::move_vip)),
+        ("/metrics", get(routes::metrics)),
+    ];
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, method)| {
+            router.route(path, tagged(path, method))
+        })
         .fallback(|| async { ApiError::not_found(code::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -126,7 +141,29 @@ pub fn router_with(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), observe))
         .with_state(state)
+}
+
+/// The route template a request matched, passed from the route's layer to [`observe`] (which also sees
+/// requests that match no route).
+#[derive(Debug, Clone, Copy)]
+struct RouteLabel(&'static str);
+
+/// `method` answering with its route template attached, for the request metrics.
+fn tagged(route: &'static str, method: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    method.route_layer(middleware::map_response(move |mut response: Response| async move {
+        response.extensions_mut().insert(RouteLabel(route));
+        response
+    }))
+}
+
+async fn observe(State(metrics): State<Arc<RegistryMetrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let route = response.extensions().get::<RouteLabel>().map_or(UNMATCHED, |r| r.0);
+    metrics.observe(route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Now, in Unix milliseconds (0 if the clock is before 1970): the one clock read of a request.

@@ -9,7 +9,9 @@ use axum::Json;
 use tokio::time::{timeout_at, Instant};
 
 use super::{now_ms, AppState, Bearer, JsonBody, PathId, QueryArgs};
-use crate::registry::error::ApiError;
+use axum::http::header::CONTENT_TYPE;
+
+use crate::registry::error::{code, ApiError, ErrorKind};
 use crate::registry::service;
 use crate::registry::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
@@ -171,4 +173,14 @@ pub(super) async fn move_vip(
     Ok(Json(
         s.write(move |tx| service::move_vip(tx, &token, &vip_id, &req)).await?,
     ))
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let (now, ttls) = (now_ms(), s.ttls);
+    let census = s.store.read(move |tx| service::census(tx, &ttls, now)).await?;
+    let text = s.metrics.render(&census, s.watchers.waiting()).map_err(|e| {
+        tracing::error!(error = %e, "cannot render the registry metrics");
+        ApiError::new(ErrorKind::Internal, code::INTERNAL, "cannot render the metrics")
+    })?;
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -26,7 +26,7 @@ mod views;
 pub use admin::{create_account, create_enrollment_token, create_network};
 pub use enroll::{enroll, members, watch};
 pub use handshake::{handshake, report};
-pub use operator::{delete_peer, list_clusters, list_peers, list_vips, move_vip};
+pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip};
 pub use reap::{reap, remove_peer, Ttls};
 pub use state::peer_report;
 

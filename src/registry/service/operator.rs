@@ -5,7 +5,8 @@ use super::authenticate;
 use super::reap::{remove_peer, Ttls};
 use super::views::{self, member_view};
 use crate::registry::error::{code, ApiError};
-use crate::registry::model::{Network, Peer, TokenKind, TokenRecord, Vip};
+use crate::registry::metrics::Census;
+use crate::registry::model::{ClusterState, Lifecycle, Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::Presented;
 use crate::registry::wire::{
@@ -149,4 +150,26 @@ fn visible_peer(tx: &mut dyn ReadTx, caller: &TokenRecord, peer_id: &str) -> Res
         Some(n) if n.account_id == caller.account_id => Ok(peer),
         _ => Err(not_found()),
     }
+}
+
+/// Peers by class and staleness, clusters by state, over every account (the metrics' gauges).
+pub fn census(tx: &mut dyn ReadTx, ttls: &Ttls, now_ms: u64) -> Result<Census, ApiError> {
+    let peers = tx.all_peers()?;
+    let clusters = tx.all_clusters()?;
+    let mut census = Census::default();
+    for class in [Lifecycle::Persistent, Lifecycle::Ephemeral, Lifecycle::Spot] {
+        for stale in [false, true] {
+            let n = peers
+                .iter()
+                .filter(|p| p.lifecycle == class && ttls.stale(p, now_ms) == stale)
+                .count();
+            census.peers.push((class, stale, n as u64));
+        }
+    }
+    for state in [ClusterState::Bootstrapping, ClusterState::Active, ClusterState::Error] {
+        census
+            .clusters
+            .push((state, clusters.iter().filter(|c| c.state == state).count() as u64));
+    }
+    Ok(census)
 }
