@@ -7,6 +7,8 @@
 //!   against the registry's HTTP API (group commit and one commit per request).
 //! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death and planned
 //!   handover, and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
+//! - [`propagation`]: the `propagation` benchmark — a registry membership change → applied on the WireGuard
+//!   devices of every daemon of a 50-peer lab.
 //! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).
 //! - [`workload`]: the peers a benchmark applies, as sdwand's desired state and as a `wg` config file.
 //! - [`stats`]: samples, medians, CPU clocks.
@@ -24,6 +26,7 @@ use clap::{Parser, Subcommand};
 mod error;
 mod failover;
 mod handshake;
+mod propagation;
 mod reconcile;
 mod report;
 mod stats;
@@ -52,6 +55,9 @@ enum Bench {
     /// Durable k3s join handshakes against sdwan-registry's HTTP API served in process on 127.0.0.1, at 1,
     /// 16 and 64 concurrent clients, with group commit and with one commit per request (no root needed).
     Handshake(handshake::Options),
+    /// Membership propagation on a lab of real sdwand daemons enrolled through sdwan-registry: a peer
+    /// enrolled / removed over the registry's API → applied on every daemon's WireGuard device.
+    Propagation(propagation::Options),
 }
 
 /// Set by SIGINT/SIGTERM; the benchmarks stop between trials and clean up.
@@ -109,6 +115,15 @@ fn run(cli: Cli) -> Result<(), BenchError> {
         }
         Bench::Handshake(opts) => {
             let report = handshake::run(&opts, &interrupted)?;
+            if opts.json {
+                let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+                println!("{json}");
+            } else {
+                print!("{}", report.table());
+            }
+        }
+        Bench::Propagation(opts) => {
+            let report = propagation::run(&opts, &interrupted)?;
             if opts.json {
                 let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 println!("{json}");

@@ -125,6 +125,11 @@ pub fn sdwanctl_bin() -> Result<PathBuf> {
     workspace_bin("sdwanctl", "SDWANCTL_BIN")
 }
 
+/// The `sdwan-registry` binary: `$SDWAN_REGISTRY_BIN`, else found like [`sdwand_bin`].
+pub fn registry_bin() -> Result<PathBuf> {
+    workspace_bin("sdwan-registry", "SDWAN_REGISTRY_BIN")
+}
+
 /// The `sdwan-lab` binary (it runs the echo responders): `$SDWAN_LAB_BIN`, else the running executable if it
 /// is `sdwan-lab`, else found like [`sdwand_bin`].
 pub fn lab_bin() -> Result<PathBuf> {

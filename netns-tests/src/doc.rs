@@ -16,6 +16,28 @@ pub struct LabDoc {
     pub vips: Vec<VipDoc>,
     /// The lab's state directory (configs, keys, logs).
     pub state_dir: String,
+    /// The lab's registry; `null` in a static lab (`--no-registry`).
+    #[serde(default)]
+    pub registry: Option<RegistryDoc>,
+}
+
+/// The registry of a [`LabDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryDoc {
+    /// Its namespace (`NAME-reg`).
+    pub netns: String,
+    /// Its API's URL over the underlay (reachable from every peer namespace).
+    pub url: String,
+    /// PID of the running registry; `null` when it does not run.
+    pub pid: Option<u32>,
+    /// The lab account's admin token (a lab: shown in clear).
+    pub admin_token: String,
+    /// The lab account's id.
+    pub account_id: String,
+    /// The lab network's id.
+    pub network_id: String,
+    /// Its log file.
+    pub log: String,
 }
 
 /// One peer of a [`LabDoc`].

@@ -45,6 +45,12 @@ impl Lab {
             }
             let _ = child.wait();
         }
+        if let Some(mut child) = self.registry_child.take() {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
         report
     }
 
@@ -111,7 +117,7 @@ pub(crate) fn lab_sockets(layout: &Layout) -> Vec<PathBuf> {
 
 /// Stops the daemons and background processes recorded in the state file: SIGTERM to every daemon at once
 /// (then SIGCONT, so a daemon frozen by a test handles it), up to 5 s for them to exit (they tear down their
-/// data plane), then SIGKILL. Then the responders, background processes and `wireguard-go`s.
+/// data plane), then SIGKILL. Then the responders, background processes, the registry and `wireguard-go`s.
 fn stop_recorded(state: &LabState, report: &mut DownReport) {
     let daemons: Vec<(String, ProcId)> = state
         .peers
@@ -136,11 +142,17 @@ fn stop_recorded(state: &LabState, report: &mut DownReport) {
         .peers
         .iter()
         .filter_map(|p| p.responder.map(|id| (format!("responder of p{}", p.index), id)));
+    let registry = state
+        .registry
+        .as_ref()
+        .and_then(|r| r.process)
+        .map(|id| ("the registry".to_owned(), id));
     let others = state
         .background
         .iter()
         .map(|id| ("background process".to_owned(), *id))
-        .chain(responders);
+        .chain(responders)
+        .chain(registry);
     let wgs = state.peers.iter().flat_map(|p| {
         p.wireguard_go
             .iter()

@@ -4,13 +4,15 @@
 //! Layout of a lab named NAME with N peers (K of them VIP candidates):
 //!
 //! ```text
-//!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN   (hub ends of the veths)
+//!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN, NAME-breg   (hub ends of the veths)
+//!   NAME-reg:  NAME-ureg 192.0.2.2/24, sdwan-registry on port 7443 (see crate::registry; not in a
+//!              static lab)
 //!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
 //!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
 //!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
 //!              I <= K: echo responder on [fd00:5d:f::1]:9099
 //!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
-//!                                     state/sdwand.sock}
+//!                                     state/sdwand.sock, k3s/50-sdwand.yaml}, registry/
 //! ```
 
 use std::collections::HashMap;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use wireguard_control::{Backend, Device, Key};
 
 use crate::cmd;
-use crate::doc::{LabDoc, PeerDoc};
+use crate::doc::{LabDoc, PeerDoc, RegistryDoc};
 use crate::down::lab_sockets;
 use crate::error::{humanize, LabError, Result};
 use crate::layout::{self, Layout};
@@ -66,10 +68,16 @@ pub struct UpOptions {
     pub vip_dead_after: u32,
     /// Whether `up` starts the echo responder (see [`crate::responder`]) in every candidate's namespace.
     pub responders: bool,
+    /// Whether the lab runs a registry (see [`crate::registry`]) that the peers enroll with, and whose k3s
+    /// bootstrap and join flow makes the VIP's candidates; `false`: static `[[members]]` and `[[vip]]`.
+    pub registry: bool,
+    /// The registry's `ephemeral_ttl`: how long an ephemeral peer may be silent before it is reaped.
+    pub ephemeral_ttl: Duration,
 }
 
 impl UpOptions {
-    /// The defaults: 30 s for handshakes, 2 s resync, teardown on exit, 25 s keepalive, no VIP.
+    /// The defaults: 30 s for handshakes, 2 s resync, teardown on exit, 25 s keepalive, no VIP, a registry
+    /// with a 6 s ephemeral TTL.
     pub fn new(name: &str, peers: usize) -> Self {
         UpOptions {
             name: name.to_owned(),
@@ -83,6 +91,8 @@ impl UpOptions {
             vip_interval: Duration::from_millis(50),
             vip_dead_after: 4,
             responders: true,
+            registry: true,
+            ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
         }
     }
 }
@@ -105,6 +115,8 @@ pub struct Lab {
     pub(crate) notify: HashMap<usize, crate::ops::Notify>,
     /// The echo responders this value started, kept to reap them.
     pub(crate) responders: HashMap<usize, Child>,
+    /// The registry this value started, kept to reap it.
+    pub(crate) registry_child: Option<Child>,
 }
 
 impl Lab {
@@ -121,6 +133,11 @@ impl Lab {
         let wireguard_go = cmd::wireguard_go()?;
         let lab_bin = if opts.vip_candidates > 0 && opts.responders {
             Some(cmd::lab_bin()?)
+        } else {
+            None
+        };
+        let registry_bin = if opts.registry {
+            Some(cmd::registry_bin()?)
         } else {
             None
         };
@@ -156,14 +173,21 @@ impl Lab {
                 lab_bin,
                 peers,
                 background: Vec::new(),
+                registry: None,
+                vips: if opts.registry {
+                    crate::vip::sections(&opts).1
+                } else {
+                    Vec::new()
+                },
             },
             layout,
             children: HashMap::new(),
             cancel: opts.cancel.clone(),
             notify: HashMap::new(),
             responders: HashMap::new(),
+            registry_child: None,
         };
-        match lab.build(&keys, opts.handshake_timeout) {
+        match lab.build(&keys, &opts, registry_bin) {
             Ok(()) => Ok(lab),
             Err(e) => {
                 if std::env::var_os(KEEP_ENV).is_some() {
@@ -176,26 +200,17 @@ impl Lab {
         }
     }
 
-    /// Everything after the state directory: network, files, responders, daemons; then waits for the mesh,
-    /// readiness, and (with a VIP) for one holder that every peer agrees on.
-    fn build(&mut self, keys: &[Key], handshake_timeout: Duration) -> Result<()> {
+    /// Everything after the state directory: network, registry, files, responders, daemons; then waits for
+    /// the mesh, readiness, and (with a VIP) for one holder that every peer agrees on.
+    fn build(&mut self, keys: &[Key], opts: &UpOptions, registry_bin: Option<PathBuf>) -> Result<()> {
+        let handshake_timeout = opts.handshake_timeout;
         self.save()?;
         self.build_network()?;
+        if let Some(bin) = registry_bin {
+            self.build_registry(bin, opts.ephemeral_ttl)?;
+        }
         for i in 1..=self.peer_count() {
-            let dir = self.layout.peer_dir(i);
-            for d in [dir.clone(), dir.join("state")] {
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&d)
-                    .map_err(|e| LabError::io(format!("cannot create {}", d.display()), e))?;
-            }
-            write_new(
-                &self.key_path(i),
-                format!("{}\n", keys[i - 1].to_base64()).as_bytes(),
-                0o600,
-            )?;
-            let text = self.state.peers[i - 1].config.render()?;
-            write_new(&self.config_path(i), text.as_bytes(), 0o644)?;
+            self.write_peer_files(i, &keys[i - 1])?;
         }
         // Responders bind the VIP before it exists (IPV6_FREEBIND), so they can start first.
         if self.state.lab_bin.is_some() {
@@ -204,11 +219,21 @@ impl Lab {
                 self.start_responder(i)?;
             }
         }
+        let start = Instant::now();
         for i in 1..=self.peer_count() {
             self.check_cancel()?;
             self.start_sdwand(i)?;
+            if self.state.registry.is_some() {
+                // Addresses are allocated in enrollment order, candidates appended in join order.
+                self.wait_enrolled(i, crate::registry::START_TIMEOUT)?;
+                if i <= opts.vip_candidates {
+                    self.wait_candidates(i, crate::registry::START_TIMEOUT)?;
+                }
+            }
         }
-        let start = Instant::now();
+        if self.state.registry.is_some() {
+            self.check_registry_layout()?;
+        }
         self.wait_mesh(handshake_timeout)?;
         let left = || handshake_timeout.saturating_sub(start.elapsed());
         for i in 1..=self.peer_count() {
@@ -217,6 +242,56 @@ impl Lab {
         }
         if !self.vips().is_empty() {
             self.wait_vip_settled(left().max(Duration::from_secs(10)))?;
+        }
+        Ok(())
+    }
+
+    /// Peer `i`'s directories, key file and configuration file.
+    pub(crate) fn write_peer_files(&self, i: usize, key: &Key) -> Result<()> {
+        let dir = self.layout.peer_dir(i);
+        for d in [dir.clone(), dir.join("state")] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&d)
+                .map_err(|e| LabError::io(format!("cannot create {}", d.display()), e))?;
+        }
+        write_new(&self.key_path(i), format!("{}\n", key.to_base64()).as_bytes(), 0o600)?;
+        let config = &self.state.peers[i - 1].config;
+        if let Some(parent) = config.k3s.as_ref().and_then(|k| k.config_path.parent()) {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(parent)
+                .map_err(|e| LabError::io(format!("cannot create {}", parent.display()), e))?;
+        }
+        let text = config.render()?;
+        write_new(&self.config_path(i), text.as_bytes(), 0o644)
+    }
+
+    /// Checks that the registry made the lab's layout: peer `i` got `fd00:5d::i`, and the VIP's candidates
+    /// are the ones the lab expects, in order.
+    fn check_registry_layout(&self) -> Result<()> {
+        for i in 1..=self.peer_count() {
+            let got = self.identity(i)?.address;
+            if got != Layout::overlay_addr(i) {
+                return Err(LabError::Process(format!(
+                    "p{i} enrolled as {got}, not {}: peers must enroll in order into a fresh network",
+                    Layout::overlay_addr(i)
+                )));
+            }
+        }
+        let expected: Vec<String> = self
+            .vips()
+            .iter()
+            .find(|v| v.address == layout::VIP_ADDR)
+            .map(|v| v.candidates.clone())
+            .unwrap_or_default();
+        let got = self.registry_candidates()?;
+        if got != expected {
+            return Err(LabError::Process(format!(
+                "the registry's candidates of {} are {got:?}, not {expected:?}",
+                layout::VIP_ADDR
+            )));
         }
         Ok(())
     }
@@ -277,6 +352,7 @@ impl Lab {
             cancel: None,
             notify: HashMap::new(),
             responders: HashMap::new(),
+            registry_child: None,
         })
     }
 
@@ -325,6 +401,15 @@ impl Lab {
             peers,
             vips: self.vip_docs(),
             state_dir: self.layout.state_dir().display().to_string(),
+            registry: self.state.registry.as_ref().map(|r| RegistryDoc {
+                netns: self.layout.registry_netns(),
+                url: r.url.clone(),
+                pid: r.process.filter(ProcId::is_alive).map(|p| p.pid),
+                admin_token: r.admin_token.clone(),
+                account_id: r.account_id.clone(),
+                network_id: r.network_id.clone(),
+                log: self.registry_log().display().to_string(),
+            }),
         })
     }
 
@@ -429,6 +514,16 @@ impl Lab {
         &self.layout
     }
 
+    /// The overlay prefix routed to every peer's interface: the registry network's (`fd00:5d::/32`) or, in a
+    /// static lab, `fd00:5d::/64`.
+    pub fn overlay_prefix(&self) -> &'static str {
+        if self.state.registry.is_some() {
+            layout::REGISTRY_OVERLAY_PREFIX
+        } else {
+            layout::OVERLAY_PREFIX
+        }
+    }
+
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.state.peers.len()
@@ -483,18 +578,19 @@ impl Lab {
     }
 }
 
-/// The `NodeConfig` of peer `i`.
+/// The `NodeConfig` of peer `i`: static (`[[members]]`, `[[vip]]`, its address) or, with a registry,
+/// `[registry]` and `[k3s]` instead (address, members and VIPs come from the registry).
 fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path, members: Vec<Member>) -> NodeConfig {
     let dir = layout.peer_dir(i);
     let (failover, vip) = crate::vip::sections(opts);
-    NodeConfig {
+    let mut config = NodeConfig {
         interface: InterfaceSection {
             name: layout.wg_if(i),
             private_key_file: dir.join("private.key"),
             listen_port: layout::LISTEN_PORT,
             mtu: 1420,
-            address: Layout::overlay_addr(i),
-            overlay_prefix: layout::OVERLAY_PREFIX.to_owned(),
+            address: Some(Layout::overlay_addr(i)),
+            overlay_prefix: Some(layout::OVERLAY_PREFIX.to_owned()),
             persistent_keepalive: opts.persistent_keepalive,
         },
         backend: BackendSection {
@@ -511,8 +607,19 @@ fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path,
         },
         failover,
         vip,
+        registry: None,
+        k3s: None,
         members,
+    };
+    if opts.registry {
+        config.interface.address = None;
+        config.interface.overlay_prefix = None;
+        config.vip.clear();
+        config.members.clear();
+        config.registry = Some(crate::registry::section(layout, i, "persistent"));
+        config.k3s = crate::registry::k3s_section(layout, i, opts.vip_candidates);
     }
+    config
 }
 
 /// Refuses to build over anything of the same name.
@@ -557,7 +664,7 @@ fn create_state_dir(layout: &Layout) -> Result<()> {
 }
 
 /// Creates a new file with `mode` and writes `data` to it.
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let ctx = || format!("cannot write {}", path.display());
     let mut f = fs::OpenOptions::new()
         .write(true)

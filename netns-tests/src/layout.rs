@@ -26,6 +26,16 @@ pub const FAILOVER_PORT: u16 = 51821;
 pub const RESPONDER_PORT: u16 = 9099;
 /// Most VIP candidates a lab may have (the failover wire format's limit).
 pub const MAX_VIP_CANDIDATES: usize = sdwand::vip::wire::MAX_CANDIDATES;
+/// The registry's underlay address (on the lab's underlay subnet, below every peer's).
+pub const REGISTRY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// TCP port of the registry's HTTP API.
+pub const REGISTRY_PORT: u16 = 7443;
+/// The overlay prefix of the registry's network (peers' /128s are allocated from it in enrollment order).
+/// A /32, not the /48 the contract says: the registry needs the VIP pool strictly inside the overlay
+/// prefix, and `fd00:5d:f::/64` is not inside `fd00:5d::/48` (that is `fd00:5d:0::/48`).
+pub const REGISTRY_OVERLAY_PREFIX: &str = "fd00:5d::/32";
+/// The VIP pool of the registry's network: the first cluster VIP is [`VIP_ADDR`].
+pub const REGISTRY_VIP_POOL: &str = "fd00:5d:f::/64";
 /// Longest lab name: `NAME-p200` must fit the kernel's 15-byte interface names.
 pub const MAX_NAME_LEN: usize = 6;
 
@@ -122,6 +132,26 @@ impl Layout {
         Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, i as u16)
     }
 
+    /// The registry's namespace.
+    pub fn registry_netns(&self) -> String {
+        format!("{}-reg", self.name)
+    }
+
+    /// The registry's end of its underlay veth (in the registry namespace).
+    pub fn registry_if(&self) -> String {
+        format!("{}-ureg", self.name)
+    }
+
+    /// The hub's end of the registry's underlay veth (a bridge port).
+    pub fn registry_hub_port(&self) -> String {
+        format!("{}-breg", self.name)
+    }
+
+    /// The registry's directory: its configuration, log, store and the network's enrollment token.
+    pub fn registry_dir(&self) -> PathBuf {
+        self.state_dir().join("registry")
+    }
+
     /// The lab's state directory.
     pub fn state_dir(&self) -> PathBuf {
         PathBuf::from(STATE_ROOT).join(&self.name)
@@ -142,14 +172,19 @@ impl Layout {
         self.peer_dir(i).join("state").join("sdwand.sock")
     }
 
+    /// Where peer `i`'s daemon writes its k3s config drop-in (registry labs with a VIP).
+    pub fn k3s_config(&self, i: usize) -> PathBuf {
+        self.peer_dir(i).join("k3s").join("50-sdwand.yaml")
+    }
+
     /// Peer `i`'s echo responder log.
     pub fn responder_log(&self, i: usize) -> PathBuf {
         self.peer_dir(i).join("responder.log")
     }
 
-    /// Whether `netns` is one of this lab's namespaces: `NAME-hub` or `NAME-p<digits>`.
+    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg` or `NAME-p<digits>`.
     pub fn owns_netns(&self, netns: &str) -> bool {
-        netns == self.hub_netns() || self.peer_index_of(netns).is_some()
+        netns == self.hub_netns() || netns == self.registry_netns() || self.peer_index_of(netns).is_some()
     }
 
     /// The peer index in a `NAME-p<digits>` name (namespace or WireGuard interface).
@@ -178,7 +213,14 @@ mod tests {
     #[test]
     fn every_name_fits_an_interface() {
         let l = Layout::new("abcdef").unwrap();
-        for name in [l.wg_if(200), l.underlay_if(200), l.hub_port(200), l.bridge()] {
+        for name in [
+            l.wg_if(200),
+            l.underlay_if(200),
+            l.hub_port(200),
+            l.bridge(),
+            l.registry_if(),
+            l.registry_hub_port(),
+        ] {
             assert!(name.len() <= 15, "{name} too long");
         }
     }
@@ -188,6 +230,8 @@ mod tests {
         let l = Layout::new("ab").unwrap();
         assert!(l.owns_netns("ab-hub"));
         assert!(l.owns_netns("ab-p12"));
+        assert!(l.owns_netns("ab-reg"));
+        assert!(!l.owns_netns("ab1-reg"));
         assert!(!l.owns_netns("ab1-p1"));
         assert!(!l.owns_netns("ab-p"));
         assert!(!l.owns_netns("ab-p01"));

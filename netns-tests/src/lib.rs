@@ -56,6 +56,8 @@
 //! - [`metrics`]: a daemon's Prometheus page, fetched inside its namespace; samples and sums.
 //! - [`vip`]: the VIP's config sections, who holds it ([`Lab::holders`]), each daemon's view (role, believed
 //!   holder, epoch, counters), [`Lab::wait_vip_settled`], `sdwanctl`.
+//! - [`registry`]: the lab's `sdwan-registry` (namespace, account, network, enrollment token), its API, the
+//!   peers' enrollment identities.
 //! - [`responder`]: the echo service behind the VIP (hidden `sdwan-lab responder`), tracked like the daemons.
 //! - [`probe`]: the client that probes the VIP from an observer and reports outages and who answered.
 //! - [`faults`]: node death and revival, daemon crash/freeze, nftables partitions and random loss.
@@ -79,6 +81,7 @@ pub mod ops;
 pub mod ping;
 pub mod probe;
 pub mod process;
+pub mod registry;
 pub mod responder;
 pub mod state;
 pub mod vip;

@@ -11,8 +11,48 @@ use crate::error::{LabError, Result};
 /// `GET http://ADDR/PATH` from inside network namespace `netns`, on a short-lived thread that joins the
 /// namespace (see [`crate::netns`]). Returns the body of a 200 answer.
 pub fn http_get_in_netns(netns: &str, addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let what = format!("GET http://{addr}{path}");
+    let answer = http_request_in_netns(netns, addr, "GET", path, None, None, timeout)?;
+    if answer.status != 200 {
+        return Err(LabError::Process(format!(
+            "GET http://{addr}{path} in {netns}: answered {} {}",
+            answer.status,
+            answer.body.trim()
+        )));
+    }
+    Ok(answer.body)
+}
+
+/// An HTTP answer: status code and body (de-chunked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `addr` from inside `netns`: `method path`, with `Authorization:
+/// Bearer TOKEN` when `bearer` is given and a JSON `body` when given. Any status is an answer; an error means
+/// no (parsable) answer came within `timeout`.
+pub fn http_request_in_netns(
+    netns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpAnswer> {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let what = format!("{method} http://{addr}{path}");
     let answer = crate::netns::run_in(netns, &what, move || {
         let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
@@ -22,16 +62,19 @@ pub fn http_get_in_netns(netns: &str, addr: SocketAddr, path: &str, timeout: Dur
         stream.read_to_string(&mut answer)?;
         Ok(answer)
     })?;
-    let what = format!("{what} in {netns}");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(LabError::Process(format!("{what}: answered {status:?}")));
-    }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_owned())
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| LabError::Process(format!("{what} in {netns}: no HTTP status in {status_line:?}")))?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(HttpAnswer { status, body })
 }
 
 /// Decodes a chunked HTTP/1.1 body (best effort; the metrics page is small).

@@ -23,7 +23,15 @@ pub struct NodeConfig {
     /// `[[vip]]`: the virtual IPs; every node carries the same list, candidates and followers alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip: Vec<VipSection>,
-    /// `[[members]]`: every peer of the lab, this one included (the daemon skips itself by public key).
+    /// `[registry]`: where the daemon enrolls and watches the membership (absent in a static lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySection>,
+    /// `[k3s]`: the k3s role the daemon performs the registry handshake for (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sSection>,
+    /// `[[members]]`: every peer of the lab, this one included (the daemon skips itself by public key). Empty
+    /// with a registry: the members come from it.
+    #[serde(default)]
     pub members: Vec<Member>,
 }
 
@@ -38,10 +46,12 @@ pub struct InterfaceSection {
     pub listen_port: u16,
     /// MTU of the WireGuard interface.
     pub mtu: u32,
-    /// This node's /128.
-    pub address: Ipv6Addr,
-    /// The overlay prefix, routed to the interface.
-    pub overlay_prefix: String,
+    /// This node's /128 (absent with a registry: enrollment assigns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv6Addr>,
+    /// The overlay prefix, routed to the interface (absent with a registry: enrollment tells it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_prefix: Option<String>,
     /// Keepalive to every member, seconds; it also makes the first handshakes happen without traffic.
     pub persistent_keepalive: u16,
 }
@@ -92,6 +102,70 @@ pub struct VipSection {
     pub address: Ipv6Addr,
     /// Member names, in promotion order.
     pub candidates: Vec<String>,
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySection {
+    /// The registry's URL over the underlay (`http://192.0.2.2:7443`).
+    pub url: String,
+    /// Plain HTTP (the lab's registry serves no TLS).
+    pub insecure: bool,
+    /// The network's enrollment token, read for the first enrollment only.
+    pub enrollment_token_file: PathBuf,
+    /// The peer's name in the registry (`p1`).
+    pub name: String,
+    /// The underlay endpoint the other peers reach it at.
+    pub endpoint: SocketAddr,
+    /// `persistent`, `ephemeral` or `spot`.
+    pub lifecycle: String,
+    /// Liveness and VIP-state report period, humantime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_interval: Option<String>,
+}
+
+/// `[k3s]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K3sSection {
+    /// `server` or `agent`.
+    pub role: String,
+    /// Server only: create the cluster instead of joining one (written only when true: the daemon refuses
+    /// the key on an agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bootstrap: bool,
+    /// The cluster to join; empty: the account's most recent active cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_cluster_id: String,
+    /// The cluster's name (bootstrap only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_name: String,
+    /// Where the daemon writes the k3s config drop-in (inside the peer's lab directory).
+    pub config_path: PathBuf,
+}
+
+impl K3sSection {
+    /// A bootstrap server (creates the cluster `cluster_name`), writing its drop-in to `config_path`.
+    pub fn bootstrap(cluster_name: &str, config_path: PathBuf) -> Self {
+        K3sSection {
+            role: "server".to_owned(),
+            bootstrap: true,
+            target_cluster_id: String::new(),
+            cluster_name: cluster_name.to_owned(),
+            config_path,
+        }
+    }
+
+    /// A joining server (`role = "server"`) or an agent (`"agent"`), joining `target` (empty: the most
+    /// recent active cluster).
+    pub fn join(role: &str, target: &str, config_path: PathBuf) -> Self {
+        K3sSection {
+            role: role.to_owned(),
+            bootstrap: false,
+            target_cluster_id: target.to_owned(),
+            cluster_name: String::new(),
+            config_path,
+        }
+    }
 }
 
 /// `[[members]]`.
@@ -153,8 +227,8 @@ mod tests {
                 private_key_file: "/run/sdwan-lab/t/p1/private.key".into(),
                 listen_port: 51820,
                 mtu: 1420,
-                address: "fd00:5d::1".parse().unwrap(),
-                overlay_prefix: "fd00:5d::/64".into(),
+                address: Some("fd00:5d::1".parse().unwrap()),
+                overlay_prefix: Some("fd00:5d::/64".into()),
                 persistent_keepalive: 25,
             },
             backend: BackendSection {
@@ -170,6 +244,8 @@ mod tests {
             },
             failover: None,
             vip: Vec::new(),
+            registry: None,
+            k3s: None,
             members: vec![Member {
                 name: "p2".into(),
                 public_key: "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=".into(),
@@ -228,5 +304,46 @@ mod tests {
         // A state file written before VIPs existed still loads.
         let old = sample().render().unwrap();
         assert_eq!(NodeConfig::parse(&old).unwrap(), sample());
+    }
+
+    #[test]
+    fn renders_registry_and_k3s() {
+        let mut cfg = sample();
+        cfg.interface.address = None;
+        cfg.interface.overlay_prefix = None;
+        cfg.members.clear();
+        cfg.registry = Some(RegistrySection {
+            url: "http://192.0.2.2:7443".into(),
+            insecure: true,
+            enrollment_token_file: "/run/sdwan-lab/t/registry/enrollment-token".into(),
+            name: "p1".into(),
+            endpoint: "192.0.2.11:51820".parse().unwrap(),
+            lifecycle: "persistent".into(),
+            report_interval: None,
+        });
+        cfg.k3s = Some(K3sSection::join("agent", "", "/run/sdwan-lab/t/p1/k3s.yaml".into()));
+        let text = cfg.render().unwrap();
+        for needle in [
+            "[registry]",
+            "url = \"http://192.0.2.2:7443\"",
+            "insecure = true",
+            "endpoint = \"192.0.2.11:51820\"",
+            "[k3s]",
+            "role = \"agent\"",
+            "config_path = \"/run/sdwan-lab/t/p1/k3s.yaml\"",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        for absent in [
+            "address = ",
+            "bootstrap",
+            "overlay_prefix",
+            "target_cluster_id",
+            "cluster_name",
+            "[[members]]",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} in\n{text}");
+        }
+        assert_eq!(NodeConfig::parse(&text).unwrap(), cfg);
     }
 }

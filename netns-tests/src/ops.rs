@@ -293,7 +293,7 @@ impl Lab {
     }
 
     /// Fails unless peer `i`'s `sdwand` runs; says how it ended otherwise.
-    fn running_sdwand(&self, i: usize) -> Result<ProcId> {
+    pub(crate) fn running_sdwand(&self, i: usize) -> Result<ProcId> {
         match self.peer(i)?.sdwand {
             Some(id) if id.is_alive() => Ok(id),
             Some(id) => Err(LabError::ProcessDied {

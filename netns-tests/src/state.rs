@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
-use crate::nodecfg::NodeConfig;
+use crate::nodecfg::{NodeConfig, VipSection};
 use crate::process::ProcId;
 
 /// The contents of `lab.json`.
@@ -29,6 +29,32 @@ pub struct LabState {
     /// Background processes started with `spawn_in` (killed by `down` if still running).
     #[serde(default)]
     pub background: Vec<ProcId>,
+    /// The lab's registry (`None` in a static lab).
+    #[serde(default)]
+    pub registry: Option<RegistryState>,
+    /// The VIPs of a registry lab, as the bootstrap and join flow makes them (a static lab's are in every
+    /// peer's `[[vip]]`).
+    #[serde(default)]
+    pub vips: Vec<VipSection>,
+}
+
+/// The lab's `sdwan-registry` in `lab.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryState {
+    /// The `sdwan-registry` binary, kept so restarts from another process use the same one.
+    pub bin: PathBuf,
+    /// The running registry, if any.
+    pub process: Option<ProcId>,
+    /// The API's URL over the underlay.
+    pub url: String,
+    /// The lab account's id.
+    pub account_id: String,
+    /// The lab account's admin token (a lab: kept in clear).
+    pub admin_token: String,
+    /// The lab network's id.
+    pub network_id: String,
+    /// The file holding the network's enrollment token (what every peer's config points at).
+    pub enrollment_token_file: PathBuf,
 }
 
 /// One peer in `lab.json`.

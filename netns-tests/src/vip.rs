@@ -132,8 +132,13 @@ impl fmt::Display for VipView {
 }
 
 impl Lab {
-    /// The lab's VIPs (from p1's configuration: every peer carries the same list).
+    /// The lab's VIPs: a registry lab's from its state (what the bootstrap and join flow makes, checked
+    /// against the registry by `up`), a static lab's from p1's configuration (every peer carries the same
+    /// list).
     pub fn vips(&self) -> Vec<VipSection> {
+        if self.state.registry.is_some() {
+            return self.state.vips.clone();
+        }
         self.state
             .peers
             .first()
@@ -354,6 +359,40 @@ impl Lab {
         command.arg("--socket").arg(socket);
         command.args(args.iter().map(AsRef::as_ref));
         cmd::output(&mut command)
+    }
+
+    /// `sdwanctl --json vip list` on peer `i`: every VIP as its daemon sees it (candidates in rank order,
+    /// holder, epoch).
+    pub fn vip_list(&self, i: usize) -> Result<Vec<sdwand::control::VipView>> {
+        let out = self.sdwanctl(i, &["--json", "vip", "list"])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(LabError::Command {
+                cmd: format!("sdwanctl (p{i}) --json vip list"),
+                status: out.status,
+                stderr: format!("{}{}", String::from_utf8_lossy(&out.stderr).trim(), stdout.trim()),
+            });
+        }
+        serde_json::from_str(&stdout).map_err(|e| LabError::Format {
+            context: format!("sdwanctl (p{i}) --json vip list"),
+            message: format!("{e}: {}", stdout.trim()),
+        })
+    }
+
+    /// The candidates of the lab's VIP as peer `i`'s daemon has them (names, in rank order; an address no
+    /// member has is shown as the address).
+    pub fn daemon_candidates(&self, i: usize) -> Result<Vec<String>> {
+        Ok(self
+            .vip_list(i)?
+            .into_iter()
+            .find(|v| v.vip == layout::VIP_ADDR)
+            .map(|v| {
+                v.candidates
+                    .into_iter()
+                    .map(|c| c.name.unwrap_or_else(|| c.address.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// `sdwanctl vip move VIP [--to pN]` on peer `i` (the holder); a non-zero exit is an error with its

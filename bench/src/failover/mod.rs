@@ -25,7 +25,7 @@ use crate::error::{BenchError, Result};
 use crate::report::Machine;
 
 mod log;
-mod neigh;
+pub(crate) mod neigh;
 mod report;
 mod trials;
 
@@ -186,6 +186,8 @@ fn run_case(id: CaseId, opts: &Options, cancel: &Arc<AtomicBool>) -> Result<Case
         id.key()
     );
     let mut up = UpOptions::new(&name, peers);
+    // Static candidates, as in the recorded figures: failover does not involve the registry.
+    up.registry = false;
     up.vip_candidates = CANDIDATES;
     up.vip_interval = id.interval();
     up.vip_dead_after = opts.dead_after;

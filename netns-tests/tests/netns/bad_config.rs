@@ -7,7 +7,7 @@ use std::time::Duration;
 use sdwan_lab::nodecfg::line_of;
 use sdwan_lab::{Lab, Reload};
 
-use crate::common::{allowed, assert_ping, lab, overlay, POLL};
+use crate::common::{allowed, assert_ping, overlay, static_lab, POLL};
 
 /// What a reload must not change: peers (key, endpoint, allowed IPs) and the interface's addresses and routes.
 fn snapshot(lab: &Lab) -> (Vec<String>, String, String) {
@@ -42,7 +42,7 @@ fn broken(lab: &Lab, from: &str, to: &str) -> (String, usize) {
 
 #[test]
 fn broken_config_is_refused_with_file_and_line() {
-    let lab = lab("bc", 2);
+    let lab = static_lab("bc", 2);
     let before = snapshot(&lab);
     let pid = lab.sdwand_pid(1).unwrap().expect("running");
     let path = lab.config_path(1);

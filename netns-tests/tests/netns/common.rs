@@ -107,6 +107,14 @@ pub fn lab(prefix: &str, peers: usize) -> TestLab {
     lab_with(UpOptions::new(&unique_name(prefix), peers))
 }
 
+/// Builds a guarded static lab (no registry: `[[members]]` in every config) of `peers` peers, for tests that
+/// edit the member list.
+pub fn static_lab(prefix: &str, peers: usize) -> TestLab {
+    let mut opts = UpOptions::new(&unique_name(prefix), peers);
+    opts.registry = false;
+    lab_with(opts)
+}
+
 /// Builds a guarded lab from `opts`, after checking root and waiting for a slot.
 pub fn lab_with(opts: UpOptions) -> TestLab {
     require_root();

@@ -15,6 +15,7 @@ mod common;
 mod down;
 mod members;
 mod mesh;
+mod registry;
 mod repair;
 mod restart;
 mod vip_crash;

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use sdwan_lab::Reload;
 
-use crate::common::{allowed, assert_ping, entry, lab, overlay, POLL};
+use crate::common::{allowed, assert_ping, entry, overlay, static_lab, POLL};
 
 #[test]
 fn removing_a_member_leaves_the_others_untouched() {
-    let mut lab = lab("rm", 3);
+    let mut lab = static_lab("rm", 3);
     assert_ping(&lab, 1, overlay(2), 3);
     let dev = lab.device(1).unwrap();
     let before = entry(&lab, &dev, 2).expect("p2 on p1").clone();

@@ -37,7 +37,7 @@ fn three_peers_reach_each_other_and_down_leaves_nothing() {
     let (doc, raw) = doc_of(&cli(&["up", "--name", &name, "--peers", "3"]));
 
     // The contract: these keys, these values.
-    for key in ["name", "hub_netns", "peers", "vips"] {
+    for key in ["name", "hub_netns", "peers", "vips", "registry"] {
         assert!(raw.get(key).is_some(), "missing {key:?} in {raw}");
     }
     for key in [
@@ -70,6 +70,16 @@ fn three_peers_reach_each_other_and_down_leaves_nothing() {
         assert_eq!(comm(wg).as_deref(), Some("wireguard-go"), "pid {wg}");
         pids.extend([sdwand, wg]);
     }
+    let registry = doc.registry.as_ref().expect("a registry by default");
+    assert_eq!(registry.netns, format!("{name}-reg"));
+    assert_eq!(registry.url, "http://192.0.2.2:7443");
+    let registry_pid = registry.pid.expect("registry pid");
+    assert_eq!(
+        comm(registry_pid).as_deref(),
+        Some("sdwan-registry"),
+        "pid {registry_pid}"
+    );
+    pids.push(registry_pid);
     let ids: Vec<ProcId> = pids.iter().map(|p| ProcId::of(*p).expect("running")).collect();
     let mut distinct = pids.clone();
     distinct.sort();

@@ -16,15 +16,16 @@ fn deleted_route_and_address_come_back() {
     opts.resync_interval = "60s".to_owned();
     let lab = lab_with(opts);
     let wg = lab.wg_if(1).unwrap();
+    let prefix = lab.overlay_prefix();
 
     let route = |lab: &sdwan_lab::Lab| {
-        lab.exec_ok(1, &["ip", "-6", "route", "show", "fd00:5d::/64", "dev", &wg])
+        lab.exec_ok(1, &["ip", "-6", "route", "show", prefix, "dev", &wg])
             .unwrap()
     };
-    assert!(route(&lab).contains("fd00:5d::/64"), "no overlay route at start");
-    lab.exec_ok(1, &["ip", "-6", "route", "del", "fd00:5d::/64", "dev", &wg])
+    assert!(route(&lab).contains(prefix), "no overlay route at start");
+    lab.exec_ok(1, &["ip", "-6", "route", "del", prefix, "dev", &wg])
         .unwrap();
-    let took = sdwan_lab::wait_until(REPAIR_DEADLINE, POLL, || route(&lab).contains("fd00:5d::/64"))
+    let took = sdwan_lab::wait_until(REPAIR_DEADLINE, POLL, || route(&lab).contains(prefix))
         .unwrap_or_else(|e| panic!("the overlay route did not come back: {e}\n{}", lab.log_tail(1, 20)));
     eprintln!("route restored after {took:?}");
 
@@ -37,7 +38,7 @@ fn deleted_route_and_address_come_back() {
     eprintln!("address restored after {took:?}");
 
     assert!(
-        route(&lab).contains("fd00:5d::/64"),
+        route(&lab).contains(prefix),
         "the route is gone after the address repair"
     );
     assert_ping(&lab, 1, overlay(2), 3);

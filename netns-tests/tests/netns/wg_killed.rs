@@ -36,7 +36,7 @@ fn killed_wireguard_go_is_replaced_and_reconfigured() {
         let route = lab
             .exec_ok(1, &["ip", "-6", "route", "show", "dev", &wg])
             .unwrap_or_default();
-        addr.contains("fd00:5d::1/128") && route.contains("fd00:5d::/64")
+        addr.contains("fd00:5d::1/128") && route.contains(lab.overlay_prefix())
     })
     .unwrap_or_else(|e| panic!("p1's address or route is missing: {e}\n{}", lab.log_tail(1, 20)));
 

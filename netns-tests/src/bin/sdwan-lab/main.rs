@@ -38,7 +38,8 @@ enum Command {
         #[arg(long)]
         peers: usize,
         /// The first K peers become the candidates (in order) of the VIP fd00:5d:f::1; every peer gets the
-        /// [failover] section, and every candidate an echo responder on [VIP]:9099. 0: no VIP.
+        /// [failover] section, and every candidate an echo responder on [VIP]:9099. 0: no VIP. With the
+        /// registry: p1 bootstraps the k3s cluster, p2..pK join it as servers, the others as agents.
         #[arg(long, default_value_t = 0)]
         vip_candidates: usize,
         /// VIP heartbeat interval (failover.interval), at least 10ms.
@@ -47,6 +48,13 @@ enum Command {
         /// Seconds to wait for all handshakes (and the VIP).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// No registry: every peer gets a static [[members]] list (and [[vip]] list) instead of enrolling with
+        /// the lab's sdwan-registry (namespace NAME-reg, 192.0.2.2:7443), and no k3s handshake happens.
+        #[arg(long)]
+        no_registry: bool,
+        /// The registry's ephemeral_ttl: how long an ephemeral peer may be silent before it is reaped.
+        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        ephemeral_ttl: Duration,
     },
     /// Print a lab's JSON document, with its PIDs and VIP holders re-read (a dead process is null).
     Status {
@@ -139,7 +147,17 @@ fn main() -> ExitCode {
             vip_candidates,
             vip_interval,
             timeout,
-        } => up(&name, peers, vip_candidates, vip_interval, timeout),
+            no_registry,
+            ephemeral_ttl,
+        } => {
+            let mut opts = UpOptions::new(&name, peers);
+            opts.handshake_timeout = Duration::from_secs(timeout);
+            opts.vip_candidates = vip_candidates;
+            opts.vip_interval = vip_interval;
+            opts.registry = !no_registry;
+            opts.ephemeral_ttl = ephemeral_ttl;
+            up(opts)
+        }
         Command::Status { name } => Lab::load(&name)
             .and_then(|mut lab| lab.status())
             .map(|doc| print_doc(&doc)),
@@ -177,12 +195,9 @@ fn print_doc(doc: &LabDoc) {
     );
 }
 
-fn up(name: &str, peers: usize, vip_candidates: usize, vip_interval: Duration, timeout: u64) -> sdwan_lab::Result<()> {
-    let mut opts = UpOptions::new(name, peers);
-    opts.handshake_timeout = Duration::from_secs(timeout);
+fn up(mut opts: UpOptions) -> sdwan_lab::Result<()> {
+    let name = opts.name.clone();
     opts.cancel = Some(cancel_flag());
-    opts.vip_candidates = vip_candidates;
-    opts.vip_interval = vip_interval;
     let mut lab = Lab::up(opts)?;
     let doc = lab.status()?;
     print_doc(&doc);
