@@ -157,9 +157,14 @@ impl Metrics {
         self.reconcile_duration.with_label_values(&[scope]).start_timer()
     }
 
+    /// Sets `sdwand_peers_configured` from a new desired state (at once, not at the next resync).
+    pub fn observe_desired(&self, desired: &Desired) {
+        self.peers_configured.set(desired.peers.len() as i64);
+    }
+
     /// Refreshes the per-peer series from a device snapshot; peers are labelled by their member name.
     pub fn observe_device(&self, desired: &Desired, device: &ActualDevice, now: SystemTime) {
-        self.peers_configured.set(desired.peers.len() as i64);
+        self.observe_desired(desired);
         let mut last = self
             .last_bytes
             .lock()

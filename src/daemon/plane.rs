@@ -64,6 +64,7 @@ impl Plane {
             .addresses
             .extend(self.held.iter().filter(|v| desired.owned_addresses.contains(*v)));
         desired.compose(&self.allowed);
+        self.metrics.observe_desired(&desired);
         self.desired = desired;
     }
 
