@@ -358,7 +358,14 @@ async fn removal_cascades_and_the_reaper_spares_persistent_peers() {
         spot: Duration::from_secs(120),
     };
     let now = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
-    let reap = |at: u64| r.state.write(move |tx| service::reap(tx, &ttls, at));
+    // A registry that came up at `now + 170 s` (after an outage) counts silence from then: nothing goes.
+    let restarted = r
+        .state
+        .write(move |tx| service::reap(tx, &ttls, now + 180_000, now + 170_000))
+        .await
+        .expect("reap");
+    assert!(restarted.is_empty(), "reaped right after a restart: {restarted:?}");
+    let reap = |at: u64| r.state.write(move |tx| service::reap(tx, &ttls, at, now));
     let removed: Vec<String> = reap(now + 60_000)
         .await
         .expect("reap")
@@ -532,7 +539,8 @@ async fn metrics_count_requests_by_route_template_and_census_peers_and_clusters(
         assert!(has(&text, line), "missing {line:?} in\n{text}");
     }
     assert!(!text.contains(&t.network_id), "raw paths never become labels");
-    let path = format!("/v1/networks/{}/watch?since=999&wait_ms=2000", t.network_id);
+    let rev = members(&r, &t, &s1.token).await["revision"].as_u64().expect("revision");
+    let path = format!("/v1/networks/{}/watch?since={rev}&wait_ms=2000", t.network_id);
     let (_, text) = tokio::join!(r.get(&path, &s1.token), async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while r.state.watchers.waiting() == 0 {

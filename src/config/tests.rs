@@ -45,6 +45,33 @@ fn example_config_parses() {
 }
 
 #[test]
+fn registry_example_config_parses() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/sdwand-registry.example.toml"
+    ));
+    let cfg = load(path).unwrap();
+    let registry = cfg.registry.expect("[registry]");
+    assert_eq!(registry.url, "https://registry.example.net:7443");
+    assert_eq!(registry.name.as_deref(), Some("node-a"));
+    let k3s = cfg.k3s.expect("[k3s]");
+    assert!(!k3s.bootstrap);
+    assert!(k3s.health.is_some());
+    assert!(cfg.members.is_empty());
+}
+
+#[test]
+fn registry_server_example_config_parses() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/sdwan-registry.example.toml"
+    ));
+    let cfg = crate::registry::config::load(path).unwrap();
+    assert_eq!(cfg.ttls.spot, Duration::from_secs(120));
+    assert!(cfg.tls.is_some());
+}
+
+#[test]
 fn defaults_fill_optional_keys() {
     let cfg = parse(Path::new("t.toml"), &minimal("")).unwrap();
     assert_eq!(cfg.interface.listen_port, 51820);

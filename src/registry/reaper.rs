@@ -27,13 +27,14 @@ pub fn period(state: &AppState) -> Duration {
 
 /// Starts the reaper over `state`'s store, with `state`'s TTLs.
 pub fn spawn(state: AppState) -> Reaper {
+    let up_since = api::now_ms();
     Reaper(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period(&state));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let (ttls, now) = (state.ttls, api::now_ms());
-            if let Err(e) = state.write(move |tx| service::reap(tx, &ttls, now)).await {
+            if let Err(e) = state.write(move |tx| service::reap(tx, &ttls, now, up_since)).await {
                 tracing::warn!(error = %e, "reaper pass failed; retrying at the next one");
             }
         }

@@ -47,12 +47,19 @@ impl Ttls {
 
 /// Removes every ephemeral or spot peer silent past its TTL at `now_ms`, each with its full cascade;
 /// answers the removed peers. Persistent peers are never removed.
-pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64) -> Result<Vec<Peer>, ApiError> {
+///
+/// Silence counts from `up_since_ms` at the earliest (when the registry started): peers cannot report to
+/// a registry that is down, so a registry back from an outage longer than a TTL must not reap them all.
+pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, up_since_ms: u64) -> Result<Vec<Peer>, ApiError> {
     let shortest = u64::try_from(ttls.spot.min(ttls.ephemeral).as_millis()).unwrap_or(u64::MAX);
     let silent = tx.silent_peers(now_ms.saturating_sub(shortest))?;
     let mut removed = Vec::new();
     for peer in silent {
-        if peer.lifecycle != Lifecycle::Persistent && ttls.stale(&peer, now_ms) {
+        let heard = Peer {
+            last_seen_ms: peer.last_seen_ms.max(up_since_ms),
+            ..peer.clone()
+        };
+        if peer.lifecycle != Lifecycle::Persistent && ttls.stale(&heard, now_ms) {
             remove_peer(tx, &peer)?;
             tracing::info!(
                 peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
