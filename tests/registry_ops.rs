@@ -107,6 +107,18 @@ async fn reports_keep_the_highest_epoch_and_do_not_bump_the_revision() {
         (&json!("s2"), &Value::Null)
     );
     assert!(m["members"][1]["last_seen_ms"].as_u64() >= before["members"][1]["last_seen_ms"].as_u64());
+    // A peer that is no candidate of the VIP (an agent) cannot push its epoch up.
+    let v = self_report(&r, &a1, json!([vip_report(vip, "s1", 1_000_000, 0, None)])).await;
+    assert_eq!(v["epochs"][0]["epoch"], json!({"term": 4, "rank": 1}));
+    // A term the store cannot hold is refused, not stored.
+    let (s, v) = r
+        .post(
+            "/v1/peers/self/report",
+            &s1.token,
+            json!({ "vips": [vip_report(vip, "s1", u64::MAX, 0, None)] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 
 #[tokio::test]

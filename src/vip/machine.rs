@@ -482,7 +482,8 @@ impl Machine {
 
     fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
         let Some(rank) = self.rank() else { return };
-        self.max_term += 1;
+        // Saturating: a term near u64::MAX (a corrupt registry floor) must not panic or wrap to 0.
+        self.max_term = self.max_term.saturating_add(1);
         let epoch = Epoch {
             term: self.max_term,
             rank: rank as u16,

@@ -14,8 +14,12 @@ use crate::registry::token::Presented;
 use crate::registry::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
 use crate::vip::Epoch;
 
+/// The highest term a report may carry (the store keeps terms as signed 64-bit integers).
+pub const MAX_TERM: u64 = i64::MAX as u64;
+
 /// `POST /v1/peers/self/report`: marks the caller seen, merges its VIP reports (reports of addresses that
-/// are not VIPs of its network are ignored) and answers the highest epoch of every VIP of the network.
+/// are not VIPs of its network, or of VIPs the caller is no candidate of, are ignored) and answers the
+/// highest epoch of every VIP of the network. A term above [`MAX_TERM`] is refused (400).
 pub fn peer_report(
     tx: &mut dyn WriteTx,
     presented: &Presented,
@@ -28,9 +32,19 @@ pub fn peer_report(
     tx.put_peer(&peer)?;
     let network = tx.network(&peer.network_id)?.ok_or_else(ApiError::unauthorized)?;
     let peer_ids: HashMap<String, String> = tx.peers(&network.id)?.into_iter().map(|p| (p.name, p.id)).collect();
+    if let Some(bad) = req.vips.iter().find(|r| r.epoch.is_some_and(|e| e.term > MAX_TERM)) {
+        return Err(ApiError::bad_request(format!(
+            "VIP {}: term is above {MAX_TERM}; no claim gets there",
+            bad.address
+        )));
+    }
     let mut vips = tx.vips(&network.id)?;
     for report in &req.vips {
-        let Some(vip) = vips.iter_mut().find(|v| v.address == report.address) else {
+        // Only a VIP's candidates speak for its epoch: an agent (or any other peer) cannot push it up.
+        let Some(vip) = vips
+            .iter_mut()
+            .find(|v| v.address == report.address && v.candidates.contains(&peer.id))
+        else {
             continue;
         };
         let Some(epoch) = report.epoch.map(|e| Epoch {
