@@ -72,6 +72,34 @@ async fn enrollment_refuses_missing_bad_and_wrong_kind_tokens() {
 }
 
 #[tokio::test]
+async fn a_retried_enrollment_gets_the_same_peer_until_its_token_is_used() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let key = Key::generate_private().get_public().to_base64();
+    let body = json!({"name": "a", "public_key": key});
+    let (s, first) = r.post("/v1/peers/enroll", &t.enrollment, body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    // The answer was lost: the daemon asks again with the same name and key.
+    let (s, second) = r.post("/v1/peers/enroll", &t.enrollment, body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    assert_eq!(
+        (&second["peer_id"], &second["address"]),
+        (&first["peer_id"], &first["address"])
+    );
+    assert_eq!(second["members"].as_array().map(Vec::len), Some(1), "still one peer");
+    let old = first["peer_token"].as_str().expect("token");
+    let new = second["peer_token"].as_str().expect("token");
+    let report = json!({"vips": []});
+    let (s, _) = r.post("/v1/peers/self/report", old, report.clone()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the first token was replaced");
+    let (s, v) = r.post("/v1/peers/self/report", new, report).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Once the peer used its token, the enrollment token and its key no longer get it.
+    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "duplicate_public_key"));
+}
+
+#[tokio::test]
 async fn enrollment_validates_its_fields() {
     let r = Registry::new();
     let t = r.tenant("acme", 1).await;

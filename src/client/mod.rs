@@ -467,9 +467,10 @@ async fn enroll(
         peer_token: resp.peer_token,
         registry_url: reg.url.clone(),
     };
+    // Revision 0: this view has no VIPs yet, so the first watch (also after a restart) asks for everything.
     let view = MembersResponse {
         network_id: resp.network_id,
-        revision: resp.revision,
+        revision: 0,
         overlay_prefix: Some(resp.overlay_prefix),
         members: resp.members,
         vips: Vec::new(),

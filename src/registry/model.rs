@@ -122,6 +122,19 @@ pub struct Peer {
     pub created_at_ms: u64,
 }
 
+impl Peer {
+    /// Records a call with its peer token at `now_ms`. Always after its enrollment time, even within the
+    /// same millisecond: a peer whose `last_seen_ms` equals `created_at_ms` never used its token.
+    pub fn mark_seen(&mut self, now_ms: u64) {
+        self.last_seen_ms = now_ms.max(self.created_at_ms.saturating_add(1));
+    }
+
+    /// Whether the peer has called the registry with its token since it enrolled.
+    pub fn token_used(&self) -> bool {
+        self.last_seen_ms != self.created_at_ms
+    }
+}
+
 /// A virtual IP of a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vip {

@@ -195,4 +195,8 @@ impl WriteTx for Recording<'_> {
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
         self.tx.delete_peer(peer_id)
     }
+
+    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError> {
+        self.tx.delete_peer_tokens(peer_id)
+    }
 }

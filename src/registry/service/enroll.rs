@@ -25,10 +25,36 @@ pub fn enroll(
     let key = Key::from_base64(req.public_key.trim())
         .map_err(|_| ApiError::bad_request("public_key is not a base64 WireGuard public key"))?;
     let public_key = key.to_base64();
-    if tx.peer_by_key(&network.id, &public_key)?.is_some() {
+    if let Some(peer) = tx.peer_by_key(&network.id, &public_key)? {
+        // A retry of an enrollment whose answer was lost (or not persisted by the daemon): same name and
+        // key, and the peer token never used since. It gets a new token, the old one stops working.
+        if peer.name == req.name && !peer.token_used() {
+            let issued = token::issue(TokenKind::Peer)?;
+            tx.delete_peer_tokens(&peer.id)?;
+            tx.put_token(&TokenRecord {
+                key_id: issued.key_id,
+                kind: TokenKind::Peer,
+                secret_hash: issued.secret_hash,
+                account_id: grant.account_id,
+                network_id: Some(network.id.clone()),
+                peer_id: Some(peer.id.clone()),
+                created_at_ms: now_ms,
+            })?;
+            tracing::info!(peer = %peer.name, id = %peer.id, "enrollment retried; peer token re-issued");
+            return Ok(EnrollResponse {
+                peer_id: peer.id,
+                network_id: network.id,
+                address: peer.address,
+                overlay_prefix: network.overlay_prefix,
+                peer_token: issued.text,
+                revision: network.revision,
+                members: Vec::new(),
+            });
+        }
         return Err(ApiError::conflict(
             code::DUPLICATE_PUBLIC_KEY,
-            "this public key is already enrolled in the network (a restarted peer keeps its identity)",
+            "this public key is already enrolled in the network and in use (a restarted peer keeps its identity \
+             in its state directory; to enroll again, remove the peer first)",
         ));
     }
     if tx.peer_by_name(&network.id, &req.name)?.is_some() {

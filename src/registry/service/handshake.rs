@@ -79,7 +79,7 @@ pub fn report(
 fn caller_peer(tx: &mut dyn WriteTx, presented: &Presented, now_ms: u64) -> Result<(TokenRecord, Peer), ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Peer])?;
     let mut peer = tx.peer(scope(&caller.peer_id)?)?.ok_or_else(ApiError::unauthorized)?;
-    peer.last_seen_ms = now_ms;
+    peer.mark_seen(now_ms);
     tx.put_peer(&peer)?;
     Ok((caller, peer))
 }

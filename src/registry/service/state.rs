@@ -28,7 +28,7 @@ pub fn peer_report(
 ) -> Result<PeerReportResponse, ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Peer])?;
     let mut peer = tx.peer(scope(&caller.peer_id)?)?.ok_or_else(ApiError::unauthorized)?;
-    peer.last_seen_ms = now_ms;
+    peer.mark_seen(now_ms);
     tx.put_peer(&peer)?;
     let network = tx.network(&peer.network_id)?.ok_or_else(ApiError::unauthorized)?;
     let peer_ids: HashMap<String, String> = tx.peers(&network.id)?.into_iter().map(|p| (p.name, p.id)).collect();

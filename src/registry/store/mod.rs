@@ -119,6 +119,8 @@ pub trait WriteTx: ReadTx {
     /// Deletes a peer with its tokens and its cluster membership. The caller first takes it out of every
     /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail.
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError>;
+    /// Deletes every token of a peer (before a new one is issued to it).
+    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError>;
 }
 
 /// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]

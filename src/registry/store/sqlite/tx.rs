@@ -583,4 +583,11 @@ impl WriteTx for SqlTx<'_> {
         }
         Ok(())
     }
+
+    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM tokens WHERE peer_id = ?1")?
+            .execute([peer_id])?;
+        Ok(())
+    }
 }
