@@ -301,6 +301,25 @@ impl Link {
         }
     }
 
+    /// Keeps the registry's epoch floors in the stored view (persisted when one rose), so a start while the
+    /// registry is down still claims above every term the registry knew.
+    pub fn record_floors(&mut self, floors: &[VipEpochView]) {
+        let mut raised = false;
+        for f in floors {
+            for v in self.view.vips.iter_mut().filter(|v| v.address == f.address) {
+                if v.epoch.is_none_or(|e| e.term < f.epoch.term) {
+                    v.epoch = Some(f.epoch);
+                    raised = true;
+                }
+            }
+        }
+        if raised {
+            if let Err(e) = self.state.save_view(&self.view, &self.pins) {
+                tracing::error!("cannot persist the registry's epoch floors: {e}");
+            }
+        }
+    }
+
     /// Pins, persists and keeps `view`.
     fn accept(&mut self, view: MembersResponse) {
         let (view, refused) = view::apply_pins(view, &mut self.pins);
@@ -320,9 +339,9 @@ impl Link {
         self.view = view;
     }
 
-    /// The manual moves of the current view not acted on yet: (VIP, target peer name).
-    pub fn moves(&mut self) -> Vec<(Ipv6Addr, String)> {
-        view::new_moves(&self.view, &mut self.moves_seen)
+    /// The manual moves of the current view for VIPs in `holding` not acted on yet: (VIP, target peer name).
+    pub fn moves(&mut self, holding: &[Ipv6Addr]) -> Vec<(Ipv6Addr, String)> {
+        view::new_moves(&self.view, &mut self.moves_seen, holding)
     }
 
     /// Queues a report of `statuses` (`name_of` names holders); skipped while the previous one is still

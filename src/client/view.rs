@@ -145,11 +145,16 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
     (cfg, notes)
 }
 
-/// The manual moves to perform: VIPs with a `move_request` whose seq is above the last one seen (`seen`,
-/// updated here for every VIP of the view). Returns (VIP, target peer name).
-pub fn new_moves(view: &MembersResponse, seen: &mut HashMap<Ipv6Addr, u64>) -> Vec<(Ipv6Addr, String)> {
+/// The manual moves to perform: VIPs this node holds (`holding`) with a `move_request` whose seq is above
+/// the last one seen (`seen`, updated here for those VIPs only: a request stays pending for a node that
+/// becomes holder later). Returns (VIP, target peer name).
+pub fn new_moves(
+    view: &MembersResponse,
+    seen: &mut HashMap<Ipv6Addr, u64>,
+    holding: &[Ipv6Addr],
+) -> Vec<(Ipv6Addr, String)> {
     let mut out = Vec::new();
-    for v in &view.vips {
+    for v in view.vips.iter().filter(|v| holding.contains(&v.address)) {
         let Some(req) = &v.move_request else { continue };
         let last = seen.insert(v.address, req.seq);
         if last.is_none_or(|s| req.seq > s) {
@@ -349,18 +354,24 @@ mod tests {
     fn each_move_request_is_acted_on_once() {
         let mut v = view(vec![], vec![vip("fd00:5d:f::1", Some("c1"), &["a", "b"])]);
         v.vips[0].move_request = Some(MoveRequestView { to: "b".into(), seq: 1 });
+        let held: Ipv6Addr = "fd00:5d:f::1".parse().unwrap();
         let mut seen = seen_moves(&v);
         assert!(
-            new_moves(&v, &mut seen).is_empty(),
+            new_moves(&v, &mut seen, &[held]).is_empty(),
             "a stored request was handled before"
         );
         v.vips[0].move_request = Some(MoveRequestView { to: "a".into(), seq: 2 });
-        assert_eq!(
-            new_moves(&v, &mut seen),
-            [("fd00:5d:f::1".parse().unwrap(), "a".to_owned())]
+        assert!(
+            new_moves(&v, &mut seen, &[]).is_empty(),
+            "not for a node that does not hold the VIP"
         );
-        assert!(new_moves(&v, &mut seen).is_empty());
+        assert_eq!(
+            new_moves(&v, &mut seen, &[held]),
+            [(held, "a".to_owned())],
+            "still pending"
+        );
+        assert!(new_moves(&v, &mut seen, &[held]).is_empty());
         let mut fresh = HashMap::new();
-        assert_eq!(new_moves(&v, &mut fresh).len(), 1);
+        assert_eq!(new_moves(&v, &mut fresh, &[held]).len(), 1);
     }
 }

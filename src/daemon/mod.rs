@@ -299,9 +299,10 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                         Err(e) => tracing::error!("registry view refused, the previous one stays in force: {e}"),
                     },
                     LinkEvent::Floors(floors) => {
-                        for f in floors {
+                        for f in &floors {
                             vip.raise_term(f.address, f.epoch.term);
                         }
+                        link.record_floors(&floors);
                     }
                     LinkEvent::Joined(resp) => {
                         tracing::debug!(cluster = %resp.cluster_id, "k3s handshake done");
@@ -484,8 +485,9 @@ async fn next_link_event(link: Option<&mut Link>) -> LinkEvent {
     }
 }
 
-/// Raises each VIP's term floor to the highest epoch of the link's view (stored or fresh), so a claim
-/// never reuses a term even before the first report answers.
+/// Raises each VIP's term floor to the highest epoch of the link's view (stored or fresh; the stored one
+/// carries the floors of the last report answer), so a claim never reuses a term the registry knew, even
+/// before the first report answers.
 fn raise_floors(vip: &mut VipRuntime, link: &Link) {
     for v in &link.view.vips {
         if let Some(e) = v.epoch {
@@ -504,10 +506,7 @@ async fn manual_moves(link: &mut Link, vip: &mut VipRuntime, plane: &mut Plane) 
         .map(|s| s.vip)
         .collect();
     let mut moved = false;
-    for (address, to) in link.moves() {
-        if !holding.contains(&address) {
-            continue;
-        }
+    for (address, to) in link.moves(&holding) {
         let Some(target) = vip.member_by_name(&to) else {
             tracing::warn!(vip = %address, to = %to, "manual move requested to a peer this node does not know; ignored");
             continue;
