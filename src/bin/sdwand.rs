@@ -30,8 +30,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only on a terminal: the journal and log files get plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if journald {
         fmt.without_time().init();
