@@ -1,7 +1,7 @@
 //! Pure: what a registry view means for this node. Pinning of (address, public key), the effective
 //! configuration (the file plus the registry's identity, members and VIPs), and the manual moves to act on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use wireguard_control::Key;
@@ -173,11 +173,6 @@ pub fn seen_moves(view: &MembersResponse) -> HashMap<Ipv6Addr, u64> {
         .iter()
         .filter_map(|v| v.move_request.as_ref().map(|r| (v.address, r.seq)))
         .collect()
-}
-
-/// The registry's highest epoch per VIP address, as a map (from a report answer).
-pub fn floors(epochs: &[crate::registry::wire::VipEpochView]) -> BTreeMap<Ipv6Addr, u64> {
-    epochs.iter().map(|e| (e.address, e.epoch.term)).collect()
 }
 
 #[cfg(test)]
