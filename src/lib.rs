@@ -30,3 +30,16 @@ pub mod reconcile;
 pub mod registry;
 pub mod vip;
 pub mod wg;
+
+/// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the
+/// top level).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,7 +1,6 @@
 //! The registry's HTTP API as async functions. Every request has a timeout; tokens go in the
 //! `Authorization` header only and are never logged or put in an error.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -107,7 +106,7 @@ impl RegistryClient {
         }
         let http = builder
             .build()
-            .map_err(|e| ClientError::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+            .map_err(|e| ClientError::Setup(format!("cannot set up the HTTP client: {}", crate::error_chain(&e))))?;
         Ok(RegistryClient {
             http,
             base: cfg.url.clone(),
@@ -152,7 +151,7 @@ impl RegistryClient {
         }
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: url.clone(),
-            reason: chain(&e),
+            reason: crate::error_chain(&e),
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -245,16 +244,4 @@ impl RegistryClient {
         )
         .await
     }
-}
-
-/// An error with its sources, one line.
-fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

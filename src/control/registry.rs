@@ -169,7 +169,7 @@ impl RegistryClient {
         let shown = url.to_string();
         let transport = |e: reqwest::Error| RegistryCallError::Transport {
             url: shown.clone(),
-            message: chain(&e),
+            message: crate::error_chain(&e),
         };
         let mut req = self.http.request(method, url.clone()).bearer_auth(&self.token);
         if let Some(body) = body {
@@ -220,16 +220,6 @@ fn refused(status: StatusCode, bytes: &[u8]) -> RegistryCallError {
         code,
         message,
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// `sdwanctl registry clusters`.

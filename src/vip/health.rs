@@ -6,7 +6,6 @@
 //! caller puts the VIP in the span); it never panics on a bad target, a dead service or an unreadable
 //! certificate: those are failed checks, and their reason is logged.
 
-use std::error::Error as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -91,10 +90,10 @@ pub enum HealthError {
         reason: String,
     },
     /// The HTTP client could not be set up.
-    #[error("cannot set up the HTTP client: {}", chain(.0))]
+    #[error("cannot set up the HTTP client: {}", crate::error_chain(.0))]
     Client(reqwest::Error),
     /// The request failed before a response arrived.
-    #[error("request failed: {}", chain(.0))]
+    #[error("request failed: {}", crate::error_chain(.0))]
     Request(reqwest::Error),
     /// The response was not 2xx.
     #[error("answered {0}")]
@@ -110,18 +109,6 @@ impl HealthError {
             HealthError::Read { .. } | HealthError::Pem { .. } | HealthError::Client(_)
         )
     }
-}
-
-/// `e` and its sources, `: `-separated (reqwest's own message rarely says what went wrong).
-fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Runs one configured check. An HTTP(S) checker builds its client on first use and builds it again after
@@ -212,7 +199,7 @@ fn build_client(check: &HealthCheck) -> Result<reqwest::Client, HealthError> {
                 reason: format!(
                     "with {}: not a client certificate and key ({})",
                     key.display(),
-                    chain(&e)
+                    crate::error_chain(&e)
                 ),
             })?;
             builder = builder.identity(identity);
@@ -231,7 +218,7 @@ fn read(path: &Path) -> Result<Vec<u8>, HealthError> {
 fn pem_error(path: &Path, e: &reqwest::Error) -> HealthError {
     HealthError::Pem {
         path: path.to_owned(),
-        reason: format!("not PEM certificates ({})", chain(e)),
+        reason: format!("not PEM certificates ({})", crate::error_chain(e)),
     }
 }
 

@@ -29,24 +29,15 @@ pub fn enroll(
         // A retry of an enrollment whose answer was lost (or not persisted by the daemon): same name and
         // key, and the peer token never used since. It gets a new token, the old one stops working.
         if peer.name == req.name && !peer.token_used() {
-            let issued = token::issue(TokenKind::Peer)?;
             tx.delete_peer_tokens(&peer.id)?;
-            tx.put_token(&TokenRecord {
-                key_id: issued.key_id,
-                kind: TokenKind::Peer,
-                secret_hash: issued.secret_hash,
-                account_id: grant.account_id,
-                network_id: Some(network.id.clone()),
-                peer_id: Some(peer.id.clone()),
-                created_at_ms: now_ms,
-            })?;
+            let peer_token = issue_peer_token(tx, &grant, &peer, now_ms)?;
             tracing::info!(peer = %peer.name, id = %peer.id, "enrollment retried; peer token re-issued");
             return Ok(EnrollResponse {
                 peer_id: peer.id,
                 network_id: network.id,
                 address: peer.address,
                 overlay_prefix: network.overlay_prefix,
-                peer_token: issued.text,
+                peer_token,
                 revision: network.revision,
                 members: Vec::new(),
             });
@@ -85,20 +76,11 @@ pub fn enroll(
         last_seen_ms: now_ms,
         created_at_ms: now_ms,
     };
-    let issued = token::issue(TokenKind::Peer)?;
     network.next_peer_offset = next;
     network.revision += 1;
     tx.put_network(&network)?;
     tx.put_peer(&peer)?;
-    tx.put_token(&TokenRecord {
-        key_id: issued.key_id,
-        kind: TokenKind::Peer,
-        secret_hash: issued.secret_hash,
-        account_id: grant.account_id,
-        network_id: Some(network.id.clone()),
-        peer_id: Some(peer.id.clone()),
-        created_at_ms: now_ms,
-    })?;
+    let peer_token = issue_peer_token(tx, &grant, &peer, now_ms)?;
     // The member list is read after the commit ([`enrolled_members`]): building it here would hold the
     // single writer for time that grows with the network, and every other write waits for it.
     Ok(EnrollResponse {
@@ -106,10 +88,25 @@ pub fn enroll(
         network_id: network.id,
         address,
         overlay_prefix: network.overlay_prefix,
-        peer_token: issued.text,
+        peer_token,
         revision: network.revision,
         members: Vec::new(),
     })
+}
+
+/// Issues and stores a new peer token for `peer` (of the enrollment `grant`'s account); returns its text.
+fn issue_peer_token(tx: &mut dyn WriteTx, grant: &TokenRecord, peer: &Peer, now_ms: u64) -> Result<String, ApiError> {
+    let issued = token::issue(TokenKind::Peer)?;
+    tx.put_token(&TokenRecord {
+        key_id: issued.key_id,
+        kind: TokenKind::Peer,
+        secret_hash: issued.secret_hash,
+        account_id: grant.account_id.clone(),
+        network_id: Some(peer.network_id.clone()),
+        peer_id: Some(peer.id.clone()),
+        created_at_ms: now_ms,
+    })?;
+    Ok(issued.text)
 }
 
 /// Completes an [`enroll`] answer after its commit: the network's member list and the revision it is at

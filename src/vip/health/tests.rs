@@ -194,7 +194,11 @@ async fn https_check_with_ca_file_and_client_certificate() {
     let Err(HealthError::Request(e)) = &untrusted else {
         panic!("{untrusted:?}");
     };
-    assert!(chain(e).to_lowercase().contains("certificate"), "{}", chain(e));
+    assert!(
+        crate::error_chain(e).to_lowercase().contains("certificate"),
+        "{}",
+        crate::error_chain(e)
+    );
     // After a failed request the files are read again: a rotated CA file is picked up.
     let other = tempfile::tempdir().unwrap();
     pki(other.path());
