@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::{ReadTx, StoreError, WriteTx};
 use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
@@ -56,7 +56,7 @@ const PEER_COLUMNS: &str =
 const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
 const VIP_COLUMNS: &str = "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq";
 
-/// The raw columns of a VIP row.
+/// The raw columns of a VIP row (read with rusqlite's `TryFrom<&Row>` for tuples).
 type VipRow = (
     String,
     String,
@@ -68,20 +68,6 @@ type VipRow = (
     Option<String>,
     i64,
 );
-
-fn vip_row(r: &Row<'_>) -> rusqlite::Result<VipRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
-}
 
 /// The raw columns of a peer row (decoded outside the rusqlite closure, whose error type is rusqlite's).
 type PeerRow = (
@@ -97,22 +83,6 @@ type PeerRow = (
     i64,
     i64,
 );
-
-fn peer_row(r: &Row<'_>) -> rusqlite::Result<PeerRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-    ))
-}
 
 fn peer(row: PeerRow) -> Result<Peer, StoreError> {
     let (id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed, last_seen, created) = row;
@@ -134,19 +104,6 @@ fn peer(row: PeerRow) -> Result<Peer, StoreError> {
 
 type ClusterRow = (String, String, String, String, String, String, String, i64);
 
-fn cluster_row(r: &Row<'_>) -> rusqlite::Result<ClusterRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
 fn cluster(row: ClusterRow) -> Result<Cluster, StoreError> {
     let (id, account_id, network_id, name, state, vip_id, join_token, created) = row;
     Ok(Cluster {
@@ -165,14 +122,18 @@ impl SqlTx<'_> {
     fn many_peers(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Peer>, StoreError> {
         let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE {filter} ORDER BY rowid");
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args, peer_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map(args, |r| PeerRow::try_from(r))?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(peer).collect()
     }
 
     fn many_clusters(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Cluster>, StoreError> {
         let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE {filter} ORDER BY created_at, rowid");
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args, cluster_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map(args, |r| ClusterRow::try_from(r))?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(cluster).collect()
     }
 
@@ -208,7 +169,11 @@ impl SqlTx<'_> {
 
     fn one_peer(&self, filter: &str, args: impl rusqlite::Params) -> Result<Option<Peer>, StoreError> {
         let sql = format!("SELECT {PEER_COLUMNS} FROM peers WHERE {filter}");
-        let row = self.conn.prepare_cached(&sql)?.query_row(args, peer_row).optional()?;
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(args, |r| PeerRow::try_from(r))
+            .optional()?;
         row.map(peer).transpose()
     }
 
@@ -217,7 +182,7 @@ impl SqlTx<'_> {
         let row = self
             .conn
             .prepare_cached(&sql)?
-            .query_row(args, cluster_row)
+            .query_row(args, |r| ClusterRow::try_from(r))
             .optional()?;
         row.map(cluster).transpose()
     }
@@ -358,7 +323,11 @@ impl ReadTx for SqlTx<'_> {
 
     fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError> {
         let sql = format!("SELECT {VIP_COLUMNS} FROM vips WHERE id = ?1");
-        let row = self.conn.prepare_cached(&sql)?.query_row([id], vip_row).optional()?;
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| VipRow::try_from(r))
+            .optional()?;
         row.map(|r| self.vip_with_candidates(r)).transpose()
     }
 
@@ -380,7 +349,7 @@ impl ReadTx for SqlTx<'_> {
         let rows = self
             .conn
             .prepare_cached(&sql)?
-            .query_map([network_id], vip_row)?
+            .query_map([network_id], |r| VipRow::try_from(r))?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(|r| self.vip_with_candidates(r)).collect()
     }
