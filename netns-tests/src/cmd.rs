@@ -3,9 +3,11 @@
 
 use std::env;
 use std::ffi::OsStr;
+use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::error::{LabError, Result};
 
@@ -74,6 +76,40 @@ pub fn ip<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
 /// `ip -n NETNS ARGS…`.
 pub fn ip_in<S: AsRef<OsStr>>(netns: &str, args: &[S]) -> Result<String> {
     run(Command::new("ip").arg("-n").arg(netns).args(args))
+}
+
+/// Sends `command`'s output to `log_path` (appended, after a line naming the command), in plain text
+/// (`NO_COLOR`: logs are files, read by people and grepped by tests), with stdin from /dev/null.
+pub fn log_to(command: &mut Command, log_path: &Path) -> Result<()> {
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| LabError::io(format!("cannot open {}", log_path.display()), e))?;
+    let _ = writeln!(log, "--- sdwan-lab: starting `{}` ---", describe(command));
+    let log_err = log
+        .try_clone()
+        .map_err(|e| LabError::io("cannot duplicate the log file", e))?;
+    command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+    command.env("NO_COLOR", "1");
+    Ok(())
+}
+
+/// Spawns `command` in a session of its own, so signals to the lab's terminal do not reach it.
+pub fn spawn_detached(command: &mut Command) -> Result<Child> {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| LabError::Spawn {
+        cmd: describe(command),
+        source,
+    })
 }
 
 /// A command that runs `argv` inside `netns` (`ip netns exec`, which execs: the child's PID is the program's).

@@ -4,10 +4,8 @@
 //! Peers are addressed by their 1-based index; every operation checks it.
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -120,43 +118,19 @@ impl Lab {
                 id.pid
             )));
         }
-        let log_path = self.log_path(i);
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| LabError::io(format!("cannot open {}", log_path.display()), e))?;
         let bin = self.state.sdwand_bin.display().to_string();
         let config = self.config_path(i).display().to_string();
         let mut command = in_netns(&ns, &[bin.as_str(), "--config", config.as_str()]);
-        let _ = writeln!(log, "--- sdwan-lab: starting `{}` ---", cmd::describe(&command));
-        let log_err = log
-            .try_clone()
-            .map_err(|e| LabError::io("cannot duplicate the log file", e))?;
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        cmd::log_to(&mut command, &self.log_path(i))?;
         if std::env::var_os("RUST_BACKTRACE").is_none() {
             command.env("RUST_BACKTRACE", "1");
         }
-        // Plain logs: they are files, read by people and grepped by tests.
-        command.env("NO_COLOR", "1");
         let notify_path = self.layout.peer_dir(i).join("notify.sock");
         let _ = fs::remove_file(&notify_path);
         let socket = UnixDatagram::bind(&notify_path)
             .map_err(|e| LabError::io(format!("cannot bind {}", notify_path.display()), e))?;
         command.env("NOTIFY_SOCKET", &notify_path);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|source| LabError::Spawn {
-            cmd: cmd::describe(&command),
-            source,
-        })?;
+        let child = cmd::spawn_detached(&mut command)?;
         // Not reaped yet, so the PID cannot have been reused: its stat is this child's.
         let id = ProcId::of(child.id()).ok_or_else(|| LabError::Process(format!("sdwand of p{i} vanished at once")))?;
         self.state.peers[i - 1].sdwand = Some(id);

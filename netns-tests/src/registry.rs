@@ -9,12 +9,10 @@
 //! daemon made of its enrollment is in `pI/state/registry/identity.json` ([`Lab::identity`]).
 
 use std::fs;
-use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sdwand::registry::model::ClusterState;
@@ -262,36 +260,14 @@ impl Lab {
         }
         let dir = self.layout.registry_dir();
         let log_path = self.registry_log();
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| LabError::io(format!("cannot open {}", log_path.display()), e))?;
         let bin = reg.bin.display().to_string();
         let config = dir.join("registry.toml").display().to_string();
         let mut command = in_netns(
             &self.layout.registry_netns(),
             &[bin.as_str(), "--config", &config, "run"],
         );
-        let _ = writeln!(log, "--- sdwan-lab: starting `{}` ---", cmd::describe(&command));
-        let log_err = log
-            .try_clone()
-            .map_err(|e| LabError::io("cannot duplicate the log file", e))?;
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        command.env("NO_COLOR", "1");
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|source| LabError::Spawn {
-            cmd: cmd::describe(&command),
-            source,
-        })?;
+        cmd::log_to(&mut command, &log_path)?;
+        let child = cmd::spawn_detached(&mut command)?;
         let id = ProcId::of(child.id()).ok_or_else(|| LabError::Process("the registry vanished at once".into()))?;
         if let Some(r) = self.state.registry.as_mut() {
             r.process = Some(id);

@@ -13,7 +13,6 @@
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -139,19 +138,7 @@ impl Lab {
         ];
         let mut command = in_netns(&ns, &argv);
         command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|source| LabError::Spawn {
-            cmd: cmd::describe(&command),
-            source,
-        })?;
+        let mut child = cmd::spawn_detached(&mut command)?;
         let id = ProcId::of(child.id())
             .ok_or_else(|| LabError::Process(format!("the responder of p{i} vanished at once")))?;
         self.state.peers[i - 1].responder = Some(id);
