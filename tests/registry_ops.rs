@@ -172,13 +172,7 @@ async fn enroll_as(r: &Registry, t: &Tenant, name: &str, roles: &[&str], lifecyc
     let body = json!({"name": name, "public_key": key, "roles": roles, "lifecycle": lifecycle});
     let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    Enrolled {
-        id: v["peer_id"].as_str().expect("peer_id").to_owned(),
-        name: name.to_owned(),
-        address: v["address"].as_str().expect("address").to_owned(),
-        token: v["peer_token"].as_str().expect("peer_token").to_owned(),
-        answer: v,
-    }
+    Enrolled::from_answer(name, v)
 }
 
 #[tokio::test]

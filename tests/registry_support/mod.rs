@@ -42,6 +42,19 @@ pub struct Enrolled {
     pub answer: Value,
 }
 
+impl Enrolled {
+    /// The peer `name` from a successful enrollment answer.
+    pub fn from_answer(name: &str, answer: Value) -> Self {
+        Enrolled {
+            id: answer["peer_id"].as_str().expect("peer_id").to_owned(),
+            name: name.to_owned(),
+            address: answer["address"].as_str().expect("address").to_owned(),
+            token: answer["peer_token"].as_str().expect("peer_token").to_owned(),
+            answer,
+        }
+    }
+}
+
 impl Registry {
     pub fn new() -> Self {
         Self::with_options(SqliteOptions::default())
@@ -164,13 +177,7 @@ impl Registry {
     pub async fn enroll(&self, enrollment: &str, name: &str, roles: &[&str]) -> Enrolled {
         let (s, v) = self.try_enroll(enrollment, name, roles).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        Enrolled {
-            id: v["peer_id"].as_str().expect("peer_id").to_owned(),
-            name: name.to_owned(),
-            address: v["address"].as_str().expect("address").to_owned(),
-            token: v["peer_token"].as_str().expect("peer_token").to_owned(),
-            answer: v,
-        }
+        Enrolled::from_answer(name, v)
     }
 
     pub async fn handshake(&self, peer: &Enrolled, body: Value) -> (StatusCode, Value) {
