@@ -24,6 +24,16 @@ pub mod wire;
 pub use machine::{Machine, MoveError};
 pub use wire::{Body, Header, Heartbeat, Message, WireError};
 
+/// The highest term any claim may carry. Terms are stored as signed 64-bit integers by the registry, and a
+/// node never claims above this: a term that reached it is refused everywhere rather than saturated, so no
+/// message can push the epoch to a value after which failover is impossible.
+pub const MAX_TERM: u64 = i64::MAX as u64;
+
+/// How far above the highest term a node has seen a term learned from someone else may be (a claim relayed
+/// in an ack or a heartbeat, a registry floor). Honest terms grow by one per claim; a bounded step means no
+/// single message, and no feasible stream of them, can exhaust the term space.
+pub const MAX_TERM_STEP: u64 = 1 << 16;
+
 /// A claim's fencing token. Terms only grow; the claimant's rank is part of the epoch, so two candidates
 /// can never claim the same epoch, and every peer orders any two claims the same way: higher term first,
 /// then lower rank (the better-placed candidate) first.

@@ -12,10 +12,7 @@ use crate::registry::model::{TokenKind, Vip};
 use crate::registry::store::WriteTx;
 use crate::registry::token::Presented;
 use crate::registry::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
-use crate::vip::Epoch;
-
-/// The highest term a report may carry (the store keeps terms as signed 64-bit integers).
-pub const MAX_TERM: u64 = i64::MAX as u64;
+use crate::vip::{Epoch, MAX_TERM};
 
 /// `POST /v1/peers/self/report`: marks the caller seen, merges its VIP reports (reports of addresses that
 /// are not VIPs of its network, or of VIPs the caller is no candidate of, are ignored) and answers the
