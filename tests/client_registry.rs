@@ -416,6 +416,7 @@ async fn reports_bring_back_the_highest_epoch() {
         routed_to: None,
         candidates: vec![],
         confirmed: Some((0, 0)),
+        transport_up: true,
     };
     let me = l1.identity.clone();
     l1.report(&[holding], |a| (a == me.address).then(|| me.name.clone()));

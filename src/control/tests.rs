@@ -71,6 +71,7 @@ pub(super) fn vip_statuses() -> Vec<VipStatus> {
             routed_to: Some(a),
             candidates: held,
             confirmed: Some((1, 2)),
+            transport_up: true,
         },
         VipStatus {
             vip: addr("fd00:5d::200"),
@@ -80,6 +81,7 @@ pub(super) fn vip_statuses() -> Vec<VipStatus> {
             routed_to: None,
             candidates: vec![candidate("fd00:5d::1", 0)],
             confirmed: None,
+            transport_up: true,
         },
     ]
 }

@@ -8,15 +8,17 @@
 
 //!
 //! The holder's side (claim fan-out, handovers, drain) lives in `machine/hold.rs`, heartbeats and liveness
-//! in `machine/liveness.rs`; this file holds the state, the inputs and the claim rule.
+//! in `machine/liveness.rs`; this file holds the state, the inputs, the trust checks on claims (who may
+//! say what: "Trust model" in `docs/protocol.md`) and the claim rule.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use super::replay::Window;
+use super::replay::{Verdict, Window};
 use super::{Action, Adopt, Claim, ClaimReason, Epoch, HandoverReason, LocalEvent, Note, Params, PeerState};
 use super::{Body, Header, Message};
+use super::{MAX_TERM, MAX_TERM_STEP};
 
 mod hold;
 mod liveness;
@@ -50,6 +52,11 @@ pub enum MoveError {
 /// What this node knows of another candidate.
 #[derive(Debug, Clone)]
 struct Cand {
+    /// Its rank in the candidate list (a claim it makes or that names it must carry this rank).
+    rank: usize,
+    /// When this node started tracking it: until it is heard directly, reports of it count only for
+    /// twice its dead time from here.
+    since: Instant,
     /// Last heartbeat received from it.
     direct: Option<Instant>,
     /// Latest time another candidate reported hearing it.
@@ -114,6 +121,9 @@ pub struct Machine {
     /// Whether the VIP address is on this node's interface (as far as the actions asked for).
     has_address: bool,
     cands: BTreeMap<Ipv6Addr, Cand>,
+    /// `p.peers` as a set: membership checks per datagram must not scan the member list.
+    peer_set: HashSet<Ipv6Addr>,
+    /// Replay windows of the members heard from (pruned to the members on every update).
     windows: HashMap<Ipv6Addr, Window>,
     actions: VecDeque<Action>,
     listen_until: Option<Instant>,
@@ -132,6 +142,14 @@ pub struct Machine {
     shutting_down: bool,
     stopped: bool,
     wake: Option<Instant>,
+    /// Whether the failover transport works (the last [`LocalEvent::Transport`]).
+    transport_up: bool,
+    /// Since when it has been down.
+    transport_down_since: Option<Instant>,
+    /// The last time a follower's report made this holder renew its claim (at most once per interval).
+    last_renew: Option<Instant>,
+    /// [`Note::TermExhausted`] was given (it is given once).
+    exhausted_noted: bool,
 }
 
 impl Machine {
@@ -150,6 +168,7 @@ impl Machine {
             routed_to: None,
             has_address: false,
             cands: BTreeMap::new(),
+            peer_set: params.peers.iter().copied().collect(),
             windows: HashMap::new(),
             actions: VecDeque::new(),
             listen_until: None,
@@ -164,9 +183,13 @@ impl Machine {
             shutting_down: false,
             stopped: false,
             wake: None,
+            transport_up: true,
+            transport_down_since: None,
+            last_renew: None,
+            exhausted_noted: false,
             p: params,
         };
-        m.sync_candidates();
+        m.sync_candidates(now);
         let candidate = m.rank().is_some();
         match adopt {
             Adopt::Nothing => {}
@@ -188,9 +211,14 @@ impl Machine {
     }
 
     /// Raises the term floor: this node's next claim takes a term above `floor` (the registry's highest
-    /// epoch for the VIP, so terms keep growing across a restart of every node).
-    pub fn raise_term(&mut self, floor: u64) {
+    /// epoch for the VIP, so terms keep growing across a restart of every node). A floor above
+    /// [`MAX_TERM`] is refused (nothing could be claimed above it); returns whether it was accepted.
+    pub fn raise_term(&mut self, floor: u64) -> bool {
+        if floor > MAX_TERM {
+            return false;
+        }
         self.max_term = self.max_term.max(floor);
+        true
     }
 
     /// The next action to execute, in order.
@@ -246,6 +274,7 @@ impl Machine {
                 }
             }
             LocalEvent::Update(params) => self.update(now, params),
+            LocalEvent::Transport(up) => self.set_transport(now, up),
         }
         self.evaluate(now);
     }
@@ -279,7 +308,7 @@ impl Machine {
         if self.stopped {
             return;
         }
-        if let Some(reason) = self.admit(&msg.header) {
+        if let Some(reason) = self.admit(now, &msg.header) {
             self.note(Note::Rejected(reason));
             return;
         }
@@ -296,11 +325,11 @@ impl Machine {
                     return;
                 }
                 let claim = Claim { epoch, holder: from };
-                self.learn(now, claim);
-                if let Some((succ, _)) = self.drain {
-                    if claim >= succ && confirmed >= peers {
-                        self.finish_drain();
-                    }
+                // Only the successor's own claim, or a higher valid one (which `learn` made the claim the
+                // drain waits for), ends a drain.
+                let accepted = self.learn(now, from, claim);
+                if accepted && confirmed >= peers && self.drain.is_some_and(|(succ, _)| succ == claim) {
+                    self.finish_drain();
                 }
                 if let Some(view) = self.best {
                     self.send(from, Body::Ack { view });
@@ -308,9 +337,13 @@ impl Machine {
             }
             Body::Ack { view } => self.on_ack(now, from, view),
             Body::Handover { epoch, reason } => {
+                if !self.cands.contains_key(&from) {
+                    self.note(Note::Rejected("not_candidate"));
+                    return;
+                }
                 let from_holder = self.best == Some(Claim { epoch, holder: from });
                 let can_take = matches!(self.role, PeerState::Standby | PeerState::Listening);
-                if from_holder && can_take && self.healthy && !self.shutting_down {
+                if from_holder && can_take && self.healthy && !self.shutting_down && self.transport_up {
                     self.holder_gone_since = Some(now);
                     self.claim_now(now, ClaimReason::Handover(reason));
                 }
@@ -324,25 +357,67 @@ impl Machine {
     }
 
     /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
-    fn admit(&mut self, h: &Header) -> Option<&'static str> {
+    fn admit(&mut self, now: Instant, h: &Header) -> Option<&'static str> {
         if h.vip != self.p.vip {
             return Some("unknown_vip");
         }
-        if h.sender == self.p.me || !(self.p.peers.contains(&h.sender) || self.cands.contains_key(&h.sender)) {
+        if h.sender == self.p.me || !(self.peer_set.contains(&h.sender) || self.cands.contains_key(&h.sender)) {
             return Some("not_member");
         }
-        self.windows
+        let quiet = self.p.timers.listen();
+        let verdict = self
+            .windows
             .entry(h.sender)
             .or_default()
-            .check(h.incarnation, h.seq)
-            .reason()
+            .check(now, quiet, h.incarnation, h.seq);
+        if verdict == Verdict::Restarted {
+            // A candidate that started over with a lower incarnation: its heartbeats are its newest again.
+            if let Some(c) = self.cands.get_mut(&h.sender) {
+                if h.incarnation < c.newest.0 {
+                    c.newest = (0, 0);
+                }
+            }
+        }
+        verdict.reason()
     }
 
-    /// Takes in a claim seen anywhere (a claim, an ack's or a heartbeat's view).
-    fn learn(&mut self, now: Instant, claim: Claim) {
+    /// Whether `claim` may be learned; `from` is the candidate that sent it (as a claim, or as the view
+    /// of its heartbeat or ack), `None` for a follower's ack. The holder must be a candidate (this node
+    /// included) and the epoch must carry its rank; no term may exceed [`MAX_TERM`]; and a claim relayed
+    /// by someone other than its holder may not be more than [`MAX_TERM_STEP`] above the highest term
+    /// seen. A candidate's own claim, or a candidate's view naming this node, is exempt from the step:
+    /// the holder is authenticated, and a node that restarted without a registry floor must catch up with
+    /// however far the terms have grown.
+    fn vet(&self, claim: Claim, from: Option<Ipv6Addr>) -> Result<(), &'static str> {
+        let rank = if claim.holder == self.p.me {
+            self.rank()
+        } else {
+            self.cands.get(&claim.holder).map(|c| c.rank)
+        };
+        let Some(rank) = rank else {
+            return Err("not_candidate");
+        };
+        if usize::from(claim.epoch.rank) != rank {
+            return Err("bad_rank");
+        }
+        let term = claim.epoch.term;
+        let own = from.is_some_and(|f| claim.holder == f || claim.holder == self.p.me);
+        if term > MAX_TERM || (!own && term > self.max_term.saturating_add(MAX_TERM_STEP)) {
+            return Err("bad_term");
+        }
+        Ok(())
+    }
+
+    /// Takes in a claim seen from the candidate `from` (its claim, or its ack's or heartbeat's view) if
+    /// [`Machine::vet`] passes it; returns whether it did.
+    fn learn(&mut self, now: Instant, from: Ipv6Addr, claim: Claim) -> bool {
+        if let Err(reason) = self.vet(claim, Some(from)) {
+            self.note(Note::Rejected(reason));
+            return false;
+        }
         self.max_term = self.max_term.max(claim.epoch.term);
         if self.best.is_some_and(|b| claim <= b) {
-            return;
+            return true;
         }
         self.best = Some(claim);
         if claim.holder == self.p.me {
@@ -356,7 +431,7 @@ impl Machine {
                 self.route(self.p.me);
                 self.set_role(PeerState::Holding, "resumed the claim it held before restarting");
             }
-            return;
+            return true;
         }
         self.route(claim.holder);
         if self.hold.take().is_some() {
@@ -377,6 +452,7 @@ impl Machine {
         } else if self.has_address {
             self.remove_address();
         }
+        true
     }
 
     /// Decides, sends heartbeats and re-sends, and computes the next wake-up.
@@ -396,6 +472,9 @@ impl Machine {
         self.last_run = Some(now);
         if self.settle_until.is_some_and(|t| now >= t) {
             self.settle_until = None;
+        }
+        if self.deaf_for_dead_time(now) {
+            self.step_down_deaf();
         }
         if self.role == PeerState::Listening && self.listen_until.is_some_and(|t| now >= t) {
             self.listen_until = None;
@@ -470,6 +549,7 @@ impl Machine {
     fn should_claim(&self, now: Instant) -> bool {
         let Some(rank) = self.rank() else { return false };
         self.healthy
+            && self.transport_up
             && !self.shutting_down
             && self.settle_until.is_none()
             && self.hold.is_none()
@@ -482,8 +562,14 @@ impl Machine {
 
     fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
         let Some(rank) = self.rank() else { return };
-        // Saturating: a term near u64::MAX (a corrupt registry floor) must not panic or wrap to 0.
-        self.max_term = self.max_term.saturating_add(1);
+        if self.max_term >= MAX_TERM {
+            if !self.exhausted_noted {
+                self.exhausted_noted = true;
+                self.note(Note::TermExhausted { term: self.max_term });
+            }
+            return;
+        }
+        self.max_term += 1;
         let epoch = Epoch {
             term: self.max_term,
             rank: rank as u16,
@@ -512,16 +598,57 @@ impl Machine {
         self.actions.push_back(Action::Stopped);
     }
 
+    /// The failover transport went down or came back.
+    fn set_transport(&mut self, now: Instant, up: bool) {
+        if up == self.transport_up {
+            return;
+        }
+        self.transport_up = up;
+        if !up {
+            self.transport_down_since = Some(now);
+            return;
+        }
+        self.transport_down_since = None;
+        // It heard nothing meanwhile: what it knows is stale, so it listens afresh before it may claim.
+        if self.rank().is_some() && matches!(self.role, PeerState::Standby | PeerState::Listening) {
+            self.listen_until = Some(now + self.p.timers.listen());
+            self.set_role(PeerState::Listening, "transport back; listening again");
+        }
+    }
+
+    /// Whether the transport has been down for a dead time (by then the others have stopped hearing
+    /// this node, or hear it say it does not hold, and have claimed).
+    fn deaf_for_dead_time(&self, now: Instant) -> bool {
+        self.transport_down_since
+            .is_some_and(|t| now >= t + self.p.timers.dead_time(self.p.timers.interval))
+    }
+
+    /// A deaf node stops serving the VIP: it cannot hear a higher claim, nor confirm its own.
+    fn step_down_deaf(&mut self) {
+        let why = "transport down for a dead time";
+        if self.hold.take().is_some() {
+            self.handover = None;
+            self.set_role(PeerState::Standby, why);
+        } else if self.drain.take().is_some() {
+            self.set_role(PeerState::Standby, why);
+        }
+        self.remove_address();
+    }
+
     fn update(&mut self, now: Instant, params: Params) {
         let was_candidate = self.rank().is_some();
+        let old_peers = std::mem::take(&mut self.peer_set);
+        self.peer_set = params.peers.iter().copied().collect();
         let new_peers: Vec<Ipv6Addr> = params
             .peers
             .iter()
-            .filter(|p| !self.p.peers.contains(p))
+            .filter(|p| !old_peers.contains(p))
             .copied()
             .collect();
         self.p = params;
-        self.sync_candidates();
+        self.sync_candidates(now);
+        let (peers, cands) = (&self.peer_set, &self.cands);
+        self.windows.retain(|a, _| peers.contains(a) || cands.contains_key(a));
         let is_candidate = self.rank().is_some();
         if was_candidate && !is_candidate {
             self.hold = None;
@@ -536,7 +663,14 @@ impl Machine {
             self.next_heartbeat = Some(now);
             self.set_role(PeerState::Listening, "became a candidate");
         }
-        let peers = self.p.peers.clone();
+        // A holder whose rank changed renews its claim: others check a claim's rank against its holder's.
+        if let (Some(h), Some(rank)) = (&self.hold, self.rank()) {
+            if usize::from(h.epoch.rank) != rank {
+                self.claim_now(now, ClaimReason::Renew);
+                return;
+            }
+        }
+        let peers = &self.peer_set;
         if let Some(h) = self.hold.as_mut() {
             h.acked.retain(|a| peers.contains(a));
             h.pending.retain(|a, _| peers.contains(a));
@@ -552,13 +686,16 @@ impl Machine {
         }
     }
 
-    /// Makes `cands` match the candidate list (keeping what is known of those that stay).
-    fn sync_candidates(&mut self) {
+    /// Makes `cands` match the candidate list (keeping what is known of those that stay, with their
+    /// new ranks).
+    fn sync_candidates(&mut self, now: Instant) {
         let me = self.p.me;
         let interval = self.p.timers.interval;
         self.cands.retain(|a, _| self.p.candidates.contains(a));
-        for a in self.p.candidates.iter().filter(|a| **a != me) {
-            self.cands.entry(*a).or_insert(Cand {
+        for (rank, a) in self.p.candidates.iter().enumerate().filter(|(_, a)| **a != me) {
+            self.cands.entry(*a).and_modify(|c| c.rank = rank).or_insert(Cand {
+                rank,
+                since: now,
                 direct: None,
                 indirect: None,
                 interval,
@@ -619,6 +756,12 @@ impl Machine {
     /// The earliest future instant at which something is due.
     fn next_wake(&self, now: Instant) -> Option<Instant> {
         let mut t: Vec<Option<Instant>> = vec![self.next_heartbeat, self.listen_until, self.settle_until];
+        if self.has_address || self.hold.is_some() {
+            t.push(
+                self.transport_down_since
+                    .map(|d| d + self.p.timers.dead_time(self.p.timers.interval)),
+            );
+        }
         t.push(self.drain.map(|(_, d)| d));
         if let Some(h) = self.handover {
             t.push(Some(h.deadline.min(h.next_send)));
@@ -636,12 +779,7 @@ impl Machine {
             for (a, c) in &self.cands {
                 let above = self.p.candidates[..rank].contains(a);
                 if above || Some(*a) == holder {
-                    if let Some(last) = c.last_heard() {
-                        let deadline = last + self.p.timers.dead_time(c.interval);
-                        if deadline > now {
-                            t.push(Some(deadline));
-                        }
-                    }
+                    t.push(self.live_until(c).filter(|d| *d > now));
                 }
             }
         }

@@ -151,6 +151,10 @@ pub enum ClaimReason {
     HolderDead,
     /// The holder handed over.
     Handover(HandoverReason),
+    /// The holder renewed its claim with a fresh epoch: its rank changed with the candidate list, or a
+    /// follower still routes by a higher claim of a holder that is gone (see "Trust model" in
+    /// `docs/protocol.md`).
+    Renew,
 }
 
 impl ClaimReason {
@@ -163,6 +167,7 @@ impl ClaimReason {
             ClaimReason::Handover(HandoverReason::Shutdown) => "shutdown",
             ClaimReason::Handover(HandoverReason::Health) => "health",
             ClaimReason::Handover(HandoverReason::Preempt) => "preempt",
+            ClaimReason::Renew => "renew",
         }
     }
 }
@@ -242,6 +247,11 @@ pub enum LocalEvent {
     Shutdown,
     /// The candidate or member list changed.
     Update(Params),
+    /// Whether the failover transport works (`true`: the socket is bound and receiving). A machine starts
+    /// with the transport up; while it is down the node never claims, a node serving the VIP removes the
+    /// address once it has been down for a dead time, and when it comes back a candidate listens for the
+    /// full listen time again (see "Trust model" in `docs/protocol.md`).
+    Transport(bool),
 }
 
 /// What the machine asks its driver to do, in order.
@@ -311,6 +321,13 @@ pub enum Note {
         /// The intended successor.
         to: Ipv6Addr,
     },
+    /// The claim rule picked this node, but the highest term seen is already [`MAX_TERM`]: it cannot
+    /// claim a higher epoch, so it does not claim. Noted once per machine (an operator must reset the
+    /// VIP's terms: restart every daemon with a registry floor below it).
+    TermExhausted {
+        /// The highest term seen.
+        term: u64,
+    },
 }
 
 /// A candidate as this node sees it.
@@ -351,4 +368,7 @@ pub struct VipStatus {
     pub candidates: Vec<CandidateStatus>,
     /// When holding: how many peers acknowledged the claim, of how many.
     pub confirmed: Option<(usize, usize)>,
+    /// Whether the failover transport works (the last [`LocalEvent::Transport`]); while it is down this
+    /// node does not claim.
+    pub transport_up: bool,
 }

@@ -518,6 +518,13 @@ fn observe(m: &VipMetrics, vip: &str, note: Note, name_of: &dyn Fn(Ipv6Addr) -> 
             m.handovers_failed.with_label_values(&[vip]).inc();
             tracing::warn!(vip, to = %name_of(to), "handover timed out; keeping the VIP");
         }
+        Note::TermExhausted { term } => {
+            tracing::error!(
+                vip,
+                term,
+                "the claim rule picked this node, but terms are exhausted: not claiming"
+            )
+        }
     }
 }
 

@@ -48,12 +48,24 @@ impl Machine {
             routed_to: self.routed_to,
             candidates,
             confirmed: self.hold.as_ref().map(|h| (h.acked.len(), self.p.peers.len())),
+            transport_up: self.transport_up,
         }
     }
 
+    /// Until when a candidate is live: a dead time after it was last heard directly or reported by
+    /// another candidate, but a report counts only up to twice the dead time after this node last heard
+    /// it directly (or started tracking it): a candidate that lies about a dead one's freshness delays
+    /// its detection by at most one dead time.
+    pub(super) fn live_until(&self, c: &Cand) -> Option<Instant> {
+        let dead = self.p.timers.dead_time(c.interval);
+        let direct = c.direct.map(|t| t + dead);
+        let anchor = c.direct.unwrap_or(c.since);
+        let indirect = c.indirect.map(|t| (t + dead).min(anchor + 2 * dead));
+        direct.max(indirect)
+    }
+
     pub(super) fn live(&self, c: &Cand, now: Instant) -> bool {
-        c.last_heard()
-            .is_some_and(|t| now < t + self.p.timers.dead_time(c.interval))
+        self.live_until(c).is_some_and(|t| now < t)
     }
 
     pub(super) fn on_heartbeat(&mut self, now: Instant, header: &Header, hb: Heartbeat) {
@@ -101,7 +113,7 @@ impl Machine {
             self.send_claim(from);
         }
         if let Some(view) = hb.view {
-            self.learn(now, view);
+            self.learn(now, from, view);
         }
     }
 

@@ -85,7 +85,8 @@ fn adopting_a_held_address_also_says_where_the_vip_is_routed() {
 fn a_restarted_holder_moves_up_to_its_own_earlier_higher_claim() {
     // Rank 0 ends up holding term 3, stops with no successor (keeping the address), and restarts when only
     // followers are left: it hears no candidate, claims term 1 afresh, and the followers' acks name its
-    // own term-3 claim, which it must take up so every peer agrees (seed 5782 of the simulation).
+    // own term-3 claim. A follower's report never moves the VIP, but the holder renews its claim above it
+    // so every peer agrees (seed 5782 of the simulation).
     let mut c = Cluster::booted(2, 2, timers());
     c.with(0, |m, now| m.request_move(now, None)).expect("move to 1");
     c.run(ms(100));
@@ -100,9 +101,14 @@ fn a_restarted_holder_moves_up_to_its_own_earlier_higher_claim() {
     c.start(0, Adopt::HeldHere, true);
     c.run(ms(3_000));
     let want = Some(Claim {
-        epoch: Epoch { term: 3, rank: 0 },
+        epoch: Epoch { term: 4, rank: 0 },
         holder: addr(0),
     });
+    assert_eq!(
+        c.claims_since(ms(0)).last(),
+        Some(&(0, ClaimReason::Renew)),
+        "renewed above the followers' claim"
+    );
     for i in [0, 2, 3] {
         assert_eq!(c.m(i).claim(), want, "node {i}");
     }
