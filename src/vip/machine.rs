@@ -371,11 +371,9 @@ impl Machine {
             .or_default()
             .check(now, quiet, h.incarnation, h.seq);
         if verdict == Verdict::Restarted {
-            // A candidate that started over with a lower incarnation: its heartbeats are its newest again.
+            // A candidate that started over: its heartbeats are its newest again.
             if let Some(c) = self.cands.get_mut(&h.sender) {
-                if h.incarnation < c.newest.0 {
-                    c.newest = (0, 0);
-                }
+                c.newest = (0, 0);
             }
         }
         verdict.reason()

@@ -55,11 +55,11 @@ impl Machine {
     /// most once per interval: the follower moves to this holder, and a forger can only raise this
     /// holder's term by at most [`crate::vip::MAX_TERM_STEP`] per interval.
     fn follower_view(&mut self, now: Instant, mine: Option<Claim>, view: Claim) {
-        let Some(mine) = mine else { return };
         if let Err(reason) = self.vet(view, None) {
             self.note(Note::Rejected(reason));
             return;
         }
+        let Some(mine) = mine else { return };
         let live_holder = self
             .cands
             .get(&view.holder)

@@ -5,7 +5,7 @@ use std::net::Ipv6Addr;
 use super::super::*;
 use super::cluster::{addr, ms, timers, Cluster, VIP};
 
-fn msg(from: usize, incarnation: u64, seq: u64, body: Body) -> Message {
+pub(super) fn msg(from: usize, incarnation: u64, seq: u64, body: Body) -> Message {
     Message {
         header: Header {
             vip: VIP,
@@ -17,7 +17,7 @@ fn msg(from: usize, incarnation: u64, seq: u64, body: Body) -> Message {
     }
 }
 
-fn heartbeat(state: PeerState, view: Option<Claim>) -> Body {
+pub(super) fn heartbeat(state: PeerState, view: Option<Claim>) -> Body {
     Body::Heartbeat(Heartbeat {
         state,
         healthy: true,
