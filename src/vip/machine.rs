@@ -383,9 +383,8 @@ impl Machine {
     /// of its heartbeat or ack), `None` for a follower's ack. The holder must be a candidate (this node
     /// included) and the epoch must carry its rank; no term may exceed [`MAX_TERM`]; and a claim relayed
     /// by someone other than its holder may not be more than [`MAX_TERM_STEP`] above the highest term
-    /// seen. A candidate's own claim, or a candidate's view naming this node, is exempt from the step:
-    /// the holder is authenticated, and a node that restarted without a registry floor must catch up with
-    /// however far the terms have grown.
+    /// seen. A candidate's own claim is exempt from the step: the holder is authenticated, and a node
+    /// that restarted without a registry floor must catch up with however far the terms have grown.
     fn vet(&self, claim: Claim, from: Option<Ipv6Addr>) -> Result<(), &'static str> {
         let rank = if claim.holder == self.p.me {
             self.rank()
@@ -399,7 +398,7 @@ impl Machine {
             return Err("bad_rank");
         }
         let term = claim.epoch.term;
-        let own = from.is_some_and(|f| claim.holder == f || claim.holder == self.p.me);
+        let own = from == Some(claim.holder);
         if term > MAX_TERM || (!own && term > self.max_term.saturating_add(MAX_TERM_STEP)) {
             return Err("bad_term");
         }

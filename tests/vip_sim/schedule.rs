@@ -5,7 +5,7 @@ use std::time::Duration;
 use sdwand::vip::{ClaimReason, HandoverReason, PeerState, Timers};
 
 use super::model::{Op, Rng, Setup, MS, T};
-use super::world::World;
+use super::world::{Rogue, World};
 
 /// How often the convergence check samples the world after the faults stop.
 const TICK: T = 10 * MS;
@@ -113,7 +113,7 @@ pub fn run(seed: u64, trace: bool) -> Result<Outcome, String> {
         eprintln!("seed {seed}: {class:?} {setup:?}");
     }
     let mut out = match class {
-        Class::Chaos => chaos(&setup, &mut rng, trace),
+        Class::Chaos => chaos(&setup, &mut rng, trace, seed),
         Class::Steady => steady(&setup, &mut rng, trace),
         Class::Return => comeback(&setup, &mut rng, trace),
     }?;
@@ -137,12 +137,19 @@ fn summary(w: &World, out: &mut Outcome) {
     out.moves = w.moves;
 }
 
-/// Random faults in `[0, t_f)`, then invariant 2.
-fn chaos(setup: &Setup, rng: &mut Rng, trace: bool) -> Result<Outcome, String> {
+/// Random faults in `[0, t_f)`, then invariant 2. In three seeds of ten one member misbehaves (a
+/// follower or a candidate, see `vip_sim/rogue.rs`), drawn from its own stream so the schedule is the
+/// same as without it.
+fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome, String> {
     let n = setup.nodes();
     let c = setup.candidates;
     let start: Vec<T> = (0..n).map(|_| rng.range(0, 300 * MS)).collect();
     let mut w = World::new(setup, rng, &start, trace);
+    let mut side = Rng::new(seed ^ 0x0bad_5eed_0f_a11e);
+    if side.chance(0.3) {
+        let node = side.pick(n);
+        w.set_rogue(Rogue::new(node, side.next()));
+    }
     let t_f = rng.range(300 * MS, 6_000 * MS);
     let episodes = rng.range(1, 14);
     for _ in 0..episodes {

@@ -6,12 +6,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use sdwand::vip::{Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState};
+use sdwand::vip::{Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState, MAX_TERM};
 
 use super::model::{addr, ClaimRec, Link, Op, Rng, Setup, MS, T};
 
 #[path = "faults.rs"]
 mod faults;
+#[path = "rogue.rs"]
+mod rogue;
+
+pub use rogue::Rogue;
 
 /// Most events one schedule may process (a runaway loop fails the schedule instead of hanging).
 const STEP_CAP: u64 = 3_000_000;
@@ -100,6 +104,8 @@ pub struct World {
     /// When a daemon last started after the faults ended (a planned stop that was still under way).
     pub last_restart: T,
     recent: Vec<(usize, usize, Vec<u8>)>,
+    /// The misbehaving member, if any (see `rogue.rs`).
+    rogue: Option<Rogue>,
     trace: bool,
 }
 
@@ -154,6 +160,7 @@ impl World {
             moves: 0,
             last_restart: 0,
             recent: Vec::new(),
+            rogue: None,
             trace,
         };
         for (i, &t) in start.iter().enumerate() {
@@ -176,6 +183,12 @@ impl World {
         if t != T::MAX {
             self.push(t, Ev::Op(op));
         }
+    }
+
+    /// From now on `rogue` misbehaves.
+    pub fn set_rogue(&mut self, rogue: Rogue) {
+        self.log(|| format!("n{} is a rogue", rogue.node));
+        self.rogue = Some(rogue);
     }
 
     /// Node `i`'s role, if its daemon runs.
@@ -310,7 +323,10 @@ impl World {
         let mut stopped = false;
         while let Some(action) = self.nodes[i].machine.as_mut().and_then(Machine::poll_action) {
             match action {
-                Action::Send { to, msg } => self.send(i, to, &msg)?,
+                Action::Send { to, msg } => {
+                    let msg = self.tamper(i, msg);
+                    self.send(i, to, &msg)?;
+                }
                 Action::AddAddress => self.nodes[i].has_addr = true,
                 Action::RemoveAddress => self.nodes[i].has_addr = false,
                 Action::Route(to) => self.nodes[i].route = Some(to),
@@ -325,6 +341,17 @@ impl World {
         let wake = m
             .poll_timeout()
             .map(|t| t.saturating_duration_since(self.base).as_micros() as T);
+        // Only a candidate can be where a node routes the VIP, whatever the rogue said, and no term
+        // passes MAX_TERM.
+        let candidate = |a: Ipv6Addr| (0..self.setup.candidates).any(|j| addr(j) == a);
+        if let Some(c) = claim.filter(|c| !candidate(c.holder) || c.epoch.term > MAX_TERM) {
+            return Err(format!(
+                "node {i}: claim in force {c:?} names a non-candidate or passes MAX_TERM"
+            ));
+        }
+        if let Some(r) = routed.filter(|r| !candidate(*r)) {
+            return Err(format!("node {i}: routes the VIP to the non-candidate {r}"));
+        }
         if claim < before {
             return Err(format!(
                 "node {i}: claim in force went back from {before:?} to {claim:?}"

@@ -1,0 +1,112 @@
+//! A misbehaving member: its machine runs like any other, but the world rewrites what it sends. A rogue
+//! follower forges acks (naming itself, candidates with wrong ranks, non-members, terms up to `u64::MAX`,
+//! valid-looking higher claims) and handovers; a rogue candidate also claims with other ranks and terms
+//! above `MAX_TERM`, relays such views in its heartbeats, and always reports every other candidate as
+//! heard just now (the indirect-liveness lie about a dead holder). Forgeries stop when the faults end;
+//! the liveness lie goes on for the whole run.
+
+use std::net::Ipv6Addr;
+
+use sdwand::vip::{Body, Claim, Epoch, HandoverReason, Message, MAX_TERM};
+
+use super::{addr, Rng, World};
+
+/// Who misbehaves, and its own random stream (so the network's stream is the same with or without it).
+pub struct Rogue {
+    /// The node.
+    pub node: usize,
+    rng: Rng,
+}
+
+impl Rogue {
+    /// Node `node` misbehaves, drawing from `seed`.
+    pub fn new(node: usize, seed: u64) -> Rogue {
+        Rogue {
+            node,
+            rng: Rng::new(seed),
+        }
+    }
+}
+
+impl World {
+    /// Rewrites a datagram node `from` is about to send, if it is the rogue.
+    pub(super) fn tamper(&mut self, from: usize, mut msg: Message) -> Message {
+        let cands = self.setup.candidates;
+        let forging = !self.auto_restart;
+        let base = self.nodes[from]
+            .machine
+            .as_ref()
+            .and_then(|m| m.claim())
+            .map_or(1, |c| c.epoch.term);
+        let Some(r) = self.rogue.as_mut().filter(|r| r.node == from) else {
+            return msg;
+        };
+        let rng = &mut r.rng;
+        let candidate = from < cands;
+        match &mut msg.body {
+            Body::Heartbeat(hb) => {
+                hb.liveness = (0..cands).filter(|&j| j != from).map(|j| (addr(j), 0)).collect();
+                if forging && rng.chance(0.5) {
+                    hb.view = Some(forged(rng, from, cands, base));
+                }
+            }
+            Body::Claim { epoch, .. } if forging && rng.chance(0.5) => {
+                *epoch = if rng.chance(0.5) {
+                    Epoch {
+                        term: epoch.term,
+                        rank: other_rank(rng, from, cands),
+                    }
+                } else {
+                    Epoch {
+                        term: MAX_TERM + 1 + rng.range(0, 1 << 20),
+                        rank: epoch.rank,
+                    }
+                };
+            }
+            Body::Ack { view } if forging && rng.chance(0.5) => {
+                let claim = forged(rng, from, cands, base);
+                if !candidate && rng.chance(0.3) {
+                    msg.body = Body::Handover {
+                        epoch: claim.epoch,
+                        reason: HandoverReason::Manual,
+                    };
+                } else {
+                    *view = claim;
+                }
+            }
+            _ => {}
+        }
+        msg
+    }
+}
+
+/// A rank in `0..cands` other than `own` (or 1 if there is none: `own` is a follower and `cands` is 1).
+fn other_rank(rng: &mut Rng, own: usize, cands: usize) -> u16 {
+    let r = rng.pick(cands);
+    (if r == own { (r + 1) % cands.max(2) } else { r }) as u16
+}
+
+/// A claim no honest node may take up (a relayed one far above the terms in use included), or (one time
+/// in six) a well-formed claim of a candidate a little above them, which may be learned but names a
+/// candidate.
+fn forged(rng: &mut Rng, from: usize, cands: usize, base: u64) -> Claim {
+    let j = rng.pick(cands);
+    let claim = |term, rank: usize, holder| Claim {
+        epoch: Epoch {
+            term,
+            rank: rank as u16,
+        },
+        holder,
+    };
+    match rng.pick(6) {
+        0 => claim(u64::MAX, 0, addr(from)),
+        1 => claim(base + rng.range(0, 3), usize::from(other_rank(rng, j, cands)), addr(j)),
+        2 => claim(base + 1, 0, Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, 0xfff0)),
+        3 => claim(MAX_TERM + 1 + rng.range(0, u64::from(u32::MAX)), j, addr(j)),
+        4 => {
+            let k = usize::from(other_rank(rng, from, cands));
+            claim(MAX_TERM - rng.range(0, 1 << 20), k, addr(k))
+        }
+        _ => claim(base + rng.range(1, 3), j, addr(j)),
+    }
+}
