@@ -8,20 +8,21 @@
 
 //!
 //! The holder's side (claim fan-out, handovers, drain) lives in `machine/hold.rs`, heartbeats and liveness
-//! in `machine/liveness.rs`; this file holds the state, the inputs, the trust checks on claims (who may
-//! say what: "Trust model" in `docs/protocol.md`) and the claim rule.
+//! in `machine/liveness.rs`, who may say what (the checks on claims, followers' reports, the transport
+//! state) in `machine/trust.rs`; this file holds the state, the inputs and the claim rule.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use super::replay::{Verdict, Window};
+use super::MAX_TERM;
 use super::{Action, Adopt, Claim, ClaimReason, Epoch, HandoverReason, LocalEvent, Note, Params, PeerState};
 use super::{Body, Header, Message};
-use super::{MAX_TERM, MAX_TERM_STEP};
 
 mod hold;
 mod liveness;
+mod trust;
 
 /// A gap between two runs of a candidate's machine longer than this many intervals is a stall.
 const STALL: u32 = 2;
@@ -379,32 +380,6 @@ impl Machine {
         verdict.reason()
     }
 
-    /// Whether `claim` may be learned; `from` is the candidate that sent it (as a claim, or as the view
-    /// of its heartbeat or ack), `None` for a follower's ack. The holder must be a candidate (this node
-    /// included) and the epoch must carry its rank; no term may exceed [`MAX_TERM`]; and a claim relayed
-    /// by someone other than its holder may not be more than [`MAX_TERM_STEP`] above the highest term
-    /// seen. A candidate's own claim is exempt from the step: the holder is authenticated, and a node
-    /// that restarted without a registry floor must catch up with however far the terms have grown.
-    fn vet(&self, claim: Claim, from: Option<Ipv6Addr>) -> Result<(), &'static str> {
-        let rank = if claim.holder == self.p.me {
-            self.rank()
-        } else {
-            self.cands.get(&claim.holder).map(|c| c.rank)
-        };
-        let Some(rank) = rank else {
-            return Err("not_candidate");
-        };
-        if usize::from(claim.epoch.rank) != rank {
-            return Err("bad_rank");
-        }
-        let term = claim.epoch.term;
-        let own = from == Some(claim.holder);
-        if term > MAX_TERM || (!own && term > self.max_term.saturating_add(MAX_TERM_STEP)) {
-            return Err("bad_term");
-        }
-        Ok(())
-    }
-
     /// Takes in a claim seen from the candidate `from` (its claim, or its ack's or heartbeat's view) if
     /// [`Machine::vet`] passes it; returns whether it did.
     fn learn(&mut self, now: Instant, from: Ipv6Addr, claim: Claim) -> bool {
@@ -593,43 +568,6 @@ impl Machine {
     fn stop(&mut self) {
         self.stopped = true;
         self.actions.push_back(Action::Stopped);
-    }
-
-    /// The failover transport went down or came back.
-    fn set_transport(&mut self, now: Instant, up: bool) {
-        if up == self.transport_up {
-            return;
-        }
-        self.transport_up = up;
-        if !up {
-            self.transport_down_since = Some(now);
-            return;
-        }
-        self.transport_down_since = None;
-        // It heard nothing meanwhile: what it knows is stale, so it listens afresh before it may claim.
-        if self.rank().is_some() && matches!(self.role, PeerState::Standby | PeerState::Listening) {
-            self.listen_until = Some(now + self.p.timers.listen());
-            self.set_role(PeerState::Listening, "transport back; listening again");
-        }
-    }
-
-    /// Whether the transport has been down for a dead time (by then the others have stopped hearing
-    /// this node, or hear it say it does not hold, and have claimed).
-    fn deaf_for_dead_time(&self, now: Instant) -> bool {
-        self.transport_down_since
-            .is_some_and(|t| now >= t + self.p.timers.dead_time(self.p.timers.interval))
-    }
-
-    /// A deaf node stops serving the VIP: it cannot hear a higher claim, nor confirm its own.
-    fn step_down_deaf(&mut self) {
-        let why = "transport down for a dead time";
-        if self.hold.take().is_some() {
-            self.handover = None;
-            self.set_role(PeerState::Standby, why);
-        } else if self.drain.take().is_some() {
-            self.set_role(PeerState::Standby, why);
-        }
-        self.remove_address();
     }
 
     fn update(&mut self, now: Instant, params: Params) {

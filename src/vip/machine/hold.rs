@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use super::{Cand, Handover, Hold, Machine};
-use crate::vip::{Body, Claim, ClaimReason, Epoch, HandoverReason, Note, PeerState};
+use crate::vip::{Body, Claim, Epoch, HandoverReason, Note, PeerState};
 
 impl Machine {
     /// An acknowledgement: it confirms this holder's claim when it names it. Any other view is learned
@@ -44,33 +44,6 @@ impl Machine {
                 }
             }
         }
-    }
-
-    /// A follower acknowledged this node's claim `mine` with a different claim `view`. A follower is not
-    /// a candidate, so what it says never moves the VIP. But a follower that routes by a higher claim
-    /// than this holder's would keep doing so for good if its holder is gone (it was made while this
-    /// holder could not hear it, and no live candidate knows it). So when `view` is valid ([`Machine::vet`]
-    /// with the term step), higher than `mine`, and names this node or a candidate that is not live and
-    /// holding here (a live holder's own heartbeats say what it holds), this holder renews its claim above it, at
-    /// most once per interval: the follower moves to this holder, and a forger can only raise this
-    /// holder's term by at most [`crate::vip::MAX_TERM_STEP`] per interval.
-    fn follower_view(&mut self, now: Instant, mine: Option<Claim>, view: Claim) {
-        if let Err(reason) = self.vet(view, None) {
-            self.note(Note::Rejected(reason));
-            return;
-        }
-        let Some(mine) = mine else { return };
-        let live_holder = self
-            .cands
-            .get(&view.holder)
-            .is_some_and(|c| self.live(c, now) && c.state == Some(PeerState::Holding));
-        let recent = self.last_renew.is_some_and(|t| now < t + self.p.timers.interval);
-        if view <= mine || live_holder || recent || self.handover.is_some() {
-            return;
-        }
-        self.last_renew = Some(now);
-        self.max_term = self.max_term.max(view.epoch.term);
-        self.claim_now(now, ClaimReason::Renew);
     }
 
     pub(super) fn holding_duties(&mut self, now: Instant) {

@@ -1,0 +1,101 @@
+//! Who may say what (see "Trust model" in `docs/protocol.md`): the checks every claim learned must pass,
+//! what a follower's acknowledgement may still cause, and the failover transport's state (a deaf node
+//! never claims). It must not learn anything itself: `Machine::learn` does, after `Machine::vet`.
+
+use std::net::Ipv6Addr;
+use std::time::Instant;
+
+use super::Machine;
+use crate::vip::{Claim, ClaimReason, Note, PeerState, MAX_TERM, MAX_TERM_STEP};
+
+impl Machine {
+    /// Whether `claim` may be learned; `from` is the candidate that sent it (as a claim, or as the view
+    /// of its heartbeat or ack), `None` for a follower's ack. The holder must be a candidate (this node
+    /// included) and the epoch must carry its rank; no term may exceed [`MAX_TERM`]; and a claim relayed
+    /// by someone other than its holder may not be more than [`MAX_TERM_STEP`] above the highest term
+    /// seen. A candidate's own claim is exempt from the step: the holder is authenticated, and a node
+    /// that restarted without a registry floor must catch up with however far the terms have grown.
+    pub(super) fn vet(&self, claim: Claim, from: Option<Ipv6Addr>) -> Result<(), &'static str> {
+        let rank = if claim.holder == self.p.me {
+            self.rank()
+        } else {
+            self.cands.get(&claim.holder).map(|c| c.rank)
+        };
+        let Some(rank) = rank else {
+            return Err("not_candidate");
+        };
+        if usize::from(claim.epoch.rank) != rank {
+            return Err("bad_rank");
+        }
+        let term = claim.epoch.term;
+        let own = from == Some(claim.holder);
+        if term > MAX_TERM || (!own && term > self.max_term.saturating_add(MAX_TERM_STEP)) {
+            return Err("bad_term");
+        }
+        Ok(())
+    }
+
+    /// A follower acknowledged this node's claim `mine` with a different claim `view`. A follower is not
+    /// a candidate, so what it says never moves the VIP. But a follower that routes by a higher claim
+    /// than this holder's would keep doing so for good if its holder is gone (it was made while this
+    /// holder could not hear it, and no live candidate knows it). So when `view` is valid
+    /// ([`Machine::vet`] with the term step), higher than `mine`, and names this node or a candidate that
+    /// is not live and holding here (a live holder's own heartbeats say what it holds), this holder renews
+    /// its claim above it, at most once per interval: the follower moves to this holder, and a forger can
+    /// only raise this holder's term by at most [`MAX_TERM_STEP`] per interval.
+    pub(super) fn follower_view(&mut self, now: Instant, mine: Option<Claim>, view: Claim) {
+        if let Err(reason) = self.vet(view, None) {
+            self.note(Note::Rejected(reason));
+            return;
+        }
+        let Some(mine) = mine else { return };
+        let live_holder = self
+            .cands
+            .get(&view.holder)
+            .is_some_and(|c| self.live(c, now) && c.state == Some(PeerState::Holding));
+        let recent = self.last_renew.is_some_and(|t| now < t + self.p.timers.interval);
+        if view <= mine || live_holder || recent || self.handover.is_some() {
+            return;
+        }
+        self.last_renew = Some(now);
+        self.max_term = self.max_term.max(view.epoch.term);
+        self.claim_now(now, ClaimReason::Renew);
+    }
+
+    /// The failover transport went down or came back.
+    pub(super) fn set_transport(&mut self, now: Instant, up: bool) {
+        if up == self.transport_up {
+            return;
+        }
+        self.transport_up = up;
+        if !up {
+            self.transport_down_since = Some(now);
+            return;
+        }
+        self.transport_down_since = None;
+        // It heard nothing meanwhile: what it knows is stale, so it listens afresh before it may claim.
+        if self.rank().is_some() && matches!(self.role, PeerState::Standby | PeerState::Listening) {
+            self.listen_until = Some(now + self.p.timers.listen());
+            self.set_role(PeerState::Listening, "transport back; listening again");
+        }
+    }
+
+    /// Whether the transport has been down for a dead time (by then the others have stopped hearing
+    /// this node, or hear it say it does not hold, and have claimed).
+    pub(super) fn deaf_for_dead_time(&self, now: Instant) -> bool {
+        self.transport_down_since
+            .is_some_and(|t| now >= t + self.p.timers.dead_time(self.p.timers.interval))
+    }
+
+    /// A deaf node stops serving the VIP: it cannot hear a higher claim, nor confirm its own.
+    pub(super) fn step_down_deaf(&mut self) {
+        let why = "transport down for a dead time";
+        if self.hold.take().is_some() {
+            self.handover = None;
+            self.set_role(PeerState::Standby, why);
+        } else if self.drain.take().is_some() {
+            self.set_role(PeerState::Standby, why);
+        }
+        self.remove_address();
+    }
+}
