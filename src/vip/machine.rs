@@ -246,6 +246,7 @@ impl Machine {
                 }
             }
             LocalEvent::Update(params) => self.update(now, params),
+            LocalEvent::Transport(_) => {}
         }
         self.evaluate(now);
     }

@@ -242,6 +242,8 @@ pub enum LocalEvent {
     Shutdown,
     /// The candidate or member list changed.
     Update(Params),
+    /// The failover socket is bound and working (true) or not (false).
+    Transport(bool),
 }
 
 /// What the machine asks its driver to do, in order.
