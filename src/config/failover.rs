@@ -20,6 +20,7 @@ use crate::vip::Timers;
 /// hold it before sdwand starts, nor send from it: a datagram from this port is sdwand's (the runtime
 /// drops any other source port). 851 is unassigned by IANA and absent from common `/etc/services`.
 pub const DEFAULT_PORT: u16 = 851;
+const _: () = assert!(DEFAULT_PORT < 1024, "the default failover port must be privileged");
 
 /// `[failover]`: how the nodes talk about VIPs. The same for every VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
