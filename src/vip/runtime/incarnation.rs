@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -103,6 +103,7 @@ impl Incarnations {
 /// a 0600 temporary file beside it (never following a symlink), fsync, rename, fsync of the directory.
 fn write_durably(path: &Path, contents: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .write(true)
@@ -188,6 +189,16 @@ mod tests {
         let mut inc = Incarnations::load(dir.path());
         assert_eq!(inc.next(), far + 1);
         assert_eq!(inc.next(), far + 2);
+    }
+
+    #[test]
+    fn a_missing_state_directory_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = Incarnations::load(&state).next();
+        assert_eq!(Incarnations::load(&state).last, Some(first));
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub(super) fn observe(
                     suppressed,
                     "VIP role changed"
                 );
+            } else {
+                tracing::debug!(
+                    vip,
+                    old = from.as_str(),
+                    new = to.as_str(),
+                    reason = why,
+                    "VIP role changed (repeat)"
+                );
             }
         }
         Note::Claimed {
@@ -102,6 +110,8 @@ pub(super) fn observe(
             };
             if let Some(suppressed) = limit.admit(key, now) {
                 tracing::info!(vip, reason = reason.as_str(), %epoch, detection_to_claim_ms = detection_to_claim.as_secs_f64() * 1e3, suppressed, "claimed the VIP");
+            } else {
+                tracing::debug!(vip, reason = reason.as_str(), %epoch, "claimed the VIP (repeat)");
             }
         }
         Note::Confirmed {
