@@ -8,6 +8,8 @@
 //! Routes sdwand installs carry the routing protocol [`ROUTE_PROTOCOL`], and the route functions only
 //! list and delete routes with that protocol, so sdwand never removes a route someone else installed.
 
+pub mod failover;
+
 use std::{
     fmt, io,
     net::{IpAddr, Ipv6Addr},

@@ -4,6 +4,11 @@
 //! a member removed) is planned against the cache and costs one small request, not a dump of every peer.
 //! A full resync re-reads the device; after any failed apply the cache is dropped, because a failed
 //! update may have been applied in part.
+//!
+//! The kernel pass applies every item of its plan even when some fail (a route someone else holds, an
+//! address the kernel refuses): one conflict must not leave every later address and route unapplied,
+//! nor keep the daemon from binding its failover socket and becoming ready. The failures are returned
+//! with the pass.
 
 use std::time::SystemTime;
 
@@ -84,20 +89,31 @@ impl DeviceReconciler {
     }
 }
 
-/// Why a network pass failed.
+/// Why a network pass could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum NetReconcileError {
     /// The interface does not exist (the WireGuard implementation is gone).
     #[error("interface {0} does not exist")]
     Missing(String),
-    /// A netlink operation failed.
+    /// Reading the interface's state failed.
     #[error(transparent)]
     Netlink(#[from] NetError),
 }
 
-/// Reads the kernel state of `desired.ifname`, plans, and applies. Returns the interface index and the
-/// applied plan.
-pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<(u32, NetPlan), NetReconcileError> {
+/// A kernel pass that reached the interface.
+#[derive(Debug)]
+pub struct NetPass {
+    /// The interface index.
+    pub index: u32,
+    /// What the pass set out to change.
+    pub plan: NetPlan,
+    /// The items of the plan that failed; everything else was applied.
+    pub failures: Vec<NetError>,
+}
+
+/// Reads the kernel state of `desired.ifname`, plans, and applies every item of the plan, collecting
+/// the failures. An error only when the interface is missing or its state cannot be read.
+pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPass, NetReconcileError> {
     let link = netlink
         .link_by_name(&desired.ifname)
         .await?
@@ -109,23 +125,30 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<(u32,
         owned_routes: netlink.owned_ipv6_routes(link.index).await?.into_iter().collect(),
     };
     let plan = plan_net(desired, &actual);
+    let index = link.index;
+    let mut failures = Vec::new();
+    let mut keep = |r: Result<_, NetError>| {
+        if let Err(e) = r {
+            failures.push(e);
+        }
+    };
     if let Some(mtu) = plan.mtu {
-        netlink.set_mtu(link.index, mtu).await?;
+        keep(netlink.set_mtu(index, mtu).await);
     }
     if plan.set_up {
-        netlink.set_up(link.index).await?;
+        keep(netlink.set_up(index).await);
     }
     for a in &plan.del_addresses {
-        let _ = netlink.del_ipv6_address(link.index, *a).await?;
+        keep(netlink.del_ipv6_address(index, *a).await.map(drop));
     }
     for a in &plan.add_addresses {
-        let _ = netlink.add_ipv6_address(link.index, *a).await?;
+        keep(netlink.add_ipv6_address(index, *a).await.map(drop));
     }
     for r in &plan.del_routes {
-        let _ = netlink.del_ipv6_route(link.index, *r).await?;
+        keep(netlink.del_ipv6_route(index, *r).await.map(drop));
     }
     for r in &plan.add_routes {
-        let _ = netlink.add_ipv6_route(link.index, *r).await?;
+        keep(netlink.add_ipv6_route(index, *r).await.map(drop));
     }
-    Ok((link.index, plan))
+    Ok(NetPass { index, plan, failures })
 }

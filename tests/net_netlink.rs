@@ -368,3 +368,62 @@ fn futures_are_send(nl: &Netlink, addr: Ipv6Net) {
     send(nl.del_ipv6_route(1, addr));
     send(net::subscribe());
 }
+
+#[test]
+fn a_kernel_pass_applies_every_item_and_reports_the_one_that_failed() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use sdwand::mesh::Desired;
+    use sdwand::reconcile::reconcile_net;
+
+    in_netns(|| async {
+        let nl = Netlink::connect().expect("connecting");
+        let ours = veth(&nl, "sdt0").await;
+        let other = veth(&nl, "sdt1").await;
+        nl.set_up(other).await.expect("set_up");
+        // Review test E11: someone else routes the overlay prefix with the metric sdwand's route gets.
+        ip("-6 route add fd00:5d::/64 dev sdt1 metric 1024");
+        let desired = Desired {
+            ifname: "sdt0".into(),
+            private_key: wireguard_control::Key::generate_private(),
+            listen_port: 51820,
+            mtu: 1380,
+            peers: BTreeMap::new(),
+            addresses: BTreeSet::from([net("fd00:5d::1/128")]),
+            owned_address_space: net("fd00:5d::/64"),
+            owned_addresses: BTreeSet::new(),
+            // Applied in order: the conflicting route first, then one that must still be applied.
+            routes: BTreeSet::from([net("fd00:5d::/64"), net("fd00:5e::/48")]),
+        };
+        let pass = reconcile_net(&nl, &desired).await.expect("the pass reaches the link");
+        assert_eq!(pass.index, ours);
+        assert_eq!(pass.failures.len(), 1, "{:?}", pass.failures);
+        assert!(
+            matches!(pass.failures[0], NetError::Conflict { .. }),
+            "{:?}",
+            pass.failures
+        );
+        let message = pass.failures[0].to_string();
+        assert!(message.starts_with("adding route fd00:5d::/64 dev sdt0"), "{message}");
+
+        // Everything else was applied.
+        let link = nl.link_by_name("sdt0").await.expect("lookup").expect("found");
+        assert!(link.up);
+        assert_eq!(link.mtu, 1380);
+        assert!(nl
+            .ipv6_addresses(ours)
+            .await
+            .expect("list")
+            .contains(&net("fd00:5d::1/128")));
+        assert_eq!(
+            nl.owned_ipv6_routes(ours).await.expect("list"),
+            vec![net("fd00:5e::/48")]
+        );
+
+        // The next pass retries only what is still missing, and succeeds once the conflict is gone.
+        ip("-6 route del fd00:5d::/64 dev sdt1");
+        let pass = reconcile_net(&nl, &desired).await.expect("the pass reaches the link");
+        assert!(pass.failures.is_empty(), "{:?}", pass.failures);
+        assert_eq!(pass.plan.add_routes, vec![net("fd00:5d::/64")]);
+    });
+}

@@ -16,6 +16,12 @@ use super::{parse_abs_path, parse_duration_in, parse_host, Ctx, RawInterface, Ra
 use crate::vip::wire::MAX_CANDIDATES;
 use crate::vip::Timers;
 
+/// The default `failover.port`. Privileged (below 1024), so no unprivileged process on a member can
+/// hold it before sdwand starts, nor send from it: a datagram from this port is sdwand's (the runtime
+/// drops any other source port). 851 is unassigned by IANA and absent from common `/etc/services`.
+pub const DEFAULT_PORT: u16 = 851;
+const _: () = assert!(DEFAULT_PORT < 1024, "the default failover port must be privileged");
+
 /// `[failover]`: how the nodes talk about VIPs. The same for every VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverConfig {
@@ -155,8 +161,8 @@ impl Ctx<'_> {
             r.port.as_ref(),
             "failover.port",
             (1, 65535),
-            51821,
-            "a free UDP port other than interface.listen_port, e.g. 51821",
+            DEFAULT_PORT,
+            "a free UDP port other than interface.listen_port, below 1024 so only root can bind it, e.g. 851",
         );
         let interval = self.duration_or(
             r.interval.as_ref(),
@@ -186,7 +192,7 @@ impl Ctx<'_> {
                         p.span(),
                         "failover.port",
                         format!("{port} is also interface.listen_port"),
-                        "heartbeats need a UDP port of their own, e.g. 51821",
+                        "heartbeats need a UDP port of their own, e.g. 851",
                     ),
                     // The defaults differ, so an unset failover.port clashes only with a set listen_port.
                     (None, Some(lp)) => self.error(

@@ -20,7 +20,7 @@ mod failover;
 mod members;
 mod registry;
 
-pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig};
+pub use failover::{FailoverConfig, HealthCheck, HealthConfig, VipConfig, DEFAULT_PORT as DEFAULT_FAILOVER_PORT};
 use members::RawMember;
 pub use registry::{valid_peer_name, K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
 
@@ -97,7 +97,8 @@ pub struct BackendConfig {
 pub struct DaemonConfig {
     /// State directory.
     pub state_dir: PathBuf,
-    /// Address of the Prometheus endpoint.
+    /// Address of the Prometheus endpoint. Fail-soft: if it cannot be bound (a port taken by another
+    /// process), the daemon runs on, says so in the log and `sdwanctl status`, and retries.
     pub metrics_listen: SocketAddr,
     /// Period of the full resync.
     pub resync_interval: Duration,

@@ -186,7 +186,7 @@ fn failover_defaults() {
     assert_eq!(
         cfg.failover,
         FailoverConfig {
-            port: 51821,
+            port: DEFAULT_FAILOVER_PORT,
             interval: Duration::from_millis(50),
             dead_after: 4,
             preempt: false,
@@ -260,7 +260,7 @@ fn failover_problems() {
     assert!(e.iter().all(|e| !e.hint.is_empty()));
     // An unset failover.port clashes with a listen_port set to its default.
     let e = errors(
-        "[interface]\nname = \"a\"\naddress = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\nlisten_port = 51821\n",
+        "[interface]\nname = \"a\"\naddress = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\nlisten_port = 851\n",
     );
     assert_eq!(keys_and_lines(&e), vec![("interface.listen_port", 5)]);
     let e = errors(&minimal("[failover]\nheartbeat = \"1s\"\n"));

@@ -304,8 +304,36 @@ pub struct DaemonStatus {
     pub backend: String,
     /// Whether the data plane has been reconciled since the daemon started (systemd readiness).
     pub ready: bool,
+    /// The failover socket; absent from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_socket: Option<SocketView>,
+    /// The metrics endpoint; absent from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<EndpointView>,
     /// Peers in configuration order.
     pub peers: Vec<PeerView>,
     /// VIPs in configuration order.
     pub vips: Vec<VipView>,
+}
+
+/// The failover socket: a node whose socket is not bound hears no other candidate, so it claims no VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketView {
+    /// `[overlay address]:failover.port`.
+    pub address: SocketAddr,
+    /// Bound and receiving.
+    pub bound: bool,
+    /// Why it is not bound (the last bind or receive error), when it is not.
+    pub error: Option<String>,
+}
+
+/// The Prometheus endpoint (`daemon.metrics_listen`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// The configured listen address.
+    pub listen: SocketAddr,
+    /// Listening and serving.
+    pub serving: bool,
+    /// Why it is not (the daemon keeps retrying), when it is not.
+    pub error: Option<String>,
 }

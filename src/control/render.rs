@@ -5,18 +5,25 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use super::{CandidateView, DaemonStatus, NamedAddr, PeerView, VipView};
+use super::{CandidateView, DaemonStatus, EndpointView, NamedAddr, PeerView, SocketView, VipView};
 
 /// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
 pub fn status(s: &DaemonStatus) -> String {
     let mut out = format!(
-        "sdwand {}\ninterface  {}\naddress    {}\nbackend    {}\nready      {}\n\n",
+        "sdwand {}\ninterface  {}\naddress    {}\nbackend    {}\nready      {}\n",
         s.version,
         s.interface,
         s.address,
         s.backend,
         yes_no(s.ready)
     );
+    if let Some(socket) = &s.failover_socket {
+        let _ = writeln!(out, "failover   {}", failover_socket(socket, s.vips.is_empty()));
+    }
+    if let Some(metrics) = &s.metrics {
+        let _ = writeln!(out, "metrics    {}", endpoint(metrics));
+    }
+    out.push('\n');
     if s.peers.is_empty() {
         out.push_str("no peers\n");
     } else {
@@ -46,6 +53,25 @@ pub fn status(s: &DaemonStatus) -> String {
         out += &table(&["VIP", "ROLE", "HEALTHY", "HOLDER", "EPOCH", ""], &rows, "");
     }
     out
+}
+
+/// The failover socket's line of [`status`].
+fn failover_socket(s: &SocketView, no_vips: bool) -> String {
+    match (s.bound, &s.error) {
+        (true, _) => format!("{} bound", s.address),
+        (false, _) if no_vips => "unused (no VIPs)".to_owned(),
+        (false, Some(e)) => format!("{} NOT BOUND, this node claims no VIP: {e}", s.address),
+        (false, None) => format!("{} not bound yet, this node claims no VIP", s.address),
+    }
+}
+
+/// The metrics endpoint's line of [`status`].
+fn endpoint(m: &EndpointView) -> String {
+    match (m.serving, &m.error) {
+        (true, _) => format!("{} serving", m.listen),
+        (false, Some(e)) => format!("{} NOT SERVING (retrying): {e}", m.listen),
+        (false, None) => format!("{} not serving yet", m.listen),
+    }
 }
 
 /// `sdwanctl vip list`: each VIP in detail, with its candidates.
@@ -252,6 +278,8 @@ interface  sdwan0
 address    fd00:5d::1
 backend    kernel
 ready      yes
+failover   [fd00:5d::1]:851 bound
+metrics    127.0.0.1:9581 serving
 
 PEER  ADDRESS     ENDPOINT             HANDSHAKE  RX       TX
 b     fd00:5d::2  192.0.2.2:51820      1m 5s ago  1.5 MiB  300 B
@@ -262,6 +290,43 @@ fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
 fd00:5d::200  listening  no       none known      -      single candidate
 ";
         assert_eq!(status(&daemon_status()), expected);
+    }
+
+    #[test]
+    fn status_says_when_the_failover_socket_or_the_metrics_endpoint_is_down() {
+        let mut s = daemon_status();
+        s.failover_socket = Some(SocketView {
+            address: "[fd00:5d::1]:851".parse().unwrap(),
+            bound: false,
+            error: Some("Address in use".into()),
+        });
+        s.metrics = Some(EndpointView {
+            listen: "127.0.0.1:9581".parse().unwrap(),
+            serving: false,
+            error: Some(
+                "binding the metrics endpoint 127.0.0.1:9581: Address in use (change daemon.metrics_listen)".into(),
+            ),
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("\nfailover   [fd00:5d::1]:851 NOT BOUND, this node claims no VIP: Address in use\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nmetrics    127.0.0.1:9581 NOT SERVING (retrying): binding the metrics endpoint 127.0.0.1:9581: Address in use (change daemon.metrics_listen)\n"),
+            "{text}"
+        );
+        s.vips.clear();
+        assert!(status(&s).contains("\nfailover   unused (no VIPs)\n"));
+        // An older daemon's answer has neither: no line.
+        s.failover_socket = None;
+        s.metrics = None;
+        assert!(!status(&s).contains("failover"));
+        let json = serde_json::to_string(&daemon_status()).unwrap();
+        assert!(
+            json.contains(r#""failover_socket":{"address":"[fd00:5d::1]:851","bound":true,"error":null}"#),
+            "{json}"
+        );
     }
 
     #[test]

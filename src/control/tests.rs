@@ -97,6 +97,16 @@ pub(super) fn daemon_status() -> DaemonStatus {
         address: addr("fd00:5d::1"),
         backend: "kernel".to_owned(),
         ready: true,
+        failover_socket: Some(SocketView {
+            address: "[fd00:5d::1]:851".parse().unwrap(),
+            bound: true,
+            error: None,
+        }),
+        metrics: Some(EndpointView {
+            listen: "127.0.0.1:9581".parse().unwrap(),
+            serving: true,
+            error: None,
+        }),
         peers: vec![
             PeerView {
                 name: "b".to_owned(),

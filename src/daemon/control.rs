@@ -1,9 +1,11 @@
 //! Answers `sdwanctl`'s requests from the daemon's state.
 
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
-use crate::control::{self, DaemonStatus, PeerView, Request, Response, VipView};
+use crate::control::{self, DaemonStatus, EndpointView, PeerView, Request, Response, SocketView, VipView};
 use crate::vip::runtime::VipRuntime;
 
 use super::plane::Plane;
@@ -13,6 +15,8 @@ pub(super) struct Facts<'a> {
     pub(super) backend: &'a str,
     pub(super) ready: bool,
     pub(super) config: &'a Config,
+    /// The metrics endpoint's state.
+    pub(super) metrics: EndpointView,
 }
 
 /// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
@@ -23,6 +27,13 @@ pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, fact
         Request::Status => {
             let wall = SystemTime::now();
             let snapshot = plane.device.snapshot();
+            // One map, so the answer is O(N log N) in members, never a scan per peer.
+            let address_of: HashMap<_, Ipv6Addr> = facts
+                .config
+                .members
+                .iter()
+                .map(|m| (m.public_key.0, m.address))
+                .collect();
             let peers = plane
                 .desired
                 .peers
@@ -32,12 +43,7 @@ pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, fact
                     PeerView {
                         name: spec.name.clone(),
                         public_key: spec.public_key.to_base64(),
-                        address: facts
-                            .config
-                            .members
-                            .iter()
-                            .find(|m| m.public_key.0 == *key)
-                            .map_or(std::net::Ipv6Addr::UNSPECIFIED, |m| m.address),
+                        address: address_of.get(key).copied().unwrap_or(Ipv6Addr::UNSPECIFIED),
                         endpoint: actual.and_then(|p| p.endpoint).or(spec.endpoint),
                         last_handshake_secs_ago: actual
                             .and_then(|p| p.last_handshake)
@@ -53,12 +59,21 @@ pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, fact
                 .iter()
                 .map(|s| VipView::from_status(s, &names))
                 .collect();
+            let transport = vip.transport();
+            let me = facts.config.interface.address;
+            let failover_socket = SocketView {
+                address: SocketAddr::V6(SocketAddrV6::new(me, facts.config.failover.port, 0, 0)),
+                bound: transport.bound,
+                error: transport.error,
+            };
             Response::Status(Box::new(DaemonStatus {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 interface: plane.desired.ifname.clone(),
                 address: facts.config.interface.address,
                 backend: facts.backend.to_owned(),
                 ready: facts.ready,
+                failover_socket: Some(failover_socket),
+                metrics: Some(facts.metrics.clone()),
                 peers,
                 vips,
             }))

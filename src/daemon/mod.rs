@@ -1,13 +1,17 @@
 //! The daemon's event loop: load the configuration, pick the backend, reconcile, and keep reconciling on
 //! timers, netlink events, implementation restarts and SIGHUP; drive VIP failover; on SIGTERM hand held
 //! VIPs over, then exit.
+//!
+//! Nothing outside the daemon's control stops it or blinds it silently: a metrics port that is taken is
+//! retried ([`endpoint`]), a failover socket that cannot bind is retried every [`RETRY`] while the VIP
+//! machines are told they cannot hear anyone, a kernel pass applies what it can, a crashing userspace
+//! implementation is restarted with a growing delay, and once stopping no reload starts new machines.
 
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use ipnet::{IpNet, Ipv6Net};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,21 +23,24 @@ use crate::config::host_net;
 use crate::config::{self, BackendKind, Config, ConfigErrors};
 use crate::keyfile::{self, KeyFileError};
 use crate::mesh::Desired;
-use crate::metrics::{self, Metrics};
-use crate::net::{self, NetError, NetEvent, Netlink};
+use crate::metrics::Metrics;
+use crate::net::{self, NetError, Netlink};
 use crate::reconcile::DeviceReconciler;
-use crate::vip::runtime::{next_incarnation, VipRuntime};
+use crate::vip::runtime::{Incarnations, VipRuntime};
 use crate::vip::Adopt;
-use crate::wg::userspace::{Origin, Supervisor};
+use crate::wg::userspace::{Origin, RestartBackoff, Supervisor};
 use crate::wg::{self, BackendInUse, WgError};
 
 mod control;
+mod endpoint;
+mod netwatch;
 mod plane;
+use netwatch::NetWatch;
 use plane::Plane;
 
 /// Netlink events are coalesced over this window before the kernel state is reconciled.
 const NET_DEBOUNCE: Duration = Duration::from_millis(20);
-/// Delay before retrying a failed reconcile or implementation restart.
+/// Delay before retrying a failed reconcile or a failover socket that is not bound.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or had to stop.
@@ -76,7 +83,7 @@ pub enum DaemonError {
     /// The registry link could not start.
     #[error(transparent)]
     Registry(#[from] crate::client::StartError),
-    /// Other I/O at start (signals, metrics listener).
+    /// Other I/O at start (signals).
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -119,9 +126,8 @@ async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
     plane.set_desired(desired, membership);
     vip.reload(&loaded.config, plane, std::time::Instant::now()).await;
     plane.pass_device(false);
-    if let Some(index) = plane.pass_net().await {
-        bind_vip(vip, index);
-    }
+    plane.pass_net().await;
+    bind_vip(vip, plane).await;
 }
 
 /// Validates the configuration at `path` and its key file without changing anything. A missing key file
@@ -159,16 +165,8 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut sighup = signal(SignalKind::hangup())?;
     let metrics = Metrics::new();
     // The metrics endpoint comes first: an enrollment that waits for the registry shows sdwand_registry_up.
-    let listener = metrics::bind(loaded.file.daemon.metrics_listen).await?;
-    tracing::info!(listen = %loaded.file.daemon.metrics_listen, "metrics endpoint at /metrics");
-    tokio::spawn({
-        let m = metrics.clone();
-        async move {
-            if let Err(e) = m.serve(listener).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        }
-    });
+    // Fail-soft: a taken port is logged, shown in `sdwanctl status` and retried; it never stops sdwand.
+    let metrics_endpoint = endpoint::spawn(metrics.clone(), loaded.file.daemon.metrics_listen, endpoint::RETRY).await;
     let mut link = match &loaded.file.registry {
         Some(reg) => {
             let client_metrics = ClientMetrics::new();
@@ -194,17 +192,16 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     tracing::info!(socket = %cfg.daemon.control_socket.display(), "sdwanctl socket ready");
 
     let netlink = Netlink::connect()?;
-    let mut events = net::subscribe()?;
+    let netwatch = NetWatch::spawn(net::subscribe()?);
     let (backend, mut supervisor) = select_backend(cfg, &netlink).await?;
     metrics.set_backend(backend.as_str());
     let device = wg::Device::new(&cfg.interface.name, backend)?;
 
     // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it.
     let adopted = adopt(cfg, &device, &netlink).await;
-    let incarnation = next_incarnation(&cfg.daemon.state_dir);
     let mut vip = VipRuntime::new(
         cfg,
-        incarnation,
+        Incarnations::load(&cfg.daemon.state_dir),
         |v| adopted.get(&v).copied().unwrap_or(Adopt::Nothing),
         metrics.vip.clone(),
     );
@@ -240,6 +237,10 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let mut ready = false;
     let mut net_due: Option<Instant> = None;
     let mut restart_due: Option<Instant> = None;
+    let mut restart_backoff = RestartBackoff::new();
+    let mut running_since = Instant::now();
+    // While the failover socket should be bound and is not: when to try again.
+    let mut bind_due: Option<Instant> = None;
     // Set once SIGTERM arrived: the VIPs are being handed over; exit when done or at this deadline.
     let mut stop_by: Option<Instant> = None;
 
@@ -247,6 +248,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         if stop_by.is_some() && vip.all_stopped() {
             break;
         }
+        if !vip.needs_bind() {
+            bind_due = None;
+        } else if bind_due.is_none() {
+            bind_due = Some(Instant::now() + RETRY);
+        }
+        netwatch.set_ifindex(plane.ifindex);
         tokio::select! {
             _ = sigterm.recv() => {
                 if begin_stop(&mut stop_by, &mut vip, &loaded.config, "SIGTERM") { break }
@@ -261,6 +268,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                 break;
             }
             _ = sighup.recv() => {
+                if stop_by.is_some() {
+                    tracing::warn!("SIGHUP ignored: sdwand is stopping (handing its VIPs over)");
+                    metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                    continue;
+                }
                 match reload(&config_path, &loaded, link.as_ref()) {
                     Ok(new) => {
                         tracing::info!(members = new.config.members.len(), vips = new.config.vips.len(), "configuration reloaded");
@@ -288,6 +300,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             event = next_link_event(link.as_mut()) => {
                 let Some(link) = link.as_mut() else { continue };
                 match event {
+                    LinkEvent::View if stop_by.is_some() => {
+                        tracing::info!("registry view not applied: sdwand is stopping");
+                    }
                     LinkEvent::View => match effective(&loaded, Some(link)) {
                         Ok(cfg) => {
                             loaded.config = cfg;
@@ -320,7 +335,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             }
             Some((request, reply)) = control_rx.recv() => {
                 let is_move = matches!(request, crate::control::Request::VipMove { .. });
-                let facts = control::Facts { backend: backend.as_str(), ready, config: &loaded.config };
+                let facts = control::Facts {
+                    backend: backend.as_str(),
+                    ready,
+                    config: &loaded.config,
+                    metrics: metrics_endpoint.borrow().clone(),
+                };
                 let response = control::answer(request, &mut vip, &plane, &facts);
                 if is_move {
                     vip.flush(&mut plane).await;
@@ -330,9 +350,10 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             _ = resync.tick() => {
                 let device_ok = plane.pass_device(true);
                 let net = plane.pass_net().await;
-                if let Some(index) = net {
-                    bind_vip(&mut vip, index);
-                }
+                bind_vip(&mut vip, &mut plane).await;
+                // Ready once the device is configured and a kernel pass reached the interface, even if
+                // some of its items failed (they are reported): a conflicting route must not keep the
+                // rest of the data plane unmanaged under a restart loop.
                 if device_ok && net.is_some() && !ready {
                     ready = true;
                     let peers = plane.desired.peers.len();
@@ -344,23 +365,25 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                     metrics.observe_device(&plane.desired, snapshot, SystemTime::now());
                 }
             }
-            Some(event) = events.next() => {
-                if relevant(&event, plane.ifindex) && net_due.is_none() {
-                    net_due = Some(Instant::now() + NET_DEBOUNCE);
-                }
+            () = netwatch.changed(), if net_due.is_none() => {
+                net_due = Some(Instant::now() + NET_DEBOUNCE);
             }
             _ = sleep_until(net_due.unwrap_or_else(Instant::now)), if net_due.is_some() => {
                 net_due = None;
-                if let Some(index) = plane.pass_net().await {
-                    bind_vip(&mut vip, index);
-                }
+                plane.pass_net().await;
+                bind_vip(&mut vip, &mut plane).await;
+            }
+            _ = sleep_until(bind_due.unwrap_or_else(Instant::now)), if bind_due.is_some() => {
+                bind_due = None;
+                bind_vip(&mut vip, &mut plane).await;
             }
             status = exited(&mut supervisor) => {
-                tracing::warn!(status = ?status, "userspace WireGuard exited; restarting it and pushing the full configuration");
+                let delay = restart_backoff.delay(running_since.elapsed());
+                tracing::warn!(status = ?status, restart_in = ?delay, "userspace WireGuard exited; restarting it and pushing the full configuration");
                 supervisor = None;
                 plane.ifindex = None;
                 plane.device.invalidate();
-                restart_due = Some(Instant::now());
+                restart_due = Some(Instant::now() + delay);
             }
             _ = sleep_until(restart_due.unwrap_or_else(Instant::now)), if restart_due.is_some() => {
                 match Supervisor::adopt_or_start(&plane.desired.ifname, &loaded.config.backend.userspace_path).await {
@@ -369,15 +392,16 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                         tracing::info!(pid = s.pid(), "userspace WireGuard running again");
                         supervisor = Some(s);
                         restart_due = None;
+                        running_since = Instant::now();
                         plane.pass_device(true);
-                        if let Some(index) = plane.pass_net().await {
-                            bind_vip(&mut vip, index);
-                        }
+                        plane.pass_net().await;
+                        bind_vip(&mut vip, &mut plane).await;
                     }
                     Err(e) => {
                         metrics.reconcile_errors.with_label_values(&["backend"]).inc();
-                        tracing::error!(error = %e, "restarting userspace WireGuard failed; retrying");
-                        restart_due = Some(Instant::now() + RETRY);
+                        let delay = restart_backoff.delay(Duration::ZERO);
+                        tracing::error!(error = %e, retry_in = ?delay, "restarting userspace WireGuard failed; retrying");
+                        restart_due = Some(Instant::now() + delay);
                     }
                 }
             }
@@ -409,10 +433,12 @@ fn begin_stop(stop_by: &mut Option<Instant>, vip: &mut VipRuntime, config: &Conf
     vip.all_stopped()
 }
 
-/// Binds the failover socket to the interface `index`, logging a failure (the next pass retries).
-fn bind_vip(vip: &mut VipRuntime, index: u32) {
-    if let Err(e) = vip.ensure_bound(index) {
-        tracing::error!(error = %e, "binding the failover socket failed; retrying on the next pass");
+/// Binds the failover socket to the interface of the last kernel pass, if it reached one, and executes
+/// what the machines do about the change (the runtime logs a failure; the loop retries).
+async fn bind_vip(vip: &mut VipRuntime, plane: &mut Plane) {
+    if let Some(index) = plane.ifindex {
+        vip.ensure_bound(index, std::time::Instant::now());
+        vip.flush(plane).await;
     }
 }
 
@@ -524,14 +550,6 @@ async fn manual_moves(link: &mut Link, vip: &mut VipRuntime, plane: &mut Plane) 
     }
     if moved {
         vip.flush(plane).await;
-    }
-}
-
-/// Whether a netlink event may concern the interface (index `ours`, if known).
-fn relevant(event: &NetEvent, ours: Option<u32>) -> bool {
-    match (event.ifindex, ours) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        _ => true,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::config::host_net;
 use crate::mesh::{AllowedIps, Desired, KeyBytes, Owner};
 use crate::metrics::Metrics;
 use crate::net::Netlink;
-use crate::reconcile::{reconcile_net, DeviceReconciler};
+use crate::reconcile::{reconcile_net, DeviceReconciler, NetPass};
 use crate::vip::runtime::DataPlane;
 
 /// The desired state and the means to apply it.
@@ -21,8 +21,10 @@ pub(super) struct Plane {
     pub(super) device: DeviceReconciler,
     pub(super) desired: Desired,
     pub(super) metrics: Metrics,
-    /// The interface index after the last successful kernel pass.
+    /// The interface index after the last kernel pass that reached the interface.
     pub(super) ifindex: Option<u32>,
+    /// The failures of the last kernel pass, as logged (the same ones again are not logged at error).
+    net_failures: Vec<String>,
     /// Allowed-IP claims by owner; the membership owner is replaced on reload, the VIP owner on moves.
     allowed: AllowedIps,
     /// Each VIP routed through a peer, by that peer's key.
@@ -48,6 +50,7 @@ impl Plane {
             desired,
             metrics,
             ifindex: None,
+            net_failures: Vec::new(),
             allowed: AllowedIps::default(),
             vip_routes,
             held,
@@ -118,13 +121,29 @@ impl Plane {
         }
     }
 
-    /// One kernel pass. Returns the interface index when it succeeded (and remembers it).
+    /// One kernel pass. Returns the interface index when the pass reached the interface (and remembers
+    /// it), even if some of its items failed: those are logged (at error when they differ from the last
+    /// pass's) and counted as one netlink reconcile error.
     pub(super) async fn pass_net(&mut self) -> Option<u32> {
         let timer = self.metrics.reconcile_timer("net");
         let result = reconcile_net(&self.netlink, &self.desired).await;
         timer.observe_duration();
         match result {
-            Ok((index, plan)) => {
+            Ok(NetPass { index, plan, failures }) => {
+                let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                if !failures.is_empty() {
+                    self.metrics.reconcile_errors.with_label_values(&["netlink"]).inc();
+                    if failures == self.net_failures {
+                        tracing::debug!(?failures, "kernel pass: the same items failed again");
+                    } else {
+                        for f in &failures {
+                            tracing::error!(failure = %f, "kernel pass: an item could not be applied; everything else was, and the next pass retries it");
+                        }
+                    }
+                } else if !self.net_failures.is_empty() {
+                    tracing::info!("kernel pass: every item applied again");
+                }
+                self.net_failures = failures;
                 if !plan.is_empty() {
                     let counts = [
                         ("address_added", plan.add_addresses.len()),
@@ -148,6 +167,7 @@ impl Plane {
             Err(e) => {
                 self.metrics.reconcile_errors.with_label_values(&["netlink"]).inc();
                 tracing::error!(error = %e, "netlink reconcile failed; will retry");
+                self.ifindex = None;
                 None
             }
         }

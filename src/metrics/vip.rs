@@ -36,6 +36,7 @@ pub struct VipMetrics {
     single_candidate: IntGaugeVec,
     /// Handovers started by this node that did not complete, by VIP.
     pub handovers_failed: IntCounterVec,
+    socket_bound: prometheus::IntGauge,
 }
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -51,7 +52,7 @@ fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Hist
 }
 
 /// Reasons a datagram may be rejected, so every series exists from the start.
-pub const REJECT_REASONS: [&str; 14] = [
+pub const REJECT_REASONS: [&str; 16] = [
     "truncated",
     "bad_magic",
     "bad_version",
@@ -66,6 +67,8 @@ pub const REJECT_REASONS: [&str; 14] = [
     "stale",
     "send_failed",
     "oversized",
+    "bad_port",
+    "own_address",
 ];
 
 impl VipMetrics {
@@ -148,6 +151,11 @@ impl VipMetrics {
                 "Handovers this node started that timed out (it kept the VIP).",
                 &["vip"],
             ),
+            socket_bound: prometheus::IntGauge::new(
+                "sdwand_vip_socket_bound",
+                "Whether the failover socket is bound and receiving (1) or not (0: this node claims no VIP).",
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.role.clone()),
@@ -164,6 +172,7 @@ impl VipMetrics {
             Box::new(m.healthy.clone()),
             Box::new(m.single_candidate.clone()),
             Box::new(m.handovers_failed.clone()),
+            Box::new(m.socket_bound.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -193,6 +202,16 @@ impl VipMetrics {
         for reason in ["initial", "holder_dead", "manual", "shutdown", "health", "preempt"] {
             self.failovers.with_label_values(&[vip, reason]);
         }
+    }
+
+    /// Publishes whether the failover socket is bound.
+    pub fn set_socket_bound(&self, bound: bool) {
+        self.socket_bound.set(i64::from(bound));
+    }
+
+    /// Whether the failover socket is published as bound.
+    pub fn socket_bound(&self) -> bool {
+        self.socket_bound.get() == 1
     }
 
     /// Publishes the holder this node believes in (replacing the previous one).

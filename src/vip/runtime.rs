@@ -3,16 +3,20 @@
 //! [`DataPlane`], in the order the machines asked for them (a peer acknowledges a claim only after it
 //! has re-routed the VIP).
 //!
-//! The socket is bound to this node's overlay /128 and to the WireGuard interface (`SO_BINDTODEVICE`),
-//! so only datagrams that arrived through WireGuard reach it; WireGuard's cryptokey routing has then
-//! authenticated the source address, and a datagram is accepted only when that source is the sender it
-//! names. This module decides nothing about the protocol.
+//! The socket ([`crate::net::failover`]) is bound to this node's overlay /128 and receives only what
+//! arrived through the WireGuard interface (not what a local process loops back); WireGuard's cryptokey
+//! routing has then authenticated the source address. A datagram is accepted only when its source port
+//! is the failover port (so it came from a member's sdwand, not from any process on that member: the
+//! port is privileged by default), its source is not this node, and that source is the sender it names.
+//!
+//! The machines are told whether the socket is bound ([`LocalEvent::Transport`]): a node that cannot
+//! hear the others must not claim. The runtime logs the socket's state once per change and publishes it
+//! (`sdwand_vip_socket_bound`, [`VipRuntime::transport`]). This module decides nothing about the protocol.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -20,10 +24,19 @@ use tokio::task::JoinHandle;
 
 use super::health;
 use super::wire::{Message, MAX_DATAGRAM};
-use super::{Action, Adopt, LocalEvent, Machine, MoveError, Note, Params, VipStatus};
+use super::{Action, Adopt, LocalEvent, Machine, MoveError, Params, VipStatus};
 use crate::config::{Config, HealthConfig};
 use crate::mesh::KeyBytes;
 use crate::metrics::{VipGauges, VipMetrics};
+use crate::net::failover;
+
+mod incarnation;
+mod observe;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use incarnation::Incarnations;
+use observe::{observe, LogLimit};
 
 /// The data-plane effects of the machines, implemented by the daemon.
 pub(crate) trait DataPlane {
@@ -67,6 +80,8 @@ struct Slot {
     health: Option<HealthTask>,
     single_candidate: bool,
     stopped: bool,
+    /// An input reached the machine since its gauges were last published.
+    dirty: bool,
 }
 
 /// A running health check and the task that forwards its changes.
@@ -84,56 +99,84 @@ impl Drop for HealthTask {
     }
 }
 
+/// The failover socket's state, for `sdwanctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transport {
+    /// The socket is bound and receiving.
+    pub(crate) bound: bool,
+    /// Why it is not (the last bind or receive error), when it is not.
+    pub(crate) error: Option<String>,
+}
+
 /// The failover runtime of one node.
 pub(crate) struct VipRuntime {
     me: Ipv6Addr,
     port: u16,
     ifname: String,
-    incarnation: u64,
+    /// Every new machine takes a fresh one.
+    incarnations: Incarnations,
     socket: Option<UdpSocket>,
     bound_ifindex: Option<u32>,
+    /// What the machines were last told about the socket ([`LocalEvent::Transport`]).
+    transport: bool,
+    /// Why the socket is not bound, as last logged (a repeat of the same reason is not logged again).
+    unbound_reason: Option<String>,
     members: HashMap<Ipv6Addr, Member>,
+    /// Member addresses by name (operator moves name their target).
+    by_name: HashMap<String, Ipv6Addr>,
     slots: BTreeMap<Ipv6Addr, Slot>,
     health_tx: mpsc::Sender<(Ipv6Addr, u64, bool)>,
     health_rx: mpsc::Receiver<(Ipv6Addr, u64, bool)>,
     next_generation: u64,
     metrics: VipMetrics,
+    log_limit: LogLimit,
     buf: Vec<u8>,
 }
 
 impl VipRuntime {
-    /// A runtime for the VIPs of `config`. `adopt` tells what the data plane shows for each VIP (a
-    /// restarted daemon finds the address or the route it left).
+    /// A runtime for the VIPs of `config`, its socket not bound yet. `adopt` tells what the data plane
+    /// shows for each VIP (a restarted daemon finds the address or the route it left).
     pub(crate) fn new(
         config: &Config,
-        incarnation: u64,
+        incarnations: Incarnations,
         adopt: impl Fn(Ipv6Addr) -> Adopt,
         metrics: VipMetrics,
     ) -> VipRuntime {
         let (health_tx, health_rx) = mpsc::channel(64);
+        let (members, by_name) = members_of(config);
+        metrics.set_socket_bound(false);
         let mut rt = VipRuntime {
             me: config.interface.address,
             port: config.failover.port,
             ifname: config.interface.name.clone(),
-            incarnation,
+            incarnations,
             socket: None,
             bound_ifindex: None,
-            members: members_of(config),
+            transport: false,
+            unbound_reason: None,
+            members,
+            by_name,
             slots: BTreeMap::new(),
             health_tx,
             health_rx,
             next_generation: 0,
             metrics,
+            log_limit: LogLimit::default(),
             buf: vec![0; MAX_DATAGRAM + 1],
         };
         let now = Instant::now();
         for v in &config.vips {
             let params = rt.params(config, v.address, &v.candidates);
-            let healthy = v.health.is_none();
-            let machine = Machine::new(params, now, incarnation, healthy, adopt(v.address));
-            rt.insert_slot(machine, v.health.clone());
+            rt.start_machine(params, now, v.health.clone(), adopt(v.address));
         }
         rt
+    }
+
+    /// Starts the machine of one VIP with a fresh incarnation and tells it the socket's state.
+    fn start_machine(&mut self, params: Params, now: Instant, health: Option<HealthConfig>, adopt: Adopt) {
+        let mut machine = Machine::new(params, now, self.incarnations.next(), health.is_none(), adopt);
+        machine.handle_local(now, LocalEvent::Transport(self.transport));
+        self.insert_slot(machine, health);
     }
 
     /// Where each VIP is routed, by the key of the peer (for the daemon's first composition).
@@ -175,6 +218,7 @@ impl VipRuntime {
             health: None,
             single_candidate,
             stopped: false,
+            dirty: true,
         };
         slot.health = health.map(|cfg| self.spawn_health(vip, cfg));
         self.slots.insert(vip, slot);
@@ -200,19 +244,68 @@ impl VipRuntime {
         }
     }
 
-    /// (Re)binds the socket when the interface is new or was recreated (a new index). Returns an error
-    /// only for logging; the next network pass retries.
-    pub(crate) fn ensure_bound(&mut self, ifindex: u32) -> io::Result<()> {
-        if self.slots.is_empty() || self.bound_ifindex == Some(ifindex) {
-            return Ok(());
+    /// (Re)binds the socket when it is not bound, or when the interface is new or was recreated (a new
+    /// index), and tells the machines when that changes whether they can hear the others. A failure is
+    /// logged (once per distinct reason) and kept for [`VipRuntime::transport`]; the caller retries.
+    pub(crate) fn ensure_bound(&mut self, ifindex: u32, now: Instant) {
+        if self.slots.is_empty() || (self.socket.is_some() && self.bound_ifindex == Some(ifindex)) {
+            return;
         }
         self.socket = None;
         self.bound_ifindex = None;
-        let socket = bind(self.me, self.port, &self.ifname)?;
-        tracing::info!(address = %self.me, port = self.port, iface = %self.ifname, "failover socket bound");
-        self.socket = Some(socket);
-        self.bound_ifindex = Some(ifindex);
-        Ok(())
+        let bound = failover::bind(self.me, self.port, &self.ifname, ifindex).and_then(UdpSocket::from_std);
+        match bound {
+            Ok(socket) => {
+                self.socket = Some(socket);
+                self.bound_ifindex = Some(ifindex);
+                self.set_transport(now, Ok(()));
+            }
+            Err(e) => self.set_transport(now, Err(e.to_string())),
+        }
+    }
+
+    /// Whether the socket should be bound and is not (the caller retries [`VipRuntime::ensure_bound`]).
+    pub(crate) fn needs_bind(&self) -> bool {
+        !self.slots.is_empty() && self.socket.is_none()
+    }
+
+    /// The failover socket's state.
+    pub(crate) fn transport(&self) -> Transport {
+        Transport {
+            bound: self.socket.is_some(),
+            error: self.unbound_reason.clone(),
+        }
+    }
+
+    /// Records the socket's new state: logs it when it changed (or, while unbound, when the reason
+    /// changed), publishes the gauge, and tells every machine.
+    fn set_transport(&mut self, now: Instant, state: Result<(), String>) {
+        let up = state.is_ok();
+        match state {
+            Ok(()) => {
+                if !self.transport {
+                    tracing::info!(address = %self.me, port = self.port, iface = %self.ifname, "failover socket bound");
+                }
+                self.unbound_reason = None;
+            }
+            Err(reason) => {
+                if self.unbound_reason.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(%reason, "failover socket still not bound");
+                } else {
+                    tracing::error!(%reason, "failover socket not bound: this node hears no other candidate, so it claims no VIP (and a holder steps down) until it is; retrying");
+                }
+                self.unbound_reason = Some(reason);
+            }
+        }
+        if up == self.transport {
+            return;
+        }
+        self.transport = up;
+        self.metrics.set_socket_bound(up);
+        for s in self.slots.values_mut() {
+            s.machine.handle_local(now, LocalEvent::Transport(up));
+            s.dirty = true;
+        }
     }
 
     /// Waits for the next input. Cancel-safe.
@@ -248,6 +341,7 @@ impl VipRuntime {
                 for s in self.slots.values_mut() {
                     if s.machine.poll_timeout().is_some_and(|t| t <= now) {
                         s.machine.handle_timeout(now);
+                        s.dirty = true;
                     }
                 }
             }
@@ -260,13 +354,14 @@ impl VipRuntime {
                     if s.health.as_ref().is_some_and(|h| h.generation == generation) {
                         tracing::info!(%vip, healthy, "VIP health changed");
                         s.machine.handle_local(now, LocalEvent::Health(healthy));
+                        s.dirty = true;
                     }
                 }
             }
             Input::SocketError(e) => {
-                tracing::warn!(error = %e, "failover socket failed; rebinding on the next pass");
                 self.socket = None;
                 self.bound_ifindex = None;
+                self.set_transport(now, Err(format!("receiving failed: {e}")));
             }
         }
     }
@@ -279,13 +374,21 @@ impl VipRuntime {
         if len > MAX_DATAGRAM {
             return reject(&self.metrics, "oversized");
         }
+        let SocketAddr::V6(from6) = from else {
+            return reject(&self.metrics, "forged_sender");
+        };
+        // Every sdwand sends from the failover port: any other port is another process on a member.
+        if from6.port() != self.port {
+            return reject(&self.metrics, "bad_port");
+        }
+        let source = *from6.ip();
+        // Nothing this node sends to itself is protocol traffic.
+        if source == self.me {
+            return reject(&self.metrics, "own_address");
+        }
         let msg = match Message::decode(&self.buf[..len]) {
             Ok(msg) => msg,
             Err(e) => return reject(&self.metrics, e.reason()),
-        };
-        let source = match from {
-            SocketAddr::V6(a) => *a.ip(),
-            SocketAddr::V4(_) => return reject(&self.metrics, "forged_sender"),
         };
         if source != msg.header.sender {
             return reject(&self.metrics, "forged_sender");
@@ -293,6 +396,7 @@ impl VipRuntime {
         let Some(slot) = self.slots.get_mut(&msg.header.vip) else {
             return reject(&self.metrics, "unknown_vip");
         };
+        slot.dirty = true;
         self.metrics
             .datagrams
             .with_label_values(&["received", msg.body.name()])
@@ -300,7 +404,8 @@ impl VipRuntime {
         slot.machine.handle_datagram(now, msg);
     }
 
-    /// Executes every pending action of every machine, in order.
+    /// Executes every pending action of every machine, in order, and publishes the gauges of the
+    /// machines an input reached (only those: a datagram for one VIP costs nothing for the others).
     pub(crate) async fn flush<P: DataPlane>(&mut self, plane: &mut P) {
         let VipRuntime {
             me,
@@ -309,13 +414,16 @@ impl VipRuntime {
             members,
             slots,
             metrics,
+            log_limit,
             ..
         } = self;
         let name_of = |a: Ipv6Addr| members.get(&a).map_or_else(|| a.to_string(), |m| m.name.clone());
         let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        let now = Instant::now();
         for (vip, slot) in slots.iter_mut() {
             let vip = *vip;
             while let Some(action) = slot.machine.poll_action() {
+                slot.dirty = true;
                 match action {
                     Action::Send { to, msg } => {
                         out.clear();
@@ -337,16 +445,19 @@ impl VipRuntime {
                         let via = (to != *me).then(|| members.get(&to).map(|m| m.key)).flatten();
                         plane.route(vip, via);
                     }
-                    Action::Note(note) => observe(metrics, &slot.label, note, &name_of),
+                    Action::Note(note) => observe(metrics, log_limit, now, &slot.label, note, &name_of),
                     Action::Stopped => slot.stopped = true,
                 }
+            }
+            if !std::mem::take(&mut slot.dirty) {
+                continue;
             }
             let status_holder = slot.machine.claim().map(|c| name_of(c.holder));
             if status_holder != slot.holder_label {
                 metrics.set_holder(&slot.label, slot.holder_label.as_deref(), status_holder.as_deref());
                 slot.holder_label = status_holder;
             }
-            let status = slot.machine.status(Instant::now());
+            let status = slot.machine.status(now);
             metrics.set_vip(
                 &slot.label,
                 &VipGauges {
@@ -373,7 +484,7 @@ impl VipRuntime {
 
     /// The overlay address of the member called `name`.
     pub(crate) fn member_by_name(&self, name: &str) -> Option<Ipv6Addr> {
-        self.members.iter().find(|(_, m)| m.name == name).map(|(a, _)| *a)
+        self.by_name.get(name).copied()
     }
 
     /// An operator's move of `vip` to `to` (`None` = the next live candidate by rank). `None` when `vip`
@@ -385,6 +496,7 @@ impl VipRuntime {
         now: Instant,
     ) -> Option<Result<Ipv6Addr, MoveError>> {
         let slot = self.slots.get_mut(&vip)?;
+        slot.dirty = true;
         Some(slot.machine.request_move(now, to))
     }
 
@@ -393,6 +505,7 @@ impl VipRuntime {
     pub(crate) fn raise_term(&mut self, vip: Ipv6Addr, floor: u64) {
         if let Some(slot) = self.slots.get_mut(&vip) {
             slot.machine.raise_term(floor);
+            slot.dirty = true;
         }
     }
 
@@ -400,6 +513,7 @@ impl VipRuntime {
     pub(crate) fn shutdown(&mut self, now: Instant) {
         for s in self.slots.values_mut() {
             s.machine.handle_local(now, LocalEvent::Shutdown);
+            s.dirty = true;
         }
     }
 
@@ -411,7 +525,7 @@ impl VipRuntime {
     /// Applies a reloaded configuration: updates candidates, peers, timers and health checks; starts
     /// machines for new VIPs and removes the VIPs that are gone (address and route included).
     pub(crate) async fn reload<P: DataPlane>(&mut self, config: &Config, plane: &mut P, now: Instant) {
-        self.members = members_of(config);
+        (self.members, self.by_name) = members_of(config);
         let wanted: BTreeMap<Ipv6Addr, _> = config.vips.iter().map(|v| (v.address, v)).collect();
         let gone: Vec<Ipv6Addr> = self.slots.keys().filter(|v| !wanted.contains_key(v)).copied().collect();
         for vip in gone {
@@ -425,12 +539,14 @@ impl VipRuntime {
                 }
                 plane.route(vip, None);
                 self.metrics.forget_vip(&slot.label, slot.holder_label.as_deref());
+                self.log_limit.forget(&slot.label);
             }
         }
         for (vip, v) in wanted {
             let params = self.params(config, vip, &v.candidates);
             match self.slots.get_mut(&vip) {
                 Some(slot) => {
+                    slot.dirty = true;
                     if *slot.machine.params() != params {
                         slot.machine.handle_local(now, LocalEvent::Update(params));
                     }
@@ -445,18 +561,16 @@ impl VipRuntime {
                         }
                     }
                 }
-                None => {
-                    let machine = Machine::new(params, now, self.incarnation, v.health.is_none(), Adopt::Nothing);
-                    self.insert_slot(machine, v.health.clone());
-                }
+                None => self.start_machine(params, now, v.health.clone(), Adopt::Nothing),
             }
         }
         self.flush(plane).await;
     }
 }
 
-fn members_of(config: &Config) -> HashMap<Ipv6Addr, Member> {
-    config
+/// The members by address, and their addresses by name.
+fn members_of(config: &Config) -> (HashMap<Ipv6Addr, Member>, HashMap<String, Ipv6Addr>) {
+    let by_address = config
         .members
         .iter()
         .map(|m| {
@@ -468,100 +582,7 @@ fn members_of(config: &Config) -> HashMap<Ipv6Addr, Member> {
                 },
             )
         })
-        .collect()
-}
-
-/// Metrics and log lines for a machine's note.
-fn observe(m: &VipMetrics, vip: &str, note: Note, name_of: &dyn Fn(Ipv6Addr) -> String) {
-    match note {
-        Note::Role { from, to, why, claim } => tracing::info!(
-            vip,
-            old = from.as_str(),
-            new = to.as_str(),
-            reason = why,
-            epoch = %claim.map_or("-".into(), |c| c.epoch.to_string()),
-            holder = %claim.map_or("-".into(), |c| name_of(c.holder)),
-            "VIP role changed"
-        ),
-        Note::Claimed {
-            reason,
-            epoch,
-            detection_to_claim,
-        } => {
-            m.failovers.with_label_values(&[vip, reason.as_str()]).inc();
-            // An initial claim follows the start-up listening period, not a detection.
-            if reason != super::ClaimReason::Initial {
-                m.detection_to_claim
-                    .with_label_values(&[vip])
-                    .observe(detection_to_claim.as_secs_f64());
-            }
-            tracing::info!(vip, reason = reason.as_str(), %epoch, detection_to_claim_ms = detection_to_claim.as_secs_f64() * 1e3, "claimed the VIP");
-        }
-        Note::Confirmed {
-            epoch,
-            claim_to_confirmed,
-        } => {
-            m.claim_to_confirmed
-                .with_label_values(&[vip])
-                .observe(claim_to_confirmed.as_secs_f64());
-            tracing::info!(vip, %epoch, claim_to_confirmed_ms = claim_to_confirmed.as_secs_f64() * 1e3, "every peer routes the VIP here");
-        }
-        Note::Rtt { peer, rtt } => m
-            .rtt
-            .with_label_values(&[vip, &name_of(peer)])
-            .observe(rtt.as_secs_f64()),
-        Note::Rejected(reason) => {
-            m.rejected.with_label_values(&[reason]).inc();
-            tracing::debug!(vip, reason, "failover datagram rejected");
-        }
-        Note::HandoverFailed { to } => {
-            m.handovers_failed.with_label_values(&[vip]).inc();
-            tracing::warn!(vip, to = %name_of(to), "handover timed out; keeping the VIP");
-        }
-        Note::TermExhausted { term } => {
-            tracing::error!(
-                vip,
-                term,
-                "the claim rule picked this node, but terms are exhausted: not claiming"
-            )
-        }
-    }
-}
-
-/// A UDP socket on `[me]:port`, bound to the interface so only datagrams that came through it arrive.
-fn bind(me: Ipv6Addr, port: u16, ifname: &str) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(true)?;
-    socket.set_freebind_v6(true)?;
-    socket.bind_device(Some(ifname.as_bytes()))?;
-    socket.set_nonblocking(true)?;
-    let addr = SocketAddr::V6(SocketAddrV6::new(me, port, 0, 0));
-    socket.bind(&addr.into()).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("binding the failover socket to [{me}]:{port}: {e} (change failover.port)"),
-        )
-    })?;
-    UdpSocket::from_std(socket.into())
-}
-
-/// This start's incarnation: greater than every earlier one, even if the clock went back. The last one
-/// is kept in `state_dir/incarnation`; if that file cannot be written, the wall clock alone is used.
-pub(crate) fn next_incarnation(state_dir: &Path) -> u64 {
-    let path = state_dir.join("incarnation");
-    let last = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let clock = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let next = clock.max(last.saturating_add(1));
-    let tmp = state_dir.join("incarnation.tmp");
-    let written = std::fs::write(&tmp, format!("{next}\n")).and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "could not record the incarnation; using the clock alone");
-    }
-    next
+        .collect();
+    let by_name = config.members.iter().map(|m| (m.name.clone(), m.address)).collect();
+    (by_address, by_name)
 }
