@@ -286,9 +286,17 @@ async fn joins_stay_inside_the_callers_network() {
     let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
     let cluster = id(&r.bootstrap(&s1).await);
     assert_eq!(r.report(&s1, &cluster, "ready").await.0, StatusCode::OK);
-    let elsewhere = r.enroll(&e2, "w", &["agent"]).await;
+    let elsewhere = r.enroll(&e2, "w", &["agent", "server"]).await;
+    // Another network's cluster of the same account is as unknown as a random id (no existence oracle).
     let (s, v) = join(&r, &elsewhere, "agent", Some(&cluster)).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "network_mismatch"));
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    let (s, random) = join(&r, &elsewhere, "agent", Some("00000000-0000-4000-8000-000000000000")).await;
+    assert_eq!((s, code(&random)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    // Joining it as a server, or reporting on it, is the same 404.
+    let (s, v) = join(&r, &elsewhere, "server", Some(&cluster)).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    let (s, v) = r.report(&elsewhere, &cluster, "failed").await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
     let (s, v) = join(&r, &elsewhere, "agent", None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "no_active_cluster"));
 }
