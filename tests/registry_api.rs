@@ -365,3 +365,37 @@ async fn malformed_oversized_and_misrouted_requests_get_json_errors() {
         "a misspelt field is refused: {v}"
     );
 }
+
+/// R16: a network's overlay prefix is unicast space between /16 and /120, without host bits, with a VIP
+/// pool strictly inside it that holds an address.
+#[tokio::test]
+async fn networks_refuse_unusable_prefixes() {
+    let r = Registry::new();
+    let account = r.account("acme").await;
+    let admin = &account.admin_token;
+    for (overlay, pool) in [
+        ("::/0", "fd00::/120"),
+        ("ff00::/8", "ff00::/120"),
+        ("fe80::/10", "fe80::/120"),
+        ("::/16", "::ff00/120"),
+        ("fd00::/15", "fd00::/120"),
+        ("fd00::/121", "fd00::/126"),
+        ("fd00::1/64", "fd00::ff00/120"),
+        ("fd00::/64", "fd01::/120"),
+        ("fd00::/64", "fd00::/64"),
+        ("fd00::/64", "fd00::5/128"),
+    ] {
+        let body = json!({"name": "n", "overlay_prefix": overlay, "vip_pool": pool});
+        let (s, v) = r.post("/v1/networks", admin, body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{overlay} {pool}: {v}"
+        );
+    }
+    for (overlay, pool) in [("fd00::/16", "fd00::ffff:0/112"), ("fd00:9::/120", "fd00:9::80/126")] {
+        let body = json!({"name": "n", "overlay_prefix": overlay, "vip_pool": pool});
+        let (s, v) = r.post("/v1/networks", admin, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{overlay} {pool}: {v}");
+    }
+}
