@@ -18,8 +18,26 @@
 //! token, wrong kind) run with the request's transaction, after the body parsed, so a malformed body with
 //! a well-formed but invalid token answers 400, not 401. That reveals only the public request schema.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use super::store::StoreError;
 use super::token::EntropyError;
+
+/// The second (Unix time) of the last store error logged at error level.
+static STORE_ERROR_LOGGED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Whether a store error may be logged at error level now: the first of each second is; under a lasting
+/// failure (a full disk fails every write) the rest go to debug instead of one error line per request.
+fn store_errors_logged_now() -> bool {
+    let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    first_in(&STORE_ERROR_LOGGED, second)
+}
+
+/// Whether `second` differs from the one `last` holds (which becomes `second`).
+fn first_in(last: &AtomicU64, second: u64) -> bool {
+    last.swap(second, Ordering::Relaxed) != second
+}
 
 /// The `code` of an error answer: stable strings clients may match on.
 pub mod code {
@@ -174,7 +192,11 @@ impl From<StoreError> for ApiError {
                 "the registry is shutting down",
             ),
             e => {
-                tracing::error!(error = %e, "registry store error");
+                if store_errors_logged_now() {
+                    tracing::error!(error = %e, "registry store error (more in this second are logged at debug)");
+                } else {
+                    tracing::debug!(error = %e, "registry store error");
+                }
                 Self::new(
                     ErrorKind::Internal,
                     code::INTERNAL,
@@ -193,5 +215,19 @@ impl From<EntropyError> for ApiError {
             code::INTERNAL,
             "the registry could not generate a secret; retry",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_store_error_per_second_is_logged_at_error() {
+        let last = AtomicU64::new(u64::MAX);
+        assert!(first_in(&last, 10));
+        assert!(!first_in(&last, 10));
+        assert!(!first_in(&last, 10));
+        assert!(first_in(&last, 11));
     }
 }

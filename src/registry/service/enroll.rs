@@ -8,8 +8,10 @@
 //!
 //! A daemon whose enrollment answer was lost enrolls again with the same name and key. That retry gets the
 //! same peer and a new peer token only while (1) the retry comes with the enrollment token that enrolled
-//! the peer and (2) the peer never called the registry with its token (its first authenticated call marks
-//! it used). The earlier peer token stays valid: a retry never takes a working identity away from anyone.
+//! the peer and (2) the peer never made a write call with its token (a report — which a daemon sends as
+//! soon as it starts —, a handshake or a cluster report marks it seen; reads such as the watch run in read
+//! transactions and do not). The earlier peer token stays valid: a retry never takes a working identity
+//! away from anyone.
 //! Any other retry is 409 `already_enrolled`: once a peer is running, its identity cannot be claimed by
 //! someone who merely knows its name, its public key and an enrollment token.
 
