@@ -47,6 +47,15 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
     let (s, v) = r.try_enroll(&created.token, "late", &["agent"]).await;
     assert_eq!((s.as_u16(), registry_support::code(&v)), (401, "token_revoked"));
 
+    // A client of the days before token limits posts no body at all (Content-Length: 0): still a token.
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/networks/{}/enrollment-tokens", t.network_id))
+        .bearer_auth(&t.account.admin_token)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 201);
+
     let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
     let cluster = r.bootstrap(&s1).await["cluster_id"].as_str().expect("id").to_owned();
     assert_eq!(r.report(&s1, &cluster, "failed").await.0.as_u16(), 200);
