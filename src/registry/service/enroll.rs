@@ -121,11 +121,8 @@ fn retry(
     if peer.name != req.name {
         return Err(ApiError::conflict(
             code::DUPLICATE_PUBLIC_KEY,
-            format!(
-                "this public key is already enrolled in the network as {:?} (a restarted peer keeps its identity \
-                 in its state directory; to enroll again, remove the peer first)",
-                peer.name
-            ),
+            "this public key is already enrolled in the network under another name (a restarted peer keeps \
+             its identity in its state directory; to enroll again, remove the peer first)",
         ));
     }
     let why = if peer.enrolled_by.as_deref() != Some(grant.key_id.as_str()) {
