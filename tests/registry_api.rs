@@ -89,13 +89,20 @@ async fn a_retried_enrollment_gets_the_same_peer_until_its_token_is_used() {
     assert_eq!(second["members"].as_array().map(Vec::len), Some(1), "still one peer");
     let old = first["peer_token"].as_str().expect("token");
     let new = second["peer_token"].as_str().expect("token");
+    assert_ne!(old, new);
     let report = json!({"vips": []});
-    let (s, _) = r.post("/v1/peers/self/report", old, report.clone()).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "the first token was replaced");
-    let (s, v) = r.post("/v1/peers/self/report", new, report).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    // A retry never takes a working identity away: both tokens work.
+    for token in [new, old] {
+        let (s, v) = r.post("/v1/peers/self/report", token, report.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
     // Once the peer used its token, the enrollment token and its key no longer get it.
-    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body).await;
+    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_enrolled"), "{v}");
+    // Another name with that key is another conflict.
+    let mut renamed = body;
+    renamed["name"] = json!("b");
+    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, renamed).await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "duplicate_public_key"));
 }
 
@@ -357,4 +364,38 @@ async fn malformed_oversized_and_misrouted_requests_get_json_errors() {
         (StatusCode::BAD_REQUEST, "bad_request"),
         "a misspelt field is refused: {v}"
     );
+}
+
+/// R16: a network's overlay prefix is unicast space between /16 and /120, without host bits, with a VIP
+/// pool strictly inside it that holds an address.
+#[tokio::test]
+async fn networks_refuse_unusable_prefixes() {
+    let r = Registry::new();
+    let account = r.account("acme").await;
+    let admin = &account.admin_token;
+    for (overlay, pool) in [
+        ("::/0", "fd00::/120"),
+        ("ff00::/8", "ff00::/120"),
+        ("fe80::/10", "fe80::/120"),
+        ("::/16", "::ff00/120"),
+        ("fd00::/15", "fd00::/120"),
+        ("fd00::/121", "fd00::/126"),
+        ("fd00::1/64", "fd00::ff00/120"),
+        ("fd00::/64", "fd01::/120"),
+        ("fd00::/64", "fd00::/64"),
+        ("fd00::/64", "fd00::5/128"),
+    ] {
+        let body = json!({"name": "n", "overlay_prefix": overlay, "vip_pool": pool});
+        let (s, v) = r.post("/v1/networks", admin, body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{overlay} {pool}: {v}"
+        );
+    }
+    for (overlay, pool) in [("fd00::/16", "fd00::ffff:0/112"), ("fd00:9::/120", "fd00:9::80/126")] {
+        let body = json!({"name": "n", "overlay_prefix": overlay, "vip_pool": pool});
+        let (s, v) = r.post("/v1/networks", admin, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{overlay} {pool}: {v}");
+    }
 }

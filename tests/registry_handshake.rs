@@ -286,9 +286,17 @@ async fn joins_stay_inside_the_callers_network() {
     let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
     let cluster = id(&r.bootstrap(&s1).await);
     assert_eq!(r.report(&s1, &cluster, "ready").await.0, StatusCode::OK);
-    let elsewhere = r.enroll(&e2, "w", &["agent"]).await;
+    let elsewhere = r.enroll(&e2, "w", &["agent", "server"]).await;
+    // Another network's cluster of the same account is as unknown as a random id (no existence oracle).
     let (s, v) = join(&r, &elsewhere, "agent", Some(&cluster)).await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "network_mismatch"));
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    let (s, random) = join(&r, &elsewhere, "agent", Some("00000000-0000-4000-8000-000000000000")).await;
+    assert_eq!((s, code(&random)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    // Joining it as a server, or reporting on it, is the same 404.
+    let (s, v) = join(&r, &elsewhere, "server", Some(&cluster)).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    let (s, v) = r.report(&elsewhere, &cluster, "failed").await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
     let (s, v) = join(&r, &elsewhere, "agent", None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "no_active_cluster"));
 }
@@ -360,4 +368,62 @@ async fn the_vip_pool_runs_out() {
     // The failed bootstrap left nothing behind: s4 is in no cluster and may join one.
     let (s, v) = join(&r, &s4, "server", None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "no_active_cluster"));
+}
+
+/// R12: a VIP has at most as many candidates as the failover protocol carries.
+#[tokio::test]
+async fn a_vip_takes_at_most_32_candidates() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let first = r.enroll(&t.enrollment, "s0", &["server"]).await;
+    let cluster = id(&r.bootstrap(&first).await);
+    for i in 1..32 {
+        let s = r.enroll(&t.enrollment, &format!("s{i}"), &["server", "agent"]).await;
+        let (status, v) = join(&r, &s, "server", Some(&cluster)).await;
+        assert_eq!(status, StatusCode::OK, "{i}: {v}");
+    }
+    let extra = r.enroll(&t.enrollment, "s32", &["server", "agent"]).await;
+    let (s, v) = join(&r, &extra, "server", Some(&cluster)).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "too_many_candidates"), "{v}");
+    // Nothing of the refused join stayed: the VIP lists 32, and the peer may still join as agent.
+    let (_, vips) = r.get("/v1/vips", &t.account.admin_token).await;
+    assert_eq!(vips["vips"][0]["candidates"].as_array().map(Vec::len), Some(32));
+    let (s, v) = join(&r, &extra, "agent", Some(&cluster)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(candidates(&v).len(), 32);
+}
+
+/// R13: a cluster in error is recovered by its account's operator; joins work again after it.
+#[tokio::test]
+async fn an_operator_takes_a_cluster_out_of_error() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    let s2 = r.enroll(&t.enrollment, "s2", &["server"]).await;
+    let cluster = id(&r.bootstrap(&s1).await);
+    assert_eq!(r.report(&s1, &cluster, "failed").await.1["state"], "error");
+    let (s, v) = join(&r, &s2, "server", Some(&cluster)).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "cluster_error"));
+
+    let path = format!("/v1/clusters/{cluster}/state");
+    let active = json!({"state": "active"});
+    // Not a peer (even a server of the cluster), not another account, not back to bootstrapping.
+    let (s, v) = r.post(&path, &s1.token, active.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "wrong_token_kind"));
+    let other = r.tenant("other", 2).await;
+    let (s, v) = r.post(&path, &other.account.admin_token, active.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "cluster_not_found"));
+    let (s, v) = r
+        .post(&path, &t.account.admin_token, json!({"state": "bootstrapping"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+
+    let (s, v) = r.post(&path, &t.account.admin_token, active).await;
+    assert_eq!((s, &v["state"]), (StatusCode::OK, &json!("active")), "{v}");
+    let (s, v) = join(&r, &s2, "server", Some(&cluster)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(candidates(&v), ["s1", "s2"]);
+    // An operator may also stop joins on purpose.
+    let (s, v) = r.post(&path, &t.account.admin_token, json!({"state": "error"})).await;
+    assert_eq!((s, &v["state"]), (StatusCode::OK, &json!("error")));
 }

@@ -110,15 +110,10 @@ async fn reports_keep_the_highest_epoch_and_do_not_bump_the_revision() {
     // A peer that is no candidate of the VIP (an agent) cannot push its epoch up.
     let v = self_report(&r, &a1, json!([vip_report(vip, "s1", 1_000_000, 0, None)])).await;
     assert_eq!(v["epochs"][0]["epoch"], json!({"term": 4, "rank": 1}));
-    // A term the store cannot hold is refused, not stored.
-    let (s, v) = r
-        .post(
-            "/v1/peers/self/report",
-            &s1.token,
-            json!({ "vips": [vip_report(vip, "s1", u64::MAX, 0, None)] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // A term the store cannot hold is refused (that entry), not stored.
+    let v = self_report(&r, &s1, json!([vip_report(vip, "s1", u64::MAX, 0, None)])).await;
+    assert_eq!(v["epochs"][0]["epoch"], json!({"term": 4, "rank": 1}));
+    assert_eq!(v["refused"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 #[tokio::test]
@@ -556,4 +551,98 @@ async fn metrics_count_requests_by_route_template_and_census_peers_and_clusters(
         scrape(&r).await
     });
     assert!(has(&text, "sdwan_registry_watch_clients 1"), "{text}");
+}
+
+/// The last-seen time of `name`, as operators see it.
+async fn last_seen(r: &Registry, t: &Tenant, name: &str) -> u64 {
+    let (s, v) = r.get("/v1/peers", &t.account.admin_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["last_seen_ms"].as_u64())
+        .expect("listed")
+}
+
+/// R10: a report with an entry the registry refuses still records the caller's liveness, and the rest of
+/// it.
+#[tokio::test]
+async fn a_report_with_a_bad_epoch_still_records_liveness() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, ..) = cluster(&r, &t).await;
+    let spot = enroll_as(&r, &t, "spot", &[], "spot").await;
+    let enrolled = last_seen(&r, &t, "spot").await;
+    let vip = "fd00:1::ffff:1";
+    let bad = json!([{"address": vip, "role": "standby", "holder": null,
+        "epoch": {"term": 9_223_372_036_854_775_808_u64, "rank": 0}, "confirmed_peers": null}]);
+    let v = self_report(&r, &spot, bad.clone()).await;
+    assert_eq!(v["refused"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(last_seen(&r, &t, "spot").await > enrolled, "liveness recorded");
+    // A candidate's report: the bad entry is skipped, the good one is taken.
+    let mut both = bad;
+    if let Some(list) = both.as_array_mut() {
+        list.push(vip_report(vip, "s1", 2, 0, Some(3)));
+    }
+    let v = self_report(&r, &s1, both).await;
+    assert_eq!(v["epochs"], json!([{"address": vip, "epoch": {"term": 2, "rank": 0}}]));
+    assert_eq!(v["refused"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// R11: a candidate cannot push the floor every daemon claims above out of reach.
+#[tokio::test]
+async fn a_candidate_cannot_push_the_floor_out_of_reach() {
+    use sdwand::vip::{MAX_TERM, MAX_TERM_STEP};
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, s2, a1) = cluster(&r, &t).await;
+    let vip = "fd00:1::ffff:1";
+    self_report(&r, &s1, json!([vip_report(vip, "s1", 3, 0, None)])).await;
+    for term in [MAX_TERM, 3 + MAX_TERM_STEP + 1] {
+        let v = self_report(&r, &s2, json!([vip_report(vip, "s2", term, 1, None)])).await;
+        assert_eq!(v["epochs"][0]["epoch"], json!({"term": 3, "rank": 0}), "{term}: {v}");
+        assert!(
+            v["refused"][0].as_str().is_some_and(|l| l.contains("honest terms")),
+            "{v}"
+        );
+    }
+    // One step is allowed, and a failover after it works: every daemon's reports are taken.
+    let v = self_report(&r, &s2, json!([vip_report(vip, "s2", 3 + MAX_TERM_STEP, 1, None)])).await;
+    assert_eq!(v["refused"], Value::Null, "{v}");
+    let next = 4 + MAX_TERM_STEP;
+    for (peer, holder) in [(&s1, "s1"), (&s2, "s1"), (&a1, "s1")] {
+        let v = self_report(&r, peer, json!([vip_report(vip, holder, next, 0, None)])).await;
+        assert_eq!(
+            (&v["refused"], &v["epochs"][0]["epoch"]["term"]),
+            (&Value::Null, &json!(next))
+        );
+    }
+}
+
+/// A floor stored before these rules (or by a corrupt store) that leaves no room to claim is never handed
+/// out, and the next plausible candidate report replaces it.
+#[tokio::test]
+async fn an_unreachable_stored_floor_is_never_handed_out() {
+    use sdwand::registry::model::Vip;
+    use sdwand::vip::{Epoch, MAX_TERM};
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let (_, s1, _, a1) = cluster(&r, &t).await;
+    let network = t.network_id.clone();
+    r.store
+        .write(move |tx| {
+            let mut vip: Vip = tx.vips(&network)?.remove(0);
+            vip.epoch = Some(Epoch {
+                term: MAX_TERM,
+                rank: 1,
+            });
+            tx.put_vip(&vip)
+        })
+        .await
+        .expect("poison");
+    let v = self_report(&r, &a1, json!([])).await;
+    assert_eq!(v["epochs"], json!([]), "{v}");
+    let vip = "fd00:1::ffff:1";
+    let v = self_report(&r, &s1, json!([vip_report(vip, "s1", 7, 0, None)])).await;
+    assert_eq!(v["epochs"], json!([{"address": vip, "epoch": {"term": 7, "rank": 0}}]));
 }

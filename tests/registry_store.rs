@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdwand::registry::model::{Account, Network};
+use sdwand::registry::model::{Account, Network, Role, TokenKind, TokenLimits, TokenRecord};
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
 use sdwand::registry::store::{Store, StoreError};
 
@@ -54,7 +54,7 @@ fn migrations_run_from_empty_and_reopening_is_a_no_op() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let tables: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
@@ -80,7 +80,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 2 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 3 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
@@ -205,4 +205,84 @@ async fn one_commit_per_request_mode_is_correct_too() {
         r.expect("write");
     }
     assert_eq!(stored_accounts(dir.path()).len(), 20);
+}
+
+fn token_record(key_id: &str, kind: TokenKind, hash_byte: u8) -> TokenRecord {
+    TokenRecord::new(key_id.into(), kind, [hash_byte; 32], account(0).id, 5)
+}
+
+/// L2: a key-id collision never turns one token into another: the second insert fails, the first record
+/// stays as it was.
+#[tokio::test]
+async fn a_token_insert_never_overwrites_another_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let admin = token_record("0011223344556677", TokenKind::Admin, 1);
+    let first = admin.clone();
+    store
+        .write(move |tx| {
+            tx.put_account(&account(0))?;
+            tx.put_token(&first)
+        })
+        .await
+        .expect("first insert");
+    let colliding = token_record("0011223344556677", TokenKind::Peer, 2);
+    let second = store.write(move |tx| tx.put_token(&colliding)).await;
+    assert!(matches!(second, Err(StoreError::Database(_))), "{second:?}");
+    let key = admin.key_id.clone();
+    let stored = store
+        .read(move |tx| tx.token(&key))
+        .await
+        .expect("read")
+        .expect("still there");
+    assert_eq!(stored, admin);
+}
+
+/// Limits round-trip; only uses and revocation change after issue; tokens written before limits existed
+/// (schema v2 rows, NULL columns) read as unlimited.
+#[tokio::test]
+async fn token_limits_round_trip_and_old_tokens_are_unlimited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let limited = TokenRecord {
+        network_id: None,
+        limits: TokenLimits {
+            expires_at_ms: Some(1_000),
+            max_uses: Some(3),
+            uses: 0,
+            roles: Some(vec![Role::Agent]),
+            revoked_at_ms: None,
+        },
+        ..token_record("aaaaaaaaaaaaaaaa", TokenKind::Enrollment, 3)
+    };
+    let mut updated = limited.clone();
+    updated.limits.uses = 2;
+    updated.limits.revoked_at_ms = Some(9);
+    let (insert, update) = (limited.clone(), updated.clone());
+    store
+        .write(move |tx| {
+            tx.put_account(&account(0))?;
+            tx.put_token(&insert)?;
+            tx.update_token(&update)
+        })
+        .await
+        .expect("write");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("open");
+    conn.execute(
+        "INSERT INTO tokens (key_id, kind, secret_hash, account_id, created_at) VALUES ('bbbbbbbbbbbbbbbb', \
+         'enrollment', zeroblob(32), 'acct-0000', 1)",
+        [],
+    )
+    .expect("an old-style row");
+    drop(conn);
+    let tokens = store
+        .read(|tx| tx.tokens("acct-0000", TokenKind::Enrollment))
+        .await
+        .expect("read");
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0], updated);
+    assert_eq!(tokens[1].limits, TokenLimits::default());
+    let missing = token_record("cccccccccccccccc", TokenKind::Enrollment, 4);
+    let update = store.write(move |tx| tx.update_token(&missing)).await;
+    assert!(update.is_err(), "an update of a missing token is an error");
 }

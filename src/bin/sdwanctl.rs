@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sdwand::control::registry::{self, RegistryCallError, RegistryClient};
 use sdwand::control::{self, render, NamedAddr, Request, Response};
+use sdwand::registry::model::{ClusterState, Role};
+use sdwand::registry::wire::CreateEnrollmentTokenRequest;
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -34,7 +36,8 @@ enum Command {
     /// VIP failover.
     #[command(subcommand)]
     Vip(VipCommand),
-    /// The registry (admin token): clusters, VIPs, peers, manual moves, peer removal.
+    /// The registry (admin token): clusters, VIPs, peers, manual moves, peer removal, enrollment tokens,
+    /// cluster state.
     Registry(RegistryArgs),
 }
 
@@ -76,6 +79,42 @@ enum RegistryCommand {
     RemovePeer {
         /// The peer's id (see `sdwanctl registry peers`).
         peer_id: String,
+    },
+    /// Enrollment tokens: issue (with limits), list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Set a cluster's state: `active` takes it out of `error` (joins work again), `error` stops joins.
+    ClusterState {
+        /// The cluster's id (see `sdwanctl registry clusters`).
+        cluster_id: String,
+        /// `active` or `error`.
+        state: ClusterState,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Issue an enrollment token for a network (printed once). Prefer expiring, limited tokens.
+    Create {
+        /// The network's id.
+        #[arg(long)]
+        network: String,
+        /// Expire after this long (e.g. `1h`, `7days`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Enroll at most this many peers.
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// The roles its peers may take, comma-separated (`agent`, `server`; `""` for none); default all.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
+    },
+    /// Every enrollment token of the account: limits, uses, state (never the secret).
+    List,
+    /// Revoke an enrollment token: it answers 401 from then on; peers it enrolled keep working.
+    Revoke {
+        /// The token's id (see `sdwanctl registry tokens list`).
+        token_id: String,
     },
 }
 
@@ -215,7 +254,63 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Regist
                 Ok(registry::removed(peer_id))
             }
         }
+        RegistryCommand::Tokens(TokensCommand::Create {
+            network,
+            expires_in,
+            max_uses,
+            roles,
+        }) => {
+            let req = CreateEnrollmentTokenRequest {
+                expires_in_s: expires_in.map(|d| d.as_secs().max(1)),
+                expires_at_ms: None,
+                max_uses: *max_uses,
+                roles: roles.as_deref().map(parse_roles).transpose()?,
+            };
+            let t = client.create_enrollment_token(network, &req).await?;
+            if json {
+                encode(pretty(&t))
+            } else {
+                Ok(registry::token_created(&t, sdwand::registry::api::now_ms()))
+            }
+        }
+        RegistryCommand::Tokens(TokensCommand::List) => {
+            let t = client.enrollment_tokens().await?;
+            if json {
+                encode(pretty(&t))
+            } else {
+                Ok(registry::tokens(&t, sdwand::registry::api::now_ms()))
+            }
+        }
+        RegistryCommand::Tokens(TokensCommand::Revoke { token_id }) => {
+            let t = client.revoke_enrollment_token(token_id).await?;
+            if json {
+                encode(pretty(&t))
+            } else {
+                Ok(registry::token_revoked(&t))
+            }
+        }
+        RegistryCommand::ClusterState { cluster_id, state } => {
+            let c = client.set_cluster_state(cluster_id, *state).await?;
+            if json {
+                encode(pretty(&c))
+            } else {
+                Ok(registry::cluster_state(&c))
+            }
+        }
     }
+}
+
+/// `--roles agent,server` (empty items ignored, so `--roles ""` is no role).
+fn parse_roles(names: &[String]) -> Result<Vec<Role>, RegistryCallError> {
+    names
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| {
+            n.trim()
+                .parse()
+                .map_err(|e| RegistryCallError::Setup(format!("--roles: {e} (roles are agent and server)")))
+        })
+        .collect()
 }
 
 /// The data of [`Response::Moved`], for `--json`.

@@ -13,7 +13,11 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::registry::wire::{ClustersResponse, EpochView, PeersResponse, VipMoveRequest, VipView, VipsResponse};
+use crate::registry::model::ClusterState;
+use crate::registry::wire::{
+    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, EnrollmentTokenInfo,
+    EnrollmentTokenView, EnrollmentTokensResponse, EpochView, PeersResponse, VipMoveRequest, VipView, VipsResponse,
+};
 
 /// How long one call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -131,8 +135,7 @@ impl RegistryClient {
 
     /// `POST /v1/vips/{id}/move`.
     pub async fn move_vip(&self, vip_id: &str, to: &str) -> Result<VipView, RegistryCallError> {
-        let body = serde_json::to_vec(&VipMoveRequest { to: to.to_owned() })
-            .map_err(|e| RegistryCallError::Setup(format!("cannot encode the request: {e}")))?;
+        let body = encode(&VipMoveRequest { to: to.to_owned() })?;
         self.call(Method::POST, &format!("/v1/vips/{}/move", segment(vip_id)), Some(body))
             .await
     }
@@ -141,6 +144,38 @@ impl RegistryClient {
     pub async fn remove_peer(&self, peer_id: &str) -> Result<(), RegistryCallError> {
         let path = format!("/v1/peers/{}", segment(peer_id));
         self.send(Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// `POST /v1/networks/{id}/enrollment-tokens`.
+    pub async fn create_enrollment_token(
+        &self,
+        network_id: &str,
+        req: &CreateEnrollmentTokenRequest,
+    ) -> Result<EnrollmentTokenView, RegistryCallError> {
+        let path = format!("/v1/networks/{}/enrollment-tokens", segment(network_id));
+        self.call(Method::POST, &path, Some(encode(req)?)).await
+    }
+
+    /// `GET /v1/enrollment-tokens`.
+    pub async fn enrollment_tokens(&self) -> Result<EnrollmentTokensResponse, RegistryCallError> {
+        self.call(Method::GET, "/v1/enrollment-tokens", None).await
+    }
+
+    /// `DELETE /v1/enrollment-tokens/{id}`.
+    pub async fn revoke_enrollment_token(&self, token_id: &str) -> Result<EnrollmentTokenInfo, RegistryCallError> {
+        let path = format!("/v1/enrollment-tokens/{}", segment(token_id));
+        self.call(Method::DELETE, &path, None).await
+    }
+
+    /// `POST /v1/clusters/{id}/state`.
+    pub async fn set_cluster_state(
+        &self,
+        cluster_id: &str,
+        state: ClusterState,
+    ) -> Result<ClusterStateView, RegistryCallError> {
+        let path = format!("/v1/clusters/{}/state", segment(cluster_id));
+        self.call(Method::POST, &path, Some(encode(&ClusterStateRequest { state })?))
+            .await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -183,6 +218,11 @@ impl RegistryClient {
         }
         Err(refused(status, &bytes))
     }
+}
+
+/// A request body as JSON.
+fn encode(req: &impl serde::Serialize) -> Result<Vec<u8>, RegistryCallError> {
+    serde_json::to_vec(req).map_err(|e| RegistryCallError::Setup(format!("cannot encode the request: {e}")))
 }
 
 /// An id as one path segment: ids are letters, digits and `-`; anything else is percent-encoded.
@@ -345,6 +385,100 @@ pub fn removed(peer_id: &str) -> String {
     format!("peer {peer_id} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
 }
 
+/// `sdwanctl registry tokens create`: the token (shown once, alone on its first line) and its limits.
+pub fn token_created(t: &EnrollmentTokenView, now_ms: u64) -> String {
+    format!(
+        "{}\nenrollment token {} for network {}: {}; it is shown only now\n",
+        t.token,
+        t.info.id,
+        t.info.network_id,
+        limits(&t.info, now_ms)
+    )
+}
+
+/// `sdwanctl registry tokens revoke`: what was done.
+pub fn token_revoked(t: &EnrollmentTokenInfo) -> String {
+    format!(
+        "enrollment token {} revoked: it answers 401 token_revoked from now on (peers it enrolled keep their own \
+         tokens)\n",
+        t.id
+    )
+}
+
+/// `sdwanctl registry tokens list`; `now_ms` decides which tokens are expired.
+pub fn tokens(t: &EnrollmentTokensResponse, now_ms: u64) -> String {
+    if t.tokens.is_empty() {
+        return "no enrollment tokens\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = t
+        .tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.network_id.clone(),
+                time(t.created_at_ms),
+                t.expires_at_ms.map_or_else(|| "never".to_owned(), time),
+                format!(
+                    "{}/{}",
+                    t.uses,
+                    t.max_uses.map_or_else(|| "unlimited".to_owned(), |m| m.to_string())
+                ),
+                roles(t.roles.as_deref()),
+                token_state(t, now_ms).to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NETWORK", "CREATED", "EXPIRES", "USES", "ROLES", "STATE"],
+        &rows,
+    )
+}
+
+/// `sdwanctl registry cluster-state`: the state now.
+pub fn cluster_state(c: &ClusterStateView) -> String {
+    format!("cluster {} is {}\n", c.cluster_id, c.state)
+}
+
+/// One line of a token's limits.
+fn limits(t: &EnrollmentTokenInfo, now_ms: u64) -> String {
+    format!(
+        "expires {}, {} use(s) of {}, roles {}, {}",
+        t.expires_at_ms.map_or_else(|| "never".to_owned(), time),
+        t.uses,
+        t.max_uses.map_or_else(|| "unlimited".to_owned(), |m| m.to_string()),
+        roles(t.roles.as_deref()),
+        token_state(t, now_ms)
+    )
+}
+
+/// Whether a token can still enroll at `now_ms`, in one word.
+fn token_state(t: &EnrollmentTokenInfo, now_ms: u64) -> &'static str {
+    if t.revoked_at_ms.is_some() {
+        "revoked"
+    } else if t.expires_at_ms.is_some_and(|at| now_ms >= at) {
+        "expired"
+    } else if t.max_uses.is_some_and(|m| t.uses >= m) {
+        "used-up"
+    } else {
+        "active"
+    }
+}
+
+fn roles(roles: Option<&[crate::registry::model::Role]>) -> String {
+    match roles {
+        None => "all".to_owned(),
+        Some([]) => "none".to_owned(),
+        Some(r) => r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+    }
+}
+
+/// A Unix-ms time as RFC 3339 UTC, to the second.
+fn time(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 fn epoch(e: EpochView) -> String {
     format!("{}.{}", e.term, e.rank)
 }
@@ -462,6 +596,62 @@ mod tests {
                 .nth(1)
                 .is_some_and(|l| l.contains("spot   server  c-1 (server)  1m 5s ago  stale")),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn tokens_render_limits_and_state_never_a_secret() {
+        let info = |id: &str| EnrollmentTokenInfo {
+            id: id.into(),
+            network_id: "n-1".into(),
+            created_at_ms: 0,
+            expires_at_ms: Some(86_400_000),
+            max_uses: Some(3),
+            uses: 1,
+            roles: Some(vec![Role::Agent]),
+            revoked_at_ms: None,
+        };
+        let revoked = EnrollmentTokenInfo {
+            revoked_at_ms: Some(5),
+            roles: None,
+            max_uses: None,
+            expires_at_ms: None,
+            ..info("t-2")
+        };
+        let list = EnrollmentTokensResponse {
+            tokens: vec![info("t-1"), revoked],
+        };
+        let text = tokens(&list, 1_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("ID   NETWORK  CREATED"), "{text}");
+        assert!(
+            lines[1].ends_with("1970-01-02T00:00:00Z  1/3          agent  active"),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with("never                 1/unlimited  all    revoked"),
+            "{text}"
+        );
+        assert!(tokens(&list, 86_400_000)
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("expired")));
+        let created = EnrollmentTokenView {
+            token: "sdwe_x_y".into(),
+            info: info("t-1"),
+        };
+        let text = token_created(&created, 0);
+        assert_eq!(
+            text.lines().next(),
+            Some("sdwe_x_y"),
+            "the token alone on the first line"
+        );
+        assert!(text.contains("1 use(s) of 3, roles agent, active"), "{text}");
+        assert!(token_revoked(&info("t-1")).contains("t-1 revoked"));
+        assert_eq!(
+            tokens(&EnrollmentTokensResponse { tokens: vec![] }, 0),
+            "no enrollment tokens\n"
         );
     }
 

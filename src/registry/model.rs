@@ -120,6 +120,9 @@ pub struct Peer {
     pub last_seen_ms: u64,
     /// Enrollment time, Unix ms.
     pub created_at_ms: u64,
+    /// Key id of the enrollment token it enrolled with (`None` for peers enrolled before the registry
+    /// recorded it): only that token may retry its enrollment.
+    pub enrolled_by: Option<String>,
 }
 
 impl Peer {
@@ -209,6 +212,72 @@ pub struct TokenRecord {
     pub peer_id: Option<String>,
     /// Issue time, Unix ms.
     pub created_at_ms: u64,
+    /// What the token may still do (enrollment tokens; other kinds are never limited).
+    pub limits: TokenLimits,
+}
+
+impl TokenRecord {
+    /// A new, unlimited token record of `kind` in `account_id`, issued at `now_ms`.
+    pub fn new(key_id: String, kind: TokenKind, secret_hash: [u8; 32], account_id: String, now_ms: u64) -> Self {
+        TokenRecord {
+            key_id,
+            kind,
+            secret_hash,
+            account_id,
+            network_id: None,
+            peer_id: None,
+            created_at_ms: now_ms,
+            limits: TokenLimits::default(),
+        }
+    }
+}
+
+/// The limits of an enrollment token, and how much of them is used. The default is what every token
+/// stored before limits existed keeps: no expiry, unlimited uses, every role, not revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenLimits {
+    /// After this time (Unix ms) the token answers 401 `token_expired`; `None`: never.
+    pub expires_at_ms: Option<u64>,
+    /// How many successful enrollments it may make; `None`: unlimited.
+    pub max_uses: Option<u64>,
+    /// Successful enrollments made with it (a retried enrollment of the same peer counts once).
+    pub uses: u64,
+    /// The roles a peer enrolled with it may name, sorted, without duplicates; `None`: every role.
+    pub roles: Option<Vec<Role>>,
+    /// When an operator revoked it (Unix ms); from then on it answers 401 `token_revoked`.
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// Why a token that matched cannot be used any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSpent {
+    /// Revoked by an operator.
+    Revoked,
+    /// Past its expiry time.
+    Expired,
+    /// Every allowed use is used.
+    UsedUp,
+}
+
+impl TokenLimits {
+    /// Why the token can no longer be used at `now_ms`, if it cannot. `new_use`: the request would count
+    /// as one more use (a new enrollment, not a retry).
+    pub fn spent(&self, now_ms: u64, new_use: bool) -> Option<TokenSpent> {
+        if self.revoked_at_ms.is_some() {
+            Some(TokenSpent::Revoked)
+        } else if self.expires_at_ms.is_some_and(|at| now_ms >= at) {
+            Some(TokenSpent::Expired)
+        } else if new_use && self.max_uses.is_some_and(|max| self.uses >= max) {
+            Some(TokenSpent::UsedUp)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a peer enrolled with this token may take `role`.
+    pub fn allows(&self, role: Role) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.contains(&role))
+    }
 }
 
 /// A stored enum value that is not one of the known names (a newer schema, or a corrupt row).
@@ -273,5 +342,28 @@ mod tests {
             assert_eq!(k.as_str().parse::<TokenKind>(), Ok(k));
         }
         assert!("Server".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn token_limits_spend_in_order_revoked_expired_used_up() {
+        let unlimited = TokenLimits::default();
+        assert_eq!(unlimited.spent(u64::MAX, true), None);
+        assert!(unlimited.allows(Role::Server));
+        let limits = TokenLimits {
+            expires_at_ms: Some(1_000),
+            max_uses: Some(2),
+            uses: 2,
+            roles: Some(vec![Role::Agent]),
+            revoked_at_ms: None,
+        };
+        assert_eq!(limits.spent(999, false), None, "a retry is no new use");
+        assert_eq!(limits.spent(999, true), Some(TokenSpent::UsedUp));
+        assert_eq!(limits.spent(1_000, false), Some(TokenSpent::Expired));
+        let revoked = TokenLimits {
+            revoked_at_ms: Some(5),
+            ..limits.clone()
+        };
+        assert_eq!(revoked.spent(0, false), Some(TokenSpent::Revoked));
+        assert!(limits.allows(Role::Agent) && !limits.allows(Role::Server));
     }
 }

@@ -39,13 +39,63 @@ pub struct NetworkView {
     pub revision: u64,
 }
 
-/// `POST /v1/networks/{id}/enrollment-tokens` (admin token): a new enrollment token, shown once.
+/// `POST /v1/networks/{id}/enrollment-tokens` (admin token): the new token's limits, each optional (an
+/// empty body, or `{}`, issues a token without limits, as before limits existed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentTokenRequest {
+    /// Expires this many seconds after it is issued (not with `expires_at_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
+    /// Expires at this time, Unix ms, in the future (not with `expires_in_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// How many peers it may enroll (at least 1); absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// The k3s roles its peers may take (`[]`: none, plain mesh members); absent: every role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<Role>>,
+}
+
+/// An enrollment token as operators see it: everything but its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollmentTokenView {
+pub struct EnrollmentTokenInfo {
+    /// Its id: the public key id, also the part of the token text after `sdwe_` (revocation names it).
+    pub id: String,
     /// The network it enrolls into.
     pub network_id: String,
+    /// Issue time, Unix ms.
+    pub created_at_ms: u64,
+    /// Expiry time, Unix ms; `None`: never.
+    pub expires_at_ms: Option<u64>,
+    /// Enrollments it may make; `None`: unlimited.
+    pub max_uses: Option<u64>,
+    /// Enrollments it made.
+    pub uses: u64,
+    /// Roles its peers may take; `None`: every role.
+    pub roles: Option<Vec<Role>>,
+    /// Revocation time, Unix ms; `None`: not revoked.
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// The answer to `POST /v1/networks/{id}/enrollment-tokens`: a new enrollment token, shown once, and its
+/// limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentTokenView {
     /// The token.
     pub token: String,
+    /// Its id, network and limits.
+    #[serde(flatten)]
+    pub info: EnrollmentTokenInfo,
+}
+
+/// `GET /v1/enrollment-tokens` (admin token): every enrollment token of the account, revoked and spent
+/// ones included, in issue order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentTokensResponse {
+    /// The tokens, without their secrets.
+    pub tokens: Vec<EnrollmentTokenInfo>,
 }
 
 /// `POST /v1/peers/enroll` (enrollment token).
@@ -230,14 +280,19 @@ pub struct VipReport {
     pub confirmed_peers: Option<u32>,
 }
 
-/// The answer to a [`PeerReportRequest`].
+/// The answer to a [`PeerReportRequest`]. The caller's liveness is recorded even when entries are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerReportResponse {
     /// The network's revision now (a daemon behind it polls the watch).
     pub revision: u64,
     /// The highest epoch the registry knows for each VIP of the network: a daemon never claims a term at or
-    /// below it, so epochs keep growing across a restart of every daemon.
+    /// below it, so epochs keep growing across a restart of every daemon. Never above
+    /// [`crate::vip::MAX_TERM`] minus [`crate::vip::MAX_TERM_STEP`], so a floor always leaves room to claim.
     pub epochs: Vec<VipEpochView>,
+    /// Entries of the report that were not taken, one line each (an implausible epoch); empty when every
+    /// entry was taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// A VIP's highest known epoch.
@@ -379,6 +434,15 @@ pub enum K3sStatus {
 pub struct ReportRequest {
     /// What k3s does.
     pub k3s: K3sStatus,
+}
+
+/// `POST /v1/clusters/{id}/state` (admin token): an operator sets a cluster's state, e.g. `active` to take
+/// it out of `error` once its servers are repaired, so joins work again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStateRequest {
+    /// The new state: `active` or `error` (`bootstrapping` is only where a cluster starts).
+    pub state: ClusterState,
 }
 
 /// A cluster's state after a report.

@@ -121,6 +121,41 @@ impl Registry {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Asks for an enrollment token of `network_id` with the limits in `body`; answers status and body.
+    pub async fn try_enrollment_token_with(&self, admin: &str, network_id: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&format!("/v1/networks/{network_id}/enrollment-tokens"), admin, body)
+            .await
+    }
+
+    /// An enrollment token of `network_id` with the limits in `body`: (token text, its id).
+    pub async fn enrollment_token_with(&self, admin: &str, network_id: &str, body: Value) -> (String, String) {
+        let (s, v) = self.try_enrollment_token_with(admin, network_id, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (
+            v["token"].as_str().expect("token").to_owned(),
+            v["id"].as_str().expect("id").to_owned(),
+        )
+    }
+
+    /// Enrolls `name` with `public_key` (and nothing else).
+    pub async fn enroll_key(&self, enrollment: &str, name: &str, public_key: &str) -> (StatusCode, Value) {
+        self.post(
+            "/v1/peers/enroll",
+            enrollment,
+            json!({"name": name, "public_key": public_key}),
+        )
+        .await
+    }
+
+    /// Posts an empty peer report with `token`; answers the status.
+    pub async fn empty_report(&self, token: &str) -> StatusCode {
+        self.post("/v1/peers/self/report", token, json!({"vips": []})).await.0
+    }
+
     pub async fn network(&self, admin: &str, name: &str, overlay: &str, pool: &str) -> String {
         let (s, v) = self
             .post(

@@ -21,6 +21,9 @@
 //! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
 //! | `GET /metrics` | none | Prometheus text: requests by route and code, latency, peers, clusters, watch clients |
 //! | `POST /v1/vips/{id}/move` | admin | ask the holder to hand the VIP to candidate `to` (bumps the revision) |
+//! | `GET /v1/enrollment-tokens` | admin | every enrollment token of the account: id, network, limits, uses, revocation (never the secret) |
+//! | `DELETE /v1/enrollment-tokens/{id}` | admin | revoke an enrollment token: it answers 401 `token_revoked` from then on |
+//! | `POST /v1/clusters/{id}/state` | admin | set a cluster `active` (out of `error`: joins work again) or `error` |
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -108,7 +111,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
 
 /// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
 pub fn router_with(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 14] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 17] = [
         ("/v1/networks", post(routes::create_network)),
         (
             "/v1/networks/{id}/enrollment-tokens",
@@ -126,6 +129,9 @@ pub fn router_with(state: AppState) -> Router {
         ("/v1/vips", get(routes::list_vips)),
         ("/v1/vips/{id}/move", post(routes::move_vip)),
         ("/metrics", get(routes::metrics)),
+        ("/v1/enrollment-tokens", get(routes::list_enrollment_tokens)),
+        ("/v1/enrollment-tokens/{id}", delete(routes::revoke_enrollment_token)),
+        ("/v1/clusters/{id}/state", post(routes::set_cluster_state)),
     ];
     routes
         .into_iter()

@@ -14,11 +14,16 @@ use axum::http::header::CONTENT_TYPE;
 use crate::registry::error::{code, ApiError, ErrorKind};
 use crate::registry::service;
 use crate::registry::wire::{
+    ClusterStateRequest, CreateEnrollmentTokenRequest, EnrollmentTokenInfo, EnrollmentTokensResponse,
+};
+use crate::registry::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
     HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, PeerReportRequest, PeerReportResponse,
     PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery, WATCH_DEFAULT_WAIT_MS,
     WATCH_MAX_WAIT_MS,
 };
+use axum::body::HttpBody;
+use axum::extract::{FromRequest, Request};
 
 type Answer<T> = Result<Json<T>, ApiError>;
 type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
@@ -39,12 +44,56 @@ pub(super) async fn create_enrollment_token(
     State(s): State<AppState>,
     Bearer(token): Bearer,
     PathId(network_id): PathId,
+    body: Request,
 ) -> Created<EnrollmentTokenView> {
+    // No body at all (as before tokens had limits): a token without limits.
+    let req = if body.body().size_hint().exact() == Some(0) {
+        CreateEnrollmentTokenRequest::default()
+    } else {
+        JsonBody::<CreateEnrollmentTokenRequest>::from_request(body, &s)
+            .await?
+            .0
+    };
     let now = now_ms();
     let view = s
-        .write(move |tx| service::create_enrollment_token(tx, &token, &network_id, now))
+        .write(move |tx| service::create_enrollment_token(tx, &token, &network_id, &req, now))
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub(super) async fn list_enrollment_tokens(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+) -> Answer<EnrollmentTokensResponse> {
+    Ok(Json(
+        s.store
+            .read(move |tx| service::list_enrollment_tokens(tx, &token))
+            .await?,
+    ))
+}
+
+pub(super) async fn revoke_enrollment_token(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(token_id): PathId,
+) -> Answer<EnrollmentTokenInfo> {
+    let now = now_ms();
+    Ok(Json(
+        s.write(move |tx| service::revoke_enrollment_token(tx, &token, &token_id, now))
+            .await?,
+    ))
+}
+
+pub(super) async fn set_cluster_state(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(cluster_id): PathId,
+    JsonBody(req): JsonBody<ClusterStateRequest>,
+) -> Answer<ClusterStateView> {
+    Ok(Json(
+        s.write(move |tx| service::set_cluster_state(tx, &token, &cluster_id, &req))
+            .await?,
+    ))
 }
 
 pub(super) async fn members(

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::registry::store::{ReadTx, StoreError, WriteTx};
 
 /// The watched networks and the number of clients waiting on them.
@@ -115,6 +115,9 @@ impl ReadTx for Recording<'_> {
     fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.tx.token(key_id)
     }
+    fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tx.tokens(account_id, kind)
+    }
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
         self.tx.account(id)
     }
@@ -180,6 +183,9 @@ impl WriteTx for Recording<'_> {
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
         self.tx.put_token(token)
     }
+    fn update_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tx.update_token(token)
+    }
     fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError> {
         self.tx.put_peer(peer)
     }
@@ -194,9 +200,5 @@ impl WriteTx for Recording<'_> {
     }
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
         self.tx.delete_peer(peer_id)
-    }
-
-    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError> {
-        self.tx.delete_peer_tokens(peer_id)
     }
 }

@@ -40,8 +40,40 @@ pub fn next_vip_address(network: &Network) -> Option<(Ipv6Addr, u64)> {
     Some((address, offset.checked_add(1)?))
 }
 
-/// Checks a new network's prefixes: no host bits set, and the pool strictly inside the overlay prefix.
+/// The shortest overlay prefix a network may have: a longer one captures a good part of the IPv6 space
+/// (every daemon routes the whole overlay prefix through its interface).
+pub const SHORTEST_OVERLAY: u8 = 16;
+/// The longest overlay prefix a network may have (room for a VIP pool and a few peers).
+pub const LONGEST_OVERLAY: u8 = 120;
+
+/// Checks a new network's prefixes: a unicast overlay prefix between /[`SHORTEST_OVERLAY`] and
+/// /[`LONGEST_OVERLAY`] outside the reserved `::/8` (unspecified, loopback, IPv4-mapped), multicast and
+/// link-local space; no host bits set; and the pool strictly inside the overlay prefix, with room for an
+/// address. Unique local addresses (`fd00::/8`) are what networks are meant to use.
 pub fn check_prefixes(overlay: Ipv6Net, pool: Ipv6Net) -> Result<(), String> {
+    let len = overlay.prefix_len();
+    if !(SHORTEST_OVERLAY..=LONGEST_OVERLAY).contains(&len) {
+        return Err(format!(
+            "overlay_prefix {overlay} is a /{len}: use a /{SHORTEST_OVERLAY} to /{LONGEST_OVERLAY} (e.g. a /48 of \
+             fd00::/8)"
+        ));
+    }
+    let network = overlay.network();
+    let reserved: Ipv6Net = Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 8).map_err(|e| e.to_string())?;
+    let why = if network.is_multicast() {
+        Some("multicast")
+    } else if network.is_unicast_link_local() {
+        Some("link-local")
+    } else if reserved.contains(&network) {
+        Some("reserved (unspecified, loopback, IPv4-mapped)")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(format!(
+            "overlay_prefix {overlay} is {why} address space: use unicast space, e.g. a /48 of fd00::/8"
+        ));
+    }
     if overlay != overlay.trunc() {
         return Err(format!(
             "overlay_prefix {overlay} has host bits set (did you mean {}?)",
@@ -53,9 +85,6 @@ pub fn check_prefixes(overlay: Ipv6Net, pool: Ipv6Net) -> Result<(), String> {
             "vip_pool {pool} has host bits set (did you mean {}?)",
             pool.trunc()
         ));
-    }
-    if overlay.prefix_len() > 120 {
-        return Err(format!("overlay_prefix {overlay} is too small: use /120 or larger"));
     }
     if !overlay.contains(&pool) || pool.prefix_len() <= overlay.prefix_len() {
         return Err(format!(
@@ -138,5 +167,21 @@ mod tests {
         assert!(check_prefixes(p("fd00:1::/64"), p("fd00:1::/64")).is_err());
         assert!(check_prefixes(p("fd00:1::/64"), p("fd00:1::5/128")).is_err());
         assert!(check_prefixes(p("fd00:1::/124"), p("fd00:1::/126")).is_err());
+        for overlay in [
+            "::/0",
+            "ff00::/8",
+            "fe80::/10",
+            "fd00::/121",
+            "fd00::1/64",
+            "fd00::/15",
+            "::/16",
+        ] {
+            let o = p(overlay);
+            assert!(check_prefixes(o, p("fd00::/126")).is_err(), "{overlay}");
+        }
+        assert!(check_prefixes(p("::ffff:0:0/96"), p("::ffff:0:0/112")).is_err());
+        assert!(check_prefixes(p("fd00::/16"), p("fd00::ffff:0/112")).is_ok());
+        assert!(check_prefixes(p("fd00::/120"), p("fd00::80/126")).is_ok());
+        assert!(check_prefixes(p("2001:db8::/32"), p("2001:db8::/64")).is_ok());
     }
 }

@@ -5,7 +5,9 @@
 //! the caller as server or agent; a joining server is appended to the VIP's candidates, so candidate order
 //! is join order (the store serializes writes). A retried join returns the same answer without appending
 //! again. An agent joining another cluster than its own (named, or the most recent active one when no
-//! target is named) moves there; a server stays where it is (409 `already_member`).
+//! target is named) moves there; a server stays where it is (409 `already_member`). A VIP has at most
+//! [`MAX_CANDIDATES`] candidates (what the failover protocol carries): one more server is refused (409
+//! `too_many_candidates`). A peer sees only the clusters of its own network: any other id is 404.
 
 use super::{authenticate, check_name, scope};
 use crate::registry::error::{code, ApiError};
@@ -15,6 +17,7 @@ use crate::registry::token::{self, Presented};
 use crate::registry::wire::{
     CandidateView, ClusterStateView, HandshakeRequest, HandshakeResponse, K3sStatus, Phase, ReportRequest,
 };
+use crate::vip::wire::MAX_CANDIDATES;
 
 /// The port of the k3s API server behind the VIP.
 pub const K3S_API_PORT: u16 = 6443;
@@ -40,7 +43,8 @@ pub fn handshake(
 }
 
 /// `POST /v1/clusters/{id}/report`: a server of the cluster reports k3s ready (bootstrapping → active) or
-/// failed (→ error). Ready on a cluster in error state is refused (409): error is left by an operator.
+/// failed (→ error). Ready on a cluster in error state is refused (409): error is left by an operator
+/// (`POST /v1/clusters/{id}/state`, [`super::set_cluster_state`]).
 pub fn report(
     tx: &mut dyn WriteTx,
     presented: &Presented,
@@ -173,15 +177,6 @@ fn join(
             )
         })?,
     };
-    if cluster.network_id != peer.network_id {
-        return Err(ApiError::conflict(
-            code::NETWORK_MISMATCH,
-            format!(
-                "cluster {:?} is in another network of the account, unreachable from this peer",
-                cluster.id
-            ),
-        ));
-    }
     if cluster.state == ClusterState::Error {
         return Err(cluster_error(&cluster));
     }
@@ -195,6 +190,16 @@ fn join(
         }
         Some(m) => return Err(already_member(peer, &m)),
         None => {}
+    }
+    if req.role == Role::Server && vip.candidates.len() >= MAX_CANDIDATES {
+        return Err(ApiError::conflict(
+            code::TOO_MANY_CANDIDATES,
+            format!(
+                "the VIP of cluster {:?} has {MAX_CANDIDATES} candidates, the most a VIP can have: join as agent, \
+                 or remove a server first",
+                cluster.id
+            ),
+        ));
     }
     tx.put_member(&ClusterMember {
         cluster_id: cluster.id.clone(),
@@ -212,10 +217,15 @@ fn join(
     answer(tx, &cluster, &vip, req.role)
 }
 
-/// The cluster if it is in the caller's account; 404 otherwise, as if it did not exist.
-fn visible_cluster(tx: &mut dyn ReadTx, caller: &TokenRecord, id: &str) -> Result<Cluster, ApiError> {
+/// The cluster if the caller may see it: in its network (peer token) or its account (admin token); 404
+/// otherwise, as if it did not exist.
+pub(super) fn visible_cluster(tx: &mut dyn ReadTx, caller: &TokenRecord, id: &str) -> Result<Cluster, ApiError> {
+    let in_scope = |c: &Cluster| match caller.kind {
+        TokenKind::Admin => c.account_id == caller.account_id,
+        TokenKind::Peer | TokenKind::Enrollment => caller.network_id.as_deref() == Some(c.network_id.as_str()),
+    };
     tx.cluster(id)?
-        .filter(|c| c.account_id == caller.account_id)
+        .filter(in_scope)
         .ok_or_else(|| ApiError::not_found(code::CLUSTER_NOT_FOUND, format!("no cluster {id:?}")))
 }
 

@@ -10,10 +10,11 @@ use crate::registry::model::{ClusterState, Lifecycle, Network, Peer, TokenKind, 
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::Presented;
 use crate::registry::wire::{
-    ClusterView, ClustersResponse, PeerView, PeersResponse, VipMoveRequest, VipView, VipsResponse,
+    ClusterStateRequest, ClusterStateView, ClusterView, ClustersResponse, PeerView, PeersResponse, VipMoveRequest,
+    VipView, VipsResponse,
 };
 
-use super::handshake::K3S_API_PORT;
+use super::handshake::{visible_cluster, K3S_API_PORT};
 
 fn admin(tx: &mut dyn ReadTx, presented: &Presented) -> Result<(TokenRecord, Vec<Network>), ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Admin])?;
@@ -140,6 +141,33 @@ pub fn move_vip(
         .find(|c| c.vip_id == vip.id)
         .map(|c| c.id);
     views::vip_view(&vip, &views::index(&peers), cluster_id.as_deref())
+}
+
+/// `POST /v1/clusters/{id}/state`: an operator sets a cluster of the account `active` (out of `error`, once
+/// its servers are repaired: joins work again) or `error` (joins are refused). `bootstrapping` is refused
+/// (400): only a bootstrap creates a cluster in it.
+pub fn set_cluster_state(
+    tx: &mut dyn WriteTx,
+    presented: &Presented,
+    cluster_id: &str,
+    req: &ClusterStateRequest,
+) -> Result<ClusterStateView, ApiError> {
+    let (caller, _) = admin(tx, presented)?;
+    let mut cluster = visible_cluster(tx, &caller, cluster_id)?;
+    if req.state == ClusterState::Bootstrapping {
+        return Err(ApiError::bad_request(
+            "a cluster cannot be set back to bootstrapping: set it active or error",
+        ));
+    }
+    if cluster.state != req.state {
+        tracing::info!(cluster = %cluster.id, old = %cluster.state, new = %req.state, "cluster state set by an operator");
+        cluster.state = req.state;
+        tx.put_cluster(&cluster)?;
+    }
+    Ok(ClusterStateView {
+        cluster_id: cluster.id,
+        state: cluster.state,
+    })
 }
 
 /// The peer if it belongs to the caller's account; 404 otherwise.

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tokio::sync::oneshot;
 
-use super::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use super::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
 
 pub mod sqlite;
 
@@ -64,6 +64,8 @@ pub enum StoreError {
 pub trait ReadTx {
     /// A token by its public key id.
     fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token of `kind` of an account, in issue order (the operator's token list).
+    fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError>;
     /// An account by id.
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError>;
     /// A network by id.
@@ -100,14 +102,19 @@ pub trait ReadTx {
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError>;
 }
 
-/// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id.
+/// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id, except
+/// [`WriteTx::put_token`], which only inserts.
 pub trait WriteTx: ReadTx {
     /// Stores an account.
     fn put_account(&mut self, account: &Account) -> Result<(), StoreError>;
     /// Stores a network (also its revision and allocation counters).
     fn put_network(&mut self, network: &Network) -> Result<(), StoreError>;
-    /// Stores a token record.
+    /// Inserts a new token record. A key id already in use is an error, never an overwrite: a random
+    /// collision must not silently turn one token into another (callers pick a free key id first).
     fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Stores the use count and revocation of the token with `token.key_id` (the only parts of a token
+    /// that change after it is issued).
+    fn update_token(&mut self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Stores a peer.
     fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError>;
     /// Stores a cluster.
@@ -119,8 +126,6 @@ pub trait WriteTx: ReadTx {
     /// Deletes a peer with its tokens and its cluster membership. The caller first takes it out of every
     /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail.
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError>;
-    /// Deletes every token of a peer (before a new one is issued to it).
-    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError>;
 }
 
 /// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]

@@ -100,6 +100,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX vip_candidates_by_peer ON vip_candidates(peer_id);
     CREATE INDEX vips_by_network ON vips(network_id);
     ",
+    // 3: limits of enrollment tokens (expiry, use count, roles, revocation; NULL = none, which is what
+    // every earlier token keeps), and the enrollment token each peer enrolled with (NULL for earlier peers).
+    "
+    ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN max_uses INTEGER;
+    ALTER TABLE tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tokens ADD COLUMN roles TEXT;
+    ALTER TABLE tokens ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE peers ADD COLUMN enrolled_by TEXT;
+    CREATE INDEX tokens_by_account_kind ON tokens(account_id, kind);
+    ",
 ];
 
 /// The newest schema version this build knows.

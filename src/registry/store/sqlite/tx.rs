@@ -6,7 +6,9 @@ use std::str::FromStr;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::{ReadTx, StoreError, WriteTx};
-use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use crate::registry::model::{
+    Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenLimits, TokenRecord, Vip,
+};
 use crate::vip::Epoch;
 
 /// A transaction on one connection (begun and ended by the caller).
@@ -51,8 +53,10 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-const PEER_COLUMNS: &str =
-    "id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed_prefixes, last_seen, created_at";
+const PEER_COLUMNS: &str = "id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed_prefixes, \
+                            last_seen, created_at, enrolled_by";
+const TOKEN_COLUMNS: &str = "key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, expires_at, \
+                             max_uses, uses, roles, revoked_at";
 const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
 const VIP_COLUMNS: &str = "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq";
 
@@ -82,10 +86,24 @@ type PeerRow = (
     String,
     i64,
     i64,
+    Option<String>,
 );
 
 fn peer(row: PeerRow) -> Result<Peer, StoreError> {
-    let (id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed, last_seen, created) = row;
+    let (
+        id,
+        network_id,
+        name,
+        public_key,
+        endpoint,
+        address,
+        lifecycle,
+        roles,
+        routed,
+        last_seen,
+        created,
+        enrolled_by,
+    ) = row;
     const T: &str = "peers";
     Ok(Peer {
         id,
@@ -99,7 +117,50 @@ fn peer(row: PeerRow) -> Result<Peer, StoreError> {
         routed_prefixes: list(T, &routed)?,
         last_seen_ms: unsigned(T, last_seen)?,
         created_at_ms: unsigned(T, created)?,
+        enrolled_by,
     })
+}
+
+/// The raw columns of a token row.
+type TokenRow = (
+    String,
+    String,
+    Vec<u8>,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
+
+fn token(row: TokenRow) -> Result<TokenRecord, StoreError> {
+    const T: &str = "tokens";
+    let (key_id, kind, hash, account_id, network_id, peer_id, created, expires, max_uses, uses, roles, revoked) = row;
+    let optional = |v: Option<i64>| v.map(|v| unsigned(T, v)).transpose();
+    Ok(TokenRecord {
+        key_id,
+        kind: parse(T, &kind)?,
+        secret_hash: hash.try_into().map_err(|_| corrupt(T, "secret hash is not 32 bytes"))?,
+        account_id,
+        network_id,
+        peer_id,
+        created_at_ms: unsigned(T, created)?,
+        limits: TokenLimits {
+            expires_at_ms: optional(expires)?,
+            max_uses: optional(max_uses)?,
+            uses: unsigned(T, uses)?,
+            roles: roles.map(|r| list(T, &r)).transpose()?,
+            revoked_at_ms: optional(revoked)?,
+        },
+    })
+}
+
+fn optional_signed(v: Option<u64>) -> Result<Option<i64>, StoreError> {
+    v.map(signed).transpose()
 }
 
 type ClusterRow = (String, String, String, String, String, String, String, i64);
@@ -190,35 +251,23 @@ impl SqlTx<'_> {
 
 impl ReadTx for SqlTx<'_> {
     fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        const T: &str = "tokens";
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE key_id = ?1");
         let row = self
             .conn
-            .prepare_cached(
-                "SELECT kind, secret_hash, account_id, network_id, peer_id, created_at FROM tokens WHERE key_id = ?1",
-            )?
-            .query_row([key_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
+            .prepare_cached(&sql)?
+            .query_row([key_id], |r| TokenRow::try_from(r))
             .optional()?;
-        let Some((kind, hash, account_id, network_id, peer_id, created)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(TokenRecord {
-            key_id: key_id.to_owned(),
-            kind: parse(T, &kind)?,
-            secret_hash: hash.try_into().map_err(|_| corrupt(T, "secret hash is not 32 bytes"))?,
-            account_id,
-            network_id,
-            peer_id,
-            created_at_ms: unsigned(T, created)?,
-        }))
+        row.map(token).transpose()
+    }
+
+    fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ?1 AND kind = ?2 ORDER BY rowid");
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map([account_id, kind.as_str()], |r| TokenRow::try_from(r))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(token).collect()
     }
 
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -430,11 +479,12 @@ impl WriteTx for SqlTx<'_> {
     }
 
     fn put_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        let l = &t.limits;
         self.conn
             .prepare_cached(
-                "INSERT INTO tokens (key_id, kind, secret_hash, account_id, network_id, peer_id, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (key_id) DO UPDATE SET kind = ?2, \
-                 secret_hash = ?3, account_id = ?4, network_id = ?5, peer_id = ?6, created_at = ?7",
+                "INSERT INTO tokens (key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, \
+                 expires_at, max_uses, uses, roles, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 t.key_id,
@@ -444,17 +494,40 @@ impl WriteTx for SqlTx<'_> {
                 t.network_id,
                 t.peer_id,
                 signed(t.created_at_ms)?,
+                optional_signed(l.expires_at_ms)?,
+                optional_signed(l.max_uses)?,
+                signed(l.uses)?,
+                l.roles.as_deref().map(join),
+                optional_signed(l.revoked_at_ms)?,
             ])?;
         Ok(())
+    }
+
+    fn update_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE tokens SET uses = ?2, revoked_at = ?3 WHERE key_id = ?1")?
+            .execute(params![
+                t.key_id,
+                signed(t.limits.uses)?,
+                optional_signed(t.limits.revoked_at_ms)?
+            ])?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(corrupt("tokens", format!("update of missing token {:?}", t.key_id)))
+        }
     }
 
     fn put_peer(&mut self, p: &Peer) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles, \
-                 routed_prefixes, last_seen, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 routed_prefixes, last_seen, created_at, enrolled_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (id) DO UPDATE SET network_id = ?2, name = ?3, public_key = ?4, endpoint = ?5, \
-                 address = ?6, lifecycle = ?7, roles = ?8, routed_prefixes = ?9, last_seen = ?10, created_at = ?11",
+                 address = ?6, lifecycle = ?7, roles = ?8, routed_prefixes = ?9, last_seen = ?10, created_at = ?11, \
+                 enrolled_by = ?12",
             )?
             .execute(params![
                 p.id,
@@ -468,6 +541,7 @@ impl WriteTx for SqlTx<'_> {
                 join(&p.routed_prefixes),
                 signed(p.last_seen_ms)?,
                 signed(p.created_at_ms)?,
+                p.enrolled_by,
             ])?;
         Ok(())
     }
@@ -550,13 +624,6 @@ impl WriteTx for SqlTx<'_> {
         ] {
             self.conn.prepare_cached(sql)?.execute([peer_id])?;
         }
-        Ok(())
-    }
-
-    fn delete_peer_tokens(&mut self, peer_id: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM tokens WHERE peer_id = ?1")?
-            .execute([peer_id])?;
         Ok(())
     }
 }
