@@ -260,9 +260,8 @@ async fn a_rekeyed_address_is_refused() {
     let state = StateDir::new(&n1.state());
     let mut pins = state.pins().expect("pins");
     let old = Key::generate_private().get_public().to_base64();
-    pins.insert("fd00:5d::2".parse().expect("addr"), old.clone());
-    let view = state.network().expect("view").expect("present");
-    state.save_view(&view, &pins).expect("save");
+    pins.pin("fd00:5d::2".parse().expect("addr"), &old);
+    state.save_pins(&pins).expect("save");
 
     let metrics = ClientMetrics::new();
     let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
@@ -281,8 +280,8 @@ async fn a_rekeyed_address_is_refused() {
     assert!(metrics.refused_rekeys.get() >= 1);
     let pins = state.pins().expect("pins");
     assert_eq!(
-        pins.get(&"fd00:5d::2".parse().expect("addr")),
-        Some(&old),
+        pins.key(&"fd00:5d::2".parse().expect("addr")),
+        Some(old.as_str()),
         "the pin is kept"
     );
     assert!(
