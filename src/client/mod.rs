@@ -632,6 +632,19 @@ async fn enroll(
         )
         .into());
     };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(), mode = format!("{mode:04o}"),
+                    "the enrollment token file is readable by group or others; anyone who read it can enroll \
+                     nodes in this network (fix: chmod 600 it, and have the token revoked if others could read it)"
+                );
+            }
+        }
+    }
     let token = std::fs::read_to_string(path)
         .map_err(|e| {
             token_error(

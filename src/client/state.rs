@@ -367,7 +367,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Creates `dir/.<name>.<random>.tmp` with `O_EXCL | O_NOFOLLOW`, mode 0600; retries a few names if one
 /// exists.
-fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
+pub(crate) fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
     let mut last = None;
     for _ in 0..8 {
         let suffix = getrandom::u64().map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
