@@ -1,6 +1,10 @@
 //! The registry client against the real registry router (in process, over a temporary SQLite store, served
 //! on 127.0.0.1): enrollment and its persisted identity, restart without re-enrollment, the watch, pinning,
 //! the k3s handshakes and their drop-ins, and a start from the stored view while the registry is down.
+//! Against a fake, hostile registry (a small axum server scripted by the test): views that would re-route
+//! pinned members are refused and never persisted, offending entries are dropped, floors above the highest
+//! term are ignored, instant answers with alternating revisions are rate limited, and a corrupt
+//! `network.json` does not stop a start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,9 +15,14 @@ use sdwand::client::state::StateDir;
 use sdwand::client::{ClientMetrics, Link, LinkEvent};
 use sdwand::config::{self, Config};
 use sdwand::registry::api;
+use sdwand::registry::model::Lifecycle;
 use sdwand::registry::service;
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwand::registry::store::Store;
+use sdwand::registry::wire::{
+    CandidateView, EnrollRequest, EnrollResponse, EpochView, MemberView, MembersResponse, PeerReportResponse,
+    VipEpochView, VipView, WatchQuery,
+};
 use serde_json::{json, Value};
 use wireguard_control::Key;
 
@@ -144,8 +153,15 @@ struct Node {
 
 impl Node {
     fn new(server: &Server) -> Node {
+        Node::with_token(&server.enrollment)
+    }
+
+    fn with_token(token: &str) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("token"), format!("{}\n", server.enrollment)).expect("token");
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{token}\n")).expect("token");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         Node {
             dir,
             key: Key::generate_private(),
@@ -161,12 +177,15 @@ impl Node {
     }
 
     fn config(&self, server: &Server, name: &str, k3s: &str) -> Config {
+        self.config_at(&server.url(), name, k3s)
+    }
+
+    fn config_at(&self, url: &str, name: &str, k3s: &str) -> Config {
         let d = self.dir.path().display();
         let text = format!(
             "[interface]\nname = \"sdw0\"\nprivate_key_file = \"{d}/private.key\"\n\
              [daemon]\nstate_dir = \"{d}/state\"\n\
-             [registry]\nurl = \"{}\"\ninsecure = true\nenrollment_token_file = \"{d}/token\"\nname = \"{name}\"\n{k3s}",
-            server.url()
+             [registry]\nurl = \"{url}\"\ninsecure = true\nenrollment_token_file = \"{d}/token\"\nname = \"{name}\"\n{k3s}"
         );
         config::parse(Path::new("/etc/sdwand/sdwand.toml"), &text).expect("config")
     }
@@ -260,9 +279,8 @@ async fn a_rekeyed_address_is_refused() {
     let state = StateDir::new(&n1.state());
     let mut pins = state.pins().expect("pins");
     let old = Key::generate_private().get_public().to_base64();
-    pins.insert("fd00:5d::2".parse().expect("addr"), old.clone());
-    let view = state.network().expect("view").expect("present");
-    state.save_view(&view, &pins).expect("save");
+    pins.pin("fd00:5d::2".parse().expect("addr"), &old);
+    state.save_pins(&pins).expect("save");
 
     let metrics = ClientMetrics::new();
     let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
@@ -281,8 +299,8 @@ async fn a_rekeyed_address_is_refused() {
     assert!(metrics.refused_rekeys.get() >= 1);
     let pins = state.pins().expect("pins");
     assert_eq!(
-        pins.get(&"fd00:5d::2".parse().expect("addr")),
-        Some(&old),
+        pins.key(&"fd00:5d::2".parse().expect("addr")),
+        Some(old.as_str()),
         "the pin is kept"
     );
     assert!(
@@ -595,4 +613,360 @@ async fn a_first_start_without_a_readable_token_is_refused() {
         "{text}"
     );
     assert!(!n1.state().join("registry/identity.json").exists());
+}
+
+/// A scripted, hostile registry: enrolls anyone as p1 (fd00:5d::1) next to p2 (fd00:5d::2, underlay
+/// [2001:db8::2]:51820); its watch answers the views queued by the test one per request (a long poll of
+/// `wait_ms` when none is queued), or, when `alternate` is set, answers at once with revisions 5/6/5/6...;
+/// its report answers with the queued floors.
+#[derive(Clone, Default)]
+struct Fake {
+    views: Arc<std::sync::Mutex<std::collections::VecDeque<MembersResponse>>>,
+    alternate: Arc<std::sync::atomic::AtomicBool>,
+    watches: Arc<std::sync::atomic::AtomicUsize>,
+    floors: Arc<std::sync::Mutex<Vec<VipEpochView>>>,
+}
+
+const P2_KEY: &str = "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=";
+
+fn member(name: &str, address: &str, key: &str) -> MemberView {
+    MemberView {
+        peer_id: format!("id-{name}"),
+        name: name.into(),
+        public_key: key.into(),
+        endpoint: None,
+        address: address.parse().expect("address"),
+        routed_prefixes: vec![],
+        lifecycle: Lifecycle::Persistent,
+        roles: vec![],
+        last_seen_ms: 0,
+    }
+}
+
+fn fake_vip(address: &str, candidates: &[&str]) -> VipView {
+    VipView {
+        vip_id: format!("v-{address}"),
+        address: address.parse().expect("vip"),
+        cluster_id: None,
+        candidates: candidates
+            .iter()
+            .map(|n| CandidateView {
+                peer_id: format!("id-{n}"),
+                name: (*n).into(),
+                address: "fd00:5d::1".parse().expect("addr"),
+            })
+            .collect(),
+        holder: None,
+        epoch: None,
+        confirmed_peers: None,
+        move_request: None,
+    }
+}
+
+impl Fake {
+    /// Serves the fake on 127.0.0.1; returns its URL.
+    async fn start(&self) -> String {
+        use axum::extract::{Query, State};
+        use axum::routing::{get, post};
+        use axum::Json;
+        async fn enroll(Json(req): Json<EnrollRequest>) -> Json<EnrollResponse> {
+            let mut me = member("p1", "fd00:5d::1", &req.public_key);
+            me.name = req.name;
+            let mut p2 = member("p2", "fd00:5d::2", P2_KEY);
+            p2.endpoint = Some("[2001:db8::2]:51820".parse().expect("endpoint"));
+            Json(EnrollResponse {
+                peer_id: "id-p1".into(),
+                network_id: "n1".into(),
+                address: "fd00:5d::1".parse().expect("addr"),
+                overlay_prefix: "fd00:5d::/48".parse().expect("prefix"),
+                peer_token: "peer-token".into(),
+                revision: 0,
+                members: vec![me, p2],
+            })
+        }
+        async fn watch(State(fake): State<Fake>, Query(q): Query<WatchQuery>) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            use std::sync::atomic::Ordering;
+            let n = fake.watches.fetch_add(1, Ordering::SeqCst);
+            if fake.alternate.load(Ordering::SeqCst) {
+                let mut v = fake
+                    .views
+                    .lock()
+                    .expect("lock")
+                    .front()
+                    .cloned()
+                    .expect("a view to alternate");
+                v.revision = 5 + (n as u64 % 2);
+                return Json(v).into_response();
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0));
+            loop {
+                if let Some(v) = fake.views.lock().expect("lock").pop_front() {
+                    return Json(v).into_response();
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return axum::http::StatusCode::NO_CONTENT.into_response();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        async fn report(State(fake): State<Fake>) -> Json<PeerReportResponse> {
+            Json(PeerReportResponse {
+                revision: 1,
+                epochs: fake.floors.lock().expect("lock").clone(),
+            })
+        }
+        let router = axum::Router::new()
+            .route("/v1/peers/enroll", post(enroll))
+            .route("/v1/networks/{id}/watch", get(watch))
+            .route("/v1/peers/self/report", post(report))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve");
+        });
+        format!("http://{addr}")
+    }
+
+    fn push(&self, view: MembersResponse) {
+        self.views.lock().expect("lock").push_back(view);
+    }
+}
+
+/// The network at `revision`: p1 (`key`), p2, and `extra` members and `vips`.
+fn fake_view(revision: u64, key: &Key, extra: Vec<MemberView>, vips: Vec<VipView>) -> MembersResponse {
+    let mut p2 = member("p2", "fd00:5d::2", P2_KEY);
+    p2.endpoint = Some("[2001:db8::2]:51820".parse().expect("endpoint"));
+    let mut members = vec![member("p1", "fd00:5d::1", &key.get_public().to_base64()), p2];
+    members.extend(extra);
+    MembersResponse {
+        network_id: "n1".into(),
+        revision,
+        overlay_prefix: Some("fd00:5d::/48".parse().expect("prefix")),
+        members,
+        vips,
+    }
+}
+
+/// Drives `link` (a refused view produces no event) until `done` holds.
+async fn drive_until(link: &mut Link, what: &str, done: impl Fn(&Link) -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(link) {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        let _ = tokio::time::timeout(Duration::from_millis(50), link.next_event()).await;
+    }
+}
+
+fn refused(metrics: &ClientMetrics, reason: &str) -> u64 {
+    metrics.views_refused.with_label_values(&[reason]).get()
+}
+
+fn dropped(metrics: &ClientMetrics, reason: &str) -> u64 {
+    metrics.entries_dropped.with_label_values(&[reason]).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_views_are_refused_and_the_last_good_view_stays() {
+    let fake = Fake::default();
+    let url = fake.start().await;
+    let n1 = Node::with_token("enroll-me");
+    let cfg = n1.config_at(&url, "p1", "");
+    let metrics = ClientMetrics::new();
+    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
+        .await
+        .expect("in time")
+        .expect("started");
+    assert_eq!(names(&link), ["p1", "p2"], "both pinned from the enrollment");
+    let state = StateDir::new(&n1.state());
+
+    fake.push(fake_view(
+        1,
+        &n1.key,
+        vec![],
+        vec![fake_vip("fd00:5d:f::1", &["p1", "p2"])],
+    ));
+    until_state(&mut link, "revision 1", |l| l.view.revision == 1).await;
+
+    // E5a + E5c: a new member routing p2's /128, a VIP on p2's address. Refused as a whole.
+    let mut x = member("x", "fd00:5d::3", &Key::generate_private().get_public().to_base64());
+    x.routed_prefixes = vec!["fd00:5d::2/128".parse().expect("prefix")];
+    fake.push(fake_view(2, &n1.key, vec![x], vec![fake_vip("fd00:5d::2", &["p1"])]));
+    drive_until(&mut link, "the refusal", |_| refused(&metrics, "overlap") == 1).await;
+    assert_eq!(link.view.revision, 1, "the last good view stays");
+    let stored = state.network().expect("network.json").expect("present");
+    assert_eq!(stored.revision, 1, "a refused view is never persisted");
+    assert_eq!(
+        link.effective(&cfg).expect("effective").members.len(),
+        2,
+        "x never reaches the data plane"
+    );
+
+    // A restart starts from the last good view, not the refused one.
+    drop(link);
+    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
+        .await
+        .expect("in time")
+        .expect("restarted");
+    assert_eq!(link.view.revision, 1);
+
+    // E5b: the default route on a new member refuses the view too (it covers pinned members).
+    let mut y = member("y", "fd00:5d::4", &Key::generate_private().get_public().to_base64());
+    y.routed_prefixes = vec!["::/0".parse().expect("prefix")];
+    fake.push(fake_view(3, &n1.key, vec![y], vec![]));
+    drive_until(&mut link, "the second refusal", |_| refused(&metrics, "overlap") == 2).await;
+    assert_eq!(link.view.revision, 1);
+
+    // E5d + E5e: a VIP on p2's underlay and a member outside the overlay are dropped, the rest applied.
+    let fine = member("z", "fd00:5d::5", &Key::generate_private().get_public().to_base64());
+    let outside = member("o", "fd00:99::5", &Key::generate_private().get_public().to_base64());
+    fake.push(fake_view(
+        4,
+        &n1.key,
+        vec![fine, outside],
+        vec![
+            fake_vip("2001:db8::2", &["p1"]),
+            fake_vip("fd00:5d:f::1", &["p1", "p2"]),
+        ],
+    ));
+    until_state(&mut link, "revision 4", |l| l.view.revision == 4).await;
+    assert_eq!(names(&link), ["p1", "p2", "z"]);
+    assert_eq!(link.view.vips.len(), 1);
+    assert_eq!(link.view.vips[0].address.to_string(), "fd00:5d:f::1");
+    assert_eq!(
+        (dropped(&metrics, "underlay"), dropped(&metrics, "outside_overlay")),
+        (1, 1)
+    );
+    assert_eq!(
+        state.network().expect("read").expect("present"),
+        link.view,
+        "persisted after validation"
+    );
+
+    // E5f: a registry restored from a backup (lower revision) is followed, with a warning.
+    fake.push(fake_view(3, &n1.key, vec![], vec![]));
+    until_state(&mut link, "revision 3 again", |l| l.view.revision == 3).await;
+    assert_eq!(names(&link), ["p1", "p2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floors_above_the_highest_term_are_ignored() {
+    let fake = Fake::default();
+    let url = fake.start().await;
+    let n1 = Node::with_token("enroll-me");
+    let cfg = n1.config_at(&url, "p1", "");
+    let metrics = ClientMetrics::new();
+    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
+        .await
+        .expect("in time")
+        .expect("started");
+    // A view whose floor is u64::MAX: the VIP is kept, the floor is not.
+    let mut v = fake_view(
+        1,
+        &n1.key,
+        vec![],
+        vec![
+            fake_vip("fd00:5d:f::1", &["p1", "p2"]),
+            fake_vip("fd00:5d:f::2", &["p2"]),
+        ],
+    );
+    v.vips[0].epoch = Some(EpochView {
+        term: u64::MAX,
+        rank: 0,
+    });
+    fake.push(v);
+    until_state(&mut link, "revision 1", |l| l.view.revision == 1).await;
+    assert_eq!(link.view.vips.len(), 2);
+    assert_eq!(link.view.vips[0].epoch, None);
+    assert_eq!(dropped(&metrics, "term_floor"), 1);
+
+    // E6: a report answer with a floor at u64::MAX next to an honest one.
+    *fake.floors.lock().expect("lock") = vec![
+        VipEpochView {
+            address: "fd00:5d:f::1".parse().expect("vip"),
+            epoch: EpochView {
+                term: u64::MAX,
+                rank: 0,
+            },
+        },
+        VipEpochView {
+            address: "fd00:5d:f::2".parse().expect("vip"),
+            epoch: EpochView { term: 7, rank: 1 },
+        },
+    ];
+    link.report(&[], |_| None);
+    let mut got = Vec::new();
+    until(&mut link, "the floors", |_, e| match e {
+        LinkEvent::Floors(f) => {
+            got = f.clone();
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].address.to_string(), got[0].epoch.term),
+        ("fd00:5d:f::2".into(), 7)
+    );
+    assert_eq!(metrics.floors_refused.get(), 1);
+    // Even handed over directly, an absurd floor is never recorded nor persisted.
+    let mut all = got.clone();
+    all.push(VipEpochView {
+        address: "fd00:5d:f::1".parse().expect("vip"),
+        epoch: EpochView {
+            term: u64::MAX,
+            rank: 0,
+        },
+    });
+    link.record_floors(&all);
+    let stored = StateDir::new(&n1.state()).network().expect("read").expect("present");
+    let epochs: Vec<Option<u64>> = stored.vips.iter().map(|v| v.epoch.map(|e| e.term)).collect();
+    assert_eq!(epochs, [None, Some(7)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instant_answers_with_alternating_revisions_are_rate_limited() {
+    let fake = Fake::default();
+    let url = fake.start().await;
+    let n1 = Node::with_token("enroll-me");
+    let cfg = n1.config_at(&url, "p1", "");
+    fake.push(fake_view(5, &n1.key, vec![], vec![]));
+    fake.alternate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut link = start(&cfg, &n1.key).await;
+    // Drain every view for 3.5 s (a loop that did not drain would throttle the watch by itself).
+    let start = tokio::time::Instant::now();
+    let window = Duration::from_millis(3500);
+    let mut views = 0;
+    while let Ok(event) = tokio::time::timeout_at(start + window, link.next_event()).await {
+        if matches!(event, LinkEvent::View) {
+            views += 1;
+        }
+    }
+    let requests = fake.watches.load(std::sync::atomic::Ordering::SeqCst);
+    // One request at once, then at most one per second: 4 in 3.5 s.
+    assert!(requests <= 4, "{requests} watch requests in 3.5 s");
+    assert!(views >= 2, "the views are still taken ({views})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_network_json_does_not_stop_a_start() {
+    let fake = Fake::default();
+    let url = fake.start().await;
+    let n1 = Node::with_token("enroll-me");
+    let cfg = n1.config_at(&url, "p1", "");
+    let mut link = start(&cfg, &n1.key).await;
+    fake.push(fake_view(1, &n1.key, vec![], vec![]));
+    until_state(&mut link, "revision 1", |l| l.view.revision == 1).await;
+    drop(link);
+    let state = StateDir::new(&n1.state());
+    std::fs::write(state.path().join("network.json"), "{\"network_id\": \"n1\", \"revi").expect("truncate");
+    let link = start(&cfg, &n1.key).await;
+    assert_eq!(link.view.revision, 0, "starts from scratch");
+    let aside = std::fs::read_dir(state.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("network.json.corrupt-"))
+        .count();
+    assert_eq!(aside, 1, "the corrupt file is kept aside");
 }

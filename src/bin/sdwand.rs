@@ -68,7 +68,13 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(sdwand::daemon::run(cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e @ (sdwand::daemon::DaemonError::Config(_) | sdwand::daemon::DaemonError::Key(_))) => {
+                Err(
+                    e @ (sdwand::daemon::DaemonError::Config(_)
+                    | sdwand::daemon::DaemonError::Key(_)
+                    | sdwand::daemon::DaemonError::Registry(
+                        sdwand::client::StartError::Config(_) | sdwand::client::StartError::State(_),
+                    )),
+                ) => {
                     tracing::error!("{e}");
                     ExitCode::from(2)
                 }

@@ -1,5 +1,6 @@
-//! The registry's HTTP API as async functions. Every request has a timeout; tokens go in the
-//! `Authorization` header only and are never logged or put in an error.
+//! The registry's HTTP API as async functions. Every request has a timeout and every answer a size cap
+//! (checked while it streams in, so a hostile registry cannot make the daemon buffer gigabytes); tokens go
+//! in the `Authorization` header only and are never logged or put in an error.
 
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ use crate::registry::wire::{
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time a watch request gets beyond the wait it asks for.
 const WATCH_SLACK: Duration = Duration::from_secs(10);
+/// The largest watch answer (a whole network view) the client reads.
+pub const MAX_VIEW_BYTES: usize = 64 << 20;
+/// The largest answer of every other call (and of any error answer); the enrollment answer, which lists
+/// every member, gets [`MAX_VIEW_BYTES`].
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// A failed registry call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +55,14 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The answer was larger than the client accepts; it was cut off unread.
+    #[error("{url}: answer larger than {limit} bytes; refused (a registry never sends that much: check what answers at this URL)")]
+    TooLarge {
+        /// The URL called.
+        url: String,
+        /// The cap, in bytes.
+        limit: usize,
+    },
     /// The client could not be set up (the CA file).
     #[error("{0}")]
     Setup(String),
@@ -79,7 +93,9 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    /// A client for the registry of `cfg` (its `ca_file` trusted in addition to the system roots).
+    /// A client for the registry of `cfg`. With `ca_file`, only the certificates in it are trusted for the
+    /// registry (not the system roots: a certificate any public CA issued for the registry's name must not
+    /// be able to impersonate it); without, the system roots.
     pub fn new(cfg: &RegistryConfig) -> Result<RegistryClient, ClientError> {
         // reqwest is built without a bundled crypto provider (see `crate::vip::health`); installing fails
         // only when one is installed already, which serves as well.
@@ -102,7 +118,13 @@ impl RegistryClient {
                     path.display()
                 ))
             })?;
-            builder = builder.tls_certs_merge(certs);
+            if certs.is_empty() {
+                return Err(ClientError::Setup(format!(
+                    "registry.ca_file {}: holds no PEM certificate (fix: put the registry's CA certificate in it)",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certs);
         }
         let http = builder
             .build()
@@ -127,13 +149,14 @@ impl RegistryClient {
         &self.base
     }
 
-    /// One call. `Ok(None)` on 204.
+    /// One call whose answer may be up to `limit` bytes. `Ok(None)` on 204.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
         timeout: Duration,
+        limit: usize,
     ) -> Result<Option<T>, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).timeout(timeout);
@@ -153,9 +176,16 @@ impl RegistryClient {
             url: url.clone(),
             reason: crate::error_chain(&e),
         };
-        let resp = req.send().await.map_err(unreachable)?;
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
+        let limit = if status.is_success() { limit } else { MAX_ANSWER_BYTES };
+        let bytes = read_capped(&mut resp, limit).await.map_err(|e| match e {
+            Capped::TooLarge => ClientError::TooLarge {
+                url: url.clone(),
+                limit,
+            },
+            Capped::Read(e) => unreachable(e),
+        })?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
@@ -183,13 +213,15 @@ impl RegistryClient {
             })
     }
 
-    async fn must<B: Serialize, T: DeserializeOwned>(
+    /// One call that must answer with a body of at most `limit` bytes.
+    async fn must_within<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
+        limit: usize,
     ) -> Result<T, ClientError> {
-        self.call(method, path, body, REQUEST_TIMEOUT)
+        self.call(method, path, body, REQUEST_TIMEOUT, limit)
             .await?
             .ok_or_else(|| ClientError::Decode {
                 url: format!("{}{path}", self.base),
@@ -197,16 +229,27 @@ impl RegistryClient {
             })
     }
 
+    async fn must<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.must_within(method, path, body, MAX_ANSWER_BYTES).await
+    }
+
     /// `POST /v1/peers/enroll` with `enrollment_token`.
     pub async fn enroll(&self, enrollment_token: &str, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        // The answer carries every member, like a view.
         self.with_token(enrollment_token)
-            .must(Method::POST, "/v1/peers/enroll", Some(req))
+            .must_within(Method::POST, "/v1/peers/enroll", Some(req), MAX_VIEW_BYTES)
             .await
     }
 
     /// `GET /v1/networks/{id}/members`.
     pub async fn members(&self, network_id: &str) -> Result<MembersResponse, ClientError> {
-        self.must::<(), _>(Method::GET, &format!("/v1/networks/{network_id}/members"), None)
+        let path = format!("/v1/networks/{network_id}/members");
+        self.must_within::<(), _>(Method::GET, &path, None, MAX_VIEW_BYTES)
             .await
     }
 
@@ -222,7 +265,8 @@ impl RegistryClient {
             "/v1/networks/{network_id}/watch?since={since}&wait_ms={}",
             wait.as_millis()
         );
-        self.call::<(), _>(Method::GET, &path, None, wait + WATCH_SLACK).await
+        self.call::<(), _>(Method::GET, &path, None, wait + WATCH_SLACK, MAX_VIEW_BYTES)
+            .await
     }
 
     /// `POST /v1/peers/self/report`.
@@ -243,5 +287,138 @@ impl RegistryClient {
             Some(&ReportRequest { k3s }),
         )
         .await
+    }
+}
+
+/// Why a capped read stopped.
+enum Capped {
+    /// The body is longer than the cap.
+    TooLarge,
+    /// The connection failed.
+    Read(reqwest::Error),
+}
+
+/// Reads `resp`'s body chunk by chunk, refusing it (without reading on) once it exceeds `limit` bytes. A
+/// `Content-Length` above the limit is refused before any of the body is read.
+async fn read_capped(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn config(url: String, ca_file: Option<std::path::PathBuf>) -> RegistryConfig {
+        RegistryConfig {
+            url,
+            insecure: true,
+            enrollment_token_file: None,
+            name: None,
+            endpoint: None,
+            lifecycle: crate::registry::model::Lifecycle::Persistent,
+            ca_file,
+            report_interval: Duration::from_secs(5),
+            file_address: None,
+            file_overlay_prefix: None,
+            line: 0,
+        }
+    }
+
+    fn client(url: String) -> RegistryClient {
+        RegistryClient::new(&config(url, None)).expect("client")
+    }
+
+    /// Serves every connection `head`, then `chunk` forever (until the client hangs up); counts the bytes
+    /// it managed to send.
+    async fn endless(head: &'static str, chunk: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    while sock.write_all(chunk).await.is_ok() {
+                        counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (url, sent)
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_at_the_cap() {
+        // Chunked: 64 KiB chunks of JSON-looking bytes, never a last chunk.
+        static CHUNK: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut c = b"10000\r\n".to_vec();
+            c.extend(std::iter::repeat_n(b'[', 0x10000));
+            c.extend_from_slice(b"\r\n");
+            c
+        });
+        let (url, sent) = endless(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            CHUNK.as_slice(),
+        )
+        .await;
+        let c = client(url);
+        let err = tokio::time::timeout(Duration::from_secs(20), c.report(&PeerReportRequest { vips: vec![] }))
+            .await
+            .expect("refused in time, not read forever")
+            .expect_err("refused");
+        assert!(
+            matches!(err, ClientError::TooLarge { limit, .. } if limit == MAX_ANSWER_BYTES),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
+        // The client stopped reading: the server could not push much more than the cap (plus what the
+        // socket buffers hold).
+        let total = sent.load(Ordering::Relaxed);
+        assert!(total < MAX_ANSWER_BYTES + (32 << 20), "server sent {total} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_large_content_length_is_refused_before_reading() {
+        let (url, _) = endless(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2000000000\r\n\r\n",
+            b"[[[[[[[[",
+        )
+        .await;
+        let err = client(url)
+            .watch("n1", 0, Duration::from_millis(10))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, ClientError::TooLarge { limit, .. } if limit == MAX_VIEW_BYTES),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "no certificates here\n").expect("write");
+        let err = RegistryClient::new(&config("https://reg".into(), Some(path))).expect_err("refused");
+        assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
+use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use super::state::write_atomic;
 use crate::config::K3sConfig;
 use crate::registry::model::Role;
@@ -16,8 +17,10 @@ use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
 /// Retry delays of a handshake the registry did not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_CAP: Duration = Duration::from_secs(30);
-/// Retry delay after a definitive refusal (the operator may fix the registry side).
+/// Retry delays after a definitive refusal (the operator may fix the registry side): about a minute,
+/// jittered like the others.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+const REFUSED_RETRY_CAP: Duration = Duration::from_secs(120);
 
 /// The handshake request for `k3s`.
 pub fn request(k3s: &K3sConfig) -> HandshakeRequest {
@@ -86,20 +89,22 @@ pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
 
 /// Performs the handshake of `k3s` until the registry accepts it, then writes the drop-in. Unanswered
 /// attempts are retried with a capped backoff; refusals (4xx) are logged with the registry's code and
-/// message and retried every minute. Cancel it to stop.
+/// message and retried every one to two minutes. Cancel it to stop.
 pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeResponse {
     let req = request(k3s);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    let mut refused = Backoff::new(REFUSED_RETRY, REFUSED_RETRY_CAP);
+    let mut failures = Repeats::new(SUMMARY_INTERVAL);
     let resp = loop {
         match client.handshake(&req).await {
             Ok(resp) => break resp,
             Err(e) => {
                 let delay = if e.is_definitive() {
-                    REFUSED_RETRY
+                    refused.fail()
                 } else {
                     backoff.fail()
                 };
-                log_failure(&e, &req, delay);
+                log_failure(&mut failures, &e, &req, delay);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -131,13 +136,27 @@ pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeRes
     resp
 }
 
-fn log_failure(e: &ClientError, req: &HandshakeRequest, delay: Duration) {
+/// Logs a failed handshake: the first of a repeated failure in full, then one summary per
+/// [`SUMMARY_INTERVAL`].
+fn log_failure(failures: &mut Repeats, e: &ClientError, req: &HandshakeRequest, delay: Duration) {
+    let key = match e {
+        ClientError::Refused { status, code, .. } => format!("refused {status} {code}"),
+        e => format!("{:?}", std::mem::discriminant(e)),
+    };
+    let repeats = match failures.failure(&key, std::time::Instant::now()) {
+        Log::First => None,
+        Log::Summary(n) => Some(n),
+        Log::Quiet => return,
+    };
     match e {
         ClientError::Refused { code, message, .. } => tracing::error!(
             phase = ?req.phase, role = %req.role, target = ?req.target_cluster_id, code = %code, retry_in = ?delay,
+            repeats = ?repeats,
             "k3s handshake refused by the registry: {message} (fix it on the registry side or in [k3s]; retrying)"
         ),
-        e => tracing::warn!(phase = ?req.phase, role = %req.role, retry_in = ?delay, "k3s handshake failed: {e}"),
+        e => {
+            tracing::warn!(phase = ?req.phase, role = %req.role, retry_in = ?delay, repeats = ?repeats, "k3s handshake failed: {e}")
+        }
     }
 }
 

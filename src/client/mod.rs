@@ -3,23 +3,31 @@
 //!
 //! # Layout
 //!
-//! - [`view`] (pure): pinning, the effective configuration, manual moves.
+//! - [`view`] (pure): pinning, the validation of a view, the effective configuration, manual moves.
 //! - [`k3s`]: the handshake request, the drop-in rendering (pure) and writing.
-//! - [`backoff`] (pure): capped exponential backoff.
+//! - [`backoff`] (pure): capped backoff with jitter.
+//! - [`repeats`] (pure): rate limiting of repeated failure logs.
 //! - [`state`]: `identity.json`, `network.json`, `pins.json` (atomic, 0600).
-//! - [`http`]: the registry's API as async calls (timeouts, bearer token never logged).
+//! - [`http`]: the registry's API as async calls (timeouts, size caps, bearer token never logged).
 //!
 //! [`Link`] ties them together for the daemon's event loop: two background tasks (the watch and the
 //! report) talk to the loop over channels, so the loop never waits for the registry; the loop owns the
 //! pins and the view and applies every accepted view the way a SIGHUP reload applies a file.
+//!
+//! Everything the registry sends is checked before it is kept: a view is filtered by the pins and
+//! validated ([`view::validate`]) before it is persisted or handed to the loop, so a refused view is never
+//! the one loaded at the next start; epoch floors above [`MAX_TERM`] are dropped. The registry is trusted
+//! for membership (who is in the network, which VIPs exist), not to re-route established members'
+//! addresses, the underlay, or to freeze failover. A view whose revision is lower than the last one (a
+//! registry restored from a backup) is accepted with a warning: the pins still refuse re-keys.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wireguard_control::Key;
@@ -27,6 +35,7 @@ use wireguard_control::Key;
 pub mod backoff;
 pub mod http;
 pub mod k3s;
+pub mod repeats;
 pub mod state;
 pub mod view;
 
@@ -35,16 +44,20 @@ use crate::registry::model::Role;
 use crate::registry::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };
-use crate::vip::VipStatus;
+use crate::vip::{VipStatus, MAX_TERM};
 use backoff::Backoff;
 use http::{ClientError, RegistryClient};
-use state::{Identity, Pins, StateDir, StateError};
+use repeats::{Log, Repeats, SUMMARY_INTERVAL};
+use state::{Identity, Pins, StateDir, StateError, PIN_TTL_SECS};
 
 /// How long one watch request waits for a change.
 pub const WATCH_WAIT: Duration = Duration::from_secs(25);
 /// Retry delays of the enrollment and the watch.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(30);
+/// The watch never starts two requests closer than this, whatever the registry answers (an immediate 200
+/// with a repeated or alternating revision would otherwise drive a tight loop).
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the registry link could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +82,13 @@ pub struct ClientMetrics {
     pub revision: IntGauge,
     /// `sdwand_registry_refused_rekeys_total`: members refused because their address is pinned to another key.
     pub refused_rekeys: IntCounter,
+    /// `sdwand_registry_views_refused_total{reason}`: whole views refused (the last good one stays).
+    pub views_refused: IntCounterVec,
+    /// `sdwand_registry_view_entries_dropped_total{reason}`: members and VIPs dropped from accepted views
+    /// (and floors removed, `reason="term_floor"`).
+    pub entries_dropped: IntCounterVec,
+    /// `sdwand_registry_floors_refused_total`: epoch floors of report answers above the highest term.
+    pub floors_refused: IntCounter,
     reachable: Arc<AtomicBool>,
 }
 
@@ -97,6 +117,27 @@ impl ClientMetrics {
                 "Members refused because the registry gave a pinned address another public key.",
             )
             .expect("valid metric"),
+            views_refused: IntCounterVec::new(
+                Opts::new(
+                    "sdwand_registry_views_refused_total",
+                    "Registry views refused as a whole by the rule named in reason; the last good view stays.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            entries_dropped: IntCounterVec::new(
+                Opts::new(
+                    "sdwand_registry_view_entries_dropped_total",
+                    "Members and VIPs dropped from registry views by the rule named in reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            floors_refused: IntCounter::new(
+                "sdwand_registry_floors_refused_total",
+                "Epoch floors from the registry refused because they are above the highest term.",
+            )
+            .expect("valid metric"),
             reachable: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -105,7 +146,10 @@ impl ClientMetrics {
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.up.clone()))?;
         registry.register(Box::new(self.revision.clone()))?;
-        registry.register(Box::new(self.refused_rekeys.clone()))
+        registry.register(Box::new(self.refused_rekeys.clone()))?;
+        registry.register(Box::new(self.views_refused.clone()))?;
+        registry.register(Box::new(self.entries_dropped.clone()))?;
+        registry.register(Box::new(self.floors_refused.clone()))
     }
 
     /// Records the outcome of a call; logs only the transitions (unreachable, reachable again).
@@ -127,9 +171,9 @@ impl ClientMetrics {
 /// Something the registry link hands the event loop.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A new network view, already pinned and persisted: recompute the effective configuration.
+    /// A new network view, already validated, pinned and persisted: recompute the effective configuration.
     View,
-    /// The registry's highest epoch per VIP: never claim a term at or below it.
+    /// The registry's highest epoch per VIP (none above [`MAX_TERM`]): never claim a term at or below it.
     Floors(Vec<VipEpochView>),
     /// The k3s handshake was accepted (and the drop-in written).
     Joined(HandshakeResponse),
@@ -145,10 +189,16 @@ struct ReportJob {
 pub struct Link {
     /// This node's identity.
     pub identity: Identity,
-    /// The last accepted view (pinned).
+    /// The last accepted view (pinned and validated).
     pub view: MembersResponse,
     state: StateDir,
     pins: Pins,
+    /// This node's public key (base64): no member but this node may carry it or its address.
+    own_key: String,
+    /// The registry's address when its URL names one (see [`view::Trust::registry`]).
+    registry_addr: Option<Ipv6Addr>,
+    /// Repeated refusals (views, floors) are logged once, then summarised.
+    refusal_logs: Repeats,
     client: RegistryClient,
     metrics: ClientMetrics,
     moves_seen: HashMap<Ipv6Addr, u64>,
@@ -189,30 +239,57 @@ impl Link {
         })?;
         let base = RegistryClient::new(reg)?;
         let state = StateDir::new(&file.daemon.state_dir);
-        let (identity, view, since) = match state.identity()? {
+        let now = unix_now();
+        let (identity, loaded, stored) = match state.identity()? {
             Some(identity) => {
                 view::check_identity(file, &identity)?;
-                let view = state.network()?.unwrap_or_else(|| empty_view(&identity));
-                tracing::info!(
-                    peer = %identity.name, address = %identity.address, network = %identity.network_id,
-                    revision = view.revision, members = view.members.len(), vips = view.vips.len(),
-                    "registry identity loaded; starting from the stored network view"
-                );
-                let since = view.revision;
-                (identity, view, since)
+                let stored = state.network_or_set_aside(now);
+                (identity, stored, true)
             }
             None => {
                 let (identity, view) = enroll(&base, file, reg, key).await?;
                 state.save_identity(&identity)?;
-                // The enrollment answer has no VIPs: the first watch asks for everything.
-                (identity, view, 0)
+                (identity, Some(view), false)
             }
         };
         let client = base.with_token(&identity.peer_token);
-        let mut pins = state.pins()?;
-        let (view, refused) = view::apply_pins(view, &mut pins);
-        log_refused(&refused, &metrics);
-        state.save_view(&view, &pins)?;
+        let mut pins = state.pins_or_rebuild(loaded.as_ref().unwrap_or(&empty_view(&identity)), now);
+        let own_key = key.get_public().to_base64();
+        let registry_addr = registry_address(&reg.url);
+        let mut refusal_logs = Repeats::new(SUMMARY_INTERVAL);
+        // The stored view is checked like a fresh one (an older sdwand persisted views unchecked); when it
+        // is refused, or absent, the first watch asks for everything.
+        let trust = view::Trust {
+            identity: &identity,
+            own_key: &own_key,
+            pins: &pins,
+            registry: registry_addr,
+        };
+        let (view, write) = match loaded {
+            Some(v) => {
+                // Unchanged stored content is not rewritten.
+                let before = stored.then(|| v.clone());
+                match screen(v, &trust, &metrics, &mut refusal_logs) {
+                    Some(v) => {
+                        let write = before.as_ref() != Some(&v);
+                        (v, write)
+                    }
+                    None => (empty_view(&identity), false),
+                }
+            }
+            None => (empty_view(&identity), false),
+        };
+        let since = view.revision;
+        if stored {
+            tracing::info!(
+                peer = %identity.name, address = %identity.address, network = %identity.network_id,
+                revision = view.revision, members = view.members.len(), vips = view.vips.len(),
+                "registry identity loaded; starting from the stored network view"
+            );
+        }
+        let pins_changed = pins.refresh(&view, now, PIN_TTL_SECS);
+        // Best-effort like every later write: a full or read-only state directory must not stop a start.
+        persist(&state, &view, pins_changed.then_some(&pins), write);
         metrics.revision.set(i64::try_from(view.revision).unwrap_or(i64::MAX));
         let (views_tx, views) = mpsc::channel(4);
         let (floors_tx, floors) = mpsc::channel(4);
@@ -234,6 +311,9 @@ impl Link {
             view,
             state,
             pins,
+            own_key,
+            registry_addr,
+            refusal_logs,
             client,
             metrics,
             views,
@@ -280,15 +360,18 @@ impl Link {
         self.handshake = Some((k3s, task));
     }
 
-    /// Waits for the next event. Cancel-safe. A new view is pinned and persisted before it is returned.
+    /// Waits for the next event. Cancel-safe. A new view is validated, pinned and persisted before it is
+    /// returned; a refused view is not returned at all (the last good one stays). Floors above
+    /// [`MAX_TERM`] are dropped.
     pub async fn next_event(&mut self) -> LinkEvent {
         loop {
             tokio::select! {
                 Some(view) = self.views.recv() => {
-                    self.accept(view);
-                    return LinkEvent::View;
+                    if self.accept(view) {
+                        return LinkEvent::View;
+                    }
                 }
-                Some(floors) = self.floors.recv() => return LinkEvent::Floors(floors),
+                Some(floors) = self.floors.recv() => return LinkEvent::Floors(self.plausible_floors(floors)),
                 Some((cfg, resp)) = self.joined_rx.recv() => {
                     // An answer to a handshake replaced since (SIGHUP) is stale.
                     if self.handshake.as_ref().is_some_and(|(k3s, _)| *k3s == cfg) {
@@ -301,11 +384,36 @@ impl Link {
         }
     }
 
+    /// `floors` without those above [`MAX_TERM`] (a rogue candidate or registry would freeze failover
+    /// with them: every later claim would be refused); each refusal is counted, repeats logged sparingly.
+    fn plausible_floors(&mut self, mut floors: Vec<VipEpochView>) -> Vec<VipEpochView> {
+        floors.retain(|f| {
+            if f.epoch.term <= MAX_TERM {
+                return true;
+            }
+            self.metrics.floors_refused.inc();
+            match self.refusal_logs.failure(&format!("floor {}", f.address), Instant::now()) {
+                Log::First => tracing::warn!(
+                    vip = %f.address, term = f.epoch.term, max = MAX_TERM,
+                    "the registry's epoch floor is above the highest term; ignored (a candidate or the registry is misbehaving)"
+                ),
+                Log::Summary(n) => tracing::warn!(
+                    vip = %f.address, term = f.epoch.term, repeats = n,
+                    "the registry keeps sending an epoch floor above the highest term; ignored"
+                ),
+                Log::Quiet => {}
+            }
+            false
+        });
+        floors
+    }
+
     /// Keeps the registry's epoch floors in the stored view (persisted when one rose), so a start while the
-    /// registry is down still claims above every term the registry knew.
+    /// registry is down still claims above every term the registry knew. Floors above [`MAX_TERM`] are
+    /// never kept.
     pub fn record_floors(&mut self, floors: &[VipEpochView]) {
         let mut raised = false;
-        for f in floors {
+        for f in floors.iter().filter(|f| f.epoch.term <= MAX_TERM) {
             for v in self.view.vips.iter_mut().filter(|v| v.address == f.address) {
                 if v.epoch.is_none_or(|e| e.term < f.epoch.term) {
                     v.epoch = Some(f.epoch);
@@ -314,19 +422,26 @@ impl Link {
             }
         }
         if raised {
-            if let Err(e) = self.state.save_view(&self.view, &self.pins) {
+            if let Err(e) = self.state.save_network(&self.view) {
                 tracing::error!("cannot persist the registry's epoch floors: {e}");
             }
         }
     }
 
-    /// Pins, persists and keeps `view`.
-    fn accept(&mut self, view: MembersResponse) {
-        let (view, refused) = view::apply_pins(view, &mut self.pins);
-        log_refused(&refused, &self.metrics);
-        if let Err(e) = self.state.save_view(&view, &self.pins) {
-            tracing::error!("cannot persist the registry view (applying it anyway): {e}");
-        }
+    /// Screens `view` (pins, then [`view::validate`]); when it passes, brings the pins up to date,
+    /// persists both and keeps it. Returns whether it was accepted.
+    fn accept(&mut self, view: MembersResponse) -> bool {
+        let trust = view::Trust {
+            identity: &self.identity,
+            own_key: &self.own_key,
+            pins: &self.pins,
+            registry: self.registry_addr,
+        };
+        let Some(view) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
+            return false;
+        };
+        let pins_changed = self.pins.refresh(&view, unix_now(), PIN_TTL_SECS);
+        persist(&self.state, &view, pins_changed.then_some(&self.pins), true);
         tracing::info!(
             revision = view.revision,
             members = view.members.len(),
@@ -337,6 +452,7 @@ impl Link {
             .revision
             .set(i64::try_from(view.revision).unwrap_or(i64::MAX));
         self.view = view;
+        true
     }
 
     /// The manual moves of the current view for VIPs in `holding` not acted on yet: (VIP, target peer name).
@@ -385,6 +501,54 @@ fn empty_view(identity: &Identity) -> MembersResponse {
     }
 }
 
+/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted), then
+/// [`view::validate`]d. A refused view is logged at error with every problem (once; the same refusal
+/// repeated is summarised) and counted by reason; `None` then.
+fn screen(
+    view: MembersResponse,
+    trust: &view::Trust<'_>,
+    metrics: &ClientMetrics,
+    logs: &mut Repeats,
+) -> Option<MembersResponse> {
+    let revision = view.revision;
+    let (view, refused) = view::refuse_rekeys(view, trust.pins);
+    log_refused(&refused, metrics);
+    match view::validate(view, trust) {
+        Ok((view, dropped)) => {
+            if !dropped.is_empty() {
+                for p in &dropped {
+                    metrics.entries_dropped.with_label_values(&[p.rule.as_str()]).inc();
+                }
+                let list = join(&dropped);
+                if logs.failure(&list, Instant::now()) != Log::Quiet {
+                    tracing::error!(
+                        revision,
+                        dropped = dropped.len(),
+                        "registry view: entries dropped, the rest applied: {list}"
+                    );
+                }
+            }
+            Some(view)
+        }
+        Err(problems) => {
+            if let Some(first) = problems.first() {
+                metrics.views_refused.with_label_values(&[first.rule.as_str()]).inc();
+            }
+            let list = join(&problems);
+            match logs.failure(&list, Instant::now()) {
+                Log::First => tracing::error!(
+                    revision,
+                    "registry view refused, the last good view stays (it would re-route an established member, \
+                     or is not this node's network): {list}"
+                ),
+                Log::Summary(n) => tracing::error!(revision, repeats = n, "registry views still refused: {list}"),
+                Log::Quiet => {}
+            }
+            None
+        }
+    }
+}
+
 fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics) {
     for r in refused {
         metrics.refused_rekeys.inc();
@@ -393,6 +557,35 @@ fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics) {
             "registry view re-keys a pinned address; member refused (fix: if the re-key is legitimate, remove the address from pins.json and restart)"
         );
     }
+}
+
+fn join(problems: &[view::Problem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Writes `pins` (when given) then, when `network`, the view: best-effort (logged, never fatal), and never
+/// the view without the pins it relies on.
+fn persist(state: &StateDir, view: &MembersResponse, pins: Option<&Pins>, network: bool) {
+    let written =
+        pins.map_or(Ok(()), |p| state.save_pins(p))
+            .and_then(|()| if network { state.save_network(view) } else { Ok(()) });
+    if let Err(e) = written {
+        tracing::error!("cannot persist the registry view (applying it anyway; the next start begins from the last stored one): {e}");
+    }
+}
+
+/// The registry's IPv6 address when `url` names one literally.
+fn registry_address(url: &str) -> Option<Ipv6Addr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    host.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// Wall-clock unix seconds (pins' absence timestamps, names of set-aside files).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The peer name to enroll with: `registry.name`, else the host name.
@@ -439,6 +632,19 @@ async fn enroll(
         )
         .into());
     };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(), mode = format!("{mode:04o}"),
+                    "the enrollment token file is readable by group or others; anyone who read it can enroll \
+                     nodes in this network (fix: chmod 600 it, and have the token revoked if others could read it)"
+                );
+            }
+        }
+    }
     let token = std::fs::read_to_string(path)
         .map_err(|e| {
             token_error(
@@ -497,7 +703,8 @@ async fn enroll(
     Ok((identity, view))
 }
 
-/// The watch task: long polls from `since`, sends every new view to the loop, backs off on errors.
+/// The watch task: long polls from `since`, sends every new view to the loop, backs off (with jitter) on
+/// errors, and never starts two requests within [`MIN_WATCH_INTERVAL`].
 async fn watch(
     client: RegistryClient,
     network_id: String,
@@ -506,18 +713,30 @@ async fn watch(
     metrics: ClientMetrics,
 ) {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    let mut failures = Repeats::new(SUMMARY_INTERVAL);
+    let mut backwards = Repeats::new(SUMMARY_INTERVAL);
+    let mut next_start = tokio::time::Instant::now();
     loop {
+        tokio::time::sleep_until(next_start).await;
+        next_start = tokio::time::Instant::now() + MIN_WATCH_INTERVAL;
         match client.watch(&network_id, since, WATCH_WAIT).await {
             Ok(answer) => {
                 metrics.outcome(Ok(()));
                 backoff.reset();
+                if let Some(n) = failures.success() {
+                    tracing::info!(repeats = n, "registry watch works again");
+                }
                 if let Some(view) = answer.filter(|v| v.revision != since) {
                     if view.revision < since {
-                        tracing::warn!(
-                            was = since,
-                            now = view.revision,
-                            "the registry's revision went back (restored from a backup?); taking its view"
-                        );
+                        let log = backwards.failure("revision back", Instant::now());
+                        if log != Log::Quiet {
+                            tracing::warn!(
+                                was = since,
+                                now = view.revision,
+                                repeats = ?(if let Log::Summary(n) = log { Some(n) } else { None }),
+                                "the registry's revision went back (restored from a backup?); taking its view"
+                            );
+                        }
                     }
                     since = view.revision;
                     if views.send(view).await.is_err() {
@@ -528,12 +747,26 @@ async fn watch(
             Err(e) => {
                 metrics.outcome(Err(&e));
                 let delay = backoff.fail();
-                if matches!(e, ClientError::Refused { .. } | ClientError::Decode { .. }) {
-                    tracing::error!(retry_in = ?delay, "registry watch failed: {e}");
-                }
+                log_failure(&mut failures, "registry watch failed", &e, Some(delay));
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Logs a failed call of a task whose failures repeat: refusals and bad answers at error (the first, then
+/// one summary per [`SUMMARY_INTERVAL`]); unreachability is logged by [`ClientMetrics::outcome`].
+fn log_failure(failures: &mut Repeats, what: &str, e: &ClientError, retry_in: Option<Duration>) {
+    let key = match e {
+        ClientError::Refused { status, code, .. } => format!("refused {status} {code}"),
+        ClientError::Decode { .. } => "decode".to_owned(),
+        ClientError::TooLarge { .. } => "too large".to_owned(),
+        ClientError::Unreachable { .. } | ClientError::Setup(_) => return,
+    };
+    match failures.failure(&key, Instant::now()) {
+        Log::First => tracing::error!(retry_in = ?retry_in, "{what}: {e}"),
+        Log::Summary(n) => tracing::error!(repeats = n, "{what} again, {n} times since the last line: {e}"),
+        Log::Quiet => {}
     }
 }
 
@@ -546,19 +779,21 @@ async fn report(
     metrics: ClientMetrics,
 ) {
     let mut ready_reported: Option<String> = None;
+    let mut failures = Repeats::new(SUMMARY_INTERVAL);
     while let Some(job) = jobs.recv().await {
         match client.report(&job.report).await {
             Ok(resp) => {
                 metrics.outcome(Ok(()));
+                if let Some(n) = failures.success() {
+                    tracing::info!(repeats = n, "registry reports accepted again");
+                }
                 if floors.send(resp.epochs).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
                 metrics.outcome(Err(&e));
-                if matches!(e, ClientError::Refused { .. } | ClientError::Decode { .. }) {
-                    tracing::error!("registry report failed: {e}");
-                }
+                log_failure(&mut failures, "registry report failed", &e, None);
             }
         }
         let Some(cluster) = job.cluster_ready.filter(|c| ready_reported.as_ref() != Some(c)) else {

@@ -1,12 +1,14 @@
 //! What the daemon keeps of the registry in `daemon.state_dir/registry/`: `identity.json`, `network.json`
-//! (the last accepted network view) and `pins.json` (address -> public key of every member ever accepted).
-//! Files are 0600 and written atomically (temp file, fsync, rename, fsync of the directory).
+//! (the last accepted network view, a cache) and `pins.json` (address -> public key of every member
+//! accepted, expired [`PIN_TTL_SECS`] after the member left). Files are 0600 and written atomically (a
+//! fresh temp file, fsync, rename, fsync of the directory). `identity.json` cannot be rebuilt, so a bad
+//! one stops the start; a bad `network.json` or `pins.json` is moved aside and rebuilt.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::Ipv6Addr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
@@ -48,8 +50,128 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// Address -> base64 public key of every member ever accepted.
-pub type Pins = BTreeMap<Ipv6Addr, String>;
+/// How long a pin outlives its member's absence from the view: a spot peer's address is never reused, so
+/// without expiry `pins.json` grows with every peer ever seen (a bound in wall-clock seconds).
+pub const PIN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// One pinned (address, public key) and since when the address has been absent from the view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PinRepr")]
+pub struct Pin {
+    /// The base64 public key first accepted for the address.
+    pub key: String,
+    /// Unix seconds since which the address has been missing from every accepted view; `None` while
+    /// present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absent_since: Option<u64>,
+}
+
+/// A pin as stored: the full record, or the bare key of files written before pins expired.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PinRepr {
+    Key(String),
+    Full {
+        key: String,
+        #[serde(default)]
+        absent_since: Option<u64>,
+    },
+}
+
+impl From<PinRepr> for Pin {
+    fn from(r: PinRepr) -> Pin {
+        match r {
+            PinRepr::Key(key) => Pin {
+                key,
+                absent_since: None,
+            },
+            PinRepr::Full { key, absent_since } => Pin { key, absent_since },
+        }
+    }
+}
+
+/// Address -> pinned public key of every member accepted and not absent for longer than [`PIN_TTL_SECS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pins(BTreeMap<Ipv6Addr, Pin>);
+
+impl Pins {
+    /// No pins.
+    pub fn new() -> Pins {
+        Pins::default()
+    }
+
+    /// The key pinned for `address`.
+    pub fn key(&self, address: &Ipv6Addr) -> Option<&str> {
+        self.0.get(address).map(|p| p.key.as_str())
+    }
+
+    /// Pins `key` for `address` (present now) unless the address is pinned already; returns whether it
+    /// was new.
+    pub fn pin(&mut self, address: Ipv6Addr, key: &str) -> bool {
+        if self.0.contains_key(&address) {
+            return false;
+        }
+        self.0.insert(
+            address,
+            Pin {
+                key: key.to_owned(),
+                absent_since: None,
+            },
+        );
+        true
+    }
+
+    /// How many addresses are pinned.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every pin.
+    pub fn iter(&self) -> impl Iterator<Item = (&Ipv6Addr, &Pin)> {
+        self.0.iter()
+    }
+
+    /// Brings the pins up to date with an accepted `view` at wall-clock `now` (unix seconds): pins its new
+    /// members, clears the absence of those present, starts the absence of those missing and forgets the
+    /// ones absent for longer than `ttl` seconds. Returns whether anything changed (so an unchanged file
+    /// is not rewritten). The view must have been filtered by [`super::view::refuse_rekeys`].
+    pub fn refresh(&mut self, view: &MembersResponse, now: u64, ttl: u64) -> bool {
+        let present: std::collections::HashMap<Ipv6Addr, &str> = view
+            .members
+            .iter()
+            .map(|m| (m.address, m.public_key.as_str()))
+            .collect();
+        let mut changed = false;
+        self.0.retain(|address, pin| {
+            if present.contains_key(address) {
+                changed |= pin.absent_since.take().is_some();
+                return true;
+            }
+            match pin.absent_since {
+                None => {
+                    pin.absent_since = Some(now);
+                    changed = true;
+                    true
+                }
+                Some(since) if now.saturating_sub(since) > ttl => {
+                    changed = true;
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+        for (address, key) in present {
+            changed |= self.pin(address, key);
+        }
+        changed
+    }
+}
 
 /// A state file that cannot be read, parsed or written.
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +204,27 @@ impl StateDir {
         &self.dir
     }
 
+    /// `identity.json`'s path (its existence means this node has enrolled).
+    pub fn identity_path(&self) -> PathBuf {
+        self.file("identity.json")
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    /// `identity.json`, `None` when absent (the node has not enrolled).
+    /// `identity.json`, `None` when absent (the node has not enrolled). An unreadable or invalid file is
+    /// an error whose hint is the recovery: the identity (its peer token) cannot be rebuilt locally.
     pub fn identity(&self) -> Result<Option<Identity>, StateError> {
-        read_json(&self.file("identity.json"))
+        read_json(&self.identity_path()).map_err(|mut e| {
+            e.hint = format!(
+                "restore identity.json from a backup; otherwise this node's registry identity is lost: remove \
+                 the peer in the registry, delete {}, and restart sdwand to enroll again (needs \
+                 registry.enrollment_token_file)",
+                self.dir.display()
+            );
+            e
+        })
     }
 
     /// Writes `identity.json`.
@@ -106,9 +242,62 @@ impl StateDir {
         Ok(read_json(&self.file("pins.json"))?.unwrap_or_default())
     }
 
-    /// Writes `pins.json` then `network.json` (a view is never on disk without the pins it relies on).
-    pub fn save_view(&self, view: &MembersResponse, pins: &Pins) -> Result<(), StateError> {
-        self.write_json("pins.json", pins)?;
+    /// `network.json` at start. It is a cache of the registry: when it cannot be read or parsed it is
+    /// moved aside (`network.json.corrupt-<unix seconds>`) with an error logged, and `None` is returned
+    /// (the watch then asks the registry for everything).
+    pub fn network_or_set_aside(&self, now: u64) -> Option<MembersResponse> {
+        self.network().unwrap_or_else(|e| {
+            self.set_aside(
+                "network.json",
+                now,
+                &e,
+                "the registry view is fetched again from revision 0",
+            );
+            None
+        })
+    }
+
+    /// `pins.json` at start. When it cannot be read or parsed it is moved aside
+    /// (`pins.json.corrupt-<unix seconds>`) with an error logged, and the pins are rebuilt from `view`'s
+    /// members (all of which were pinned when the view was accepted); pins of members absent from it are
+    /// lost, so those addresses are trusted on first use again.
+    pub fn pins_or_rebuild(&self, view: &MembersResponse, now: u64) -> Pins {
+        self.pins().unwrap_or_else(|e| {
+            self.set_aside(
+                "pins.json",
+                now,
+                &e,
+                "pins are rebuilt from the stored view; members absent from it are trusted on first use again",
+            );
+            let mut pins = Pins::new();
+            pins.refresh(view, now, PIN_TTL_SECS);
+            pins
+        })
+    }
+
+    fn set_aside(&self, name: &str, now: u64, error: &StateError, consequence: &str) {
+        let from = self.file(name);
+        let to = self.file(&format!("{name}.corrupt-{now}"));
+        let what = format!("{} {}", error.path.display(), error.reason);
+        match fs::rename(&from, &to) {
+            Ok(()) => tracing::error!(
+                moved_to = %to.display(),
+                "{what}; moved it aside and starting without it: {consequence}"
+            ),
+            Err(rename) => tracing::error!(
+                "{what}; moving it aside to {} failed too ({rename}); starting without it: {consequence}",
+                to.display()
+            ),
+        }
+    }
+
+    /// Writes `pins.json` (before the view that relies on them: a view is never on disk without its pins).
+    pub fn save_pins(&self, pins: &Pins) -> Result<(), StateError> {
+        self.write_json("pins.json", pins)
+    }
+
+    /// Writes `network.json`.
+    pub fn save_network(&self, view: &MembersResponse) -> Result<(), StateError> {
         self.write_json("network.json", view)
     }
 
@@ -117,9 +306,16 @@ impl StateDir {
         let fail = |what: &str, e: &dyn std::fmt::Display| StateError {
             path: path.clone(),
             reason: format!("{what}: {e}"),
-            hint: format!("make {} writable by sdwand (daemon.state_dir)", self.dir.display()),
+            hint: format!(
+                "make {} writable by sdwand, with free space (daemon.state_dir)",
+                self.dir.display()
+            ),
         };
-        fs::create_dir_all(&self.dir).map_err(|e| fail("creating the directory", &e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| fail("creating the directory", &e))?;
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| fail("encoding", &e))?;
         write_atomic(&path, &bytes).map_err(|e| fail("writing", &e))
     }
@@ -141,25 +337,210 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
     }
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600: a temporary file in the same directory, fsync,
-/// rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically with mode 0600: a new temporary file in the same directory (a
+/// random name, created exclusively and without following symlinks, so nothing planted or left over is
+/// reused), fchmod 0600, write, fsync, rename over `path`, fsync of the directory. The temporary file is
+/// removed when a step fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let (tmp, mut file) = create_temp(dir, &name)?;
+    let written = (|| {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir/.<name>.<random>.tmp` with `O_EXCL | O_NOFOLLOW`, mode 0600; retries a few names if one
+/// exists.
+pub(crate) fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let suffix = getrandom::u64().map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+        let tmp = dir.join(format!(".{name}.{suffix:016x}.tmp"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::Lifecycle;
+    use crate::registry::wire::MemberView;
+    use std::os::unix::fs::MetadataExt;
+
+    const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";
+    const K2: &str = "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=";
+
+    fn view(members: &[(&str, &str)]) -> MembersResponse {
+        MembersResponse {
+            network_id: "n1".into(),
+            revision: 3,
+            overlay_prefix: Some("fd00:5d::/48".parse().unwrap()),
+            members: members
+                .iter()
+                .map(|(addr, key)| MemberView {
+                    peer_id: format!("id-{addr}"),
+                    name: format!("m-{}", addr.replace(':', "")),
+                    public_key: (*key).into(),
+                    endpoint: None,
+                    address: addr.parse().unwrap(),
+                    routed_prefixes: vec![],
+                    lifecycle: Lifecycle::Spot,
+                    roles: vec![],
+                    last_seen_ms: 0,
+                })
+                .collect(),
+            vips: vec![],
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_corrupt_network_json_is_moved_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let state = StateDir::new(root.path());
+        assert_eq!(state.network_or_set_aside(1), None, "absent: nothing to move");
+        state.save_network(&view(&[("fd00:5d::1", K1)])).unwrap();
+        let path = state.path().join("network.json");
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..10]).unwrap();
+        assert_eq!(state.network_or_set_aside(1234), None);
+        assert_eq!(files(state.path()), ["network.json.corrupt-1234"]);
+        assert_eq!(
+            fs::read(state.path().join("network.json.corrupt-1234")).unwrap(),
+            &bytes[..10],
+            "kept for inspection"
+        );
+    }
+
+    #[test]
+    fn corrupt_pins_are_rebuilt_from_the_view_and_a_corrupt_identity_names_the_recovery() {
+        let root = tempfile::tempdir().unwrap();
+        let state = StateDir::new(root.path());
+        fs::create_dir_all(state.path()).unwrap();
+        fs::write(state.path().join("pins.json"), "{\"fd00:5d::1\": 7").unwrap();
+        let pins = state.pins_or_rebuild(&view(&[("fd00:5d::1", K1)]), 99);
+        assert_eq!(pins.key(&"fd00:5d::1".parse().unwrap()), Some(K1));
+        assert_eq!(pins.len(), 1);
+        assert_eq!(files(state.path()), ["pins.json.corrupt-99"]);
+
+        fs::write(state.path().join("identity.json"), "{\"peer_id\": \"p\"}").unwrap();
+        let e = state.identity().unwrap_err().to_string();
+        assert!(e.contains("identity.json") && e.contains("is not valid"), "{e}");
+        assert!(
+            e.contains("remove the peer in the registry") && e.contains("enroll again"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pins_of_the_old_format_still_load() {
+        let root = tempfile::tempdir().unwrap();
+        let state = StateDir::new(root.path());
+        fs::create_dir_all(state.path()).unwrap();
+        fs::write(
+            state.path().join("pins.json"),
+            format!("{{\"fd00:5d::1\": \"{K1}\", \"fd00:5d::2\": {{\"key\": \"{K2}\", \"absent_since\": 5}}}}"),
+        )
+        .unwrap();
+        let pins = state.pins().unwrap();
+        assert_eq!(pins.key(&"fd00:5d::1".parse().unwrap()), Some(K1));
+        let p2 = pins.iter().nth(1).unwrap().1;
+        assert_eq!((p2.key.as_str(), p2.absent_since), (K2, Some(5)));
+    }
+
+    #[test]
+    fn pins_of_absent_members_expire_and_nothing_changes_without_a_change() {
+        let mut pins = Pins::new();
+        let both = view(&[("fd00:5d::1", K1), ("fd00:5d::2", K2)]);
+        let one = view(&[("fd00:5d::1", K1)]);
+        assert!(pins.refresh(&both, 1000, 100));
+        assert!(!pins.refresh(&both, 1001, 100), "same view: nothing to write");
+        assert!(pins.refresh(&one, 1010, 100), "::2 starts being absent");
+        assert!(!pins.refresh(&one, 1050, 100));
+        assert!(pins.refresh(&both, 1060, 100), "back: absence cleared");
+        assert!(pins.refresh(&one, 1070, 100));
+        assert!(!pins.refresh(&one, 1170, 100), "absent exactly the TTL: kept");
+        assert_eq!(pins.len(), 2);
+        assert!(pins.refresh(&one, 1171, 100), "absent longer: forgotten");
+        assert_eq!(pins.len(), 1);
+        assert_eq!(pins.key(&"fd00:5d::2".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn write_atomic_never_follows_or_reuses_a_planted_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network.json");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        // The old predictable temp names, planted as a symlink and as a world-readable file.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".network.json.tmp")).unwrap();
+        fs::write(dir.path().join(".network.json.0.tmp"), "old").unwrap();
+        fs::set_permissions(
+            dir.path().join(".network.json.0.tmp"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        write_atomic(&path, b"{\"a\":1}").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":1}");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            files(dir.path()),
+            [".network.json.0.tmp", ".network.json.tmp", "network.json", "victim"],
+            "no temp file of ours is left behind"
+        );
+        // A target that is a symlink is replaced by the rename, its target untouched.
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming a file over a directory fails after the temp file was written.
+        let path = dir.path().join("taken");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), "").unwrap();
+        assert!(write_atomic(&path, b"{}").is_err());
+        assert_eq!(files(dir.path()), ["taken"]);
+    }
 }

@@ -33,7 +33,7 @@ pub struct RegistryConfig {
     pub endpoint: Option<SocketAddr>,
     /// Lifecycle class to enroll with.
     pub lifecycle: Lifecycle,
-    /// Extra PEM CA certificate(s) trusted for the registry, in addition to the system roots.
+    /// PEM CA certificate(s) trusted for the registry instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// Period of the liveness and VIP-state report (1s..=1h).
     pub report_interval: Duration,

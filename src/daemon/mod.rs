@@ -99,7 +99,7 @@ struct Loaded {
 
 fn load(path: &Path, create_key: bool) -> Result<Loaded, DaemonError> {
     let file = config::load(path)?;
-    let key = keyfile::load(&file.interface.private_key_file, create_key)?;
+    let key = keyfile::load_node_key(&file, create_key)?;
     file.check_identity(&key.get_public())?;
     Ok(Loaded {
         config: file.clone(),
@@ -134,7 +134,7 @@ async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
 /// is not an error (the daemon creates it). Returns a one-line summary.
 pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     let config = config::load(path)?;
-    let key_note = match keyfile::load(&config.interface.private_key_file, false) {
+    let key_note = match keyfile::load_node_key(&config, false) {
         Ok(key) => {
             config.check_identity(&key.get_public())?;
             format!("public key {}", key.get_public().to_base64())
