@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::super::{init_account, serve_on, ServerError};
-use crate::registry::config::{RegistryConfig, TlsFiles};
+use crate::registry::config::{Limits, RegistryConfig, TlsFiles};
 use crate::registry::service::Ttls;
 
 /// Writes `ca.pem`, and `cert.pem`/`key.pem` for 127.0.0.1 signed by that CA, into `dir`.
@@ -34,6 +34,8 @@ fn config(dir: &Path, tls: TlsFiles) -> RegistryConfig {
         state_dir: dir.join("state"),
         tls: Some(tls),
         ttls: Ttls::default(),
+        limits: Limits::default(),
+        metrics_token_file: None,
     }
 }
 
