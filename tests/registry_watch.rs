@@ -242,11 +242,12 @@ async fn one_change_builds_one_snapshot_for_every_watcher() {
 }
 
 /// The fan-out at scale (M3): 200 watchers of a 200-peer network woken by one change. Prints the time
-/// from the change to the last answer, for comparison across versions:
-/// `cargo test --test registry_watch -- --ignored --nocapture fan_out`.
+/// from the change to the last answer's last byte (bodies are not parsed: the figure is the server's), for
+/// comparison across versions: `cargo test --test registry_watch -- --ignored --nocapture fan_out`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement"]
 async fn fan_out_of_two_hundred_watchers() {
+    use tower::ServiceExt;
     let r = Registry::new();
     let t = r.tenant("acme", 1).await;
     let mut peers = Vec::new();
@@ -258,19 +259,34 @@ async fn fan_out_of_two_hundred_watchers() {
     let (_, now) = r
         .get(&format!("/v1/networks/{}/members", t.network_id), &peers[0].token)
         .await;
-    let since = revision(&now);
-    let path = watch_path(&t, since, 30_000);
-    let watches = futures::future::join_all(peers.iter().map(|p| r.get(&path, &p.token)));
+    let path = watch_path(&t, revision(&now), 30_000);
+    let watch = |token: String| {
+        let (router, path) = (r.router.clone(), path.clone());
+        async move {
+            let req = axum::http::Request::get(path)
+                .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let resp = router.oneshot(req).await.expect("infallible");
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+            (status, body.len(), Instant::now())
+        }
+    };
+    let watches = futures::future::join_all(peers.iter().map(|p| watch(p.token.clone())));
     let (answers, changed) = tokio::join!(watches, async {
         until_waiting(&r, 200).await;
         let changed = Instant::now();
         r.enroll(&t.enrollment, "newcomer", &[]).await;
         changed
     });
-    let all = changed.elapsed();
-    for (s, v) in &answers {
-        assert_eq!(*s, StatusCode::OK, "{v}");
-        assert_eq!(revision(v), since + 1);
+    let last = answers.iter().map(|a| a.2).max().expect("answers");
+    for (s, len, _) in &answers {
+        assert_eq!(*s, StatusCode::OK);
+        assert!(*len > 10_000, "a whole network: {len} bytes");
     }
-    println!("200 watchers of a 200-peer network answered {all:?} after the enrollment was sent");
+    println!(
+        "200 watchers of a 200-peer network answered {:?} after the enrollment was sent",
+        last - changed
+    );
 }
