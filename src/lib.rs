@@ -12,6 +12,7 @@
 //! - [`reconcile`]: the driver that makes the device and the kernel match the desired state.
 //! - [`vip`]: VIP failover: the sans-IO protocol machine, its wire format, and its runtime.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`http_serve`]: hardened HTTP serving (connection cap, header and idle timeouts) for every endpoint.
 //! - [`control`]: the local operator surface: the `sdwanctl` protocol, its unix socket, and its text output.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
 //! - [`registry`]: the `sdwan-registry` server: store, service logic and HTTP API.
@@ -22,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod http_serve;
 pub mod keyfile;
 pub mod mesh;
 pub mod metrics;

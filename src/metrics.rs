@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::http_serve::{self, ConnectionStats, Limits};
 use crate::mesh::{ActualDevice, Desired};
 
 mod vip;
@@ -206,17 +208,24 @@ impl Metrics {
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
     }
 
-    /// Serves `GET /metrics` on `listener` until the task is dropped.
+    /// Serves `GET /metrics` on `listener` until the task is dropped, within [`Limits::METRICS`] (a local
+    /// user cannot hold the daemon's file descriptors through it).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let stats = Arc::new(ConnectionStats::default());
+        http_serve::serve(listener, self.router(), Limits::METRICS, stats, std::future::pending()).await;
+        Ok(())
+    }
+
+    /// The endpoint's routes: `GET /metrics`.
+    fn router(self) -> axum::Router {
         use axum::{http::header, routing::get, Router};
-        let app = Router::new().route(
+        Router::new().route(
             "/metrics",
             get(move || {
                 let m = self.clone();
                 async move { ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], m.render()) }
             }),
-        );
-        axum::serve(listener, app).await
+        )
     }
 }
 

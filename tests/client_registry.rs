@@ -714,6 +714,7 @@ impl Fake {
             Json(PeerReportResponse {
                 revision: 1,
                 epochs: fake.floors.lock().expect("lock").clone(),
+                refused: Vec::new(),
             })
         }
         let router = axum::Router::new()

@@ -8,6 +8,13 @@
 //! # tls_key = "/etc/sdwan-registry/key.pem"
 //! ephemeral_ttl = "10m"                  # silent ephemeral peers are removed after this (persistent: shown stale)
 //! spot_ttl = "2m"                        # silent spot peers are removed after this (shorter than ephemeral_ttl)
+//! max_connections = 32768                # open connections at most; more are closed at once
+//! header_read_timeout = "10s"            # a request's head must arrive within this (also the idle timeout)
+//! max_connection_age = "10m"             # then a connection is closed after its request in flight
+//! request_timeout = "10s"                # every request but the watch is answered within this (else 503)
+//! watches_per_token = 4                  # concurrent long-poll watches of one token (429 beyond)
+//! report_min_interval = "500ms"          # one report write per peer token per interval (429 sooner)
+//! # metrics_token_file = "/etc/sdwan-registry/metrics-token"  # then GET /metrics needs this bearer token
 //! ```
 //!
 //! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
@@ -20,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::api;
 use super::service::Ttls;
+use crate::http_serve;
 use std::time::Duration;
 
 /// Where `sdwan-registry` looks for its configuration when `--config` is not given.
@@ -39,7 +48,37 @@ pub struct RegistryConfig {
     pub tls: Option<TlsFiles>,
     /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`).
     pub ttls: Ttls,
+    /// What clients may hold and how often they may call.
+    pub limits: Limits,
+    /// A file holding the bearer token `GET /metrics` requires; `None`: the metrics are public.
+    pub metrics_token_file: Option<PathBuf>,
 }
+
+/// The registry's limits on clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections (`max_connections`, `header_read_timeout`, `max_connection_age`).
+    pub http: http_serve::Limits,
+    /// Requests (`request_timeout`, `watches_per_token`, `report_min_interval`).
+    pub api: api::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            http: http_serve::Limits {
+                max_connections: 32_768,
+                header_read_timeout: Duration::from_secs(10),
+                max_connection_age: Duration::from_secs(600),
+                close_grace: CLOSE_GRACE,
+            },
+            api: api::Limits::default(),
+        }
+    }
+}
+
+/// How long a connection asked to close may finish its request in flight: the longest watch, and some.
+const CLOSE_GRACE: Duration = Duration::from_millis(super::wire::WATCH_MAX_WAIT_MS + 5_000);
 
 /// The PEM files of the registry's TLS identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +135,17 @@ struct Raw {
     ephemeral_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     spot_ttl: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_connection_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    watches_per_token: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    report_min_interval: Option<Duration>,
+    metrics_token_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -136,17 +186,95 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
         Some(dir) => dir.join(file),
         None => file,
     };
+    let limits = limits(&raw).map_err(|m| invalid(&m))?;
     let tls = tls_files(raw.insecure, raw.tls_cert.map(beside), raw.tls_key.map(beside)).map_err(invalid)?;
     if raw.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir must not be empty"));
     }
     let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl).map_err(|m| invalid(&m))?;
+    if raw
+        .metrics_token_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return Err(invalid("metrics_token_file must name a file, not be empty"));
+    }
     Ok(RegistryConfig {
         source: path.to_owned(),
         listen: raw.listen,
         state_dir: raw.state_dir,
         tls,
         ttls,
+        limits,
+        metrics_token_file: raw.metrics_token_file.map(beside),
+    })
+}
+
+/// The limits from the file (defaults for what is absent), each within its range.
+fn limits(raw: &Raw) -> Result<Limits, String> {
+    let d = Limits::default();
+    let count = |key: &str, value: Option<usize>, default: usize, max: usize| match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(format!("{key} = {n} is out of range: use 1 to {max}")),
+    };
+    let span = |key: &str, value: Option<Duration>, default: Duration, min: Duration, max: Duration| match value {
+        None => Ok(default),
+        Some(t) if (min..=max).contains(&t) => Ok(t),
+        Some(t) => Err(format!(
+            "{key} = \"{}\" is out of range: use \"{}\" to \"{}\"",
+            humantime::format_duration(t),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )),
+    };
+    let (ms, s) = (Duration::from_millis, Duration::from_secs);
+    Ok(Limits {
+        http: http_serve::Limits {
+            max_connections: count(
+                "max_connections",
+                raw.max_connections,
+                d.http.max_connections,
+                1_000_000,
+            )?,
+            header_read_timeout: span(
+                "header_read_timeout",
+                raw.header_read_timeout,
+                d.http.header_read_timeout,
+                ms(100),
+                s(600),
+            )?,
+            max_connection_age: span(
+                "max_connection_age",
+                raw.max_connection_age,
+                d.http.max_connection_age,
+                s(1),
+                s(86_400),
+            )?,
+            close_grace: d.http.close_grace,
+        },
+        api: api::Limits {
+            request_timeout: span(
+                "request_timeout",
+                raw.request_timeout,
+                d.api.request_timeout,
+                ms(100),
+                s(600),
+            )?,
+            watches_per_token: count(
+                "watches_per_token",
+                raw.watches_per_token,
+                d.api.watches_per_token,
+                1024,
+            )?,
+            report_min_interval: span(
+                "report_min_interval",
+                raw.report_min_interval,
+                d.api.report_min_interval,
+                Duration::ZERO,
+                s(60),
+            )?,
+        },
     })
 }
 
@@ -241,6 +369,33 @@ mod tests {
         assert!(e.contains("spot_ttl") && e.contains("too short"), "{e}");
         let e = check(&format!("{base}\nspot_ttl = \"soon\"\n")).expect_err("not a duration");
         assert!(e.starts_with("r.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn limits_parse_and_validate() {
+        let base = "insecure = true\n";
+        let c = check(base).expect("defaults");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.metrics_token_file, None);
+        let c = check(&format!(
+            "{base}max_connections = 10\nheader_read_timeout = \"200ms\"\nmax_connection_age = \"1m\"\n\
+             request_timeout = \"2s\"\nwatches_per_token = 2\nreport_min_interval = \"0s\"\n\
+             metrics_token_file = \"m\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.limits.http.max_connections, 10);
+        assert_eq!(c.limits.http.header_read_timeout, Duration::from_millis(200));
+        assert_eq!(c.limits.http.max_connection_age, Duration::from_secs(60));
+        assert_eq!(c.limits.api.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.api.watches_per_token, 2);
+        assert_eq!(c.limits.api.report_min_interval, Duration::ZERO);
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("m")));
+        let e = check(&format!("{base}max_connections = 0\n")).expect_err("zero");
+        assert!(e.contains("max_connections = 0 is out of range"), "{e}");
+        let e = check(&format!("{base}header_read_timeout = \"1ms\"\n")).expect_err("too short");
+        assert!(e.contains("header_read_timeout") && e.contains("100ms"), "{e}");
+        let e = check(&format!("{base}metrics_token_file = \"\"\n")).expect_err("empty");
+        assert!(e.contains("metrics_token_file"), "{e}");
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub mod code {
     pub const INTERNAL: &str = "internal";
     /// The registry is shutting down.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The token already holds as many watches as the registry allows (`watches_per_token`).
+    pub const TOO_MANY_WATCHES: &str = "too_many_watches";
+    /// The token called this route again sooner than the registry allows (`report_min_interval`).
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The request was not answered within `request_timeout`.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
 }
 
 /// The class of an error, which decides its HTTP status.
@@ -119,6 +125,8 @@ pub enum ErrorKind {
     Conflict,
     /// 413.
     PayloadTooLarge,
+    /// 429.
+    TooManyRequests,
     /// 500.
     Internal,
     /// 503.

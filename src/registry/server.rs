@@ -1,11 +1,17 @@
 //! The registry server: opens the store, binds the listener and serves the API (HTTPS, or plain HTTP with
-//! `insecure = true`) until shut down.
+//! `insecure = true`) until shut down, within the configured limits ([`crate::http_serve`]).
+//!
+//! Should the store's writer thread die, the server stops and [`serve`] answers
+//! [`ServerError::WriterDied`]: the process exits non-zero and its service manager restarts it, instead
+//! of answering every write with 503 forever.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -16,6 +22,7 @@ use super::service;
 use super::store::sqlite::{SqliteOptions, SqliteStore};
 use super::store::{Store, StoreError};
 use super::wire::AccountCreated;
+use crate::http_serve::{self, ConnectionStats};
 
 pub mod tls;
 
@@ -45,6 +52,17 @@ pub enum ServerError {
     /// The registry refused the request (an invalid account name).
     #[error("{}", .0.message)]
     Refused(ApiError),
+    /// The metrics token file cannot be used.
+    #[error("{path}: {reason} (metrics_token_file)")]
+    MetricsToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store's writer thread died: no write can be done any more.
+    #[error("the store's writer thread died; exiting so that the service manager restarts the registry")]
+    WriterDied,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -96,26 +114,69 @@ pub async fn serve_on(
     // The TLS files first: a bad certificate stops the start before anything is opened.
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let store = SqliteStore::open(&config.state_dir, SqliteOptions::default())?;
-    let state = api::AppState::new(Arc::new(store)).with_ttls(config.ttls);
+    serve_store(config, store, acceptor, listener, shutdown).await
+}
+
+/// [`serve_on`] over a store the caller opened, with the TLS acceptor of `config` (if any).
+pub async fn serve_store(
+    config: &RegistryConfig,
+    store: SqliteStore,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let writer_died = store.writer_died();
+    let connections = Arc::new(ConnectionStats::default());
+    let mut state = api::AppState::new(Arc::new(store))
+        .with_ttls(config.ttls)
+        .with_limits(config.limits.api)
+        .with_connections(connections.clone());
+    if let Some(path) = &config.metrics_token_file {
+        state = state.with_metrics_token(metrics_token(path)?);
+    }
     let _reaper = super::reaper::spawn(state.clone());
     let router = api::router_with(state);
     let state_dir = config.state_dir.display();
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    let died = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let died = died.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = writer_died => died.store(true, Ordering::Relaxed),
+            }
+        }
+    };
+    let limits = config.limits.http;
     match acceptor {
         Some(acceptor) => {
             tracing::info!(listen = %local, %state_dir, "sdwan-registry serving HTTPS");
-            let listener = tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServerError::Serve)
+            let handshake = move |tcp: TcpStream| tls::accept(acceptor.clone(), tcp);
+            http_serve::serve_with(listener, router, limits, connections, stop, handshake).await;
         }
         None => {
             tracing::info!(listen = %local, %state_dir, "sdwan-registry serving plain HTTP (insecure)");
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServerError::Serve)
+            http_serve::serve(listener, router, limits, connections, stop).await;
         }
     }
+    if died.load(Ordering::Relaxed) {
+        return Err(ServerError::WriterDied);
+    }
+    Ok(())
 }
+
+/// The metrics bearer token from `path` (its first line, whitespace trimmed).
+fn metrics_token(path: &Path) -> Result<api::MetricsToken, ServerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ServerError::MetricsToken {
+        path: path.to_owned(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    api::MetricsToken::new(text.lines().next().unwrap_or_default()).ok_or_else(|| ServerError::MetricsToken {
+        path: path.to_owned(),
+        reason: "is empty: it must hold the bearer token scrapers present".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,36 +19,50 @@
 //! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy); 204 |
 //! | `GET /v1/clusters` | admin | every cluster of the account, newest first, with VIP and members |
 //! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
-//! | `GET /metrics` | none | Prometheus text: requests by route and code, latency, peers, clusters, watch clients |
+//! | `GET /metrics` | none, or the metrics token | Prometheus text: requests by route and code, latency, connections, watch clients, peer and cluster totals |
 //! | `POST /v1/vips/{id}/move` | admin | ask the holder to hand the VIP to candidate `to` (bumps the revision) |
 //! | `GET /v1/enrollment-tokens` | admin | every enrollment token of the account: id, network, limits, uses, revocation (never the secret) |
 //! | `DELETE /v1/enrollment-tokens/{id}` | admin | revoke an enrollment token: it answers 401 `token_revoked` from then on |
 //! | `POST /v1/clusters/{id}/state` | admin | set a cluster `active` (out of `error`: joins work again) or `error` |
+//!
+//! **Limits** ([`Limits`]): every request but the watch is answered within `request_timeout` (503
+//! `request_timeout`); one token holds at most `watches_per_token` waiting watches (429
+//! `too_many_watches`); a peer token's report is written at most once per `report_min_interval` (429
+//! `rate_limited` sooner, with `Retry-After`: the liveness it would record was recorded less than that ago).
+//! Reports are authenticated with a read before they reach the single writer, so a flood of bogus tokens
+//! costs reads, not writes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use std::time::Instant;
-
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::{BoxError, Json, Router};
 use serde_json::json;
+use tower::ServiceBuilder;
 
 use super::error::{code, ApiError, ErrorKind};
-use super::metrics::{RegistryMetrics, UNMATCHED};
+use super::metrics::{CensusCache, RegistryMetrics, UNMATCHED};
 use super::service::Ttls;
 use super::store::{Store, WriteTx};
+use crate::http_serve::ConnectionStats;
 
 mod extract;
+mod limits;
 mod routes;
 mod watch;
 
 pub use extract::{Bearer, JsonBody, PathId, QueryArgs};
+pub use limits::{Limits, MetricsToken, ReportGate};
 pub use watch::{Recording, Watchers};
+
+/// The long-poll route, the one route without a request timeout.
+const WATCH_ROUTE: &str = "/v1/networks/{id}/watch";
 
 /// The largest request body accepted (every valid request is far smaller).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -64,22 +78,65 @@ pub struct AppState {
     pub ttls: Ttls,
     /// Request counts and latencies, and the gauges of `GET /metrics`.
     pub metrics: Arc<RegistryMetrics>,
+    /// The per-token limits and the request timeout.
+    pub limits: Limits,
+    /// When each peer token's report was last let through to the writer.
+    pub reports: Arc<ReportGate>,
+    /// The peer and cluster totals of `GET /metrics`, taken at most every few seconds.
+    pub census: Arc<CensusCache>,
+    /// The bearer token `GET /metrics` requires, if any.
+    pub metrics_token: Option<Arc<MetricsToken>>,
+    /// The server's connection counters (zero when served in process).
+    pub connections: Arc<ConnectionStats>,
+    /// Writes that failed in the store (not refusals): the reaper holds off after them.
+    store_failures: Arc<AtomicU64>,
 }
 
 impl AppState {
-    /// A state over `store` with nobody watching.
+    /// A state over `store` with nobody watching, and no per-token limits ([`Limits::IN_PROCESS`]); the
+    /// server sets its configured ones with [`AppState::with_limits`].
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
             store,
             watchers: Arc::new(Watchers::default()),
             ttls: Ttls::default(),
             metrics: Arc::new(RegistryMetrics::new()),
+            limits: Limits::IN_PROCESS,
+            reports: Arc::new(ReportGate::default()),
+            census: Arc::new(CensusCache::default()),
+            metrics_token: None,
+            connections: Arc::new(ConnectionStats::default()),
+            store_failures: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// The same state with `ttls`.
     pub fn with_ttls(self, ttls: Ttls) -> Self {
         AppState { ttls, ..self }
+    }
+
+    /// The same state with `limits`.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        AppState { limits, ..self }
+    }
+
+    /// The same state requiring `token` on `GET /metrics`.
+    pub fn with_metrics_token(self, token: MetricsToken) -> Self {
+        AppState {
+            metrics_token: Some(Arc::new(token)),
+            ..self
+        }
+    }
+
+    /// The same state reporting `connections` in its metrics.
+    pub fn with_connections(self, connections: Arc<ConnectionStats>) -> Self {
+        AppState { connections, ..self }
+    }
+
+    /// Writes that failed in the store since the start (full disk, I/O error, writer gone), as opposed to
+    /// requests refused by the service.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in a write transaction ([`Store::write`]); once its writes are durable, announces every
@@ -96,7 +153,12 @@ impl AppState {
                 let answer = f(&mut recording)?;
                 Ok::<_, ApiError>((answer, recording.revisions))
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e.kind, ErrorKind::Internal | ErrorKind::Unavailable) {
+                    self.store_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
         for (network_id, revision) in revisions {
             self.watchers.announce(&network_id, revision);
         }
@@ -133,9 +195,19 @@ pub fn router_with(state: AppState) -> Router {
         ("/v1/enrollment-tokens/{id}", delete(routes::revoke_enrollment_token)),
         ("/v1/clusters/{id}/state", post(routes::set_cluster_state)),
     ];
+    let request_timeout = state.limits.request_timeout;
     routes
         .into_iter()
         .fold(Router::new(), |router, (path, method)| {
+            let method = if path == WATCH_ROUTE {
+                method
+            } else {
+                method.layer(
+                    ServiceBuilder::new()
+                        .layer(HandleErrorLayer::new(timed_out))
+                        .timeout(request_timeout),
+                )
+            };
             router.route(path, tagged(path, method))
         })
         .fallback(|| async { ApiError::not_found(code::NOT_FOUND, "no such route") })
@@ -149,6 +221,16 @@ pub fn router_with(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), observe))
         .with_state(state)
+}
+
+/// The answer to a request that ran past the request timeout (the only error the timeout layer makes).
+async fn timed_out(e: BoxError) -> ApiError {
+    tracing::debug!(error = %e, "request timed out");
+    ApiError::new(
+        ErrorKind::Unavailable,
+        code::REQUEST_TIMEOUT,
+        "the request was not answered in time; retry later",
+    )
 }
 
 /// The route template a request matched, passed from the route's layer to [`observe`] (which also sees
@@ -190,6 +272,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -199,6 +282,13 @@ impl ErrorKind {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.kind.status(), body).into_response()
+        let mut response = (self.kind.status(), body).into_response();
+        if self.kind == ErrorKind::TooManyRequests {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

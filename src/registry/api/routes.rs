@@ -9,9 +9,11 @@ use axum::Json;
 use tokio::time::{timeout_at, Instant};
 
 use super::{now_ms, AppState, Bearer, JsonBody, PathId, QueryArgs};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::HeaderMap;
 
 use crate::registry::error::{code, ApiError, ErrorKind};
+use crate::registry::model::TokenKind;
 use crate::registry::service;
 use crate::registry::wire::{
     ClusterStateRequest, CreateEnrollmentTokenRequest, EnrollmentTokenInfo, EnrollmentTokensResponse,
@@ -121,22 +123,33 @@ pub(super) async fn watch(
         )));
     }
     let since = query.since;
-    let read = || {
+    // The access check and the revision, re-read after every wake-up: a token deleted meanwhile gets 401.
+    let revision = || {
         let (token, network_id) = (token.clone(), network_id.clone());
-        s.store.read(move |tx| service::watch(tx, &token, &network_id, since))
+        s.store
+            .read(move |tx| service::watched_network(tx, &token, &network_id).map(|n| n.revision))
     };
-    if let Some(network) = read().await? {
-        return Ok(Json(network).into_response());
+    let (state, id) = (&s, network_id.as_str());
+    let answer = move |revision| async move {
+        let body = state.watchers.snapshot(&state.store, id, revision).await?;
+        Ok::<_, ApiError>(([(CONTENT_TYPE, "application/json")], body).into_response())
+    };
+    let current = revision().await?;
+    if current != since {
+        return answer(current).await;
     }
+    let _slot = s.watchers.hold(&token.key_id, s.limits.watches_per_token)?;
     let mut waiting = s.watchers.subscribe(&network_id);
     // A change committed between the first read and the subscription was announced to nobody: read again.
-    if let Some(network) = read().await? {
-        return Ok(Json(network).into_response());
+    let current = revision().await?;
+    if current != since {
+        return answer(current).await;
     }
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     if timeout_at(deadline, waiting.past(since)).await == Ok(true) {
-        if let Some(network) = read().await? {
-            return Ok(Json(network).into_response());
+        let current = revision().await?;
+        if current != since {
+            return answer(current).await;
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -188,6 +201,14 @@ pub(super) async fn peer_report(
     Bearer(token): Bearer,
     JsonBody(req): JsonBody<PeerReportRequest>,
 ) -> Answer<PeerReportResponse> {
+    // Authenticated by a read first, so bogus tokens never reach the single writer and cannot use up a
+    // real token's report budget.
+    let presented = token.clone();
+    s.store
+        .read(move |tx| service::authenticate(tx, &presented, &[TokenKind::Peer]).map(drop))
+        .await?;
+    s.reports
+        .admit(&token.key_id, std::time::Instant::now(), s.limits.report_min_interval)?;
     let now = now_ms();
     Ok(Json(
         s.write(move |tx| service::peer_report(tx, &token, &req, now)).await?,
@@ -231,12 +252,25 @@ pub(super) async fn move_vip(
     ))
 }
 
-pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let (now, ttls) = (now_ms(), s.ttls);
-    let census = s.store.read(move |tx| service::census(tx, &ttls, now)).await?;
-    let text = s.metrics.render(&census, s.watchers.waiting()).map_err(|e| {
-        tracing::error!(error = %e, "cannot render the registry metrics");
-        ApiError::new(ErrorKind::Internal, code::INTERNAL, "cannot render the metrics")
-    })?;
+pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(required) = &s.metrics_token {
+        if !required.admits(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    let (store, ttls) = (s.store.clone(), s.ttls);
+    let census = s
+        .census
+        .get(std::time::Instant::now(), || {
+            store.read(move |tx| service::census(tx, &ttls, now_ms()))
+        })
+        .await?;
+    let text = s
+        .metrics
+        .render(&census, s.watchers.waiting(), &s.connections)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot render the registry metrics");
+            ApiError::new(ErrorKind::Internal, code::INTERNAL, "cannot render the metrics")
+        })?;
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

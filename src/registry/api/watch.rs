@@ -1,24 +1,49 @@
 //! Change notification for the long-poll watch: one `tokio::sync::watch` channel per watched network,
-//! carrying the newest revision known to be durable, and the write wrapper that feeds it.
+//! carrying the newest revision known to be durable, and the write wrapper that feeds it; the per-token
+//! cap on waiting watches; and the shared snapshots the watches answer with.
 //!
 //! A write runs inside [`Recording`], which notes every network revision the request stores. Only after
 //! the store acknowledged the write (so the revision is durable) are those revisions announced; a watcher
 //! woken by an announcement reads the network afresh, so it never sees a revision that could be lost.
+//!
+//! **Fan-out.** One change wakes every watcher of the network. Each re-checks its token and reads the
+//! network's revision (constant work), then answers the network's serialized snapshot for that revision,
+//! which is built once, by whichever watcher asks first, and shared by all ([`Watchers::snapshot`]): one
+//! change costs one snapshot, not one per watcher.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use axum::body::Bytes;
+use tokio::sync::{watch, OnceCell};
 
+use crate::registry::error::{code, ApiError, ErrorKind};
 use crate::registry::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
-use crate::registry::store::{ReadTx, StoreError, WriteTx};
+use crate::registry::service;
+use crate::registry::store::{ReadTx, Store, StoreError, WriteTx};
 
-/// The watched networks and the number of clients waiting on them.
+/// Snapshots kept at most (one per network, the newest); beyond, the cache starts over.
+const MAX_SNAPSHOTS: usize = 1024;
+
+/// The watched networks, the number of clients waiting on them, and their shared snapshots.
 #[derive(Debug, Default)]
 pub struct Watchers {
     networks: Mutex<HashMap<String, watch::Sender<u64>>>,
     waiting: AtomicUsize,
+    /// Waiting watches per token key id (entries at zero are removed).
+    per_token: Mutex<HashMap<String, usize>>,
+    /// The newest snapshot asked for, per network.
+    snapshots: Mutex<HashMap<String, Arc<Snapshot>>>,
+    /// Snapshots built since the start.
+    built: AtomicU64,
+}
+
+/// One network's serialized snapshot at one revision, built at most once.
+#[derive(Debug)]
+struct Snapshot {
+    revision: u64,
+    body: OnceCell<Bytes>,
 }
 
 impl Watchers {
@@ -61,6 +86,98 @@ impl Watchers {
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
+
+    /// Snapshots built since the start (one per network revision answered, however many watchers).
+    pub fn snapshots_built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of the `cap` watch slots of the token `key_id` (authenticated), for as long as the
+    /// returned slot lives; 429 `too_many_watches` when they are all taken.
+    pub(super) fn hold(self: &Arc<Self>, key_id: &str, cap: usize) -> Result<WatchSlot, ApiError> {
+        let refused = || {
+            ApiError::new(
+                ErrorKind::TooManyRequests,
+                code::TOO_MANY_WATCHES,
+                format!("this token already holds {cap} watches; wait for one to end"),
+            )
+        };
+        let mut per_token = self.per_token.lock().map_err(|_| refused())?;
+        let held = per_token.entry(key_id.to_owned()).or_insert(0);
+        if *held >= cap {
+            return Err(refused());
+        }
+        *held += 1;
+        Ok(WatchSlot {
+            watchers: self.clone(),
+            key_id: key_id.to_owned(),
+        })
+    }
+
+    /// The JSON of network `network_id` at `revision` (or later), as the watch answers it: built by the
+    /// first caller (in a read of `store`), shared by every other. Callers must have checked access.
+    pub(super) async fn snapshot(
+        &self,
+        store: &Arc<dyn Store>,
+        network_id: &str,
+        revision: u64,
+    ) -> Result<Bytes, ApiError> {
+        let entry = {
+            let mut snapshots = self.snapshots.lock().map_err(|_| poisoned())?;
+            match snapshots.get(network_id) {
+                // A newer one serves an older ask too: the watcher only needs one that is not its `since`.
+                Some(s) if s.revision >= revision => s.clone(),
+                _ => {
+                    if snapshots.len() >= MAX_SNAPSHOTS {
+                        snapshots.clear();
+                    }
+                    let fresh = Arc::new(Snapshot {
+                        revision,
+                        body: OnceCell::new(),
+                    });
+                    snapshots.insert(network_id.to_owned(), fresh.clone());
+                    fresh
+                }
+            }
+        };
+        let body = entry
+            .body
+            .get_or_try_init(|| async {
+                let id = network_id.to_owned();
+                let network = store.read(move |tx| service::network_snapshot(tx, &id)).await?;
+                let json = serde_json::to_vec(&network).map_err(|e| {
+                    tracing::error!(error = %e, "cannot serialize a network snapshot");
+                    ApiError::new(ErrorKind::Internal, code::INTERNAL, "cannot serialize the network")
+                })?;
+                self.built.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, ApiError>(Bytes::from(json))
+            })
+            .await?;
+        Ok(body.clone())
+    }
+}
+
+fn poisoned() -> ApiError {
+    ApiError::new(ErrorKind::Internal, code::INTERNAL, "the watch state is unusable")
+}
+
+/// One of a token's watch slots ([`Watchers::hold`]); dropping it frees the slot.
+pub(super) struct WatchSlot {
+    watchers: Arc<Watchers>,
+    key_id: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Ok(mut per_token) = self.watchers.per_token.lock() {
+            if let Some(held) = per_token.get_mut(&self.key_id) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    per_token.remove(&self.key_id);
+                }
+            }
+        }
+    }
 }
 
 /// One waiting client; dropping it uncounts the client and forgets the network's channel once nobody
@@ -89,6 +206,10 @@ impl Drop for Waiting {
         if let Ok(mut networks) = self.watchers.networks.lock() {
             if networks.get(&self.network_id).is_some_and(|s| s.receiver_count() == 0) {
                 networks.remove(&self.network_id);
+                // Nobody waits on it: its snapshot would only hold memory until the next change.
+                if let Ok(mut snapshots) = self.watchers.snapshots.lock() {
+                    snapshots.remove(&self.network_id);
+                }
             }
         }
     }

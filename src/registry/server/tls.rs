@@ -1,21 +1,17 @@
-//! HTTPS for the registry: the certificate and key from PEM files, and a listener that hands axum only
-//! connections whose TLS handshake completed.
+//! HTTPS for the registry: the certificate and key from PEM files, and the handshake of one connection.
 //!
-//! Handshakes run in tasks of their own, each bounded by [`HANDSHAKE_TIMEOUT`], so a slow or broken client
-//! delays nobody else, and a failed handshake is logged and dropped: it never reaches axum and never stops
-//! the server. At most [`MAX_PENDING_HANDSHAKES`] run at once; beyond that new connections wait in the
-//! kernel's backlog.
+//! The handshake runs in the connection's own task ([`crate::http_serve::serve_with`]), under the server's
+//! connection cap, bounded by [`HANDSHAKE_TIMEOUT`]: a slow or broken client delays nobody else, and a
+//! failed handshake is logged and dropped: it never reaches the router and never stops the server.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -23,12 +19,6 @@ use super::super::config::TlsFiles;
 
 /// How long a client has to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at most.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
-
-/// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why the TLS identity cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,75 +108,11 @@ fn identity_error(files: &TlsFiles, e: &rustls::Error) -> TlsError {
     }
 }
 
-/// A listener for `axum::serve` that yields TLS streams whose handshake completed.
-pub struct TlsListener {
-    local_addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    /// Starts accepting on `tcp` (on the current tokio runtime). The accept task ends when the listener is
-    /// dropped, which `axum::serve` does at graceful shutdown.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
-        let local_addr = tcp.local_addr()?;
-        let (ready_tx, ready) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, acceptor, ready_tx));
-        Ok(TlsListener { local_addr, ready })
-    }
-}
-
-async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            () = ready.closed() => return,
-            permit = pending.clone().acquire_owned() => match permit {
-                Ok(permit) => tokio::select! {
-                    () = ready.closed() => return,
-                    accepted = tcp.accept() => accepted.map(|a| (a, permit)),
-                },
-                Err(_) => return,
-            },
-        };
-        let ((stream, peer), permit) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "registry: accepting a connection failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    drop(permit);
-                    // Fails only when the server is shutting down: the connection is dropped.
-                    let _ = ready.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "registry: TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "registry: TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task holds the sender until this listener is dropped, so the channel cannot
-            // close while `accept` is being awaited.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
+/// Runs the TLS handshake of `tcp`, within [`HANDSHAKE_TIMEOUT`].
+pub async fn accept(acceptor: TlsAcceptor, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::token::{self, Issued, Presented};
 mod admin;
 pub mod alloc;
 mod enroll;
+mod fanout;
 mod handshake;
 mod operator;
 mod reap;
@@ -29,6 +30,7 @@ pub use admin::{
     create_account, create_enrollment_token, create_network, list_enrollment_tokens, revoke_enrollment_token,
 };
 pub use enroll::{enroll, enrolled_members, members, watch};
+pub use fanout::{network_snapshot, watched_network};
 pub use handshake::{handshake, report};
 pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state};
 pub use reap::{reap, remove_peer, Ttls};

@@ -5,6 +5,7 @@
 //! VIP candidacy (the other candidates keep their order), any VIP's holder or move target naming it, and
 //! the peer row. Its network's revision is bumped, so every daemon drops it from its interface.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::registry::error::ApiError;
@@ -45,28 +46,55 @@ impl Ttls {
     }
 }
 
-/// Removes every ephemeral or spot peer silent past its TTL at `now_ms`, each with its full cascade;
+/// A pass removes at most this share of a network's peers (at least one): a wrong clock or a lost write
+/// cannot empty a network at once, and a network that really lost many peers is emptied over a few passes.
+pub const MAX_REAPED_SHARE_PERCENT: usize = 10;
+
+/// Removes ephemeral and spot peers silent past their TTL at `now_ms`, each with its full cascade, at
+/// most [`MAX_REAPED_SHARE_PERCENT`] % of each network's peers (at least one; the longest silent first);
 /// answers the removed peers. Persistent peers are never removed.
 ///
-/// Silence counts from `up_since_ms` at the earliest (when the registry started): peers cannot report to
-/// a registry that is down, so a registry back from an outage longer than a TTL must not reap them all.
-pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, up_since_ms: u64) -> Result<Vec<Peer>, ApiError> {
+/// Silence counts from `counts_from_ms` at the earliest: the registry's start, or the last moment it may
+/// have missed reports (see [`crate::registry::reaper`]). Peers cannot report to a registry that is down
+/// or deaf, so one back from an outage longer than a TTL must not reap them all.
+pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, counts_from_ms: u64) -> Result<Vec<Peer>, ApiError> {
     let shortest = u64::try_from(ttls.spot.min(ttls.ephemeral).as_millis()).unwrap_or(u64::MAX);
-    let silent = tx.silent_peers(now_ms.saturating_sub(shortest))?;
-    let mut removed = Vec::new();
+    let mut silent: Vec<Peer> = tx
+        .silent_peers(now_ms.saturating_sub(shortest))?
+        .into_iter()
+        .filter(|peer| {
+            let heard = Peer {
+                last_seen_ms: peer.last_seen_ms.max(counts_from_ms),
+                ..peer.clone()
+            };
+            peer.lifecycle != Lifecycle::Persistent && ttls.stale(&heard, now_ms)
+        })
+        .collect();
+    silent.sort_by_key(|p| p.last_seen_ms);
+    let mut budget: HashMap<String, usize> = HashMap::new();
+    let (mut removed, mut deferred) = (Vec::new(), 0usize);
     for peer in silent {
-        let heard = Peer {
-            last_seen_ms: peer.last_seen_ms.max(up_since_ms),
-            ..peer.clone()
-        };
-        if peer.lifecycle != Lifecycle::Persistent && ttls.stale(&heard, now_ms) {
-            remove_peer(tx, &peer)?;
-            tracing::info!(
-                peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
-                silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, "silent peer reaped"
-            );
-            removed.push(peer);
+        if !budget.contains_key(&peer.network_id) {
+            let size = tx.peers(&peer.network_id)?.len();
+            budget.insert(peer.network_id.clone(), (size * MAX_REAPED_SHARE_PERCENT / 100).max(1));
         }
+        let Some(left) = budget.get_mut(&peer.network_id).filter(|left| **left > 0) else {
+            deferred += 1;
+            continue;
+        };
+        *left -= 1;
+        remove_peer(tx, &peer)?;
+        tracing::info!(
+            peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
+            silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, "silent peer reaped"
+        );
+        removed.push(peer);
+    }
+    if deferred > 0 {
+        tracing::warn!(
+            deferred, removed = removed.len(),
+            "reaping is capped at {MAX_REAPED_SHARE_PERCENT} % of a network per pass; the others wait for the next passes"
+        );
     }
     Ok(removed)
 }

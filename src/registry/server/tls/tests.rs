@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::super::{init_account, serve_on, ServerError};
-use crate::registry::config::{RegistryConfig, TlsFiles};
+use crate::registry::config::{Limits, RegistryConfig, TlsFiles};
 use crate::registry::service::Ttls;
 
 /// Writes `ca.pem`, and `cert.pem`/`key.pem` for 127.0.0.1 signed by that CA, into `dir`.
@@ -34,6 +34,8 @@ fn config(dir: &Path, tls: TlsFiles) -> RegistryConfig {
         state_dir: dir.join("state"),
         tls: Some(tls),
         ttls: Ttls::default(),
+        limits: Limits::default(),
+        metrics_token_file: None,
     }
 }
 
@@ -192,4 +194,41 @@ async fn bad_certificate_or_key_files_stop_the_start_with_the_file_named() {
         !dir.path().join("state").exists(),
         "the store was opened before the TLS files were checked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_says_nothing_after_the_handshake_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), pki(dir.path()));
+    let header_timeout = std::time::Duration::from_millis(300);
+    config.limits.http.header_read_timeout = header_timeout;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { serve_on(&config, listener, std::future::pending()).await });
+
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.path().join("ca.pem")).expect("ca");
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let client =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("the handshake completes");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(header_timeout * 10, tls.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the silent TLS connection is still open");
+    assert!(
+        started.elapsed() >= header_timeout / 2,
+        "closed before the header timeout"
+    );
+    server.abort();
 }

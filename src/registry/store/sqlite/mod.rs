@@ -9,16 +9,24 @@
 //! an idle registry commits each request alone, without waiting.
 //!
 //! **Reads** run on a small pool of separate connections (WAL lets them read the last commit while the
-//! writer writes), on tokio's blocking threads.
+//! writer writes), on tokio's blocking threads, at most [`READERS`] at once: a flood of reads (scrapes,
+//! bogus tokens) waits for a reader instead of pinning hundreds of blocking threads and connections.
+//!
+//! **Writer death**: the writer thread is the only writer. Should it ever die (a panic outside a request's
+//! closure), every later write answers [`StoreError::Closed`]; [`SqliteStore::writer_died`] completes so the
+//! server can exit and be restarted instead of answering 503 forever.
 
 use std::fs;
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::sync::{watch, Semaphore};
 
 use super::{ReadJob, Store, StoreError, WriteJob};
 
@@ -30,8 +38,8 @@ use tx::SqlTx;
 /// The database file's name inside the state directory.
 pub const DB_FILE: &str = "registry.db";
 
-/// Idle read connections kept open.
-const READ_POOL: usize = 8;
+/// Reads running at once, and idle read connections kept open.
+pub const READERS: usize = 16;
 
 /// How long a connection waits for a lock held by another process (`sdwan-registry init-account` while
 /// the server runs) before failing.
@@ -64,7 +72,11 @@ pub struct Durability {
 pub struct SqliteStore {
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     writer: Option<JoinHandle<()>>,
+    /// `true` once the writer thread died (never set by a normal shutdown).
+    writer_dead: watch::Receiver<bool>,
     readers: Arc<ReadPool>,
+    /// One permit per read that may run at once.
+    read_slots: Arc<Semaphore>,
     durability: Durability,
 }
 
@@ -99,19 +111,39 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let (writes, jobs) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
+        let (dead, writer_dead) = watch::channel(false);
         let writer = std::thread::Builder::new()
             .name("registry-writer".into())
-            .spawn(move || write_loop(conn, jobs, max_batch))
+            .spawn(move || {
+                if catch_unwind(AssertUnwindSafe(|| write_loop(conn, jobs, max_batch))).is_err() {
+                    tracing::error!("the registry writer thread died: no write can be done any more");
+                    let _ = dead.send(true);
+                }
+            })
             .map_err(|e| open_err(&path, &e))?;
         Ok(SqliteStore {
             writes: Some(writes),
             writer: Some(writer),
+            writer_dead,
             readers: Arc::new(ReadPool {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            read_slots: Arc::new(Semaphore::new(READERS)),
             durability,
         })
+    }
+
+    /// Completes if the writer thread dies (it never does on a normal shutdown): from then on the store
+    /// can only refuse writes, and the process should exit so that its service manager restarts it.
+    pub fn writer_died(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut dead = self.writer_dead.clone();
+        async move {
+            if dead.wait_for(|dead| *dead).await.is_err() {
+                // The writer ended normally (the store was dropped): it did not die.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The durability settings in force on the writer connection.
@@ -145,8 +177,17 @@ impl Store for SqliteStore {
 
     fn submit_read(&self, job: Box<dyn ReadJob>) {
         let pool = self.readers.clone();
+        let slots = self.read_slots.clone();
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || pool.run(job))),
+            Ok(runtime) => drop(runtime.spawn(async move {
+                let Ok(slot) = slots.acquire_owned().await else {
+                    return job.fail(StoreError::Closed);
+                };
+                drop(tokio::task::spawn_blocking(move || {
+                    pool.run(job);
+                    drop(slot);
+                }));
+            })),
             Err(_) => pool.run(job),
         }
     }
@@ -223,7 +264,7 @@ impl ReadPool {
         // A read transaction has nothing to commit; ending it lets the WAL be checkpointed past it.
         if conn.execute_batch("COMMIT").is_ok() {
             if let Ok(mut idle) = self.idle.lock() {
-                if idle.len() < READ_POOL {
+                if idle.len() < READERS {
                     idle.push(conn);
                 }
             }
