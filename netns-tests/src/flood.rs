@@ -18,6 +18,10 @@ use crate::wait::wait_until;
 /// The most connections one [`stall_tcp`] may open (the test process's own file limit is the real bound).
 pub const MAX_STALLED: usize = 5_000;
 
+/// How long one connect may take: a server slower to accept than the client connects overflows its accept
+/// queue, and the kernel then retries the SYN after 1 s, then 3 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connections that sent `prefix` and then nothing more.
 #[derive(Debug)]
 pub struct Stalled {
@@ -28,7 +32,7 @@ pub struct Stalled {
 }
 
 /// Opens `count` TCP connections to `target` from inside `netns`, as `user`, each sending `prefix` (may be
-/// empty) and then stalling. Fails if one cannot be opened within a second.
+/// empty) and then stalling. Fails if one cannot be opened within 5 s.
 pub fn stall_tcp(netns: &str, target: SocketAddr, count: usize, prefix: &[u8], user: User) -> Result<Stalled> {
     if count > MAX_STALLED {
         return Err(LabError::InvalidOption(format!(
@@ -40,9 +44,15 @@ pub fn stall_tcp(netns: &str, target: SocketAddr, count: usize, prefix: &[u8], u
         become_user(user)?;
         let mut streams = Vec::with_capacity(count);
         for n in 0..count {
-            let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+            let mut s = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
                 .map_err(|e| io::Error::new(e.kind(), format!("connection {} of {count}: {e}", n + 1)))?;
-            s.write_all(&prefix)?;
+            // A server at its connection cap may close a new connection at once: that one is closed, not
+            // an error.
+            if let Err(e) = s.write_all(&prefix) {
+                if !matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) {
+                    return Err(e);
+                }
+            }
             streams.push(s);
         }
         Ok(streams)

@@ -36,7 +36,7 @@ const PARTIAL_REQUEST: &[u8] = b"GET /v1/networks/x/members HTTP/1.1\r\nHost: r\
 /// Stalled connections with half a request, and as many silent ones, against the registry.
 const REGISTRY_STALLED: usize = 150;
 /// Stalled connections against one daemon's metrics endpoint.
-const SDWAND_STALLED: usize = 200;
+const SDWAND_STALLED: usize = 150;
 /// How many more files the daemon may hold while they stall (its connection cap plus slack).
 const SDWAND_FD_SLACK: usize = 100;
 /// Longest time a server may take to close a stalled connection: a header-read timeout of at most 30 s
