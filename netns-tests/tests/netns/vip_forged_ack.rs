@@ -2,7 +2,8 @@
 //! the current term + 1 and one at term 2⁶⁴−1, to every other member. They come from the follower's own
 //! address and failover port, through WireGuard, so they pass every transport check and meet the protocol's
 //! own rules: only a candidate, at its own rank, can be the holder. Nothing may move: the holder stays, every
-//! node keeps routing the VIP to it, no term goes above T + 1, every node counts both datagrams as rejected;
+//! node keeps routing the VIP to it (an observer's probe is answered by the holder alone, nothing lost), no
+//! term goes above T + 1, every node counts both datagrams as rejected;
 //! and when the holder's node then dies, the next candidate takes over as usual (a saturated term would
 //! freeze the VIP on the dead node).
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use sdwan_lab::forge::{datagram, fresh_incarnation};
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::metrics::sum;
-use sdwan_lab::{Lab, Layout, SendOptions};
+use sdwan_lab::{Lab, Layout, ProbeOptions, SendOptions};
 use sdwand::vip::{Body, Claim, Epoch};
 
 use crate::common::{
@@ -74,6 +75,18 @@ fn a_followers_forged_acks_move_nothing() {
     };
     let to: Vec<SocketAddr> = receivers.iter().map(|&i| lab.failover_addr(i).unwrap()).collect();
     let from = lab.failover_addr(FORGER).unwrap();
+    let probe = lab
+        .start_probe(OBSERVER, ProbeOptions::new(Duration::from_secs(30)))
+        .unwrap();
+    sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
+        probe.progress().answers_from(&name(holder)) >= 10
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "p{holder} does not answer p{OBSERVER}'s probe: {e}: {:?}",
+            probe.progress()
+        )
+    });
     lab.send_crafted(
         FORGER,
         from,
@@ -120,6 +133,17 @@ fn a_followers_forged_acks_move_nothing() {
         }
     }
     assert_sole_holder_for(&lab, holder, Duration::from_secs(1));
+    probe.stop();
+    let report = probe.finish().unwrap();
+    assert_eq!(
+        report.answer_sequence(),
+        [name(holder).as_str()],
+        "p{OBSERVER}'s traffic to the VIP left the holder: {report}"
+    );
+    assert!(
+        report.answered * 10 >= report.sent * 9,
+        "p{OBSERVER}'s traffic to the VIP was lost: {report}"
+    );
 
     // Failover still works: the holder's node dies, the next candidate takes over and answers.
     let next = next_candidate(&[holder]);
