@@ -1,7 +1,8 @@
 //! A fake registry for hostile-answer tests: a small axum server that takes the real registry's place on
 //! `192.0.2.2:7443` in `NAME-reg` (stop the real one first with [`Lab::kill_registry`]) and answers the
 //! daemons' watch with a view the test chose, byte for byte (a JSON value, so a test can put anything in
-//! it), and their reports with `200` and no floors. Every other route answers `503`.
+//! it; [`FakeRegistry::set_view`] replaces it), and their reports with `200` and no floors. Every other route
+//! answers `503`.
 //!
 //! It runs on a thread inside the registry's namespace with a current-thread tokio runtime, and stops when
 //! the [`FakeRegistry`] is dropped.
@@ -9,7 +10,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,15 +41,39 @@ struct Counters {
     reports: AtomicU64,
 }
 
+/// The view the fake serves.
+#[derive(Debug)]
+struct View {
+    /// Served to every watch whose `since` is not its revision.
+    json: serde_json::Value,
+    /// Its `revision` field.
+    revision: u64,
+}
+
+impl View {
+    fn new(json: serde_json::Value) -> Result<View> {
+        let revision = json["revision"]
+            .as_u64()
+            .ok_or_else(|| LabError::InvalidOption("the fake registry's view has no numeric `revision`".into()))?;
+        Ok(View { json, revision })
+    }
+}
+
 /// What every handler sees.
 #[derive(Debug)]
 struct Shared {
-    /// The view served to every watch whose `since` is not its revision.
-    view: serde_json::Value,
-    /// Its `revision` field.
-    revision: u64,
+    /// The view, replaced by [`FakeRegistry::set_view`].
+    view: RwLock<View>,
     /// What has been answered.
     counters: Arc<Counters>,
+}
+
+impl Shared {
+    /// The current view and its revision (a poisoned lock still holds a whole view: it is only replaced).
+    fn view(&self) -> (serde_json::Value, u64) {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        (v.json.clone(), v.revision)
+    }
 }
 
 /// The watch's query string.
@@ -69,9 +94,18 @@ pub struct FakeRegistry {
     thread: Option<JoinHandle<io::Result<()>>>,
     /// What it has answered.
     counters: Arc<Counters>,
+    /// The view, shared with the handlers.
+    shared: Arc<Shared>,
 }
 
 impl FakeRegistry {
+    /// Serves `view` from now on (its `revision` must be a number).
+    pub fn set_view(&self, view: serde_json::Value) -> Result<()> {
+        let view = View::new(view)?;
+        *self.shared.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+        Ok(())
+    }
+
     /// How many watches it has answered with its view.
     pub fn views_served(&self) -> u64 {
         self.counters.views_served.load(Ordering::Relaxed)
@@ -102,9 +136,10 @@ impl Drop for FakeRegistry {
 }
 
 async fn watch(State(s): State<Arc<Shared>>, Query(q): Query<WatchQuery>) -> Response {
-    if q.since != s.revision {
+    let (view, revision) = s.view();
+    if q.since != revision {
         s.counters.views_served.fetch_add(1, Ordering::Relaxed);
-        return Json(s.view.clone()).into_response();
+        return Json(view).into_response();
     }
     tokio::time::sleep(Duration::from_millis(q.wait_ms.unwrap_or(0)).min(HOLD_MAX)).await;
     StatusCode::NO_CONTENT.into_response()
@@ -112,7 +147,7 @@ async fn watch(State(s): State<Arc<Shared>>, Query(q): Query<WatchQuery>) -> Res
 
 async fn report(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     s.counters.reports.fetch_add(1, Ordering::Relaxed);
-    Json(serde_json::json!({ "revision": s.revision, "epochs": [] }))
+    Json(serde_json::json!({ "revision": s.view().1, "epochs": [] }))
 }
 
 async fn unavailable() -> Response {
@@ -131,20 +166,16 @@ impl Lab {
                 "the lab's registry still runs (pid {pid}): stop it with kill_registry first"
             )));
         }
-        let revision = view["revision"]
-            .as_u64()
-            .ok_or_else(|| LabError::InvalidOption("the fake registry's view has no numeric `revision`".into()))?;
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
-            view,
-            revision,
+            view: RwLock::new(View::new(view)?),
             counters: counters.clone(),
         });
         let app = Router::new()
             .route("/v1/networks/{id}/watch", get(watch))
             .route("/v1/peers/self/report", post(report))
             .fallback(unavailable)
-            .with_state(shared);
+            .with_state(shared.clone());
         let addr = SocketAddr::from((layout::REGISTRY_ADDR, layout::REGISTRY_PORT));
         let (shutdown, stop) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -172,6 +203,7 @@ impl Lab {
             shutdown: Some(shutdown),
             thread: Some(thread),
             counters,
+            shared,
         };
         match ready_rx.recv_timeout(STOP_TIMEOUT) {
             Ok(Ok(())) => Ok(fake),
