@@ -70,12 +70,15 @@ fn member_x(view: &Value, key: &str, address: &str, routed: &[&str]) -> Value {
     x
 }
 
+/// Makes a hostile view from the real one and X's public key.
+type MakeView = Box<dyn Fn(&Value, &str) -> Value>;
+
 /// One hostile view: what it changes and which allowed IP must appear in no entry but its owner's.
 struct Case {
     /// Review label and what the view does.
     what: &'static str,
     /// Makes the hostile view from the real one.
-    make: Box<dyn Fn(&Value, &str) -> Value>,
+    make: MakeView,
     /// The allowed IP that must not move: (owner's key or none, prefix).
     guarded: (Option<usize>, String),
 }
