@@ -1,30 +1,37 @@
-//! P1 + P2 (security review §9.A, finding C1): a follower forges Acks naming itself as the holder, one at
-//! the current term + 1 and one at term 2⁶⁴−1, to every other member. They come from the follower's own
-//! address and failover port, through WireGuard, so they pass every transport check and meet the protocol's
-//! own rules: only a candidate, at its own rank, can be the holder. Nothing may move: the holder stays, every
-//! node keeps routing the VIP to it (an observer's probe is answered by the holder alone, nothing lost), no
-//! term goes above T + 1, every node counts both datagrams as rejected;
-//! and when the holder's node then dies, the next candidate takes over as usual (a saturated term would
-//! freeze the VIP on the dead node).
+//! Forged failover datagrams from members, sent from the member's own address and failover port through
+//! WireGuard (its daemon is killed to free the port), so they pass every transport check and meet the
+//! protocol's own rules: only a candidate, at its own rank, can be the holder (security review §9.A, findings
+//! C1 and M13).
+//!
+//! - P1, P2, P4, P5: a follower sends every other member Acks naming itself as the holder at the current
+//!   term + 1 and at 2⁶⁴−1, and one naming a holder that is no member at all, then a Handover at term + 1 to
+//!   the last candidate. Nothing may move: every node still names and routes to the holder (an observer's
+//!   probe is answered by the holder alone), no term goes above T + 1, every node counts the three acks as
+//!   rejected, the last candidate does not claim; and when the holder's node then dies, the next candidate
+//!   takes over as usual (a saturated term would freeze the VIP on the dead node).
+//! - P12: the last candidate claims at the holder's term with rank 0 (and at term + 1 with rank 0): refused,
+//!   the holder keeps the VIP and every node its term.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use sdwan_lab::forge::{datagram, fresh_incarnation};
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::metrics::sum;
 use sdwan_lab::{Lab, Layout, ProbeOptions, SendOptions};
-use sdwand::vip::{Body, Claim, Epoch};
+use sdwand::vip::{Body, Claim, Epoch, HandoverReason};
 
 use crate::common::{
     allowed, assert_answered_by, assert_sole_holder_for, entry, name, next_candidate, settled, vip_lab, wait_holder,
-    POLL, VIP_PEERS,
+    CANDIDATES, POLL, VIP_PEERS,
 };
 
 /// The follower that forges (its daemon is killed to free its failover port).
 const FORGER: usize = 5;
 /// The follower whose probe shows where the VIP's traffic lands.
 const OBSERVER: usize = 4;
+/// A holder no member has (P4: routing the VIP to it would blackhole it).
+const NOT_A_MEMBER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, 0xffff);
 
 /// Every rejected failover datagram on peer `i`, whatever the reason (the protocol core names them:
 /// `not_candidate`, `bad_rank`, `bad_term`, …).
@@ -66,13 +73,28 @@ fn a_followers_forged_acks_move_nothing() {
     lab.kill_sdwand(FORGER).unwrap();
     let me = Layout::overlay_addr(FORGER);
     let incarnation = fresh_incarnation();
-    let forged_ack = |seq: u64, term: u64| {
+    let forged_ack = |seq: u64, term: u64, holder: Ipv6Addr| {
         let view = Claim {
             epoch: Epoch { term, rank: 0 },
-            holder: me,
+            holder,
         };
         datagram(VIP_ADDR, me, incarnation, seq, Body::Ack { view })
     };
+    let acks = [
+        forged_ack(1, term + 1, me),
+        forged_ack(2, u64::MAX, me),
+        forged_ack(3, term + 1, NOT_A_MEMBER),
+    ];
+    // Were the first ack learned, this would make the last candidate claim at once.
+    let handover = Body::Handover {
+        epoch: Epoch {
+            term: term + 1,
+            rank: 0,
+        },
+        reason: HandoverReason::Manual,
+    };
+    let handover = datagram(VIP_ADDR, me, incarnation, 4, handover);
+    let last = *CANDIDATES.last().unwrap();
     let to: Vec<SocketAddr> = receivers.iter().map(|&i| lab.failover_addr(i).unwrap()).collect();
     let from = lab.failover_addr(FORGER).unwrap();
     let probe = lab
@@ -87,18 +109,14 @@ fn a_followers_forged_acks_move_nothing() {
             probe.progress()
         )
     });
-    lab.send_crafted(
-        FORGER,
-        from,
-        &to,
-        &[forged_ack(1, term + 1), forged_ack(2, u64::MAX)],
-        SendOptions::ROOT,
-    )
-    .unwrap();
+    lab.send_crafted(FORGER, from, &to, &acks, SendOptions::ROOT).unwrap();
+    let to_last = [lab.failover_addr(last).unwrap()];
+    lab.send_crafted(FORGER, from, &to_last, &[handover], SendOptions::ROOT)
+        .unwrap();
 
     // Processed: counted as rejected, or (the defect) learned, which shows as a term above T.
     let handled = |i: usize, before: f64| {
-        rejected(&lab, i) >= before + 2.0 || lab.vip_epoch_term(i).ok().flatten().is_some_and(|t| t > term)
+        rejected(&lab, i) >= before + 3.0 || lab.vip_epoch_term(i).ok().flatten().is_some_and(|t| t > term)
     };
     let waited = sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
         receivers.iter().zip(&rejected_before).all(|(&i, &b)| handled(i, b))
@@ -115,8 +133,8 @@ fn a_followers_forged_acks_move_nothing() {
     for (&i, &before) in receivers.iter().zip(&rejected_before) {
         let now = rejected(&lab, i);
         assert!(
-            now >= before + 2.0,
-            "p{i} counted {} rejected datagrams for the 2 forged acks (waited: {waited:?})\n{}",
+            now >= before + 3.0,
+            "p{i} counted {} rejected datagrams for the 3 forged acks (waited: {waited:?})\n{}",
             now - before,
             lab.metrics(i).unwrap_or_default()
         );
@@ -133,6 +151,12 @@ fn a_followers_forged_acks_move_nothing() {
         }
     }
     assert_sole_holder_for(&lab, holder, Duration::from_secs(1));
+    assert_eq!(
+        lab.vip_role(last).unwrap().as_deref(),
+        Some("standby"),
+        "{}",
+        lab.vip_view()
+    );
     probe.stop();
     let report = probe.finish().unwrap();
     assert_eq!(
@@ -153,4 +177,66 @@ fn a_followers_forged_acks_move_nothing() {
     assert_eq!(lab.holders().unwrap(), [next], "{}", lab.vip_view());
     assert_routes_to(&lab, OBSERVER, next);
     assert_answered_by(&lab, OBSERVER, next);
+}
+
+#[test]
+fn a_candidates_claim_with_another_rank_is_refused() {
+    let mut lab = vip_lab("fr");
+    let holder = settled(&lab, Duration::from_secs(10));
+    let liar = *CANDIDATES.last().unwrap();
+    assert_ne!(liar, holder, "the last candidate holds the VIP\n{}", lab.vip_view());
+    let term = lab.vip_epoch_term(holder).unwrap().expect("the holder's term");
+    lab.kill_sdwand(liar).unwrap();
+    let receivers: Vec<usize> = (1..=VIP_PEERS).filter(|&i| i != liar).collect();
+    let terms: Vec<Option<u64>> = receivers.iter().map(|&i| lab.vip_epoch_term(i).unwrap()).collect();
+    let rejected_before: Vec<f64> = receivers.iter().map(|&i| rejected(&lab, i)).collect();
+
+    // Rank 0 at the holder's term beats the holder's own claim when the liar's address sorts higher; at
+    // term + 1 it beats the rank-1 candidate's legitimate claim of the same round.
+    let me = Layout::overlay_addr(liar);
+    let incarnation = fresh_incarnation();
+    let claim = |seq: u64, term: u64| {
+        let body = Body::Claim {
+            epoch: Epoch { term, rank: 0 },
+            confirmed: 0,
+            peers: (VIP_PEERS - 1) as u16,
+        };
+        datagram(VIP_ADDR, me, incarnation, seq, body)
+    };
+    let to: Vec<SocketAddr> = receivers.iter().map(|&i| lab.failover_addr(i).unwrap()).collect();
+    let from = lab.failover_addr(liar).unwrap();
+    lab.send_crafted(
+        liar,
+        from,
+        &to,
+        &[claim(1, term), claim(2, term + 1)],
+        SendOptions::ROOT,
+    )
+    .unwrap();
+
+    let waited = sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
+        receivers
+            .iter()
+            .zip(&rejected_before)
+            .zip(&terms)
+            .all(|((&i, &b), t)| rejected(&lab, i) >= b + 2.0 || lab.vip_epoch_term(i).ok().flatten() != *t)
+    });
+    let after: Vec<Option<u64>> = receivers.iter().map(|&i| lab.vip_epoch_term(i).unwrap()).collect();
+    assert_eq!(after, terms, "a term moved\n{}", lab.vip_view());
+    for (&i, &before) in receivers.iter().zip(&rejected_before) {
+        let now = rejected(&lab, i);
+        assert!(
+            now >= before + 2.0,
+            "p{i} counted {} rejected datagrams for the 2 wrong-rank claims (waited: {waited:?})",
+            now - before
+        );
+        assert_eq!(
+            lab.vip_believed_holder(i).unwrap(),
+            Some(name(holder)),
+            "p{i}\n{}",
+            lab.vip_view()
+        );
+    }
+    assert_sole_holder_for(&lab, holder, Duration::from_millis(500));
+    assert_answered_by(&lab, OBSERVER, holder);
 }
