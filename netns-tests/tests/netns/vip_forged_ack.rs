@@ -7,13 +7,14 @@
 //!   term + 1 and at 2⁶⁴−1, and one naming a holder that is no member at all, then a Handover at term + 1 to
 //!   the last candidate. Nothing may move: every node still names and routes to the holder (an observer's
 //!   probe is answered by the holder alone), no term goes above T + 1, every node counts the three acks as
-//!   rejected, the last candidate does not claim; and when the holder's node then dies, the next candidate
-//!   takes over as usual (a saturated term would freeze the VIP on the dead node).
+//!   rejected, the last candidate does not claim, the registry keeps taking every daemon's report; and when
+//!   the holder's node then dies, the next candidate takes over as usual (a saturated term would freeze the
+//!   VIP on the dead node).
 //! - P12: the last candidate claims at the holder's term with rank 0 (and at term + 1 with rank 0): refused,
 //!   the holder keeps the VIP and every node its term.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sdwan_lab::forge::{datagram, fresh_incarnation};
 use sdwan_lab::layout::VIP_ADDR;
@@ -30,6 +31,8 @@ use crate::common::{
 const FORGER: usize = 5;
 /// The follower whose probe shows where the VIP's traffic lands.
 const OBSERVER: usize = 4;
+/// What a daemon logs when the registry refuses its report.
+const REPORT_FAILED: &str = "registry report failed";
 /// A holder no member has (P4: routing the VIP to it would blackhole it).
 const NOT_A_MEMBER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, 0xffff);
 
@@ -56,6 +59,36 @@ fn assert_routes_to(lab: &Lab, i: usize, holder: usize) {
             "p{i} routes the VIP {} p{j} (it should go to p{holder} only)\n{}",
             if has { "to" } else { "not to" },
             lab.vip_view()
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch (the registry's clock for `last_seen_ms`).
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Asserts that the registry still takes the reports of `peers` made after `since_ms`: it has seen each
+/// of them twice more (`last_seen_ms`, reports every second), and none of their logs since `offsets` says a
+/// report failed. A term above what the registry stores would make every report a 400 and, with it, lose
+/// the liveness of every peer of the network (spot and ephemeral peers would be reaped).
+fn assert_reports_accepted(lab: &Lab, peers: &[usize], offsets: &[usize], since_ms: u64) {
+    let names: Vec<String> = peers.iter().map(|&i| name(i)).collect();
+    let after = since_ms + 2_500;
+    sdwan_lab::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        lab.registry_members().is_ok_and(|m| {
+            m.members
+                .iter()
+                .filter(|m| names.contains(&m.name))
+                .all(|m| m.last_seen_ms >= after)
+        })
+    })
+    .unwrap_or_else(|e| panic!("the registry did not hear from {names:?} again: {e}"));
+    for (&i, &offset) in peers.iter().zip(offsets) {
+        let log = lab.log_since(i, offset).unwrap();
+        assert!(
+            !log.contains(REPORT_FAILED),
+            "p{i}'s reports to the registry fail since the forged datagrams:\n{log}"
         );
     }
 }
@@ -109,6 +142,8 @@ fn a_followers_forged_acks_move_nothing() {
             probe.progress()
         )
     });
+    let log_offsets: Vec<usize> = receivers.iter().map(|&i| lab.log_text(i).unwrap().len()).collect();
+    let sent_ms = unix_ms();
     lab.send_crafted(FORGER, from, &to, &acks, SendOptions::ROOT).unwrap();
     let to_last = [lab.failover_addr(last).unwrap()];
     lab.send_crafted(FORGER, from, &to_last, &[handover], SendOptions::ROOT)
@@ -157,6 +192,7 @@ fn a_followers_forged_acks_move_nothing() {
         "{}",
         lab.vip_view()
     );
+    assert_reports_accepted(&lab, &receivers, &log_offsets, sent_ms);
     probe.stop();
     let report = probe.finish().unwrap();
     assert_eq!(
