@@ -4,12 +4,16 @@
 //!
 //! Everything runs on a thread that joins the namespace (see [`crate::netns`]). Dropping to `nobody` uses the
 //! raw `setresuid`/`setresgid`/`setgroups` system calls, which change only the calling thread (glibc's
-//! wrappers would change every thread of the process), and that thread ends with the work.
+//! wrappers would change every thread of the process), and that thread ends with the work. A [`Stream`]
+//! keeps sending (a liar's heartbeats, say) until it is stopped or its bounds run out.
 
 use std::fs;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sdwand::vip::{Body, Header, Message};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -17,7 +21,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::{LabError, Result};
 use crate::lab::Lab;
 use crate::layout::Layout;
-use crate::netns::run_in;
+use crate::netns::{run_in, spawn_in};
+
+/// The longest a [`Stream`] may run, whatever its caller asks.
+pub const MAX_STREAM: Duration = Duration::from_secs(60);
 
 /// Who a crafted sender runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +150,78 @@ impl Squatter {
     }
 }
 
+/// Datagrams sent at a fixed period from a thread in a peer's namespace, until [`Stream::stop`], drop, or its
+/// time bound.
+#[derive(Debug)]
+pub struct Stream {
+    /// Set to end the stream.
+    stop: Arc<AtomicBool>,
+    /// How many datagrams were sent so far.
+    sent: Arc<AtomicU64>,
+    /// The sending thread.
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Stream {
+    /// How many datagrams were sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Ends the stream and waits for its thread; an error the thread met is returned.
+    pub fn stop(mut self) -> Result<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => Err(LabError::io("a datagram stream failed", e)),
+            Some(Err(_)) => Err(LabError::Process("a datagram stream's thread panicked".into())),
+            _ => Ok(self.sent()),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Lab {
+    /// Sends `make(n)` (n = 0, 1, …) to `to` every `period` from a socket bound to `from` in peer `i`'s
+    /// namespace, as root, until the returned [`Stream`] is stopped or dropped, or `max` (at most
+    /// [`MAX_STREAM`]) has passed.
+    pub fn stream_crafted(
+        &self,
+        i: usize,
+        from: SocketAddr,
+        to: SocketAddr,
+        period: Duration,
+        max: Duration,
+        mut make: impl FnMut(u64) -> Vec<u8> + Send + 'static,
+    ) -> Result<Stream> {
+        let ns = self.netns(i)?;
+        let socket = run_in(&ns, &format!("binding {from}"), move || udp_bound(from, false))?;
+        let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stop_t, sent_t) = (stop.clone(), sent.clone());
+        let deadline = Instant::now() + max.min(MAX_STREAM);
+        let thread = spawn_in(&ns, move || {
+            while !stop_t.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let n = sent_t.load(Ordering::Relaxed);
+                socket.send_to(&make(n), to)?;
+                sent_t.store(n + 1, Ordering::Relaxed);
+                std::thread::sleep(period);
+            }
+            Ok(())
+        })?;
+        Ok(Stream {
+            stop,
+            sent,
+            thread: Some(thread),
+        })
+    }
+
     /// The failover port peer `i`'s configuration gives its daemon (`[failover] port`).
     pub fn failover_port(&self, i: usize) -> Result<u16> {
         self.config(i)?

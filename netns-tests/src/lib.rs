@@ -100,7 +100,7 @@ pub use down::DownReport;
 pub use error::{LabError, Result};
 pub use fake_registry::FakeRegistry;
 pub use faults::Cut;
-pub use forge::{SendOptions, Squatter, User};
+pub use forge::{SendOptions, Squatter, Stream, User};
 pub use guard::LabGuard;
 pub use lab::{Lab, UpOptions};
 pub use layout::Layout;

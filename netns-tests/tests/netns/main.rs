@@ -24,6 +24,7 @@ mod vip_crash;
 mod vip_datagrams;
 mod vip_forged_ack;
 mod vip_freeze;
+mod vip_liveness_lie;
 mod vip_local_spoof;
 mod vip_loss;
 mod vip_move;
