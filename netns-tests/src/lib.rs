@@ -63,7 +63,8 @@
 //! - [`faults`]: node death and revival, daemon crash/freeze, nftables partitions and random loss.
 //! - [`netns`]: work on a thread inside a namespace (probes, scrapes, crafted datagrams).
 //! - [`forge`]: hostile failover traffic: crafted datagrams from a chosen address, port and user (root or
-//!   `nobody`, with or without `IPV6_FREEBIND`), and a squatter holding a failover port.
+//!   `nobody`, with or without `IPV6_FREEBIND`), once or as a periodic stream, and a squatter holding a
+//!   failover port.
 //! - [`flood`]: slow and idle HTTP clients (slowloris) and a process's open-file count.
 //! - [`fake_registry`]: a stand-in registry that serves the daemons a view the test chose.
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
