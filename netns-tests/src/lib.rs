@@ -62,6 +62,11 @@
 //! - [`probe`]: the client that probes the VIP from an observer and reports outages and who answered.
 //! - [`faults`]: node death and revival, daemon crash/freeze, nftables partitions and random loss.
 //! - [`netns`]: work on a thread inside a namespace (probes, scrapes, crafted datagrams).
+//! - [`forge`]: hostile failover traffic: crafted datagrams from a chosen address, port and user (root or
+//!   `nobody`, with or without `IPV6_FREEBIND`), once or as a periodic stream, and a squatter holding a
+//!   failover port.
+//! - [`flood`]: slow and idle HTTP clients (slowloris) and a process's open-file count.
+//! - [`fake_registry`]: a stand-in registry that serves the daemons a view the test chose.
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
 #![warn(missing_docs)]
 
@@ -70,7 +75,10 @@ pub mod cmd;
 pub mod doc;
 pub mod down;
 pub mod error;
+pub mod fake_registry;
 pub mod faults;
+pub mod flood;
+pub mod forge;
 pub mod guard;
 pub mod lab;
 pub mod layout;
@@ -91,7 +99,9 @@ pub use background::{Background, Finished};
 pub use doc::{LabDoc, PeerDoc, VipDoc};
 pub use down::DownReport;
 pub use error::{LabError, Result};
+pub use fake_registry::FakeRegistry;
 pub use faults::Cut;
+pub use forge::{SendOptions, Squatter, Stream, User};
 pub use guard::LabGuard;
 pub use lab::{Lab, UpOptions};
 pub use layout::Layout;

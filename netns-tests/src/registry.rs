@@ -54,6 +54,8 @@ pub struct Identity {
     pub network_id: String,
     /// The /128 the registry allocated.
     pub address: Ipv6Addr,
+    /// The peer's bearer token (the lab keeps secrets in clear).
+    pub peer_token: String,
 }
 
 /// A k3s config drop-in as the daemon writes it (`key: "value"` lines and the `tls-san` list).

@@ -213,9 +213,12 @@ impl Lab {
         self.vip_one_hot(i, "sdwand_vip_holder", "holder")
     }
 
-    /// Peer `i`'s epoch term for the VIP.
+    /// Peer `i`'s epoch term for the VIP. The gauge is a signed 64-bit integer holding the term's bits, so a
+    /// term above `i64::MAX` (only a forged one can get there) shows as a negative value and is read back.
     pub fn vip_epoch_term(&self, i: usize) -> Result<Option<u64>> {
-        Ok(self.vip_metric(i, "sdwand_vip_epoch_term", &[])?.map(|t| t as u64))
+        Ok(self
+            .vip_metric(i, "sdwand_vip_epoch_term", &[])?
+            .map(|t| if t < 0.0 { t as i64 as u64 } else { t as u64 }))
     }
 
     /// Peer `i`'s failover counter per reason (`sdwand_vip_failovers_total`; counted by the claimant).
