@@ -384,6 +384,9 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
                 plane.ifindex = None;
                 plane.device.invalidate();
                 restart_due = Some(Instant::now() + delay);
+                // Its interface, and with it every datagram to the failover socket, is gone until the restart.
+                vip.unbind(std::time::Instant::now(), "the userspace WireGuard implementation exited".to_owned());
+                vip.flush(&mut plane).await;
             }
             _ = sleep_until(restart_due.unwrap_or_else(Instant::now)), if restart_due.is_some() => {
                 match Supervisor::adopt_or_start(&plane.desired.ifname, &loaded.config.backend.userspace_path).await {

@@ -264,6 +264,14 @@ impl VipRuntime {
         }
     }
 
+    /// Closes the socket because it cannot work any more (its interface is gone, it failed), and tells
+    /// the machines; the caller binds it again with [`VipRuntime::ensure_bound`].
+    pub(crate) fn unbind(&mut self, now: Instant, reason: String) {
+        self.socket = None;
+        self.bound_ifindex = None;
+        self.set_transport(now, Err(reason));
+    }
+
     /// Whether the socket should be bound and is not (the caller retries [`VipRuntime::ensure_bound`]).
     pub(crate) fn needs_bind(&self) -> bool {
         !self.slots.is_empty() && self.socket.is_none()
@@ -358,11 +366,7 @@ impl VipRuntime {
                     }
                 }
             }
-            Input::SocketError(e) => {
-                self.socket = None;
-                self.bound_ifindex = None;
-                self.set_transport(now, Err(format!("receiving failed: {e}")));
-            }
+            Input::SocketError(e) => self.unbind(now, format!("receiving failed: {e}")),
         }
     }
 

@@ -191,6 +191,16 @@ async fn a_bound_socket_is_published_and_rebound_after_an_error() {
     s.rt.ensure_bound(1, Instant::now());
     assert!(s.rt.transport().bound, "{:?}", s.rt.transport());
     assert_eq!(s.sample("sdwand_vip_socket_bound", &[]), Some(1.0));
+    // The interface went away (the userspace implementation exited): down until bound again.
+    s.rt.unbind(Instant::now(), "gone".into());
+    assert_eq!(
+        s.rt.transport(),
+        Transport {
+            bound: false,
+            error: Some("gone".into())
+        }
+    );
+    assert_eq!(s.sample("sdwand_vip_socket_bound", &[]), Some(0.0));
 }
 
 #[tokio::test]
