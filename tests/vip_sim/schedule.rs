@@ -145,7 +145,7 @@ fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome
     let c = setup.candidates;
     let start: Vec<T> = (0..n).map(|_| rng.range(0, 300 * MS)).collect();
     let mut w = World::new(setup, rng, &start, trace);
-    let mut side = Rng::new(seed ^ 0x0bad_5eed_0f_a11e);
+    let mut side = Rng::new(seed ^ 0x000b_ad5e_ed0f_a11e);
     if side.chance(0.3) {
         let node = side.pick(n);
         w.set_rogue(Rogue::new(node, side.next()));
