@@ -444,3 +444,33 @@ async fn requests_but_the_watch_time_out() {
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     busy.await.expect("reads");
 }
+
+/// A write job whose answer panics in the writer thread, outside any request: the writer dies.
+struct KillsTheWriter;
+
+impl sdwand::registry::store::WriteJob for KillsTheWriter {
+    fn run(&mut self, _tx: &mut dyn sdwand::registry::store::WriteTx) -> bool {
+        true
+    }
+
+    fn finish(self: Box<Self>, _committed: Result<(), sdwand::registry::store::StoreError>) {
+        panic!("test hook: the writer thread dies");
+    }
+}
+
+#[tokio::test]
+async fn store_failures_are_counted_for_the_reaper_and_refusals_are_not() {
+    let r = Registry::new();
+    let refused = r.state.write(|tx| service::create_account(tx, "not a name", 1)).await;
+    assert!(refused.is_err(), "an invalid name is refused");
+    assert_eq!(r.state.store_failures(), 0, "a refusal is no store failure");
+    r.store.submit_write(Box::new(KillsTheWriter));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.state.store_failures() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "writes kept succeeding after the writer died"
+        );
+        let _ = r.state.write(|tx| service::create_account(tx, "acme", 1)).await;
+    }
+}
