@@ -38,7 +38,7 @@ async fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// Whether the server closed `conn` within `limit` (EOF or reset); whatever it sent first is ignored.
 async fn closed_within(conn: &mut TcpStream, limit: Duration) -> bool {
     let mut sink = Vec::new();
-    matches!(tokio::time::timeout(limit, conn.read_to_end(&mut sink)).await, Ok(_))
+    tokio::time::timeout(limit, conn.read_to_end(&mut sink)).await.is_ok()
 }
 
 /// One `GET path` on a new connection; the status line of the answer, within a second.
@@ -394,5 +394,83 @@ async fn a_reaper_pass_removes_at_most_a_tenth_of_a_network() {
         let removed = pass().await.expect("reap").len();
         assert!(removed >= 1 && removed <= (left / 10).max(1), "{removed} of {left}");
         left -= removed;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_but_the_watch_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
+    let limits = api::Limits {
+        request_timeout: Duration::from_millis(200),
+        ..api::Limits::IN_PROCESS
+    };
+    let state = api::AppState::new(store.clone()).with_limits(limits);
+    let r = Registry {
+        router: api::router_with(state.clone()),
+        state,
+        store,
+        dir,
+    };
+    let t = r.tenant("acme", 1).await;
+    let a = r.enroll(&t.enrollment, "a", &[]).await;
+    // Every reader busy for a second: requests that read wait past their deadline.
+    let busy: Vec<_> = (0..READERS)
+        .map(|_| {
+            r.store.read(|_tx| {
+                std::thread::sleep(Duration::from_secs(1));
+                Ok::<_, sdwand::registry::store::StoreError>(())
+            })
+        })
+        .collect();
+    let busy = tokio::spawn(futures::future::join_all(busy));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let (s, v) = r.get("/v1/peers", &t.account.admin_token).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // The watch has no deadline: it waits for the readers and answers.
+    let since = a.answer["revision"].as_u64().expect("revision");
+    let watch = format!("/v1/networks/{}/watch?since={since}&wait_ms=100", t.network_id);
+    let (s, v) = r.get(&watch, &a.token).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    busy.await.expect("reads");
+}
+
+/// A write job whose answer panics in the writer thread, outside any request: the writer dies.
+struct KillsTheWriter;
+
+impl sdwand::registry::store::WriteJob for KillsTheWriter {
+    fn run(&mut self, _tx: &mut dyn sdwand::registry::store::WriteTx) -> bool {
+        true
+    }
+
+    fn finish(self: Box<Self>, _committed: Result<(), sdwand::registry::store::StoreError>) {
+        panic!("test hook: the writer thread dies");
+    }
+}
+
+#[tokio::test]
+async fn store_failures_are_counted_for_the_reaper_and_refusals_are_not() {
+    let r = Registry::new();
+    let refused = r.state.write(|tx| service::create_account(tx, "not a name", 1)).await;
+    assert!(refused.is_err(), "an invalid name is refused");
+    assert_eq!(r.state.store_failures(), 0, "a refusal is no store failure");
+    r.store.submit_write(Box::new(KillsTheWriter));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.state.store_failures() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "writes kept succeeding after the writer died"
+        );
+        let _ = r.state.write(|tx| service::create_account(tx, "acme", 1)).await;
     }
 }
