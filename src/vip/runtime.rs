@@ -505,10 +505,12 @@ impl VipRuntime {
     }
 
     /// Never claim `vip` at a term at or below `floor` (the registry's highest epoch). Unknown VIPs are
-    /// ignored.
+    /// ignored; a floor the machine refuses (above [`crate::vip::MAX_TERM`]) is logged and changes nothing.
     pub(crate) fn raise_term(&mut self, vip: Ipv6Addr, floor: u64) {
         if let Some(slot) = self.slots.get_mut(&vip) {
-            slot.machine.raise_term(floor);
+            if !slot.machine.raise_term(floor) {
+                tracing::warn!(%vip, floor, "term floor refused: above the highest term any claim may carry");
+            }
             slot.dirty = true;
         }
     }

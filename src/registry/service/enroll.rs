@@ -228,25 +228,6 @@ pub fn members(tx: &mut dyn ReadTx, presented: &Presented, network_id: &str) -> 
     snapshot(tx, &network)
 }
 
-/// `GET /v1/networks/{id}/watch`: the network if its revision is above `since`, `None` otherwise (same
-/// access as [`members`]).
-pub fn watch(
-    tx: &mut dyn ReadTx,
-    presented: &Presented,
-    network_id: &str,
-    since: u64,
-) -> Result<Option<MembersResponse>, ApiError> {
-    let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
-    let network = visible_network(tx, &caller, network_id)?;
-    // Any other revision answers at once, a lower one too: a registry restored from a backup is behind its
-    // daemons, which must take its view rather than wait for it to catch up.
-    if network.revision != since {
-        snapshot(tx, &network).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
 /// The whole network as daemons see it, at its current revision: members and VIPs.
 pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<MembersResponse, ApiError> {
     let peers = tx.peers(&network.id)?;
