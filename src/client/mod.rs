@@ -197,8 +197,10 @@ pub struct Link {
     own_key: String,
     /// The registry's address when its URL names one (see [`view::Trust::registry`]).
     registry_addr: Option<Ipv6Addr>,
-    /// Repeated refusals (views, floors) are logged once, then summarised.
+    /// Repeated view refusals are logged once, then summarised.
     refusal_logs: Repeats,
+    /// Repeated absurd floors likewise.
+    floor_logs: Repeats,
     client: RegistryClient,
     metrics: ClientMetrics,
     moves_seen: HashMap<Ipv6Addr, u64>,
@@ -314,6 +316,7 @@ impl Link {
             own_key,
             registry_addr,
             refusal_logs,
+            floor_logs: Repeats::new(SUMMARY_INTERVAL),
             client,
             metrics,
             views,
@@ -386,26 +389,30 @@ impl Link {
 
     /// `floors` without those above [`MAX_TERM`] (a rogue candidate or registry would freeze failover
     /// with them: every later claim would be refused); each refusal is counted, repeats logged sparingly.
-    fn plausible_floors(&mut self, mut floors: Vec<VipEpochView>) -> Vec<VipEpochView> {
-        floors.retain(|f| {
-            if f.epoch.term <= MAX_TERM {
-                return true;
-            }
-            self.metrics.floors_refused.inc();
-            match self.refusal_logs.failure(&format!("floor {}", f.address), Instant::now()) {
-                Log::First => tracing::warn!(
-                    vip = %f.address, term = f.epoch.term, max = MAX_TERM,
-                    "the registry's epoch floor is above the highest term; ignored (a candidate or the registry is misbehaving)"
-                ),
-                Log::Summary(n) => tracing::warn!(
-                    vip = %f.address, term = f.epoch.term, repeats = n,
-                    "the registry keeps sending an epoch floor above the highest term; ignored"
-                ),
-                Log::Quiet => {}
-            }
-            false
-        });
-        floors
+    fn plausible_floors(&mut self, floors: Vec<VipEpochView>) -> Vec<VipEpochView> {
+        let (kept, absurd): (Vec<_>, Vec<_>) = floors.into_iter().partition(|f| f.epoch.term <= MAX_TERM);
+        if absurd.is_empty() {
+            return kept;
+        }
+        self.metrics.floors_refused.inc_by(absurd.len() as u64);
+        let list = absurd
+            .iter()
+            .map(|f| format!("{} term {}", f.address, f.epoch.term))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.floor_logs.failure(&list, Instant::now()) {
+            Log::First => tracing::warn!(
+                max = MAX_TERM,
+                "the registry's epoch floors are above the highest term; ignored (a candidate or the registry \
+                 is misbehaving): {list}"
+            ),
+            Log::Summary(n) => tracing::warn!(
+                repeats = n,
+                "the registry keeps sending epoch floors above the highest term; ignored: {list}"
+            ),
+            Log::Quiet => {}
+        }
+        kept
     }
 
     /// Keeps the registry's epoch floors in the stored view (persisted when one rose), so a start while the

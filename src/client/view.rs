@@ -226,7 +226,7 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
     // Pass 2: routed prefixes, against every member address, the prefixes accepted before, the underlay.
     let mut routed: Vec<(Ipv6Net, usize)> = Vec::new();
     for (i, m) in view.members.iter().enumerate() {
-        if drop_member[i] || !owner.get(&m.address).is_some_and(|&o| o == i) {
+        if drop_member[i] || owner.get(&m.address).is_none_or(|&o| o != i) {
             continue;
         }
         let est = established(m);
