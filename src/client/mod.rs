@@ -267,19 +267,19 @@ impl Link {
             pins: &pins,
             registry: registry_addr,
         };
-        let (view, write) = match loaded {
+        let (view, contested, write) = match loaded {
             Some(v) => {
                 // Unchanged stored content is not rewritten.
                 let before = stored.then(|| v.clone());
                 match screen(v, &trust, &metrics, &mut refusal_logs) {
-                    Some(v) => {
+                    Some((v, contested)) => {
                         let write = before.as_ref() != Some(&v);
-                        (v, write)
+                        (v, contested, write)
                     }
-                    None => (empty_view(&identity), false),
+                    None => (empty_view(&identity), Vec::new(), false),
                 }
             }
-            None => (empty_view(&identity), false),
+            None => (empty_view(&identity), Vec::new(), false),
         };
         let since = view.revision;
         if stored {
@@ -289,7 +289,7 @@ impl Link {
                 "registry identity loaded; starting from the stored network view"
             );
         }
-        let pins_changed = pins.refresh(&view, now, PIN_TTL_SECS);
+        let pins_changed = pins.refresh(&view, &contested, now, PIN_TTL_SECS);
         // Best-effort like every later write: a full or read-only state directory must not stop a start.
         persist(&state, &view, pins_changed.then_some(&pins), write);
         metrics.revision.set(i64::try_from(view.revision).unwrap_or(i64::MAX));
@@ -444,10 +444,10 @@ impl Link {
             pins: &self.pins,
             registry: self.registry_addr,
         };
-        let Some(view) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
+        let Some((view, contested)) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
             return false;
         };
-        let pins_changed = self.pins.refresh(&view, unix_now(), PIN_TTL_SECS);
+        let pins_changed = self.pins.refresh(&view, &contested, unix_now(), PIN_TTL_SECS);
         persist(&self.state, &view, pins_changed.then_some(&self.pins), true);
         tracing::info!(
             revision = view.revision,
@@ -508,15 +508,15 @@ fn empty_view(identity: &Identity) -> MembersResponse {
     }
 }
 
-/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted), then
-/// [`view::validate`]d. A refused view is logged at error with every problem (once; the same refusal
-/// repeated is summarised) and counted by reason; `None` then.
+/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted; their
+/// addresses are returned with the view), then [`view::validate`]d. A refused view is logged at error with
+/// every problem (once; the same refusal repeated is summarised) and counted by reason; `None` then.
 fn screen(
     view: MembersResponse,
     trust: &view::Trust<'_>,
     metrics: &ClientMetrics,
     logs: &mut Repeats,
-) -> Option<MembersResponse> {
+) -> Option<(MembersResponse, Vec<Ipv6Addr>)> {
     let revision = view.revision;
     let (view, refused) = view::refuse_rekeys(view, trust.pins);
     log_refused(&refused, metrics);
@@ -535,7 +535,7 @@ fn screen(
                     );
                 }
             }
-            Some(view)
+            Some((view, refused.iter().map(|r| r.address).collect()))
         }
         Err(problems) => {
             if let Some(first) = problems.first() {
