@@ -197,8 +197,8 @@ pub struct Link {
     own_key: String,
     /// The registry's address when its URL names one (see [`view::Trust::registry`]).
     registry_addr: Option<Ipv6Addr>,
-    /// Repeated view refusals are logged once, then summarised.
-    refusal_logs: Repeats,
+    /// Repeated re-keys and view refusals are logged once, then summarised.
+    refusal_logs: ScreenLogs,
     /// Repeated absurd floors likewise.
     floor_logs: Repeats,
     client: RegistryClient,
@@ -258,7 +258,7 @@ impl Link {
         let mut pins = state.pins_or_rebuild(loaded.as_ref().unwrap_or(&empty_view(&identity)), now);
         let own_key = key.get_public().to_base64();
         let registry_addr = registry_address(&reg.url);
-        let mut refusal_logs = Repeats::new(SUMMARY_INTERVAL);
+        let mut refusal_logs = ScreenLogs::new();
         // The stored view is checked like a fresh one (an older sdwand persisted views unchecked); when it
         // is refused, or absent, the first watch asks for everything.
         let trust = view::Trust {
@@ -515,11 +515,11 @@ fn screen(
     view: MembersResponse,
     trust: &view::Trust<'_>,
     metrics: &ClientMetrics,
-    logs: &mut Repeats,
+    logs: &mut ScreenLogs,
 ) -> Option<(MembersResponse, Vec<Ipv6Addr>)> {
     let revision = view.revision;
     let (view, refused) = view::refuse_rekeys(view, trust.pins);
-    log_refused(&refused, metrics);
+    log_refused(&refused, metrics, &mut logs.rekeys);
     match view::validate(view, trust) {
         Ok((view, dropped)) => {
             if !dropped.is_empty() {
@@ -527,7 +527,7 @@ fn screen(
                     metrics.entries_dropped.with_label_values(&[p.rule.as_str()]).inc();
                 }
                 let list = join(&dropped);
-                if logs.failure(&list, Instant::now()) != Log::Quiet {
+                if logs.problems.failure(&list, Instant::now()) != Log::Quiet {
                     tracing::error!(
                         revision,
                         dropped = dropped.len(),
@@ -542,7 +542,7 @@ fn screen(
                 metrics.views_refused.with_label_values(&[first.rule.as_str()]).inc();
             }
             let list = join(&problems);
-            match logs.failure(&list, Instant::now()) {
+            match logs.problems.failure(&list, Instant::now()) {
                 Log::First => tracing::error!(
                     revision,
                     "registry view refused, the last good view stays (it would re-route an established member, \
@@ -556,13 +556,43 @@ fn screen(
     }
 }
 
-fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics) {
-    for r in refused {
-        metrics.refused_rekeys.inc();
+/// Counts re-keyed members and logs them: each new set in full, a set repeated view after view once per
+/// [`SUMMARY_INTERVAL`].
+fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics, logs: &mut Repeats) {
+    metrics.refused_rekeys.inc_by(refused.len() as u64);
+    if refused.is_empty() {
+        return;
+    }
+    let list = refused
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}) pinned to {}, offered {}",
+                r.name, r.address, r.pinned, r.offered
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if logs.failure(&list, Instant::now()) != Log::Quiet {
         tracing::error!(
-            member = %r.name, address = %r.address, pinned_key = %r.pinned, offered_key = %r.offered,
-            "registry view re-keys a pinned address; member refused (fix: if the re-key is legitimate, remove the address from pins.json and restart)"
+            "registry view re-keys pinned addresses; members refused (fix: if a re-key is legitimate, remove \
+             the address from pins.json and restart): {list}"
         );
+    }
+}
+
+/// The log rate limiters of [`screen`]: repeated re-keys and repeated problems are summarised apart.
+struct ScreenLogs {
+    rekeys: Repeats,
+    problems: Repeats,
+}
+
+impl ScreenLogs {
+    fn new() -> ScreenLogs {
+        ScreenLogs {
+            rekeys: Repeats::new(SUMMARY_INTERVAL),
+            problems: Repeats::new(SUMMARY_INTERVAL),
+        }
     }
 }
 
