@@ -197,8 +197,10 @@ pub struct Link {
     own_key: String,
     /// The registry's address when its URL names one (see [`view::Trust::registry`]).
     registry_addr: Option<Ipv6Addr>,
-    /// Repeated refusals (views, floors) are logged once, then summarised.
-    refusal_logs: Repeats,
+    /// Repeated re-keys and view refusals are logged once, then summarised.
+    refusal_logs: ScreenLogs,
+    /// Repeated absurd floors likewise.
+    floor_logs: Repeats,
     client: RegistryClient,
     metrics: ClientMetrics,
     moves_seen: HashMap<Ipv6Addr, u64>,
@@ -256,7 +258,7 @@ impl Link {
         let mut pins = state.pins_or_rebuild(loaded.as_ref().unwrap_or(&empty_view(&identity)), now);
         let own_key = key.get_public().to_base64();
         let registry_addr = registry_address(&reg.url);
-        let mut refusal_logs = Repeats::new(SUMMARY_INTERVAL);
+        let mut refusal_logs = ScreenLogs::new();
         // The stored view is checked like a fresh one (an older sdwand persisted views unchecked); when it
         // is refused, or absent, the first watch asks for everything.
         let trust = view::Trust {
@@ -265,19 +267,19 @@ impl Link {
             pins: &pins,
             registry: registry_addr,
         };
-        let (view, write) = match loaded {
+        let (view, contested, write) = match loaded {
             Some(v) => {
                 // Unchanged stored content is not rewritten.
                 let before = stored.then(|| v.clone());
                 match screen(v, &trust, &metrics, &mut refusal_logs) {
-                    Some(v) => {
+                    Some((v, contested)) => {
                         let write = before.as_ref() != Some(&v);
-                        (v, write)
+                        (v, contested, write)
                     }
-                    None => (empty_view(&identity), false),
+                    None => (empty_view(&identity), Vec::new(), false),
                 }
             }
-            None => (empty_view(&identity), false),
+            None => (empty_view(&identity), Vec::new(), false),
         };
         let since = view.revision;
         if stored {
@@ -287,7 +289,7 @@ impl Link {
                 "registry identity loaded; starting from the stored network view"
             );
         }
-        let pins_changed = pins.refresh(&view, now, PIN_TTL_SECS);
+        let pins_changed = pins.refresh(&view, &contested, now, PIN_TTL_SECS);
         // Best-effort like every later write: a full or read-only state directory must not stop a start.
         persist(&state, &view, pins_changed.then_some(&pins), write);
         metrics.revision.set(i64::try_from(view.revision).unwrap_or(i64::MAX));
@@ -314,6 +316,7 @@ impl Link {
             own_key,
             registry_addr,
             refusal_logs,
+            floor_logs: Repeats::new(SUMMARY_INTERVAL),
             client,
             metrics,
             views,
@@ -386,26 +389,30 @@ impl Link {
 
     /// `floors` without those above [`MAX_TERM`] (a rogue candidate or registry would freeze failover
     /// with them: every later claim would be refused); each refusal is counted, repeats logged sparingly.
-    fn plausible_floors(&mut self, mut floors: Vec<VipEpochView>) -> Vec<VipEpochView> {
-        floors.retain(|f| {
-            if f.epoch.term <= MAX_TERM {
-                return true;
-            }
-            self.metrics.floors_refused.inc();
-            match self.refusal_logs.failure(&format!("floor {}", f.address), Instant::now()) {
-                Log::First => tracing::warn!(
-                    vip = %f.address, term = f.epoch.term, max = MAX_TERM,
-                    "the registry's epoch floor is above the highest term; ignored (a candidate or the registry is misbehaving)"
-                ),
-                Log::Summary(n) => tracing::warn!(
-                    vip = %f.address, term = f.epoch.term, repeats = n,
-                    "the registry keeps sending an epoch floor above the highest term; ignored"
-                ),
-                Log::Quiet => {}
-            }
-            false
-        });
-        floors
+    fn plausible_floors(&mut self, floors: Vec<VipEpochView>) -> Vec<VipEpochView> {
+        let (kept, absurd): (Vec<_>, Vec<_>) = floors.into_iter().partition(|f| f.epoch.term <= MAX_TERM);
+        if absurd.is_empty() {
+            return kept;
+        }
+        self.metrics.floors_refused.inc_by(absurd.len() as u64);
+        let list = absurd
+            .iter()
+            .map(|f| format!("{} term {}", f.address, f.epoch.term))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.floor_logs.failure(&list, Instant::now()) {
+            Log::First => tracing::warn!(
+                max = MAX_TERM,
+                "the registry's epoch floors are above the highest term; ignored (a candidate or the registry \
+                 is misbehaving): {list}"
+            ),
+            Log::Summary(n) => tracing::warn!(
+                repeats = n,
+                "the registry keeps sending epoch floors above the highest term; ignored: {list}"
+            ),
+            Log::Quiet => {}
+        }
+        kept
     }
 
     /// Keeps the registry's epoch floors in the stored view (persisted when one rose), so a start while the
@@ -437,10 +444,10 @@ impl Link {
             pins: &self.pins,
             registry: self.registry_addr,
         };
-        let Some(view) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
+        let Some((view, contested)) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
             return false;
         };
-        let pins_changed = self.pins.refresh(&view, unix_now(), PIN_TTL_SECS);
+        let pins_changed = self.pins.refresh(&view, &contested, unix_now(), PIN_TTL_SECS);
         persist(&self.state, &view, pins_changed.then_some(&self.pins), true);
         tracing::info!(
             revision = view.revision,
@@ -501,18 +508,18 @@ fn empty_view(identity: &Identity) -> MembersResponse {
     }
 }
 
-/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted), then
-/// [`view::validate`]d. A refused view is logged at error with every problem (once; the same refusal
-/// repeated is summarised) and counted by reason; `None` then.
+/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted; their
+/// addresses are returned with the view), then [`view::validate`]d. A refused view is logged at error with
+/// every problem (once; the same refusal repeated is summarised) and counted by reason; `None` then.
 fn screen(
     view: MembersResponse,
     trust: &view::Trust<'_>,
     metrics: &ClientMetrics,
-    logs: &mut Repeats,
-) -> Option<MembersResponse> {
+    logs: &mut ScreenLogs,
+) -> Option<(MembersResponse, Vec<Ipv6Addr>)> {
     let revision = view.revision;
     let (view, refused) = view::refuse_rekeys(view, trust.pins);
-    log_refused(&refused, metrics);
+    log_refused(&refused, metrics, &mut logs.rekeys);
     match view::validate(view, trust) {
         Ok((view, dropped)) => {
             if !dropped.is_empty() {
@@ -520,7 +527,7 @@ fn screen(
                     metrics.entries_dropped.with_label_values(&[p.rule.as_str()]).inc();
                 }
                 let list = join(&dropped);
-                if logs.failure(&list, Instant::now()) != Log::Quiet {
+                if logs.problems.failure(&list, Instant::now()) != Log::Quiet {
                     tracing::error!(
                         revision,
                         dropped = dropped.len(),
@@ -528,14 +535,14 @@ fn screen(
                     );
                 }
             }
-            Some(view)
+            Some((view, refused.iter().map(|r| r.address).collect()))
         }
         Err(problems) => {
             if let Some(first) = problems.first() {
                 metrics.views_refused.with_label_values(&[first.rule.as_str()]).inc();
             }
             let list = join(&problems);
-            match logs.failure(&list, Instant::now()) {
+            match logs.problems.failure(&list, Instant::now()) {
                 Log::First => tracing::error!(
                     revision,
                     "registry view refused, the last good view stays (it would re-route an established member, \
@@ -549,13 +556,43 @@ fn screen(
     }
 }
 
-fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics) {
-    for r in refused {
-        metrics.refused_rekeys.inc();
+/// Counts re-keyed members and logs them: each new set in full, a set repeated view after view once per
+/// [`SUMMARY_INTERVAL`].
+fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics, logs: &mut Repeats) {
+    metrics.refused_rekeys.inc_by(refused.len() as u64);
+    if refused.is_empty() {
+        return;
+    }
+    let list = refused
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}) pinned to {}, offered {}",
+                r.name, r.address, r.pinned, r.offered
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if logs.failure(&list, Instant::now()) != Log::Quiet {
         tracing::error!(
-            member = %r.name, address = %r.address, pinned_key = %r.pinned, offered_key = %r.offered,
-            "registry view re-keys a pinned address; member refused (fix: if the re-key is legitimate, remove the address from pins.json and restart)"
+            "registry view re-keys pinned addresses; members refused (fix: if a re-key is legitimate, remove \
+             the address from pins.json and restart): {list}"
         );
+    }
+}
+
+/// The log rate limiters of [`screen`]: repeated re-keys and repeated problems are summarised apart.
+struct ScreenLogs {
+    rekeys: Repeats,
+    problems: Repeats,
+}
+
+impl ScreenLogs {
+    fn new() -> ScreenLogs {
+        ScreenLogs {
+            rekeys: Repeats::new(SUMMARY_INTERVAL),
+            problems: Repeats::new(SUMMARY_INTERVAL),
+        }
     }
 }
 

@@ -139,9 +139,11 @@ impl Pins {
 
     /// Brings the pins up to date with an accepted `view` at wall-clock `now` (unix seconds): pins its new
     /// members, clears the absence of those present, starts the absence of those missing and forgets the
-    /// ones absent for longer than `ttl` seconds. Returns whether anything changed (so an unchanged file
-    /// is not rewritten). The view must have been filtered by [`super::view::refuse_rekeys`].
-    pub fn refresh(&mut self, view: &MembersResponse, now: u64, ttl: u64) -> bool {
+    /// ones absent for longer than `ttl` seconds. `contested` are the addresses the registry still lists
+    /// with another key (refused by [`super::view::refuse_rekeys`]): they count as present, so insisting on
+    /// a re-key never outlasts the pin. Returns whether anything changed (so an unchanged file is not
+    /// rewritten).
+    pub fn refresh(&mut self, view: &MembersResponse, contested: &[Ipv6Addr], now: u64, ttl: u64) -> bool {
         let present: std::collections::HashMap<Ipv6Addr, &str> = view
             .members
             .iter()
@@ -149,7 +151,7 @@ impl Pins {
             .collect();
         let mut changed = false;
         self.0.retain(|address, pin| {
-            if present.contains_key(address) {
+            if present.contains_key(address) || contested.contains(address) {
                 changed |= pin.absent_since.take().is_some();
                 return true;
             }
@@ -270,7 +272,7 @@ impl StateDir {
                 "pins are rebuilt from the stored view; members absent from it are trusted on first use again",
             );
             let mut pins = Pins::new();
-            pins.refresh(view, now, PIN_TTL_SECS);
+            pins.refresh(view, &[], now, PIN_TTL_SECS);
             pins
         })
     }
@@ -488,17 +490,23 @@ mod tests {
         let mut pins = Pins::new();
         let both = view(&[("fd00:5d::1", K1), ("fd00:5d::2", K2)]);
         let one = view(&[("fd00:5d::1", K1)]);
-        assert!(pins.refresh(&both, 1000, 100));
-        assert!(!pins.refresh(&both, 1001, 100), "same view: nothing to write");
-        assert!(pins.refresh(&one, 1010, 100), "::2 starts being absent");
-        assert!(!pins.refresh(&one, 1050, 100));
-        assert!(pins.refresh(&both, 1060, 100), "back: absence cleared");
-        assert!(pins.refresh(&one, 1070, 100));
-        assert!(!pins.refresh(&one, 1170, 100), "absent exactly the TTL: kept");
+        assert!(pins.refresh(&both, &[], 1000, 100));
+        assert!(!pins.refresh(&both, &[], 1001, 100), "same view: nothing to write");
+        assert!(pins.refresh(&one, &[], 1010, 100), "::2 starts being absent");
+        assert!(!pins.refresh(&one, &[], 1050, 100));
+        assert!(pins.refresh(&both, &[], 1060, 100), "back: absence cleared");
+        assert!(pins.refresh(&one, &[], 1070, 100));
+        assert!(!pins.refresh(&one, &[], 1170, 100), "absent exactly the TTL: kept");
         assert_eq!(pins.len(), 2);
-        assert!(pins.refresh(&one, 1171, 100), "absent longer: forgotten");
+        let two: Ipv6Addr = "fd00:5d::2".parse().unwrap();
+        let mut contested = pins.clone();
+        assert!(pins.refresh(&one, &[], 1171, 100), "absent longer: forgotten");
         assert_eq!(pins.len(), 1);
-        assert_eq!(pins.key(&"fd00:5d::2".parse().unwrap()), None);
+        assert_eq!(pins.key(&two), None);
+        // Listed all along with another key (refused): the pin never expires.
+        assert!(contested.refresh(&one, &[two], 1171, 100), "absence cleared");
+        assert!(!contested.refresh(&one, &[two], 100_000, 100));
+        assert_eq!(contested.key(&two), Some(K2));
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
     // Pass 2: routed prefixes, against every member address, the prefixes accepted before, the underlay.
     let mut routed: Vec<(Ipv6Net, usize)> = Vec::new();
     for (i, m) in view.members.iter().enumerate() {
-        if drop_member[i] || !owner.get(&m.address).is_some_and(|&o| o == i) {
+        if drop_member[i] || owner.get(&m.address).is_none_or(|&o| o != i) {
             continue;
         }
         let est = established(m);
@@ -573,7 +573,7 @@ mod tests {
             vec![],
         );
         let (kept, refused) = refuse_rekeys(first, &pins);
-        assert!(pins.refresh(&kept, 100, 1000));
+        assert!(pins.refresh(&kept, &[], 100, 1000));
         assert_eq!((kept.members.len(), refused.len(), pins.len()), (2, 0, 2));
         let rekeyed = view(
             vec![
@@ -596,7 +596,7 @@ mod tests {
             }]
         );
         assert_eq!(pins.len(), 2, "refusing pins nothing");
-        assert!(pins.refresh(&kept, 200, 1000));
+        assert!(pins.refresh(&kept, &[], 200, 1000));
         assert_eq!(pins.key(&"fd00:5d::2".parse().unwrap()), Some(K2), "the pin is kept");
         assert_eq!(pins.len(), 3, "the new member is pinned");
     }
