@@ -945,8 +945,8 @@ async fn instant_answers_with_alternating_revisions_are_rate_limited() {
         }
     }
     let requests = fake.watches.load(std::sync::atomic::Ordering::SeqCst);
-    // One request at once, then at most one per second: 4 in 3.5 s.
-    assert!(requests <= 4, "{requests} watch requests in 3.5 s");
+    // A burst of three at once, then at most one per second: 6 in 3.5 s.
+    assert!(requests <= 6, "{requests} watch requests in 3.5 s");
     assert!(views >= 2, "the views are still taken ({views})");
 }
 

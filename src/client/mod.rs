@@ -45,7 +45,7 @@ use crate::registry::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };
 use crate::vip::{VipStatus, MAX_TERM};
-use backoff::Backoff;
+use backoff::{Backoff, Pace};
 use http::{ClientError, RegistryClient};
 use repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use state::{Identity, Pins, StateDir, StateError, PIN_TTL_SECS};
@@ -55,9 +55,13 @@ pub const WATCH_WAIT: Duration = Duration::from_secs(25);
 /// Retry delays of the enrollment and the watch.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(30);
-/// The watch never starts two requests closer than this, whatever the registry answers (an immediate 200
-/// with a repeated or alternating revision would otherwise drive a tight loop).
+/// After a burst of [`WATCH_BURST`] requests, the watch starts at most one request per this interval,
+/// whatever the registry answers (an immediate 200 with a repeated or alternating revision would otherwise
+/// drive a tight loop).
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Watch requests that may start back to back: changes that follow each other (a peer enrolls, then joins
+/// as a VIP candidate) reach the daemon at once, before a new candidate's listening period ends.
+pub const WATCH_BURST: u32 = 3;
 
 /// Why the registry link could not start.
 #[derive(Debug, thiserror::Error)]
@@ -741,7 +745,7 @@ async fn enroll(
 }
 
 /// The watch task: long polls from `since`, sends every new view to the loop, backs off (with jitter) on
-/// errors, and never starts two requests within [`MIN_WATCH_INTERVAL`].
+/// errors, and paces its requests: a burst of [`WATCH_BURST`], then one per [`MIN_WATCH_INTERVAL`].
 async fn watch(
     client: RegistryClient,
     network_id: String,
@@ -752,10 +756,10 @@ async fn watch(
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut failures = Repeats::new(SUMMARY_INTERVAL);
     let mut backwards = Repeats::new(SUMMARY_INTERVAL);
-    let mut next_start = tokio::time::Instant::now();
+    let mut pace = Pace::new(WATCH_BURST, MIN_WATCH_INTERVAL);
     loop {
-        tokio::time::sleep_until(next_start).await;
-        next_start = tokio::time::Instant::now() + MIN_WATCH_INTERVAL;
+        let start = pace.next_start(Instant::now());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
         match client.watch(&network_id, since, WATCH_WAIT).await {
             Ok(answer) => {
                 metrics.outcome(Ok(()));
