@@ -1,12 +1,11 @@
-//! Capped backoff with decorrelated jitter, and the pace of the watch's requests (pure: the caller sleeps;
-//! randomness is seeded, time is passed in).
+//! Capped backoff with decorrelated jitter (pure: the caller sleeps; randomness is seeded).
 //!
 //! Without jitter every daemon of a network retries in lockstep after a registry outage (a thundering herd
 //! at every step of the doubling). Decorrelated jitter ("Exponential Backoff And Jitter", AWS Architecture
 //! Blog, 2015) draws each delay uniformly from `[first, 3 × previous]`, capped: the delays still grow about
 //! geometrically, never fall below `first` (no tight retry loop) and never exceed `cap`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Delays drawn from `[first, min(cap, 3 × previous delay)]`, back to `first` after a success.
 #[derive(Debug, Clone)]
@@ -72,37 +71,6 @@ impl SplitMix64 {
     }
 }
 
-/// Paces request starts as a token bucket: up to `burst` requests back to back, then one per `every`. A
-/// burst of real changes (peers enrolling and joining one after the other) reaches the daemon at once,
-/// while a registry that answers instantly forever is held to one request per `every`.
-#[derive(Debug, Clone)]
-pub struct Pace {
-    every: Duration,
-    /// How far ahead of `now` the bookings may run before a start must wait: `(burst - 1) × every`.
-    slack: Duration,
-    /// When the bucket is full again (the next booking's theoretical time); `None` before the first.
-    full_at: Option<Instant>,
-}
-
-impl Pace {
-    /// `burst` starts at once (at least 1), then one per `every`.
-    pub fn new(burst: u32, every: Duration) -> Pace {
-        Pace {
-            every,
-            slack: every * burst.max(1).saturating_sub(1),
-            full_at: None,
-        }
-    }
-
-    /// When the next request may start (never before `now`); books that start.
-    pub fn next_start(&mut self, now: Instant) -> Instant {
-        let booked = self.full_at.map_or(now, |t| t.max(now));
-        let start = booked.checked_sub(self.slack).map_or(now, |s| s.max(now));
-        self.full_at = Some(booked + self.every);
-        start
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,19 +121,5 @@ mod tests {
         assert!(b.fail() <= S(3), "back near first after a success");
         let mut tight = Backoff::with_seed(S(10), S(2), 7);
         assert_eq!((tight.fail(), tight.fail()), (S(2), S(2)));
-    }
-
-    #[test]
-    fn pace_lets_a_burst_through_then_one_per_interval() {
-        let every = Duration::from_secs(1);
-        let mut pace = Pace::new(3, every);
-        let t0 = Instant::now();
-        let starts: Vec<Duration> = (0..6).map(|_| pace.next_start(t0) - t0).collect();
-        let secs = |s: u64| Duration::from_secs(s);
-        assert_eq!(starts, [secs(0), secs(0), secs(0), secs(1), secs(2), secs(3)]);
-        // After a quiet spell the burst is available again, but never more than `burst` of it.
-        let later = t0 + secs(60);
-        let again: Vec<Duration> = (0..4).map(|_| pace.next_start(later) - later).collect();
-        assert_eq!(again, [secs(0), secs(0), secs(0), secs(1)]);
     }
 }

@@ -45,7 +45,7 @@ use crate::registry::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };
 use crate::vip::{VipStatus, MAX_TERM};
-use backoff::{Backoff, Pace};
+use backoff::Backoff;
 use http::{ClientError, RegistryClient};
 use repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use state::{Identity, Pins, StateDir, StateError, PIN_TTL_SECS};
@@ -55,13 +55,13 @@ pub const WATCH_WAIT: Duration = Duration::from_secs(25);
 /// Retry delays of the enrollment and the watch.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(30);
-/// After a burst of [`WATCH_BURST`] requests, the watch starts at most one request per this interval,
-/// whatever the registry answers (an immediate 200 with a repeated or alternating revision would otherwise
-/// drive a tight loop).
+/// A watch answer that brought no newer revision than the daemon already had (a repeat, or an older one)
+/// holds the next request back this long from the start of the last: a registry answering instantly with
+/// repeated or alternating revisions cannot drive a tight loop.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
-/// Watch requests that may start back to back: changes that follow each other (a peer enrolls, then joins
-/// as a VIP candidate) reach the daemon at once, before a new candidate's listening period ends.
-pub const WATCH_BURST: u32 = 3;
+/// The shortest gap between two watch requests: changes that follow each other (a peer enrolls, then joins
+/// as a VIP candidate) still reach the daemon well within a new candidate's listening period.
+pub const WATCH_GAP: Duration = Duration::from_millis(100);
 
 /// Why the registry link could not start.
 #[derive(Debug, thiserror::Error)]
@@ -745,7 +745,8 @@ async fn enroll(
 }
 
 /// The watch task: long polls from `since`, sends every new view to the loop, backs off (with jitter) on
-/// errors, and paces its requests: a burst of [`WATCH_BURST`], then one per [`MIN_WATCH_INTERVAL`].
+/// errors, and paces its requests: [`WATCH_GAP`] apart after a newer revision, [`MIN_WATCH_INTERVAL`] apart
+/// after an answer that brought nothing newer.
 async fn watch(
     client: RegistryClient,
     network_id: String,
@@ -756,10 +757,12 @@ async fn watch(
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut failures = Repeats::new(SUMMARY_INTERVAL);
     let mut backwards = Repeats::new(SUMMARY_INTERVAL);
-    let mut pace = Pace::new(WATCH_BURST, MIN_WATCH_INTERVAL);
+    let mut highest = since;
+    let mut next_start = tokio::time::Instant::now();
     loop {
-        let start = pace.next_start(Instant::now());
-        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+        tokio::time::sleep_until(next_start).await;
+        let started = tokio::time::Instant::now();
+        next_start = started + MIN_WATCH_INTERVAL;
         match client.watch(&network_id, since, WATCH_WAIT).await {
             Ok(answer) => {
                 metrics.outcome(Ok(()));
@@ -778,6 +781,10 @@ async fn watch(
                                 "the registry's revision went back (restored from a backup?); taking its view"
                             );
                         }
+                    }
+                    if view.revision > highest {
+                        highest = view.revision;
+                        next_start = started + WATCH_GAP;
                     }
                     since = view.revision;
                     if views.send(view).await.is_err() {
