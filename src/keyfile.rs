@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use wireguard_control::Key;
 
-use crate::client::state::{create_temp, StateDir};
+use crate::client::state::StateDir;
 use crate::config::Config;
+use crate::durable::create_temp;
 
 /// Why the private key could not be had.
 #[derive(Debug, thiserror::Error)]

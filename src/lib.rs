@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod durable;
 pub mod http_serve;
 pub mod keyfile;
 pub mod mesh;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
-use super::state::write_atomic;
 use crate::config::K3sConfig;
+use crate::durable::write_atomic;
 use crate::registry::model::Role;
 use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
 

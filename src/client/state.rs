@@ -5,16 +5,16 @@
 //! one stops the start; a bad `network.json` or `pins.json` is moved aside and rebuilt.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::Ipv6Addr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::write_atomic;
 use crate::registry::wire::MembersResponse;
 
 /// This node's identity in the registry, from its enrollment. `Debug` leaves the token out.
@@ -339,62 +339,12 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
     }
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600: a new temporary file in the same directory (a
-/// random name, created exclusively and without following symlinks, so nothing planted or left over is
-/// reused), fchmod 0600, write, fsync, rename over `path`, fsync of the directory. The temporary file is
-/// removed when a step fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp, mut file) = create_temp(dir, &name)?;
-    let written = (|| {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Creates `dir/.<name>.<random>.tmp` with `O_EXCL | O_NOFOLLOW`, mode 0600; retries a few names if one
-/// exists.
-pub(crate) fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
-    let mut last = None;
-    for _ in 0..8 {
-        let suffix = getrandom::u64().map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
-        let tmp = dir.join(format!(".{name}.{suffix:016x}.tmp"));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::model::Lifecycle;
     use crate::registry::wire::MemberView;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";
     const K2: &str = "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=";

@@ -8,9 +8,8 @@
 //! hold (empty after a power cut, garbage, or 2^63 and above, which would exhaust the space) is refused
 //! with a warning and the clock is used instead.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,30 +98,18 @@ impl Incarnations {
     }
 }
 
-/// Writes `contents` to `path` so that after a crash the file holds either the old or the new contents:
-/// a 0600 temporary file beside it (never following a symlink), fsync, rename, fsync of the directory.
+/// Writes `contents` to `path` durably ([`crate::durable::write_atomic`]), creating the state directory
+/// (0700) when it is missing.
 fn write_durably(path: &Path, contents: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    // A leftover temporary file keeps its mode through O_TRUNC: set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    crate::durable::write_atomic(path, contents.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
