@@ -1,6 +1,7 @@
 //! Metrics and log lines for the machines' notes, with the info lines that a stream of datagrams can
-//! trigger (role changes, claims) rate-limited: the first of a kind is logged, identical ones within
-//! [`WINDOW`] are counted and summed up in the next one logged after it.
+//! trigger (role changes, claims) rate-limited: the first [`BURST`] of a kind in a [`WINDOW`] are logged
+//! (real failovers are rare, and each one must show), further identical ones are counted and summed up in
+//! the next one logged after the window.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -9,8 +10,10 @@ use std::time::{Duration, Instant};
 use crate::metrics::VipMetrics;
 use crate::vip::{ClaimReason, Note};
 
-/// Identical lines are logged at most once per window.
+/// Identical lines are logged at most [`BURST`] times per window.
 pub(super) const WINDOW: Duration = Duration::from_secs(60);
+/// Identical lines logged per window before the rest are only counted.
+pub(super) const BURST: u32 = 10;
 
 /// What decides that two lines are identical: the VIP and the line's fields other than epochs and times.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,29 +23,42 @@ struct Key {
     detail: [&'static str; 3],
 }
 
-/// Remembers, per kind of line, when the current window began and how many lines it suppressed. The
-/// keys are bounded by VIPs × roles × reasons, all from the configuration and the code.
+/// Remembers, per kind of line, when the current window began, how many lines it logged and how many it
+/// suppressed. The keys are bounded by VIPs × roles × reasons, all from the configuration and the code.
 #[derive(Debug, Default)]
 pub(super) struct LogLimit {
-    seen: HashMap<Key, (Instant, u64)>,
+    seen: HashMap<Key, Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    since: Instant,
+    logged: u32,
+    suppressed: u64,
 }
 
 impl LogLimit {
     /// `Some(suppressed)` when a line of this kind may be logged now (with how many identical ones were
     /// dropped since the last one), `None` to drop it.
     fn admit(&mut self, key: Key, now: Instant) -> Option<u64> {
+        let fresh = Window {
+            since: now,
+            logged: 1,
+            suppressed: 0,
+        };
         match self.seen.get_mut(&key) {
-            Some((since, suppressed)) if now.saturating_duration_since(*since) < WINDOW => {
-                *suppressed += 1;
-                None
+            Some(w) if now.saturating_duration_since(w.since) < WINDOW => {
+                if w.logged < BURST {
+                    w.logged += 1;
+                    Some(0)
+                } else {
+                    w.suppressed += 1;
+                    None
+                }
             }
-            Some(entry) => {
-                let dropped = entry.1;
-                *entry = (now, 0);
-                Some(dropped)
-            }
+            Some(w) => Some(std::mem::replace(w, fresh).suppressed),
             None => {
-                self.seen.insert(key, (now, 0));
+                self.seen.insert(key, fresh);
                 Some(0)
             }
         }
@@ -158,16 +174,21 @@ mod tests {
     }
 
     #[test]
-    fn identical_lines_are_logged_once_per_window_and_counted() {
+    fn identical_lines_are_logged_a_burst_per_window_and_counted() {
         let mut limit = LogLimit::default();
         let t0 = Instant::now();
-        assert_eq!(limit.admit(key("higher claim"), t0), Some(0));
+        for _ in 0..BURST {
+            assert_eq!(limit.admit(key("higher claim"), t0), Some(0));
+        }
         for i in 1..=1000 {
             assert_eq!(limit.admit(key("higher claim"), t0 + Duration::from_millis(i)), None);
         }
         // Another kind of line is not held back by the first.
         assert_eq!(limit.admit(key("health"), t0), Some(0));
         assert_eq!(limit.admit(key("higher claim"), t0 + WINDOW), Some(1000));
+        for _ in 1..BURST {
+            assert_eq!(limit.admit(key("higher claim"), t0 + WINDOW), Some(0));
+        }
         assert_eq!(limit.admit(key("higher claim"), t0 + WINDOW), None);
         limit.forget("fd00:5d:f::1");
         assert_eq!(limit.admit(key("higher claim"), t0 + WINDOW), Some(0));
