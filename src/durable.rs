@@ -12,6 +12,26 @@ use std::path::{Path, PathBuf};
 /// reused), fchmod 0600, write, fsync, rename over `path`, fsync of the directory. The temporary file is
 /// removed when a step fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    place(path, bytes, Place::Replace)
+}
+
+/// Like [`write_atomic`], but only creates: the temporary file is hard-linked to `path`, which fails with
+/// `AlreadyExists` when `path` exists, so a file created meanwhile by someone else is never overwritten.
+/// The temporary file is always removed.
+pub fn create_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    place(path, bytes, Place::CreateNew)
+}
+
+/// How the written temporary file takes `path`'s place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Rename over whatever is at `path`.
+    Replace,
+    /// Hard-link to `path`, which must not exist.
+    CreateNew,
+}
+
+fn place(path: &Path, bytes: &[u8], how: Place) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -21,23 +41,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (tmp, mut file) = create_temp(dir, &name)?;
-    let written = (|| {
+    let placed = (|| {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)
+        match how {
+            Place::Replace => fs::rename(&tmp, path),
+            Place::CreateNew => fs::hard_link(&tmp, path),
+        }
     })();
-    if let Err(e) = written {
+    // A rename took the temporary name away; a link, or a failure, left it behind.
+    if how == Place::CreateNew || placed.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(e);
     }
+    placed?;
     fs::File::open(dir)?.sync_all()
 }
 
 /// Creates `dir/.<name>.<random>.tmp` with `O_EXCL | O_NOFOLLOW`, mode 0600; retries a few names if one
 /// exists.
-pub fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
     let mut last = None;
     for _ in 0..8 {
         let suffix = getrandom::u64().map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;

@@ -4,7 +4,7 @@
 //! the old one.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,6 @@ use wireguard_control::Key;
 
 use crate::client::state::StateDir;
 use crate::config::Config;
-use crate::durable::create_temp;
 
 /// Why the private key could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -121,27 +120,10 @@ pub fn load(path: &Path, create: bool) -> Result<Key, KeyFileError> {
     }
 }
 
-/// Writes `key` to a fresh temp file next to `path` (0600), fsyncs it, hard-links it to `path` (failing
-/// with `AlreadyExists` if `path` exists) and fsyncs the directory. The temp file is always removed.
+/// Creates the key file durably with mode 0600 ([`crate::durable::create_atomic`]): fails with
+/// `AlreadyExists` if `path` exists, so a concurrent creator's key is never overwritten.
 fn install(path: &Path, key: &Key) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp, mut file) = create_temp(dir, &name)?;
-    let linked = (|| {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
-        file.sync_all()?;
-        fs::hard_link(&tmp, path)
-    })();
-    let _ = fs::remove_file(&tmp);
-    linked?;
-    fs::File::open(dir)?.sync_all()
+    crate::durable::create_atomic(path, format!("{}\n", key.to_base64()).as_bytes())
 }
 
 #[cfg(test)]
