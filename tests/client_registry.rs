@@ -199,7 +199,12 @@ impl Node {
 }
 
 async fn start(cfg: &Config, key: &Key) -> Link {
-    tokio::time::timeout(DEADLINE, Link::start(cfg, key, ClientMetrics::new()))
+    start_metered(cfg, key, ClientMetrics::new()).await
+}
+
+/// [`start`] with the caller's metrics, to read the link's counters.
+async fn start_metered(cfg: &Config, key: &Key, metrics: ClientMetrics) -> Link {
+    tokio::time::timeout(DEADLINE, Link::start(cfg, key, metrics))
         .await
         .expect("the link started in time")
         .expect("the link started")
@@ -283,10 +288,7 @@ async fn a_rekeyed_address_is_refused() {
     state.save_pins(&pins).expect("save");
 
     let metrics = ClientMetrics::new();
-    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
-        .await
-        .expect("in time")
-        .expect("started");
+    let mut link = start_metered(&cfg, &n1.key, metrics.clone()).await;
     let n2 = Node::new(&server);
     let _l2 = start(&n2.config(&server, "p2", ""), &n2.key).await;
     let n3 = Node::new(&server);
@@ -396,10 +398,7 @@ async fn starts_from_the_stored_view_while_the_registry_is_down() {
 
     let metrics = ClientMetrics::new();
     metrics.up.set(1);
-    let l1 = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
-        .await
-        .expect("no wait for the registry")
-        .expect("started");
+    let l1 = start_metered(&cfg, &n1.key, metrics.clone()).await;
     assert_eq!(l1.view, view);
     let eff = l1.effective(&cfg).expect("effective");
     assert_eq!(
@@ -774,10 +773,7 @@ async fn hostile_views_are_refused_and_the_last_good_view_stays() {
     let n1 = Node::with_token("enroll-me");
     let cfg = n1.config_at(&url, "p1", "");
     let metrics = ClientMetrics::new();
-    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
-        .await
-        .expect("in time")
-        .expect("started");
+    let mut link = start_metered(&cfg, &n1.key, metrics.clone()).await;
     assert_eq!(names(&link), ["p1", "p2"], "both pinned from the enrollment");
     let state = StateDir::new(&n1.state());
 
@@ -805,10 +801,7 @@ async fn hostile_views_are_refused_and_the_last_good_view_stays() {
 
     // A restart starts from the last good view, not the refused one.
     drop(link);
-    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
-        .await
-        .expect("in time")
-        .expect("restarted");
+    let mut link = start_metered(&cfg, &n1.key, metrics.clone()).await;
     assert_eq!(link.view.revision, 1);
 
     // E5b: the default route on a new member refuses the view too (it covers pinned members).
@@ -857,10 +850,7 @@ async fn floors_above_the_highest_term_are_ignored() {
     let n1 = Node::with_token("enroll-me");
     let cfg = n1.config_at(&url, "p1", "");
     let metrics = ClientMetrics::new();
-    let mut link = tokio::time::timeout(DEADLINE, Link::start(&cfg, &n1.key, metrics.clone()))
-        .await
-        .expect("in time")
-        .expect("started");
+    let mut link = start_metered(&cfg, &n1.key, metrics.clone()).await;
     // A view whose floor is u64::MAX: the VIP is kept, the floor is not.
     let mut v = fake_view(
         1,

@@ -8,9 +8,10 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sdwan_lab::forge::datagram;
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::{Lab, Layout};
-use sdwand::vip::{Body, Claim, Epoch, Header, Message};
+use sdwand::vip::{Body, Claim, Epoch};
 
 use crate::common::{failovers, settled, vip_lab, CANDIDATES, POLL, VIP_PEERS};
 
@@ -34,19 +35,6 @@ fn expect_rejected(lab: &Lab, to: usize, reason: &str, payloads: &[Vec<u8>], gro
             lab.metrics(to).unwrap_or_default()
         )
     });
-}
-
-fn message(vip: Ipv6Addr, sender: Ipv6Addr, incarnation: u64, seq: u64, body: Body) -> Vec<u8> {
-    Message {
-        header: Header {
-            vip,
-            sender,
-            incarnation,
-            seq,
-        },
-        body,
-    }
-    .to_bytes()
 }
 
 #[test]
@@ -92,24 +80,24 @@ fn bad_datagrams_are_counted_and_change_nothing() {
         1.0,
     );
     expect_rejected(&lab, holder, "truncated", &[b"SDWV\x01\x02".to_vec()], 1.0);
-    let mut wrong_version = message(VIP_ADDR, me, incarnation, 1, low_ack.clone());
+    let mut wrong_version = datagram(VIP_ADDR, me, incarnation, 1, low_ack.clone());
     wrong_version[4] = 99;
     expect_rejected(&lab, holder, "bad_version", &[wrong_version], 1.0);
-    let forged = message(VIP_ADDR, other_candidate, incarnation, 1, huge_claim.clone());
+    let forged = datagram(VIP_ADDR, other_candidate, incarnation, 1, huge_claim.clone());
     expect_rejected(&lab, holder, "forged_sender", &[forged], 1.0);
     let unknown: Ipv6Addr = "fd00:5d:f::99".parse().unwrap();
     expect_rejected(
         &lab,
         holder,
         "unknown_vip",
-        &[message(unknown, me, incarnation, 1, low_ack.clone())],
+        &[datagram(unknown, me, incarnation, 1, low_ack.clone())],
         1.0,
     );
-    let from_follower = message(VIP_ADDR, me, incarnation, 2, huge_claim);
+    let from_follower = datagram(VIP_ADDR, me, incarnation, 2, huge_claim);
     expect_rejected(&lab, holder, "not_candidate", &[from_follower], 1.0);
-    let ack = message(VIP_ADDR, me, incarnation, 3, low_ack.clone());
+    let ack = datagram(VIP_ADDR, me, incarnation, 3, low_ack.clone());
     expect_rejected(&lab, holder, "replayed", &[ack.clone(), ack], 1.0);
-    let stale = message(VIP_ADDR, me, incarnation - 1, 4, low_ack);
+    let stale = datagram(VIP_ADDR, me, incarnation - 1, 4, low_ack);
     expect_rejected(&lab, holder, "stale", &[stale], 1.0);
 
     assert_eq!(lab.holders().unwrap(), [holder], "{}", lab.vip_view());
