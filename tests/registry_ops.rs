@@ -592,13 +592,13 @@ async fn a_report_with_a_bad_epoch_still_records_liveness() {
 /// R11: a candidate cannot push the floor every daemon claims above out of reach.
 #[tokio::test]
 async fn a_candidate_cannot_push_the_floor_out_of_reach() {
-    use sdwand::vip::{MAX_TERM, MAX_TERM_STEP};
+    use sdwand::vip::{CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
     let r = Registry::new();
     let t = r.tenant("acme", 1).await;
     let (_, s1, s2, a1) = cluster(&r, &t).await;
     let vip = "fd00:1::ffff:1";
     self_report(&r, &s1, json!([vip_report(vip, "s1", 3, 0, None)])).await;
-    for term in [MAX_TERM, 3 + MAX_TERM_STEP + 1] {
+    for term in [MAX_TERM, CATCH_UP_TERM + 1] {
         let v = self_report(&r, &s2, json!([vip_report(vip, "s2", term, 1, None)])).await;
         assert_eq!(v["epochs"][0]["epoch"], json!({"term": 3, "rank": 0}), "{term}: {v}");
         assert!(
@@ -606,10 +606,20 @@ async fn a_candidate_cannot_push_the_floor_out_of_reach() {
             "{v}"
         );
     }
-    // One step is allowed, and a failover after it works: every daemon's reports are taken.
-    let v = self_report(&r, &s2, json!([vip_report(vip, "s2", 3 + MAX_TERM_STEP, 1, None)])).await;
+    // The daemons' own bound: a jump as far as CATCH_UP_TERM, then steps; a failover after it works.
+    let v = self_report(&r, &s2, json!([vip_report(vip, "s2", CATCH_UP_TERM, 1, None)])).await;
     assert_eq!(v["refused"], Value::Null, "{v}");
-    let next = 4 + MAX_TERM_STEP;
+    let v = self_report(
+        &r,
+        &s2,
+        json!([vip_report(vip, "s2", CATCH_UP_TERM + MAX_TERM_STEP + 1, 1, None)]),
+    )
+    .await;
+    assert!(
+        v["refused"][0].as_str().is_some_and(|l| l.contains("honest terms")),
+        "{v}"
+    );
+    let next = CATCH_UP_TERM + MAX_TERM_STEP;
     for (peer, holder) in [(&s1, "s1"), (&s2, "s1"), (&a1, "s1")] {
         let v = self_report(&r, peer, json!([vip_report(vip, holder, next, 0, None)])).await;
         assert_eq!(

@@ -385,6 +385,9 @@ impl Machine {
     fn learn(&mut self, now: Instant, from: Ipv6Addr, claim: Claim) -> bool {
         if let Err(reason) = self.vet(claim, Some(from)) {
             self.note(Note::Rejected(reason));
+            if reason == "bad_term" {
+                self.climb(claim, false);
+            }
             return false;
         }
         self.max_term = self.max_term.max(claim.epoch.term);

@@ -34,6 +34,13 @@ pub const MAX_TERM: u64 = i64::MAX as u64;
 /// single message, and no feasible stream of them, can exhaust the term space.
 pub const MAX_TERM_STEP: u64 = 1 << 16;
 
+/// How high a candidate's own claim (or a claim naming the receiving node) may be when it is more than
+/// [`MAX_TERM_STEP`] above the terms the receiver has seen: a node that restarted without a floor catches up
+/// with any term an honest network reaches (one per claim) in one message, yet a rogue candidate's jump
+/// leaves half of the term space above it, so failover stays possible (exhausting that half by steps takes
+/// 2⁴⁶ accepted messages).
+pub const CATCH_UP_TERM: u64 = 1 << 62;
+
 /// A claim's fencing token. Terms only grow; the claimant's rank is part of the epoch, so two candidates
 /// can never claim the same epoch, and every peer orders any two claims the same way: higher term first,
 /// then lower rank (the better-placed candidate) first.

@@ -1,13 +1,15 @@
 //! A misbehaving member: its machine runs like any other, but the world rewrites what it sends. A rogue
 //! follower forges acks (naming itself, candidates with wrong ranks, non-members, terms up to `u64::MAX`,
-//! valid-looking higher claims) and handovers; a rogue candidate also claims with other ranks and terms
-//! above `MAX_TERM`, relays such views in its heartbeats, and always reports every other candidate as
+//! valid-looking higher claims) and handovers; a rogue candidate also claims with other ranks, with terms
+//! above `MAX_TERM`, just below it, on either side of `CATCH_UP_TERM` and a step up (claims it never
+//! made: its own machine does not hold them; sent to whoever the network delivers them to, so the
+//! others are left behind and must climb), relays such views in its heartbeats, and always reports every other candidate as
 //! heard just now (the indirect-liveness lie about a dead holder). Forgeries stop when the faults end;
 //! the liveness lie goes on for the whole run.
 
 use std::net::Ipv6Addr;
 
-use sdwand::vip::{Body, Claim, Epoch, HandoverReason, Message, MAX_TERM};
+use sdwand::vip::{Body, Claim, Epoch, HandoverReason, Message, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 
 use super::{addr, Rng, World};
 
@@ -51,16 +53,20 @@ impl World {
                 }
             }
             Body::Claim { epoch, .. } if forging && rng.chance(0.5) => {
-                *epoch = if rng.chance(0.5) {
+                let term = match rng.pick(5) {
+                    0 => MAX_TERM + 1 + rng.range(0, 1 << 20),
+                    1 => MAX_TERM - rng.range(0, 1 << 20),
+                    2 => CATCH_UP_TERM + 1 + rng.range(0, 1 << 20),
+                    3 => CATCH_UP_TERM - rng.range(0, 1 << 20),
+                    _ => epoch.term + rng.range(1, MAX_TERM_STEP + 2),
+                };
+                *epoch = if rng.chance(0.4) {
                     Epoch {
                         term: epoch.term,
                         rank: other_rank(rng, from, cands),
                     }
                 } else {
-                    Epoch {
-                        term: MAX_TERM + 1 + rng.range(0, 1 << 20),
-                        rank: epoch.rank,
-                    }
+                    Epoch { term, rank: epoch.rank }
                 };
             }
             Body::Ack { view } if forging && rng.chance(0.5) => {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sdwand::vip::{ClaimReason, HandoverReason, PeerState, Timers};
+use sdwand::vip::{ClaimReason, HandoverReason, PeerState, Timers, CATCH_UP_TERM, MAX_TERM_STEP};
 
 use super::model::{Op, Rng, Setup, MS, T};
 use super::world::{Rogue, World};
@@ -226,7 +226,7 @@ fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome
     let mut last_bad: Option<(T, String)> = None;
     let mut t = t_f;
     // `last_restart` moves only while planned stops finish (within Ho + Dr of `t_f`).
-    while t <= t_f.max(w.last_restart) + b + settle {
+    while t <= t_f.max(w.last_restart) + b + climb(&w, settle) + settle {
         w.run_until(t)?;
         if let Err(why) = w.converged() {
             last_bad = Some((t, why));
@@ -238,6 +238,7 @@ fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome
         converged_after: Some(0),
         ..Outcome::default()
     };
+    let b = b + climb(&w, settle);
     if let Some((t, why)) = last_bad {
         if t + TICK > t_ref + b {
             return Err(format!(
@@ -251,6 +252,17 @@ fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome
     }
     summary(&w, &mut out);
     Ok(out)
+}
+
+/// How much longer than the bound convergence may take once a rogue pushed the terms past
+/// `CATCH_UP_TERM` (`docs/protocol.md`, "Term bounds"): a node it left behind climbs one step per claim
+/// of the holder's it receives, and a follower receives one at least every refresh period `r`.
+fn climb(w: &World, r: T) -> T {
+    let top = w.claims.iter().map(|c| c.epoch.term).max().unwrap_or(0);
+    if top <= CATCH_UP_TERM {
+        return 0;
+    }
+    ((top - CATCH_UP_TERM) / MAX_TERM_STEP + 2) * r
 }
 
 /// Boots a cluster on a network with loss ≤ `loss` per link and jitter; checks that rank 0 holds once

@@ -6,9 +6,15 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use sdwand::vip::{Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState, MAX_TERM};
+use sdwand::vip::{
+    Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState, CATCH_UP_TERM, MAX_TERM,
+};
 
 use super::model::{addr, ClaimRec, Link, Op, Rng, Setup, MS, T};
+
+/// How far above [`CATCH_UP_TERM`] honest claims may go in a run: a rogue's steps raise the terms by at
+/// most `MAX_TERM_STEP` per datagram, a few thousand datagrams in a run. Beyond it, the terms ran away.
+const RUNAWAY: u64 = 1 << 40;
 
 #[path = "faults.rs"]
 mod faults;
@@ -415,6 +421,11 @@ impl World {
                         "node {i} claimed {epoch}, not above the claim it had seen: {before:?}"
                     ));
                 }
+                if epoch.term > CATCH_UP_TERM + RUNAWAY {
+                    return Err(format!(
+                        "node {i} claimed {epoch}: the terms ran away (no room left to grow)"
+                    ));
+                }
                 self.record_holder(i, epoch)?;
                 self.claims.push(ClaimRec {
                     t: self.now,
@@ -423,6 +434,7 @@ impl World {
                     epoch,
                 });
             }
+            Note::TermExhausted { term } => return Err(format!("node {i} can no longer claim: term {term}")),
             Note::Rejected(why) => *self.rejected.entry(why).or_default() += 1,
             Note::Role { from, to, why, claim } => {
                 self.log(|| format!("n{i} {} -> {} ({why}) {claim:?}", from.as_str(), to.as_str()));

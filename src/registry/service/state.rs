@@ -5,8 +5,8 @@
 //! above every earlier claim. Reports change no revision: they are not membership.
 //!
 //! The stored epoch is a floor every daemon claims above, so only plausible epochs get there: only a VIP's
-//! candidates speak for it, a term is at most [`MAX_TERM_STEP`] above the stored one (honest terms grow
-//! by one per claim), and floors are handed out only up to [`FLOOR_CEILING`], so a claim above a floor
+//! candidates speak for it, a term is at most [`CATCH_UP_TERM`] or [`MAX_TERM_STEP`] above the stored
+//! one (the daemons' own term bound: honest terms grow by one per claim), and floors are handed out only up to [`FLOOR_CEILING`], so a claim above a floor
 //! always fits below [`MAX_TERM`]. An entry that breaks a rule is skipped and named in the answer's
 //! `refused`; the rest of the report, and the caller's liveness, are recorded all the same.
 
@@ -18,7 +18,7 @@ use crate::registry::model::{TokenKind, Vip};
 use crate::registry::store::WriteTx;
 use crate::registry::token::Presented;
 use crate::registry::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
-use crate::vip::{Epoch, MAX_TERM, MAX_TERM_STEP};
+use crate::vip::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 
 /// The highest stored term handed out as a floor (or built upon): one step below [`MAX_TERM`]. A stored
 /// epoch above it (written before these rules existed) is treated as absent and replaced by the next
@@ -27,8 +27,8 @@ pub const FLOOR_CEILING: u64 = MAX_TERM - MAX_TERM_STEP;
 
 /// `POST /v1/peers/self/report`: marks the caller seen, merges its VIP reports and answers the highest
 /// epoch of every VIP of the network. Reports of addresses that are not VIPs of its network, or of VIPs
-/// the caller is no candidate of, are ignored; a term above [`MAX_TERM`], or a candidate's term more than
-/// [`MAX_TERM_STEP`] above the stored one, is refused (that entry only: see the module documentation).
+/// the caller is no candidate of, are ignored; a term above [`MAX_TERM`], or a candidate's term above
+/// [`CATCH_UP_TERM`] and more than [`MAX_TERM_STEP`] above the stored one, is refused (that entry only: see the module documentation).
 pub fn peer_report(
     tx: &mut dyn WriteTx,
     presented: &Presented,
@@ -92,10 +92,10 @@ fn plausible(vip: Option<&Vip>, epoch: Epoch) -> Result<(), String> {
     }
     let Some(vip) = vip else { return Ok(()) };
     let stored = floor(vip).map_or(0, |e| e.term);
-    if epoch.term > stored.saturating_add(MAX_TERM_STEP) {
+    if epoch.term > (stored + MAX_TERM_STEP).max(CATCH_UP_TERM) {
         return Err(format!(
-            "term {} is more than {MAX_TERM_STEP} above the registry's {stored}; honest terms grow by one per \
-             claim",
+            "term {} is above {CATCH_UP_TERM} and more than {MAX_TERM_STEP} above the registry's {stored}; honest \
+             terms grow by one per claim",
             epoch.term
         ));
     }

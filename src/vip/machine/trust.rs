@@ -6,15 +6,12 @@ use std::net::Ipv6Addr;
 use std::time::Instant;
 
 use super::Machine;
-use crate::vip::{Claim, ClaimReason, Note, PeerState, MAX_TERM, MAX_TERM_STEP};
+use crate::vip::{Claim, ClaimReason, Note, PeerState, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 
 impl Machine {
     /// Whether `claim` may be learned; `from` is the candidate that sent it (as a claim, or as the view
     /// of its heartbeat or ack), `None` for a follower's ack. The holder must be a candidate (this node
-    /// included) and the epoch must carry its rank; no term may exceed [`MAX_TERM`]; and a claim relayed
-    /// by someone other than its holder may not be more than [`MAX_TERM_STEP`] above the highest term
-    /// seen. A candidate's own claim is exempt from the step: the holder is authenticated, and a node
-    /// that restarted without a registry floor must catch up with however far the terms have grown.
+    /// included) and the epoch must carry its rank, and its term must be within [`Machine::term_bound`].
     pub(super) fn vet(&self, claim: Claim, from: Option<Ipv6Addr>) -> Result<(), &'static str> {
         let rank = if claim.holder == self.p.me {
             self.rank()
@@ -27,26 +24,46 @@ impl Machine {
         if usize::from(claim.epoch.rank) != rank {
             return Err("bad_rank");
         }
-        let term = claim.epoch.term;
-        let own = from == Some(claim.holder);
-        if term > MAX_TERM || (!own && term > self.max_term.saturating_add(MAX_TERM_STEP)) {
+        if claim.epoch.term > self.term_bound(from.is_none()) {
             return Err("bad_term");
         }
         Ok(())
     }
 
+    /// The highest term a claim learned now may carry: never above [`MAX_TERM`]; any term up to
+    /// [`CATCH_UP_TERM`], so a node that restarted without a registry floor, or missed claims in a
+    /// partition, catches up with whatever an honest network reaches (one per claim) in one message, from
+    /// the holder or from anyone relaying it; above that, at most [`MAX_TERM_STEP`] above the highest
+    /// term seen, so no message leaves too little room for the next claims. A follower's view is held
+    /// one term lower: the holder renews one term above it, and that claim must pass everyone's bound.
+    pub(super) fn term_bound(&self, follower: bool) -> u64 {
+        ((self.max_term + MAX_TERM_STEP).max(CATCH_UP_TERM) - u64::from(follower)).min(MAX_TERM)
+    }
+
+    /// A claim (or view) was refused for its term alone: this node climbs to the bound it was refused
+    /// by, so it learns the claim from a later message (the holder's next heartbeat, re-send or refresh;
+    /// a follower's next ack) once it is within a step. A node left far behind (it missed a rogue's
+    /// steps, or restarted without a floor after terms passed [`CATCH_UP_TERM`]) catches up a step per
+    /// message, and refused claims raise terms no faster than the steps a rogue may take anyway.
+    pub(super) fn climb(&mut self, claim: Claim, follower: bool) {
+        if claim.epoch.term <= MAX_TERM {
+            self.max_term = self.max_term.max(self.term_bound(follower));
+        }
+    }
+
     /// A follower acknowledged this node's claim `mine` with a different claim `view`. A follower is not
     /// a candidate, so what it says never moves the VIP. But a follower that routes by a higher claim
     /// than this holder's would keep doing so for good if its holder is gone (it was made while this
-    /// holder could not hear it, and no live candidate knows it). So when `view` is valid
-    /// ([`Machine::vet`] with the term step), higher than `mine`, and names this node or a candidate that
-    /// is not live and holding here (a live holder's own heartbeats say what it holds), this holder renews
-    /// its claim above it, at most once per interval: the follower moves to this holder, and a forger can
-    /// only raise this holder's term by at most [`MAX_TERM_STEP`] per interval.
+    /// holder could not hear it, and no live candidate knows it). So when `view` is higher than `mine`
+    /// and names this node or a candidate that is not live and holding here (a live holder's own
+    /// heartbeats say what it holds), this holder renews its claim above it if it is valid
+    /// ([`Machine::vet`]), or climbs towards it if only its term is too far ([`Machine::climb`]); at
+    /// most once per interval either way. The follower moves to this holder, and a forger can only raise
+    /// this holder's term to [`CATCH_UP_TERM`], then by at most [`MAX_TERM_STEP`] per interval.
     pub(super) fn follower_view(&mut self, now: Instant, mine: Option<Claim>, view: Claim) {
-        if let Err(reason) = self.vet(view, None) {
+        let vetted = self.vet(view, None);
+        if let Err(reason) = vetted {
             self.note(Note::Rejected(reason));
-            return;
         }
         let Some(mine) = mine else { return };
         let live_holder = self
@@ -57,9 +74,18 @@ impl Machine {
         if view <= mine || live_holder || recent || self.handover.is_some() {
             return;
         }
-        self.last_renew = Some(now);
-        self.max_term = self.max_term.max(view.epoch.term);
-        self.claim_now(now, ClaimReason::Renew);
+        match vetted {
+            Ok(()) => {
+                self.last_renew = Some(now);
+                self.max_term = self.max_term.max(view.epoch.term);
+                self.claim_now(now, ClaimReason::Renew);
+            }
+            Err("bad_term") => {
+                self.last_renew = Some(now);
+                self.climb(view, true);
+            }
+            Err(_) => {}
+        }
     }
 
     /// The failover transport went down or came back.

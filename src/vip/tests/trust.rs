@@ -45,7 +45,7 @@ fn a_followers_forged_acks_move_nothing() {
             "not_candidate",
         ),
         (claim(MAX_TERM + 1, 1, addr(1)), "bad_term"),
-        (claim(1 + MAX_TERM_STEP + 1, 1, addr(1)), "bad_term"),
+        (claim(CATCH_UP_TERM, 1, addr(1)), "bad_term"),
     ];
     for (seq, (view, why)) in forged.iter().enumerate() {
         for i in 0..4 {
@@ -126,6 +126,60 @@ fn a_candidate_claims_only_with_its_own_rank() {
     assert_untouched(&c, held);
 }
 
+fn own_claim(from: usize, seq: u64, term: u64, rank: u16) -> Message {
+    msg(
+        from,
+        1 << 40,
+        seq,
+        Body::Claim {
+            epoch: Epoch { term, rank },
+            confirmed: 0,
+            peers: 3,
+        },
+    )
+}
+
+#[test]
+fn a_candidates_own_claim_cannot_exhaust_the_terms() {
+    // A rogue candidate claims for itself at MAX_TERM: were it learned, no node could ever claim again.
+    // Each refusal lifts the node's terms to its bound (CATCH_UP_TERM at first, then a step at a time),
+    // never further, and moves nothing.
+    let mut c = Cluster::booted(3, 1, timers());
+    let held = c.m(0).claim();
+    for i in [0, 1, 3] {
+        c.inject(i, own_claim(2, 1, MAX_TERM + 1, 2));
+        c.inject(i, own_claim(2, 2, MAX_TERM, 2));
+        c.inject(i, own_claim(2, 3, MAX_TERM, 2));
+        assert_eq!(c.rejected(i, "bad_term"), 3, "node {i}");
+    }
+    assert_untouched(&c, held);
+    c.run(ms(500));
+    c.assert_converged(0);
+    // Failover still works, right above the terms the refusals reached.
+    c.kill(0);
+    c.run(ms(500));
+    c.assert_converged(1);
+    assert_eq!(
+        c.m(1).claim().map(|c| c.epoch.term),
+        Some(CATCH_UP_TERM + MAX_TERM_STEP + 1)
+    );
+}
+
+#[test]
+fn a_candidates_jump_is_taken_up_to_the_catch_up_term() {
+    // A restarted node must catch up with a holder far ahead in one message; a rogue's jump that far
+    // still leaves half of the term space. Its own machine learns the claim it never made, says it does
+    // not hold it, and rank 0 claims above it.
+    let mut c = Cluster::booted(3, 1, timers());
+    for i in [0, 1, 3] {
+        c.inject(i, own_claim(2, 1, CATCH_UP_TERM, 2));
+        assert_eq!(c.nodes[i].route, Some(addr(2)), "node {i} takes the jump");
+    }
+    c.run(ms(500));
+    c.assert_converged(0);
+    assert_eq!(c.m(0).claim().map(|c| c.epoch.term), Some(CATCH_UP_TERM + 1));
+}
+
 #[test]
 fn another_candidates_claim_does_not_end_a_drain() {
     // Review M13: rank 2 announces a confirmed claim with rank 1's rank while rank 0 drains towards rank 1.
@@ -158,11 +212,12 @@ fn another_candidates_claim_does_not_end_a_drain() {
 }
 
 #[test]
-fn relayed_views_are_bounded_but_a_holders_own_claim_is_caught_up_with() {
-    // A candidate's heartbeat view naming another candidate far above the terms seen is refused...
+fn relayed_views_are_bounded_but_a_restarted_node_catches_up() {
+    // A candidate's heartbeat view naming another candidate above CATCH_UP_TERM, far above the terms
+    // seen, is refused...
     let mut c = Cluster::booted(3, 1, timers());
     let held = c.m(0).claim();
-    let far = claim(2 + MAX_TERM_STEP, 0, addr(0));
+    let far = claim(CATCH_UP_TERM + 1, 0, addr(0));
     c.inject(1, msg(2, 1 << 40, 1, heartbeat(PeerState::Standby, Some(far))));
     assert_eq!(c.rejected(1, "bad_term"), 1);
     c.inject(
