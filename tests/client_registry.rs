@@ -677,7 +677,7 @@ impl Fake {
                 peer_id: "id-p1".into(),
                 network_id: "n1".into(),
                 address: "fd00:5d::1".parse().expect("addr"),
-                overlay_prefix: "fd00:5d::/48".parse().expect("prefix"),
+                overlay_prefix: "fd00:5d::/32".parse().expect("prefix"),
                 peer_token: "peer-token".into(),
                 revision: 0,
                 members: vec![me, p2],
@@ -743,7 +743,8 @@ fn fake_view(revision: u64, key: &Key, extra: Vec<MemberView>, vips: Vec<VipView
     MembersResponse {
         network_id: "n1".into(),
         revision,
-        overlay_prefix: Some("fd00:5d::/48".parse().expect("prefix")),
+        overlay_prefix: Some("fd00:5d::/32".parse().expect("prefix")),
+        vip_pool: Some("fd00:5d:f::/64".parse().expect("pool")),
         members,
         vips,
     }
@@ -811,7 +812,8 @@ async fn hostile_views_are_refused_and_the_last_good_view_stays() {
     drive_until(&mut link, "the second refusal", |_| refused(&metrics, "overlap") == 2).await;
     assert_eq!(link.view.revision, 1);
 
-    // E5d + E5e: a VIP on p2's underlay and a member outside the overlay are dropped, the rest applied.
+    // E5d + E5e: a VIP on p2's underlay (outside the overlay too), a VIP outside the network's pool and a
+    // member outside the overlay are dropped, the rest applied.
     let fine = member("z", "fd00:5d::5", &Key::generate_private().get_public().to_base64());
     let outside = member("o", "fd00:99::5", &Key::generate_private().get_public().to_base64());
     fake.push(fake_view(
@@ -820,6 +822,7 @@ async fn hostile_views_are_refused_and_the_last_good_view_stays() {
         vec![fine, outside],
         vec![
             fake_vip("2001:db8::2", &["p1"]),
+            fake_vip("fd00:5d::77", &["p1"]),
             fake_vip("fd00:5d:f::1", &["p1", "p2"]),
         ],
     ));
@@ -828,8 +831,12 @@ async fn hostile_views_are_refused_and_the_last_good_view_stays() {
     assert_eq!(link.view.vips.len(), 1);
     assert_eq!(link.view.vips[0].address.to_string(), "fd00:5d:f::1");
     assert_eq!(
-        (dropped(&metrics, "underlay"), dropped(&metrics, "outside_overlay")),
-        (1, 1)
+        (
+            dropped(&metrics, "underlay"),
+            dropped(&metrics, "outside_overlay"),
+            dropped(&metrics, "outside_pool")
+        ),
+        (1, 2, 1)
     );
     assert_eq!(
         state.network().expect("read").expect("present"),

@@ -507,6 +507,7 @@ fn empty_view(identity: &Identity) -> MembersResponse {
         network_id: identity.network_id.clone(),
         revision: 0,
         overlay_prefix: Some(identity.overlay_prefix),
+        vip_pool: None,
         members: Vec::new(),
         vips: Vec::new(),
     }
@@ -738,6 +739,7 @@ async fn enroll(
         network_id: resp.network_id,
         revision: 0,
         overlay_prefix: Some(resp.overlay_prefix),
+        vip_pool: None,
         members: resp.members,
         vips: Vec::new(),
     };

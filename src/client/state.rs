@@ -354,6 +354,7 @@ mod tests {
             network_id: "n1".into(),
             revision: 3,
             overlay_prefix: Some("fd00:5d::/48".parse().unwrap()),
+            vip_pool: None,
             members: members
                 .iter()
                 .map(|(addr, key)| MemberView {

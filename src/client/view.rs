@@ -68,8 +68,10 @@ pub enum Rule {
     Network,
     /// A member carries this node's address with another key, or this node's key at another address.
     SelfImpersonation,
-    /// A member's address is outside the overlay prefix.
+    /// A member's address or a VIP is outside the overlay prefix.
     OutsideOverlay,
+    /// A VIP is outside the network's VIP pool.
+    OutsidePool,
     /// Two members (or two VIPs) share an address.
     Duplicate,
     /// A routed prefix shorter than /16 (the default route included).
@@ -93,6 +95,7 @@ impl Rule {
             Rule::Network => "network",
             Rule::SelfImpersonation => "self_impersonation",
             Rule::OutsideOverlay => "outside_overlay",
+            Rule::OutsidePool => "outside_pool",
             Rule::Duplicate => "duplicate",
             Rule::ShortPrefix => "short_prefix",
             Rule::Special => "special_address",
@@ -142,8 +145,10 @@ fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 /// Checks a (re-key filtered) view the way a configuration file is checked, before it is persisted or
 /// applied: members inside the overlay prefix with unique addresses; routed prefixes at least
 /// /[`MIN_ROUTED_PREFIX_LEN`], not special, overlapping no other member's /128 or prefix and capturing no
-/// underlay endpoint nor the registry; VIPs unique, not special, not a member's /128, not inside a routed
-/// prefix, not an underlay address, with at most [`MAX_CANDIDATES`] candidates.
+/// underlay endpoint nor the registry; VIPs unique, not special, inside the overlay prefix and the
+/// network's VIP pool (when the registry names it; a pool outside the overlay refuses the view), not a
+/// member's /128, not inside a routed prefix, not an underlay address, with at most [`MAX_CANDIDATES`]
+/// candidates.
 ///
 /// An offending member or VIP is dropped and the rest is kept (`Ok` with the drops), except when the
 /// problem concerns an established member (pinned with its key, or this node): a view that would move a
@@ -153,6 +158,14 @@ fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(MembersResponse, Vec<Problem>), Vec<Problem>> {
     let id = trust.identity;
     let mut refusals = Vec::new();
+    if let Some(pool) = view.vip_pool.filter(|p| !id.overlay_prefix.contains(p)) {
+        refusals.push(Problem {
+            entry: "view".into(),
+            rule: Rule::Network,
+            detail: format!("VIP pool {pool} is outside the overlay prefix {}", id.overlay_prefix),
+        });
+        return Err(refusals);
+    }
     if view.network_id != id.network_id || view.overlay_prefix.is_some_and(|p| p != id.overlay_prefix) {
         refusals.push(Problem {
             entry: "view".into(),
@@ -296,6 +309,15 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         }
         if let Some(s) = specials.iter().find(|s| s.contains(&host)) {
             problems.push((Rule::Special, format!("is inside {s}"), false));
+        } else if !id.overlay_prefix.contains(&v.address) {
+            let detail = format!("is outside the overlay prefix {}", id.overlay_prefix);
+            problems.push((Rule::OutsideOverlay, detail, false));
+        } else if let Some(pool) = view.vip_pool.filter(|p| !p.contains(&v.address)) {
+            problems.push((
+                Rule::OutsidePool,
+                format!("is outside the network's VIP pool {pool}"),
+                false,
+            ));
         }
         if let Some(&o) = owner.get(&v.address) {
             let victim = &view.members[o];
@@ -542,7 +564,8 @@ mod tests {
         MembersResponse {
             network_id: "n1".into(),
             revision: 7,
-            overlay_prefix: Some("fd00:5d::/48".parse().unwrap()),
+            overlay_prefix: Some("fd00:5d::/32".parse().unwrap()),
+            vip_pool: None,
             members,
             vips,
         }
@@ -554,7 +577,7 @@ mod tests {
             name: "a".into(),
             network_id: "n1".into(),
             address: "fd00:5d::1".parse().unwrap(),
-            overlay_prefix: "fd00:5d::/48".parse().unwrap(),
+            overlay_prefix: "fd00:5d::/32".parse().unwrap(),
             peer_token: "secret".into(),
             registry_url: "https://reg".into(),
         }
@@ -704,7 +727,7 @@ mod tests {
             ],
         );
         let (kept, dropped) = check(v, &pinned()).unwrap();
-        assert_eq!(rules(&dropped), [Rule::Overlap, Rule::Overlap]);
+        assert_eq!(rules(&dropped), [Rule::Overlap, Rule::OutsideOverlay, Rule::Overlap]);
         assert_eq!(kept.vips.len(), 1);
         assert_eq!(kept.vips[0].address.to_string(), "fd00:5d:f::1");
         // Inside an established member's routed prefix: refused.
@@ -745,7 +768,9 @@ mod tests {
             [
                 ("member x (fd00:5d::3)", Rule::Underlay, true, false),
                 ("member x (fd00:5d::3)", Rule::Underlay, false, true),
+                ("VIP 2001:db8::2", Rule::OutsideOverlay, false, false),
                 ("VIP 2001:db8::2", Rule::Underlay, true, false),
+                ("VIP 2001:db8::100", Rule::OutsideOverlay, false, false),
                 ("VIP 2001:db8::100", Rule::Underlay, false, true),
                 ("VIP ::1", Rule::Special, false, false),
             ]
@@ -764,6 +789,21 @@ mod tests {
             kept.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn a_vip_outside_the_networks_pool_is_dropped_and_a_pool_outside_the_overlay_refuses_the_view() {
+        let mut v = base(
+            vec![],
+            vec![vip("fd00:5d:f::1", None, &["a"]), vip("fd00:5d::77", None, &["a"])],
+        );
+        v.vip_pool = Some("fd00:5d:f::/64".parse().unwrap());
+        let (kept, dropped) = check(v.clone(), &pinned()).unwrap();
+        assert_eq!(rules(&dropped), [Rule::OutsidePool]);
+        assert_eq!(dropped[0].entry, "VIP fd00:5d::77");
+        assert_eq!(kept.vips.len(), 1);
+        v.vip_pool = Some("fd00:77::/64".parse().unwrap());
+        assert_eq!(rules(&check(v, &pinned()).unwrap_err()), [Rule::Network]);
     }
 
     #[test]

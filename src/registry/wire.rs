@@ -174,6 +174,9 @@ pub struct MembersResponse {
     /// The network's overlay prefix (routed through every daemon's interface).
     #[serde(default)]
     pub overlay_prefix: Option<Ipv6Net>,
+    /// The network's VIP pool (inside the overlay prefix): every VIP of the view is in it.
+    #[serde(default)]
+    pub vip_pool: Option<Ipv6Net>,
     /// Every member, in enrollment order.
     pub members: Vec<MemberView>,
     /// Every VIP of the network, in creation order, with its candidates in rank order.

@@ -236,6 +236,7 @@ pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<Members
         network_id: network.id.clone(),
         revision: network.revision,
         overlay_prefix: Some(network.overlay_prefix),
+        vip_pool: Some(network.vip_pool),
         members: peers.iter().map(member_view).collect(),
         vips,
     })
