@@ -268,6 +268,30 @@ async fn an_enrolled_identity_cannot_be_stolen_by_a_retry() {
     assert_eq!(s, StatusCode::OK);
 }
 
+/// A peer whose first call is a read (members or watch) ends its retry window too: a retry with the same
+/// enrollment token, name and key then gets 409, not a second token for the running identity.
+#[tokio::test]
+async fn a_first_read_ends_the_retry_window() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    for (name, route) in [("m", "members"), ("w", "watch?since=0&wait_ms=0")] {
+        let key = new_key();
+        let (s, v) = r.enroll_key(&t.enrollment, name, &key).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let token = v["peer_token"].as_str().expect("token").to_owned();
+        let (s, v) = r.enroll_key(&t.enrollment, name, &key).await;
+        assert_eq!(s, StatusCode::CREATED, "a retry before any call is answered: {v}");
+        let (s, _) = r.get(&format!("/v1/networks/{}/{route}", t.network_id), &token).await;
+        assert_eq!(s, StatusCode::OK, "{route}");
+        let (s, v) = r.enroll_key(&t.enrollment, name, &key).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::CONFLICT, "already_enrolled"),
+            "after {route}: {v}"
+        );
+    }
+}
+
 /// R15: what an enrollee says about itself is checked before anything is stored.
 #[tokio::test]
 async fn enrollment_refuses_bad_endpoints_keys_names_roles_and_lifecycles() {

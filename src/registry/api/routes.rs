@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use crate::registry::error::{code, ApiError, ErrorKind};
 use crate::registry::model::TokenKind;
 use crate::registry::service;
+use crate::registry::token::Presented;
 use crate::registry::wire::{
     ClusterStateRequest, CreateEnrollmentTokenRequest, EnrollmentTokenInfo, EnrollmentTokensResponse,
 };
@@ -98,11 +99,23 @@ pub(super) async fn set_cluster_state(
     ))
 }
 
+/// Ends the caller's enrollment retry window on its first authenticated read (one write per peer, ever;
+/// see `service::enroll`).
+async fn first_read(s: &AppState, token: &Presented) -> Result<(), ApiError> {
+    let t = token.clone();
+    if s.store.read(move |tx| service::unused_peer_token(tx, &t)).await? {
+        let (t, now) = (token.clone(), now_ms());
+        s.write(move |tx| service::first_use(tx, &t, now)).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn members(
     State(s): State<AppState>,
     Bearer(token): Bearer,
     PathId(network_id): PathId,
 ) -> Answer<MembersResponse> {
+    first_read(&s, &token).await?;
     Ok(Json(
         s.store
             .read(move |tx| service::members(tx, &token, &network_id))
@@ -122,6 +135,7 @@ pub(super) async fn watch(
             "wait_ms {wait_ms} is above the longest wait, {WATCH_MAX_WAIT_MS} ms"
         )));
     }
+    first_read(&s, &token).await?;
     let since = query.since;
     // The access check and the revision, re-read after every wake-up: a token deleted meanwhile gets 401.
     let revision = || {

@@ -8,10 +8,10 @@
 //!
 //! A daemon whose enrollment answer was lost enrolls again with the same name and key. That retry gets the
 //! same peer and a new peer token only while (1) the retry comes with the enrollment token that enrolled
-//! the peer and (2) the peer never made a write call with its token (a report — which a daemon sends as
-//! soon as it starts —, a handshake or a cluster report marks it seen; reads such as the watch run in read
-//! transactions and do not). The earlier peer token stays valid: a retry never takes a working identity
-//! away from anyone.
+//! the peer and (2) the peer never used its token: its first authenticated call of any kind — a report
+//! (which a daemon sends as soon as it starts), a handshake, a cluster report, or a read of the members or
+//! the watch ([`first_use`]) — marks it seen. The earlier peer token stays valid: a retry never takes a
+//! working identity away from anyone.
 //! Any other retry is 409 `already_enrolled`: once a peer is running, its identity cannot be claimed by
 //! someone who merely knows its name, its public key and an enrollment token.
 
@@ -218,6 +218,27 @@ pub fn enrolled_members(tx: &mut dyn ReadTx, answer: &mut EnrollResponse) -> Res
     let network = tx.network(&answer.network_id)?.ok_or_else(ApiError::unauthorized)?;
     answer.members = tx.peers(&network.id)?.iter().map(member_view).collect();
     answer.revision = answer.revision.max(network.revision);
+    Ok(())
+}
+
+/// Whether the caller is a peer that has never used its token; its first read must end the enrollment
+/// retry window ([`first_use`]). Admin tokens: `false`.
+pub fn unused_peer_token(tx: &mut dyn ReadTx, presented: &Presented) -> Result<bool, ApiError> {
+    let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
+    if caller.kind != TokenKind::Peer {
+        return Ok(false);
+    }
+    Ok(tx.peer(scope(&caller.peer_id)?)?.is_some_and(|p| !p.token_used()))
+}
+
+/// Marks the calling peer seen, and so its token used, if it never was: a read call (members, watch) is
+/// the peer's first use as much as a write is (see the module documentation, "Retries").
+pub fn first_use(tx: &mut dyn WriteTx, presented: &Presented, now_ms: u64) -> Result<(), ApiError> {
+    let caller = authenticate(tx, presented, &[TokenKind::Peer])?;
+    if let Some(mut peer) = tx.peer(scope(&caller.peer_id)?)?.filter(|p| !p.token_used()) {
+        peer.mark_seen(now_ms);
+        tx.put_peer(&peer)?;
+    }
     Ok(())
 }
 
