@@ -1,3 +1,9 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use wireguard_control::Key;
+
 use super::*;
 
 const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";

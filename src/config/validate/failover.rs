@@ -1,117 +1,20 @@
 //! `[failover]` and `[[vip]]`: the VIP failover settings and the VIPs with their candidates and health checks.
 //!
 //! Validation only; the names in `candidates` stay names here (the daemon resolves them with
-//! [`Config::member_address`](super::Config::member_address)), and nothing is read from disk.
+//! [`Config::member_address`](crate::config::Config::member_address)), and nothing is read from disk.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_abs_path, parse_duration_in, parse_host, Ctx, RawInterface, RawMember};
+use super::{parse_abs_path, parse_duration_in, parse_host, Ctx};
+use crate::config::raw::{RawFailover, RawHealth, RawInterface, RawMember, RawVip};
+use crate::config::{FailoverConfig, HealthCheck, HealthConfig, VipConfig, DEFAULT_FAILOVER_PORT as DEFAULT_PORT};
 use crate::vip::wire::MAX_CANDIDATES;
-use crate::vip::Timers;
-
-/// The default `failover.port`. Privileged (below 1024), so no unprivileged process on a member can
-/// hold it before sdwand starts, nor send from it: a datagram from this port is sdwand's (the runtime
-/// drops any other source port). 851 is unassigned by IANA and absent from common `/etc/services`.
-pub const DEFAULT_PORT: u16 = 851;
-const _: () = assert!(DEFAULT_PORT < 1024, "the default failover port must be privileged");
-
-/// `[failover]`: how the nodes talk about VIPs. The same for every VIP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailoverConfig {
-    /// UDP port for heartbeats and claims, bound on this node's overlay address; never the WireGuard port.
-    pub port: u16,
-    /// Heartbeat interval (10ms..=10s).
-    pub interval: Duration,
-    /// Intervals of silence after which a candidate counts as dead (2..=100).
-    pub dead_after: u32,
-    /// Hand the VIP back to a returning higher-ranked candidate.
-    pub preempt: bool,
-    /// How long that candidate must have been live and healthy first (0s..=1h); unused without `preempt`.
-    pub preempt_delay: Duration,
-}
-
-impl FailoverConfig {
-    /// The protocol timers these settings stand for.
-    pub fn timers(&self) -> Timers {
-        Timers {
-            interval: self.interval,
-            dead_after: self.dead_after,
-            preempt: self.preempt.then_some(self.preempt_delay),
-        }
-    }
-}
-
-/// One `[[vip]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VipConfig {
-    /// The virtual /128; unique among VIPs and outside every member's address and routed prefixes.
-    pub address: Ipv6Addr,
-    /// Names of `[[members]]` entries in promotion order (rank = index); 1..=32 of them, each once.
-    pub candidates: Vec<String>,
-    /// The local service check; `None` counts this node as always healthy.
-    pub health: Option<HealthConfig>,
-    /// Line of the entry in the file, for messages raised after parsing.
-    pub line: usize,
-}
-
-/// `[vip.health]`: when this node is fit to hold the VIP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthConfig {
-    /// What is checked.
-    pub check: HealthCheck,
-    /// Period of the check (100ms..=1h).
-    pub interval: Duration,
-    /// How long one check may take; always shorter than `interval`, so checks never overlap (default:
-    /// 500ms or half the interval, whichever is shorter).
-    pub timeout: Duration,
-    /// Consecutive passes that make an unhealthy node healthy (1..=10).
-    pub rise: u32,
-    /// Consecutive failures that make a healthy node unhealthy (1..=10).
-    pub fall: u32,
-}
-
-/// The kind of health check and its target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthCheck {
-    /// Healthy when a TCP connection to `target` succeeds.
-    Tcp {
-        /// Address and port to connect to.
-        target: SocketAddr,
-    },
-    /// Healthy when `GET url` answers 2xx.
-    Http {
-        /// An `http://` URL.
-        url: String,
-    },
-    /// Healthy when `GET url` answers 2xx over TLS.
-    Https {
-        /// An `https://` URL.
-        url: String,
-        /// PEM CA certificate(s) to trust instead of the system roots.
-        ca_file: Option<PathBuf>,
-        /// PEM client certificate; set exactly when `client_key` is.
-        client_cert: Option<PathBuf>,
-        /// PEM private key of `client_cert`.
-        client_key: Option<PathBuf>,
-    },
-}
-
-impl HealthCheck {
-    /// What is checked, for logs: the address or the URL.
-    pub fn target(&self) -> String {
-        match self {
-            HealthCheck::Tcp { target } => target.to_string(),
-            HealthCheck::Http { url } | HealthCheck::Https { url, .. } => url.clone(),
-        }
-    }
-}
 
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
@@ -527,37 +430,4 @@ fn parse_url(s: &str, kind: &str) -> Result<String, String> {
         return Err("has a #fragment, which is never sent to the server".into());
     }
     Ok(s.to_owned())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawFailover {
-    port: Option<Spanned<i64>>,
-    interval: Option<Spanned<String>>,
-    dead_after: Option<Spanned<i64>>,
-    preempt: Option<bool>,
-    preempt_delay: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawVip {
-    address: Spanned<String>,
-    candidates: Spanned<Vec<Spanned<String>>>,
-    health: Option<Spanned<RawHealth>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    kind: Spanned<String>,
-    target: Option<Spanned<String>>,
-    url: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    client_cert: Option<Spanned<String>>,
-    client_key: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    rise: Option<Spanned<i64>>,
-    fall: Option<Spanned<i64>>,
 }

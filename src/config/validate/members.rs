@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use ipnet::Ipv6Net;
-use serde::Deserialize;
 use toml::Spanned;
 use wireguard_control::Key;
 
-use super::{host_net, line_of, parse_host, Ctx, Member, PartialInterface};
+use super::{line_of, parse_host, Ctx, PartialInterface};
+use crate::config::raw::RawMember;
+use crate::config::{host_net, Member};
 
 impl Ctx<'_> {
     pub(super) fn members(
@@ -144,15 +145,4 @@ impl Ctx<'_> {
         }
         (out.len() == raw.len()).then_some(out)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMember {
-    pub(super) name: Spanned<String>,
-    public_key: Spanned<String>,
-    endpoint: Option<Spanned<String>>,
-    pub(super) address: Spanned<String>,
-    #[serde(default)]
-    pub(super) routed_prefixes: Vec<Spanned<String>>,
 }

@@ -8,70 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::failover::RawHealth;
-use super::{line_of, parse_abs_path, parse_duration_in, Ctx, HealthConfig};
+use super::{line_of, parse_abs_path, parse_duration_in, Ctx};
+use crate::config::raw::{RawK3s, RawRegistry};
+use crate::config::{K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
 use crate::registry::model::{Lifecycle, Role};
-
-/// Where the k3s drop-in goes when `[k3s] config_path` is not set.
-pub const DEFAULT_K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml";
-
-/// `[registry]`: this node's identity, members and VIPs come from an `sdwan-registry`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryConfig {
-    /// Base URL (`https://`, or `http://` with `insecure`), without a trailing slash.
-    pub url: String,
-    /// Plain HTTP is accepted (labs only).
-    pub insecure: bool,
-    /// The enrollment token's file; read at the first enrollment only.
-    pub enrollment_token_file: Option<PathBuf>,
-    /// Peer name to enroll with; `None` = the host name.
-    pub name: Option<String>,
-    /// Advertised underlay endpoint.
-    pub endpoint: Option<SocketAddr>,
-    /// Lifecycle class to enroll with.
-    pub lifecycle: Lifecycle,
-    /// PEM CA certificate(s) trusted for the registry instead of the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Period of the liveness and VIP-state report (1s..=1h).
-    pub report_interval: Duration,
-    /// `interface.address` when the file gives one: it must equal the address the registry assigned.
-    pub file_address: Option<Ipv6Addr>,
-    /// `interface.overlay_prefix` when the file gives one: it must equal the registry's.
-    pub file_overlay_prefix: Option<Ipv6Net>,
-    /// Line of the `[registry]` table, for messages raised after parsing.
-    pub line: usize,
-}
-
-/// `[k3s]`: the k3s handshake this node performs and the drop-in it writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct K3sConfig {
-    /// The k3s role (also enrolled as the peer's role).
-    pub role: Role,
-    /// Server only: create the cluster instead of joining one.
-    pub bootstrap: bool,
-    /// Join target; `None` = the most recent active cluster. Reloadable.
-    pub target_cluster_id: Option<String>,
-    /// Bootstrap only: the new cluster's name.
-    pub cluster_name: Option<String>,
-    /// Where the k3s configuration drop-in is written.
-    pub config_path: PathBuf,
-    /// Health check applied to the VIP of this node's cluster.
-    pub health: Option<HealthConfig>,
-}
-
-impl RegistryConfig {
-    /// The keys a reload cannot change (the identity is bound to them): everything but `report_interval`.
-    pub fn restart_only(&self) -> RegistryConfig {
-        RegistryConfig {
-            report_interval: Duration::ZERO,
-            line: 0,
-            ..self.clone()
-        }
-    }
-}
 
 impl Ctx<'_> {
     /// `[registry]`; `address` and `prefix` are `interface.address` and `interface.overlay_prefix` if given.
@@ -283,28 +225,4 @@ fn parse_registry_url(s: &str, insecure: bool) -> Result<String, String> {
         return Err("has a query or fragment; give the base URL only".into());
     }
     Ok(s.trim_end_matches('/').to_owned())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRegistry {
-    url: Option<Spanned<String>>,
-    insecure: Option<bool>,
-    enrollment_token_file: Option<Spanned<String>>,
-    name: Option<Spanned<String>>,
-    endpoint: Option<Spanned<String>>,
-    lifecycle: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    report_interval: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawK3s {
-    role: Option<Spanned<String>>,
-    bootstrap: Option<Spanned<bool>>,
-    target_cluster_id: Option<Spanned<String>>,
-    cluster_name: Option<Spanned<String>>,
-    config_path: Option<Spanned<String>>,
-    health: Option<Spanned<RawHealth>>,
 }

@@ -1,0 +1,363 @@
+//! The validated configuration: the types callers read ([`Config`] and its sections) and the queries the
+//! daemon asks of them (`check_identity`, `restart_only_settings`, `member_address`).
+//!
+//! Plain data with defaults already filled in. Nothing here parses text or reads a file: values are built
+//! only by the validator (`validate`), from the serde input in `raw`.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv6Net;
+use wireguard_control::Key;
+
+use super::{ConfigError, ConfigErrors};
+use crate::registry::model::{Lifecycle, Role};
+use crate::vip::Timers;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+    /// The WireGuard interface and this node's overlay identity.
+    pub interface: InterfaceConfig,
+    /// Which WireGuard implementation drives the interface.
+    pub backend: BackendConfig,
+    /// Daemon housekeeping: state, metrics, timers.
+    pub daemon: DaemonConfig,
+    /// Static member list, in file order (the registry replaces it later).
+    pub members: Vec<Member>,
+    /// VIP failover settings shared by every VIP.
+    pub failover: FailoverConfig,
+    /// The VIPs, in file order.
+    pub vips: Vec<VipConfig>,
+    /// `[registry]`: identity, members and VIPs come from the registry (then `members` is empty in the
+    /// file, and the daemon runs on the effective configuration built by `crate::client`).
+    pub registry: Option<RegistryConfig>,
+    /// `[k3s]`: the handshake and the drop-in.
+    pub k3s: Option<K3sConfig>,
+}
+
+/// `[interface]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceConfig {
+    /// Interface name (1–15 characters).
+    pub name: String,
+    /// File holding the base64 private key.
+    pub private_key_file: PathBuf,
+    /// WireGuard UDP listen port.
+    pub listen_port: u16,
+    /// Interface MTU.
+    pub mtu: u32,
+    /// This node's /128 overlay address. With `[registry]` it comes from the enrollment: in the file's
+    /// configuration it is then the unspecified address (`::`) when the file does not give it.
+    pub address: Ipv6Addr,
+    /// The overlay network, routed through the interface. With `[registry]` it comes from the registry:
+    /// in the file's configuration it is then `::/128` when the file does not give it.
+    pub overlay_prefix: Ipv6Net,
+    /// Persistent keepalive for every member, seconds; `None` = off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// `[backend] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Kernel WireGuard when available, else userspace.
+    Auto,
+    /// Kernel WireGuard only.
+    Kernel,
+    /// The userspace implementation only.
+    Userspace,
+}
+
+/// `[backend]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Requested backend.
+    pub kind: BackendKind,
+    /// Path of the userspace implementation (`wireguard-go`).
+    pub userspace_path: PathBuf,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Address of the Prometheus endpoint. Fail-soft: if it cannot be bound (a port taken by another
+    /// process), the daemon runs on, says so in the log and `sdwanctl status`, and retries.
+    pub metrics_listen: SocketAddr,
+    /// Period of the full resync.
+    pub resync_interval: Duration,
+    /// Remove the data plane on SIGTERM instead of leaving it up.
+    pub teardown_on_exit: bool,
+    /// Unix socket `sdwanctl` talks to.
+    pub control_socket: PathBuf,
+}
+
+/// One `[[members]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Human name, unique in the list (used in logs and metric labels).
+    pub name: String,
+    /// WireGuard public key, unique in the list.
+    pub public_key: Key,
+    /// Underlay endpoint; `None` waits for the member to reach us.
+    pub endpoint: Option<SocketAddr>,
+    /// The member's /128 overlay address.
+    pub address: Ipv6Addr,
+    /// Extra prefixes routed to the member.
+    pub routed_prefixes: Vec<Ipv6Net>,
+    /// Line of the entry in the file, for messages raised after parsing.
+    pub line: usize,
+}
+
+impl Member {
+    /// Every prefix this member is reached at: its /128 first, then its routed prefixes.
+    pub fn prefixes(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        std::iter::once(host_net(self.address)).chain(self.routed_prefixes.iter().copied())
+    }
+}
+
+/// `addr/128`.
+pub fn host_net(addr: Ipv6Addr) -> Ipv6Net {
+    Ipv6Net::new(addr, 128).expect("128 is a valid IPv6 prefix length")
+}
+
+impl Config {
+    /// Checks the parts that need this node's public key: the member carrying it must have this node's
+    /// address, and no other member may use that address.
+    pub fn check_identity(&self, own_public: &Key) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let is_self = m.public_key == *own_public;
+            let (message, hint) = if is_self && m.address != self.interface.address {
+                (
+                    format!(
+                        "carries this node's public key but address {} instead of interface.address {}",
+                        m.address, self.interface.address
+                    ),
+                    "make the two addresses equal, or fix the key",
+                )
+            } else if !is_self && m.address == self.interface.address {
+                (
+                    format!("uses this node's address {} with another public key", m.address),
+                    "give the member its own address, or fix the key",
+                )
+            } else {
+                continue;
+            };
+            errors.push(ConfigError {
+                path: self.source.clone(),
+                line: m.line,
+                key: format!("members[{i}]"),
+                message,
+                hint: hint.into(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The settings that a reload (SIGHUP) cannot change, with their current values, for a clear refusal.
+    pub fn restart_only_settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("interface.name", self.interface.name.clone()),
+            (
+                "interface.private_key_file",
+                self.interface.private_key_file.display().to_string(),
+            ),
+            ("backend.kind", format!("{:?}", self.backend.kind)),
+            (
+                "backend.userspace_path",
+                self.backend.userspace_path.display().to_string(),
+            ),
+            ("daemon.state_dir", self.daemon.state_dir.display().to_string()),
+            ("daemon.metrics_listen", self.daemon.metrics_listen.to_string()),
+            (
+                "daemon.control_socket",
+                self.daemon.control_socket.display().to_string(),
+            ),
+            ("failover.port", self.failover.port.to_string()),
+            (
+                "registry",
+                format!("{:?}", self.registry.as_ref().map(RegistryConfig::restart_only)),
+            ),
+            (
+                "k3s.role/bootstrap",
+                format!("{:?}", self.k3s.as_ref().map(|k| (k.role, k.bootstrap))),
+            ),
+        ]
+    }
+
+    /// The overlay address of the member called `name` (VIP candidates are member names).
+    pub fn member_address(&self, name: &str) -> Option<Ipv6Addr> {
+        self.members.iter().find(|m| m.name == name).map(|m| m.address)
+    }
+}
+
+// `[failover]` and `[[vip]]`.
+
+/// The default `failover.port`. Privileged (below 1024), so no unprivileged process on a member can
+/// hold it before sdwand starts, nor send from it: a datagram from this port is sdwand's (the runtime
+/// drops any other source port). 851 is unassigned by IANA and absent from common `/etc/services`.
+pub const DEFAULT_FAILOVER_PORT: u16 = 851;
+const _: () = assert!(
+    DEFAULT_FAILOVER_PORT < 1024,
+    "the default failover port must be privileged"
+);
+
+/// `[failover]`: how the nodes talk about VIPs. The same for every VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// UDP port for heartbeats and claims, bound on this node's overlay address; never the WireGuard port.
+    pub port: u16,
+    /// Heartbeat interval (10ms..=10s).
+    pub interval: Duration,
+    /// Intervals of silence after which a candidate counts as dead (2..=100).
+    pub dead_after: u32,
+    /// Hand the VIP back to a returning higher-ranked candidate.
+    pub preempt: bool,
+    /// How long that candidate must have been live and healthy first (0s..=1h); unused without `preempt`.
+    pub preempt_delay: Duration,
+}
+
+impl FailoverConfig {
+    /// The protocol timers these settings stand for.
+    pub fn timers(&self) -> Timers {
+        Timers {
+            interval: self.interval,
+            dead_after: self.dead_after,
+            preempt: self.preempt.then_some(self.preempt_delay),
+        }
+    }
+}
+
+/// One `[[vip]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipConfig {
+    /// The virtual /128; unique among VIPs and outside every member's address and routed prefixes.
+    pub address: Ipv6Addr,
+    /// Names of `[[members]]` entries in promotion order (rank = index); 1..=32 of them, each once.
+    pub candidates: Vec<String>,
+    /// The local service check; `None` counts this node as always healthy.
+    pub health: Option<HealthConfig>,
+    /// Line of the entry in the file, for messages raised after parsing.
+    pub line: usize,
+}
+
+/// `[vip.health]`: when this node is fit to hold the VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// What is checked.
+    pub check: HealthCheck,
+    /// Period of the check (100ms..=1h).
+    pub interval: Duration,
+    /// How long one check may take; always shorter than `interval`, so checks never overlap (default:
+    /// 500ms or half the interval, whichever is shorter).
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy node healthy (1..=10).
+    pub rise: u32,
+    /// Consecutive failures that make a healthy node unhealthy (1..=10).
+    pub fall: u32,
+}
+
+/// The kind of health check and its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// Healthy when a TCP connection to `target` succeeds.
+    Tcp {
+        /// Address and port to connect to.
+        target: SocketAddr,
+    },
+    /// Healthy when `GET url` answers 2xx.
+    Http {
+        /// An `http://` URL.
+        url: String,
+    },
+    /// Healthy when `GET url` answers 2xx over TLS.
+    Https {
+        /// An `https://` URL.
+        url: String,
+        /// PEM CA certificate(s) to trust instead of the system roots.
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate; set exactly when `client_key` is.
+        client_cert: Option<PathBuf>,
+        /// PEM private key of `client_cert`.
+        client_key: Option<PathBuf>,
+    },
+}
+
+impl HealthCheck {
+    /// What is checked, for logs: the address or the URL.
+    pub fn target(&self) -> String {
+        match self {
+            HealthCheck::Tcp { target } => target.to_string(),
+            HealthCheck::Http { url } | HealthCheck::Https { url, .. } => url.clone(),
+        }
+    }
+}
+
+// `[registry]` and `[k3s]`.
+
+/// Where the k3s drop-in goes when `[k3s] config_path` is not set.
+pub const DEFAULT_K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml";
+
+/// `[registry]`: this node's identity, members and VIPs come from an `sdwan-registry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Base URL (`https://`, or `http://` with `insecure`), without a trailing slash.
+    pub url: String,
+    /// Plain HTTP is accepted (labs only).
+    pub insecure: bool,
+    /// The enrollment token's file; read at the first enrollment only.
+    pub enrollment_token_file: Option<PathBuf>,
+    /// Peer name to enroll with; `None` = the host name.
+    pub name: Option<String>,
+    /// Advertised underlay endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Lifecycle class to enroll with.
+    pub lifecycle: Lifecycle,
+    /// PEM CA certificate(s) trusted for the registry instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Period of the liveness and VIP-state report (1s..=1h).
+    pub report_interval: Duration,
+    /// `interface.address` when the file gives one: it must equal the address the registry assigned.
+    pub file_address: Option<Ipv6Addr>,
+    /// `interface.overlay_prefix` when the file gives one: it must equal the registry's.
+    pub file_overlay_prefix: Option<Ipv6Net>,
+    /// Line of the `[registry]` table, for messages raised after parsing.
+    pub line: usize,
+}
+
+/// `[k3s]`: the k3s handshake this node performs and the drop-in it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sConfig {
+    /// The k3s role (also enrolled as the peer's role).
+    pub role: Role,
+    /// Server only: create the cluster instead of joining one.
+    pub bootstrap: bool,
+    /// Join target; `None` = the most recent active cluster. Reloadable.
+    pub target_cluster_id: Option<String>,
+    /// Bootstrap only: the new cluster's name.
+    pub cluster_name: Option<String>,
+    /// Where the k3s configuration drop-in is written.
+    pub config_path: PathBuf,
+    /// Health check applied to the VIP of this node's cluster.
+    pub health: Option<HealthConfig>,
+}
+
+impl RegistryConfig {
+    /// The keys a reload cannot change (the identity is bound to them): everything but `report_interval`.
+    pub fn restart_only(&self) -> RegistryConfig {
+        RegistryConfig {
+            report_interval: Duration::ZERO,
+            line: 0,
+            ..self.clone()
+        }
+    }
+}
