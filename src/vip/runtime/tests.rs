@@ -9,7 +9,7 @@ use std::time::Instant;
 use prometheus::Registry;
 
 use super::*;
-use crate::vip::wire::{Body, Header, Heartbeat};
+use crate::vip::wire::{Body, Header, Heartbeat, Message};
 use crate::vip::PeerState;
 
 const ME: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0, 0, 0, 0, 0, 1);
