@@ -724,38 +724,3 @@ impl Machine {
         t.into_iter().flatten().filter(|x| *x > now).min()
     }
 }
-
-#[cfg(test)]
-mod floor_tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn a_raised_floor_puts_the_next_claim_above_it() {
-        let me: Ipv6Addr = "fd00:1::1".parse().expect("addr");
-        let params = Params {
-            vip: "fd00:1::ffff".parse().expect("vip"),
-            me,
-            candidates: vec![me],
-            peers: vec![],
-            timers: crate::vip::Timers {
-                interval: Duration::from_millis(50),
-                dead_after: 4,
-                preempt: None,
-            },
-        };
-        let mut now = Instant::now();
-        let mut m = Machine::new(params, now, 1, true, Adopt::Nothing);
-        m.raise_term(41);
-        m.raise_term(7);
-        for _ in 0..1000 {
-            if m.claim().is_some() {
-                break;
-            }
-            now = m.poll_timeout().expect("a listening candidate has a deadline");
-            m.handle_timeout(now);
-        }
-        assert_eq!(m.claim().map(|c| c.epoch.term), Some(42));
-    }
-}

@@ -262,3 +262,39 @@ fn unhealthy_candidates_do_not_claim_and_an_unhealthy_holder_hands_over() {
     assert!(c.claims_since(t).is_empty());
     assert_eq!(c.m(1).role(), PeerState::Standby);
 }
+
+/// Moved whole from the end of `machine.rs`: a term floor raised by the registry bounds the next claim.
+mod floor_tests {
+    use std::net::Ipv6Addr;
+    use std::time::{Duration, Instant};
+
+    use crate::vip::{Adopt, Machine, Params};
+
+    #[test]
+    fn a_raised_floor_puts_the_next_claim_above_it() {
+        let me: Ipv6Addr = "fd00:1::1".parse().expect("addr");
+        let params = Params {
+            vip: "fd00:1::ffff".parse().expect("vip"),
+            me,
+            candidates: vec![me],
+            peers: vec![],
+            timers: crate::vip::Timers {
+                interval: Duration::from_millis(50),
+                dead_after: 4,
+                preempt: None,
+            },
+        };
+        let mut now = Instant::now();
+        let mut m = Machine::new(params, now, 1, true, Adopt::Nothing);
+        m.raise_term(41);
+        m.raise_term(7);
+        for _ in 0..1000 {
+            if m.claim().is_some() {
+                break;
+            }
+            now = m.poll_timeout().expect("a listening candidate has a deadline");
+            m.handle_timeout(now);
+        }
+        assert_eq!(m.claim().map(|c| c.epoch.term), Some(42));
+    }
+}
