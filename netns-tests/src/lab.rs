@@ -33,7 +33,7 @@ use crate::doc::{LabDoc, PeerDoc, RegistryDoc};
 use crate::down::lab_sockets;
 use crate::error::{humanize, LabError, Result};
 use crate::layout::{self, Layout};
-use crate::nodecfg::{BackendSection, DaemonSection, InterfaceSection, Member, NodeConfig};
+use crate::nodecfg::{build, Member};
 use crate::process::ProcId;
 use crate::state::{LabState, PeerState};
 
@@ -160,7 +160,7 @@ impl Lab {
             .map(|i| PeerState {
                 index: i,
                 public_key: members[i - 1].public_key.clone(),
-                config: peer_config(&layout, i, &opts, &wireguard_go, members.clone()),
+                config: build::peer_config(&layout, i, &opts, &wireguard_go, members.clone()),
                 sdwand: None,
                 wireguard_go: Vec::new(),
                 responder: None,
@@ -175,7 +175,7 @@ impl Lab {
                 background: Vec::new(),
                 registry: None,
                 vips: if opts.registry {
-                    crate::vip::sections(&opts).1
+                    crate::nodecfg::build::failover_sections(&opts).1
                 } else {
                     Vec::new()
                 },
@@ -580,48 +580,6 @@ impl Lab {
 
 /// The `NodeConfig` of peer `i`: static (`[[members]]`, `[[vip]]`, its address) or, with a registry,
 /// `[registry]` and `[k3s]` instead (address, members and VIPs come from the registry).
-fn peer_config(layout: &Layout, i: usize, opts: &UpOptions, wireguard_go: &Path, members: Vec<Member>) -> NodeConfig {
-    let dir = layout.peer_dir(i);
-    let (failover, vip) = crate::vip::sections(opts);
-    let mut config = NodeConfig {
-        interface: InterfaceSection {
-            name: layout.wg_if(i),
-            private_key_file: dir.join("private.key"),
-            listen_port: layout::LISTEN_PORT,
-            mtu: 1420,
-            address: Some(Layout::overlay_addr(i)),
-            overlay_prefix: Some(layout::OVERLAY_PREFIX.to_owned()),
-            persistent_keepalive: opts.persistent_keepalive,
-        },
-        backend: BackendSection {
-            kind: "userspace".to_owned(),
-            userspace_path: wireguard_go.to_owned(),
-        },
-        daemon: DaemonSection {
-            state_dir: dir.join("state"),
-            metrics_listen: "127.0.0.1:9581".parse().expect("constant address"),
-            resync_interval: opts.resync_interval.clone(),
-            teardown_on_exit: opts.teardown_on_exit,
-            // Only with a VIP: a daemon without failover support refuses unknown keys.
-            control_socket: layout.control_socket(i),
-        },
-        failover,
-        vip,
-        registry: None,
-        k3s: None,
-        members,
-    };
-    if opts.registry {
-        config.interface.address = None;
-        config.interface.overlay_prefix = None;
-        config.vip.clear();
-        config.members.clear();
-        config.registry = Some(crate::registry::section(layout, i, "persistent"));
-        config.k3s = crate::registry::k3s_section(layout, i, opts.vip_candidates);
-    }
-    config
-}
-
 /// Refuses to build over anything of the same name.
 fn check_absent(layout: &Layout) -> Result<()> {
     let exists = |what: String| {

@@ -197,6 +197,14 @@ impl Layout {
     }
 }
 
+/// The name of the cluster p1 bootstraps.
+pub const CLUSTER_NAME: &str = "lab";
+
+/// The URL of the lab registry's API over the underlay.
+pub fn registry_url() -> String {
+    format!("http://{}:{}", REGISTRY_ADDR, REGISTRY_PORT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
 
+pub mod build;
+
 /// One `sdwand.toml`. Field names and sections are the daemon's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {

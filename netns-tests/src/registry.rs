@@ -26,7 +26,7 @@ use crate::error::{LabError, Result};
 use crate::lab::{describe_status, write_new, Lab};
 use crate::layout::{self, Layout};
 use crate::metrics::{http_request_in_netns, HttpAnswer};
-use crate::nodecfg::{K3sSection, RegistrySection};
+use crate::nodecfg::{build, K3sSection};
 use crate::process::ProcId;
 use crate::state::{PeerState, RegistryState};
 
@@ -41,9 +41,6 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The name of the lab's account in its registry.
 const ACCOUNT: &str = "lab";
-
-/// The name of the cluster p1 bootstraps.
-pub const CLUSTER_NAME: &str = "lab";
 
 /// What a daemon keeps of its enrollment (`state/registry/identity.json`; other fields are ignored here).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -95,34 +92,12 @@ impl K3sDropIn {
     }
 }
 
-/// The URL of the lab registry's API over the underlay.
+/// The name of the cluster p1 bootstraps (kept at this path; it lives in [`crate::layout`]).
+pub use crate::layout::CLUSTER_NAME;
+
+/// The URL of the lab registry's API over the underlay (kept at this path; see [`layout::registry_url`]).
 pub fn url() -> String {
-    format!("http://{}:{}", layout::REGISTRY_ADDR, layout::REGISTRY_PORT)
-}
-
-/// The `[registry]` section of peer `i` (persistent unless `lifecycle` says otherwise).
-pub(crate) fn section(l: &Layout, i: usize, lifecycle: &str) -> RegistrySection {
-    RegistrySection {
-        url: url(),
-        insecure: true,
-        enrollment_token_file: l.registry_dir().join("enrollment-token"),
-        name: Layout::peer_name(i),
-        endpoint: (Layout::underlay_addr(i), layout::LISTEN_PORT).into(),
-        lifecycle: lifecycle.to_owned(),
-        report_interval: Some("1s".to_owned()),
-    }
-}
-
-/// The `[k3s]` section of peer `i` of a lab with `k` VIP candidates: p1 bootstraps the cluster, p2..pK join
-/// it as servers, the rest as agents (most recent active cluster). None without candidates.
-pub(crate) fn k3s_section(l: &Layout, i: usize, k: usize) -> Option<K3sSection> {
-    let path = l.k3s_config(i);
-    match i {
-        _ if k == 0 => None,
-        1 => Some(K3sSection::bootstrap(CLUSTER_NAME, path)),
-        _ if i <= k => Some(K3sSection::join("server", "", path)),
-        _ => Some(K3sSection::join("agent", "", path)),
-    }
+    layout::registry_url()
 }
 
 impl Lab {
@@ -183,9 +158,9 @@ impl Lab {
              ephemeral_ttl = \"{ttl}\"\nspot_ttl = \"{spot}\"\n",
             port = layout::REGISTRY_PORT,
             state = dir.join("state").display(),
-            ttl = crate::vip::humantime(ephemeral_ttl),
+            ttl = build::humantime(ephemeral_ttl),
             // The registry wants spot peers reaped first.
-            spot = crate::vip::humantime((ephemeral_ttl / 2).max(Duration::from_secs(1))),
+            spot = build::humantime((ephemeral_ttl / 2).max(Duration::from_secs(1))),
         );
         write_new(&dir.join("registry.toml"), config.as_bytes(), 0o600)?;
         cmd::ip(&["netns", "add", &l.registry_netns()])?;
@@ -513,7 +488,7 @@ impl Lab {
         config.interface.private_key_file = dir.join("private.key");
         config.daemon.state_dir = dir.join("state");
         config.daemon.control_socket = l.control_socket(i);
-        config.registry = Some(section(&l, i, lifecycle));
+        config.registry = Some(build::registry_section(&l, i, lifecycle));
         config.k3s = k3s;
         let key = Key::generate_private();
         self.state.peers.push(PeerState {
@@ -596,24 +571,5 @@ mod tests {
         assert!(!d.cluster_init);
         assert_eq!(d.server.as_deref(), Some("https://[fd00:5d:f::1]:6443"));
         assert!(d.tls_san.is_empty());
-    }
-
-    #[test]
-    fn k3s_roles_follow_the_index() {
-        let l = Layout::new("t").unwrap();
-        let roles: Vec<Option<(String, bool)>> = (1..=5)
-            .map(|i| k3s_section(&l, i, 3).map(|k| (k.role, k.bootstrap)))
-            .collect();
-        assert_eq!(
-            roles,
-            [
-                Some(("server".into(), true)),
-                Some(("server".into(), false)),
-                Some(("server".into(), false)),
-                Some(("agent".into(), false)),
-                Some(("agent".into(), false)),
-            ]
-        );
-        assert_eq!(k3s_section(&l, 1, 0), None);
     }
 }

@@ -20,7 +20,9 @@ use crate::error::{LabError, Result};
 use crate::lab::{Lab, UpOptions};
 use crate::layout::{self, Layout};
 use crate::metrics::{samples, sum};
-use crate::nodecfg::{FailoverSection, VipSection};
+/// A duration as the daemon's config writes it (kept at this path; it lives in [`crate::nodecfg::build`]).
+pub use crate::nodecfg::build::humantime;
+use crate::nodecfg::VipSection;
 
 /// The shortest heartbeat interval the daemon accepts.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -45,34 +47,6 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
         return Err(LabError::InvalidOption("vip_dead_after must be at least 1".to_owned()));
     }
     Ok(())
-}
-
-/// The `[failover]` section and the `[[vip]]` list every peer gets (none without candidates).
-pub(crate) fn sections(opts: &UpOptions) -> (Option<FailoverSection>, Vec<VipSection>) {
-    if opts.vip_candidates == 0 {
-        return (None, Vec::new());
-    }
-    let failover = FailoverSection {
-        port: layout::FAILOVER_PORT,
-        interval: humantime(opts.vip_interval),
-        dead_after: opts.vip_dead_after,
-        preempt: false,
-        preempt_delay: "5s".to_owned(),
-    };
-    let vip = VipSection {
-        address: layout::VIP_ADDR,
-        candidates: (1..=opts.vip_candidates).map(Layout::peer_name).collect(),
-    };
-    (Some(failover), vec![vip])
-}
-
-/// A duration as the daemon's config writes it: `50ms`, or `1500us` below millisecond precision.
-pub fn humantime(d: Duration) -> String {
-    if Duration::from_millis(d.as_millis() as u64) == d {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}us", d.as_micros())
-    }
 }
 
 /// One peer's view of a VIP, for messages and the demo.
@@ -425,6 +399,7 @@ impl Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodecfg::build::failover_sections as sections;
 
     #[test]
     fn sections_follow_the_options() {
@@ -456,12 +431,5 @@ mod tests {
         assert!(validate(&opts).is_ok());
         opts.vip_dead_after = 0;
         assert!(validate(&opts).is_err());
-    }
-
-    #[test]
-    fn durations_render_for_the_config() {
-        assert_eq!(humantime(Duration::from_millis(50)), "50ms");
-        assert_eq!(humantime(Duration::from_secs(2)), "2000ms");
-        assert_eq!(humantime(Duration::from_micros(12_500)), "12500us");
     }
 }

@@ -1,0 +1,148 @@
+//! Building the `sdwand.toml` of a lab peer from the lab's options and [`Layout`]: every section the lab
+//! writes (`[interface]`, `[backend]`, `[daemon]`, `[failover]`/`[[vip]]`, `[registry]`, `[k3s]`).
+//!
+//! Pure: nothing here touches the file system, a namespace or a process; the [`Lab`](crate::Lab) writes
+//! what this returns. Topic files (`vip.rs`, `registry.rs`) call here, never the other way round.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    BackendSection, DaemonSection, FailoverSection, InterfaceSection, K3sSection, Member, NodeConfig, RegistrySection,
+    VipSection,
+};
+use crate::lab::UpOptions;
+use crate::layout::{self, Layout, CLUSTER_NAME};
+
+/// The configuration of peer `i`, with the static member list `members` (cleared with a registry).
+pub(crate) fn peer_config(
+    layout: &Layout,
+    i: usize,
+    opts: &UpOptions,
+    wireguard_go: &Path,
+    members: Vec<Member>,
+) -> NodeConfig {
+    let dir = layout.peer_dir(i);
+    let (failover, vip) = failover_sections(opts);
+    let mut config = NodeConfig {
+        interface: InterfaceSection {
+            name: layout.wg_if(i),
+            private_key_file: dir.join("private.key"),
+            listen_port: layout::LISTEN_PORT,
+            mtu: 1420,
+            address: Some(Layout::overlay_addr(i)),
+            overlay_prefix: Some(layout::OVERLAY_PREFIX.to_owned()),
+            persistent_keepalive: opts.persistent_keepalive,
+        },
+        backend: BackendSection {
+            kind: "userspace".to_owned(),
+            userspace_path: wireguard_go.to_owned(),
+        },
+        daemon: DaemonSection {
+            state_dir: dir.join("state"),
+            metrics_listen: "127.0.0.1:9581".parse().expect("constant address"),
+            resync_interval: opts.resync_interval.clone(),
+            teardown_on_exit: opts.teardown_on_exit,
+            // Only with a VIP: a daemon without failover support refuses unknown keys.
+            control_socket: layout.control_socket(i),
+        },
+        failover,
+        vip,
+        registry: None,
+        k3s: None,
+        members,
+    };
+    if opts.registry {
+        config.interface.address = None;
+        config.interface.overlay_prefix = None;
+        config.vip.clear();
+        config.members.clear();
+        config.registry = Some(registry_section(layout, i, "persistent"));
+        config.k3s = k3s_section(layout, i, opts.vip_candidates);
+    }
+    config
+}
+
+/// The `[failover]` section and the `[[vip]]` list every peer gets (none without candidates).
+pub(crate) fn failover_sections(opts: &UpOptions) -> (Option<FailoverSection>, Vec<VipSection>) {
+    if opts.vip_candidates == 0 {
+        return (None, Vec::new());
+    }
+    let failover = FailoverSection {
+        port: layout::FAILOVER_PORT,
+        interval: humantime(opts.vip_interval),
+        dead_after: opts.vip_dead_after,
+        preempt: false,
+        preempt_delay: "5s".to_owned(),
+    };
+    let vip = VipSection {
+        address: layout::VIP_ADDR,
+        candidates: (1..=opts.vip_candidates).map(Layout::peer_name).collect(),
+    };
+    (Some(failover), vec![vip])
+}
+
+/// A duration as the daemon's config writes it: `50ms`, or `1500us` below millisecond precision.
+pub fn humantime(d: Duration) -> String {
+    if Duration::from_millis(d.as_millis() as u64) == d {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+/// The `[registry]` section of peer `i` (persistent unless `lifecycle` says otherwise).
+pub(crate) fn registry_section(l: &Layout, i: usize, lifecycle: &str) -> RegistrySection {
+    RegistrySection {
+        url: layout::registry_url(),
+        insecure: true,
+        enrollment_token_file: l.registry_dir().join("enrollment-token"),
+        name: Layout::peer_name(i),
+        endpoint: (Layout::underlay_addr(i), layout::LISTEN_PORT).into(),
+        lifecycle: lifecycle.to_owned(),
+        report_interval: Some("1s".to_owned()),
+    }
+}
+
+/// The `[k3s]` section of peer `i` of a lab with `k` VIP candidates: p1 bootstraps the cluster, p2..pK join
+/// it as servers, the rest as agents (most recent active cluster). None without candidates.
+pub(crate) fn k3s_section(l: &Layout, i: usize, k: usize) -> Option<K3sSection> {
+    let path = l.k3s_config(i);
+    match i {
+        _ if k == 0 => None,
+        1 => Some(K3sSection::bootstrap(CLUSTER_NAME, path)),
+        _ if i <= k => Some(K3sSection::join("server", "", path)),
+        _ => Some(K3sSection::join("agent", "", path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_render_for_the_config() {
+        assert_eq!(humantime(Duration::from_millis(50)), "50ms");
+        assert_eq!(humantime(Duration::from_secs(2)), "2000ms");
+        assert_eq!(humantime(Duration::from_micros(12_500)), "12500us");
+    }
+
+    #[test]
+    fn k3s_roles_follow_the_index() {
+        let l = Layout::new("t").unwrap();
+        let roles: Vec<Option<(String, bool)>> = (1..=5)
+            .map(|i| k3s_section(&l, i, 3).map(|k| (k.role, k.bootstrap)))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                Some(("server".into(), true)),
+                Some(("server".into(), false)),
+                Some(("server".into(), false)),
+                Some(("agent".into(), false)),
+                Some(("agent".into(), false)),
+            ]
+        );
+        assert_eq!(k3s_section(&l, 1, 0), None);
+    }
+}
