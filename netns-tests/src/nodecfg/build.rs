@@ -145,4 +145,33 @@ mod tests {
         );
         assert_eq!(k3s_section(&l, 1, 0), None);
     }
+
+    /// The lab's `sdwand.toml`, static (three peers, two VIP candidates) and with a registry, is what
+    /// the daemon's own parser accepts: the lab's typed copy of the schema cannot drift unnoticed.
+    #[test]
+    fn rendered_peer_configs_pass_the_daemon_parser() {
+        let l = Layout::new("t").unwrap();
+        let wireguard_go = Path::new("/usr/bin/wireguard-go");
+        let members: Vec<Member> = (1..=3)
+            .map(|i| Member {
+                name: Layout::peer_name(i),
+                public_key: wireguard_control::Key::generate_private().get_public().to_base64(),
+                endpoint: (Layout::underlay_addr(i), layout::LISTEN_PORT).into(),
+                address: Layout::overlay_addr(i),
+                routed_prefixes: Vec::new(),
+            })
+            .collect();
+        for registry in [false, true] {
+            let mut opts = UpOptions::new("t", 3);
+            opts.registry = registry;
+            opts.vip_candidates = 2;
+            for i in 1..=3 {
+                let text = peer_config(&l, i, &opts, wireguard_go, members.clone())
+                    .render()
+                    .unwrap();
+                let parsed = sdwand::config::parse(Path::new("sdwand.toml"), &text);
+                assert!(parsed.is_ok(), "registry={registry} p{i}: {parsed:?}\n{text}");
+            }
+        }
+    }
 }
