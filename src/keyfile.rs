@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use wireguard_control::Key;
@@ -98,11 +98,7 @@ pub fn load(path: &Path, create: bool) -> Result<Key, KeyFileError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
             if let Some(dir) = path.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(io_err)?;
+                crate::statedir::create_dir(dir).map_err(io_err)?;
             }
             let key = Key::generate_private();
             match install(path, &key) {
@@ -120,10 +116,10 @@ pub fn load(path: &Path, create: bool) -> Result<Key, KeyFileError> {
     }
 }
 
-/// Creates the key file durably with mode 0600 ([`crate::durable::create_atomic`]): fails with
+/// Creates the key file durably with mode 0600 ([`crate::statedir::create_atomic`]): fails with
 /// `AlreadyExists` if `path` exists, so a concurrent creator's key is never overwritten.
 fn install(path: &Path, key: &Key) -> io::Result<()> {
-    crate::durable::create_atomic(path, format!("{}\n", key.to_base64()).as_bytes())
+    crate::statedir::create_atomic(path, format!("{}\n", key.to_base64()).as_bytes())
 }
 
 #[cfg(test)]

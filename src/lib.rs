@@ -23,7 +23,6 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod durable;
 pub mod http_serve;
 pub mod keyfile;
 pub mod mesh;
@@ -31,8 +30,12 @@ pub mod metrics;
 pub mod net;
 pub mod reconcile;
 pub mod registry;
+pub mod statedir;
 pub mod vip;
 pub mod wg;
+
+/// The former name of [`statedir`]: `durable::write_atomic` and `durable::create_atomic` keep working.
+pub use statedir as durable;
 
 /// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the
 /// top level).

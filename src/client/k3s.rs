@@ -10,9 +10,9 @@ use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use crate::config::K3sConfig;
-use crate::durable::write_atomic;
 use crate::registry::model::Role;
 use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
+use crate::statedir::write_atomic;
 
 /// Retry delays of a handshake the registry did not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);

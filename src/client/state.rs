@@ -7,15 +7,14 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv6Addr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::write_atomic;
 use crate::registry::wire::MembersResponse;
+use crate::statedir::{create_dir, write_atomic};
 
 /// This node's identity in the registry, from its enrollment. `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,11 +312,7 @@ impl StateDir {
                 self.dir.display()
             ),
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| fail("creating the directory", &e))?;
+        create_dir(&self.dir).map_err(|e| fail("creating the directory", &e))?;
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| fail("encoding", &e))?;
         write_atomic(&path, &bytes).map_err(|e| fail("writing", &e))
     }

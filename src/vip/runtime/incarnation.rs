@@ -9,7 +9,6 @@
 //! with a warning and the clock is used instead.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,12 +97,12 @@ impl Incarnations {
     }
 }
 
-/// Writes `contents` to `path` durably ([`crate::durable::write_atomic`]), creating the state directory
-/// (0700) when it is missing.
+/// Writes `contents` to `path` durably ([`crate::statedir::write_atomic`]), creating the state directory
+/// ([`crate::statedir::create_dir`], 0700) when it is missing.
 fn write_durably(path: &Path, contents: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    crate::durable::write_atomic(path, contents.as_bytes())
+    crate::statedir::create_dir(dir)?;
+    crate::statedir::write_atomic(path, contents.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,11 +1,22 @@
-//! Durable, atomic writes of small private files (state files, the key, the incarnation): after a crash a
-//! file holds its old or its new contents, never a mix, never an empty file, and nothing planted beside it
-//! (a symlink, a leftover temporary file with a wider mode) is followed or reused. Owns no file of its own.
+//! The state directory's one writer: creating the directory (mode 0700, [`create_dir`]) and durable,
+//! atomic writes of the small private files in it and beside it (client state files, the key, the
+//! incarnation, the k3s drop-in): after a crash a file holds its old or its new contents, never a mix,
+//! never an empty file, and nothing planted beside it (a symlink, a leftover temporary file with a wider
+//! mode) is followed or reused.
+//!
+//! Owns no file of its own and decides no file's name or contents: the callers name their files. It must
+//! not grow readers or formats; it stays the mechanism. (Formerly `durable`; `crate::durable` remains a
+//! path to it.)
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory is left as it is).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
 
 /// Writes `bytes` to `path` atomically with mode 0600: a new temporary file in the same directory (a
 /// random name, created exclusively and without following symlinks, so nothing planted or left over is
