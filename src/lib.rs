@@ -34,9 +34,6 @@ pub mod statedir;
 pub mod vip;
 pub mod wg;
 
-/// The former name of [`statedir`]: `durable::write_atomic` and `durable::create_atomic` keep working.
-pub use statedir as durable;
-
 /// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the
 /// top level).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -5,8 +5,7 @@
 //! mode) is followed or reused.
 //!
 //! Owns no file of its own and decides no file's name or contents: the callers name their files. It must
-//! not grow readers or formats; it stays the mechanism. (Formerly `durable`; `crate::durable` remains a
-//! path to it.)
+//! not grow readers or formats; it stays the mechanism.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -42,10 +42,6 @@ mod tests;
 
 pub(crate) use incarnation::Incarnations;
 use observe::{observe, LogLimit};
-// Keeps the path `vip::runtime::Transport` (what `VipRuntime::transport` returns); outside tests no one
-// names the type yet.
-#[allow(unused_imports)]
-pub(crate) use socket::Transport;
 
 /// The data-plane effects of the machines, implemented by the daemon.
 pub(crate) trait DataPlane {

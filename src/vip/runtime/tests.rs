@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use prometheus::Registry;
 
+use super::socket::Transport;
 use super::*;
 use crate::vip::wire::{Body, Header, Heartbeat, Message};
 use crate::vip::PeerState;
