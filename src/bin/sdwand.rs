@@ -1,9 +1,13 @@
-//! `sdwand`: the SD-WAN data-plane daemon. Parses arguments and hands over to [`sdwand::daemon`].
+//! `sdwand`: the SD-WAN data-plane daemon. Parses arguments, turns SIGHUP into reloads and SIGTERM and
+//! SIGINT into stops, and hands over to [`sdwand::daemon`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sdwand::daemon::{DaemonError, Trigger};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 #[derive(Parser)]
 #[command(version, about = "SD-WAN data-plane and VIP failover daemon")]
@@ -66,12 +70,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(sdwand::daemon::run(cli.config)) {
+            match runtime.block_on(run(cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(
-                    e @ (sdwand::daemon::DaemonError::Config(_)
-                    | sdwand::daemon::DaemonError::Key(_)
-                    | sdwand::daemon::DaemonError::Registry(
+                    e @ (DaemonError::Config(_)
+                    | DaemonError::Key(_)
+                    | DaemonError::Registry(
                         sdwand::client::StartError::Config(_) | sdwand::client::StartError::State(_),
                     )),
                 ) => {
@@ -85,4 +89,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Runs the daemon with SIGTERM and SIGINT as stop triggers and SIGHUP as the reload trigger.
+async fn run(config: PathBuf) -> Result<(), DaemonError> {
+    let (tx, rx) = mpsc::channel(4);
+    let signals = forward_signals(tx)?;
+    let result = sdwand::daemon::run(config, rx).await;
+    signals.abort();
+    result
+}
+
+/// Installs the signal handlers and forwards each signal to the daemon as a [`Trigger`].
+fn forward_signals(tx: mpsc::Sender<Trigger>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let trigger = tokio::select! {
+                _ = sigterm.recv() => Trigger::Stop("SIGTERM"),
+                _ = sigint.recv() => Trigger::Stop("SIGINT"),
+                _ = sighup.recv() => Trigger::Reload,
+            };
+            if tx.send(trigger).await.is_err() {
+                break;
+            }
+        }
+    }))
 }

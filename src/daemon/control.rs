@@ -22,90 +22,92 @@ pub(super) struct Facts<'a> {
 /// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
 pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, facts: &Facts<'_>) -> Response {
     let now = Instant::now();
-    let names = |a| vip.name_of(a);
     match request {
-        Request::Status => {
-            let wall = SystemTime::now();
-            let snapshot = plane.device.snapshot();
-            // One map, so the answer is O(N log N) in members, never a scan per peer.
-            let address_of: HashMap<_, Ipv6Addr> = facts
-                .config
-                .members
-                .iter()
-                .map(|m| (m.public_key.0, m.address))
-                .collect();
-            let peers = plane
-                .desired
-                .peers
-                .iter()
-                .map(|(key, spec)| {
-                    let actual = snapshot.and_then(|s| s.peers.get(key));
-                    PeerView {
-                        name: spec.name.clone(),
-                        public_key: spec.public_key.to_base64(),
-                        address: address_of.get(key).copied().unwrap_or(Ipv6Addr::UNSPECIFIED),
-                        endpoint: actual.and_then(|p| p.endpoint).or(spec.endpoint),
-                        last_handshake_secs_ago: actual
-                            .and_then(|p| p.last_handshake)
-                            .and_then(|t| wall.duration_since(t).ok())
-                            .map(|d| d.as_secs()),
-                        rx_bytes: actual.map_or(0, |p| p.rx_bytes),
-                        tx_bytes: actual.map_or(0, |p| p.tx_bytes),
-                    }
-                })
-                .collect();
-            let vips = vip
-                .statuses(now)
-                .iter()
-                .map(|s| VipView::from_status(s, &names))
-                .collect();
-            let transport = vip.transport();
-            let me = facts.config.interface.address;
-            let failover_socket = SocketView {
-                address: SocketAddr::V6(SocketAddrV6::new(me, facts.config.failover.port, 0, 0)),
-                bound: transport.bound,
-                error: transport.error,
-            };
-            Response::Status(Box::new(DaemonStatus {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                interface: plane.desired.ifname.clone(),
-                address: facts.config.interface.address,
-                backend: facts.backend.to_owned(),
-                ready: facts.ready,
-                failover_socket: Some(failover_socket),
-                metrics: Some(facts.metrics.clone()),
-                peers,
-                vips,
-            }))
-        }
+        Request::Status => status(vip, plane, facts, now),
         Request::VipList => Response::Vips(
             vip.statuses(now)
                 .iter()
-                .map(|s| VipView::from_status(s, &names))
+                .map(|s| VipView::from_status(s, &|a| vip.name_of(a)))
                 .collect(),
         ),
-        Request::VipMove { vip: address, to } => {
-            let target = match to
-                .as_deref()
-                .map(|t| control::resolve_peer(t, |n| vip.member_by_name(n)))
-            {
-                None => None,
-                Some(Ok(a)) => Some(a),
-                Some(Err(refusal)) => return refusal,
-            };
-            match vip.request_move(address, target, now) {
-                None => Response::error(
-                    control::code::UNKNOWN_VIP,
-                    format!("{address} is not a VIP configured on this node"),
-                ),
-                Some(Err(e)) => Response::move_refused(address, &e),
-                Some(Ok(to)) => {
-                    tracing::info!(vip = %address, to = %to, "operator moved the VIP; handing over");
-                    Response::Moved {
-                        vip: address,
-                        to: control::NamedAddr::new(to, &|a| vip.name_of(a)),
-                    }
-                }
+        Request::VipMove { vip: address, to } => vip_move(vip, address, to.as_deref(), now),
+    }
+}
+
+/// The `sdwanctl status` answer.
+fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> Response {
+    let names = |a| vip.name_of(a);
+    let vips = vip
+        .statuses(now)
+        .iter()
+        .map(|s| VipView::from_status(s, &names))
+        .collect();
+    let transport = vip.transport();
+    let me = facts.config.interface.address;
+    let failover_socket = SocketView {
+        address: SocketAddr::V6(SocketAddrV6::new(me, facts.config.failover.port, 0, 0)),
+        bound: transport.bound,
+        error: transport.error,
+    };
+    Response::Status(Box::new(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        interface: plane.desired.ifname.clone(),
+        address: facts.config.interface.address,
+        backend: facts.backend.to_owned(),
+        ready: facts.ready,
+        failover_socket: Some(failover_socket),
+        metrics: Some(facts.metrics.clone()),
+        peers: peers(plane, facts.config),
+        vips,
+    }))
+}
+
+/// The peers of the status answer: the desired ones, with what the device last showed of each.
+fn peers(plane: &Plane, config: &Config) -> Vec<PeerView> {
+    let wall = SystemTime::now();
+    let snapshot = plane.device.snapshot();
+    // One map, so the answer is O(N log N) in members, never a scan per peer.
+    let address_of: HashMap<_, Ipv6Addr> = config.members.iter().map(|m| (m.public_key.0, m.address)).collect();
+    plane
+        .desired
+        .peers
+        .iter()
+        .map(|(key, spec)| {
+            let actual = snapshot.and_then(|s| s.peers.get(key));
+            PeerView {
+                name: spec.name.clone(),
+                public_key: spec.public_key.to_base64(),
+                address: address_of.get(key).copied().unwrap_or(Ipv6Addr::UNSPECIFIED),
+                endpoint: actual.and_then(|p| p.endpoint).or(spec.endpoint),
+                last_handshake_secs_ago: actual
+                    .and_then(|p| p.last_handshake)
+                    .and_then(|t| wall.duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+                rx_bytes: actual.map_or(0, |p| p.rx_bytes),
+                tx_bytes: actual.map_or(0, |p| p.tx_bytes),
+            }
+        })
+        .collect()
+}
+
+/// An operator's move of `address` to the peer `to` (a name or address), or to the best successor.
+fn vip_move(vip: &mut VipRuntime, address: Ipv6Addr, to: Option<&str>, now: Instant) -> Response {
+    let target = match to.map(|t| control::resolve_peer(t, |n| vip.member_by_name(n))) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(refusal)) => return refusal,
+    };
+    match vip.request_move(address, target, now) {
+        None => Response::error(
+            control::code::UNKNOWN_VIP,
+            format!("{address} is not a VIP configured on this node"),
+        ),
+        Some(Err(e)) => Response::move_refused(address, &e),
+        Some(Ok(to)) => {
+            tracing::info!(vip = %address, to = %to, "operator moved the VIP; handing over");
+            Response::Moved {
+                vip: address,
+                to: control::NamedAddr::new(to, &|a| vip.name_of(a)),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The daemon's data plane: the desired state, its owners, and the passes that apply it to the WireGuard
 //! device and the kernel. VIP failover changes it through [`DataPlane`], one address or route at a time,
-//! so a move costs one small device update and never waits for a full pass.
+//! so a move costs one small device update and never waits for a full pass. At start, [`adopt`] reads
+//! what a previous run left for each VIP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
@@ -8,12 +9,14 @@ use std::time::SystemTime;
 
 use ipnet::{IpNet, Ipv6Net};
 
-use crate::config::host_net;
+use crate::config::{host_net, Config};
 use crate::mesh::{AllowedIps, Desired, KeyBytes, Owner};
 use crate::metrics::Metrics;
 use crate::net::Netlink;
 use crate::reconcile::{reconcile_net, DeviceReconciler, NetPass};
 use crate::vip::runtime::DataPlane;
+use crate::vip::Adopt;
+use crate::wg;
 
 /// The desired state and the means to apply it.
 pub(super) struct Plane {
@@ -222,4 +225,38 @@ impl DataPlane for Plane {
         }
         self.pass_device(false);
     }
+}
+
+/// What the data plane shows for each VIP at start: its address on this node's interface, or a peer the
+/// device routes it to.
+pub(super) async fn adopt(cfg: &Config, device: &wg::Device, netlink: &Netlink) -> BTreeMap<Ipv6Addr, Adopt> {
+    let mut found = BTreeMap::new();
+    if cfg.vips.is_empty() {
+        return found;
+    }
+    let local: Vec<Ipv6Net> = match netlink.link_by_name(&cfg.interface.name).await {
+        Ok(Some(link)) => netlink.ipv6_addresses(link.index).await.unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let actual = tokio::task::block_in_place(|| device.read()).ok();
+    for v in &cfg.vips {
+        let net = host_net(v.address);
+        let adopt = if local.contains(&net) {
+            Adopt::HeldHere
+        } else {
+            let via = actual.as_ref().and_then(|d| {
+                d.peers
+                    .iter()
+                    .find(|(_, p)| p.allowed_ips.contains(&IpNet::V6(net)))
+                    .and_then(|(key, _)| cfg.members.iter().find(|m| m.public_key.0 == *key))
+                    .map(|m| m.address)
+            });
+            via.map_or(Adopt::Nothing, Adopt::RoutedTo)
+        };
+        if adopt != Adopt::Nothing {
+            tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");
+        }
+        found.insert(v.address, adopt);
+    }
+    found
 }
