@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use wireguard_control::Key;
 
-use crate::client::state::StateDir;
 use crate::config::Config;
+use crate::statedir;
 
 /// Why the private key could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub fn load_node_key(config: &Config, create: bool) -> Result<Key, KeyFileError>
     let identity = config
         .registry
         .as_ref()
-        .map(|_| StateDir::new(&config.daemon.state_dir).identity_path())
+        .map(|_| statedir::identity_file(&config.daemon.state_dir))
         .filter(|p| p.exists());
     match (load(path, create && identity.is_none()), identity) {
         (Err(KeyFileError::Malformed { .. } | KeyFileError::Missing { .. }), Some(identity)) => {
@@ -98,7 +98,7 @@ pub fn load(path: &Path, create: bool) -> Result<Key, KeyFileError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
             if let Some(dir) = path.parent() {
-                crate::statedir::create_dir(dir).map_err(io_err)?;
+                statedir::create_dir(dir).map_err(io_err)?;
             }
             let key = Key::generate_private();
             match install(path, &key) {
@@ -119,7 +119,7 @@ pub fn load(path: &Path, create: bool) -> Result<Key, KeyFileError> {
 /// Creates the key file durably with mode 0600 ([`crate::statedir::create_atomic`]): fails with
 /// `AlreadyExists` if `path` exists, so a concurrent creator's key is never overwritten.
 fn install(path: &Path, key: &Key) -> io::Result<()> {
-    crate::statedir::create_atomic(path, format!("{}\n", key.to_base64()).as_bytes())
+    statedir::create_atomic(path, format!("{}\n", key.to_base64()).as_bytes())
 }
 
 #[cfg(test)]
@@ -186,7 +186,7 @@ mod tests {
         let cfg = node(dir.path());
         let key = load_node_key(&cfg, true).unwrap();
         assert_eq!(load_node_key(&cfg, true).unwrap(), key);
-        let identity = StateDir::new(&cfg.daemon.state_dir).identity_path();
+        let identity = statedir::identity_file(&cfg.daemon.state_dir);
         fs::create_dir_all(identity.parent().unwrap()).unwrap();
         fs::write(&identity, "{}").unwrap();
         // A crash of an older sdwand left an empty key file.

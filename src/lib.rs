@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`vocab`]: the shared vocabulary (epochs and term bounds, roles, lifecycles, a VIP's peer states) that
+//!   every layer imports downwards.
 //! - [`config`]: the TOML schema, defaults and validation (every error names file, line and key).
 //! - [`keyfile`]: the node's private key file (created 0600 when missing, refused when too open).
 //! - [`mesh`]: the node's desired state, composed from its owners, and the pure diff against the actual
@@ -32,6 +34,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod statedir;
 pub mod vip;
+pub mod vocab;
 pub mod wg;
 
 /// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the

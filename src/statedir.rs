@@ -4,13 +4,29 @@
 //! never an empty file, and nothing planted beside it (a symlink, a leftover temporary file with a wider
 //! mode) is followed or reused.
 //!
-//! Owns no file of its own and decides no file's name or contents: the callers name their files. It must
-//! not grow readers or formats; it stays the mechanism.
+//! It decides no file's contents, and names only the paths more than one module must find: the registry
+//! client's directory and its identity file (the key file refuses to make a new key once a node has
+//! enrolled). Every other file is named by its owner. It must not grow readers or formats; it stays the
+//! mechanism.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The registry client's directory inside the state directory `state_dir`.
+pub fn registry_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("registry")
+}
+
+/// The registry identity of a node whose state directory is `state_dir`: its existence means the node
+/// has enrolled.
+pub fn identity_file(state_dir: &Path) -> PathBuf {
+    registry_dir(state_dir).join(IDENTITY_FILE)
+}
+
+/// The identity file's name in [`registry_dir`].
+pub const IDENTITY_FILE: &str = "identity.json";
 
 /// Creates `dir` and its missing parents with mode 0700 (an existing directory is left as it is).
 pub fn create_dir(dir: &Path) -> std::io::Result<()> {

@@ -15,7 +15,6 @@ use sdwand::client::state::StateDir;
 use sdwand::client::{ClientMetrics, Link, LinkEvent};
 use sdwand::config::{self, Config};
 use sdwand::registry::api;
-use sdwand::registry::model::Lifecycle;
 use sdwand::registry::service;
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwand::registry::store::Store;
@@ -23,6 +22,7 @@ use sdwand::registry::wire::{
     CandidateView, EnrollRequest, EnrollResponse, EpochView, MemberView, MembersResponse, PeerReportResponse,
     VipEpochView, VipView, WatchQuery,
 };
+use sdwand::vocab::Lifecycle;
 use serde_json::{json, Value};
 use wireguard_control::Key;
 

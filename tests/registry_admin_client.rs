@@ -5,8 +5,8 @@ mod registry_support;
 
 use registry_support::Registry;
 use sdwand::control::registry::{RegistryCallError, RegistryClient};
-use sdwand::registry::model::{ClusterState, Role};
 use sdwand::registry::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::{ClusterState, Role};
 
 #[tokio::test]
 async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {

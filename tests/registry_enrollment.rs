@@ -25,7 +25,7 @@ async fn enroll_at(r: &Registry, enrollment: &str, name: &str, now: u64) -> Resu
         name: name.to_owned(),
         public_key: new_key(),
         endpoint: None,
-        lifecycle: sdwand::registry::model::Lifecycle::Persistent,
+        lifecycle: sdwand::vocab::Lifecycle::Persistent,
         roles: Vec::new(),
     };
     r.store

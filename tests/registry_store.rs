@@ -5,9 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdwand::registry::model::{Account, Network, Role, TokenKind, TokenLimits, TokenRecord};
+use sdwand::registry::model::{Account, Network, TokenKind, TokenLimits, TokenRecord};
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
 use sdwand::registry::store::{Store, StoreError};
+use sdwand::vocab::Role;
 
 fn account(i: usize) -> Account {
     Account {

@@ -25,7 +25,7 @@ pub const FAILOVER_PORT: u16 = 51821;
 /// UDP port of the echo responder that runs in every VIP candidate's namespace (bound to the VIP).
 pub const RESPONDER_PORT: u16 = 9099;
 /// Most VIP candidates a lab may have (the failover wire format's limit).
-pub const MAX_VIP_CANDIDATES: usize = sdwand::vip::wire::MAX_CANDIDATES;
+pub const MAX_VIP_CANDIDATES: usize = sdwand::vocab::MAX_CANDIDATES;
 /// The registry's underlay address (on the lab's underlay subnet, below every peer's).
 pub const REGISTRY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// TCP port of the registry's HTTP API.

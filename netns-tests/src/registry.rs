@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sdwand::registry::model::ClusterState;
 use sdwand::registry::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
+use sdwand::vocab::ClusterState;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wireguard_control::Key;

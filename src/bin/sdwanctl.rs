@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sdwand::control::registry::{self, RegistryCallError, RegistryClient};
 use sdwand::control::{self, render, NamedAddr, Request, Response};
-use sdwand::registry::model::{ClusterState, Role};
 use sdwand::registry::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 
 #[derive(Parser)]

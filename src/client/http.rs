@@ -328,7 +328,7 @@ mod tests {
             enrollment_token_file: None,
             name: None,
             endpoint: None,
-            lifecycle: crate::registry::model::Lifecycle::Persistent,
+            lifecycle: crate::vocab::Lifecycle::Persistent,
             ca_file,
             report_interval: Duration::from_secs(5),
             file_address: None,

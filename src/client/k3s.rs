@@ -10,9 +10,9 @@ use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use crate::config::K3sConfig;
-use crate::registry::model::Role;
 use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
 use crate::statedir::write_atomic;
+use crate::vocab::Role;
 
 /// Retry delays of a handshake the registry did not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -163,7 +163,7 @@ fn log_failure(failures: &mut Repeats, e: &ClientError, req: &HandshakeRequest, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::ClusterState;
+    use crate::vocab::ClusterState;
     use std::path::PathBuf;
 
     fn k3s(role: Role, bootstrap: bool) -> K3sConfig {

@@ -40,11 +40,11 @@ pub mod state;
 pub mod view;
 
 use crate::config::{valid_peer_name, Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
-use crate::registry::model::Role;
 use crate::registry::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };
 use crate::vip::{VipStatus, MAX_TERM};
+use crate::vocab::Role;
 use backoff::Backoff;
 use http::{ClientError, RegistryClient};
 use repeats::{Log, Repeats, SUMMARY_INTERVAL};

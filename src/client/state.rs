@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::wire::MembersResponse;
-use crate::statedir::{create_dir, write_atomic};
+use crate::statedir::{self, create_dir, write_atomic};
 
 /// This node's identity in the registry, from its enrollment. `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +196,7 @@ impl StateDir {
     /// The registry state of a daemon whose state directory is `state_dir`.
     pub fn new(state_dir: &Path) -> StateDir {
         StateDir {
-            dir: state_dir.join("registry"),
+            dir: statedir::registry_dir(state_dir),
         }
     }
 
@@ -207,7 +207,7 @@ impl StateDir {
 
     /// `identity.json`'s path (its existence means this node has enrolled).
     pub fn identity_path(&self) -> PathBuf {
-        self.file("identity.json")
+        self.file(statedir::IDENTITY_FILE)
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -337,8 +337,8 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::Lifecycle;
     use crate::registry::wire::MemberView;
+    use crate::vocab::Lifecycle;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";

@@ -12,8 +12,8 @@ use wireguard_control::Key;
 use super::state::{Identity, Pins};
 use crate::config::{host_net, Config, ConfigError, ConfigErrors, Member, VipConfig};
 use crate::registry::wire::{MemberView, MembersResponse};
-use crate::vip::wire::MAX_CANDIDATES;
-use crate::vip::MAX_TERM;
+use crate::vocab::MAX_CANDIDATES;
+use crate::vocab::MAX_TERM;
 
 /// A member the registry re-keyed: its address was pinned to another public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,8 +518,8 @@ pub fn seen_moves(view: &MembersResponse) -> HashMap<Ipv6Addr, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::Lifecycle;
     use crate::registry::wire::{CandidateView, EpochView, MoveRequestView, VipView};
+    use crate::vocab::Lifecycle;
     use std::path::Path;
 
     const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";

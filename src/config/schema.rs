@@ -12,8 +12,8 @@ use ipnet::Ipv6Net;
 use wireguard_control::Key;
 
 use super::{ConfigError, ConfigErrors};
-use crate::registry::model::{Lifecycle, Role};
 use crate::vip::Timers;
+use crate::vocab::{Lifecycle, Role};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]

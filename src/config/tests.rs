@@ -432,7 +432,7 @@ fn registry_config_defaults_and_identity_from_enrollment() {
     let r = cfg.registry.as_ref().unwrap();
     assert_eq!(r.url, "https://reg.example:7443");
     assert_eq!(r.name.as_deref(), Some("node-1"));
-    assert_eq!(r.lifecycle, crate::registry::model::Lifecycle::Persistent);
+    assert_eq!(r.lifecycle, crate::vocab::Lifecycle::Persistent);
     assert_eq!(r.report_interval, Duration::from_secs(5));
     assert_eq!((r.file_address, r.file_overlay_prefix), (None, None));
     assert_eq!(r.line, 3);
@@ -527,7 +527,7 @@ fn k3s_section() {
     let text = reg("[k3s]\nrole = \"server\"\nbootstrap = true\ncluster_name = \"prod\"\n\
          [k3s.health]\nkind = \"tcp\"\ntarget = \"[::1]:6443\"\n");
     let k = parse(Path::new("t.toml"), &text).unwrap().k3s.unwrap();
-    assert_eq!(k.role, crate::registry::model::Role::Server);
+    assert_eq!(k.role, crate::vocab::Role::Server);
     assert!(k.bootstrap);
     assert_eq!(k.cluster_name.as_deref(), Some("prod"));
     assert_eq!(k.config_path, PathBuf::from(DEFAULT_K3S_CONFIG_PATH));

@@ -13,11 +13,11 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::registry::model::ClusterState;
 use crate::registry::wire::{
     ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, EnrollmentTokenInfo,
     EnrollmentTokenView, EnrollmentTokensResponse, EpochView, PeersResponse, VipMoveRequest, VipView, VipsResponse,
 };
+use crate::vocab::ClusterState;
 
 /// How long one call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -465,7 +465,7 @@ fn token_state(t: &EnrollmentTokenInfo, now_ms: u64) -> &'static str {
     }
 }
 
-fn roles(roles: Option<&[crate::registry::model::Role]>) -> String {
+fn roles(roles: Option<&[crate::vocab::Role]>) -> String {
     match roles {
         None => "all".to_owned(),
         Some([]) => "none".to_owned(),
@@ -511,8 +511,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::{ClusterState, Lifecycle, Role};
     use crate::registry::wire::{CandidateView, ClusterView, MemberView, MoveRequestView, PeerView};
+    use crate::vocab::{ClusterState, Lifecycle, Role};
 
     fn vip() -> VipView {
         VipView {

@@ -2,7 +2,7 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::vip::PeerState;
+use crate::vocab::PeerState;
 
 const ROLES: [PeerState; 5] = [
     PeerState::Listening,

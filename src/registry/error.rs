@@ -94,7 +94,7 @@ pub mod code {
     pub const CLUSTER_ERROR: &str = "cluster_error";
     /// The peer already belongs to another cluster (or to this one in another role).
     pub const ALREADY_MEMBER: &str = "already_member";
-    /// The cluster's VIP has the most candidates a VIP can have ([`crate::vip::wire::MAX_CANDIDATES`]).
+    /// The cluster's VIP has the most candidates a VIP can have ([`crate::vocab::MAX_CANDIDATES`]).
     pub const TOO_MANY_CANDIDATES: &str = "too_many_candidates";
     /// The registry failed (store, randomness); the request was not done.
     pub const INTERNAL: &str = "internal";

@@ -24,7 +24,7 @@ use prometheus::{
 };
 
 use crate::http_serve::ConnectionStats;
-use crate::registry::model::{ClusterState, Lifecycle};
+use crate::vocab::{ClusterState, Lifecycle};
 
 /// How long a census serves scrapes before the next one reads the store again.
 pub const CENSUS_MAX_AGE: Duration = Duration::from_secs(5);

@@ -9,9 +9,9 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::Ipv6Net;
-use serde::{Deserialize, Serialize};
 
-use crate::vip::Epoch;
+use crate::vocab::Epoch;
+pub use crate::vocab::{ClusterState, Lifecycle, Role};
 
 /// An account: the trust boundary. Nothing of one account is visible to, or changeable by, another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,40 +48,6 @@ pub struct Network {
     pub next_vip_offset: u64,
     /// Creation time, Unix ms.
     pub created_at_ms: u64,
-}
-
-/// How a peer's record is reaped when it goes silent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lifecycle {
-    /// Never removed automatically (shown stale instead).
-    Persistent,
-    /// Removed after a silence longer than its TTL.
-    Ephemeral,
-    /// Provider-side spot/preemptible: removed after a short silence.
-    Spot,
-}
-
-/// A k3s role: what a peer may run, and what it joins a cluster as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// A k3s server: a control-plane node and a candidate of the cluster's VIP.
-    Server,
-    /// A k3s agent: a worker.
-    Agent,
-}
-
-/// A cluster's life stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClusterState {
-    /// Created by a bootstrap handshake; the first server has not reported k3s ready yet.
-    Bootstrapping,
-    /// A server reported k3s ready.
-    Active,
-    /// A server reported k3s failed; joins are refused.
-    Error,
 }
 
 /// What a bearer token lets its holder do.

@@ -204,7 +204,7 @@ pub const WATCH_DEFAULT_WAIT_MS: u64 = 25_000;
 /// The longest wait a watch may ask for.
 pub const WATCH_MAX_WAIT_MS: u64 = 60_000;
 
-/// A VIP's fencing epoch, as reported by daemons (see [`crate::vip::Epoch`]).
+/// A VIP's fencing epoch, as reported by daemons (see [`crate::vocab::Epoch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochView {
     /// Claim round.
@@ -290,7 +290,7 @@ pub struct PeerReportResponse {
     pub revision: u64,
     /// The highest epoch the registry knows for each VIP of the network: a daemon never claims a term at or
     /// below it, so epochs keep growing across a restart of every daemon. Never above
-    /// [`crate::vip::MAX_TERM`] minus [`crate::vip::MAX_TERM_STEP`], so a floor always leaves room to claim.
+    /// [`crate::vocab::MAX_TERM`] minus [`crate::vocab::MAX_TERM_STEP`], so a floor always leaves room to claim.
     pub epochs: Vec<VipEpochView>,
     /// Entries of the report that were not taken, one line each (an implausible epoch); empty when every
     /// entry was taken.

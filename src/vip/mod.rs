@@ -6,8 +6,6 @@
 //! [`Machine::poll_timeout`]. Time must be monotonic across calls. That is what makes the deterministic
 //! simulation in `tests/vip_sim.rs` possible. The protocol itself is written down in `docs/protocol.md`.
 
-use std::cmp::Ordering;
-use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
@@ -21,54 +19,9 @@ pub(crate) mod runtime;
 mod tests;
 pub mod wire;
 
+pub use crate::vocab::{Epoch, PeerState, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 pub use machine::{Machine, MoveError};
 pub use wire::{Body, Header, Heartbeat, Message, WireError};
-
-/// The highest term any claim may carry. Terms are stored as signed 64-bit integers by the registry, and a
-/// node never claims above this: a term that reached it is refused everywhere rather than saturated, so no
-/// message can push the epoch to a value after which failover is impossible.
-pub const MAX_TERM: u64 = i64::MAX as u64;
-
-/// How far above the highest term a node has seen a term learned from someone else may be (a claim relayed
-/// in an ack or a heartbeat, a registry floor). Honest terms grow by one per claim; a bounded step means no
-/// single message, and no feasible stream of them, can exhaust the term space.
-pub const MAX_TERM_STEP: u64 = 1 << 16;
-
-/// How high a candidate's own claim (or a claim naming the receiving node) may be when it is more than
-/// [`MAX_TERM_STEP`] above the terms the receiver has seen: a node that restarted without a floor catches up
-/// with any term an honest network reaches (one per claim) in one message, yet a rogue candidate's jump
-/// leaves half of the term space above it, so failover stays possible (exhausting that half by steps takes
-/// 2⁴⁶ accepted messages).
-pub const CATCH_UP_TERM: u64 = 1 << 62;
-
-/// A claim's fencing token. Terms only grow; the claimant's rank is part of the epoch, so two candidates
-/// can never claim the same epoch, and every peer orders any two claims the same way: higher term first,
-/// then lower rank (the better-placed candidate) first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct Epoch {
-    /// Claim round; a new claim takes the highest term seen plus one.
-    pub term: u64,
-    /// The claimant's rank (0 = first candidate) when it claimed.
-    pub rank: u16,
-}
-
-impl Ord for Epoch {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.term.cmp(&other.term).then(other.rank.cmp(&self.rank))
-    }
-}
-
-impl PartialOrd for Epoch {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.term, self.rank)
-    }
-}
 
 /// "`holder` holds the VIP at `epoch`". Claims are ordered by epoch (then by holder, so the order is
 /// total even if two peers disagree on ranks while a candidate list changes).
@@ -78,47 +31,6 @@ pub struct Claim {
     pub epoch: Epoch,
     /// The claimant's overlay address.
     pub holder: Ipv6Addr,
-}
-
-/// A node's role for one VIP (also carried in heartbeats as the sender's state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum PeerState {
-    /// A candidate that has just started and does not claim until it has heard the others.
-    Listening = 0,
-    /// A candidate that does not hold the VIP.
-    Standby = 1,
-    /// The candidate that holds the VIP (also while it hands it over).
-    Holding = 2,
-    /// A former holder that keeps serving until its successor's claim is confirmed.
-    Draining = 3,
-    /// A peer that routes the VIP but is not a candidate.
-    Follower = 4,
-}
-
-impl PeerState {
-    fn from_u8(v: u8) -> Option<PeerState> {
-        Some(match v {
-            0 => PeerState::Listening,
-            1 => PeerState::Standby,
-            2 => PeerState::Holding,
-            3 => PeerState::Draining,
-            4 => PeerState::Follower,
-            _ => return None,
-        })
-    }
-
-    /// The lowercase name used in logs, metrics and `sdwanctl`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerState::Listening => "listening",
-            PeerState::Standby => "standby",
-            PeerState::Holding => "holding",
-            PeerState::Draining => "draining",
-            PeerState::Follower => "follower",
-        }
-    }
 }
 
 /// Why a holder hands the VIP over (carried in the handover, counted by the successor).

@@ -27,8 +27,7 @@ pub const MAGIC: [u8; 4] = *b"SDWV";
 pub const VERSION: u8 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 56;
-/// Most candidates a heartbeat reports liveness for (and so the most candidates a VIP may have).
-pub const MAX_CANDIDATES: usize = 32;
+pub use crate::vocab::MAX_CANDIDATES;
 /// Largest datagram this format produces.
 pub const MAX_DATAGRAM: usize = HEADER_LEN + HEARTBEAT_FIXED + MAX_CANDIDATES * LIVENESS_ENTRY;
 

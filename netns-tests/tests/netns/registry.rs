@@ -8,8 +8,8 @@ use std::time::Duration;
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::nodecfg::K3sSection;
 use sdwan_lab::{Lab, Layout, UpOptions};
-use sdwand::registry::model::ClusterState;
 use sdwand::registry::wire::ClusterView;
+use sdwand::vocab::ClusterState;
 use serde_json::json;
 
 use crate::common::{assert_answered_by, lab_with, name, unique_name, vip_lab, wait_holder, POLL};

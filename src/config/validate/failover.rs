@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::{parse_abs_path, parse_duration_in, parse_host, Ctx};
 use crate::config::raw::{RawFailover, RawHealth, RawInterface, RawMember, RawVip};
 use crate::config::{FailoverConfig, HealthCheck, HealthConfig, VipConfig, DEFAULT_FAILOVER_PORT as DEFAULT_PORT};
-use crate::vip::wire::MAX_CANDIDATES;
+use crate::vocab::MAX_CANDIDATES;
 
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);

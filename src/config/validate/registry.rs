@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{line_of, parse_abs_path, parse_duration_in, Ctx};
 use crate::config::raw::{RawK3s, RawRegistry};
 use crate::config::{K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
-use crate::registry::model::{Lifecycle, Role};
+use crate::vocab::{Lifecycle, Role};
 
 impl Ctx<'_> {
     /// `[registry]`; `address` and `prefix` are `interface.address` and `interface.overlay_prefix` if given.

@@ -17,7 +17,7 @@ use crate::registry::token::{self, Presented};
 use crate::registry::wire::{
     CandidateView, ClusterStateView, HandshakeRequest, HandshakeResponse, K3sStatus, Phase, ReportRequest,
 };
-use crate::vip::wire::MAX_CANDIDATES;
+use crate::vocab::MAX_CANDIDATES;
 
 /// The port of the k3s API server behind the VIP.
 pub const K3S_API_PORT: u16 = 6443;

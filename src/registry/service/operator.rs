@@ -6,13 +6,14 @@ use super::reap::{remove_peer, Ttls};
 use super::views::{self, member_view};
 use crate::registry::error::{code, ApiError};
 use crate::registry::metrics::Census;
-use crate::registry::model::{ClusterState, Lifecycle, Network, Peer, TokenKind, TokenRecord, Vip};
+use crate::registry::model::{Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::Presented;
 use crate::registry::wire::{
     ClusterStateRequest, ClusterStateView, ClusterView, ClustersResponse, PeerView, PeersResponse, VipMoveRequest,
     VipView, VipsResponse,
 };
+use crate::vocab::{ClusterState, Lifecycle};
 
 use super::handshake::{visible_cluster, K3S_API_PORT};
 

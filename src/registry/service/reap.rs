@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::registry::error::ApiError;
-use crate::registry::model::{Lifecycle, Peer};
+use crate::registry::model::Peer;
 use crate::registry::store::WriteTx;
+use crate::vocab::Lifecycle;
 
 /// How long peers may stay silent (no call to the registry) before they are stale or reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

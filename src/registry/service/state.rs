@@ -18,7 +18,7 @@ use crate::registry::model::{TokenKind, Vip};
 use crate::registry::store::WriteTx;
 use crate::registry::token::Presented;
 use crate::registry::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
-use crate::vip::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
+use crate::vocab::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 
 /// The highest stored term handed out as a floor (or built upon): one step below [`MAX_TERM`]. A stored
 /// epoch above it (written before these rules existed) is treated as absent and replaced by the next

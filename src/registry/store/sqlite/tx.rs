@@ -9,7 +9,7 @@ use super::super::{ReadTx, StoreError, WriteTx};
 use crate::registry::model::{
     Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenLimits, TokenRecord, Vip,
 };
-use crate::vip::Epoch;
+use crate::vocab::Epoch;
 
 /// A transaction on one connection (begun and ended by the caller).
 pub(super) struct SqlTx<'c> {
