@@ -67,17 +67,6 @@ fn registry_example_config_parses() {
 }
 
 #[test]
-fn registry_server_example_config_parses() {
-    let path = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/sdwan-registry.example.toml"
-    ));
-    let cfg = crate::registry::config::load(path).unwrap();
-    assert_eq!(cfg.ttls.spot, Duration::from_secs(120));
-    assert!(cfg.tls.is_some());
-}
-
-#[test]
 fn defaults_fill_optional_keys() {
     let cfg = parse(Path::new("t.toml"), &minimal("")).unwrap();
     assert_eq!(cfg.interface.listen_port, 51820);

@@ -324,6 +324,17 @@ fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>) -> Result<Ttls, Str
 mod tests {
     use super::*;
 
+    #[test]
+    fn registry_server_example_config_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/sdwan-registry.example.toml"
+        ));
+        let cfg = load(path).unwrap();
+        assert_eq!(cfg.ttls.spot, Duration::from_secs(120));
+        assert!(cfg.tls.is_some());
+    }
+
     fn check(text: &str) -> Result<RegistryConfig, String> {
         parse(Path::new("r.toml"), text).map_err(|e| e.to_string())
     }
