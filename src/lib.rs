@@ -37,6 +37,23 @@ pub mod vip;
 pub mod vocab;
 pub mod wg;
 
+/// Sets up logging for a daemon binary: to stderr, filtered by `RUST_LOG` (default `info`), with colours
+/// only on a terminal and no timestamps under systemd (`JOURNAL_STREAM` set: the journal has its own).
+/// Call once, first thing in `main`.
+pub fn init_logging() {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if journald {
+        fmt.without_time().init();
+    } else {
+        fmt.init();
+    }
+}
+
 /// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the
 /// top level).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

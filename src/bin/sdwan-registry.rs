@@ -36,17 +36,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal; no timestamps under systemd (the journal has its own).
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().init();
-    } else {
-        fmt.init();
-    }
+    sdwand::init_logging();
     let config = match config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -32,18 +32,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: the journal and log files get plain text.
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if journald {
-        fmt.without_time().init();
-    } else {
-        fmt.init();
-    }
+    sdwand::init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { path } => match sdwand::daemon::check_config(&path) {
             Ok(summary) => {
@@ -94,7 +83,7 @@ fn main() -> ExitCode {
 /// Runs the daemon with SIGTERM and SIGINT as stop triggers and SIGHUP as the reload trigger.
 async fn run(config: PathBuf) -> Result<(), DaemonError> {
     let (tx, rx) = mpsc::channel(4);
-    let signals = forward_signals(tx)?;
+    let signals = forward_signals(tx).map_err(DaemonError::Signals)?;
     let result = sdwand::daemon::run(config, rx).await;
     signals.abort();
     result

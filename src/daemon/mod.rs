@@ -83,9 +83,9 @@ pub enum DaemonError {
     /// The registry link could not start.
     #[error(transparent)]
     Registry(#[from] crate::client::StartError),
-    /// Other I/O at start (signals).
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// The binary could not install its signal handlers.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// A configuration with its key, checked together.
