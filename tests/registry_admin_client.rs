@@ -1,10 +1,11 @@
 //! `sdwanctl registry tokens …` and `cluster-state` end to end: the admin client of
-//! [`sdwand::control::registry`] against a registry served on 127.0.0.1.
+//! [`sdwand::client::admin`] against a registry served on 127.0.0.1.
 
 mod registry_support;
 
 use registry_support::Registry;
-use sdwand::control::registry::{RegistryCallError, RegistryClient};
+use sdwand::client::admin::AdminClient;
+use sdwand::client::http::ClientError;
 use sdwand::registry::wire::CreateEnrollmentTokenRequest;
 use sdwand::vocab::{ClusterState, Role};
 
@@ -19,7 +20,7 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{}\n", t.account.admin_token)).expect("write");
-    let client = RegistryClient::new(&url, &token_file, true, None).expect("client");
+    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
 
     let req = CreateEnrollmentTokenRequest {
         expires_in_s: Some(3600),
@@ -41,7 +42,7 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
     let revoked = client.revoke_enrollment_token(&created.info.id).await.expect("revoke");
     assert!(revoked.revoked_at_ms.is_some());
     match client.revoke_enrollment_token("0000000000000000").await {
-        Err(RegistryCallError::Refused { status: 404, code, .. }) => assert_eq!(code, "token_not_found"),
+        Err(ClientError::Refused { status: 404, code, .. }) => assert_eq!(code, "token_not_found"),
         other => panic!("{other:?}"),
     }
     let (s, v) = r.try_enroll(&created.token, "late", &["agent"]).await;

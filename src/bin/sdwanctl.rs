@@ -1,6 +1,6 @@
 //! `sdwanctl`: asks a running sdwand over its control socket ([`sdwand::control`]) and prints the answer.
 //!
-//! `sdwanctl registry …` asks the registry's admin routes instead ([`sdwand::control::registry`]).
+//! `sdwanctl registry …` asks the registry's admin routes instead ([`sdwand::client::admin`]).
 //!
 //! Exit codes: 0 done, 1 the daemon (or registry) answered with an error, 2 bad usage or no answer.
 
@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sdwand::control::registry::{self, RegistryCallError, RegistryClient};
+use sdwand::client::admin::AdminClient;
+use sdwand::client::http::ClientError;
+use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use sdwand::registry::wire::CreateEnrollmentTokenRequest;
 use sdwand::vocab::{ClusterState, Role};
@@ -185,7 +187,7 @@ fn registry_main(args: &RegistryArgs, json: bool) -> ExitCode {
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| RegistryCallError::Setup(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| ClientError::Setup(format!("cannot start the async runtime: {e}")))
         .and_then(|rt| rt.block_on(registry_call(args, json)));
     match answer {
         Ok(text) => {
@@ -193,25 +195,21 @@ fn registry_main(args: &RegistryArgs, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            if let (true, RegistryCallError::Refused { code, message, .. }) = (json, &e) {
+            if let (true, ClientError::Refused { code, message, .. }) = (json, &e) {
                 if let Ok(json) = pretty(&Failed { code, message }) {
                     print(&json);
                 }
             }
             eprintln!("sdwanctl: {e}");
-            ExitCode::from(if matches!(e, RegistryCallError::Refused { .. }) {
-                1
-            } else {
-                2
-            })
+            ExitCode::from(if matches!(e, ClientError::Refused { .. }) { 1 } else { 2 })
         }
     }
 }
 
-async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, RegistryCallError> {
-    let client = RegistryClient::new(&args.url, &args.token_file, args.insecure, args.ca_file.as_ref())?;
+async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, ClientError> {
+    let client = AdminClient::new(&args.url, &args.token_file, args.insecure, args.ca_file.as_deref())?;
     let encode = |r: serde_json::Result<String>| {
-        r.map_err(|e| RegistryCallError::Setup(format!("cannot encode the answer as JSON: {e}")))
+        r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
     };
     match &args.command {
         RegistryCommand::Clusters => {
@@ -301,14 +299,14 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Regist
 }
 
 /// `--roles agent,server` (empty items ignored, so `--roles ""` is no role).
-fn parse_roles(names: &[String]) -> Result<Vec<Role>, RegistryCallError> {
+fn parse_roles(names: &[String]) -> Result<Vec<Role>, ClientError> {
     names
         .iter()
         .filter(|n| !n.trim().is_empty())
         .map(|n| {
             n.trim()
                 .parse()
-                .map_err(|e| RegistryCallError::Setup(format!("--roles: {e} (roles are agent and server)")))
+                .map_err(|e| ClientError::Setup(format!("--roles: {e} (roles are agent and server)")))
         })
         .collect()
 }

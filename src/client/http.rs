@@ -2,6 +2,7 @@
 //! (checked while it streams in, so a hostile registry cannot make the daemon buffer gigabytes); tokens go
 //! in the `Authorization` header only and are never logged or put in an error.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -93,10 +94,22 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    /// A client for the registry of `cfg`. With `ca_file`, only the certificates in it are trusted for the
-    /// registry (not the system roots: a certificate any public CA issued for the registry's name must not
-    /// be able to impersonate it); without, the system roots.
+    /// A client for the registry of `cfg` (sdwand's link). See [`RegistryClient::connect`].
     pub fn new(cfg: &RegistryConfig) -> Result<RegistryClient, ClientError> {
+        let agent = concat!("sdwand/", env!("CARGO_PKG_VERSION"));
+        RegistryClient::connect(&cfg.url, cfg.ca_file.as_deref(), "registry.ca_file", agent)
+    }
+
+    /// A client of the registry at `url`, sending `user_agent`. With `ca_file` (named `ca_setting` in
+    /// errors: the setting or option the operator wrote it in), only the certificates in it are trusted
+    /// for the registry, not the system roots: a certificate any public CA issued for the registry's name
+    /// must not be able to impersonate it. Without, the system roots.
+    pub fn connect(
+        url: &str,
+        ca_file: Option<&Path>,
+        ca_setting: &str,
+        user_agent: &str,
+    ) -> Result<RegistryClient, ClientError> {
         // reqwest is built without a bundled crypto provider (see `crate::vip::health`); installing fails
         // only when one is installed already, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -104,23 +117,20 @@ impl RegistryClient {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("sdwand/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &cfg.ca_file {
+            .user_agent(user_agent);
+        if let Some(path) = ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 ClientError::Setup(format!(
-                    "registry.ca_file {}: cannot be read: {e} (fix: point it at a readable PEM file)",
+                    "{ca_setting} {}: cannot be read: {e} (fix: point it at a readable PEM file)",
                     path.display()
                 ))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError::Setup(format!(
-                    "registry.ca_file {}: not PEM certificates: {e}",
-                    path.display()
-                ))
+                ClientError::Setup(format!("{ca_setting} {}: not PEM certificates: {e}", path.display()))
             })?;
             if certs.is_empty() {
                 return Err(ClientError::Setup(format!(
-                    "registry.ca_file {}: holds no PEM certificate (fix: put the registry's CA certificate in it)",
+                    "{ca_setting} {}: holds no PEM certificate (fix: put the registry's CA certificate in it)",
                     path.display()
                 )));
             }
@@ -131,7 +141,7 @@ impl RegistryClient {
             .map_err(|e| ClientError::Setup(format!("cannot set up the HTTP client: {}", crate::error_chain(&e))))?;
         Ok(RegistryClient {
             http,
-            base: cfg.url.clone(),
+            base: url.trim_end_matches('/').to_owned(),
             token: None,
         })
     }
@@ -150,7 +160,7 @@ impl RegistryClient {
     }
 
     /// One call whose answer may be up to `limit` bytes. `Ok(None)` on 204.
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -229,7 +239,8 @@ impl RegistryClient {
             })
     }
 
-    async fn must<B: Serialize, T: DeserializeOwned>(
+    /// One call that must answer with a body (of at most [`MAX_ANSWER_BYTES`]).
+    pub(crate) async fn must<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -248,7 +259,7 @@ impl RegistryClient {
 
     /// `GET /v1/networks/{id}/members`.
     pub async fn members(&self, network_id: &str) -> Result<MembersResponse, ClientError> {
-        let path = format!("/v1/networks/{network_id}/members");
+        let path = format!("/v1/networks/{}/members", segment(network_id));
         self.must_within::<(), _>(Method::GET, &path, None, MAX_VIEW_BYTES)
             .await
     }
@@ -262,7 +273,8 @@ impl RegistryClient {
         wait: Duration,
     ) -> Result<Option<MembersResponse>, ClientError> {
         let path = format!(
-            "/v1/networks/{network_id}/watch?since={since}&wait_ms={}",
+            "/v1/networks/{}/watch?since={since}&wait_ms={}",
+            segment(network_id),
             wait.as_millis()
         );
         self.call::<(), _>(Method::GET, &path, None, wait + WATCH_SLACK, MAX_VIEW_BYTES)
@@ -283,11 +295,24 @@ impl RegistryClient {
     pub async fn cluster_report(&self, cluster_id: &str, k3s: K3sStatus) -> Result<ClusterStateView, ClientError> {
         self.must(
             Method::POST,
-            &format!("/v1/clusters/{cluster_id}/report"),
+            &format!("/v1/clusters/{}/report", segment(cluster_id)),
             Some(&ReportRequest { k3s }),
         )
         .await
     }
+}
+
+/// An id as one path segment: ids are letters, digits, `-` and `_`; anything else is percent-encoded.
+pub(crate) fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Why a capped read stopped.

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wireguard_control::Key;
 
+pub mod admin;
 pub mod backoff;
 pub mod http;
 pub mod k3s;
