@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use registry_support::{code, Registry};
 use sdwand::registry::api::{self, MetricsToken};
-use sdwand::registry::config::{Limits, RegistryConfig};
+use sdwand::registry::config::{Limits, ServerConfig};
 use sdwand::registry::server;
 use sdwand::registry::service::{self, Ttls};
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore, READERS};
@@ -75,8 +75,8 @@ async fn stalled(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     conns
 }
 
-fn registry_config(dir: &std::path::Path, limits: Limits) -> RegistryConfig {
-    RegistryConfig {
+fn registry_config(dir: &std::path::Path, limits: Limits) -> ServerConfig {
+    ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),

@@ -340,7 +340,7 @@ impl Lab {
 
     /// `sdwanctl --json vip list` on peer `i`: every VIP as its daemon sees it (candidates in rank order,
     /// holder, epoch).
-    pub fn vip_list(&self, i: usize) -> Result<Vec<sdwand::control::VipView>> {
+    pub fn vip_list(&self, i: usize) -> Result<Vec<sdwand::control::NodeVip>> {
         let out = self.sdwanctl(i, &["--json", "vip", "list"])?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {

@@ -82,7 +82,7 @@ pub enum Response {
     /// Answer to [`Request::Status`] (boxed: it is by far the largest answer).
     Status(Box<DaemonStatus>),
     /// Answer to [`Request::VipList`], in configuration order.
-    Vips(Vec<VipView>),
+    Vips(Vec<NodeVip>),
     /// Answer to [`Request::VipMove`]: the handover has started.
     Moved {
         /// The VIP.
@@ -164,23 +164,23 @@ impl fmt::Display for NamedAddr {
 
 /// A claim's fencing token ([`Epoch`]), shown as `term.rank`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochView {
+pub struct NodeEpoch {
     /// Claim round.
     pub term: u64,
     /// The claimant's rank when it claimed.
     pub rank: u16,
 }
 
-impl From<Epoch> for EpochView {
-    fn from(e: Epoch) -> EpochView {
-        EpochView {
+impl From<Epoch> for NodeEpoch {
+    fn from(e: Epoch) -> NodeEpoch {
+        NodeEpoch {
             term: e.term,
             rank: e.rank,
         }
     }
 }
 
-impl fmt::Display for EpochView {
+impl fmt::Display for NodeEpoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.term, self.rank)
     }
@@ -197,7 +197,7 @@ pub struct ConfirmedView {
 
 /// A candidate of a VIP as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CandidateView {
+pub struct NodeCandidate {
     /// The member's name, when the address belongs to a member.
     pub name: Option<String>,
     /// Overlay address.
@@ -220,7 +220,7 @@ pub struct CandidateView {
 
 /// One VIP as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VipView {
+pub struct NodeVip {
     /// The virtual address.
     pub vip: Ipv6Addr,
     /// This node's role (`listening`, `standby`, `holding`, `draining`, `follower`).
@@ -230,21 +230,21 @@ pub struct VipView {
     /// The holder named by the highest claim seen; `None` when no claim is known.
     pub holder: Option<NamedAddr>,
     /// That claim's epoch.
-    pub epoch: Option<EpochView>,
+    pub epoch: Option<NodeEpoch>,
     /// Where this node routes the VIP (itself when it serves the VIP).
     pub routed_to: Option<NamedAddr>,
     /// Candidates in rank order.
-    pub candidates: Vec<CandidateView>,
+    pub candidates: Vec<NodeCandidate>,
     /// When this node holds the VIP: how many peers acknowledged its claim.
     pub confirmed: Option<ConfirmedView>,
     /// Fewer than two candidates: nobody can take the VIP over when its holder fails.
     pub single_candidate: bool,
 }
 
-impl VipView {
+impl NodeVip {
     /// The operator's view of `status`, with addresses named through `names`.
-    pub fn from_status(status: &VipStatus, names: &dyn Fn(Ipv6Addr) -> Option<String>) -> VipView {
-        VipView {
+    pub fn from_status(status: &VipStatus, names: &dyn Fn(Ipv6Addr) -> Option<String>) -> NodeVip {
+        NodeVip {
             vip: status.vip,
             role: status.role.as_str().to_owned(),
             healthy: status.healthy,
@@ -254,7 +254,7 @@ impl VipView {
             candidates: status
                 .candidates
                 .iter()
-                .map(|c| CandidateView {
+                .map(|c| NodeCandidate {
                     name: names(c.address),
                     address: c.address,
                     rank: c.rank,
@@ -274,7 +274,7 @@ impl VipView {
 
 /// A WireGuard peer of this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerView {
+pub struct NodePeer {
     /// The member's name.
     pub name: String,
     /// Its public key, base64.
@@ -311,9 +311,9 @@ pub struct DaemonStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<EndpointView>,
     /// Peers in configuration order.
-    pub peers: Vec<PeerView>,
+    pub peers: Vec<NodePeer>,
     /// VIPs in configuration order.
-    pub vips: Vec<VipView>,
+    pub vips: Vec<NodeVip>,
 }
 
 /// The failover socket: a node whose socket is not bound hears no other candidate, so it claims no VIP.

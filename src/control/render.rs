@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use super::{CandidateView, DaemonStatus, EndpointView, NamedAddr, PeerView, SocketView, VipView};
+use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, SocketView};
 
 /// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
 pub fn status(s: &DaemonStatus) -> String {
@@ -75,7 +75,7 @@ fn endpoint(m: &EndpointView) -> String {
 }
 
 /// `sdwanctl vip list`: each VIP in detail, with its candidates.
-pub fn vips(vips: &[VipView]) -> String {
+pub fn vips(vips: &[NodeVip]) -> String {
     if vips.is_empty() {
         return "no VIPs configured\n".to_owned();
     }
@@ -89,7 +89,7 @@ pub fn moved(vip: Ipv6Addr, to: &NamedAddr) -> String {
 }
 
 /// One VIP of [`vips`].
-fn vip(v: &VipView) -> String {
+fn vip(v: &NodeVip) -> String {
     let mut out = format!("VIP {}\n", v.vip);
     let holder = v
         .holder
@@ -139,7 +139,7 @@ fn vip(v: &VipView) -> String {
     out
 }
 
-fn peer_row(p: &PeerView) -> Vec<String> {
+fn peer_row(p: &NodePeer) -> Vec<String> {
     vec![
         p.name.clone(),
         p.address.to_string(),
@@ -151,7 +151,7 @@ fn peer_row(p: &PeerView) -> Vec<String> {
     ]
 }
 
-fn candidate_row(c: &CandidateView) -> Vec<String> {
+fn candidate_row(c: &NodeCandidate) -> Vec<String> {
     let name = c.name.clone().unwrap_or_else(|| "-".to_owned());
     vec![
         c.rank.to_string(),

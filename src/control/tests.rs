@@ -86,8 +86,8 @@ pub(super) fn vip_statuses() -> Vec<VipStatus> {
     ]
 }
 
-pub(super) fn vip_views() -> Vec<VipView> {
-    vip_statuses().iter().map(|s| VipView::from_status(s, &names)).collect()
+pub(super) fn vip_views() -> Vec<NodeVip> {
+    vip_statuses().iter().map(|s| NodeVip::from_status(s, &names)).collect()
 }
 
 pub(super) fn daemon_status() -> DaemonStatus {
@@ -108,7 +108,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
             error: None,
         }),
         peers: vec![
-            PeerView {
+            NodePeer {
                 name: "b".to_owned(),
                 public_key: "adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=".to_owned(),
                 address: addr("fd00:5d::2"),
@@ -117,7 +117,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
                 rx_bytes: 1536 * 1024,
                 tx_bytes: 300,
             },
-            PeerView {
+            NodePeer {
                 name: "c".to_owned(),
                 public_key: "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=".to_owned(),
                 address: addr("fd00:5d::3"),
@@ -234,7 +234,7 @@ fn responses_round_trip_through_json() {
 
 #[test]
 fn views_name_addresses_and_flag_single_candidates() {
-    let [held, alone] = <[VipView; 2]>::try_from(vip_views()).unwrap();
+    let [held, alone] = <[NodeVip; 2]>::try_from(vip_views()).unwrap();
     assert_eq!(held.role, "holding");
     assert_eq!(held.holder.as_ref().unwrap().to_string(), "a (fd00:5d::1)");
     assert_eq!(held.epoch.unwrap().to_string(), "3.0");

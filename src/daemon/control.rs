@@ -5,7 +5,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
-use crate::control::{self, DaemonStatus, EndpointView, PeerView, Request, Response, SocketView, VipView};
+use crate::control::{self, DaemonStatus, EndpointView, NodePeer, NodeVip, Request, Response, SocketView};
 use crate::vip::runtime::VipRuntime;
 
 use super::plane::Plane;
@@ -27,7 +27,7 @@ pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, fact
         Request::VipList => Response::Vips(
             vip.statuses(now)
                 .iter()
-                .map(|s| VipView::from_status(s, &|a| vip.name_of(a)))
+                .map(|s| NodeVip::from_status(s, &|a| vip.name_of(a)))
                 .collect(),
         ),
         Request::VipMove { vip: address, to } => vip_move(vip, address, to.as_deref(), now),
@@ -40,7 +40,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
     let vips = vip
         .statuses(now)
         .iter()
-        .map(|s| VipView::from_status(s, &names))
+        .map(|s| NodeVip::from_status(s, &names))
         .collect();
     let transport = vip.transport();
     let me = facts.config.interface.address;
@@ -63,7 +63,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
 }
 
 /// The peers of the status answer: the desired ones, with what the device last showed of each.
-fn peers(plane: &Plane, config: &Config) -> Vec<PeerView> {
+fn peers(plane: &Plane, config: &Config) -> Vec<NodePeer> {
     let wall = SystemTime::now();
     let snapshot = plane.device.snapshot();
     // One map, so the answer is O(N log N) in members, never a scan per peer.
@@ -74,7 +74,7 @@ fn peers(plane: &Plane, config: &Config) -> Vec<PeerView> {
         .iter()
         .map(|(key, spec)| {
             let actual = snapshot.and_then(|s| s.peers.get(key));
-            PeerView {
+            NodePeer {
                 name: spec.name.clone(),
                 public_key: spec.public_key.to_base64(),
                 address: address_of.get(key).copied().unwrap_or(Ipv6Addr::UNSPECIFIED),

@@ -37,7 +37,7 @@ pub const DEFAULT_PATH: &str = "/etc/sdwan-registry/registry.toml";
 
 /// A validated registry configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryConfig {
+pub struct ServerConfig {
     /// The file it was read from.
     pub source: PathBuf,
     /// Address of the HTTP API.
@@ -91,7 +91,7 @@ pub struct TlsFiles {
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryConfigError {
+pub enum ServerConfigError {
     /// The file cannot be read.
     #[error("{path}: cannot read: {source}")]
     Read {
@@ -157,8 +157,8 @@ fn default_state_dir() -> PathBuf {
 }
 
 /// Reads and validates the file at `path`.
-pub fn load(path: &Path) -> Result<RegistryConfig, RegistryConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RegistryConfigError::Read {
+pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServerConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -166,8 +166,8 @@ pub fn load(path: &Path) -> Result<RegistryConfig, RegistryConfigError> {
 }
 
 /// Validates `text`, read from `path` (used in messages only).
-pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigError> {
-    let raw: Raw = toml::from_str(text).map_err(|e| RegistryConfigError::Parse {
+pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| ServerConfigError::Parse {
         path: path.to_owned(),
         line: e.span().map_or(1, |s| {
             text.as_bytes()[..s.start.min(text.len())]
@@ -178,7 +178,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
         }),
         message: e.message().to_owned(),
     })?;
-    let invalid = |message: &str| RegistryConfigError::Invalid {
+    let invalid = |message: &str| ServerConfigError::Invalid {
         path: path.to_owned(),
         message: message.to_owned(),
     };
@@ -199,7 +199,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RegistryConfig, RegistryConfigEr
     {
         return Err(invalid("metrics_token_file must name a file, not be empty"));
     }
-    Ok(RegistryConfig {
+    Ok(ServerConfig {
         source: path.to_owned(),
         listen: raw.listen,
         state_dir: raw.state_dir,
@@ -335,7 +335,7 @@ mod tests {
         assert!(cfg.tls.is_some());
     }
 
-    fn check(text: &str) -> Result<RegistryConfig, String> {
+    fn check(text: &str) -> Result<ServerConfig, String> {
         parse(Path::new("r.toml"), text).map_err(|e| e.to_string())
     }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::api;
-use super::config::RegistryConfig;
+use super::config::ServerConfig;
 use super::error::ApiError;
 use super::service;
 use super::store::sqlite::{SqliteOptions, SqliteStore};
@@ -66,7 +66,7 @@ pub enum ServerError {
 }
 
 /// Serves until SIGINT or SIGTERM.
-pub async fn run(config: &RegistryConfig) -> Result<(), ServerError> {
+pub async fn run(config: &ServerConfig) -> Result<(), ServerError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let stop = async move {
@@ -81,7 +81,7 @@ pub async fn run(config: &RegistryConfig) -> Result<(), ServerError> {
 
 /// Creates an account in the store of `config` and returns its admin token (`sdwan-registry
 /// init-account`). Safe while the server runs: SQLite serializes the two writers.
-pub async fn init_account(config: &RegistryConfig, name: &str, now_ms: u64) -> Result<AccountCreated, ServerError> {
+pub async fn init_account(config: &ServerConfig, name: &str, now_ms: u64) -> Result<AccountCreated, ServerError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.state_dir, SqliteOptions::default())?);
     let name = name.to_owned();
     store
@@ -93,7 +93,7 @@ pub async fn init_account(config: &RegistryConfig, name: &str, now_ms: u64) -> R
 /// Serves the registry described by `config` until `shutdown` completes, then lets in-flight requests
 /// finish and closes the store (every acknowledged write is already durable).
 pub async fn serve(
-    config: &RegistryConfig,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen)
@@ -107,7 +107,7 @@ pub async fn serve(
 
 /// [`serve`] on a listener bound by the caller (`config.listen` is not used): tests bind port 0.
 pub async fn serve_on(
-    config: &RegistryConfig,
+    config: &ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
@@ -119,7 +119,7 @@ pub async fn serve_on(
 
 /// [`serve_on`] over a store the caller opened, with the TLS acceptor of `config` (if any).
 pub async fn serve_store(
-    config: &RegistryConfig,
+    config: &ServerConfig,
     store: SqliteStore,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     listener: TcpListener,

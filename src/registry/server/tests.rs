@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::{serve_store, ServerError};
-use crate::registry::config::{Limits, RegistryConfig};
+use crate::registry::config::{Limits, ServerConfig};
 use crate::registry::service::Ttls;
 use crate::registry::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::registry::store::{Store, StoreError, WriteJob, WriteTx};
@@ -22,8 +22,8 @@ impl WriteJob for KillsTheWriter {
     }
 }
 
-fn config(dir: &std::path::Path) -> RegistryConfig {
-    RegistryConfig {
+fn config(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),

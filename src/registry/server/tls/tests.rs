@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::super::{init_account, serve_on, ServerError};
-use crate::registry::config::{Limits, RegistryConfig, TlsFiles};
+use crate::registry::config::{Limits, ServerConfig, TlsFiles};
 use crate::registry::service::Ttls;
 
 /// Writes `ca.pem`, and `cert.pem`/`key.pem` for 127.0.0.1 signed by that CA, into `dir`.
@@ -27,8 +27,8 @@ fn pki(dir: &Path) -> TlsFiles {
     }
 }
 
-fn config(dir: &Path, tls: TlsFiles) -> RegistryConfig {
-    RegistryConfig {
+fn config(dir: &Path, tls: TlsFiles) -> ServerConfig {
+    ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),
