@@ -54,6 +54,14 @@ pub fn init_logging() {
     }
 }
 
+/// The wall clock in Unix milliseconds (0 if it is before 1970): the time the registry stores and
+/// `sdwanctl` shows ages against. Read once per request or decision, and passed down.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `e` and its sources on one line, `: `-separated (HTTP and TLS errors rarely say what went wrong at the
 /// top level).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -6,7 +6,7 @@ mod registry_support;
 
 use axum::http::StatusCode;
 use registry_support::{code, Registry};
-use sdwand::registry::api::now_ms;
+use sdwand::now_ms;
 use sdwand::registry::error::ApiError;
 use sdwand::registry::service;
 use sdwand::registry::token;

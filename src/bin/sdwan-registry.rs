@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use sdwand::registry::{config, server};
@@ -70,9 +69,7 @@ fn main() -> ExitCode {
             }
         },
         Command::InitAccount { name, json } => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = sdwand::now_ms();
             match runtime.block_on(server::init_account(&config, &name, now)) {
                 Ok(a) if json => match serde_json::to_string_pretty(&a) {
                     Ok(text) => {

@@ -233,7 +233,7 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
             if json {
                 encode(pretty(&p))
             } else {
-                Ok(registry::peers(&p, sdwand::registry::api::now_ms()))
+                Ok(registry::peers(&p, sdwand::now_ms()))
             }
         }
         RegistryCommand::Move { vip_id, to } => {
@@ -268,7 +268,7 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
             if json {
                 encode(pretty(&t))
             } else {
-                Ok(registry::token_created(&t, sdwand::registry::api::now_ms()))
+                Ok(registry::token_created(&t, sdwand::now_ms()))
             }
         }
         RegistryCommand::Tokens(TokensCommand::List) => {
@@ -276,7 +276,7 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
             if json {
                 encode(pretty(&t))
             } else {
-                Ok(registry::tokens(&t, sdwand::registry::api::now_ms()))
+                Ok(registry::tokens(&t, sdwand::now_ms()))
             }
         }
         RegistryCommand::Tokens(TokensCommand::Revoke { token_id }) => {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use super::api::{self, AppState};
+use super::api::AppState;
 use super::service;
 
 /// A pass this much later than its period means the process did not run meanwhile (stopped, VM paused).
@@ -101,13 +101,13 @@ impl SilenceClock {
 /// Starts the reaper over `state`'s store, with `state`'s TTLs.
 pub fn spawn(state: AppState) -> Reaper {
     let period = period(&state);
-    let mut clock = SilenceClock::new(period, Instant::now(), api::now_ms(), state.store_failures());
+    let mut clock = SilenceClock::new(period, Instant::now(), crate::now_ms(), state.store_failures());
     Reaper(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (ttls, now) = (state.ttls, api::now_ms());
+            let (ttls, now) = (state.ttls, crate::now_ms());
             let (counts_from, deaf) = clock.pass(Instant::now(), now, state.store_failures());
             if let Some(reason) = deaf {
                 tracing::warn!(

@@ -34,7 +34,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -252,13 +252,6 @@ async fn observe(State(metrics): State<Arc<RegistryMetrics>>, req: Request, next
     let route = response.extensions().get::<RouteLabel>().map_or(UNMATCHED, |r| r.0);
     metrics.observe(route, response.status().as_u16(), started.elapsed());
     response
-}
-
-/// Now, in Unix milliseconds (0 if the clock is before 1970): the one clock read of a request.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl ErrorKind {

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::time::{timeout_at, Instant};
 
-use super::{now_ms, AppState, Bearer, JsonBody, PathId, QueryArgs};
+use super::{AppState, Bearer, JsonBody, PathId, QueryArgs};
+use crate::now_ms;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::HeaderMap;
 
