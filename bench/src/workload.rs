@@ -162,12 +162,17 @@ pub fn verify(actual: &ActualDevice, desired: &Desired) -> Result<(), String> {
 
 /// Checks that `actual` has `n` peers and that peer `key` has exactly `want` as allowed IPs.
 pub fn verify_peer(actual: &ActualDevice, n: usize, key: &Key, want: IpNet) -> Result<(), String> {
+    verify_peer_set(actual, n, key, &BTreeSet::from([want]))
+}
+
+/// Checks that `actual` has `n` peers and that peer `key` has exactly the set `want` as allowed IPs.
+pub fn verify_peer_set(actual: &ActualDevice, n: usize, key: &Key, want: &BTreeSet<IpNet>) -> Result<(), String> {
     if actual.peers.len() != n {
         return Err(format!("{} peers, want {n}", actual.peers.len()));
     }
     let have = actual.peers.get(&key.0).map(|p| &p.allowed_ips);
-    if have != Some(&BTreeSet::from([want])) {
-        return Err(format!("peer {}: allowed IPs {have:?}, want {want}", key.to_base64()));
+    if have != Some(want) {
+        return Err(format!("peer {}: allowed IPs {have:?}, want {want:?}", key.to_base64()));
     }
     Ok(())
 }

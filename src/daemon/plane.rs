@@ -13,13 +13,13 @@ use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
 use crate::config::{host_net, Config};
-use crate::mesh::Desired;
+use crate::mesh::{ChangedPeers, Desired};
 use crate::metrics::Metrics;
 use crate::net::Netlink;
-use crate::reconcile::{reconcile_net, DeviceReconciler, NetPass};
+use crate::reconcile::{reconcile_net, DeviceOutcome, DeviceReconciler, NetPass};
 use crate::vip::runtime::DataPlane;
 use crate::vip::Adopt;
-use crate::wg;
+use crate::wg::{self, WgError};
 
 /// The desired state and the means to apply it.
 pub(super) struct Plane {
@@ -66,6 +66,22 @@ impl Plane {
             }
         });
         timer.observe_duration();
+        self.device_outcome(result)
+    }
+
+    /// A device pass over only the peers `changed` (what a [`Desired`] method returned), against the
+    /// snapshot. Returns whether it succeeded.
+    pub(super) fn pass_peers(&mut self, changed: &ChangedPeers) -> bool {
+        let timer = self.metrics.reconcile_timer("device");
+        let now = SystemTime::now();
+        let (device, desired) = (&mut self.device, &self.desired);
+        let result = tokio::task::block_in_place(|| device.update_peers(desired, changed, now));
+        timer.observe_duration();
+        self.device_outcome(result)
+    }
+
+    /// Counts and logs a device pass's outcome; a failure drops the snapshot.
+    fn device_outcome(&mut self, result: Result<DeviceOutcome, WgError>) -> bool {
         match result {
             Ok(outcome) => {
                 if outcome.changed() {
@@ -180,10 +196,11 @@ impl DataPlane for Plane {
 
     fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>) {
         let key = via.and_then(|a| self.desired.key_of(a));
-        if self.desired.route_vip(vip, key).is_empty() {
+        let changed = self.desired.route_vip(vip, key);
+        if changed.is_empty() {
             return;
         }
-        self.pass_device(false);
+        self.pass_peers(&changed);
     }
 }
 

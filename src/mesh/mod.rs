@@ -5,8 +5,8 @@
 //! every owner's claims ([`AllowedIps`]), where each VIP is routed and which VIPs this node holds. Its
 //! methods change one owner's part and say which peers changed ([`Desired::route_vip`],
 //! [`Desired::hold_vip`], [`Desired::set_config`], [`Desired::set_membership`]), so a caller can apply only
-//! those. [`plan_device`] and [`plan_net`] diff it against a snapshot of the device and of
-//! the kernel and return the minimal change. Applying the change is the job of [`crate::wg`] and
+//! those. [`plan_device`] (every peer), [`plan_peers`] (only the peers a change named) and
+//! [`plan_net`] diff it against a snapshot of the device and of the kernel and return the minimal change. Applying the change is the job of [`crate::wg`] and
 //! [`crate::net`], driven by [`crate::reconcile`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +22,7 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{plan_device, plan_net, DevicePlan, NetPlan, PeerUpdate};
+pub use plan::{plan_device, plan_net, plan_peers, DevicePlan, NetPlan, PeerUpdate};
 
 /// A public key as map key (`wireguard_control::Key` is not `Ord`).
 pub type KeyBytes = [u8; 32];

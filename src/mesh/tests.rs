@@ -318,3 +318,35 @@ fn peers_carry_their_address_and_are_found_by_it() {
     assert_eq!(d.key_of("fd00:5d::3".parse().unwrap()), Some(c));
     assert_eq!(d.key_of("fd00:5d::1".parse().unwrap()), None, "this node is no peer");
 }
+
+#[test]
+fn planning_only_the_changed_peers_matches_the_full_plan() {
+    let (config, me, b, c) = three();
+    let mut d = Desired::from_config(&config, &me);
+    let now = SystemTime::now();
+    let device = applied(&plan_device(&d, &ActualDevice::default(), now));
+    d.route_vip(VIP, Some(b));
+    let changed = d.route_vip(VIP, Some(c));
+    assert_eq!(changed, BTreeSet::from([b, c]));
+    // b is back to its membership set (as on the device), c gained the VIP: one update either way.
+    let partial = plan_peers(&d, &device, &changed, now);
+    assert_eq!(partial, plan_device(&d, &device, now));
+    assert_eq!(partial.update.len(), 1);
+    assert_eq!(partial.update[0].public_key.0, c);
+    // A peer named but unchanged plans nothing; a removed one is removed, an added one added.
+    assert!(plan_peers(&d, &device, &BTreeSet::from([b]), now).is_empty());
+    let mut fewer = config.clone();
+    fewer.members.retain(|m| m.name != "b");
+    let changed = d.set_config(&fewer, &me);
+    assert_eq!(changed, BTreeSet::from([b]));
+    let plan = plan_peers(&d, &device, &changed, now);
+    assert_eq!(plan.remove.len(), 1);
+    assert!(plan.add.is_empty() && plan.update.is_empty() && plan.private_key.is_none());
+    let empty = ActualDevice::default();
+    let plan = plan_peers(&d, &empty, &BTreeSet::from([c]), now);
+    assert_eq!(plan.add.len(), 1);
+    assert!(
+        plan.private_key.is_none() && plan.listen_port.is_none(),
+        "only peers are planned"
+    );
+}
