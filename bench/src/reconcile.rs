@@ -286,7 +286,7 @@ impl Bench<'_> {
         let mut case = Case::new(name, n, "wg set … allowed-ips", &sdwand.wall, &wg.wall, target);
         case.cpu = cpu(&sdwand, &wg);
         case.breakdown = vec![Part::new(
-            format!("sdwand: plan_device over {n} peers (the full diff this path skips), warm cache, no change"),
+            format!("sdwand: plan_device over {n} peers (not on this path)"),
             &diff,
         )];
         Ok(case)
