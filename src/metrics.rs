@@ -259,21 +259,13 @@ mod tests {
         let spec = PeerSpec {
             name: "b".into(),
             public_key: key.clone(),
+            address: "fd00::2".parse().unwrap(),
             endpoint: None,
             allowed_ips: BTreeSet::new(),
             keepalive: None,
         };
-        let desired = Desired {
-            ifname: "wg0".into(),
-            private_key: Key::generate_private(),
-            listen_port: 1,
-            mtu: 1420,
-            peers: BTreeMap::from([(key.0, spec)]),
-            addresses: BTreeSet::new(),
-            owned_address_space: "fd00::/64".parse().unwrap(),
-            owned_addresses: BTreeSet::new(),
-            routes: BTreeSet::new(),
-        };
+        let mut desired = Desired::new("wg0", &Key::generate_private(), 1, 1420, "fd00::/64".parse().unwrap());
+        desired.set_peers(vec![(spec, BTreeSet::new())]);
         let peer = ActualPeer {
             public_key: key.clone(),
             endpoint: None,

@@ -2,6 +2,8 @@
 //!
 //! The device side keeps a cached snapshot of what it last read or applied, so a change (one peer moved,
 //! a member removed) is planned against the cache and costs one small request, not a dump of every peer.
+//! When the caller knows which peers changed (a [`Desired`] method said so), [`DeviceReconciler::update_peers`]
+//! plans only those against the cache: a VIP move costs two peers' diff, not a walk over every peer.
 //! A full resync re-reads the device; after any failed apply the cache is dropped, because a failed
 //! update may have been applied in part.
 //!
@@ -10,9 +12,10 @@
 //! nor keep the daemon from binding its failover socket and becoming ready. The failures are returned
 //! with the pass.
 
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use crate::mesh::{plan_device, plan_net, ActualDevice, ActualNet, Desired, DevicePlan, NetPlan};
+use crate::mesh::{plan_device, plan_net, plan_peers, ActualDevice, ActualNet, Desired, DevicePlan, KeyBytes, NetPlan};
 use crate::net::{NetError, Netlink};
 use crate::wg::{self, WgError};
 
@@ -77,11 +80,33 @@ impl DeviceReconciler {
 
     /// Plans against the snapshot (reading the device first if there is none) and applies.
     pub fn update(&mut self, desired: &Desired, now: SystemTime) -> Result<DeviceOutcome, WgError> {
-        let mut actual = match self.cache.take() {
+        let actual = match self.cache.take() {
             Some(cached) => cached,
             None => self.device.read()?,
         };
         let plan = plan_device(desired, &actual, now);
+        self.apply(plan, actual)
+    }
+
+    /// Plans only the peers `changed` against the snapshot and applies: the path of a change whose peers
+    /// are known (a VIP move). Without a snapshot (none yet, or dropped after a failure) it is a full
+    /// [`update`](Self::update): a read and a plan over every peer.
+    pub fn update_peers(
+        &mut self,
+        desired: &Desired,
+        changed: &BTreeSet<KeyBytes>,
+        now: SystemTime,
+    ) -> Result<DeviceOutcome, WgError> {
+        let Some(actual) = self.cache.take() else {
+            return self.update(desired, now);
+        };
+        let plan = plan_peers(desired, &actual, changed, now);
+        self.apply(plan, actual)
+    }
+
+    /// Applies `plan` (made against `actual`, taken out of the cache) and caches the result; on failure the
+    /// cache stays empty (the device may have applied part of the request).
+    fn apply(&mut self, plan: DevicePlan, mut actual: ActualDevice) -> Result<DeviceOutcome, WgError> {
         self.device.apply(&plan)?;
         plan.apply_to(&mut actual);
         self.cache = Some(actual);

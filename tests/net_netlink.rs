@@ -371,7 +371,7 @@ fn futures_are_send(nl: &Netlink, addr: Ipv6Net) {
 
 #[test]
 fn a_kernel_pass_applies_every_item_and_reports_the_one_that_failed() {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use sdwand::mesh::Desired;
     use sdwand::reconcile::reconcile_net;
@@ -383,18 +383,16 @@ fn a_kernel_pass_applies_every_item_and_reports_the_one_that_failed() {
         nl.set_up(other).await.expect("set_up");
         // Review test E11: someone else routes the overlay prefix with the metric sdwand's route gets.
         ip("-6 route add fd00:5d::/64 dev sdt1 metric 1024");
-        let desired = Desired {
-            ifname: "sdt0".into(),
-            private_key: wireguard_control::Key::generate_private(),
-            listen_port: 51820,
-            mtu: 1380,
-            peers: BTreeMap::new(),
-            addresses: BTreeSet::from([net("fd00:5d::1/128")]),
-            owned_address_space: net("fd00:5d::/64"),
-            owned_addresses: BTreeSet::new(),
-            // Applied in order: the conflicting route first, then one that must still be applied.
-            routes: BTreeSet::from([net("fd00:5d::/64"), net("fd00:5e::/48")]),
-        };
+        let mut desired = Desired::new(
+            "sdt0",
+            &wireguard_control::Key::generate_private(),
+            51820,
+            1380,
+            net("fd00:5d::/64"),
+        );
+        desired.addresses = BTreeSet::from([net("fd00:5d::1/128")]);
+        // Applied in order: the conflicting route first, then one that must still be applied.
+        desired.routes = BTreeSet::from([net("fd00:5d::/64"), net("fd00:5e::/48")]);
         let pass = reconcile_net(&nl, &desired).await.expect("the pass reaches the link");
         assert_eq!(pass.index, ours);
         assert_eq!(pass.failures.len(), 1, "{:?}", pass.failures);

@@ -5,7 +5,7 @@
 //! ranges, and no persistent keepalive: with keepalive, `wireguard-go` would start handshakes to the fake
 //! endpoints and both sides would measure crypto noise.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -57,32 +57,29 @@ impl Workload {
 
     /// sdwand's desired state for interface `ifname` with the first `n` peers.
     pub fn desired(&self, ifname: &str, n: usize) -> Desired {
-        let peers: BTreeMap<_, _> = self.peers[..n]
+        let peers = self.peers[..n]
             .iter()
             .enumerate()
             .map(|(i, p)| {
+                let address = match p.allowed.addr() {
+                    std::net::IpAddr::V6(a) => a,
+                    std::net::IpAddr::V4(_) => unreachable!("the workload's allowed IPs are IPv6"),
+                };
                 let spec = PeerSpec {
                     name: format!("bench-{i}"),
                     public_key: p.key.clone(),
+                    address,
                     endpoint: Some(p.endpoint),
-                    allowed_ips: BTreeSet::from([p.allowed]),
+                    allowed_ips: BTreeSet::new(),
                     keepalive: None,
                 };
-                (p.key.0, spec)
+                (spec, BTreeSet::from([p.allowed]))
             })
             .collect();
         let overlay = Ipv6Net::new(OVERLAY, 64).expect("valid prefix length");
-        Desired {
-            ifname: ifname.to_owned(),
-            private_key: self.private_key.clone(),
-            listen_port: self.listen_port,
-            mtu: 1420,
-            peers,
-            addresses: BTreeSet::new(),
-            owned_address_space: overlay,
-            owned_addresses: Default::default(),
-            routes: BTreeSet::new(),
-        }
+        let mut desired = Desired::new(ifname, &self.private_key, self.listen_port, 1420, overlay);
+        desired.set_peers(peers);
+        desired
     }
 
     /// The same interface and first `n` peers as a `wg setconf` file.
@@ -165,12 +162,17 @@ pub fn verify(actual: &ActualDevice, desired: &Desired) -> Result<(), String> {
 
 /// Checks that `actual` has `n` peers and that peer `key` has exactly `want` as allowed IPs.
 pub fn verify_peer(actual: &ActualDevice, n: usize, key: &Key, want: IpNet) -> Result<(), String> {
+    verify_peer_set(actual, n, key, &BTreeSet::from([want]))
+}
+
+/// Checks that `actual` has `n` peers and that peer `key` has exactly the set `want` as allowed IPs.
+pub fn verify_peer_set(actual: &ActualDevice, n: usize, key: &Key, want: &BTreeSet<IpNet>) -> Result<(), String> {
     if actual.peers.len() != n {
         return Err(format!("{} peers, want {n}", actual.peers.len()));
     }
     let have = actual.peers.get(&key.0).map(|p| &p.allowed_ips);
-    if have != Some(&BTreeSet::from([want])) {
-        return Err(format!("peer {}: allowed IPs {have:?}, want {want}", key.to_base64()));
+    if have != Some(want) {
+        return Err(format!("peer {}: allowed IPs {have:?}, want {want:?}", key.to_base64()));
     }
     Ok(())
 }

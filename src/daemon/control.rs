@@ -1,6 +1,5 @@
 //! Answers `sdwanctl`'s requests from the daemon's state.
 
-use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Instant, SystemTime};
 
@@ -57,17 +56,15 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
         ready: facts.ready,
         failover_socket: Some(failover_socket),
         metrics: Some(facts.metrics.clone()),
-        peers: peers(plane, facts.config),
+        peers: peers(plane),
         vips,
     }))
 }
 
 /// The peers of the status answer: the desired ones, with what the device last showed of each.
-fn peers(plane: &Plane, config: &Config) -> Vec<NodePeer> {
+fn peers(plane: &Plane) -> Vec<NodePeer> {
     let wall = SystemTime::now();
     let snapshot = plane.device.snapshot();
-    // One map, so the answer is O(N log N) in members, never a scan per peer.
-    let address_of: HashMap<_, Ipv6Addr> = config.members.iter().map(|m| (m.public_key.0, m.address)).collect();
     plane
         .desired
         .peers
@@ -77,7 +74,7 @@ fn peers(plane: &Plane, config: &Config) -> Vec<NodePeer> {
             NodePeer {
                 name: spec.name.clone(),
                 public_key: spec.public_key.to_base64(),
-                address: address_of.get(key).copied().unwrap_or(Ipv6Addr::UNSPECIFIED),
+                address: spec.address,
                 endpoint: actual.and_then(|p| p.endpoint).or(spec.endpoint),
                 last_handshake_secs_ago: actual
                     .and_then(|p| p.last_handshake)

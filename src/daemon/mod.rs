@@ -5,9 +5,9 @@
 //! [`run`] is the whole daemon. It is told to reload or stop through [`Trigger`]s and installs no signal
 //! handlers of its own: the `sdwand` binary turns SIGHUP, SIGTERM and SIGINT into triggers, a test sends
 //! its own. `start` builds the running state, `event_loop` waits for events and handles each in one
-//! method, `backend` picks and tears down the WireGuard implementation, `plane` applies the desired state.
-//! This module keeps what start and the loop share: loading and reloading the configuration and applying
-//! it.
+//! method, `backend` picks and tears down the WireGuard implementation, `plane` applies the desired state
+//! (owned by [`crate::mesh::Desired`]; `plane` keeps no copy of it). This module keeps what start and the
+//! loop share: loading and reloading the configuration and applying it.
 //!
 //! Nothing outside the daemon's control stops it or blinds it silently: a metrics port that is taken is
 //! retried ([`endpoint`]), a failover socket that cannot bind is retried every [`RETRY`] while the VIP
@@ -24,7 +24,6 @@ use wireguard_control::Key;
 use crate::client::Link;
 use crate::config::{self, Config, ConfigErrors};
 use crate::keyfile::{self, KeyFileError};
-use crate::mesh::Desired;
 use crate::net::NetError;
 use crate::vip::runtime::VipRuntime;
 use crate::wg::WgError;
@@ -122,8 +121,7 @@ fn effective(loaded: &Loaded, link: Option<&Link>) -> Result<Config, DaemonError
 /// Applies `loaded.config` the way a reload does: desired state, VIP machines, one device and one
 /// kernel pass.
 async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
-    let (desired, membership) = Desired::from_config(&loaded.config, &loaded.key);
-    plane.set_desired(desired, membership);
+    plane.set_config(&loaded.config, &loaded.key);
     vip.reload(&loaded.config, plane, std::time::Instant::now()).await;
     plane.pass_device(false);
     plane.pass_net().await;

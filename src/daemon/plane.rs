@@ -1,22 +1,25 @@
-//! The daemon's data plane: the desired state, its owners, and the passes that apply it to the WireGuard
-//! device and the kernel. VIP failover changes it through [`DataPlane`], one address or route at a time,
-//! so a move costs one small device update and never waits for a full pass. At start, [`adopt`] reads
-//! what a previous run left for each VIP.
+//! The daemon's data plane: I/O only. [`Plane`] applies the [`Desired`] state to the WireGuard device and
+//! the kernel; the desired state itself (peers, allowed-IP owners, VIP routes, held VIPs) is owned by
+//! [`crate::mesh::Desired`], whose methods say which peers a change touched. VIP failover changes it
+//! through [`DataPlane`], one address or route at a time, so a move costs one small device update and
+//! never waits for a full pass. At start, [`adopt`] reads what a previous run left for each VIP straight
+//! into the desired state. This module must not keep a copy of the desired state or decide anything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::time::SystemTime;
 
 use ipnet::{IpNet, Ipv6Net};
+use wireguard_control::Key;
 
 use crate::config::{host_net, Config};
-use crate::mesh::{AllowedIps, Desired, KeyBytes, Owner};
+use crate::mesh::{ChangedPeers, Desired};
 use crate::metrics::Metrics;
 use crate::net::Netlink;
-use crate::reconcile::{reconcile_net, DeviceReconciler, NetPass};
+use crate::reconcile::{reconcile_net, DeviceOutcome, DeviceReconciler, NetPass};
 use crate::vip::runtime::DataPlane;
 use crate::vip::Adopt;
-use crate::wg;
+use crate::wg::{self, WgError};
 
 /// The desired state and the means to apply it.
 pub(super) struct Plane {
@@ -28,58 +31,26 @@ pub(super) struct Plane {
     pub(super) ifindex: Option<u32>,
     /// The failures of the last kernel pass, as logged (the same ones again are not logged at error).
     net_failures: Vec<String>,
-    /// Allowed-IP claims by owner; the membership owner is replaced on reload, the VIP owner on moves.
-    allowed: AllowedIps,
-    /// Each VIP routed through a peer, by that peer's key.
-    vip_routes: BTreeMap<Ipv6Addr, KeyBytes>,
-    /// VIPs this node holds (their /128 belongs on the interface).
-    held: BTreeSet<Ipv6Net>,
 }
 
 impl Plane {
-    /// A plane whose desired state is `desired` with membership claims `membership`, and whose VIP owner
-    /// starts from `vip_routes` and `held` (what a restarted daemon adopted).
-    pub(super) fn new(
-        netlink: Netlink,
-        device: DeviceReconciler,
-        metrics: Metrics,
-        (desired, membership): (Desired, BTreeMap<KeyBytes, BTreeSet<IpNet>>),
-        vip_routes: BTreeMap<Ipv6Addr, KeyBytes>,
-        held: BTreeSet<Ipv6Net>,
-    ) -> Plane {
-        let mut plane = Plane {
+    /// A plane that applies `desired` (with what a restarted daemon adopted already in it).
+    pub(super) fn new(netlink: Netlink, device: DeviceReconciler, metrics: Metrics, desired: Desired) -> Plane {
+        metrics.observe_desired(&desired);
+        Plane {
             netlink,
             device,
             desired,
             metrics,
             ifindex: None,
             net_failures: Vec::new(),
-            allowed: AllowedIps::default(),
-            vip_routes,
-            held,
-        };
-        plane.set_desired(plane.desired.clone(), membership);
-        plane
-    }
-
-    /// Replaces the desired state (after a reload), keeping the VIP owner's state.
-    pub(super) fn set_desired(&mut self, mut desired: Desired, membership: BTreeMap<KeyBytes, BTreeSet<IpNet>>) {
-        self.allowed.set_owner(Owner::Membership, membership);
-        self.allowed.set_owner(Owner::Vip, self.vip_claims());
-        desired
-            .addresses
-            .extend(self.held.iter().filter(|v| desired.owned_addresses.contains(*v)));
-        desired.compose(&self.allowed);
-        self.metrics.observe_desired(&desired);
-        self.desired = desired;
-    }
-
-    fn vip_claims(&self) -> BTreeMap<KeyBytes, BTreeSet<IpNet>> {
-        let mut claims: BTreeMap<KeyBytes, BTreeSet<IpNet>> = BTreeMap::new();
-        for (vip, key) in &self.vip_routes {
-            claims.entry(*key).or_default().insert(IpNet::V6(host_net(*vip)));
         }
-        claims
+    }
+
+    /// Takes a reloaded configuration; the desired state keeps its VIP routes and held VIPs.
+    pub(super) fn set_config(&mut self, config: &Config, private_key: &Key) {
+        self.desired.set_config(config, private_key);
+        self.metrics.observe_desired(&self.desired);
     }
 
     /// One device pass (blocking I/O, run in place on this worker). Returns whether it succeeded.
@@ -95,6 +66,22 @@ impl Plane {
             }
         });
         timer.observe_duration();
+        self.device_outcome(result)
+    }
+
+    /// A device pass over only the peers `changed` (what a [`Desired`] method returned), against the
+    /// snapshot. Returns whether it succeeded.
+    pub(super) fn pass_peers(&mut self, changed: &ChangedPeers) -> bool {
+        let timer = self.metrics.reconcile_timer("device");
+        let now = SystemTime::now();
+        let (device, desired) = (&mut self.device, &self.desired);
+        let result = tokio::task::block_in_place(|| device.update_peers(desired, changed, now));
+        timer.observe_duration();
+        self.device_outcome(result)
+    }
+
+    /// Counts and logs a device pass's outcome; a failure drops the snapshot.
+    fn device_outcome(&mut self, result: Result<DeviceOutcome, WgError>) -> bool {
         match result {
             Ok(outcome) => {
                 if outcome.changed() {
@@ -180,8 +167,7 @@ impl Plane {
 impl DataPlane for Plane {
     async fn add_address(&mut self, vip: Ipv6Addr) {
         let net = host_net(vip);
-        self.held.insert(net);
-        self.desired.addresses.insert(net);
+        self.desired.hold_vip(vip, true);
         let Some(index) = self.ifindex else { return };
         match self.netlink.add_ipv6_address(index, net).await {
             Ok(_) => {
@@ -194,8 +180,7 @@ impl DataPlane for Plane {
 
     async fn remove_address(&mut self, vip: Ipv6Addr) {
         let net = host_net(vip);
-        self.held.remove(&net);
-        self.desired.addresses.remove(&net);
+        self.desired.hold_vip(vip, false);
         let Some(index) = self.ifindex else { return };
         match self.netlink.del_ipv6_address(index, net).await {
             Ok(_) => {
@@ -209,27 +194,25 @@ impl DataPlane for Plane {
         }
     }
 
-    fn route(&mut self, vip: Ipv6Addr, via: Option<KeyBytes>) {
-        let old = match via {
-            Some(key) => self.vip_routes.insert(vip, key),
-            None => self.vip_routes.remove(&vip),
-        };
-        if old == via {
+    fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>) {
+        let key = via.and_then(|a| self.desired.key_of(a));
+        let changed = self.desired.route_vip(vip, key);
+        if changed.is_empty() {
             return;
         }
-        self.allowed.set_owner(Owner::Vip, self.vip_claims());
-        for key in [old, via].into_iter().flatten() {
-            if let Some(peer) = self.desired.peers.get_mut(&key) {
-                peer.allowed_ips = self.allowed.for_peer(&key);
-            }
-        }
-        self.pass_device(false);
+        self.pass_peers(&changed);
     }
 }
 
-/// What the data plane shows for each VIP at start: its address on this node's interface, or a peer the
-/// device routes it to.
-pub(super) async fn adopt(cfg: &Config, device: &wg::Device, netlink: &Netlink) -> BTreeMap<Ipv6Addr, Adopt> {
+/// What the data plane shows for each VIP at start (its address on this node's interface, or a peer the
+/// device routes it to), put straight into `desired` (held, or routed through that peer) and returned for
+/// the VIP machines.
+pub(super) async fn adopt(
+    cfg: &Config,
+    device: &wg::Device,
+    netlink: &Netlink,
+    desired: &mut Desired,
+) -> BTreeMap<Ipv6Addr, Adopt> {
     let mut found = BTreeMap::new();
     if cfg.vips.is_empty() {
         return found;
@@ -242,16 +225,23 @@ pub(super) async fn adopt(cfg: &Config, device: &wg::Device, netlink: &Netlink) 
     for v in &cfg.vips {
         let net = host_net(v.address);
         let adopt = if local.contains(&net) {
+            desired.hold_vip(v.address, true);
             Adopt::HeldHere
         } else {
             let via = actual.as_ref().and_then(|d| {
                 d.peers
                     .iter()
                     .find(|(_, p)| p.allowed_ips.contains(&IpNet::V6(net)))
-                    .and_then(|(key, _)| cfg.members.iter().find(|m| m.public_key.0 == *key))
-                    .map(|m| m.address)
+                    .and_then(|(key, _)| desired.peers.get(key))
+                    .map(|spec| (spec.public_key.0, spec.address))
             });
-            via.map_or(Adopt::Nothing, Adopt::RoutedTo)
+            match via {
+                Some((key, address)) => {
+                    desired.route_vip(v.address, Some(key));
+                    Adopt::RoutedTo(address)
+                }
+                None => Adopt::Nothing,
+            }
         };
         if adopt != Adopt::Nothing {
             tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");

@@ -2,7 +2,8 @@
 //!
 //! It owns the start order: the metrics endpoint first (an enrollment that waits for the registry shows
 //! `sdwand_registry_up`), then the registry link, the control socket, the backend, the adoption of what a
-//! previous run left, and the VIP runtime and plane built on it. It must not run the loop.
+//! previous run left (straight into the desired state), and the VIP runtime and plane built on it. It
+//! must not run the loop.
 
 use std::path::PathBuf;
 use std::pin::pin;
@@ -12,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::client::{ClientMetrics, Link};
-use crate::config::host_net;
 use crate::mesh::Desired;
 use crate::metrics::Metrics;
 use crate::net::{self, Netlink};
@@ -152,8 +152,10 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
     metrics.set_backend(backend.as_str());
     let device = wg::Device::new(&cfg.interface.name, backend)?;
 
-    // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it.
-    let adopted = adopt(cfg, &device, &netlink).await;
+    // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it: the
+    // desired state takes it directly, the machines are told.
+    let mut desired = Desired::from_config(cfg, &loaded.key);
+    let adopted = adopt(cfg, &device, &netlink, &mut desired).await;
     let mut vip = VipRuntime::new(
         cfg,
         Incarnations::load(&cfg.daemon.state_dir),
@@ -163,19 +165,7 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
     if let Some(link) = link {
         raise_floors(&mut vip, link);
     }
-    let held = adopted
-        .iter()
-        .filter(|(_, a)| **a == Adopt::HeldHere)
-        .map(|(v, _)| host_net(*v))
-        .collect();
-    let plane = Plane::new(
-        netlink,
-        DeviceReconciler::new(device),
-        metrics.clone(),
-        Desired::from_config(cfg, &loaded.key),
-        vip.routes(),
-        held,
-    );
+    let plane = Plane::new(netlink, DeviceReconciler::new(device), metrics.clone(), desired);
     Ok(Parts {
         netwatch,
         backend,

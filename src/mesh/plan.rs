@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
-use super::{ActualDevice, ActualNet, ActualPeer, Desired, PeerSpec, FRESH_HANDSHAKE};
+use super::{ActualDevice, ActualNet, ActualPeer, Desired, KeyBytes, PeerSpec, FRESH_HANDSHAKE};
 
 /// A change to one existing peer; `None` fields stay as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,23 +111,47 @@ pub fn plan_device(desired: &Desired, actual: &ActualDevice, now: SystemTime) ->
             plan.add.push(spec.clone());
             continue;
         };
-        let fresh = have
-            .last_handshake
-            .is_some_and(|t| now.duration_since(t).map_or(true, |age| age < FRESH_HANDSHAKE));
-        let endpoint = spec.endpoint.filter(|e| have.endpoint != Some(*e) && !fresh);
-        let allowed_ips = (have.allowed_ips != spec.allowed_ips).then(|| spec.allowed_ips.clone());
-        let keepalive = (have.keepalive != spec.keepalive).then(|| spec.keepalive.unwrap_or(0));
-        if endpoint.is_some() || allowed_ips.is_some() || keepalive.is_some() {
-            plan.update.push(PeerUpdate {
-                public_key: spec.public_key.clone(),
-                endpoint,
-                allowed_ips,
-                keepalive,
-            });
-        }
+        plan.update.extend(peer_update(spec, have, now));
     }
     plan.remove.extend(actual_peers.map(|(_, p)| p.public_key.clone()));
     plan
+}
+
+/// Diffs only the peers `keys` (those a [`Desired`] method said it changed) against `actual`: each is added,
+/// updated or removed by the same rules as [`plan_device`], every other peer and the interface's key and
+/// port are not looked at. The cost is per changed peer, not per peer on the device.
+pub fn plan_peers<'a>(
+    desired: &Desired,
+    actual: &ActualDevice,
+    keys: impl IntoIterator<Item = &'a KeyBytes>,
+    now: SystemTime,
+) -> DevicePlan {
+    let mut plan = DevicePlan::default();
+    for key in keys {
+        match (desired.peers.get(key), actual.peers.get(key)) {
+            (Some(spec), Some(have)) => plan.update.extend(peer_update(spec, have, now)),
+            (Some(spec), None) => plan.add.push(spec.clone()),
+            (None, Some(gone)) => plan.remove.push(gone.public_key.clone()),
+            (None, None) => {}
+        }
+    }
+    plan
+}
+
+/// The change that brings `have` to `spec`, if any.
+fn peer_update(spec: &PeerSpec, have: &ActualPeer, now: SystemTime) -> Option<PeerUpdate> {
+    let fresh = have
+        .last_handshake
+        .is_some_and(|t| now.duration_since(t).map_or(true, |age| age < FRESH_HANDSHAKE));
+    let endpoint = spec.endpoint.filter(|e| have.endpoint != Some(*e) && !fresh);
+    let allowed_ips = (have.allowed_ips != spec.allowed_ips).then(|| spec.allowed_ips.clone());
+    let keepalive = (have.keepalive != spec.keepalive).then(|| spec.keepalive.unwrap_or(0));
+    (endpoint.is_some() || allowed_ips.is_some() || keepalive.is_some()).then(|| PeerUpdate {
+        public_key: spec.public_key.clone(),
+        endpoint,
+        allowed_ips,
+        keepalive,
+    })
 }
 
 /// The minimal change to the kernel state of the interface.

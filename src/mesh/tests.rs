@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 use std::path::Path;
 
 use super::*;
@@ -26,11 +27,7 @@ fn cfg(members: &[(&str, &Key, &str, Option<&str>)]) -> Config {
 }
 
 fn desired(config: &Config, own: &Key) -> Desired {
-    let (mut d, claims) = Desired::from_config(config, own);
-    let mut allowed = AllowedIps::default();
-    allowed.set_owner(Owner::Membership, claims);
-    d.compose(&allowed);
-    d
+    Desired::from_config(config, own)
 }
 
 /// The device after `plan` was applied to an empty device: the state the reconciler would cache.
@@ -81,10 +78,8 @@ fn removing_a_member_removes_only_that_peer() {
 fn allowed_ips_of_other_owners_survive_a_resync() {
     let (me, b) = (key(1), key(2));
     let config = cfg(&[("b", &b, "fd00:5d::2", None)]);
-    let (mut d, membership) = Desired::from_config(&config, &me);
-    let mut allowed = AllowedIps::default();
-    allowed.set_owner(Owner::Membership, membership.clone());
-    d.compose(&allowed);
+    let mut d = Desired::from_config(&config, &me);
+    let membership = d.membership().clone();
     let mut device = applied(&plan_device(&d, &ActualDevice::default(), SystemTime::now()));
     // Another owner's prefix is present on the device (e.g. a VIP routed to b): only the membership
     // claims composed alone would strip it, the composed set keeps it.
@@ -92,15 +87,13 @@ fn allowed_ips_of_other_owners_survive_a_resync() {
     device.peers.get_mut(&b.get_public().0).unwrap().allowed_ips.insert(vip);
     let mut composed = membership;
     composed.get_mut(&b.get_public().0).unwrap().insert(vip);
-    allowed.set_owner(Owner::Membership, composed);
-    d.compose(&allowed);
+    d.set_membership(composed);
     assert!(plan_device(&d, &device, SystemTime::now()).is_empty());
     // Without the claim, the prefix is removed by replacing b's set with the claimed one.
-    allowed.set_owner(
-        Owner::Membership,
-        BTreeMap::from([(b.get_public().0, BTreeSet::from(["fd00:5d::2/128".parse().unwrap()]))]),
-    );
-    d.compose(&allowed);
+    d.set_membership(BTreeMap::from([(
+        b.get_public().0,
+        BTreeSet::from(["fd00:5d::2/128".parse().unwrap()]),
+    )]));
     let plan = plan_device(&d, &device, SystemTime::now());
     assert_eq!(plan.update.len(), 1);
     assert_eq!(plan.update[0].allowed_ips.as_ref().unwrap().len(), 1);
@@ -210,4 +203,150 @@ fn merge_join_finds_adds_removes_and_updates_interleaved() {
     let mut after = device.clone();
     plan.apply_to(&mut after);
     assert!(plan_device(&target, &after, SystemTime::now()).is_empty());
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0xf, 0, 0, 0, 0, 1);
+const VIP2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5d, 0xf, 0, 0, 0, 0, 2);
+
+/// Three members: this node (key 1) and peers b (key 2) and c (key 3), with a VIP configured.
+fn three() -> (Config, Key, KeyBytes, KeyBytes) {
+    let (me, b, c) = (key(1), key(2), key(3));
+    let mut config = cfg(&[
+        ("me", &me, "fd00:5d::1", None),
+        ("b", &b, "fd00:5d::2", None),
+        ("c", &c, "fd00:5d::3", None),
+    ]);
+    config.vips = config::parse(
+        Path::new("t.toml"),
+        "[interface]\nname = \"wg0\"\naddress = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\n\
+         [[members]]\nname = \"me\"\npublic_key = \"i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=\"\naddress = \"fd00:5d::1\"\n\
+         [[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"me\"]\n",
+    )
+    .unwrap()
+    .vips;
+    (config, me, b.get_public().0, c.get_public().0)
+}
+
+#[test]
+fn route_vip_changes_only_the_old_and_the_new_peer() {
+    let (config, me, b, c) = three();
+    let mut d = Desired::from_config(&config, &me);
+    assert_eq!(d.route_vip(VIP, Some(b)), BTreeSet::from([b]));
+    assert_eq!(
+        d.peers[&b].allowed_ips,
+        BTreeSet::from([net("fd00:5d::2/128"), net("fd00:5d:f::1/128")])
+    );
+    assert_eq!(d.vip_route(VIP), Some(b));
+    // The same route again changes nothing.
+    assert!(d.route_vip(VIP, Some(b)).is_empty());
+    // A move touches exactly the two peers.
+    assert_eq!(d.route_vip(VIP, Some(c)), BTreeSet::from([b, c]));
+    assert_eq!(d.peers[&b].allowed_ips, BTreeSet::from([net("fd00:5d::2/128")]));
+    assert_eq!(
+        d.peers[&c].allowed_ips,
+        BTreeSet::from([net("fd00:5d::3/128"), net("fd00:5d:f::1/128")])
+    );
+    // Routed through no peer (this node took it): only the old peer changes.
+    assert_eq!(d.route_vip(VIP, None), BTreeSet::from([c]));
+    assert_eq!(d.peers[&c].allowed_ips, BTreeSet::from([net("fd00:5d::3/128")]));
+    assert_eq!(d.vip_route(VIP), None);
+    // A key that is not a peer is remembered but changes no peer.
+    assert!(d.route_vip(VIP, Some([9; 32])).is_empty());
+}
+
+#[test]
+fn allowed_ips_are_the_union_of_the_owners() {
+    let (config, me, b, _) = three();
+    let mut d = Desired::from_config(&config, &me);
+    d.route_vip(VIP, Some(b));
+    d.route_vip(VIP2, Some(b));
+    // The membership claims the VIP's /128 too: the union holds it once; dropping one owner's claim
+    // keeps the other's.
+    let mut membership = d.membership().clone();
+    membership.get_mut(&b).unwrap().insert(net("fd00:5d:f::1/128"));
+    assert!(d.set_membership(membership).is_empty(), "the union did not change");
+    assert_eq!(
+        d.route_vip(VIP, None),
+        BTreeSet::new(),
+        "the membership still claims it"
+    );
+    assert!(d.peers[&b].allowed_ips.contains(&net("fd00:5d:f::1/128")));
+    assert_eq!(d.route_vip(VIP2, None), BTreeSet::from([b]));
+    assert_eq!(
+        d.peers[&b].allowed_ips,
+        BTreeSet::from([net("fd00:5d::2/128"), net("fd00:5d:f::1/128")])
+    );
+}
+
+#[test]
+fn a_resync_or_reload_never_strips_a_vip_route_or_a_held_vip() {
+    let (config, me, b, c) = three();
+    let mut d = Desired::from_config(&config, &me);
+    d.route_vip(VIP, Some(b));
+    assert!(d.hold_vip(VIP2, true));
+    assert!(!d.hold_vip(VIP2, true), "already held");
+    // The same configuration again (a periodic resync, a registry view that changed nothing) changes no
+    // peer and keeps the route.
+    assert!(d.set_config(&config, &me).is_empty());
+    assert_eq!(d.vip_route(VIP), Some(b));
+    assert!(d.peers[&b].allowed_ips.contains(&net("fd00:5d:f::1/128")));
+    // VIP2 is not configured: a reload drops it from the addresses; a configured held VIP stays.
+    assert!(!d.holds(VIP2));
+    d.hold_vip(VIP, true);
+    let mut fewer = config.clone();
+    fewer.members.retain(|m| m.name != "c");
+    assert_eq!(d.set_config(&fewer, &me), BTreeSet::from([c]));
+    assert!(d.holds(VIP));
+    assert!(d.peers[&b].allowed_ips.contains(&net("fd00:5d:f::1/128")));
+    // The membership owner replaced alone never strips it either.
+    let membership = d.membership().clone();
+    assert!(d.set_membership(membership).is_empty());
+    assert!(d.peers[&b].allowed_ips.contains(&net("fd00:5d:f::1/128")));
+    assert!(d.hold_vip(VIP, false));
+    assert!(!d.holds(VIP));
+}
+
+#[test]
+fn peers_carry_their_address_and_are_found_by_it() {
+    let (config, me, b, c) = three();
+    let d = Desired::from_config(&config, &me);
+    assert_eq!(d.peers[&b].address, "fd00:5d::2".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(d.key_of("fd00:5d::3".parse().unwrap()), Some(c));
+    assert_eq!(d.key_of("fd00:5d::1".parse().unwrap()), None, "this node is no peer");
+}
+
+#[test]
+fn planning_only_the_changed_peers_matches_the_full_plan() {
+    let (config, me, b, c) = three();
+    let mut d = Desired::from_config(&config, &me);
+    let now = SystemTime::now();
+    let device = applied(&plan_device(&d, &ActualDevice::default(), now));
+    d.route_vip(VIP, Some(b));
+    let changed = d.route_vip(VIP, Some(c));
+    assert_eq!(changed, BTreeSet::from([b, c]));
+    // b is back to its membership set (as on the device), c gained the VIP: one update either way.
+    let partial = plan_peers(&d, &device, &changed, now);
+    assert_eq!(partial, plan_device(&d, &device, now));
+    assert_eq!(partial.update.len(), 1);
+    assert_eq!(partial.update[0].public_key.0, c);
+    // A peer named but unchanged plans nothing; a removed one is removed, an added one added.
+    assert!(plan_peers(&d, &device, &BTreeSet::from([b]), now).is_empty());
+    let mut fewer = config.clone();
+    fewer.members.retain(|m| m.name != "b");
+    let changed = d.set_config(&fewer, &me);
+    assert_eq!(changed, BTreeSet::from([b]));
+    let plan = plan_peers(&d, &device, &changed, now);
+    assert_eq!(plan.remove.len(), 1);
+    assert!(plan.add.is_empty() && plan.update.is_empty() && plan.private_key.is_none());
+    let empty = ActualDevice::default();
+    let plan = plan_peers(&d, &empty, &BTreeSet::from([c]), now);
+    assert_eq!(plan.add.len(), 1);
+    assert!(
+        plan.private_key.is_none() && plan.listen_port.is_none(),
+        "only peers are planned"
+    );
 }

@@ -31,7 +31,6 @@ use super::health;
 use super::wire::MAX_DATAGRAM;
 use super::{Action, Adopt, LocalEvent, Machine, MoveError, Params, VipStatus};
 use crate::config::{Config, HealthConfig};
-use crate::mesh::KeyBytes;
 use crate::metrics::{VipGauges, VipMetrics};
 
 mod incarnation;
@@ -49,9 +48,9 @@ pub(crate) trait DataPlane {
     async fn add_address(&mut self, vip: Ipv6Addr);
     /// Takes the VIP /128 off the interface.
     async fn remove_address(&mut self, vip: Ipv6Addr);
-    /// Routes the VIP through the peer with this key; `None` routes it through no peer (this node holds
-    /// it, or the VIP is gone).
-    fn route(&mut self, vip: Ipv6Addr, via: Option<KeyBytes>);
+    /// Routes the VIP through the member with this overlay address; `None` routes it through no peer (this
+    /// node holds it, or the VIP is gone). The data plane finds the member's key in its desired state.
+    fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>);
 }
 
 /// One input for the machines.
@@ -68,13 +67,6 @@ pub(crate) enum Input {
     },
     /// The socket failed; it is rebound on the next network pass.
     SocketError(io::Error),
-}
-
-/// A member as the runtime needs it.
-#[derive(Debug, Clone)]
-struct Member {
-    name: String,
-    key: KeyBytes,
 }
 
 /// One VIP.
@@ -117,7 +109,8 @@ pub(crate) struct VipRuntime {
     transport: bool,
     /// Why the socket is not bound, as last logged (a repeat of the same reason is not logged again).
     unbound_reason: Option<String>,
-    members: HashMap<Ipv6Addr, Member>,
+    /// Member names by address (logs, metrics, status).
+    members: HashMap<Ipv6Addr, String>,
     /// Member addresses by name (operator moves name their target).
     by_name: HashMap<String, Ipv6Addr>,
     slots: BTreeMap<Ipv6Addr, Slot>,
@@ -173,17 +166,6 @@ impl VipRuntime {
         let mut machine = Machine::new(params, now, self.incarnations.next(), health.is_none(), adopt);
         machine.handle_local(now, LocalEvent::Transport(self.transport));
         self.insert_slot(machine, health);
-    }
-
-    /// Where each VIP is routed, by the key of the peer (for the daemon's first composition).
-    pub(crate) fn routes(&self) -> BTreeMap<Ipv6Addr, KeyBytes> {
-        self.slots
-            .iter()
-            .filter_map(|(vip, s)| {
-                let to = s.machine.routed_to()?;
-                Some((*vip, self.members.get(&to)?.key)).filter(|_| to != self.me)
-            })
-            .collect()
     }
 
     fn params(&self, config: &Config, vip: Ipv6Addr, candidates: &[String]) -> Params {
@@ -307,7 +289,7 @@ impl VipRuntime {
             log_limit,
             ..
         } = self;
-        let name_of = |a: Ipv6Addr| members.get(&a).map_or_else(|| a.to_string(), |m| m.name.clone());
+        let name_of = |a: Ipv6Addr| members.get(&a).map_or_else(|| a.to_string(), Clone::clone);
         let mut out = Vec::with_capacity(MAX_DATAGRAM);
         let now = Instant::now();
         for (vip, slot) in slots.iter_mut() {
@@ -332,8 +314,7 @@ impl VipRuntime {
                     Action::AddAddress => plane.add_address(vip).await,
                     Action::RemoveAddress => plane.remove_address(vip).await,
                     Action::Route(to) => {
-                        let via = (to != *me).then(|| members.get(&to).map(|m| m.key)).flatten();
-                        plane.route(vip, via);
+                        plane.route(vip, (to != *me).then_some(to));
                     }
                     Action::Note(note) => observe(metrics, log_limit, now, &slot.label, note, &name_of),
                     Action::Stopped => slot.stopped = true,
@@ -369,7 +350,7 @@ impl VipRuntime {
 
     /// The member name of an overlay address.
     pub(crate) fn name_of(&self, addr: Ipv6Addr) -> Option<String> {
-        self.members.get(&addr).map(|m| m.name.clone())
+        self.members.get(&addr).cloned()
     }
 
     /// The overlay address of the member called `name`.
@@ -461,20 +442,8 @@ impl VipRuntime {
 }
 
 /// The members by address, and their addresses by name.
-fn members_of(config: &Config) -> (HashMap<Ipv6Addr, Member>, HashMap<String, Ipv6Addr>) {
-    let by_address = config
-        .members
-        .iter()
-        .map(|m| {
-            (
-                m.address,
-                Member {
-                    name: m.name.clone(),
-                    key: m.public_key.0,
-                },
-            )
-        })
-        .collect();
+fn members_of(config: &Config) -> (HashMap<Ipv6Addr, String>, HashMap<String, Ipv6Addr>) {
+    let by_address = config.members.iter().map(|m| (m.address, m.name.clone())).collect();
     let by_name = config.members.iter().map(|m| (m.name.clone(), m.address)).collect();
     (by_address, by_name)
 }

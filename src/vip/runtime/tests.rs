@@ -119,7 +119,7 @@ struct NoPlane;
 impl DataPlane for NoPlane {
     async fn add_address(&mut self, _: Ipv6Addr) {}
     async fn remove_address(&mut self, _: Ipv6Addr) {}
-    fn route(&mut self, _: Ipv6Addr, _: Option<KeyBytes>) {}
+    fn route(&mut self, _: Ipv6Addr, _: Option<Ipv6Addr>) {}
 }
 
 #[test]
