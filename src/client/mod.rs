@@ -8,7 +8,10 @@
 //! - [`backoff`] (pure): capped backoff with jitter.
 //! - [`repeats`] (pure): rate limiting of repeated failure logs.
 //! - [`state`]: `identity.json`, `network.json`, `pins.json` (atomic, 0600).
-//! - [`http`]: the registry's API as async calls (timeouts, size caps, bearer token never logged).
+//! - [`http`]: the registry's API as async calls (timeouts, size caps, bearer token never logged); the
+//!   one registry client, also under [`admin`] (`sdwanctl registry`).
+//! - `enroll`: the peer name and the enrollment, retried until the registry accepts.
+//! - `tasks`: the watch and report tasks.
 //!
 //! [`Link`] ties them together for the daemon's event loop: two background tasks (the watch and the
 //! report) talk to the loop over channels, so the loop never waits for the registry; the loop owns the
@@ -34,10 +37,12 @@ use wireguard_control::Key;
 
 pub mod admin;
 pub mod backoff;
+mod enroll;
 pub mod http;
 pub mod k3s;
 pub mod repeats;
 pub mod state;
+mod tasks;
 pub mod view;
 
 use crate::config::{valid_peer_name, Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
@@ -254,7 +259,7 @@ impl Link {
                 (identity, stored, true)
             }
             None => {
-                let (identity, view) = enroll(&base, file, reg, key).await?;
+                let (identity, view) = enroll::enroll(&base, file, reg, key).await?;
                 state.save_identity(&identity)?;
                 (identity, Some(view), false)
             }
@@ -303,14 +308,14 @@ impl Link {
         let (reports, reports_rx) = mpsc::channel(1);
         let (joined_tx, joined_rx) = mpsc::channel(1);
         let tasks = vec![
-            tokio::spawn(watch(
+            tokio::spawn(tasks::watch(
                 client.clone(),
                 identity.network_id.clone(),
                 since,
                 views_tx,
                 metrics.clone(),
             )),
-            tokio::spawn(report(client.clone(), reports_rx, floors_tx, metrics.clone())),
+            tokio::spawn(tasks::report(client.clone(), reports_rx, floors_tx, metrics.clone())),
         ];
         let mut link = Link {
             moves_seen: view::seen_moves(&view),
@@ -629,235 +634,4 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The peer name to enroll with: `registry.name`, else the host name.
-fn peer_name(file: &Config) -> Result<String, ConfigErrors> {
-    let reg = file.registry.as_ref();
-    if let Some(name) = reg.and_then(|r| r.name.clone()) {
-        return Ok(name);
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    if valid_peer_name(host) {
-        return Ok(host.to_owned());
-    }
-    Err(ConfigErrors(vec![ConfigError {
-        path: file.source.clone(),
-        line: reg.map_or(0, |r| r.line),
-        key: "registry.name".into(),
-        message: format!("is not set and the host name {host:?} is not a valid peer name"),
-        hint: "set registry.name to 1-64 letters, digits, '-', '_' or '.'".into(),
-    }]))
-}
-
-/// Enrolls, retrying with a capped backoff until the registry accepts (each failure logged with the URL
-/// and the reason). Fails at once when the token file cannot be read.
-async fn enroll(
-    client: &RegistryClient,
-    file: &Config,
-    reg: &RegistryConfig,
-    key: &Key,
-) -> Result<(Identity, MembersResponse), StartError> {
-    let token_error = |message: String, hint: &str| {
-        ConfigErrors(vec![ConfigError {
-            path: file.source.clone(),
-            line: reg.line,
-            key: "registry.enrollment_token_file".into(),
-            message,
-            hint: hint.into(),
-        }])
-    };
-    let Some(path) = &reg.enrollment_token_file else {
-        return Err(token_error(
-            "is not set and this node has not enrolled yet".into(),
-            "set it to the file holding the network's enrollment token (sdwanctl / the registry admin issues it)",
-        )
-        .into());
-    };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(), mode = format!("{mode:04o}"),
-                    "the enrollment token file is readable by group or others; anyone who read it can enroll \
-                     nodes in this network (fix: chmod 600 it, and have the token revoked if others could read it)"
-                );
-            }
-        }
-    }
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| {
-            token_error(
-                format!("{} cannot be read: {e}", path.display()),
-                "put the enrollment token in that file (readable by sdwand)",
-            )
-        })?
-        .trim()
-        .to_owned();
-    if token.is_empty() {
-        return Err(token_error(
-            format!("{} is empty", path.display()),
-            "put the enrollment token in that file",
-        )
-        .into());
-    }
-    let req = EnrollRequest {
-        name: peer_name(file)?,
-        public_key: key.get_public().to_base64(),
-        endpoint: reg.endpoint,
-        lifecycle: reg.lifecycle,
-        roles: file.k3s.iter().map(|k| k.role).collect(),
-    };
-    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
-    let resp = loop {
-        match client.enroll(&token, &req).await {
-            Ok(resp) => break resp,
-            Err(e) => {
-                let delay = backoff.fail();
-                tracing::error!(url = %client.base(), name = %req.name, retry_in = ?delay, "enrollment failed: {e}");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    };
-    tracing::info!(
-        peer = %req.name, peer_id = %resp.peer_id, address = %resp.address, network = %resp.network_id,
-        members = resp.members.len(), "enrolled in the registry"
-    );
-    let identity = Identity {
-        peer_id: resp.peer_id,
-        name: req.name,
-        network_id: resp.network_id.clone(),
-        address: resp.address,
-        overlay_prefix: resp.overlay_prefix,
-        peer_token: resp.peer_token,
-        registry_url: reg.url.clone(),
-    };
-    // Revision 0: this view has no VIPs yet, so the first watch (also after a restart) asks for everything.
-    let view = MembersResponse {
-        network_id: resp.network_id,
-        revision: 0,
-        overlay_prefix: Some(resp.overlay_prefix),
-        vip_pool: None,
-        members: resp.members,
-        vips: Vec::new(),
-    };
-    Ok((identity, view))
-}
-
-/// The watch task: long polls from `since`, sends every new view to the loop, backs off (with jitter) on
-/// errors, and paces its requests: [`WATCH_GAP`] apart after a newer revision, [`MIN_WATCH_INTERVAL`] apart
-/// after an answer that brought nothing newer.
-async fn watch(
-    client: RegistryClient,
-    network_id: String,
-    mut since: u64,
-    views: mpsc::Sender<MembersResponse>,
-    metrics: ClientMetrics,
-) {
-    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
-    let mut failures = Repeats::new(SUMMARY_INTERVAL);
-    let mut backwards = Repeats::new(SUMMARY_INTERVAL);
-    let mut highest = since;
-    let mut next_start = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep_until(next_start).await;
-        let started = tokio::time::Instant::now();
-        next_start = started + MIN_WATCH_INTERVAL;
-        match client.watch(&network_id, since, WATCH_WAIT).await {
-            Ok(answer) => {
-                metrics.outcome(Ok(()));
-                backoff.reset();
-                if let Some(n) = failures.success() {
-                    tracing::info!(repeats = n, "registry watch works again");
-                }
-                if let Some(view) = answer.filter(|v| v.revision != since) {
-                    if view.revision < since {
-                        let log = backwards.failure("revision back", Instant::now());
-                        if log != Log::Quiet {
-                            tracing::warn!(
-                                was = since,
-                                now = view.revision,
-                                repeats = ?(if let Log::Summary(n) = log { Some(n) } else { None }),
-                                "the registry's revision went back (restored from a backup?); taking its view"
-                            );
-                        }
-                    }
-                    if view.revision > highest {
-                        highest = view.revision;
-                        next_start = started + WATCH_GAP;
-                    }
-                    since = view.revision;
-                    if views.send(view).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                metrics.outcome(Err(&e));
-                let delay = backoff.fail();
-                log_failure(&mut failures, "registry watch failed", &e, Some(delay));
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Logs a failed call of a task whose failures repeat: refusals and bad answers at error (the first, then
-/// one summary per [`SUMMARY_INTERVAL`]); unreachability is logged by [`ClientMetrics::outcome`].
-fn log_failure(failures: &mut Repeats, what: &str, e: &ClientError, retry_in: Option<Duration>) {
-    let key = match e {
-        ClientError::Refused { status, code, .. } => format!("refused {status} {code}"),
-        ClientError::Decode { .. } => "decode".to_owned(),
-        ClientError::TooLarge { .. } => "too large".to_owned(),
-        ClientError::Unreachable { .. } | ClientError::Setup(_) => return,
-    };
-    match failures.failure(&key, Instant::now()) {
-        Log::First => tracing::error!(retry_in = ?retry_in, "{what}: {e}"),
-        Log::Summary(n) => tracing::error!(repeats = n, "{what} again, {n} times since the last line: {e}"),
-        Log::Quiet => {}
-    }
-}
-
-/// The report task: posts each queued report, hands the epoch floors back, reports k3s ready once per
-/// cluster.
-async fn report(
-    client: RegistryClient,
-    mut jobs: mpsc::Receiver<ReportJob>,
-    floors: mpsc::Sender<Vec<VipEpochView>>,
-    metrics: ClientMetrics,
-) {
-    let mut ready_reported: Option<String> = None;
-    let mut failures = Repeats::new(SUMMARY_INTERVAL);
-    while let Some(job) = jobs.recv().await {
-        match client.report(&job.report).await {
-            Ok(resp) => {
-                metrics.outcome(Ok(()));
-                if let Some(n) = failures.success() {
-                    tracing::info!(repeats = n, "registry reports accepted again");
-                }
-                if floors.send(resp.epochs).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                metrics.outcome(Err(&e));
-                log_failure(&mut failures, "registry report failed", &e, None);
-            }
-        }
-        let Some(cluster) = job.cluster_ready.filter(|c| ready_reported.as_ref() != Some(c)) else {
-            continue;
-        };
-        match client.cluster_report(&cluster, K3sStatus::Ready).await {
-            Ok(state) => {
-                tracing::info!(cluster = %cluster, state = %state.state, "reported k3s ready to the registry");
-                ready_reported = Some(cluster);
-            }
-            Err(e) => {
-                tracing::warn!(cluster = %cluster, "reporting k3s ready failed (retrying with the next report): {e}")
-            }
-        }
-    }
 }
