@@ -95,6 +95,12 @@ fn a_looped_back_spoof_is_dropped() {
     let holder = settled(&lab, Duration::from_secs(10));
     // The spoofing process runs on another candidate and pretends to be the holder.
     let victim = *CANDIDATES.iter().rev().find(|&&c| c != holder).unwrap();
+    // The last candidate to start may still be listening once the VIP has settled; its role is compared
+    // below, so wait for it to end its listening period on its own first.
+    sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
+        lab.vip_role(victim).ok().flatten().as_deref() == Some("standby")
+    })
+    .unwrap_or_else(|e| panic!("p{victim} did not become standby: {e}\n{}", lab.vip_view()));
     let term = lab.vip_epoch_term(victim).unwrap().expect("a term");
     let role = lab.vip_role(victim).unwrap();
     let believed = lab.vip_believed_holder(victim).unwrap();
