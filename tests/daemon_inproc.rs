@@ -1,11 +1,18 @@
-//! In-process tests of the whole daemon: `sdwand::daemon::run` inside the test process, with a static
-//! configuration and Debian's `wireguard-go` as the userspace backend.
+//! In-process tests of the whole daemon: `sdwand::daemon::run` inside the test process, with Debian's
+//! `wireguard-go` as the userspace backend. The middle layer between the unit tests and the netns suite.
 //!
-//! The test runs on its own thread, moved into a fresh network namespace with `unshare(CLONE_NEWNET)`
+//! - start, reload (a member added), status and stop, with a static configuration;
+//! - a registry view: a registry served in the test process, a member enrolled and removed through its API,
+//!   the peer and its /128 following on the daemon's interface;
+//! - a VIP move: two daemons in two namespaces joined by a veth pair; the holder's graceful stop hands the
+//!   VIP over to the other candidate.
+//!
+//! Each daemon runs on its own thread, moved into a fresh network namespace with `unshare(CLONE_NEWNET)`
 //! (threads and processes that thread starts inherit the namespace, so the runtime's workers and
-//! `wireguard-go` live there too). The UAPI socket directory /var/run/wireguard is shared by every
-//! namespace, so the interface name is unique per test process. The test needs root and is skipped,
-//! with a message, without it. Every wait polls with a deadline; the interface is removed on failure.
+//! `wireguard-go` live there too; commands for another thread's namespace run through `nsenter`). The UAPI
+//! socket directory /var/run/wireguard is shared by every namespace, so interface names are unique per
+//! test process and per test. The tests need root and are skipped, with a message, without it. Every wait
+//! polls with a deadline; interfaces and daemons are removed and stopped on failure too (drop guards).
 
 use std::future::Future;
 use std::io;
@@ -36,19 +43,33 @@ impl Drop for RemoveLink {
     }
 }
 
-/// Runs `test` with a unique interface name on a new thread inside a new, private network namespace, on
-/// a multi-thread runtime (the daemon calls `block_in_place`). Returns false (skipped) without root.
-fn in_netns<F, Fut>(test: F) -> bool
+/// Whether the tests can run: they need root (CAP_NET_ADMIN in a new network namespace); says so when not.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: the in-process daemon tests need root (CAP_NET_ADMIN in a new network namespace)");
+    }
+    root
+}
+
+/// An interface name unique on the machine: `sd`, the test's two-letter `tag`, the process id.
+fn unique_ifname(tag: &str) -> String {
+    format!("sd{tag}{}", std::process::id() % 1_000_000)
+}
+
+/// Runs `test` with a unique interface name (see [`unique_ifname`]) on a new thread inside a new, private
+/// network namespace, on a multi-thread runtime (the daemon calls `block_in_place`). Returns false
+/// (skipped) without root.
+fn in_netns<F, Fut>(tag: &str, test: F) -> bool
 where
     F: FnOnce(String) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: the in-process daemon tests need root (CAP_NET_ADMIN in a new network namespace)");
+    if !is_root() {
         return false;
     }
-    let ifname = format!("sdin{}", std::process::id() % 1_000_000);
+    let ifname = unique_ifname(tag);
     let thread = std::thread::spawn(move || {
         // SAFETY: unshare only changes this thread's network namespace.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -148,7 +169,7 @@ async fn ready_status(socket: &Path) -> Box<DaemonStatus> {
 fn the_daemon_starts_reloads_answers_and_stops_in_process() {
     // Before any thread of this test exists: keep wireguard-control from spawning an implementation.
     std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED);
-    in_netns(|ifname| async move {
+    in_netns("in", |ifname| async move {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path: PathBuf = dir.path().join("sdwand.toml");
         let socket = dir.path().join("sdwand.sock");
@@ -192,5 +213,531 @@ fn the_daemon_starts_reloads_answers_and_stops_in_process() {
             async move { gone.then_some(()) }
         })
         .await;
+    });
+}
+
+/// The registry server in the test process: every use of the registry's code is here, so that its
+/// move to another crate changes only this module's imports.
+mod registry {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use sdwand::registry::api;
+    use sdwand::registry::service;
+    use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
+    use sdwand::registry::store::Store;
+    use serde_json::{json, Value};
+
+    /// A registry served over plain HTTP on `[::1]` of the calling thread's namespace until dropped, with
+    /// one account, one network and an enrollment token for it.
+    pub struct Registry {
+        addr: SocketAddr,
+        admin: String,
+        /// The network's enrollment token.
+        pub enrollment: String,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A member enrolled through the API.
+    pub struct Enrolled {
+        /// Its peer id.
+        pub id: String,
+        /// The overlay address the registry assigned.
+        pub address: String,
+    }
+
+    impl Registry {
+        /// Starts it with the network `overlay` (VIP pool `pool`), its state in a temporary directory.
+        pub async fn start(overlay: &str, pool: &str) -> Registry {
+            // reqwest is built without a crypto provider; sdwand installs ring (see `sdwand::client::http`).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store: Arc<dyn Store> =
+                Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("the registry store"));
+            let account = store
+                .write(|tx| service::create_account(tx, "acme", 1))
+                .await
+                .expect("an account");
+            let listener = tokio::net::TcpListener::bind("[::1]:0").await.expect("binding [::1]:0");
+            let addr = listener.local_addr().expect("the listening address");
+            let router = api::router(store);
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router).await.expect("serving the registry");
+            });
+            let mut registry = Registry {
+                addr,
+                admin: account.admin_token,
+                enrollment: String::new(),
+                task,
+                _dir: dir,
+            };
+            let admin = registry.admin.clone();
+            let network = registry
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/networks",
+                    &admin,
+                    Some(json!({"name": "lab", "overlay_prefix": overlay, "vip_pool": pool})),
+                )
+                .await;
+            let id = network["id"].as_str().expect("the network id");
+            let token = registry
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/networks/{id}/enrollment-tokens"),
+                    &admin,
+                    Some(json!({})),
+                )
+                .await;
+            registry.enrollment = token["token"].as_str().expect("the enrollment token").to_owned();
+            registry
+        }
+
+        /// Its base URL.
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// Enrolls `name` with `public_key`, nothing else.
+        pub async fn enroll(&self, name: &str, public_key: &str) -> Enrolled {
+            let answer = self
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/peers/enroll",
+                    &self.enrollment,
+                    Some(json!({"name": name, "public_key": public_key})),
+                )
+                .await;
+            Enrolled {
+                id: answer["peer_id"].as_str().expect("peer_id").to_owned(),
+                address: answer["address"].as_str().expect("address").to_owned(),
+            }
+        }
+
+        /// Removes the peer `id` (an admin's `DELETE /v1/peers/{id}`).
+        pub async fn remove(&self, id: &str) {
+            self.call(reqwest::Method::DELETE, &format!("/v1/peers/{id}"), &self.admin, None)
+                .await;
+        }
+
+        /// One API call that must succeed; its JSON answer (`Null` without a body).
+        async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
+            let mut request = reqwest::Client::new()
+                .request(method, format!("{}{path}", self.url()))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+            }
+            let response = request.send().await.expect("a registry answer");
+            let status = response.status();
+            let bytes = response.bytes().await.expect("the answer's body");
+            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            assert!(status.is_success(), "{path}: {status} {value}");
+            value
+        }
+    }
+
+    impl Drop for Registry {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+}
+
+/// The configuration text of a daemon that enrolls as `n1` with the registry at `url`.
+fn registry_config(dir: &Path, ifname: &str, url: &str) -> String {
+    let dir = dir.display();
+    format!(
+        r#"[interface]
+name = "{ifname}"
+private_key_file = "{dir}/private.key"
+listen_port = 51899
+mtu = 1420
+persistent_keepalive = 25
+
+[backend]
+kind = "userspace"
+userspace_path = "/usr/bin/wireguard-go"
+
+[daemon]
+state_dir = "{dir}/state"
+metrics_listen = "127.0.0.1:0"
+resync_interval = "1s"
+teardown_on_exit = true
+control_socket = "{dir}/sdwand.sock"
+
+[registry]
+url = "{url}"
+insecure = true
+enrollment_token_file = "{dir}/token"
+name = "n1"
+"#
+    )
+}
+
+/// Writes `text` to `path` with mode 0600 (token and key files).
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+#[test]
+fn a_registry_member_comes_and_goes_on_the_interface_in_process() {
+    std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED);
+    in_netns("rg", |ifname| async move {
+        let registry = registry::Registry::start("fd00:5e::/64", "fd00:5e::ffff:0/112").await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("sdwand.toml");
+        let socket = dir.path().join("sdwand.sock");
+        write_private(&dir.path().join("token"), &format!("{}\n", registry.enrollment));
+        std::fs::write(&path, registry_config(dir.path(), &ifname, &registry.url())).expect("writing the config");
+        let (triggers, rx) = tokio::sync::mpsc::channel(4);
+        let mut daemon = tokio::spawn(sdwand::daemon::run(path, rx));
+
+        // It enrolls and comes up with the address the registry assigned, alone in the view.
+        let status = ready_status(&socket).await;
+        assert_eq!(status.interface, ifname);
+        assert!(
+            "fd00:5e::/64"
+                .parse::<ipnet::Ipv6Net>()
+                .unwrap()
+                .contains(&status.address),
+            "{status:?}"
+        );
+        assert!(status.peers.is_empty(), "{status:?}");
+
+        // A member enrolled through the API becomes a peer with its /128, routed to the interface.
+        let key = wireguard_control::Key::generate_private().get_public().to_base64();
+        let member = registry.enroll("n2", &key).await;
+        let allowed = format!("{}/128", member.address);
+        wait_for("the enrolled member's peer and /128 on the device", || {
+            let dump = output("wg", &["show", &ifname, "allowed-ips"]).unwrap_or_default();
+            let found = dump
+                .lines()
+                .any(|line| line.starts_with(&key) && line.split_whitespace().any(|ip| ip == allowed));
+            async move { found.then_some(()) }
+        })
+        .await;
+        let route = ip(&["-6", "route", "get", &member.address]);
+        assert!(route.contains(&format!("dev {ifname}")), "{route}");
+        let status = ready_status(&socket).await;
+        assert_eq!(status.peers.len(), 1, "{status:?}");
+        assert_eq!(status.peers[0].name, "n2", "{status:?}");
+
+        // Removed through the API, it leaves the device.
+        registry.remove(&member.id).await;
+        wait_for("the removed member's peer to leave the device", || {
+            let gone = !output("wg", &["show", &ifname, "peers"])
+                .unwrap_or_default()
+                .contains(&key);
+            async move { gone.then_some(()) }
+        })
+        .await;
+
+        triggers
+            .send(Trigger::Stop("test"))
+            .await
+            .expect("the daemon takes triggers");
+        let ended = timeout(DEADLINE, &mut daemon).await;
+        let result = ended
+            .expect("the daemon stops within the deadline")
+            .expect("the daemon task did not panic");
+        result.expect("the daemon exits cleanly");
+    });
+}
+
+/// A job for a [`Netns`] thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread in a private network namespace of its own that runs the jobs it is given, in order. Other
+/// threads reach the namespace through `nsenter` ([`Netns::run`]). Dropping it lets the thread end (after
+/// its jobs) and joins it; the namespace goes with its last process.
+struct Netns {
+    tid: libc::pid_t,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Netns {
+    /// A new namespace with its loopback up.
+    fn new() -> Netns {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare only changes this thread's network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", io::Error::last_os_error());
+            ip(&["link", "set", "lo", "up"]);
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            for job in job_rx {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("the namespace thread started");
+        Netns {
+            tid,
+            jobs: Some(jobs),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `program ARGS` inside the namespace; its stdout, or None when it fails.
+    fn run(&self, program: &str, args: &[&str]) -> Option<String> {
+        let target = self.tid.to_string();
+        let mut all = vec!["-t", &target, "-n", program];
+        all.extend_from_slice(args);
+        output("nsenter", &all)
+    }
+
+    /// Runs `ip ARGS` inside the namespace; panics when it fails.
+    fn ip(&self, args: &[&str]) -> String {
+        self.run("ip", args)
+            .unwrap_or_else(|| panic!("ip {} failed in namespace {}", args.join(" "), self.tid))
+    }
+
+    /// Hands `job` to the namespace's thread.
+    fn spawn(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            jobs.send(job).expect("the namespace thread takes jobs");
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One node of the VIP test: a daemon running on its namespace's thread.
+struct Node {
+    name: &'static str,
+    ifname: String,
+    socket: PathBuf,
+    triggers: Option<tokio::sync::mpsc::Sender<Trigger>>,
+    exited: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+    /// Declared after the daemon's handles: dropped (joined) once the daemon was told to stop.
+    netns: Netns,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts the daemon with the configuration `text` (written to `dir`) in `netns`. The interface is
+    /// removed when the daemon's job ends, however it ends.
+    fn start(name: &'static str, netns: Netns, dir: tempfile::TempDir, ifname: String, text: &str) -> Node {
+        let path = dir.path().join("sdwand.toml");
+        std::fs::write(&path, text).expect("writing the config");
+        let (triggers, rx) = tokio::sync::mpsc::channel(4);
+        let (exit_tx, exited) = std::sync::mpsc::channel();
+        let link = ifname.clone();
+        netns.spawn(Box::new(move || {
+            let _cleanup = RemoveLink(link);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("building a tokio runtime");
+            let result = runtime.block_on(sdwand::daemon::run(path, rx));
+            let _ = exit_tx.send(result.map_err(|e| e.to_string()));
+        }));
+        Node {
+            name,
+            ifname,
+            socket: dir.path().join("sdwand.sock"),
+            triggers: Some(triggers),
+            exited: Some(exited),
+            netns,
+            _dir: dir,
+        }
+    }
+
+    /// The daemon's view of its one VIP, once it reports ready.
+    async fn vip(&self) -> sdwand::control::NodeVip {
+        let status = ready_status(&self.socket).await;
+        status.vips.into_iter().next().expect("the daemon reports its VIP")
+    }
+
+    /// Whether `address`/128 is on the node's interface.
+    fn has_address(&self, address: &str) -> bool {
+        self.netns
+            .run("ip", &["-6", "addr", "show", "dev", &self.ifname])
+            .is_some_and(|out| out.contains(&format!("{address}/128")))
+    }
+
+    /// Asks for a graceful stop and waits until the daemon has exited.
+    async fn stop(&mut self) {
+        let triggers = self.triggers.take().expect("the node runs");
+        triggers
+            .send(Trigger::Stop("test"))
+            .await
+            .expect("the daemon takes triggers");
+        let exited = self.exited.take().expect("the node runs");
+        let result = tokio::task::spawn_blocking(move || exited.recv_timeout(DEADLINE))
+            .await
+            .expect("the wait did not panic");
+        let result = result.unwrap_or_else(|e| panic!("{} did not exit within the deadline: {e}", self.name));
+        result.unwrap_or_else(|e| panic!("{} exited with an error: {e}", self.name));
+    }
+}
+
+impl Drop for Node {
+    /// Stops the daemon at once if it still runs (two stop requests skip the handover).
+    fn drop(&mut self) {
+        if let Some(triggers) = self.triggers.take() {
+            let _ = triggers.try_send(Trigger::Stop("test cleanup"));
+            let _ = triggers.try_send(Trigger::Stop("test cleanup"));
+        }
+        if let Some(exited) = self.exited.take() {
+            let _ = exited.recv_timeout(DEADLINE);
+        }
+    }
+}
+
+/// The VIP of the failover test.
+const VIP: &str = "fd00:5d:f::1";
+
+/// The configuration text of node `index` (1 or 2) of the failover test: both nodes are members and,
+/// in that order, the candidates of [`VIP`].
+fn vip_config(dir: &Path, ifname: &str, index: u8, keys: &[String; 2]) -> String {
+    let dir = dir.display();
+    let mut text = format!(
+        r#"[interface]
+name = "{ifname}"
+private_key_file = "{dir}/private.key"
+listen_port = 51820
+mtu = 1420
+address = "fd00:5d::{index}"
+overlay_prefix = "fd00:5d::/64"
+persistent_keepalive = 25
+
+[backend]
+kind = "userspace"
+userspace_path = "/usr/bin/wireguard-go"
+
+[daemon]
+state_dir = "{dir}"
+metrics_listen = "127.0.0.1:0"
+resync_interval = "1s"
+teardown_on_exit = true
+control_socket = "{dir}/sdwand.sock"
+
+[failover]
+interval = "50ms"
+dead_after = 6
+
+[[vip]]
+address = "{VIP}"
+candidates = ["a", "b"]
+"#
+    );
+    for (n, (name, key)) in ["a", "b"].iter().zip(keys).enumerate() {
+        let n = n + 1;
+        text.push_str(&format!(
+            "\n[[members]]\nname = \"{name}\"\npublic_key = \"{key}\"\nendpoint = \"192.0.2.{n}:51820\"\naddress = \"fd00:5d::{n}\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_graceful_stop_hands_the_vip_over_in_process() {
+    std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED);
+    if !is_root() {
+        return;
+    }
+    // The underlay: 192.0.2.1/24 and 192.0.2.2/24 on a veth pair between the two namespaces.
+    let (ns_a, ns_b) = (Netns::new(), Netns::new());
+    let tid_b = ns_b.tid.to_string();
+    ns_a.ip(&[
+        "link", "add", "ula", "type", "veth", "peer", "name", "ulb", "netns", &tid_b,
+    ]);
+    for (ns, link, address) in [(&ns_a, "ula", "192.0.2.1/24"), (&ns_b, "ulb", "192.0.2.2/24")] {
+        ns.ip(&["addr", "add", address, "dev", link]);
+        ns.ip(&["link", "set", link, "up"]);
+    }
+    let dirs = [(); 2].map(|()| tempfile::tempdir().expect("a temporary directory"));
+    let keys = [0, 1].map(|i| {
+        let key = sdwand::keyfile::load(&dirs[i].path().join("private.key"), true).expect("a private key");
+        key.get_public().to_base64()
+    });
+    let [dir_a, dir_b] = dirs;
+    let (if_a, if_b) = (unique_ifname("va"), unique_ifname("vb"));
+    let text_a = vip_config(dir_a.path(), &if_a, 1, &keys);
+    let text_b = vip_config(dir_b.path(), &if_b, 2, &keys);
+    let mut a = Node::start("a", ns_a, dir_a, if_a, &text_a);
+    let b = Node::start("b", ns_b, dir_b, if_b, &text_b);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime");
+    runtime.block_on(async {
+        // The first candidate claims the VIP: the address is on its interface; the other routes it there.
+        let held = wait_for("a to hold the VIP, its claim acknowledged by b", || async {
+            let vip = a.vip().await;
+            let acked = vip.confirmed.as_ref().is_some_and(|c| c.acked == 1 && c.peers == 1);
+            (vip.role == "holding" && acked && a.has_address(VIP)).then_some(vip)
+        })
+        .await;
+        assert_eq!(held.epoch.as_ref().map(|e| e.rank), Some(0), "{held:?}");
+        wait_for("b to route the VIP to a", || async {
+            let vip = b.vip().await;
+            let routed = vip.routed_to.as_ref().and_then(|to| to.name.clone());
+            (vip.role == "standby" && routed.as_deref() == Some("a")).then_some(())
+        })
+        .await;
+        assert!(!b.has_address(VIP), "b carries the VIP address while a holds it");
+        let allowed = b
+            .netns
+            .run("wg", &["show", &b.ifname, "allowed-ips"])
+            .unwrap_or_default();
+        let to_a = allowed
+            .lines()
+            .find(|line| line.starts_with(&keys[0]))
+            .unwrap_or_default();
+        assert!(
+            to_a.contains(&format!("{VIP}/128")),
+            "b's device does not route the VIP to a: {allowed}"
+        );
+
+        // A graceful stop of the holder hands the VIP over (docs/protocol.md, "Roles": a stopping holder
+        // hands over to its successor and stops when its drain ends, i.e. once the successor's claim is
+        // confirmed): when a's daemon has exited, b already holds the VIP.
+        a.stop().await;
+        let vip = b.vip().await;
+        assert_eq!(vip.role, "holding", "b after a's graceful stop: {vip:?}");
+        let holder = vip.holder.as_ref().and_then(|h| h.name.as_deref());
+        assert_eq!(holder, Some("b"), "{vip:?}");
+        let epoch = vip.epoch.as_ref().expect("b's claim has an epoch");
+        let before = held.epoch.as_ref().expect("a's claim has an epoch");
+        assert!(epoch.rank == 1 && epoch.term > before.term, "{vip:?} after {held:?}");
+        // a drained until b's claim was acknowledged by every peer, i.e. by a itself.
+        let acked = vip.confirmed.as_ref().is_some_and(|c| c.acked == 1 && c.peers == 1);
+        assert!(acked, "b's claim unconfirmed when a exited: {vip:?}");
+        wait_for("the VIP address on b's interface", || async {
+            b.has_address(VIP).then_some(())
+        })
+        .await;
+        // a's interface went with its daemon (teardown_on_exit = true), and the VIP address with it.
+        wait_for("a's interface to be removed", || async {
+            a.netns.run("ip", &["link", "show", &a.ifname]).is_none().then_some(())
+        })
+        .await;
+        assert!(!a.has_address(VIP));
     });
 }

@@ -33,7 +33,8 @@ use crate::doc::{LabDoc, PeerDoc, RegistryDoc};
 use crate::down::lab_sockets;
 use crate::error::{humanize, LabError, Result};
 use crate::layout::{self, Layout};
-use crate::nodecfg::{build, Member};
+use crate::nodecfg::build::{self, PeerParams, VipParams};
+use crate::nodecfg::Member;
 use crate::process::ProcId;
 use crate::state::{LabState, PeerState};
 
@@ -93,6 +94,26 @@ impl UpOptions {
             responders: true,
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
+        }
+    }
+
+    /// What every peer's `sdwand.toml` takes from these options.
+    pub(crate) fn peer_params(&self) -> PeerParams {
+        PeerParams {
+            persistent_keepalive: self.persistent_keepalive,
+            resync_interval: self.resync_interval.clone(),
+            teardown_on_exit: self.teardown_on_exit,
+            registry: self.registry,
+            vip: self.vip_params(),
+        }
+    }
+
+    /// The lab's VIP as these options describe it.
+    pub(crate) fn vip_params(&self) -> VipParams {
+        VipParams {
+            candidates: self.vip_candidates,
+            interval: self.vip_interval,
+            dead_after: self.vip_dead_after,
         }
     }
 }
@@ -156,11 +177,12 @@ impl Lab {
                 routed_prefixes: Vec::new(),
             })
             .collect();
+        let params = opts.peer_params();
         let peers = (1..=opts.peers)
             .map(|i| PeerState {
                 index: i,
                 public_key: members[i - 1].public_key.clone(),
-                config: build::peer_config(&layout, i, &opts, &wireguard_go, members.clone()),
+                config: build::peer_config(&layout, i, &params, &wireguard_go, members.clone()),
                 sdwand: None,
                 wireguard_go: Vec::new(),
                 responder: None,
@@ -175,7 +197,7 @@ impl Lab {
                 background: Vec::new(),
                 registry: None,
                 vips: if opts.registry {
-                    crate::nodecfg::build::failover_sections(&opts).1
+                    build::failover_sections(&params.vip).1
                 } else {
                     Vec::new()
                 },

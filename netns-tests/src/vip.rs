@@ -404,10 +404,10 @@ mod tests {
     #[test]
     fn sections_follow_the_options() {
         let mut opts = UpOptions::new("t", 5);
-        assert_eq!(sections(&opts), (None, Vec::new()));
+        assert_eq!(sections(&opts.vip_params()), (None, Vec::new()));
         opts.vip_candidates = 3;
         opts.vip_interval = Duration::from_millis(20);
-        let (failover, vips) = sections(&opts);
+        let (failover, vips) = sections(&opts.vip_params());
         let failover = failover.unwrap();
         assert_eq!(
             (failover.port, failover.interval.as_str(), failover.dead_after),

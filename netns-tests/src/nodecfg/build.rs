@@ -1,8 +1,9 @@
-//! Building the `sdwand.toml` of a lab peer from the lab's options and [`Layout`]: every section the lab
+//! Building the `sdwand.toml` of a lab peer from [`PeerParams`] and [`Layout`]: every section the lab
 //! writes (`[interface]`, `[backend]`, `[daemon]`, `[failover]`/`[[vip]]`, `[registry]`, `[k3s]`).
 //!
-//! Pure: nothing here touches the file system, a namespace or a process; the [`Lab`](crate::Lab) writes
-//! what this returns. Topic files (`vip.rs`, `registry.rs`) call here, never the other way round.
+//! Pure: nothing here touches the file system, a namespace or a process; the [`Lab`](crate::Lab) builds
+//! the parameters from its options and writes what this returns. Topic files (`lab.rs`, `vip.rs`,
+//! `registry.rs`) call here, never the other way round.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,19 +12,44 @@ use super::{
     BackendSection, DaemonSection, FailoverSection, InterfaceSection, K3sSection, Member, NodeConfig, RegistrySection,
     VipSection,
 };
-use crate::lab::UpOptions;
 use crate::layout::{self, Layout, CLUSTER_NAME};
+
+/// What a peer's configuration takes from the lab's options, the same for every peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerParams {
+    /// The members' `persistent_keepalive` (seconds).
+    pub persistent_keepalive: u16,
+    /// The daemons' `resync_interval` (humantime).
+    pub resync_interval: String,
+    /// The daemons' `teardown_on_exit`.
+    pub teardown_on_exit: bool,
+    /// Whether the peers enroll with a registry instead of carrying static members and VIPs.
+    pub registry: bool,
+    /// The lab's VIP.
+    pub vip: VipParams,
+}
+
+/// The lab's one VIP, [`layout::VIP_ADDR`]: its candidates and failover timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VipParams {
+    /// The first `candidates` peers, in order, are its candidates; 0: no VIP and no `[failover]`.
+    pub candidates: usize,
+    /// `failover.interval`.
+    pub interval: Duration,
+    /// `failover.dead_after`.
+    pub dead_after: u32,
+}
 
 /// The configuration of peer `i`, with the static member list `members` (cleared with a registry).
 pub(crate) fn peer_config(
     layout: &Layout,
     i: usize,
-    opts: &UpOptions,
+    opts: &PeerParams,
     wireguard_go: &Path,
     members: Vec<Member>,
 ) -> NodeConfig {
     let dir = layout.peer_dir(i);
-    let (failover, vip) = failover_sections(opts);
+    let (failover, vip) = failover_sections(&opts.vip);
     let mut config = NodeConfig {
         interface: InterfaceSection {
             name: layout.wg_if(i),
@@ -58,26 +84,26 @@ pub(crate) fn peer_config(
         config.vip.clear();
         config.members.clear();
         config.registry = Some(registry_section(layout, i, "persistent"));
-        config.k3s = k3s_section(layout, i, opts.vip_candidates);
+        config.k3s = k3s_section(layout, i, opts.vip.candidates);
     }
     config
 }
 
 /// The `[failover]` section and the `[[vip]]` list every peer gets (none without candidates).
-pub(crate) fn failover_sections(opts: &UpOptions) -> (Option<FailoverSection>, Vec<VipSection>) {
-    if opts.vip_candidates == 0 {
+pub(crate) fn failover_sections(vip: &VipParams) -> (Option<FailoverSection>, Vec<VipSection>) {
+    if vip.candidates == 0 {
         return (None, Vec::new());
     }
     let failover = FailoverSection {
         port: layout::FAILOVER_PORT,
-        interval: humantime(opts.vip_interval),
-        dead_after: opts.vip_dead_after,
+        interval: humantime(vip.interval),
+        dead_after: vip.dead_after,
         preempt: false,
         preempt_delay: "5s".to_owned(),
     };
     let vip = VipSection {
         address: layout::VIP_ADDR,
-        candidates: (1..=opts.vip_candidates).map(Layout::peer_name).collect(),
+        candidates: (1..=vip.candidates).map(Layout::peer_name).collect(),
     };
     (Some(failover), vec![vip])
 }
@@ -162,9 +188,17 @@ mod tests {
             })
             .collect();
         for registry in [false, true] {
-            let mut opts = UpOptions::new("t", 3);
-            opts.registry = registry;
-            opts.vip_candidates = 2;
+            let opts = PeerParams {
+                persistent_keepalive: 25,
+                resync_interval: "2s".to_owned(),
+                teardown_on_exit: true,
+                registry,
+                vip: VipParams {
+                    candidates: 2,
+                    interval: Duration::from_millis(50),
+                    dead_after: 4,
+                },
+            };
             for i in 1..=3 {
                 let text = peer_config(&l, i, &opts, wireguard_go, members.clone())
                     .render()
