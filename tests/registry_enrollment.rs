@@ -356,3 +356,19 @@ async fn enrollment_refuses_bad_endpoints_keys_names_roles_and_lifecycles() {
         (&json!(["server"]), &json!("198.51.100.7:51820"))
     );
 }
+
+/// A refused peer name's 400 says what is wrong with it and what the rule is (`vocab::name::PeerName`).
+#[tokio::test]
+async fn a_refused_name_is_told_what_is_wrong_and_what_is_allowed() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let body = json!({"name": "Web 1", "public_key": new_key()});
+    let (s, v) = r.post("/v1/peers/enroll", &t.enrollment, body).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"Web 1\" has ' ' at position 4"), "{message}");
+    assert!(
+        message.contains("1-64 ASCII letters, digits, '-', '_' or '.'"),
+        "{message}"
+    );
+}

@@ -219,6 +219,14 @@ mod tests {
     }
 
     #[test]
+    fn every_peer_name_follows_the_peer_name_rule() {
+        for i in 1..=MAX_PEERS {
+            let name = Layout::peer_name(i);
+            assert!(sdwand::vocab::name::PeerName::parse(&name).is_ok(), "{name:?} refused");
+        }
+    }
+
+    #[test]
     fn every_name_fits_an_interface() {
         let l = Layout::new("abcdef").unwrap();
         for name in [

@@ -15,6 +15,7 @@ use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use sdwand::registry::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::name::PeerName;
 use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 
@@ -73,9 +74,9 @@ enum RegistryCommand {
     Move {
         /// The VIP's id (see `sdwanctl registry vips`).
         vip_id: String,
-        /// The target candidate's peer name.
+        /// The target candidate's peer name (checked here against the peer name rule).
         #[arg(long)]
-        to: String,
+        to: PeerName,
     },
     /// Remove a peer with its tokens, cluster membership and VIP candidacy.
     RemovePeer {

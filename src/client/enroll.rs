@@ -2,25 +2,28 @@
 //! until the registry accepts.
 
 use super::*;
+use crate::vocab::name::{self, PeerName};
 
 /// The peer name to enroll with: `registry.name`, else the host name.
-fn peer_name(file: &Config) -> Result<String, ConfigErrors> {
+fn peer_name(file: &Config) -> Result<PeerName, ConfigErrors> {
     let reg = file.registry.as_ref();
     if let Some(name) = reg.and_then(|r| r.name.clone()) {
         return Ok(name);
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    if valid_peer_name(host) {
-        return Ok(host.to_owned());
-    }
-    Err(ConfigErrors(vec![ConfigError {
-        path: file.source.clone(),
-        line: reg.map_or(0, |r| r.line),
-        key: "registry.name".into(),
-        message: format!("is not set and the host name {host:?} is not a valid peer name"),
-        hint: "set registry.name to 1-64 letters, digits, '-', '_' or '.'".into(),
-    }]))
+    PeerName::parse(host.trim()).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: file.source.clone(),
+            line: reg.map_or(0, |r| r.line),
+            key: "registry.name".into(),
+            message: format!(
+                "is not set and the host name {:?} is not a valid peer name: it {}",
+                e.name(),
+                e.problem()
+            ),
+            hint: format!("set registry.name to {}", name::RULE),
+        }])
+    })
 }
 
 /// Enrolls, retrying with a capped backoff until the registry accepts (each failure logged with the URL
@@ -77,7 +80,7 @@ pub(super) async fn enroll(
         .into());
     }
     let req = EnrollRequest {
-        name: peer_name(file)?,
+        name: peer_name(file)?.into(),
         public_key: key.get_public().to_base64(),
         endpoint: reg.endpoint,
         lifecycle: reg.lifecycle,

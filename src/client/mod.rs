@@ -45,7 +45,7 @@ pub mod state;
 mod tasks;
 pub mod view;
 
-use crate::config::{valid_peer_name, Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
 use crate::registry::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };

@@ -27,8 +27,8 @@ pub use schema::{
     host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, HealthCheck, HealthConfig,
     InterfaceConfig, K3sConfig, Member, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT, DEFAULT_K3S_CONFIG_PATH,
 };
+pub use validate::valid_ifname;
 use validate::{line_of, Ctx};
-pub use validate::{valid_ifname, valid_peer_name};
 
 /// Where `sdwand` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/sdwand/sdwand.toml";

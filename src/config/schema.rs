@@ -13,6 +13,7 @@ use wireguard_control::Key;
 
 use super::{ConfigError, ConfigErrors};
 use crate::vip::Timers;
+use crate::vocab::name::PeerName;
 use crate::vocab::{Lifecycle, Role};
 
 /// A validated configuration.
@@ -317,7 +318,7 @@ pub struct RegistryConfig {
     /// The enrollment token's file; read at the first enrollment only.
     pub enrollment_token_file: Option<PathBuf>,
     /// Peer name to enroll with; `None` = the host name.
-    pub name: Option<String>,
+    pub name: Option<PeerName>,
     /// Advertised underlay endpoint.
     pub endpoint: Option<SocketAddr>,
     /// Lifecycle class to enroll with.

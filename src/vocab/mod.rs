@@ -5,6 +5,8 @@
 //! It must not import any other module of the crate, nor hold behaviour of its own: the protocol lives in
 //! [`crate::vip`], the registry's rules in [`crate::registry`].
 
+/// Peer names: [`name::PeerName`], the one rule for what a node may be called.
+pub mod name;
 mod role;
 mod term;
 

@@ -10,6 +10,7 @@ use wireguard_control::Key;
 use super::{line_of, parse_host, Ctx, PartialInterface};
 use crate::config::raw::RawMember;
 use crate::config::{host_net, Member};
+use crate::vocab::name::{self, PeerName};
 
 impl Ctx<'_> {
     pub(super) fn members(
@@ -27,18 +28,11 @@ impl Ctx<'_> {
             let r = spanned.get_ref();
             let at = |k: &str| format!("members[{i}].{k}");
             let line = line_of(self.text, spanned.span().start);
-            let name = self.parse_str(
-                &r.name,
-                &at("name"),
-                "1-64 characters of letters, digits, '-', '_' or '.'",
-                |s| {
-                    let ok = !s.is_empty()
-                        && s.len() <= 64
-                        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-                    ok.then(|| s.to_owned())
-                        .ok_or_else(|| "is not a valid member name".to_owned())
-                },
-            );
+            let name = self.parse_str(&r.name, &at("name"), name::RULE, |s| {
+                PeerName::parse(s)
+                    .map(String::from)
+                    .map_err(|e| format!("is not a valid member name: it {}", e.problem()))
+            });
             let key = self.parse_str(
                 &r.public_key,
                 &at("public_key"),

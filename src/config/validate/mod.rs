@@ -21,8 +21,6 @@ mod interface;
 mod members;
 mod registry;
 
-pub use registry::valid_peer_name;
-
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
     text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1

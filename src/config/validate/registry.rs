@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::{line_of, parse_abs_path, parse_duration_in, Ctx};
 use crate::config::raw::{RawK3s, RawRegistry};
 use crate::config::{K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
+use crate::vocab::name::{self, PeerName};
 use crate::vocab::{Lifecycle, Role};
 
 impl Ctx<'_> {
@@ -54,16 +55,9 @@ impl Ctx<'_> {
         let token_file = path(self, &r.enrollment_token_file, "registry.enrollment_token_file");
         let ca_file = path(self, &r.ca_file, "registry.ca_file");
         let name = r.name.as_ref().and_then(|n| {
-            let v = self.parse_str(
-                n,
-                "registry.name",
-                "1-64 characters of letters, digits, '-', '_' or '.'",
-                |s| {
-                    valid_peer_name(s)
-                        .then(|| s.to_owned())
-                        .ok_or_else(|| "is not a valid peer name".to_owned())
-                },
-            );
+            let v = self.parse_str(n, "registry.name", name::RULE, |s| {
+                PeerName::parse(s).map_err(|e| format!("is not a valid peer name: it {}", e.problem()))
+            });
             ok &= v.is_some();
             v
         });
@@ -203,11 +197,6 @@ impl Ctx<'_> {
             health,
         })
     }
-}
-
-/// Whether the registry accepts `s` as a peer name.
-pub fn valid_peer_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn parse_registry_url(s: &str, insecure: bool) -> Result<String, String> {

@@ -1,8 +1,9 @@
 //! Enrollment (enrollment token) and the member list (peer or admin token).
 //!
 //! An enrollment token is a limited credential: it may expire, have a use count, allow only some roles,
-//! and be revoked ([`crate::registry::model::TokenLimits`]). What an enrollee says about itself (name, key,
-//! endpoint) is checked before anything is stored ([`super::validate`]).
+//! and be revoked ([`crate::registry::model::TokenLimits`]). What an enrollee says about itself (its name
+//! against [`PeerName`]'s rule, its key and endpoint in [`super::validate`]) is checked before anything is
+//! stored.
 //!
 //! # Retries
 //!
@@ -16,12 +17,13 @@
 //! someone who merely knows its name, its public key and an enrollment token.
 
 use super::views::{self, member_view};
-use super::{alloc, authenticate, check_name, issue_token, refusal, scope, validate};
+use super::{alloc, authenticate, issue_token, refusal, scope, validate};
 use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Network, Peer, Role, TokenKind, TokenRecord, TokenSpent};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::{self, Presented};
 use crate::registry::wire::{EnrollRequest, EnrollResponse, MembersResponse};
+use crate::vocab::name::PeerName;
 
 /// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 and issues its
 /// peer token. A retry of the same enrollment: see the module documentation.
@@ -35,7 +37,7 @@ pub fn enroll(
     let network_id = scope(&grant.network_id)?;
     let mut network = tx.network(network_id)?.ok_or_else(ApiError::unauthorized)?;
     usable(&grant, now_ms, false)?;
-    check_name("peer name", &req.name)?;
+    PeerName::parse(&req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let key = validate::public_key(&req.public_key).map_err(ApiError::bad_request)?;
     if let Some(endpoint) = req.endpoint {
         validate::endpoint(endpoint).map_err(ApiError::bad_request)?;

@@ -13,6 +13,7 @@ use super::error::{code, ApiError};
 use super::model::{TokenKind, TokenRecord};
 use super::store::ReadTx;
 use super::token::{self, Issued, Presented};
+use crate::vocab::name::PeerName;
 
 mod admin;
 pub mod alloc;
@@ -65,17 +66,16 @@ pub fn authenticate(tx: &mut dyn ReadTx, presented: &Presented, accept: &[TokenK
     Ok(record)
 }
 
-/// Checks a name (peer, network, account, cluster): 1-64 letters, digits, `-`, `_` or `.`.
+/// Checks a name other than a peer's (network, account, cluster): the peer name rule
+/// ([`crate::vocab::name`]), with `what` named in the 400's message.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
-    let ok =
-        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{what} {name:?} is not 1-64 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    PeerName::parse(name).map(drop).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{what} {name:?} {}: use {}",
+            e.problem(),
+            crate::vocab::name::RULE
+        ))
+    })
 }
 
 /// Issues a token of `kind` whose key id no stored token has (a 64-bit random collision is all but
