@@ -196,12 +196,22 @@ struct ReportJob {
 }
 
 /// The daemon's link to its registry.
+///
+/// `view` changes only through [`Link::next_event`] (a screened view replaces it) and
+/// [`Link::record_floors`] (epochs only rise); every accepted view is persisted before it is kept, so
+/// the stored view is never older than the one in force except when a write failed (logged).
 pub struct Link {
-    /// This node's identity.
+    /// This node's identity: enrolled once, loaded from the state directory afterwards; never changes
+    /// while the link runs (a configuration whose address or name contradicts it is refused).
     pub identity: Identity,
-    /// The last accepted view (pinned and validated).
+    /// The last accepted view (pinned and validated): the stored one at start (screened like a fresh one;
+    /// an empty one when absent or refused), then each view `next_event` accepts. Its VIP epochs are
+    /// raised in place by `record_floors`, never lowered.
     pub view: MembersResponse,
+    /// The state directory: identity, view and pins are written there (best effort after start).
     state: StateDir,
+    /// The members' keys pinned by address: refreshed with every accepted view, and a view that re-keys
+    /// a pinned member is screened against them before it is validated.
     pins: Pins,
     /// This node's public key (base64): no member but this node may carry it or its address.
     own_key: String,
@@ -211,16 +221,32 @@ pub struct Link {
     refusal_logs: ScreenLogs,
     /// Repeated absurd floors likewise.
     floor_logs: Repeats,
+    /// The registry client, authenticated with the identity's peer token (shared with the tasks and the
+    /// handshake).
     client: RegistryClient,
+    /// The registry link's metrics (revision in force, refusals, dropped entries).
     metrics: ClientMetrics,
+    /// The highest move-request `seq` acted on or skipped, by VIP: a move is returned by [`Link::moves`]
+    /// once, when its `seq` is above the one here. Starts with every move of the stored view (the
+    /// previous run saw those), and only grows.
     moves_seen: HashMap<Ipv6Addr, u64>,
+    /// Views from the watch task, not screened yet.
     views: mpsc::Receiver<MembersResponse>,
+    /// Epoch floors from the report task's answers, not checked yet.
     floors: mpsc::Receiver<Vec<VipEpochView>>,
+    /// Report jobs for the report task (capacity one: a report that finds it busy is dropped).
     reports: mpsc::Sender<ReportJob>,
+    /// Given to each handshake task: its configuration and the registry's answer.
     joined_tx: mpsc::Sender<(K3sConfig, HandshakeResponse)>,
+    /// Handshake answers; one whose configuration is not `handshake`'s (replaced since) is dropped.
     joined_rx: mpsc::Receiver<(K3sConfig, HandshakeResponse)>,
+    /// The k3s configuration the running (or finished) handshake was started with, and its task; `None`
+    /// without `[k3s]`. `set_k3s` replaces it (aborting the old task) only when the configuration changes.
     handshake: Option<(K3sConfig, JoinHandle<()>)>,
+    /// The answer to the current handshake, once it came: `Some` only with the same configuration as
+    /// `handshake` (cleared when `set_k3s` replaces it). Reports carry its cluster readiness.
     joined: Option<(K3sConfig, HandshakeResponse)>,
+    /// The watch and report tasks; aborted, with the handshake, when the link is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
 

@@ -118,12 +118,17 @@ fn effective(loaded: &Loaded, link: Option<&Link>) -> Result<Config, DaemonError
     Ok(cfg)
 }
 
-/// Applies `loaded.config` the way a reload does: desired state, VIP machines, one device and one
-/// kernel pass.
+/// Applies `loaded.config` the way a reload does: desired state, VIP machines, one device pass over
+/// only the peers the configuration changed (the whole device when the interface's own settings
+/// changed, or when the plane has no snapshot to plan against), and one kernel pass. The periodic full
+/// resync stays the safety net for anything changed behind sdwand's back.
 async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
-    plane.set_config(&loaded.config, &loaded.key);
+    let changed = plane.set_config(&loaded.config, &loaded.key);
     vip.reload(&loaded.config, plane, std::time::Instant::now()).await;
-    plane.pass_device(false);
+    match changed {
+        Some(peers) => plane.pass_peers(&peers),
+        None => plane.pass_device(false),
+    };
     plane.pass_net().await;
     bind_vip(vip, plane).await;
 }

@@ -47,10 +47,13 @@ impl Plane {
         }
     }
 
-    /// Takes a reloaded configuration; the desired state keeps its VIP routes and held VIPs.
-    pub(super) fn set_config(&mut self, config: &Config, private_key: &Key) {
-        self.desired.set_config(config, private_key);
+    /// Takes a reloaded configuration; the desired state keeps its VIP routes and held VIPs. Returns what
+    /// the next device pass must plan (see [`Desired::reload`]): the peers that changed, or `None` for
+    /// the whole device.
+    pub(super) fn set_config(&mut self, config: &Config, private_key: &Key) -> Option<ChangedPeers> {
+        let changed = self.desired.reload(config, private_key);
         self.metrics.observe_desired(&self.desired);
+        changed
     }
 
     /// One device pass (blocking I/O, run in place on this worker). Returns whether it succeeded.

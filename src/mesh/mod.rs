@@ -4,8 +4,8 @@
 //! the one owner of what the node should look like: the peers, each peer's allowed IPs as the union of
 //! every owner's claims ([`AllowedIps`]), where each VIP is routed and which VIPs this node holds. Its
 //! methods change one owner's part and say which peers changed ([`Desired::route_vip`],
-//! [`Desired::hold_vip`], [`Desired::set_config`], [`Desired::set_membership`]), so a caller can apply only
-//! those. [`plan_device`] (every peer), [`plan_peers`] (only the peers a change named) and
+//! [`Desired::hold_vip`], [`Desired::set_config`] and [`Desired::reload`], [`Desired::set_membership`]), so
+//! a caller can apply only those. [`plan_device`] (every peer), [`plan_peers`] (only the peers a change named) and
 //! [`plan_net`] diff it against a snapshot of the device and of the kernel and return the minimal change. Applying the change is the job of [`crate::wg`] and
 //! [`crate::net`], driven by [`crate::reconcile`].
 
@@ -246,6 +246,15 @@ impl Desired {
         let changed = changed_between(&self.peers, &next.peers);
         *self = next;
         changed
+    }
+
+    /// Takes a reloaded configuration as [`Desired::set_config`] does and says what a device pass must
+    /// plan: the peers that changed, or `None` when the interface's own settings (private key, listen
+    /// port) changed too, which only a pass over the whole device applies.
+    pub fn reload(&mut self, config: &Config, private_key: &Key) -> Option<ChangedPeers> {
+        let before = (self.private_key.clone(), self.listen_port);
+        let changed = self.set_config(config, private_key);
+        (before == (self.private_key.clone(), self.listen_port)).then_some(changed)
     }
 
     /// Replaces the membership owner's claims (other owners' claims stay). Returns the peers whose

@@ -350,3 +350,25 @@ fn planning_only_the_changed_peers_matches_the_full_plan() {
         "only peers are planned"
     );
 }
+
+#[test]
+fn a_reload_that_changes_one_peer_plans_one_peer() {
+    let (config, me, b, _) = three();
+    let mut d = Desired::from_config(&config, &me);
+    let now = SystemTime::now();
+    let device = applied(&plan_device(&d, &ActualDevice::default(), now));
+    let mut moved = config.clone();
+    let member = moved.members.iter_mut().find(|m| m.name == "b").unwrap();
+    member.endpoint = Some("[2001:db8::2]:51820".parse().unwrap());
+    let changed = d.reload(&moved, &me).expect("the interface did not change");
+    assert_eq!(changed, BTreeSet::from([b]));
+    let plan = plan_peers(&d, &device, &changed, now);
+    assert_eq!(plan, plan_device(&d, &device, now));
+    assert_eq!(plan.update.len(), 1);
+    assert_eq!(plan.update[0].public_key.0, b);
+    // The same configuration again plans nothing; a new listen port needs a pass over the whole device.
+    assert_eq!(d.reload(&moved, &me), Some(BTreeSet::new()));
+    let mut port = moved.clone();
+    port.interface.listen_port += 1;
+    assert_eq!(d.reload(&port, &me), None);
+}

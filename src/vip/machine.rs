@@ -5,23 +5,29 @@
 //! [`Machine::request_move`], always with a monotonic `now`; after each input drain
 //! [`Machine::poll_action`] until it returns `None` and execute the actions in order, then sleep until
 //! [`Machine::poll_timeout`]. See `docs/protocol.md` for the protocol and its invariants.
-
 //!
-//! The holder's side (claim fan-out, handovers, drain) lives in `machine/hold.rs`, heartbeats and liveness
-//! in `machine/liveness.rs`, who may say what (the checks on claims, followers' reports, the transport
-//! state) in `machine/trust.rs`; this file holds the state, the inputs and the claim rule.
+//! This file holds the state and its invariants, the inputs (each dispatches and then runs
+//! `Machine::evaluate`) and the action queue; it must not hold a rule of the protocol. The rules live
+//! beside it: the claim rule and what a learned claim changes in `machine/claim.rs`, the holder's side
+//! (claim fan-out, handovers, drain) in `machine/hold.rs`, heartbeats and liveness in
+//! `machine/liveness.rs`, the member and candidate lists and the admission of datagrams in
+//! `machine/members.rs`, the timers and the per-run evaluation in `machine/tick.rs`, and who may say what
+//! (the checks on claims, followers' reports, the transport state) in `machine/trust.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use super::replay::{Verdict, Window};
+use super::replay::Window;
 use super::MAX_TERM;
 use super::{Action, Adopt, Claim, ClaimReason, Epoch, HandoverReason, LocalEvent, Note, Params, PeerState};
 use super::{Body, Header, Message};
 
+mod claim;
 mod hold;
 mod liveness;
+mod members;
+mod tick;
 mod trust;
 
 /// A gap between two runs of a candidate's machine longer than this many intervals is a stall.
@@ -82,70 +88,112 @@ impl Cand {
     }
 }
 
-/// This node's claim while it holds the VIP.
+/// This node's claim while it holds the VIP (`Machine::hold`).
 #[derive(Debug, Clone)]
 struct Hold {
+    /// The claim's epoch; the machine's `best` is this node's claim at this epoch while it holds.
     epoch: Epoch,
+    /// When the hold began (its claim or its resumption).
     since: Instant,
+    /// Members that acknowledged this claim (only members of `p.peers`: `update` prunes the rest).
     acked: BTreeSet<Ipv6Addr>,
-    /// Peers that have not acknowledged: next re-send and current backoff.
+    /// Peers that have not acknowledged: next re-send and current backoff (doubling up to the
+    /// retransmit maximum). A member is in `acked` or `pending`, never both.
     pending: BTreeMap<Ipv6Addr, (Instant, Duration)>,
+    /// When every member had acknowledged (at once when there are none); `None` until then.
     confirmed_at: Option<Instant>,
+    /// The next time the claim is sent to every member again, acknowledged or not.
     next_refresh: Instant,
 }
 
-/// A handover this node (the holder) started.
+/// A handover this node (the holder) started; only while it holds (`Machine::hold` is `Some`).
 #[derive(Debug, Clone, Copy)]
 struct Handover {
+    /// The successor, a candidate that was ready when the handover started.
     to: Ipv6Addr,
+    /// Why (manual, shutdown, health, preemption).
     reason: HandoverReason,
+    /// When the handover is given up (and a shutdown stops without it).
     deadline: Instant,
+    /// When the handover message is sent again (once per interval until the successor claims).
     next_send: Instant,
 }
 
 /// The failover state machine of one VIP on one node.
+///
+/// Every field is private and changed only by the machine's inputs. What always holds after an input
+/// (checked by `debug_check` in debug builds): `role` is `Holding` exactly while `hold` is `Some`, and
+/// then `best` is this node's claim at `hold`'s epoch and the address is on the interface; `role` is
+/// `Draining` exactly while `drain` is `Some`, and then too the address is on; a `handover` exists only
+/// while holding; and `max_term` is at least the term of `best`, so a claim this node makes is above
+/// every claim it has accepted.
 #[derive(Debug)]
 pub struct Machine {
+    /// The VIP, this node, the candidates, the members and the timers; replaced only by
+    /// [`LocalEvent::Update`] (`members.rs`).
     p: Params,
+    /// This run's incarnation (fixed): it grows with every start of the node, so peers' replay windows
+    /// take this run's datagrams although `seq` starts again.
     incarnation: u64,
-    /// Zero of this machine's `sent_at_us` clock.
+    /// Zero of this machine's `sent_at_us` clock (fixed).
     origin: Instant,
+    /// The sequence number of the last datagram sent: `send` increments it before each one, so it only
+    /// grows within an incarnation.
     seq: u64,
+    /// This node's role; changed through `set_role`, which notes every change (except the first
+    /// `Listening` of a candidate, set by [`Machine::new`]).
     role: PeerState,
+    /// This node's health (the last [`LocalEvent::Health`]; at start what the driver passed).
     healthy: bool,
-    /// The highest claim seen (including this node's own).
+    /// The highest claim seen (including this node's own); only rises (`learn`, `claim_now`).
     best: Option<Claim>,
-    /// The highest term seen in any claim.
+    /// The highest term seen in any claim, raised by claims learned, by [`Machine::raise_term`] and by
+    /// `climb` (a term too far ahead of it to accept); a claim of this node takes `max_term + 1`. Never
+    /// above [`MAX_TERM`], only rises.
     max_term: u64,
-    /// Where the VIP is routed (the last `Route` action, or what was adopted).
+    /// Where the VIP is routed (the last `Route` action, or what was adopted); changed only by `route`,
+    /// which emits the action when it changes.
     routed_to: Option<Ipv6Addr>,
-    /// Whether the VIP address is on this node's interface (as far as the actions asked for).
+    /// Whether the VIP address is on this node's interface (as far as the actions asked for): set by a
+    /// claim or an adoption, cleared by `remove_address`, which emits the action.
     has_address: bool,
+    /// The other candidates (`p.candidates` without this node), by address, with what is known of each;
+    /// kept in step with `p` by `sync_candidates`.
     cands: BTreeMap<Ipv6Addr, Cand>,
-    /// `p.peers` as a set: membership checks per datagram must not scan the member list.
+    /// `p.peers` as a set: membership checks per datagram must not scan the member list. Always equal to
+    /// `p.peers` (set together in `new` and `update`).
     peer_set: HashSet<Ipv6Addr>,
-    /// Replay windows of the members heard from (pruned to the members on every update).
+    /// Replay windows of the members heard from (pruned to the members and candidates on every update).
     windows: HashMap<Ipv6Addr, Window>,
+    /// Actions not yet taken by [`Machine::poll_action`], in order.
     actions: VecDeque<Action>,
+    /// While `Listening`: when the listening period ends; `None` otherwise.
     listen_until: Option<Instant>,
+    /// When the next heartbeats are due; `None` while this node is not a candidate.
     next_heartbeat: Option<Instant>,
-    /// When the holder was first seen gone (for the detection-to-claim figure).
+    /// When the holder was first seen gone (for the detection-to-claim figure); `None` while it is not.
     holder_gone_since: Option<Instant>,
+    /// This node's claim while it holds the VIP (see [`Hold`]).
     hold: Option<Hold>,
+    /// A handover this holder started, until the successor claims or the deadline passes.
     handover: Option<Handover>,
-    /// While draining: the successor's claim and the drain deadline.
+    /// While draining: the successor's claim (or a higher one learned since) and the drain deadline.
     drain: Option<(Claim, Instant)>,
+    /// Since when a live healthy candidate ranked above this holder has been seen (preemption delay).
     preempt_since: Option<Instant>,
     /// The last time the machine ran; a longer gap than [`STALL`] intervals means this node was frozen.
     last_run: Option<Instant>,
     /// After a stall, no claim before this: the datagrams queued meanwhile must be heard first.
     settle_until: Option<Instant>,
+    /// A shutdown was asked for ([`LocalEvent::Shutdown`]); never cleared. No claim is made after it.
     shutting_down: bool,
+    /// The machine has stopped (the `Stopped` action was emitted, once); every input is ignored after.
     stopped: bool,
+    /// When [`Machine::handle_timeout`] is due next (computed by `evaluate`); `None` once stopped.
     wake: Option<Instant>,
     /// Whether the failover transport works (the last [`LocalEvent::Transport`]).
     transport_up: bool,
-    /// Since when it has been down.
+    /// Since when it has been down; `Some` exactly while `transport_up` is false after it went down.
     transport_down_since: Option<Instant>,
     /// The last time a follower's report made this holder renew its claim (at most once per interval).
     last_renew: Option<Instant>,
@@ -357,294 +405,9 @@ impl Machine {
         self.p.candidates.iter().position(|c| *c == self.p.me)
     }
 
-    /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
-    fn admit(&mut self, now: Instant, h: &Header) -> Option<&'static str> {
-        if h.vip != self.p.vip {
-            return Some("unknown_vip");
-        }
-        if h.sender == self.p.me || !(self.peer_set.contains(&h.sender) || self.cands.contains_key(&h.sender)) {
-            return Some("not_member");
-        }
-        let quiet = self.p.timers.listen();
-        let verdict = self
-            .windows
-            .entry(h.sender)
-            .or_default()
-            .check(now, quiet, h.incarnation, h.seq);
-        if verdict == Verdict::Restarted {
-            // A candidate that started over: its heartbeats are its newest again.
-            if let Some(c) = self.cands.get_mut(&h.sender) {
-                c.newest = (0, 0);
-            }
-        }
-        verdict.reason()
-    }
-
-    /// Takes in a claim seen from the candidate `from` (its claim, or its ack's or heartbeat's view) if
-    /// [`Machine::vet`] passes it; returns whether it did.
-    fn learn(&mut self, now: Instant, from: Ipv6Addr, claim: Claim) -> bool {
-        if let Err(reason) = self.vet(claim, Some(from)) {
-            self.note(Note::Rejected(reason));
-            if reason == "bad_term" {
-                self.climb(claim, false);
-            }
-            return false;
-        }
-        self.max_term = self.max_term.max(claim.epoch.term);
-        if self.best.is_some_and(|b| claim <= b) {
-            return true;
-        }
-        self.best = Some(claim);
-        if claim.holder == self.p.me {
-            // Others still name this node as holder of a claim it made before a restart: a listener that
-            // kept the address resumes it, and a holder that has claimed afresh since (hearing no other
-            // candidate) moves up to it, so every peer ends up with the same claim.
-            let listening = self.has_address && self.role == PeerState::Listening;
-            if self.hold.is_some() || listening {
-                self.listen_until = None;
-                self.begin_hold(now, claim.epoch);
-                self.route(self.p.me);
-                self.set_role(PeerState::Holding, "resumed the claim it held before restarting");
-            }
-            return true;
-        }
-        self.route(claim.holder);
-        if self.hold.take().is_some() {
-            match self.handover.take() {
-                Some(h) if h.to == claim.holder => {
-                    self.drain = Some((claim, now + self.p.timers.drain_timeout()));
-                    self.set_role(PeerState::Draining, "successor claimed; serving until it is confirmed");
-                }
-                _ => {
-                    self.remove_address();
-                    self.set_role(PeerState::Standby, "saw a higher claim");
-                }
-            }
-        } else if let Some((succ, deadline)) = self.drain {
-            if claim > succ {
-                self.drain = Some((claim, deadline));
-            }
-        } else if self.has_address {
-            self.remove_address();
-        }
-        true
-    }
-
-    /// Decides, sends heartbeats and re-sends, and computes the next wake-up.
-    fn evaluate(&mut self, now: Instant) {
-        if self.stopped {
-            self.wake = None;
-            return;
-        }
-        // A candidate runs at least twice per interval (its heartbeats); a longer gap means the process was
-        // frozen or starved, and what it believes about liveness is stale until it has caught up.
-        if self
-            .last_run
-            .is_some_and(|last| now.saturating_duration_since(last) > STALL * self.p.timers.interval)
-        {
-            self.settle_until = Some(now + self.p.timers.dead_time(self.p.timers.interval));
-        }
-        self.last_run = Some(now);
-        if self.settle_until.is_some_and(|t| now >= t) {
-            self.settle_until = None;
-        }
-        if self.deaf_for_dead_time(now) {
-            self.step_down_deaf();
-        }
-        if self.role == PeerState::Listening && self.listen_until.is_some_and(|t| now >= t) {
-            self.listen_until = None;
-            self.set_role(PeerState::Standby, "listened for the others");
-            if self.has_address && !self.should_claim(now) {
-                self.remove_address();
-            }
-        }
-        // A successor that dies (or stops holding) while this node drains: stop draining now rather
-        // than at the drain timeout, keeping the address if this node is the one to claim next.
-        if self.drain.is_some() && self.holder_gone(now) {
-            self.drain = None;
-            self.set_role(PeerState::Standby, "successor gone while draining");
-            if !self.should_claim(now) {
-                self.remove_address();
-            }
-        }
-        if self.holder_gone(now) {
-            self.holder_gone_since.get_or_insert(now);
-        } else {
-            self.holder_gone_since = None;
-        }
-        if self.role == PeerState::Standby && self.should_claim(now) {
-            let reason = if self.best.is_none() {
-                ClaimReason::Initial
-            } else {
-                ClaimReason::HolderDead
-            };
-            self.claim_now(now, reason);
-        }
-        self.holding_duties(now);
-        if self.drain.is_some_and(|(_, deadline)| now >= deadline) {
-            self.finish_drain();
-        }
-        // A stop waits only for a handover in progress or a drain; stepping down also ends it.
-        if self.shutting_down && self.hold.is_none() && self.drain.is_none() && !self.stopped {
-            self.stop();
-        }
-        if self.stopped {
-            self.wake = None;
-            return;
-        }
-        if self.next_heartbeat.is_some_and(|t| now >= t) {
-            self.send_heartbeats(now);
-            self.next_heartbeat = Some(now + self.p.timers.interval / 2);
-        }
-        self.wake = self.next_wake(now);
-    }
-
-    /// Whether the holder of the best claim is gone: unknown, dead, or no longer holding. A live holder
-    /// counts as not holding only when its newest heartbeat says so *and* already names this very claim
-    /// as the highest it has seen: a heartbeat sent before it claimed (it arrives after the claim itself,
-    /// or reordered) still says "standby" and proves nothing.
-    fn holder_gone(&self, now: Instant) -> bool {
-        match self.best {
-            None => true,
-            Some(c) if c.holder == self.p.me => self.hold.is_none() && self.drain.is_none(),
-            Some(c) => match self.cands.get(&c.holder) {
-                None => true,
-                Some(k) => {
-                    !self.live(k, now)
-                        || (matches!(
-                            k.state,
-                            Some(PeerState::Standby | PeerState::Listening | PeerState::Follower)
-                        ) && k.view == Some(c))
-                }
-            },
-        }
-    }
-
-    /// The claim rule: healthy, the holder gone, and no live healthy candidate ranked above this node.
-    fn should_claim(&self, now: Instant) -> bool {
-        let Some(rank) = self.rank() else { return false };
-        self.healthy
-            && self.transport_up
-            && !self.shutting_down
-            && self.settle_until.is_none()
-            && self.hold.is_none()
-            && self.drain.is_none()
-            && self.holder_gone(now)
-            && !self.p.candidates[..rank]
-                .iter()
-                .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
-    }
-
-    fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
-        let Some(rank) = self.rank() else { return };
-        if self.max_term >= MAX_TERM {
-            if !self.exhausted_noted {
-                self.exhausted_noted = true;
-                self.note(Note::TermExhausted { term: self.max_term });
-            }
-            return;
-        }
-        self.max_term += 1;
-        let epoch = Epoch {
-            term: self.max_term,
-            rank: rank as u16,
-        };
-        self.best = Some(Claim {
-            epoch,
-            holder: self.p.me,
-        });
-        if !self.has_address {
-            self.has_address = true;
-            self.actions.push_back(Action::AddAddress);
-        }
-        self.route(self.p.me);
-        self.begin_hold(now, epoch);
-        let since = self.holder_gone_since.take().unwrap_or(now);
-        self.note(Note::Claimed {
-            reason,
-            epoch,
-            detection_to_claim: now.saturating_duration_since(since),
-        });
-        self.set_role(PeerState::Holding, reason.as_str());
-    }
-
     fn stop(&mut self) {
         self.stopped = true;
         self.actions.push_back(Action::Stopped);
-    }
-
-    fn update(&mut self, now: Instant, params: Params) {
-        let was_candidate = self.rank().is_some();
-        let old_peers = std::mem::take(&mut self.peer_set);
-        self.peer_set = params.peers.iter().copied().collect();
-        let new_peers: Vec<Ipv6Addr> = params
-            .peers
-            .iter()
-            .filter(|p| !old_peers.contains(p))
-            .copied()
-            .collect();
-        self.p = params;
-        self.sync_candidates(now);
-        let (peers, cands) = (&self.peer_set, &self.cands);
-        self.windows.retain(|a, _| peers.contains(a) || cands.contains_key(a));
-        let is_candidate = self.rank().is_some();
-        if was_candidate && !is_candidate {
-            self.hold = None;
-            self.handover = None;
-            self.drain = None;
-            self.listen_until = None;
-            self.next_heartbeat = None;
-            self.remove_address();
-            self.set_role(PeerState::Follower, "no longer a candidate");
-        } else if !was_candidate && is_candidate {
-            self.listen_until = Some(now + self.p.timers.listen());
-            self.next_heartbeat = Some(now);
-            self.set_role(PeerState::Listening, "became a candidate");
-        }
-        // A holder whose rank changed renews its claim: others check a claim's rank against its holder's.
-        if let (Some(h), Some(rank)) = (&self.hold, self.rank()) {
-            if usize::from(h.epoch.rank) != rank {
-                self.claim_now(now, ClaimReason::Renew);
-                return;
-            }
-        }
-        let peers = &self.peer_set;
-        if let Some(h) = self.hold.as_mut() {
-            h.acked.retain(|a| peers.contains(a));
-            h.pending.retain(|a, _| peers.contains(a));
-            let first = self.p.timers.interval;
-            for p in &new_peers {
-                h.pending.insert(*p, (now + first, first));
-            }
-        }
-        if self.hold.is_some() {
-            for p in new_peers {
-                self.send_claim(p);
-            }
-        }
-    }
-
-    /// Makes `cands` match the candidate list (keeping what is known of those that stay, with their
-    /// new ranks).
-    fn sync_candidates(&mut self, now: Instant) {
-        let me = self.p.me;
-        let interval = self.p.timers.interval;
-        self.cands.retain(|a, _| self.p.candidates.contains(a));
-        for (rank, a) in self.p.candidates.iter().enumerate().filter(|(_, a)| **a != me) {
-            self.cands.entry(*a).and_modify(|c| c.rank = rank).or_insert(Cand {
-                rank,
-                since: now,
-                direct: None,
-                indirect: None,
-                interval,
-                state: None,
-                healthy: false,
-                view: None,
-                newest: (0, 0),
-                echo: None,
-                rtt: None,
-            });
-        }
     }
 
     fn send(&mut self, to: Ipv6Addr, body: Body) {
@@ -691,36 +454,17 @@ impl Machine {
         self.actions.push_back(Action::Note(note));
     }
 
-    /// The earliest future instant at which something is due.
-    fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let mut t: Vec<Option<Instant>> = vec![self.next_heartbeat, self.listen_until, self.settle_until];
-        if self.has_address || self.hold.is_some() {
-            t.push(
-                self.transport_down_since
-                    .map(|d| d + self.p.timers.dead_time(self.p.timers.interval)),
-            );
-        }
-        t.push(self.drain.map(|(_, d)| d));
-        if let Some(h) = self.handover {
-            t.push(Some(h.deadline.min(h.next_send)));
-        }
-        if let Some(h) = &self.hold {
-            t.push(Some(h.next_refresh));
-            t.push(h.pending.values().map(|(n, _)| *n).min());
-        }
-        if let (Some(since), Some(delay)) = (self.preempt_since, self.p.timers.preempt) {
-            t.push(Some(since + delay));
-        }
-        // Liveness deadlines that can change the claim rule: the holder's and those ranked above.
-        if let Some(rank) = self.rank() {
-            let holder = self.best.map(|c| c.holder);
-            for (a, c) in &self.cands {
-                let above = self.p.candidates[..rank].contains(a);
-                if above || Some(*a) == holder {
-                    t.push(self.live_until(c).filter(|d| *d > now));
-                }
-            }
-        }
-        t.into_iter().flatten().filter(|x| *x > now).min()
+    /// Checks the invariants documented on [`Machine`] (debug builds only; run after every input).
+    fn debug_check(&self) {
+        let mine = self.hold.as_ref().map(|h| Claim {
+            epoch: h.epoch,
+            holder: self.p.me,
+        });
+        debug_assert_eq!(self.hold.is_some(), self.role == PeerState::Holding);
+        debug_assert!(mine.is_none() || self.best == mine);
+        debug_assert_eq!(self.drain.is_some(), self.role == PeerState::Draining);
+        debug_assert!(self.has_address || (self.hold.is_none() && self.drain.is_none()));
+        debug_assert!(self.handover.is_none() || self.hold.is_some());
+        debug_assert!(self.best.is_none_or(|b| b.epoch.term <= self.max_term));
     }
 }

@@ -69,22 +69,36 @@ pub(crate) enum Input {
     SocketError(io::Error),
 }
 
-/// One VIP.
+/// One VIP: its machine and what the runtime keeps beside it. Created by `insert_slot` (at start and for
+/// a VIP a reload adds), removed by `reload` when the VIP leaves the configuration.
 struct Slot {
+    /// The VIP's machine; `machine.params().vip` is the slot's key in [`VipRuntime::slots`].
     machine: Machine,
+    /// The VIP as a metrics and log label (its address, fixed for the slot's life).
     label: String,
+    /// The holder's name as last published in the holder gauge (`flush` moves it), so the old series
+    /// can be cleared when the holder changes or the VIP goes.
     holder_label: Option<String>,
+    /// The VIP's health check, when one is configured; `reload` replaces it when its configuration
+    /// changes. A health input counts only when it carries this task's generation.
     health: Option<HealthTask>,
+    /// The VIP has one candidate only (warned about at creation; a gauge).
     single_candidate: bool,
+    /// The machine returned [`Action::Stopped`] (set by `flush`, never cleared): its shutdown is done.
     stopped: bool,
-    /// An input reached the machine since its gauges were last published.
+    /// An input reached the machine since its gauges were last published (set by every input, cleared
+    /// by `flush` once it has published them).
     dirty: bool,
 }
 
 /// A running health check and the task that forwards its changes.
 struct HealthTask {
+    /// The configuration it runs (compared on reload).
     config: HealthConfig,
+    /// Taken from [`VipRuntime::next_generation`] when spawned: unique per task, so a change a replaced
+    /// task had already queued is recognised and dropped.
     generation: u64,
+    /// The checker and the forwarder; both are aborted when the task is dropped.
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -97,28 +111,48 @@ impl Drop for HealthTask {
 }
 
 /// The failover runtime of one node.
+///
+/// Invariants (the socket's fields change only in `socket.rs`: `ensure_bound`, `unbind`, `set_transport`):
+/// `socket.is_some() == bound_ifindex.is_some() == transport`, every machine was last told
+/// [`LocalEvent::Transport`]`(transport)`, and `unbound_reason` is `None` while the socket is bound.
 pub(crate) struct VipRuntime {
+    /// This node's overlay address (fixed: a change of `interface.address` needs a restart).
     me: Ipv6Addr,
+    /// The failover port, the socket's and every peer's (fixed for the runtime's life).
     port: u16,
+    /// The WireGuard interface the socket is bound to (fixed for the runtime's life).
     ifname: String,
-    /// Every new machine takes a fresh one.
+    /// Every new machine takes a fresh incarnation, greater than any an earlier run of this node used.
     incarnations: Incarnations,
+    /// The failover socket, when bound.
     socket: Option<UdpSocket>,
+    /// The interface index the socket is bound to (`Some` exactly while `socket` is): a new index (the
+    /// interface was recreated) makes `ensure_bound` bind again.
     bound_ifindex: Option<u32>,
-    /// What the machines were last told about the socket ([`LocalEvent::Transport`]).
+    /// What the machines were last told about the socket ([`LocalEvent::Transport`]); a new machine is
+    /// told it at start.
     transport: bool,
-    /// Why the socket is not bound, as last logged (a repeat of the same reason is not logged again).
+    /// Why the socket is not bound, as last logged (a repeat of the same reason is not logged again);
+    /// `None` while bound and before the first attempt.
     unbound_reason: Option<String>,
-    /// Member names by address (logs, metrics, status).
+    /// Member names by address (logs, metrics, status); replaced on every reload.
     members: HashMap<Ipv6Addr, String>,
-    /// Member addresses by name (operator moves name their target).
+    /// Member addresses by name (operator moves name their target): always the inverse of `members`.
     by_name: HashMap<String, Ipv6Addr>,
+    /// One slot per configured VIP, by VIP address (each slot's machine is for that VIP).
     slots: BTreeMap<Ipv6Addr, Slot>,
+    /// Given to each health task's forwarder: `(vip, generation, healthy)`.
     health_tx: mpsc::Sender<(Ipv6Addr, u64, bool)>,
+    /// Health changes for `next_input`; those of a replaced task (an older generation) are dropped.
     health_rx: mpsc::Receiver<(Ipv6Addr, u64, bool)>,
+    /// The last generation handed to a health task (only grows), so generations are never reused.
     next_generation: u64,
+    /// The failover metrics.
     metrics: VipMetrics,
+    /// Rate limits of the notes' log lines, by VIP label (a removed VIP's are forgotten).
     log_limit: LogLimit,
+    /// The receive buffer: one byte longer than the largest valid datagram, so a longer one is seen
+    /// as too long rather than silently truncated.
     buf: Vec<u8>,
 }
 

@@ -1,0 +1,126 @@
+//! IPv6 address operations on one link: list the global ones, add one (without duplicate address
+//! detection) and remove one, each idempotent. It must not touch links or routes.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv6Net;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::AddressMessageBuilder;
+
+use super::{errno, failure, Change, NetError, Netlink};
+
+impl Netlink {
+    /// The IPv6 addresses of scope global on the link (link-local fe80::/10 and host-scope addresses are
+    /// left out), in the kernel's order.
+    pub async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Net>, NetError> {
+        let all = self.ipv6_address_messages(index).await?;
+        Ok(all
+            .iter()
+            .filter(|m| m.header.scope == AddressScope::Universe)
+            .filter_map(address_of)
+            .filter(|net| !is_link_local(net.addr()))
+            .collect())
+    }
+
+    /// Adds an IPv6 address with `IFA_F_NODAD`, so it is usable at once (no duplicate address detection,
+    /// never "tentative"). `Unchanged` when the address is already on the link with that prefix length;
+    /// [`NetError::Conflict`] when it is there with another prefix length.
+    ///
+    /// The kernel adds a prefix route (proto kernel) for prefixes shorter than /128, as `ip addr add` does.
+    pub async fn add_ipv6_address(&self, index: u32, addr: Ipv6Net) -> Result<Change, NetError> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(addr.addr()), addr.prefix_len());
+        let message = request.message_mut();
+        message.header.flags = AddressHeaderFlags::Nodad;
+        message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        let op = |who: String| format!("adding address {addr} to {who}");
+        match request.execute().await {
+            Ok(()) => {
+                tracing::debug!(ifindex = index, %addr, "added address");
+                Ok(Change::Applied)
+            }
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                let present = self.ipv6_address_messages(index).await?;
+                let same_address: Vec<Ipv6Net> = present
+                    .iter()
+                    .filter_map(address_of)
+                    .filter(|net| net.addr() == addr.addr())
+                    .collect();
+                match same_address.first() {
+                    _ if same_address.contains(&addr) => Ok(Change::Unchanged),
+                    Some(other) => Err(NetError::Conflict {
+                        op: op(self.who(index).await),
+                        existing: format!("address {other}"),
+                    }),
+                    None => Err(failure(op(self.who(index).await), e)),
+                }
+            }
+            Err(e) => Err(failure(op(self.who(index).await), e)),
+        }
+    }
+
+    /// Removes an IPv6 address (address and prefix length must match). `Unchanged` when it is not there
+    /// (EADDRNOTAVAIL). A missing link is an error (ENODEV), not `Unchanged`.
+    pub async fn del_ipv6_address(&self, index: u32, addr: Ipv6Net) -> Result<Change, NetError> {
+        let message = AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(addr.addr(), addr.prefix_len())
+            .build();
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => {
+                tracing::debug!(ifindex = index, %addr, "removed address");
+                Ok(Change::Applied)
+            }
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(Change::Unchanged),
+            Err(e) => Err(failure(
+                format!("removing address {addr} from {}", self.who(index).await),
+                e,
+            )),
+        }
+    }
+
+    /// Dumps the IPv6 addresses of one link, every scope.
+    async fn ipv6_address_messages(&self, index: u32) -> Result<Vec<AddressMessage>, NetError> {
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        request.message_mut().header.family = AddressFamily::Inet6;
+        request.message_mut().header.index = index;
+        let messages: Vec<AddressMessage> = match request.execute().try_collect().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                return Err(failure(
+                    format!("listing the addresses of {}", self.who(index).await),
+                    e,
+                ))
+            }
+        };
+        // The dump filter checks the index only; the family is checked here.
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.header.family == AddressFamily::Inet6)
+            .collect())
+    }
+}
+
+/// The local address of an IPv6 address message (`IFA_LOCAL` when present, as for point-to-point
+/// addresses, else `IFA_ADDRESS`) with its prefix length.
+fn address_of(message: &AddressMessage) -> Option<Ipv6Net> {
+    let pick = |local: bool| {
+        message.attributes.iter().find_map(|a| match (a, local) {
+            (AddressAttribute::Local(IpAddr::V6(ip)), true) | (AddressAttribute::Address(IpAddr::V6(ip)), false) => {
+                Some(*ip)
+            }
+            _ => None,
+        })
+    };
+    let addr = pick(true).or_else(|| pick(false))?;
+    Ipv6Net::new(addr, message.header.prefix_len).ok()
+}
+
+/// Whether `addr` is in fe80::/10.
+fn is_link_local(addr: Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
