@@ -12,6 +12,8 @@
 //!   one registry client, also under [`admin`] (`sdwanctl registry`).
 //! - `enroll`: the peer name and the enrollment, retried until the registry accepts.
 //! - `tasks`: the watch and report tasks.
+//! - `metrics`: [`ClientMetrics`], the link's series.
+//! - `screen`: the screening of a view (pins, validation) before it is kept.
 //!
 //! [`Link`] ties them together for the daemon's event loop: two background tasks (the watch and the
 //! report) talk to the loop over channels, so the loop never waits for the registry; the loop owns the
@@ -26,11 +28,8 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wireguard_control::Key;
@@ -40,7 +39,9 @@ pub mod backoff;
 mod enroll;
 pub mod http;
 pub mod k3s;
+mod metrics;
 pub mod repeats;
+mod screen;
 pub mod state;
 mod tasks;
 pub mod view;
@@ -53,7 +54,9 @@ use crate::vip::{VipStatus, MAX_TERM};
 use crate::vocab::Role;
 use backoff::Backoff;
 use http::{ClientError, RegistryClient};
+pub use metrics::ClientMetrics;
 use repeats::{Log, Repeats, SUMMARY_INTERVAL};
+use screen::{screen, ScreenLogs};
 use state::{Identity, Pins, StateDir, StateError, PIN_TTL_SECS};
 
 /// How long one watch request waits for a change.
@@ -81,101 +84,6 @@ pub enum StartError {
     /// The HTTP client could not be set up.
     #[error(transparent)]
     Client(#[from] ClientError),
-}
-
-/// The registry metrics.
-#[derive(Clone)]
-pub struct ClientMetrics {
-    /// `sdwand_registry_up`: 1 when the last call reached the registry.
-    pub up: IntGauge,
-    /// `sdwand_registry_revision`: the revision of the last accepted view.
-    pub revision: IntGauge,
-    /// `sdwand_registry_refused_rekeys_total`: members refused because their address is pinned to another key.
-    pub refused_rekeys: IntCounter,
-    /// `sdwand_registry_views_refused_total{reason}`: whole views refused (the last good one stays).
-    pub views_refused: IntCounterVec,
-    /// `sdwand_registry_view_entries_dropped_total{reason}`: members and VIPs dropped from accepted views
-    /// (and floors removed, `reason="term_floor"`).
-    pub entries_dropped: IntCounterVec,
-    /// `sdwand_registry_floors_refused_total`: epoch floors of report answers above the highest term.
-    pub floors_refused: IntCounter,
-    reachable: Arc<AtomicBool>,
-}
-
-impl Default for ClientMetrics {
-    fn default() -> Self {
-        ClientMetrics::new()
-    }
-}
-
-impl ClientMetrics {
-    /// Unregistered metrics (see [`ClientMetrics::register`]).
-    pub fn new() -> ClientMetrics {
-        ClientMetrics {
-            up: IntGauge::new(
-                "sdwand_registry_up",
-                "1 when the registry answered the last call, else 0.",
-            )
-            .expect("valid metric"),
-            revision: IntGauge::new(
-                "sdwand_registry_revision",
-                "Revision of the last network view accepted from the registry.",
-            )
-            .expect("valid metric"),
-            refused_rekeys: IntCounter::new(
-                "sdwand_registry_refused_rekeys_total",
-                "Members refused because the registry gave a pinned address another public key.",
-            )
-            .expect("valid metric"),
-            views_refused: IntCounterVec::new(
-                Opts::new(
-                    "sdwand_registry_views_refused_total",
-                    "Registry views refused as a whole by the rule named in reason; the last good view stays.",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            entries_dropped: IntCounterVec::new(
-                Opts::new(
-                    "sdwand_registry_view_entries_dropped_total",
-                    "Members and VIPs dropped from registry views by the rule named in reason.",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            floors_refused: IntCounter::new(
-                "sdwand_registry_floors_refused_total",
-                "Epoch floors from the registry refused because they are above the highest term.",
-            )
-            .expect("valid metric"),
-            reachable: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
-    /// Registers every metric in `registry`.
-    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
-        registry.register(Box::new(self.up.clone()))?;
-        registry.register(Box::new(self.revision.clone()))?;
-        registry.register(Box::new(self.refused_rekeys.clone()))?;
-        registry.register(Box::new(self.views_refused.clone()))?;
-        registry.register(Box::new(self.entries_dropped.clone()))?;
-        registry.register(Box::new(self.floors_refused.clone()))
-    }
-
-    /// Records the outcome of a call; logs only the transitions (unreachable, reachable again).
-    fn outcome(&self, result: Result<(), &ClientError>) {
-        let ok = match result {
-            Ok(()) | Err(ClientError::Refused { .. }) => true,
-            Err(_) => false,
-        };
-        self.up.set(i64::from(ok));
-        let was = self.reachable.swap(ok, Ordering::Relaxed);
-        match (was, result) {
-            (true, Err(e)) if !ok => tracing::warn!("registry unreachable, retrying with backoff: {e}"),
-            (false, _) if ok => tracing::info!("registry reachable again"),
-            _ => {}
-        }
-    }
 }
 
 /// Something the registry link hands the event loop.
@@ -545,98 +453,6 @@ fn empty_view(identity: &Identity) -> MembersResponse {
     }
 }
 
-/// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted; their
-/// addresses are returned with the view), then [`view::validate`]d. A refused view is logged at error with
-/// every problem (once; the same refusal repeated is summarised) and counted by reason; `None` then.
-fn screen(
-    view: MembersResponse,
-    trust: &view::Trust<'_>,
-    metrics: &ClientMetrics,
-    logs: &mut ScreenLogs,
-) -> Option<(MembersResponse, Vec<Ipv6Addr>)> {
-    let revision = view.revision;
-    let (view, refused) = view::refuse_rekeys(view, trust.pins);
-    log_refused(&refused, metrics, &mut logs.rekeys);
-    match view::validate(view, trust) {
-        Ok((view, dropped)) => {
-            if !dropped.is_empty() {
-                for p in &dropped {
-                    metrics.entries_dropped.with_label_values(&[p.rule.as_str()]).inc();
-                }
-                let list = join(&dropped);
-                if logs.problems.failure(&list, Instant::now()) != Log::Quiet {
-                    tracing::error!(
-                        revision,
-                        dropped = dropped.len(),
-                        "registry view: entries dropped, the rest applied: {list}"
-                    );
-                }
-            }
-            Some((view, refused.iter().map(|r| r.address).collect()))
-        }
-        Err(problems) => {
-            if let Some(first) = problems.first() {
-                metrics.views_refused.with_label_values(&[first.rule.as_str()]).inc();
-            }
-            let list = join(&problems);
-            match logs.problems.failure(&list, Instant::now()) {
-                Log::First => tracing::error!(
-                    revision,
-                    "registry view refused, the last good view stays (it would re-route an established member, \
-                     or is not this node's network): {list}"
-                ),
-                Log::Summary(n) => tracing::error!(revision, repeats = n, "registry views still refused: {list}"),
-                Log::Quiet => {}
-            }
-            None
-        }
-    }
-}
-
-/// Counts re-keyed members and logs them: each new set in full, a set repeated view after view once per
-/// [`SUMMARY_INTERVAL`].
-fn log_refused(refused: &[view::Refused], metrics: &ClientMetrics, logs: &mut Repeats) {
-    metrics.refused_rekeys.inc_by(refused.len() as u64);
-    if refused.is_empty() {
-        return;
-    }
-    let list = refused
-        .iter()
-        .map(|r| {
-            format!(
-                "{} ({}) pinned to {}, offered {}",
-                r.name, r.address, r.pinned, r.offered
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    if logs.failure(&list, Instant::now()) != Log::Quiet {
-        tracing::error!(
-            "registry view re-keys pinned addresses; members refused (fix: if a re-key is legitimate, remove \
-             the address from pins.json and restart): {list}"
-        );
-    }
-}
-
-/// The log rate limiters of [`screen`]: repeated re-keys and repeated problems are summarised apart.
-struct ScreenLogs {
-    rekeys: Repeats,
-    problems: Repeats,
-}
-
-impl ScreenLogs {
-    fn new() -> ScreenLogs {
-        ScreenLogs {
-            rekeys: Repeats::new(SUMMARY_INTERVAL),
-            problems: Repeats::new(SUMMARY_INTERVAL),
-        }
-    }
-}
-
-fn join(problems: &[view::Problem]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
 /// Writes `pins` (when given) then, when `network`, the view: best-effort (logged, never fatal), and never
 /// the view without the pins it relies on.
 fn persist(state: &StateDir, view: &MembersResponse, pins: Option<&Pins>, network: bool) {
@@ -657,7 +473,5 @@ fn registry_address(url: &str) -> Option<Ipv6Addr> {
 
 /// Wall-clock unix seconds (pins' absence timestamps, names of set-aside files).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::now_ms() / 1000
 }
