@@ -18,7 +18,7 @@ use sdwand::registry::api;
 use sdwand::registry::service;
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwand::registry::store::Store;
-use sdwand::registry::wire::{
+use sdwand::vocab::wire::{
     CandidateView, EnrollRequest, EnrollResponse, EpochView, MemberView, MembersResponse, PeerReportResponse,
     VipEpochView, VipView, WatchQuery,
 };

@@ -6,7 +6,7 @@ mod registry_support;
 use registry_support::Registry;
 use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
-use sdwand::registry::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::wire::CreateEnrollmentTokenRequest;
 use sdwand::vocab::{ClusterState, Role};
 
 #[tokio::test]

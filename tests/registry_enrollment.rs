@@ -10,7 +10,7 @@ use sdwand::now_ms;
 use sdwand::registry::error::ApiError;
 use sdwand::registry::service;
 use sdwand::registry::token;
-use sdwand::registry::wire::{EnrollRequest, EnrollResponse};
+use sdwand::vocab::wire::{EnrollRequest, EnrollResponse};
 use serde_json::{json, Value};
 use wireguard_control::Key;
 

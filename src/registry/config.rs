@@ -78,7 +78,7 @@ impl Default for Limits {
 }
 
 /// How long a connection asked to close may finish its request in flight: the longest watch, and some.
-const CLOSE_GRACE: Duration = Duration::from_millis(super::wire::WATCH_MAX_WAIT_MS + 5_000);
+const CLOSE_GRACE: Duration = Duration::from_millis(crate::vocab::wire::WATCH_MAX_WAIT_MS + 5_000);
 
 /// The PEM files of the registry's TLS identity.
 #[derive(Debug, Clone, PartialEq, Eq)]

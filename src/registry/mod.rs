@@ -7,7 +7,7 @@
 //! - [`store`]: the transactional storage trait and the embedded SQLite backend (group commit).
 //! - [`token`]: bearer tokens (hashed at rest, compared in constant time) and random ids.
 //! - [`service`]: what each request does, as functions over a store transaction (no I/O, no clock).
-//! - [`wire`]: the JSON request and response bodies.
+//! - The JSON request and response bodies are [`crate::vocab::wire`], shared with the clients.
 //! - [`error`]: request errors, their codes, and the 401/403/404 rules.
 //! - [`api`]: the axum routes and extractors.
 //! - [`config`] and [`server`]: the configuration file and the serving loop of the binary.
@@ -27,4 +27,3 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod token;
-pub mod wire;

@@ -21,8 +21,8 @@ use super::error::ApiError;
 use super::service;
 use super::store::sqlite::{SqliteOptions, SqliteStore};
 use super::store::{Store, StoreError};
-use super::wire::AccountCreated;
 use crate::http_serve::{self, ConnectionStats};
+use crate::vocab::wire::AccountCreated;
 
 pub mod tls;
 

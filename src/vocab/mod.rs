@@ -7,6 +7,7 @@
 
 mod role;
 mod term;
+pub mod wire;
 
 pub use role::{ClusterState, Lifecycle, PeerState, Role, MAX_CANDIDATES};
 pub use term::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};

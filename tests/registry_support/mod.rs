@@ -12,7 +12,7 @@ use sdwand::registry::api;
 use sdwand::registry::service;
 use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwand::registry::store::Store;
-use sdwand::registry::wire::AccountCreated;
+use sdwand::vocab::wire::AccountCreated;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use wireguard_control::Key;

@@ -17,10 +17,10 @@ use crate::registry::error::{code, ApiError, ErrorKind};
 use crate::registry::model::TokenKind;
 use crate::registry::service;
 use crate::registry::token::Presented;
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateRequest, CreateEnrollmentTokenRequest, EnrollmentTokenInfo, EnrollmentTokensResponse,
 };
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
     HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, PeerReportRequest, PeerReportResponse,
     PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery, WATCH_DEFAULT_WAIT_MS,

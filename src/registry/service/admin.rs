@@ -6,7 +6,7 @@ use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Account, Network, TokenKind, TokenLimits, TokenRecord};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::{self, Presented};
-use crate::registry::wire::{
+use crate::vocab::wire::{
     AccountCreated, CreateEnrollmentTokenRequest, CreateNetworkRequest, EnrollmentTokenInfo, EnrollmentTokenView,
     EnrollmentTokensResponse, NetworkView,
 };

@@ -21,7 +21,7 @@ use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Network, Peer, Role, TokenKind, TokenRecord, TokenSpent};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::{self, Presented};
-use crate::registry::wire::{EnrollRequest, EnrollResponse, MembersResponse};
+use crate::vocab::wire::{EnrollRequest, EnrollResponse, MembersResponse};
 
 /// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 and issues its
 /// peer token. A retry of the same enrollment: see the module documentation.

@@ -9,7 +9,7 @@ use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Network, TokenKind};
 use crate::registry::store::ReadTx;
 use crate::registry::token::Presented;
-use crate::registry::wire::MembersResponse;
+use crate::vocab::wire::MembersResponse;
 
 /// `GET /v1/networks/{id}/watch`'s check: the network, if the caller (a peer of it, or an admin of its
 /// account) may watch it; 401/403/404 otherwise.

@@ -14,7 +14,7 @@ use crate::registry::error::{code, ApiError};
 use crate::registry::model::{Cluster, ClusterMember, ClusterState, Peer, Role, TokenKind, TokenRecord, Vip};
 use crate::registry::store::{ReadTx, StoreError, WriteTx};
 use crate::registry::token::{self, Presented};
-use crate::registry::wire::{
+use crate::vocab::wire::{
     CandidateView, ClusterStateView, HandshakeRequest, HandshakeResponse, K3sStatus, Phase, ReportRequest,
 };
 use crate::vocab::MAX_CANDIDATES;

@@ -9,7 +9,7 @@ use crate::registry::metrics::Census;
 use crate::registry::model::{Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::registry::store::{ReadTx, WriteTx};
 use crate::registry::token::Presented;
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateRequest, ClusterStateView, ClusterView, ClustersResponse, PeerView, PeersResponse, VipMoveRequest,
     VipView, VipsResponse,
 };

@@ -17,7 +17,7 @@ use crate::registry::error::ApiError;
 use crate::registry::model::{TokenKind, Vip};
 use crate::registry::store::WriteTx;
 use crate::registry::token::Presented;
-use crate::registry::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
+use crate::vocab::wire::{EpochView, PeerReportRequest, PeerReportResponse, VipEpochView};
 use crate::vocab::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
 
 /// The highest stored term handed out as a floor (or built upon): one step below [`MAX_TERM`]. A stored

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::registry::error::ApiError;
 use crate::registry::model::{Peer, Vip};
 use crate::registry::store::{ReadTx, StoreError};
-use crate::registry::wire::{CandidateView, EpochView, MemberView, MoveRequestView, VipView};
+use crate::vocab::wire::{CandidateView, EpochView, MemberView, MoveRequestView, VipView};
 
 /// The peers of a network, by id.
 pub(super) type PeerIndex<'a> = HashMap<&'a str, &'a Peer>;

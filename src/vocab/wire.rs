@@ -1,4 +1,5 @@
-//! The JSON bodies of the registry's HTTP API (shared with its clients).
+//! The JSON bodies of the registry's HTTP API, shared by the server (`sdwan-registry`), the daemon's client
+//! and `sdwanctl`.
 //!
 //! Requests refuse unknown fields: a misspelt `target_cluster_id` must fail loudly, not join the wrong
 //! cluster. Responses only ever gain fields.
@@ -8,7 +9,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
-use super::model::{ClusterState, Lifecycle, Role};
+use super::{ClusterState, Lifecycle, Role};
 
 /// `POST /v1/networks` (admin token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
