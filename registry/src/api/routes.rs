@@ -100,15 +100,11 @@ pub(super) async fn set_cluster_state(
     ))
 }
 
-/// Ends the caller's enrollment retry window on its first authenticated read (one write per peer, ever;
-/// see `service::enroll`).
+/// Ends the caller's enrollment retry window after its first authenticated read found its token unused (one
+/// write per peer, ever; see `service::enroll`).
 async fn first_read(s: &AppState, token: &Presented) -> Result<(), ApiError> {
-    let t = token.clone();
-    if s.store.read(move |tx| service::unused_peer_token(tx, &t)).await? {
-        let (t, now) = (token.clone(), now_ms());
-        s.write(move |tx| service::first_use(tx, &t, now)).await?;
-    }
-    Ok(())
+    let (t, now) = (token.clone(), now_ms());
+    s.write(move |tx| service::first_use(tx, &t, now)).await
 }
 
 pub(super) async fn members(
@@ -116,12 +112,12 @@ pub(super) async fn members(
     Bearer(token): Bearer,
     PathId(network_id): PathId,
 ) -> Answer<MembersResponse> {
-    first_read(&s, &token).await?;
-    Ok(Json(
-        s.store
-            .read(move |tx| service::members(tx, &token, &network_id))
-            .await?,
-    ))
+    let t = token.clone();
+    let (answer, unused) = s.store.read(move |tx| service::members(tx, &t, &network_id)).await?;
+    if unused {
+        first_read(&s, &token).await?;
+    }
+    Ok(Json(answer))
 }
 
 pub(super) async fn watch(
@@ -136,8 +132,12 @@ pub(super) async fn watch(
             "wait_ms {wait_ms} is above the longest wait, {WATCH_MAX_WAIT_MS} ms"
         )));
     }
-    first_read(&s, &token).await?;
     let since = query.since;
+    let (t, id) = (token.clone(), network_id.clone());
+    let (network, unused) = s.store.read(move |tx| service::watch_started(tx, &t, &id)).await?;
+    if unused {
+        first_read(&s, &token).await?;
+    }
     // The access check and the revision, re-read after every wake-up: a token deleted meanwhile gets 401.
     let revision = || {
         let (token, network_id) = (token.clone(), network_id.clone());
@@ -149,7 +149,7 @@ pub(super) async fn watch(
         let body = state.watchers.snapshot(&state.store, id, revision).await?;
         Ok::<_, ApiError>(([(CONTENT_TYPE, "application/json")], body).into_response())
     };
-    let current = revision().await?;
+    let current = network.revision;
     if current != since {
         return answer(current).await;
     }

@@ -221,10 +221,9 @@ pub fn enrolled_members(tx: &mut dyn ReadTx, answer: &mut EnrollResponse) -> Res
     Ok(())
 }
 
-/// Whether the caller is a peer that has never used its token; its first read must end the enrollment
-/// retry window ([`first_use`]). Admin tokens: `false`.
-pub fn unused_peer_token(tx: &mut dyn ReadTx, presented: &Presented) -> Result<bool, ApiError> {
-    let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
+/// Whether `caller` is a peer that has never used its token (its first read must end the enrollment retry
+/// window, [`first_use`]), one lookup of its peer. Admin tokens: `false`, without a lookup.
+pub(super) fn unused_peer_token(tx: &mut dyn ReadTx, caller: &TokenRecord) -> Result<bool, ApiError> {
     if caller.kind != TokenKind::Peer {
         return Ok(false);
     }
@@ -242,17 +241,33 @@ pub fn first_use(tx: &mut dyn WriteTx, presented: &Presented, now_ms: u64) -> Re
     Ok(())
 }
 
-/// `GET /v1/networks/{id}/members`: the member list, for a peer of the network or its account's admin.
-pub fn members(tx: &mut dyn ReadTx, presented: &Presented, network_id: &str) -> Result<MembersResponse, ApiError> {
+/// `GET /v1/networks/{id}/members`: the member list, for a peer of the network or its account's admin, and
+/// whether the caller is a peer that never used its token (then this is its first read, which must end the
+/// enrollment retry window: [`first_use`]), found in the member list itself, so it costs no extra read.
+pub fn members(
+    tx: &mut dyn ReadTx,
+    presented: &Presented,
+    network_id: &str,
+) -> Result<(MembersResponse, bool), ApiError> {
     let caller = authenticate(tx, presented, &[TokenKind::Peer, TokenKind::Admin])?;
     let network = visible_network(tx, &caller, network_id)?;
-    snapshot(tx, &network)
+    let peers = tx.peers(&network.id)?;
+    let unused = caller.kind == TokenKind::Peer
+        && peers
+            .iter()
+            .any(|p| caller.peer_id.as_deref() == Some(p.id.as_str()) && !p.token_used());
+    Ok((snapshot_of(tx, &network, &peers)?, unused))
 }
 
 /// The whole network as daemons see it, at its current revision: members and VIPs.
 pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<MembersResponse, ApiError> {
     let peers = tx.peers(&network.id)?;
-    let vips = views::network_vips(tx, &network.id, &peers)?;
+    snapshot_of(tx, network, &peers)
+}
+
+/// [`snapshot`] with the network's peers already read.
+fn snapshot_of(tx: &mut dyn ReadTx, network: &Network, peers: &[Peer]) -> Result<MembersResponse, ApiError> {
+    let vips = views::network_vips(tx, &network.id, peers)?;
     Ok(MembersResponse {
         network_id: network.id.clone(),
         revision: network.revision,

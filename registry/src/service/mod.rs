@@ -29,8 +29,8 @@ mod views;
 pub use admin::{
     create_account, create_enrollment_token, create_network, list_enrollment_tokens, revoke_enrollment_token,
 };
-pub use enroll::{enroll, enrolled_members, first_use, members, unused_peer_token};
-pub use fanout::{network_snapshot, watched_network};
+pub use enroll::{enroll, enrolled_members, first_use, members};
+pub use fanout::{network_snapshot, watch_started, watched_network};
 pub use handshake::{handshake, report};
 pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state};
 pub use reap::{reap, remove_peer, Ttls};
