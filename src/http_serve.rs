@@ -1,7 +1,9 @@
 //! Hardened HTTP/1.1 serving: the one place that bounds what a client can hold open, used by every HTTP
 //! endpoint of the crate (the registry's API over plain TCP and TLS, and sdwand's `/metrics`).
 //!
-//! `axum::serve` sets no hyper timer, so hyper's header-read timeout is off, and it caps nothing: a client
+//! It serves any hyper service (sdwand's `/metrics` is a plain one, the registry wraps its axum router in
+//! `hyper_util::service::TowerToHyperService`), so this crate needs no web framework. A bare server (such as
+//! `axum::serve`) sets no hyper timer, so hyper's header-read timeout is off, and it caps nothing: a client
 //! that opens connections and sends nothing (or one byte a minute) holds a file descriptor each until the
 //! process runs out. Here:
 //!
@@ -23,8 +25,9 @@
 //! asked to finish its request in flight, and [`serve_with`] returns when the last one closed (each within
 //! `close_grace`).
 //!
-//! Per-request deadlines belong to the application's router (the registry exempts its long-poll watch).
+//! Per-request deadlines belong to the application's service (the registry exempts its long-poll watch).
 
+use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -32,10 +35,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -95,10 +99,39 @@ impl ConnectionStats {
     }
 }
 
+/// What [`serve`] can serve: a hyper service, cloned for every connection, answering with any body.
+/// Implemented for every such service (an axum `Router` qualifies once wrapped in
+/// `hyper_util::service::TowerToHyperService`).
+pub trait App:
+    Service<Request<Incoming>, Response = Response<Self::Body>, Error = Self::Failure, Future = Self::Answer>
+    + Clone
+    + Send
+    + 'static
+{
+    /// The answers' body.
+    type Body: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static;
+    /// The service's error (the connection ends with it).
+    type Failure: Into<Box<dyn StdError + Send + Sync>>;
+    /// The future of one answer.
+    type Answer: Future<Output = Result<Response<Self::Body>, Self::Failure>> + Send + 'static;
+}
+
+impl<S, B> App for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static,
+{
+    type Body = B;
+    type Failure = S::Error;
+    type Answer = S::Future;
+}
+
 /// Serves `app` over plain TCP on `listener` until `shutdown` completes, within `limits`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     limits: Limits,
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send,
@@ -108,14 +141,15 @@ pub async fn serve(
 
 /// [`serve`] with `handshake` run on every accepted connection first (TLS); a connection whose handshake
 /// fails is dropped. The handshake must bound its own time.
-pub async fn serve_with<H, F, Io>(
+pub async fn serve_with<A, H, F, Io>(
     listener: TcpListener,
-    app: Router,
+    app: A,
     limits: Limits,
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send,
     handshake: H,
 ) where
+    A: App,
     H: Fn(TcpStream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = io::Result<Io>> + Send + 'static,
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -176,8 +210,9 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<H, F, Io>(mut self, tcp: TcpStream, peer: SocketAddr, app: Router, handshake: H)
+    async fn run<A, H, F, Io>(mut self, tcp: TcpStream, peer: SocketAddr, app: A, handshake: H)
     where
+        A: App,
         H: Fn(TcpStream) -> F,
         F: Future<Output = io::Result<Io>>,
         Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -201,8 +236,9 @@ impl Connection {
         drop(self.slot);
     }
 
-    async fn serve<Io>(&mut self, io: Io, peer: SocketAddr, app: Router, born: Instant)
+    async fn serve<A, Io>(&mut self, io: Io, peer: SocketAddr, app: A, born: Instant)
     where
+        A: App,
         Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let limits = self.limits;
@@ -210,7 +246,7 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(MAX_BUF)
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+            .serve_connection(TokioIo::new(io), app);
         tokio::pin!(conn);
         tokio::select! {
             done = conn.as_mut() => return log_end(peer, done),

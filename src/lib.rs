@@ -17,8 +17,10 @@
 //! - [`http_serve`]: hardened HTTP serving (connection cap, header and idle timeouts) for every endpoint.
 //! - [`control`]: the local operator surface: the `sdwanctl` protocol, its unix socket, and its text output.
 //! - [`daemon`]: the event loop that ties it together (signals, timers, systemd notify).
-//! - [`registry`]: the `sdwan-registry` server: store, service logic and HTTP API.
 //! - [`client`]: sdwand's registry client: enrollment, watch, pinning, reports, the k3s handshake.
+//!
+//! The registry server is the `sdwan-registry` crate (`registry/`), which depends on this one; nothing here
+//! depends on it.
 #![warn(missing_docs)]
 
 pub mod client;
@@ -31,7 +33,6 @@ pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod reconcile;
-pub mod registry;
 pub mod statedir;
 pub mod vip;
 pub mod vocab;

@@ -14,7 +14,9 @@ use prometheus::{
 use crate::http_serve::{self, ConnectionStats, Limits};
 use crate::mesh::{ActualDevice, Desired};
 
+mod endpoint;
 mod vip;
+pub use endpoint::Endpoint;
 pub use vip::{VipGauges, VipMetrics};
 
 /// Every metric sdwand exports.
@@ -208,24 +210,19 @@ impl Metrics {
         String::from_utf8(buf).expect("the text encoder writes UTF-8")
     }
 
-    /// Serves `GET /metrics` on `listener` until the task is dropped, within [`Limits::METRICS`] (a local
-    /// user cannot hold the daemon's file descriptors through it).
+    /// Serves `GET /metrics` ([`Endpoint`]) on `listener` until the task is dropped, within
+    /// [`Limits::METRICS`] (a local user cannot hold the daemon's file descriptors through it).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let stats = Arc::new(ConnectionStats::default());
-        http_serve::serve(listener, self.router(), Limits::METRICS, stats, std::future::pending()).await;
-        Ok(())
-    }
-
-    /// The endpoint's routes: `GET /metrics`.
-    fn router(self) -> axum::Router {
-        use axum::{http::header, routing::get, Router};
-        Router::new().route(
-            "/metrics",
-            get(move || {
-                let m = self.clone();
-                async move { ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], m.render()) }
-            }),
+        http_serve::serve(
+            listener,
+            Endpoint::new(self),
+            Limits::METRICS,
+            stats,
+            std::future::pending(),
         )
+        .await;
+        Ok(())
     }
 }
 

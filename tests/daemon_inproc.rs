@@ -216,16 +216,16 @@ fn the_daemon_starts_reloads_answers_and_stops_in_process() {
     });
 }
 
-/// The registry server in the test process: every use of the registry's code is here, so that its
-/// move to another crate changes only this module's imports.
+/// The registry server in the test process (the `sdwan-registry` crate, a dev-dependency): every use of
+/// the registry's code is here.
 mod registry {
     use std::net::SocketAddr;
     use std::sync::Arc;
 
-    use sdwand::registry::api;
-    use sdwand::registry::service;
-    use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
-    use sdwand::registry::store::Store;
+    use sdwan_registry::api;
+    use sdwan_registry::service;
+    use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore};
+    use sdwan_registry::store::Store;
     use serde_json::{json, Value};
 
     /// A registry served over plain HTTP on `[::1]` of the calling thread's namespace until dropped, with

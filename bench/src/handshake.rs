@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sdwand::registry::store::sqlite::{SqliteOptions, SqliteStore};
-use sdwand::registry::store::Store;
-use sdwand::registry::{api, service};
+use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore};
+use sdwan_registry::store::Store;
+use sdwan_registry::{api, service};
 use serde::Serialize;
 
 use crate::error::{BenchError, Result};

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sdwand::registry::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
+use sdwand::vocab::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
 use sdwand::vocab::ClusterState;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

@@ -14,8 +14,8 @@ use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
-use sdwand::registry::wire::CreateEnrollmentTokenRequest;
 use sdwand::vocab::name::PeerName;
+use sdwand::vocab::wire::CreateEnrollmentTokenRequest;
 use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 

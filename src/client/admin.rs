@@ -11,7 +11,7 @@ use std::path::Path;
 use reqwest::Method;
 
 use super::http::{segment, ClientError, RegistryClient};
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, EnrollmentTokenInfo,
     EnrollmentTokenView, EnrollmentTokensResponse, PeersResponse, VipMoveRequest, VipView, VipsResponse,
 };

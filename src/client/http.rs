@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::RegistryConfig;
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateView, EnrollRequest, EnrollResponse, HandshakeRequest, HandshakeResponse, K3sStatus, MembersResponse,
     PeerReportRequest, PeerReportResponse, ReportRequest,
 };

@@ -10,8 +10,8 @@ use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use crate::config::K3sConfig;
-use crate::registry::wire::{HandshakeRequest, HandshakeResponse, Phase};
 use crate::statedir::write_atomic;
+use crate::vocab::wire::{HandshakeRequest, HandshakeResponse, Phase};
 use crate::vocab::Role;
 
 /// Retry delays of a handshake the registry did not answer.

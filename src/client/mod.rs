@@ -47,10 +47,10 @@ mod tasks;
 pub mod view;
 
 use crate::config::{Config, ConfigError, ConfigErrors, K3sConfig, RegistryConfig};
-use crate::registry::wire::{
+use crate::vip::{VipStatus, MAX_TERM};
+use crate::vocab::wire::{
     EnrollRequest, EpochView, HandshakeResponse, K3sStatus, MembersResponse, PeerReportRequest, VipEpochView, VipReport,
 };
-use crate::vip::{VipStatus, MAX_TERM};
 use crate::vocab::Role;
 use backoff::Backoff;
 use http::{ClientError, RegistryClient};

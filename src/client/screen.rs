@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::metrics::ClientMetrics;
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use super::view;
-use crate::registry::wire::MembersResponse;
+use crate::vocab::wire::MembersResponse;
 
 /// The view to keep of `view`: members re-keyed against the pins taken out (logged, counted; their
 /// addresses are returned with the view), then [`view::validate`]d. A refused view is logged at error with

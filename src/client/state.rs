@@ -13,8 +13,8 @@ use ipnet::Ipv6Net;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::wire::MembersResponse;
 use crate::statedir::{self, create_dir, write_atomic};
+use crate::vocab::wire::MembersResponse;
 
 /// This node's identity in the registry, from its enrollment. `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,7 +337,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::wire::MemberView;
+    use crate::vocab::wire::MemberView;
     use crate::vocab::Lifecycle;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::registry::wire::{
+use crate::vocab::wire::{
     ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, EpochView,
     PeersResponse, VipView, VipsResponse,
 };
@@ -258,7 +258,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::wire::{CandidateView, ClusterView, MemberView, MoveRequestView, PeerView};
+    use crate::vocab::wire::{CandidateView, ClusterView, MemberView, MoveRequestView, PeerView};
     use crate::vocab::{ClusterState, Lifecycle, Role};
 
     fn vip() -> VipView {

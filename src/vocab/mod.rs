@@ -3,12 +3,13 @@
 //!
 //! Types and constants only, with the small methods that belong to them (ordering, display, parsing).
 //! It must not import any other module of the crate, nor hold behaviour of its own: the protocol lives in
-//! [`crate::vip`], the registry's rules in [`crate::registry`].
+//! [`crate::vip`], the registry's rules in the `sdwan-registry` crate.
 
 /// Peer names: [`name::PeerName`], the one rule for what a node may be called.
 pub mod name;
 mod role;
 mod term;
+pub mod wire;
 
-pub use role::{ClusterState, Lifecycle, PeerState, Role, MAX_CANDIDATES};
+pub use role::{ClusterState, Lifecycle, PeerState, Role, UnknownName, MAX_CANDIDATES};
 pub use term::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};

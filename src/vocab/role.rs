@@ -1,6 +1,9 @@
 //! Roles and stages: what a peer is and does (k3s role, lifecycle, its state for a VIP) and a cluster's
 //! stage, as the daemon, the registry and `sdwanctl` all name them.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 /// The most candidates a VIP may have: a heartbeat reports liveness for at most this many, the registry
@@ -82,3 +85,48 @@ impl PeerState {
         }
     }
 }
+
+/// A name that is not one of an enum's known names (a newer schema, a corrupt row, a mistyped argument).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownName {
+    /// Which enum.
+    pub what: &'static str,
+    /// The text found.
+    pub value: String,
+}
+
+/// `as_str`, [`FromStr`] and [`fmt::Display`] for an enum, from its stable names.
+macro_rules! names {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stable name used on the wire, in the registry's store and in `sdwanctl`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(UnknownName { what: $what, value: s.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(Lifecycle, "lifecycle class", { Persistent => "persistent", Ephemeral => "ephemeral", Spot => "spot" });
+names!(Role, "role", { Server => "server", Agent => "agent" });
+names!(ClusterState, "cluster state", { Bootstrapping => "bootstrapping", Active => "active", Error => "error" });

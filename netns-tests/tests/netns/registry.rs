@@ -8,7 +8,7 @@ use std::time::Duration;
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::nodecfg::K3sSection;
 use sdwan_lab::{Lab, Layout, UpOptions};
-use sdwand::registry::wire::ClusterView;
+use sdwand::vocab::wire::ClusterView;
 use sdwand::vocab::ClusterState;
 use serde_json::json;
 

@@ -11,7 +11,7 @@ use wireguard_control::Key;
 
 use super::state::{Identity, Pins};
 use crate::config::{host_net, Config, ConfigError, ConfigErrors, Member, VipConfig};
-use crate::registry::wire::{MemberView, MembersResponse};
+use crate::vocab::wire::{MemberView, MembersResponse};
 use crate::vocab::MAX_CANDIDATES;
 use crate::vocab::MAX_TERM;
 

@@ -2,7 +2,7 @@
 //! configuration a view makes.
 
 use super::*;
-use crate::registry::wire::{CandidateView, EpochView, MoveRequestView, VipView};
+use crate::vocab::wire::{CandidateView, EpochView, MoveRequestView, VipView};
 use crate::vocab::Lifecycle;
 use std::path::Path;
 

@@ -1,0 +1,419 @@
+//! `sdwan-registry`'s configuration file (TOML).
+//!
+//! ```toml
+//! listen = "[::]:7443"                   # address of the HTTP API
+//! state_dir = "/var/lib/sdwan-registry"  # the store lives here (registry.db)
+//! insecure = true                        # plain HTTP: labs only
+//! # tls_cert = "/etc/sdwan-registry/cert.pem"
+//! # tls_key = "/etc/sdwan-registry/key.pem"
+//! ephemeral_ttl = "10m"                  # silent ephemeral peers are removed after this (persistent: shown stale)
+//! spot_ttl = "2m"                        # silent spot peers are removed after this (shorter than ephemeral_ttl)
+//! max_connections = 32768                # open connections at most; more are closed at once
+//! header_read_timeout = "10s"            # a request's head must arrive within this (also the idle timeout)
+//! max_connection_age = "10m"             # then a connection is closed after its request in flight
+//! request_timeout = "10s"                # every request but the watch is answered within this (else 503)
+//! watches_per_token = 4                  # concurrent long-poll watches of one token (429 beyond)
+//! report_min_interval = "500ms"          # one report write per peer token per interval (429 sooner)
+//! # metrics_token_file = "/etc/sdwan-registry/metrics-token"  # then GET /metrics needs this bearer token
+//! ```
+//!
+//! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
+//! HTTPS with the PEM certificate chain in `tls_cert` (leaf first) and the PEM private key in `tls_key`
+//! (PKCS#8, PKCS#1 or SEC1). Relative paths are taken from the directory of the configuration file. The files are read when
+//! the server starts ([`super::server::tls`]), so a bad file stops it with a message naming that file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::api;
+use super::service::Ttls;
+use sdwand::http_serve;
+use std::time::Duration;
+
+/// Where `sdwan-registry` looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/sdwan-registry/registry.toml";
+
+/// A validated registry configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// The store's directory.
+    pub state_dir: PathBuf,
+    /// The certificate and key to serve HTTPS with; `None` serves plain HTTP (`insecure = true`).
+    pub tls: Option<TlsFiles>,
+    /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`).
+    pub ttls: Ttls,
+    /// What clients may hold and how often they may call.
+    pub limits: Limits,
+    /// A file holding the bearer token `GET /metrics` requires; `None`: the metrics are public.
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// The registry's limits on clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections (`max_connections`, `header_read_timeout`, `max_connection_age`).
+    pub http: http_serve::Limits,
+    /// Requests (`request_timeout`, `watches_per_token`, `report_min_interval`).
+    pub api: api::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            http: http_serve::Limits {
+                max_connections: 32_768,
+                header_read_timeout: Duration::from_secs(10),
+                max_connection_age: Duration::from_secs(600),
+                close_grace: CLOSE_GRACE,
+            },
+            api: api::Limits::default(),
+        }
+    }
+}
+
+/// How long a connection asked to close may finish its request in flight: the longest watch, and some.
+const CLOSE_GRACE: Duration = Duration::from_millis(sdwand::vocab::wire::WATCH_MAX_WAIT_MS + 5_000);
+
+/// The PEM files of the registry's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`tls_cert`).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate (`tls_key`).
+    pub key: PathBuf,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The settings do not make a usable server.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default)]
+    insecure: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    ephemeral_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    spot_ttl: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_connection_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    watches_per_token: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    report_min_interval: Option<Duration>,
+    metrics_token_file: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0u16; 8], 7443))
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/sdwan-registry")
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServerConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates `text`, read from `path` (used in messages only).
+pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| ServerConfigError::Parse {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| {
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        }),
+        message: e.message().to_owned(),
+    })?;
+    let invalid = |message: &str| ServerConfigError::Invalid {
+        path: path.to_owned(),
+        message: message.to_owned(),
+    };
+    let beside = |file: PathBuf| match path.parent() {
+        Some(dir) => dir.join(file),
+        None => file,
+    };
+    let limits = limits(&raw).map_err(|m| invalid(&m))?;
+    let tls = tls_files(raw.insecure, raw.tls_cert.map(beside), raw.tls_key.map(beside)).map_err(invalid)?;
+    if raw.state_dir.as_os_str().is_empty() {
+        return Err(invalid("state_dir must not be empty"));
+    }
+    let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl).map_err(|m| invalid(&m))?;
+    if raw
+        .metrics_token_file
+        .as_ref()
+        .is_some_and(|f| f.as_os_str().is_empty())
+    {
+        return Err(invalid("metrics_token_file must name a file, not be empty"));
+    }
+    Ok(ServerConfig {
+        source: path.to_owned(),
+        listen: raw.listen,
+        state_dir: raw.state_dir,
+        tls,
+        ttls,
+        limits,
+        metrics_token_file: raw.metrics_token_file.map(beside),
+    })
+}
+
+/// The limits from the file (defaults for what is absent), each within its range.
+fn limits(raw: &Raw) -> Result<Limits, String> {
+    let d = Limits::default();
+    let count = |key: &str, value: Option<usize>, default: usize, max: usize| match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(format!("{key} = {n} is out of range: use 1 to {max}")),
+    };
+    let span = |key: &str, value: Option<Duration>, default: Duration, min: Duration, max: Duration| match value {
+        None => Ok(default),
+        Some(t) if (min..=max).contains(&t) => Ok(t),
+        Some(t) => Err(format!(
+            "{key} = \"{}\" is out of range: use \"{}\" to \"{}\"",
+            humantime::format_duration(t),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )),
+    };
+    let (ms, s) = (Duration::from_millis, Duration::from_secs);
+    Ok(Limits {
+        http: http_serve::Limits {
+            max_connections: count(
+                "max_connections",
+                raw.max_connections,
+                d.http.max_connections,
+                1_000_000,
+            )?,
+            header_read_timeout: span(
+                "header_read_timeout",
+                raw.header_read_timeout,
+                d.http.header_read_timeout,
+                ms(100),
+                s(600),
+            )?,
+            max_connection_age: span(
+                "max_connection_age",
+                raw.max_connection_age,
+                d.http.max_connection_age,
+                s(1),
+                s(86_400),
+            )?,
+            close_grace: d.http.close_grace,
+        },
+        api: api::Limits {
+            request_timeout: span(
+                "request_timeout",
+                raw.request_timeout,
+                d.api.request_timeout,
+                ms(100),
+                s(600),
+            )?,
+            watches_per_token: count(
+                "watches_per_token",
+                raw.watches_per_token,
+                d.api.watches_per_token,
+                1024,
+            )?,
+            report_min_interval: span(
+                "report_min_interval",
+                raw.report_min_interval,
+                d.api.report_min_interval,
+                Duration::ZERO,
+                s(60),
+            )?,
+        },
+    })
+}
+
+/// The TLS setting: the files, or `None` for plain HTTP, which must be asked for with `insecure = true`.
+fn tls_files(insecure: bool, cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, &'static str> {
+    match (insecure, cert, key) {
+        (true, None, None) => Ok(None),
+        (true, _, _) => Err("insecure = true and tls_cert/tls_key are both set: choose one"),
+        (false, None, None) => Err(
+            "no TLS certificate is configured: set tls_cert and tls_key, or set insecure = true to serve plain \
+             HTTP (bearer tokens travel in clear: labs only)",
+        ),
+        (false, Some(cert), Some(key)) if cert.as_os_str().is_empty() || key.as_os_str().is_empty() => {
+            Err("tls_cert and tls_key must name files, not be empty")
+        }
+        (false, Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (false, _, _) => Err("tls_cert and tls_key must be set together"),
+    }
+}
+
+/// The reaper's TTLs from the file (defaults for what is absent): both at least a second, spot shorter.
+fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>) -> Result<Ttls, String> {
+    let defaults = Ttls::default();
+    let ttls = Ttls {
+        ephemeral: ephemeral.unwrap_or(defaults.ephemeral),
+        spot: spot.unwrap_or(defaults.spot),
+    };
+    for (key, ttl) in [("ephemeral_ttl", ttls.ephemeral), ("spot_ttl", ttls.spot)] {
+        if ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "{key} = {:?} is too short: peers report every few seconds; use at least \"1s\"",
+                humantime::format_duration(ttl).to_string()
+            ));
+        }
+    }
+    if ttls.spot >= ttls.ephemeral {
+        return Err(format!(
+            "spot_ttl ({}) must be shorter than ephemeral_ttl ({}): spot peers are reaped first",
+            humantime::format_duration(ttls.spot),
+            humantime::format_duration(ttls.ephemeral)
+        ));
+    }
+    Ok(ttls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_server_example_config_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/sdwan-registry.example.toml"
+        ));
+        let cfg = load(path).unwrap();
+        assert_eq!(cfg.ttls.spot, Duration::from_secs(120));
+        assert!(cfg.tls.is_some());
+    }
+
+    fn check(text: &str) -> Result<ServerConfig, String> {
+        parse(Path::new("r.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn insecure_is_explicit() {
+        let c = check("listen = \"127.0.0.1:8080\"\nstate_dir = \"/tmp/r\"\ninsecure = true\n").expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        let e = check("state_dir = \"/tmp/r\"\n").expect_err("no TLS, not insecure");
+        assert!(e.contains("no TLS certificate") && e.contains("insecure = true"), "{e}");
+        assert_eq!(c.tls, None);
+        let text = "insecure = false\ntls_cert = \"/etc/r/c.pem\"\ntls_key = \"k.pem\"\n";
+        let c = parse(Path::new("/etc/sdwan-registry/r.toml"), text).expect("TLS");
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/r/c.pem".into(),
+                key: "/etc/sdwan-registry/k.pem".into()
+            })
+        );
+        assert!(check("tls_cert = \"\"\ntls_key = \"k\"\n")
+            .expect_err("empty")
+            .contains("name files"));
+        assert!(check("tls_cert = \"c\"\n").expect_err("half").contains("together"));
+        assert!(check("insecure = true\ntls_key = \"k\"\n")
+            .expect_err("both")
+            .contains("choose one"));
+    }
+
+    #[test]
+    fn ttls_parse_and_validate() {
+        let base = "insecure = true\n";
+        assert_eq!(check(base).expect("defaults").ttls, Ttls::default());
+        let c = check(&format!("{base}ephemeral_ttl = \"1h 30m\"\nspot_ttl = \"45s\"\n")).expect("valid");
+        assert_eq!(c.ttls.ephemeral, Duration::from_secs(5400));
+        assert_eq!(c.ttls.spot, Duration::from_secs(45));
+        let e = check(&format!("{base}ephemeral_ttl = \"1m\"\n")).expect_err("spot (2m) not shorter");
+        assert!(
+            e.contains("spot_ttl (2m) must be shorter than ephemeral_ttl (1m)"),
+            "{e}"
+        );
+        let e = check(&format!("{base}spot_ttl = \"0s\"\n")).expect_err("zero");
+        assert!(e.contains("spot_ttl") && e.contains("too short"), "{e}");
+        let e = check(&format!("{base}\nspot_ttl = \"soon\"\n")).expect_err("not a duration");
+        assert!(e.starts_with("r.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn limits_parse_and_validate() {
+        let base = "insecure = true\n";
+        let c = check(base).expect("defaults");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.metrics_token_file, None);
+        let c = check(&format!(
+            "{base}max_connections = 10\nheader_read_timeout = \"200ms\"\nmax_connection_age = \"1m\"\n\
+             request_timeout = \"2s\"\nwatches_per_token = 2\nreport_min_interval = \"0s\"\n\
+             metrics_token_file = \"m\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.limits.http.max_connections, 10);
+        assert_eq!(c.limits.http.header_read_timeout, Duration::from_millis(200));
+        assert_eq!(c.limits.http.max_connection_age, Duration::from_secs(60));
+        assert_eq!(c.limits.api.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.api.watches_per_token, 2);
+        assert_eq!(c.limits.api.report_min_interval, Duration::ZERO);
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("m")));
+        let e = check(&format!("{base}max_connections = 0\n")).expect_err("zero");
+        assert!(e.contains("max_connections = 0 is out of range"), "{e}");
+        let e = check(&format!("{base}header_read_timeout = \"1ms\"\n")).expect_err("too short");
+        assert!(e.contains("header_read_timeout") && e.contains("100ms"), "{e}");
+        let e = check(&format!("{base}metrics_token_file = \"\"\n")).expect_err("empty");
+        assert!(e.contains("metrics_token_file"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = check("insecure = true\nlisten = \"nowhere\"\n").expect_err("bad address");
+        assert!(e.starts_with("r.toml:2:"), "{e}");
+        let e = check("insecure = true\n\nlsten = \"[::]:1\"\n").expect_err("unknown key");
+        assert!(e.starts_with("r.toml:3:"), "{e}");
+    }
+}

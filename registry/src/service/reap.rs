@@ -1,0 +1,125 @@
+//! Removing peers: the cascade shared by the reaper and `DELETE /v1/peers/{id}`, and the reaper's choice
+//! of silent peers.
+//!
+//! A removed peer leaves nothing behind: its tokens (refused from then on), its cluster membership, its
+//! VIP candidacy (the other candidates keep their order), any VIP's holder or move target naming it, and
+//! the peer row. Its network's revision is bumped, so every daemon drops it from its interface.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::error::ApiError;
+use crate::model::Peer;
+use crate::store::WriteTx;
+use sdwand::vocab::Lifecycle;
+
+/// How long peers may stay silent (no call to the registry) before they are stale or reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    /// Ephemeral peers are removed after this; persistent peers are shown stale after it.
+    pub ephemeral: Duration,
+    /// Spot peers are removed after this (shorter than `ephemeral`).
+    pub spot: Duration,
+}
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Ttls {
+            ephemeral: Duration::from_secs(600),
+            spot: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Ttls {
+    /// The silence after which a peer of `class` is stale (and, unless persistent, reaped).
+    pub fn of(&self, class: Lifecycle) -> Duration {
+        match class {
+            Lifecycle::Persistent | Lifecycle::Ephemeral => self.ephemeral,
+            Lifecycle::Spot => self.spot,
+        }
+    }
+
+    /// Whether `peer` has been silent past its class's TTL at `now_ms`.
+    pub fn stale(&self, peer: &Peer, now_ms: u64) -> bool {
+        let ttl = u64::try_from(self.of(peer.lifecycle).as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(peer.last_seen_ms) > ttl
+    }
+}
+
+/// A pass removes at most this share of a network's peers (at least one): a wrong clock or a lost write
+/// cannot empty a network at once, and a network that really lost many peers is emptied over a few passes.
+pub const MAX_REAPED_SHARE_PERCENT: usize = 10;
+
+/// Removes ephemeral and spot peers silent past their TTL at `now_ms`, each with its full cascade, at
+/// most [`MAX_REAPED_SHARE_PERCENT`] % of each network's peers (at least one; the longest silent first);
+/// answers the removed peers. Persistent peers are never removed.
+///
+/// Silence counts from `counts_from_ms` at the earliest: the registry's start, or the last moment it may
+/// have missed reports (see [`crate::reaper`]). Peers cannot report to a registry that is down
+/// or deaf, so one back from an outage longer than a TTL must not reap them all.
+pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, counts_from_ms: u64) -> Result<Vec<Peer>, ApiError> {
+    let shortest = u64::try_from(ttls.spot.min(ttls.ephemeral).as_millis()).unwrap_or(u64::MAX);
+    let mut silent: Vec<Peer> = tx
+        .silent_peers(now_ms.saturating_sub(shortest))?
+        .into_iter()
+        .filter(|peer| {
+            let heard = Peer {
+                last_seen_ms: peer.last_seen_ms.max(counts_from_ms),
+                ..peer.clone()
+            };
+            peer.lifecycle != Lifecycle::Persistent && ttls.stale(&heard, now_ms)
+        })
+        .collect();
+    silent.sort_by_key(|p| p.last_seen_ms);
+    let mut budget: HashMap<String, usize> = HashMap::new();
+    let (mut removed, mut deferred) = (Vec::new(), 0usize);
+    for peer in silent {
+        if !budget.contains_key(&peer.network_id) {
+            let size = tx.peers(&peer.network_id)?.len();
+            budget.insert(peer.network_id.clone(), (size * MAX_REAPED_SHARE_PERCENT / 100).max(1));
+        }
+        let Some(left) = budget.get_mut(&peer.network_id).filter(|left| **left > 0) else {
+            deferred += 1;
+            continue;
+        };
+        *left -= 1;
+        remove_peer(tx, &peer)?;
+        tracing::info!(
+            peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
+            silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, "silent peer reaped"
+        );
+        removed.push(peer);
+    }
+    if deferred > 0 {
+        tracing::warn!(
+            deferred, removed = removed.len(),
+            "reaping is capped at {MAX_REAPED_SHARE_PERCENT} % of a network per pass; the others wait for the next passes"
+        );
+    }
+    Ok(removed)
+}
+
+/// Removes `peer` with everything hanging off it and bumps its network's revision.
+pub fn remove_peer(tx: &mut dyn WriteTx, peer: &Peer) -> Result<(), ApiError> {
+    for mut vip in tx.vips(&peer.network_id)? {
+        let before = vip.clone();
+        vip.candidates.retain(|id| *id != peer.id);
+        if vip.holder.as_deref() == Some(peer.id.as_str()) {
+            vip.holder = None;
+            vip.confirmed_peers = None;
+        }
+        if vip.move_to.as_deref() == Some(peer.id.as_str()) {
+            vip.move_to = None;
+        }
+        if vip != before {
+            tx.put_vip(&vip)?;
+        }
+    }
+    tx.delete_peer(&peer.id)?;
+    if let Some(mut network) = tx.network(&peer.network_id)? {
+        network.revision += 1;
+        tx.put_network(&network)?;
+    }
+    Ok(())
+}

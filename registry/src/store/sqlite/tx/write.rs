@@ -1,0 +1,191 @@
+//! The writes of [`WriteTx`] in SQL: inserts, updates and the removal of a peer, on the rows
+//! [`super`] decodes.
+
+use rusqlite::params;
+
+use super::{corrupt, join, optional_signed, signed, SqlTx};
+use crate::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use crate::store::{StoreError, WriteTx};
+
+impl WriteTx for SqlTx<'_> {
+    fn put_account(&mut self, a: &Account) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, created_at = ?3",
+            )?
+            .execute(params![a.id, a.name, signed(a.created_at_ms)?])?;
+        Ok(())
+    }
+
+    fn put_network(&mut self, n: &Network) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, \
+                 next_vip_offset, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (id) DO UPDATE SET account_id = ?2, name = ?3, overlay_prefix = ?4, vip_pool = ?5, \
+                 revision = ?6, next_peer_offset = ?7, next_vip_offset = ?8, created_at = ?9",
+            )?
+            .execute(params![
+                n.id,
+                n.account_id,
+                n.name,
+                n.overlay_prefix.to_string(),
+                n.vip_pool.to_string(),
+                signed(n.revision)?,
+                signed(n.next_peer_offset)?,
+                signed(n.next_vip_offset)?,
+                signed(n.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        let l = &t.limits;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tokens (key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, \
+                 expires_at, max_uses, uses, roles, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                t.key_id,
+                t.kind.as_str(),
+                &t.secret_hash[..],
+                t.account_id,
+                t.network_id,
+                t.peer_id,
+                signed(t.created_at_ms)?,
+                optional_signed(l.expires_at_ms)?,
+                optional_signed(l.max_uses)?,
+                signed(l.uses)?,
+                l.roles.as_deref().map(join),
+                optional_signed(l.revoked_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn update_token(&mut self, t: &TokenRecord) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE tokens SET uses = ?2, revoked_at = ?3 WHERE key_id = ?1")?
+            .execute(params![
+                t.key_id,
+                signed(t.limits.uses)?,
+                optional_signed(t.limits.revoked_at_ms)?
+            ])?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(corrupt("tokens", format!("update of missing token {:?}", t.key_id)))
+        }
+    }
+
+    fn put_peer(&mut self, p: &Peer) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles, \
+                 routed_prefixes, last_seen, created_at, enrolled_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (id) DO UPDATE SET network_id = ?2, name = ?3, public_key = ?4, endpoint = ?5, \
+                 address = ?6, lifecycle = ?7, roles = ?8, routed_prefixes = ?9, last_seen = ?10, created_at = ?11, \
+                 enrolled_by = ?12",
+            )?
+            .execute(params![
+                p.id,
+                p.network_id,
+                p.name,
+                p.public_key,
+                p.endpoint.map(|e| e.to_string()),
+                p.address.to_string(),
+                p.lifecycle.as_str(),
+                join(&p.roles),
+                join(&p.routed_prefixes),
+                signed(p.last_seen_ms)?,
+                signed(p.created_at_ms)?,
+                p.enrolled_by,
+            ])?;
+        Ok(())
+    }
+
+    fn put_cluster(&mut self, c: &Cluster) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET account_id = ?2, \
+                 network_id = ?3, name = ?4, state = ?5, vip_id = ?6, join_token = ?7, created_at = ?8",
+            )?
+            .execute(params![
+                c.id,
+                c.account_id,
+                c.network_id,
+                c.name,
+                c.state.as_str(),
+                c.vip_id,
+                c.join_token,
+                signed(c.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn put_member(&mut self, m: &ClusterMember) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cluster_members (peer_id, cluster_id, role, joined_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (peer_id) DO UPDATE SET cluster_id = ?2, role = ?3, joined_at = ?4",
+            )?
+            .execute(params![
+                m.peer_id,
+                m.cluster_id,
+                m.role.as_str(),
+                signed(m.joined_at_ms)?
+            ])?;
+        Ok(())
+    }
+
+    fn put_vip(&mut self, v: &Vip) -> Result<(), StoreError> {
+        let (term, rank) = match v.epoch {
+            Some(e) => (Some(signed(e.term)?), Some(i64::from(e.rank))),
+            None => (None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO vips (id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, \
+                 move_to, move_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET \
+                 network_id = ?2, address = ?3, holder = ?4, epoch_term = ?5, epoch_rank = ?6, \
+                 confirmed_peers = ?7, move_to = ?8, move_seq = ?9",
+            )?
+            .execute(params![
+                v.id,
+                v.network_id,
+                v.address.to_string(),
+                v.holder,
+                term,
+                rank,
+                v.confirmed_peers,
+                v.move_to,
+                signed(v.move_seq)?
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM vip_candidates WHERE vip_id = ?1")?
+            .execute([&v.id])?;
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO vip_candidates (vip_id, rank, peer_id) VALUES (?1, ?2, ?3)")?;
+        for (rank, peer_id) in v.candidates.iter().enumerate() {
+            insert.execute(params![v.id, signed(rank as u64)?, peer_id])?;
+        }
+        Ok(())
+    }
+
+    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM tokens WHERE peer_id = ?1",
+            "DELETE FROM cluster_members WHERE peer_id = ?1",
+            "DELETE FROM peers WHERE id = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([peer_id])?;
+        }
+        Ok(())
+    }
+}
