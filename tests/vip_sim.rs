@@ -137,3 +137,8 @@ fn no_failover_under_moderate_loss() {
 fn returning_rank0_and_preemption() {
     run_class(Class::Return);
 }
+
+#[test]
+fn restarting_the_holder_never_flaps() {
+    run_class(Class::Restart);
+}

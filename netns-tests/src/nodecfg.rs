@@ -143,6 +143,37 @@ pub struct K3sSection {
     pub cluster_name: String,
     /// Where the daemon writes the k3s config drop-in (inside the peer's lab directory).
     pub config_path: PathBuf,
+    /// `[k3s.health]`: the health check of the cluster's VIP on this node (absent: always healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSection>,
+}
+
+/// `[k3s.health]` (or `[vip.health]`): a TCP connect check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSection {
+    /// `tcp`.
+    pub kind: String,
+    /// What to connect to.
+    pub target: SocketAddr,
+    /// Check period, humantime (`1s`).
+    pub interval: String,
+    /// Passes in a row to become healthy.
+    pub rise: u32,
+    /// Failures in a row to become unhealthy.
+    pub fall: u32,
+}
+
+impl HealthSection {
+    /// A TCP connect check of `target` every `interval`.
+    pub fn tcp(target: SocketAddr, interval: &str, rise: u32, fall: u32) -> Self {
+        HealthSection {
+            kind: "tcp".to_owned(),
+            target,
+            interval: interval.to_owned(),
+            rise,
+            fall,
+        }
+    }
 }
 
 impl K3sSection {
@@ -154,6 +185,7 @@ impl K3sSection {
             target_cluster_id: String::new(),
             cluster_name: cluster_name.to_owned(),
             config_path,
+            health: None,
         }
     }
 
@@ -166,6 +198,7 @@ impl K3sSection {
             target_cluster_id: target.to_owned(),
             cluster_name: String::new(),
             config_path,
+            health: None,
         }
     }
 }

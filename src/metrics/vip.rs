@@ -95,7 +95,7 @@ impl VipMetrics {
             ),
             failovers: counter(
                 "sdwand_vip_failovers_total",
-                "Claims made by this node, by reason (initial, holder_dead, manual, shutdown, health, preempt).",
+                "Claims made by this node, by reason (initial, restart, holder_dead, manual, shutdown, health, preempt).",
                 &["vip", "reason"],
             ),
             detection_to_claim: histogram(
@@ -199,7 +199,15 @@ impl VipMetrics {
         self.single_candidate
             .with_label_values(&[vip])
             .set(i64::from(state.single_candidate));
-        for reason in ["initial", "holder_dead", "manual", "shutdown", "health", "preempt"] {
+        for reason in [
+            "initial",
+            "restart",
+            "holder_dead",
+            "manual",
+            "shutdown",
+            "health",
+            "preempt",
+        ] {
             self.failovers.with_label_values(&[vip, reason]);
         }
     }

@@ -17,7 +17,8 @@ use tokio::time::MissedTickBehavior;
 use crate::config::{HealthCheck, HealthConfig};
 
 /// Debounces check results: `rise` passes in a row make an unhealthy node healthy, `fall` failures in a row
-/// make a healthy node unhealthy. A node starts unhealthy, so it is healthy only after `rise` passes.
+/// make a healthy node unhealthy. A node starts unhealthy, so it is healthy only after `rise` passes, unless
+/// its start state is given ([`Hysteresis::starting`]: a restarted holder's check is assumed to pass).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hysteresis {
     /// Passes in a row needed to become healthy (at least 1).
@@ -33,10 +34,16 @@ pub struct Hysteresis {
 impl Hysteresis {
     /// An unhealthy start; a `rise` or `fall` of 0 counts as 1.
     pub fn new(rise: u32, fall: u32) -> Hysteresis {
+        Hysteresis::starting(rise, fall, false)
+    }
+
+    /// A start in state `healthy`: from a healthy start, `fall` failures in a row make it unhealthy (and
+    /// passes change nothing); from an unhealthy one, as [`Hysteresis::new`].
+    pub fn starting(rise: u32, fall: u32, healthy: bool) -> Hysteresis {
         Hysteresis {
             rise: rise.max(1),
             fall: fall.max(1),
-            healthy: false,
+            healthy,
             streak: 0,
         }
     }
@@ -222,19 +229,20 @@ fn pem_error(path: &Path, e: &reqwest::Error) -> HealthError {
     }
 }
 
-/// Starts checking `cfg.check` every `cfg.interval`. The receiver starts `false` (unhealthy) and changes
-/// only when the debounced state does; each change is logged once, with the target and the reason. A
-/// setup problem (an unreadable CA file, say) is logged when it first appears or changes. The task ends
-/// when every receiver is dropped.
-pub fn spawn(cfg: HealthConfig) -> (watch::Receiver<bool>, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(false);
-    (rx, tokio::spawn(run(cfg, tx)))
+/// Starts checking `cfg.check` every `cfg.interval`. The receiver starts at `healthy` (normally `false`:
+/// healthy only after `rise` passes; `true` assumes the check passes until `fall` failures in a row) and
+/// changes only when the debounced state does; each change is logged once, with the target and the
+/// reason. A setup problem (an unreadable CA file, say) is logged when it first appears or changes. The
+/// task ends when every receiver is dropped.
+pub fn spawn(cfg: HealthConfig, healthy: bool) -> (watch::Receiver<bool>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(healthy);
+    (rx, tokio::spawn(run(cfg, healthy, tx)))
 }
 
-async fn run(cfg: HealthConfig, tx: watch::Sender<bool>) {
+async fn run(cfg: HealthConfig, healthy: bool, tx: watch::Sender<bool>) {
     let target = cfg.check.target();
     let mut checker = Checker::new(cfg.check);
-    let mut state = Hysteresis::new(cfg.rise, cfg.fall);
+    let mut state = Hysteresis::starting(cfg.rise, cfg.fall, healthy);
     let mut setup_problem: Option<String> = None;
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -204,7 +204,10 @@ pub struct Machine {
 impl Machine {
     /// A machine for `params`. `incarnation` must grow with every start of this node (it fences replays
     /// of an earlier run's datagrams); `healthy` is the health to start with (false when a health check is
-    /// configured and has not passed yet).
+    /// configured and has not passed yet, except that the daemon assumes a candidate that adopted the
+    /// address healthy: see "Restart and adoption" in `docs/protocol.md`). A candidate that adopted the
+    /// address and still has it when listening ends claims at once if the claim rule picks it
+    /// ([`ClaimReason::Restart`]), keeping the address; otherwise it drops it.
     pub fn new(params: Params, now: Instant, incarnation: u64, healthy: bool, adopt: Adopt) -> Machine {
         let mut m = Machine {
             incarnation,

@@ -66,6 +66,10 @@ impl HandoverReason {
 pub enum ClaimReason {
     /// No holder was known after listening.
     Initial,
+    /// A restarted candidate that adopted the VIP address (it held the VIP when its daemon stopped) heard
+    /// no live holder while listening and claims afresh, keeping the address throughout (see "Restart and
+    /// adoption" in `docs/protocol.md`).
+    Restart,
     /// The holder stopped sending heartbeats (or stopped holding).
     HolderDead,
     /// The holder handed over.
@@ -81,6 +85,7 @@ impl ClaimReason {
     pub fn as_str(self) -> &'static str {
         match self {
             ClaimReason::Initial => "initial",
+            ClaimReason::Restart => "restart",
             ClaimReason::HolderDead => "holder_dead",
             ClaimReason::Handover(HandoverReason::Manual) => "manual",
             ClaimReason::Handover(HandoverReason::Shutdown) => "shutdown",

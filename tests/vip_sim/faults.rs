@@ -129,6 +129,19 @@ impl World {
         Ok(())
     }
 
+    /// `Ok(())` when node `h` has the VIP address and every follower that is up routes the VIP to it
+    /// (the VIP answers through `h` from everywhere); otherwise what is wrong.
+    pub fn serving(&self, h: usize) -> Result<(), String> {
+        if !self.nodes[h].has_addr {
+            return Err(format!("node {h} does not have the address"));
+        }
+        let to = Some(self.nodes[h].addr);
+        match (self.setup.candidates..self.nodes.len()).find(|&i| self.nodes[i].up && self.nodes[i].route != to) {
+            Some(i) => Err(format!("follower {i} routes the VIP to {:?}", self.nodes[i].route)),
+            None => Ok(()),
+        }
+    }
+
     /// `Ok(holder)` when every live node routes the VIP to the same live holder by the same claim, the
     /// holder has the address and no other node does, and nobody drains; otherwise what is wrong.
     pub fn converged(&self) -> Result<usize, String> {

@@ -27,6 +27,9 @@ pub use rogue::Rogue;
 const STEP_CAP: u64 = 3_000_000;
 /// How many sent datagrams the replayer remembers.
 const REPLAY_RING: usize = 64;
+/// How long a candidate that adopted the address is assumed healthy at most before its check tells the
+/// truth: `fall` (3) failed checks at the default 1 s period, the first at start (`runtime::starts_healthy`).
+const ASSUMED_HEALTHY_FOR: T = 2_000 * MS;
 
 /// One simulated node.
 struct Node {
@@ -52,9 +55,21 @@ struct Node {
 }
 
 enum Ev {
-    Deliver { from: usize, to: usize, bytes: Vec<u8> },
-    Timer { node: usize, gen: u64 },
+    Deliver {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        gen: u64,
+    },
     Thaw(usize),
+    /// The health check of this incarnation of the node has run long enough to give the truth.
+    Recheck {
+        node: usize,
+        incarnation: u64,
+    },
     Op(Op),
 }
 
@@ -211,7 +226,8 @@ impl World {
         self.base + Duration::from_micros(self.now)
     }
 
-    fn log(&self, what: impl FnOnce() -> String) {
+    /// Writes `what` to the trace (only when tracing a single seed).
+    pub fn log(&self, what: impl FnOnce() -> String) {
         if self.trace {
             eprintln!("{:>9.3} ms  {}", self.now as f64 / 1e3, what());
         }
@@ -236,6 +252,7 @@ impl World {
                     }
                 }
                 Ev::Thaw(i) => self.thaw(i)?,
+                Ev::Recheck { node, incarnation } => self.recheck(node, incarnation)?,
                 Ev::Op(op) => self.apply(op)?,
             }
         }
@@ -304,10 +321,32 @@ impl World {
             peers: (0..self.setup.nodes()).filter(|&j| j != i).map(addr).collect(),
             timers: self.setup.timers,
         };
-        let m = Machine::new(params, now, n.incarnation, n.healthy, adopt);
+        // Like the runtime, a candidate that adopted the address is assumed healthy until its check has
+        // failed `fall` times; whatever the service's state, the check reports it after that.
+        let assumed = i < self.setup.candidates && adopt == Adopt::HeldHere;
+        let m = Machine::new(params, now, n.incarnation, n.healthy || assumed, adopt);
         n.machine = Some(m);
+        if assumed && !n.healthy {
+            let incarnation = n.incarnation;
+            self.push(self.now + ASSUMED_HEALTHY_FOR, Ev::Recheck { node: i, incarnation });
+        }
         self.log(|| format!("n{i} starts (incarnation {}, {adopt:?})", self.nodes[i].incarnation));
         self.after_input(i, None)
+    }
+
+    /// The health check of node `i`'s daemon (if it is still incarnation `incarnation`) reports the
+    /// service's state after an assumed-healthy start.
+    fn recheck(&mut self, i: usize, incarnation: u64) -> Result<(), String> {
+        let n = &mut self.nodes[i];
+        if n.incarnation != incarnation || n.machine.is_none() {
+            return Ok(());
+        }
+        if n.frozen_until.is_some() {
+            n.health_pending = true;
+            return Ok(());
+        }
+        let h = n.healthy;
+        self.input(i, |m, now| m.handle_local(now, LocalEvent::Health(h)))
     }
 
     /// Runs one input on node `i`'s machine (if its daemon runs and it is not frozen), then executes the

@@ -255,7 +255,7 @@ async fn spawn_publishes_debounced_changes_and_ends_with_its_receivers() {
         rise: 2,
         fall: 2,
     };
-    let (mut rx, task) = spawn(cfg);
+    let (mut rx, task) = spawn(cfg, false);
     assert!(!*rx.borrow());
     tokio::time::timeout(5 * SECOND, rx.changed()).await.unwrap().unwrap();
     assert!(*rx.borrow_and_update());
@@ -294,4 +294,37 @@ fn zero_thresholds_count_as_one() {
     let mut h = Hysteresis::new(0, 0);
     assert_eq!(h.record(true), Some(true));
     assert_eq!(h.record(false), Some(false));
+}
+
+#[test]
+fn an_assumed_healthy_start_falls_after_fall_failures_in_a_row() {
+    let mut h = Hysteresis::starting(2, 3, true);
+    assert!(h.healthy());
+    assert_eq!(h.record(true), None);
+    assert_eq!(h.record(false), None);
+    assert_eq!(h.record(false), None);
+    assert_eq!(h.record(false), Some(false));
+    assert_eq!(h.record(true), None);
+    assert_eq!(h.record(true), Some(true));
+    assert_eq!(Hysteresis::starting(2, 3, false), Hysteresis::new(2, 3));
+}
+
+#[tokio::test]
+async fn an_assumed_healthy_check_publishes_its_fall() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    drop(listener);
+    let cfg = HealthConfig {
+        check: HealthCheck::Tcp { target },
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_millis(10),
+        rise: 2,
+        fall: 2,
+    };
+    let (mut rx, task) = spawn(cfg, true);
+    assert!(*rx.borrow_and_update(), "starts as assumed");
+    tokio::time::timeout(5 * SECOND, rx.changed()).await.unwrap().unwrap();
+    assert!(!*rx.borrow_and_update(), "unhealthy after `fall` failed checks");
+    drop(rx);
+    tokio::time::timeout(5 * SECOND, task).await.unwrap().unwrap();
 }

@@ -33,8 +33,13 @@ impl Machine {
         }
         if self.role == PeerState::Listening && self.listen_until.is_some_and(|t| now >= t) {
             self.listen_until = None;
-            self.set_role(PeerState::Standby, "listened for the others");
-            if self.has_address && !self.should_claim(now) {
+            // A listener that adopted the address (and did not resume its claim) claims afresh at once if
+            // the claim rule picks it, so the address never leaves; otherwise it drops the address.
+            if self.has_address && self.should_claim(now) {
+                self.claim_now(now, ClaimReason::Restart);
+            }
+            if self.hold.is_none() {
+                self.set_role(PeerState::Standby, "listened for the others");
                 self.remove_address();
             }
         }

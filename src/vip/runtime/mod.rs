@@ -196,10 +196,18 @@ impl VipRuntime {
     }
 
     /// Starts the machine of one VIP with a fresh incarnation and tells it the socket's state.
+    ///
+    /// Its health starts as [`starts_healthy`] says, and so does its health check's debounced state (so
+    /// `fall` failures in a row make an assumed-healthy node unhealthy, as for any healthy one).
     fn start_machine(&mut self, params: Params, now: Instant, health: Option<HealthConfig>, adopt: Adopt) {
-        let mut machine = Machine::new(params, now, self.incarnations.next(), health.is_none(), adopt);
+        let candidate = params.candidates.contains(&params.me);
+        let healthy = starts_healthy(health.is_some(), candidate, adopt);
+        if health.is_some() && healthy {
+            tracing::info!(vip = %params.vip, "adopted the VIP address: its health check is assumed to pass until it fails `fall` times in a row");
+        }
+        let mut machine = Machine::new(params, now, self.incarnations.next(), healthy, adopt);
         machine.handle_local(now, LocalEvent::Transport(self.transport));
-        self.insert_slot(machine, health);
+        self.insert_slot(machine, health, healthy);
     }
 
     fn params(&self, config: &Config, vip: Ipv6Addr, candidates: &[String]) -> Params {
@@ -217,7 +225,7 @@ impl VipRuntime {
         }
     }
 
-    fn insert_slot(&mut self, machine: Machine, health: Option<HealthConfig>) {
+    fn insert_slot(&mut self, machine: Machine, health: Option<HealthConfig>, healthy: bool) {
         let vip = machine.params().vip;
         let single_candidate = machine.params().candidates.len() == 1;
         if single_candidate {
@@ -232,14 +240,15 @@ impl VipRuntime {
             stopped: false,
             dirty: true,
         };
-        slot.health = health.map(|cfg| self.spawn_health(vip, cfg));
+        slot.health = health.map(|cfg| self.spawn_health(vip, cfg, healthy));
         self.slots.insert(vip, slot);
     }
 
-    fn spawn_health(&mut self, vip: Ipv6Addr, config: HealthConfig) -> HealthTask {
+    /// Starts `config`'s check for `vip` in the debounced state `healthy` (see [`health::spawn`]).
+    fn spawn_health(&mut self, vip: Ipv6Addr, config: HealthConfig, healthy: bool) -> HealthTask {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let (mut rx, checker) = health::spawn(config.clone());
+        let (mut rx, checker) = health::spawn(config.clone(), healthy);
         let tx = self.health_tx.clone();
         let forward = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
@@ -461,7 +470,7 @@ impl VipRuntime {
                         slot.health = None;
                         slot.machine.handle_local(now, LocalEvent::Health(v.health.is_none()));
                         if let Some(cfg) = v.health.clone() {
-                            let task = self.spawn_health(vip, cfg);
+                            let task = self.spawn_health(vip, cfg, false);
                             if let Some(slot) = self.slots.get_mut(&vip) {
                                 slot.health = Some(task);
                             }
@@ -473,6 +482,16 @@ impl VipRuntime {
         }
         self.flush(plane).await;
     }
+}
+
+/// The health a VIP's machine starts with: healthy without a health check; with one, unhealthy until
+/// the check has passed `rise` times, except for a candidate that adopted the VIP address
+/// ([`Adopt::HeldHere`]: it was serving the VIP when its daemon stopped). Such a node is assumed healthy
+/// until its check fails `fall` times in a row, so a restart does not take the VIP down for a rise
+/// (see "Restart and adoption" in `docs/protocol.md`: this changes when it may claim, never whether a
+/// claim is fenced).
+pub(crate) fn starts_healthy(checked: bool, candidate: bool, adopt: Adopt) -> bool {
+    !checked || (candidate && adopt == Adopt::HeldHere)
 }
 
 /// The members by address, and their addresses by name.

@@ -113,8 +113,8 @@ pub(super) fn observe(
             detection_to_claim,
         } => {
             m.failovers.with_label_values(&[vip, reason.as_str()]).inc();
-            // An initial claim follows the start-up listening period, not a detection.
-            if reason != ClaimReason::Initial {
+            // An initial or restart claim follows the start-up listening period, not a detection.
+            if !matches!(reason, ClaimReason::Initial | ClaimReason::Restart) {
                 m.detection_to_claim
                     .with_label_values(&[vip])
                     .observe(detection_to_claim.as_secs_f64());

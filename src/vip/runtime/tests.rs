@@ -256,3 +256,17 @@ async fn gauges_are_refreshed_only_for_the_machines_an_input_reached() {
     assert_eq!(term(&s, VIP), Some(0.0), "the VIP the datagram was for is refreshed");
     assert_eq!(term(&s, VIP2), Some(999.0), "another VIP's gauges were refreshed");
 }
+
+#[test]
+fn only_a_candidate_that_adopted_the_address_starts_assumed_healthy() {
+    for adopt in [Adopt::Nothing, Adopt::HeldHere, Adopt::RoutedTo(PEER)] {
+        for candidate in [false, true] {
+            assert!(starts_healthy(false, candidate, adopt), "no check: always healthy");
+            assert_eq!(
+                starts_healthy(true, candidate, adopt),
+                candidate && adopt == Adopt::HeldHere,
+                "{adopt:?}, candidate {candidate}"
+            );
+        }
+    }
+}
