@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: what the binaries share on their command lines: the version string (with the commit), man
+//!   pages and shell completions.
 //! - [`vocab`]: the shared vocabulary (epochs and term bounds, roles, lifecycles, a VIP's peer states) that
 //!   every layer imports downwards.
 //! - [`config`]: the TOML schema, defaults and validation (every error names file, line and key).
@@ -23,6 +25,7 @@
 //! depends on it.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sdwan_registry::{config, server};
+use sdwand::cli::Invocation;
 
 #[derive(Parser)]
-#[command(version, about = "SD-WAN registry: membership, VIP records, k3s bootstrap and join")]
+#[command(version = sdwand::cli::VERSION, about = "SD-WAN registry: membership, VIP records, k3s bootstrap and join")]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, default_value = config::DEFAULT_PATH)]
@@ -34,7 +35,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match sdwand::cli::parse() {
+        Invocation::Run(cli) => cli,
+        Invocation::Done(code) => return code,
+    };
     sdwand::init_logging();
     let config = match config::load(&cli.config) {
         Ok(c) => c,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sdwand::cli::Invocation;
 use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
@@ -20,7 +21,8 @@ use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(version, about = "Operate a running sdwand, or the registry")]
+// The binary's own name: clap would take the package's (`sdwand`) for --version and the completions.
+#[command(name = "sdwanctl", version = sdwand::cli::VERSION, about = "Operate a running sdwand, or the registry")]
 struct Cli {
     /// The daemon's control socket (daemon.control_socket).
     #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
@@ -136,7 +138,10 @@ enum VipCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match sdwand::cli::parse() {
+        Invocation::Run(cli) => cli,
+        Invocation::Done(code) => return code,
+    };
     let request = match cli.command {
         Command::Status => Request::Status,
         Command::Vip(VipCommand::List) => Request::VipList,

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sdwand::cli::Invocation;
 use sdwand::daemon::{DaemonError, Trigger};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 #[derive(Parser)]
-#[command(version, about = "SD-WAN data-plane and VIP failover daemon")]
+#[command(version = sdwand::cli::VERSION, about = "SD-WAN data-plane and VIP failover daemon")]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, default_value = sdwand::config::DEFAULT_PATH)]
@@ -31,7 +32,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match sdwand::cli::parse() {
+        Invocation::Run(cli) => cli,
+        Invocation::Done(code) => return code,
+    };
     sdwand::init_logging();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { path } => match sdwand::daemon::check_config(&path) {
