@@ -189,11 +189,12 @@ impl Link {
         let (identity, loaded, stored) = match state.identity()? {
             Some(identity) => {
                 view::check_identity(file, &identity)?;
+                metrics.enrolled.set(1);
                 let stored = state.network_or_set_aside(now);
                 (identity, stored, true)
             }
             None => {
-                let (identity, view) = enroll::enroll(&base, file, reg, key).await?;
+                let (identity, view) = enroll::enroll(&base, file, reg, key, &metrics).await?;
                 state.save_identity(&identity)?;
                 (identity, Some(view), false)
             }
@@ -241,6 +242,10 @@ impl Link {
         let (floors_tx, floors) = mpsc::channel(4);
         let (reports, reports_rx) = mpsc::channel(1);
         let (joined_tx, joined_rx) = mpsc::channel(1);
+        let removed = tasks::Removed {
+            state: state.path().to_owned(),
+            name: identity.name.clone(),
+        };
         let tasks = vec![
             tokio::spawn(tasks::watch(
                 client.clone(),
@@ -248,8 +253,15 @@ impl Link {
                 since,
                 views_tx,
                 metrics.clone(),
+                removed.clone(),
             )),
-            tokio::spawn(tasks::report(client.clone(), reports_rx, floors_tx, metrics.clone())),
+            tokio::spawn(tasks::report(
+                client.clone(),
+                reports_rx,
+                floors_tx,
+                metrics.clone(),
+                removed,
+            )),
         ];
         let mut link = Link {
             moves_seen: view::seen_moves(&view),
@@ -274,6 +286,11 @@ impl Link {
         };
         link.set_k3s(file.k3s.as_ref());
         Ok(link)
+    }
+
+    /// The link's state for `sdwanctl status`, with the registry at `url`.
+    pub fn registry_view(&self, url: &str) -> crate::control::RegistryView {
+        self.metrics.view(url)
     }
 
     /// The configuration to run on: `file` plus the identity and the current view (notes are logged).

@@ -53,6 +53,8 @@ pub mod code {
     pub const NOT_READY: &str = "not_ready";
     /// No other candidate is live and healthy.
     pub const NO_SUCCESSOR: &str = "no_successor";
+    /// The daemon is still starting (enrolling with its registry): it has no VIPs to list or move yet.
+    pub const STARTING: &str = "starting";
 }
 
 /// What an operator asks the daemon.
@@ -310,6 +312,9 @@ pub struct DaemonStatus {
     /// The metrics endpoint; absent from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<EndpointView>,
+    /// The registry link, with `[registry]`; absent without (and from daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryView>,
     /// Peers in configuration order.
     pub peers: Vec<NodePeer>,
     /// VIPs in configuration order.
@@ -325,6 +330,19 @@ pub struct SocketView {
     pub bound: bool,
     /// Why it is not bound (the last bind or receive error), when it is not.
     pub error: Option<String>,
+}
+
+/// The registry link as `sdwanctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryView {
+    /// The registry's base URL (`registry.url`).
+    pub url: String,
+    /// This node has a registry identity; `false` while it is still enrolling.
+    pub enrolled: bool,
+    /// The last call reached the registry and was not refused as unauthenticated or forbidden.
+    pub up: bool,
+    /// What the last call ran into and how to fix it, while calls keep failing.
+    pub problem: Option<String>,
 }
 
 /// The Prometheus endpoint (`daemon.metrics_listen`).

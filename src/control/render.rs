@@ -5,18 +5,26 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, SocketView};
+use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, RegistryView, SocketView};
 
 /// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
 pub fn status(s: &DaemonStatus) -> String {
+    let address = if s.address.is_unspecified() {
+        "not assigned yet (it comes from the enrollment)".to_owned()
+    } else {
+        s.address.to_string()
+    };
     let mut out = format!(
         "sdwand {}\ninterface  {}\naddress    {}\nbackend    {}\nready      {}\n",
         s.version,
         s.interface,
-        s.address,
+        address,
         s.backend,
         yes_no(s.ready)
     );
+    if let Some(registry) = &s.registry {
+        let _ = writeln!(out, "registry   {}", registry_line(registry));
+    }
     if let Some(socket) = &s.failover_socket {
         let _ = writeln!(out, "failover   {}", failover_socket(socket, s.vips.is_empty()));
     }
@@ -62,6 +70,19 @@ fn failover_socket(s: &SocketView, no_vips: bool) -> String {
         (false, _) if no_vips => "unused (no VIPs)".to_owned(),
         (false, Some(e)) => format!("{} NOT BOUND, this node claims no VIP: {e}", s.address),
         (false, None) => format!("{} not bound yet, this node claims no VIP", s.address),
+    }
+}
+
+/// The registry's line of [`status`]: its state, then the problem and its fix while calls fail.
+fn registry_line(r: &RegistryView) -> String {
+    let state = match (r.enrolled, r.up) {
+        (false, _) => "ENROLLING",
+        (true, true) => "up",
+        (true, false) => "DOWN",
+    };
+    match &r.problem {
+        Some(problem) => format!("{} {state}: {problem}", r.url),
+        None => format!("{} {state}", r.url),
     }
 }
 
@@ -290,6 +311,39 @@ fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
 fd00:5d::200  listening  no       none known      -      single candidate
 ";
         assert_eq!(status(&daemon_status()), expected);
+    }
+
+    #[test]
+    fn status_while_enrolling_says_why_and_what_to_do() {
+        let mut s = daemon_status();
+        s.address = Ipv6Addr::UNSPECIFIED;
+        s.ready = false;
+        s.peers.clear();
+        s.vips.clear();
+        s.registry = Some(RegistryView {
+            url: "https://r:7443".into(),
+            enrolled: false,
+            up: false,
+            problem: Some("enrollment refused (401 unauthorized): fix: a new token".into()),
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("address    not assigned yet (it comes from the enrollment)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "registry   https://r:7443 ENROLLING: enrollment refused (401 unauthorized): fix: a new token\n"
+            ),
+            "{text}"
+        );
+        s.registry = Some(RegistryView {
+            url: "https://r:7443".into(),
+            enrolled: true,
+            up: true,
+            problem: None,
+        });
+        assert!(status(&s).contains("registry   https://r:7443 up\n"));
     }
 
     #[test]

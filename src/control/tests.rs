@@ -107,6 +107,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
             serving: true,
             error: None,
         }),
+        registry: None,
         peers: vec![
             NodePeer {
                 name: "b".to_owned(),
