@@ -38,24 +38,10 @@ pub(super) async fn enroll(
     key: &Key,
     metrics: &ClientMetrics,
 ) -> Result<(Identity, MembersResponse), StartError> {
-    let token_error = |message: String, hint: &str| {
-        ConfigErrors(vec![ConfigError {
-            path: file.source.clone(),
-            line: reg.line,
-            key: "registry.enrollment_token_file".into(),
-            message,
-            hint: hint.into(),
-        }])
-    };
-    let Some(path) = &reg.enrollment_token_file else {
-        return Err(token_error(
-            "is not set and this node has not enrolled yet".into(),
-            "set it to the file holding the network's enrollment token (sdwanctl / the registry admin issues it)",
-        )
-        .into());
-    };
-    warn_if_shared(path);
-    let mut token = read_token(path).map_err(|(message, hint)| token_error(message, hint))?;
+    let (path, mut token) = first_token(file, reg)?;
+    if let Some(warning) = shared_token_warning(path) {
+        tracing::warn!("{warning}");
+    }
     let req = EnrollRequest {
         name: peer_name(file)?.into(),
         public_key: key.get_public().to_base64(),
@@ -134,21 +120,44 @@ pub(super) async fn enroll(
     Ok((identity, view))
 }
 
-/// Warns when the enrollment token file is readable by group or others.
-fn warn_if_shared(path: &std::path::Path) {
+/// The token file and the token a first enrollment starts with; the configuration error the start (and
+/// `check-config`) refuses with when the setting is missing or the file unreadable or empty.
+pub(super) fn first_token<'a>(
+    file: &Config,
+    reg: &'a RegistryConfig,
+) -> Result<(&'a std::path::Path, String), ConfigErrors> {
+    let token_error = |message: String, hint: &str| {
+        ConfigErrors(vec![ConfigError {
+            path: file.source.clone(),
+            line: reg.line,
+            key: "registry.enrollment_token_file".into(),
+            message,
+            hint: hint.into(),
+        }])
+    };
+    let Some(path) = &reg.enrollment_token_file else {
+        return Err(token_error(
+            "is not set and this node has not enrolled yet".into(),
+            "set it to the file holding the network's enrollment token (sdwanctl / the registry admin issues it)",
+        ));
+    };
+    let token = read_token(path).map_err(|(message, hint)| token_error(message, hint))?;
+    Ok((path, token))
+}
+
+/// The warning for an enrollment token file readable by group or others (the start goes on with it).
+pub(super) fn shared_token_warning(path: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                "the enrollment token file {} has mode {mode:04o}, readable by group or others; anyone who read \
-                 it can enroll nodes in this network (fix: chmod 600 {}, and have the token revoked if others \
-                 could read it)",
-                path.display(),
-                path.display()
-            );
-        }
-    }
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the enrollment token file {} has mode {mode:04o}, readable by group or others; anyone who read it \
+             can enroll nodes in this network (fix: chmod 600 {}, and have the token revoked if others could \
+             read it)",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// The trimmed token in `path`, or what is wrong with the file and its fix.

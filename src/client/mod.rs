@@ -459,6 +459,67 @@ impl Link {
     }
 }
 
+/// What the start of the link with `file` (which has `[registry]`) would refuse, checked without calling
+/// the registry or writing anything (`sdwand check-config`): the CA file loads; with a stored identity,
+/// the file's `interface.address`, `interface.overlay_prefix` and `registry.url` fit it; without one, the
+/// enrollment token file is set, readable and not empty. Ok: notes for the summary (warnings the start
+/// logs, and what the start will do).
+pub fn check_start(file: &Config) -> Result<Vec<String>, ConfigErrors> {
+    let Some(reg) = &file.registry else {
+        return Ok(Vec::new());
+    };
+    let problem = |key: &str, message: String, hint: &str| ConfigError {
+        path: file.source.clone(),
+        line: reg.line,
+        key: key.into(),
+        message,
+        hint: hint.into(),
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    if let Err(e) = RegistryClient::new(reg) {
+        errors.push(problem(
+            "registry.ca_file",
+            e.to_string(),
+            "point it at a readable PEM file",
+        ));
+    }
+    let state = StateDir::new(&file.daemon.state_dir);
+    match state.identity() {
+        Ok(Some(identity)) => {
+            if let Err(e) = view::check_identity(file, &identity) {
+                errors.extend(e.0);
+            }
+            notes.push(format!(
+                "enrolled as {} ({}, {})",
+                identity.name,
+                identity.address,
+                state.identity_path().display()
+            ));
+        }
+        Ok(None) => match enroll::first_token(file, reg) {
+            Ok((path, _)) => {
+                notes.extend(enroll::shared_token_warning(path));
+                notes.push(format!(
+                    "not enrolled yet: enrolls with the token in {}",
+                    path.display()
+                ));
+            }
+            Err(e) => errors.extend(e.0),
+        },
+        Err(e) => errors.push(problem(
+            "daemon.state_dir",
+            e.to_string(),
+            "see the message; the registry identity cannot be rebuilt locally",
+        )),
+    }
+    if errors.is_empty() {
+        Ok(notes)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 fn empty_view(identity: &Identity) -> MembersResponse {
     MembersResponse {
         network_id: identity.network_id.clone(),
