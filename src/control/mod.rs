@@ -110,8 +110,26 @@ impl Response {
         }
     }
 
-    /// The answer to a move the VIP machine refused.
-    pub fn move_refused(vip: Ipv6Addr, e: &MoveError) -> Response {
+    /// The answer to a move the VIP machine refused; addresses named through `names`. A move asked of a
+    /// node that does not hold the VIP names the holder and where to ask instead.
+    pub fn move_refused(vip: Ipv6Addr, e: &MoveError, names: &dyn Fn(Ipv6Addr) -> Option<String>) -> Response {
+        if let MoveError::NotHolder(holder) = e {
+            let message = match holder {
+                Some(h) => {
+                    let holder = NamedAddr::new(*h, names);
+                    let on = holder.name.clone().unwrap_or_else(|| h.to_string());
+                    format!(
+                        "cannot move {vip}: this node does not hold it; {holder} does: run this on {on}, or use \
+                         `sdwanctl registry move`"
+                    )
+                }
+                None => format!(
+                    "cannot move {vip}: this node does not hold it and knows no holder; run this on the holder \
+                     (see `sdwanctl vip list` there), or use `sdwanctl registry move`"
+                ),
+            };
+            return Response::error(code::NOT_HOLDER, message);
+        }
         let code = match e {
             MoveError::NotHolder(_) => code::NOT_HOLDER,
             MoveError::InProgress(_) => code::MOVE_IN_PROGRESS,

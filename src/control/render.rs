@@ -178,7 +178,14 @@ fn candidate_row(c: &NodeCandidate) -> Vec<String> {
         c.rank.to_string(),
         if c.me { format!("{name} (me)") } else { name },
         c.address.to_string(),
-        c.state.clone().unwrap_or_else(|| "-".to_owned()),
+        // A candidate not heard within its dead time is dead, whatever it last said it was.
+        if c.live {
+            c.state.clone().unwrap_or_else(|| "-".to_owned())
+        } else if c.state.is_some() {
+            "dead".to_owned()
+        } else {
+            "-".to_owned()
+        },
         yes_no(c.live).to_owned(),
         yes_no(c.healthy).to_owned(),
         c.last_heard_ms
@@ -311,6 +318,17 @@ fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
 fd00:5d::200  listening  no       none known      -      single candidate
 ";
         assert_eq!(status(&daemon_status()), expected);
+    }
+
+    #[test]
+    fn a_candidate_not_heard_within_its_dead_time_shows_as_dead() {
+        let mut views = vip_views();
+        views[0].candidates[1].live = false;
+        let text = vips(&views[..1]);
+        assert!(
+            text.contains("  1     b       fd00:5d::2  dead     no    yes      120ms ago   1.2ms\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn vip_move(vip: &mut VipRuntime, address: Ipv6Addr, to: Option<&str>, now: Inst
             control::code::UNKNOWN_VIP,
             format!("{address} is not a VIP configured on this node"),
         ),
-        Some(Err(e)) => Response::move_refused(address, &e),
+        Some(Err(e)) => Response::move_refused(address, &e, &|a| vip.name_of(a)),
         Some(Ok(to)) => {
             tracing::info!(vip = %address, to = %to, "operator moved the VIP; handing over");
             Response::Moved {
