@@ -4,6 +4,8 @@
 //! - start, reload (a member added), status and stop, with a static configuration;
 //! - a registry view: a registry served in the test process, a member enrolled and removed through its API,
 //!   the peer and its /128 following on the daemon's interface;
+//! - a refused enrollment: the control socket answers meanwhile with the problem, and a fixed token file
+//!   ends it without a restart;
 //! - a VIP move: two daemons in two namespaces joined by a veth pair; the holder's graceful stop hands the
 //!   VIP over to the other candidate.
 //!
@@ -444,6 +446,53 @@ fn a_registry_member_comes_and_goes_on_the_interface_in_process() {
             async move { gone.then_some(()) }
         })
         .await;
+
+        triggers
+            .send(Trigger::Stop("test"))
+            .await
+            .expect("the daemon takes triggers");
+        let ended = timeout(DEADLINE, &mut daemon).await;
+        let result = ended
+            .expect("the daemon stops within the deadline")
+            .expect("the daemon task did not panic");
+        result.expect("the daemon exits cleanly");
+    });
+}
+
+#[test]
+fn a_refused_enrollment_shows_in_status_and_a_fixed_token_file_ends_it_in_process() {
+    std::env::set_var(sdwand::wg::IMPLICIT_SPAWN_VAR, sdwand::wg::IMPLICIT_SPAWN_BLOCKED);
+    in_netns("bt", |ifname| async move {
+        let registry = registry::Registry::start("fd00:5f::/64", "fd00:5f::ffff:0/112").await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("sdwand.toml");
+        let socket = dir.path().join("sdwand.sock");
+        let token = dir.path().join("token");
+        write_private(&token, "sdwe_not-a-token\n");
+        std::fs::write(&path, registry_config(dir.path(), &ifname, &registry.url())).expect("writing the config");
+        let (triggers, rx) = tokio::sync::mpsc::channel(4);
+        let mut daemon = tokio::spawn(sdwand::daemon::run(path, rx));
+
+        // The control socket answers while the registry refuses the token, and says what to fix.
+        let problem = wait_for("the refusal in the status", || async {
+            match control::call(&socket, &Request::Status).await {
+                Ok(Response::Status(s)) => s.registry.and_then(|r| r.problem).filter(|p| p.contains("401")),
+                _ => None,
+            }
+        })
+        .await;
+        assert!(problem.contains(&format!("token in {}", token.display())), "{problem}");
+        assert!(problem.contains("fix: write a valid enrollment token"), "{problem}");
+        match control::call(&socket, &Request::VipList).await {
+            Ok(Response::Error { code, .. }) => assert_eq!(code, control::code::STARTING),
+            other => panic!("a VIP list while enrolling: {other:?}"),
+        }
+
+        // Writing the right token into the file is enough: no restart.
+        std::fs::write(&token, format!("{}\n", registry.enrollment)).expect("rewriting the token");
+        let status = ready_status(&socket).await;
+        let reg = status.registry.as_ref().expect("the registry's state");
+        assert!(reg.enrolled && reg.up && reg.problem.is_none(), "{status:?}");
 
         triggers
             .send(Trigger::Stop("test"))

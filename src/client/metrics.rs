@@ -1,19 +1,29 @@
-//! The registry link's metrics: whether the registry answers, the revision in force, and what the
-//! screening of views refused or dropped. Owns only the series and the reachability transition log; the
-//! link decides when to record.
+//! The registry link's metrics: whether the registry answers, whether this node is enrolled, the last
+//! error, the revision in force, and what the screening of views refused or dropped. Also the link's
+//! state as `sdwanctl status` shows it ([`RegistryView`]): the same facts, with the one-line problem and
+//! its fix. Owns only the series, that state and the reachability transition log; the link decides when
+//! to record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use super::http::ClientError;
+use crate::control::RegistryView;
 
 /// The registry metrics.
 #[derive(Clone)]
 pub struct ClientMetrics {
-    /// `sdwand_registry_up`: 1 when the last call reached the registry.
+    /// `sdwand_registry_up`: 1 when the last call reached the registry and was not refused as
+    /// unauthenticated or forbidden (401, 403: this node cannot use the registry until someone acts).
     pub up: IntGauge,
+    /// `sdwand_registry_enrolled`: 1 once this node has a registry identity (enrolled now or before).
+    pub enrolled: IntGauge,
+    /// `sdwand_registry_last_error{code}`: 1 for the kind of the last failed call while calls keep
+    /// failing (`code`: the HTTP status of a refusal, or `unreachable`, `bad_answer`, `setup`); no series
+    /// after a success. One series at most, whatever the registry sends.
+    pub last_error: IntGaugeVec,
     /// `sdwand_registry_revision`: the revision of the last accepted view.
     pub revision: IntGauge,
     /// `sdwand_registry_refused_rekeys_total`: members refused because their address is pinned to another key.
@@ -26,6 +36,8 @@ pub struct ClientMetrics {
     /// `sdwand_registry_floors_refused_total`: epoch floors of report answers above the highest term.
     pub floors_refused: IntCounter,
     reachable: Arc<AtomicBool>,
+    /// The problem `sdwanctl status` shows: what failed and how to fix it; `None` after a success.
+    problem: Arc<Mutex<Option<String>>>,
 }
 
 impl Default for ClientMetrics {
@@ -41,6 +53,20 @@ impl ClientMetrics {
             up: IntGauge::new(
                 "sdwand_registry_up",
                 "1 when the registry answered the last call, else 0.",
+            )
+            .expect("valid metric"),
+            enrolled: IntGauge::new(
+                "sdwand_registry_enrolled",
+                "1 once this node has a registry identity (enrolled), else 0 (still enrolling).",
+            )
+            .expect("valid metric"),
+            last_error: IntGaugeVec::new(
+                Opts::new(
+                    "sdwand_registry_last_error",
+                    "1 for the kind of the last failed registry call (code: HTTP status of a refusal, or \
+                     unreachable, bad_answer, setup) while calls keep failing; absent after a success.",
+                ),
+                &["code"],
             )
             .expect("valid metric"),
             revision: IntGauge::new(
@@ -75,12 +101,15 @@ impl ClientMetrics {
             )
             .expect("valid metric"),
             reachable: Arc::new(AtomicBool::new(true)),
+            problem: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.up.clone()))?;
+        registry.register(Box::new(self.enrolled.clone()))?;
+        registry.register(Box::new(self.last_error.clone()))?;
         registry.register(Box::new(self.revision.clone()))?;
         registry.register(Box::new(self.refused_rekeys.clone()))?;
         registry.register(Box::new(self.views_refused.clone()))?;
@@ -88,18 +117,87 @@ impl ClientMetrics {
         registry.register(Box::new(self.floors_refused.clone()))
     }
 
-    /// Records the outcome of a call; logs only the transitions (unreachable, reachable again).
+    /// Records the outcome of a call; logs only the transitions (unreachable, reachable again). A success
+    /// clears the last error and the problem.
     pub(super) fn outcome(&self, result: Result<(), &ClientError>) {
         let ok = match result {
-            Ok(()) | Err(ClientError::Refused { .. }) => true,
+            Ok(()) => true,
+            Err(ClientError::Refused { status, .. }) => !matches!(status, 401 | 403),
             Err(_) => false,
         };
         self.up.set(i64::from(ok));
+        self.last_error.reset();
+        match result {
+            Ok(()) => self.set_problem(None),
+            Err(e) => self.last_error.with_label_values(&[&error_code(e)]).set(1),
+        }
         let was = self.reachable.swap(ok, Ordering::Relaxed);
+        // A refusal is logged by its caller, with what to do.
         match (was, result) {
-            (true, Err(e)) if !ok => tracing::warn!("registry unreachable, retrying with backoff: {e}"),
+            (true, Err(e)) if !ok && !matches!(e, ClientError::Refused { .. }) => {
+                tracing::warn!("registry unreachable, retrying with backoff: {e}")
+            }
             (false, _) if ok => tracing::info!("registry reachable again"),
             _ => {}
         }
+    }
+
+    /// Sets the problem `sdwanctl status` shows (`None`: none).
+    pub(super) fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// The link's state for `sdwanctl status`, with the registry at `url`.
+    pub fn view(&self, url: &str) -> RegistryView {
+        RegistryView {
+            url: url.to_owned(),
+            enrolled: self.enrolled.get() == 1,
+            up: self.up.get() == 1,
+            problem: self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+/// The `code` label of `sdwand_registry_last_error` for `e`: bounded whatever the registry sends.
+fn error_code(e: &ClientError) -> String {
+    match e {
+        ClientError::Refused { status, .. } => status.to_string(),
+        ClientError::Unreachable { .. } => "unreachable".to_owned(),
+        ClientError::Decode { .. } | ClientError::TooLarge { .. } => "bad_answer".to_owned(),
+        ClientError::Setup(_) => "setup".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> ClientError {
+        ClientError::Refused {
+            url: "https://r/v1/peers/enroll".into(),
+            status,
+            code: "x".into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn an_auth_refusal_is_down_and_a_success_clears_the_last_error() {
+        let m = ClientMetrics::new();
+        m.outcome(Err(&refused(401)));
+        assert_eq!(m.up.get(), 0);
+        assert_eq!(m.last_error.with_label_values(&["401"]).get(), 1);
+        m.outcome(Err(&refused(409)));
+        assert_eq!(
+            m.up.get(),
+            1,
+            "a 409 answer means the registry is reachable and accepts the token"
+        );
+        assert_eq!(m.last_error.with_label_values(&["409"]).get(), 1);
+        assert_eq!(m.last_error.with_label_values(&["401"]).get(), 0, "one series at most");
+        m.set_problem(Some("p".into()));
+        m.outcome(Ok(()));
+        assert_eq!(m.up.get(), 1);
+        assert_eq!(m.view("u").problem, None);
     }
 }

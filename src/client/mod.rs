@@ -189,11 +189,12 @@ impl Link {
         let (identity, loaded, stored) = match state.identity()? {
             Some(identity) => {
                 view::check_identity(file, &identity)?;
+                metrics.enrolled.set(1);
                 let stored = state.network_or_set_aside(now);
                 (identity, stored, true)
             }
             None => {
-                let (identity, view) = enroll::enroll(&base, file, reg, key).await?;
+                let (identity, view) = enroll::enroll(&base, file, reg, key, &metrics).await?;
                 state.save_identity(&identity)?;
                 (identity, Some(view), false)
             }
@@ -241,6 +242,10 @@ impl Link {
         let (floors_tx, floors) = mpsc::channel(4);
         let (reports, reports_rx) = mpsc::channel(1);
         let (joined_tx, joined_rx) = mpsc::channel(1);
+        let removed = tasks::Removed {
+            state: state.path().to_owned(),
+            name: identity.name.clone(),
+        };
         let tasks = vec![
             tokio::spawn(tasks::watch(
                 client.clone(),
@@ -248,8 +253,15 @@ impl Link {
                 since,
                 views_tx,
                 metrics.clone(),
+                removed.clone(),
             )),
-            tokio::spawn(tasks::report(client.clone(), reports_rx, floors_tx, metrics.clone())),
+            tokio::spawn(tasks::report(
+                client.clone(),
+                reports_rx,
+                floors_tx,
+                metrics.clone(),
+                removed,
+            )),
         ];
         let mut link = Link {
             moves_seen: view::seen_moves(&view),
@@ -274,6 +286,11 @@ impl Link {
         };
         link.set_k3s(file.k3s.as_ref());
         Ok(link)
+    }
+
+    /// The link's state for `sdwanctl status`, with the registry at `url`.
+    pub fn registry_view(&self, url: &str) -> crate::control::RegistryView {
+        self.metrics.view(url)
     }
 
     /// The configuration to run on: `file` plus the identity and the current view (notes are logged).
@@ -439,6 +456,67 @@ impl Link {
         if self.reports.try_send(job).is_err() {
             tracing::debug!("previous registry report still in flight; skipping this one");
         }
+    }
+}
+
+/// What the start of the link with `file` (which has `[registry]`) would refuse, checked without calling
+/// the registry or writing anything (`sdwand check-config`): the CA file loads; with a stored identity,
+/// the file's `interface.address`, `interface.overlay_prefix` and `registry.url` fit it; without one, the
+/// enrollment token file is set, readable and not empty. Ok: notes for the summary (warnings the start
+/// logs, and what the start will do).
+pub fn check_start(file: &Config) -> Result<Vec<String>, ConfigErrors> {
+    let Some(reg) = &file.registry else {
+        return Ok(Vec::new());
+    };
+    let problem = |key: &str, message: String, hint: &str| ConfigError {
+        path: file.source.clone(),
+        line: reg.line,
+        key: key.into(),
+        message,
+        hint: hint.into(),
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    if let Err(e) = RegistryClient::new(reg) {
+        errors.push(problem(
+            "registry.ca_file",
+            e.to_string(),
+            "point it at a readable PEM file",
+        ));
+    }
+    let state = StateDir::new(&file.daemon.state_dir);
+    match state.identity() {
+        Ok(Some(identity)) => {
+            if let Err(e) = view::check_identity(file, &identity) {
+                errors.extend(e.0);
+            }
+            notes.push(format!(
+                "enrolled as {} ({}, {})",
+                identity.name,
+                identity.address,
+                state.identity_path().display()
+            ));
+        }
+        Ok(None) => match enroll::first_token(file, reg) {
+            Ok((path, _)) => {
+                notes.extend(enroll::shared_token_warning(path));
+                notes.push(format!(
+                    "not enrolled yet: enrolls with the token in {}",
+                    path.display()
+                ));
+            }
+            Err(e) => errors.extend(e.0),
+        },
+        Err(e) => errors.push(problem(
+            "daemon.state_dir",
+            e.to_string(),
+            "see the message; the registry identity cannot be rebuilt locally",
+        )),
+    }
+    if errors.is_empty() {
+        Ok(notes)
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 

@@ -13,6 +13,7 @@ pub(super) async fn watch(
     mut since: u64,
     views: mpsc::Sender<MembersResponse>,
     metrics: ClientMetrics,
+    removed: Removed,
 ) {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut failures = Repeats::new(SUMMARY_INTERVAL);
@@ -55,25 +56,75 @@ pub(super) async fn watch(
             Err(e) => {
                 metrics.outcome(Err(&e));
                 let delay = backoff.fail();
-                log_failure(&mut failures, "registry watch failed", &e, Some(delay));
+                log_failure(
+                    &mut failures,
+                    "registry watch failed",
+                    &e,
+                    Some(delay),
+                    &removed,
+                    &metrics,
+                );
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
+/// What the account of a refused peer token names: where the identity to delete is, and the peer's name.
+#[derive(Clone)]
+pub(super) struct Removed {
+    /// The state directory's `registry/`.
+    pub(super) state: std::path::PathBuf,
+    /// This node's peer name.
+    pub(super) name: String,
+}
+
+impl Removed {
+    /// The one-line account of `e` for `sdwanctl status` and the log: for a refused peer token (401, 403),
+    /// what most likely happened and how to enroll again; otherwise the error as it is.
+    fn account(&self, e: &ClientError) -> String {
+        match e {
+            ClientError::Refused {
+                status: status @ (401 | 403),
+                code,
+                ..
+            } => format!(
+                "the registry no longer accepts this node's peer token ({status} {code}): the peer \"{}\" was \
+                 removed from the network (or its token revoked); fix: to enroll again, delete {} and restart \
+                 sdwand with a valid registry.enrollment_token_file",
+                self.name,
+                self.state.display()
+            ),
+            _ => e.to_string(),
+        }
+    }
+}
+
 /// Logs a failed call of a task whose failures repeat: refusals and bad answers at error (the first, then
-/// one summary per [`SUMMARY_INTERVAL`]); unreachability is logged by [`ClientMetrics::outcome`].
-fn log_failure(failures: &mut Repeats, what: &str, e: &ClientError, retry_in: Option<Duration>) {
+/// one summary per [`SUMMARY_INTERVAL`]); unreachability is logged by [`ClientMetrics::outcome`]. Every
+/// failure becomes the link's problem in `sdwanctl status`.
+fn log_failure(
+    failures: &mut Repeats,
+    what: &str,
+    e: &ClientError,
+    retry_in: Option<Duration>,
+    removed: &Removed,
+    metrics: &ClientMetrics,
+) {
+    let account = removed.account(e);
+    metrics.set_problem(Some(format!("{what}: {account}")));
     let key = match e {
         ClientError::Refused { status, code, .. } => format!("refused {status} {code}"),
         ClientError::Decode { .. } => "decode".to_owned(),
         ClientError::TooLarge { .. } => "too large".to_owned(),
         ClientError::Unreachable { .. } | ClientError::Setup(_) => return,
     };
+    let retry = retry_in.map_or_else(String::new, |d| {
+        format!("; retrying in {}", humantime::format_duration(d))
+    });
     match failures.failure(&key, Instant::now()) {
-        Log::First => tracing::error!(retry_in = ?retry_in, "{what}: {e}"),
-        Log::Summary(n) => tracing::error!(repeats = n, "{what} again, {n} times since the last line: {e}"),
+        Log::First => tracing::error!("{what}: {account}{retry}"),
+        Log::Summary(n) => tracing::error!("{what} again, {n} times since the last line: {account}"),
         Log::Quiet => {}
     }
 }
@@ -85,6 +136,7 @@ pub(super) async fn report(
     mut jobs: mpsc::Receiver<ReportJob>,
     floors: mpsc::Sender<Vec<VipEpochView>>,
     metrics: ClientMetrics,
+    removed: Removed,
 ) {
     let mut ready_reported: Option<String> = None;
     let mut failures = Repeats::new(SUMMARY_INTERVAL);
@@ -101,7 +153,7 @@ pub(super) async fn report(
             }
             Err(e) => {
                 metrics.outcome(Err(&e));
-                log_failure(&mut failures, "registry report failed", &e, None);
+                log_failure(&mut failures, "registry report failed", &e, None, &removed, &metrics);
             }
         }
         let Some(cluster) = job.cluster_ready.filter(|c| ready_reported.as_ref() != Some(c)) else {
@@ -116,5 +168,35 @@ pub(super) async fn report(
                 tracing::warn!(cluster = %cluster, "reporting k3s ready failed (retrying with the next report): {e}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_peer_token_says_how_to_enroll_again() {
+        let removed = Removed {
+            state: "/var/lib/sdwand/registry".into(),
+            name: "node-4".into(),
+        };
+        let e = ClientError::Refused {
+            url: "https://r/v1/networks/n/watch".into(),
+            status: 401,
+            code: "unauthorized".into(),
+            message: "a valid bearer token is required".into(),
+        };
+        let text = removed.account(&e);
+        assert!(text.starts_with("the registry no longer accepts this node's peer token (401 unauthorized)"));
+        assert!(
+            text.contains("fix: to enroll again, delete /var/lib/sdwand/registry and restart sdwand"),
+            "{text}"
+        );
+        let e = ClientError::Unreachable {
+            url: "https://r".into(),
+            reason: "timeout".into(),
+        };
+        assert_eq!(removed.account(&e), "https://r: registry unreachable: timeout");
     }
 }

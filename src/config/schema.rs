@@ -164,34 +164,56 @@ impl Config {
         }
     }
 
-    /// The settings that a reload (SIGHUP) cannot change, with their current values, for a clear refusal.
+    /// The settings that a reload (SIGHUP) cannot change, each with its current value as written in the
+    /// file (`not set` when absent), for a refusal that names them (`registry.name (a -> b)`). The list
+    /// is the same for every configuration, so two can be compared pairwise. `interface.address` and
+    /// `interface.overlay_prefix` are not in it with `[registry]`: a reload checks them against the
+    /// identity instead, which says what value fits.
     pub fn restart_only_settings(&self) -> Vec<(&'static str, String)> {
+        fn shown<T: std::fmt::Display>(value: Option<T>) -> String {
+            value.map_or_else(|| "not set".to_owned(), |v| v.to_string())
+        }
+        let reg = self.registry.as_ref();
+        let k3s = self.k3s.as_ref();
+        let backend = match self.backend.kind {
+            BackendKind::Auto => "auto",
+            BackendKind::Kernel => "kernel",
+            BackendKind::Userspace => "userspace",
+        };
         vec![
-            ("interface.name", self.interface.name.clone()),
+            ("interface.name", shown(Some(&self.interface.name))),
             (
                 "interface.private_key_file",
-                self.interface.private_key_file.display().to_string(),
+                shown(Some(self.interface.private_key_file.display())),
             ),
-            ("backend.kind", format!("{:?}", self.backend.kind)),
+            ("backend.kind", shown(Some(backend))),
             (
                 "backend.userspace_path",
-                self.backend.userspace_path.display().to_string(),
+                shown(Some(self.backend.userspace_path.display())),
             ),
-            ("daemon.state_dir", self.daemon.state_dir.display().to_string()),
-            ("daemon.metrics_listen", self.daemon.metrics_listen.to_string()),
+            ("daemon.state_dir", shown(Some(self.daemon.state_dir.display()))),
+            ("daemon.metrics_listen", shown(Some(self.daemon.metrics_listen))),
             (
                 "daemon.control_socket",
-                self.daemon.control_socket.display().to_string(),
+                shown(Some(self.daemon.control_socket.display())),
             ),
-            ("failover.port", self.failover.port.to_string()),
+            ("failover.port", shown(Some(self.failover.port))),
+            ("[registry]", shown(reg.map(|_| "set"))),
+            ("registry.url", shown(reg.map(|r| &r.url))),
+            ("registry.insecure", shown(reg.map(|r| r.insecure))),
             (
-                "registry",
-                format!("{:?}", self.registry.as_ref().map(RegistryConfig::restart_only)),
+                "registry.enrollment_token_file",
+                shown(reg.and_then(|r| r.enrollment_token_file.as_ref()).map(|p| p.display())),
             ),
+            ("registry.name", shown(reg.and_then(|r| r.name.as_ref()))),
+            ("registry.endpoint", shown(reg.and_then(|r| r.endpoint))),
+            ("registry.lifecycle", shown(reg.map(|r| r.lifecycle))),
             (
-                "k3s.role/bootstrap",
-                format!("{:?}", self.k3s.as_ref().map(|k| (k.role, k.bootstrap))),
+                "registry.ca_file",
+                shown(reg.and_then(|r| r.ca_file.as_ref()).map(|p| p.display())),
             ),
+            ("k3s.role", shown(k3s.map(|k| k.role))),
+            ("k3s.bootstrap", shown(k3s.map(|k| k.bootstrap))),
         ]
     }
 
@@ -350,15 +372,4 @@ pub struct K3sConfig {
     pub config_path: PathBuf,
     /// Health check applied to the VIP of this node's cluster.
     pub health: Option<HealthConfig>,
-}
-
-impl RegistryConfig {
-    /// The keys a reload cannot change (the identity is bound to them): everything but `report_interval`.
-    pub fn restart_only(&self) -> RegistryConfig {
-        RegistryConfig {
-            report_interval: Duration::ZERO,
-            line: 0,
-            ..self.clone()
-        }
-    }
 }

@@ -562,3 +562,39 @@ fn k3s_problems() {
         assert_eq!((e[0].key.as_str(), e[0].line), (*key, *line), "{text}: {e:?}");
     }
 }
+
+#[test]
+fn a_registry_change_on_reload_names_each_key_without_debug_dumps() {
+    let before = parse(Path::new("t.toml"), &reg("name = \"a\"\n")).unwrap();
+    let after = parse(
+        Path::new("t.toml"),
+        "[interface]\nname = \"sdw0\"\naddress = \"fd00:5d::9\"\n[registry]\nurl = \"https://reg.example:7443/\"\n\
+         name = \"b\"\nreport_interval = \"9s\"\n",
+    )
+    .unwrap();
+    let changed: Vec<String> = before
+        .restart_only_settings()
+        .into_iter()
+        .zip(after.restart_only_settings())
+        .filter(|(b, a)| b != a)
+        .map(|((key, b), (_, a))| format!("{key} ({b} -> {a})"))
+        .collect();
+    // interface.address is checked against the identity instead; report_interval reloads.
+    assert_eq!(changed, ["registry.name (a -> b)"]);
+    let without = parse(Path::new("t.toml"), &three("")).unwrap().restart_only_settings();
+    let with = before.restart_only_settings();
+    let registry_rows: Vec<_> = without
+        .iter()
+        .zip(&with)
+        .filter(|(w, r)| w != r)
+        .map(|(w, r)| (w.0, w.1.as_str(), r.1.as_str()))
+        .collect();
+    assert!(
+        registry_rows.contains(&("registry.url", "not set", "https://reg.example:7443")),
+        "{registry_rows:?}"
+    );
+    assert!(
+        with.iter().all(|(_, v)| !v.contains("Some(") && !v.contains('{')),
+        "{with:?}"
+    );
+}

@@ -53,6 +53,8 @@ pub mod code {
     pub const NOT_READY: &str = "not_ready";
     /// No other candidate is live and healthy.
     pub const NO_SUCCESSOR: &str = "no_successor";
+    /// The daemon is still starting (enrolling with its registry): it has no VIPs to list or move yet.
+    pub const STARTING: &str = "starting";
 }
 
 /// What an operator asks the daemon.
@@ -108,8 +110,26 @@ impl Response {
         }
     }
 
-    /// The answer to a move the VIP machine refused.
-    pub fn move_refused(vip: Ipv6Addr, e: &MoveError) -> Response {
+    /// The answer to a move the VIP machine refused; addresses named through `names`. A move asked of a
+    /// node that does not hold the VIP names the holder and where to ask instead.
+    pub fn move_refused(vip: Ipv6Addr, e: &MoveError, names: &dyn Fn(Ipv6Addr) -> Option<String>) -> Response {
+        if let MoveError::NotHolder(holder) = e {
+            let message = match holder {
+                Some(h) => {
+                    let holder = NamedAddr::new(*h, names);
+                    let on = holder.name.clone().unwrap_or_else(|| h.to_string());
+                    format!(
+                        "cannot move {vip}: this node does not hold it; {holder} does: run this on {on}, or use \
+                         `sdwanctl registry move`"
+                    )
+                }
+                None => format!(
+                    "cannot move {vip}: this node does not hold it and knows no holder; run this on the holder \
+                     (see `sdwanctl vip list` there), or use `sdwanctl registry move`"
+                ),
+            };
+            return Response::error(code::NOT_HOLDER, message);
+        }
         let code = match e {
             MoveError::NotHolder(_) => code::NOT_HOLDER,
             MoveError::InProgress(_) => code::MOVE_IN_PROGRESS,
@@ -310,6 +330,9 @@ pub struct DaemonStatus {
     /// The metrics endpoint; absent from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<EndpointView>,
+    /// The registry link, with `[registry]`; absent without (and from daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryView>,
     /// Peers in configuration order.
     pub peers: Vec<NodePeer>,
     /// VIPs in configuration order.
@@ -325,6 +348,19 @@ pub struct SocketView {
     pub bound: bool,
     /// Why it is not bound (the last bind or receive error), when it is not.
     pub error: Option<String>,
+}
+
+/// The registry link as `sdwanctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryView {
+    /// The registry's base URL (`registry.url`).
+    pub url: String,
+    /// This node has a registry identity; `false` while it is still enrolling.
+    pub enrolled: bool,
+    /// The last call reached the registry and was not refused as unauthenticated or forbidden.
+    pub up: bool,
+    /// What the last call ran into and how to fix it, while calls keep failing.
+    pub problem: Option<String>,
 }
 
 /// The Prometheus endpoint (`daemon.metrics_listen`).

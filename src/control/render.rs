@@ -5,18 +5,26 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, SocketView};
+use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, RegistryView, SocketView};
 
 /// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
 pub fn status(s: &DaemonStatus) -> String {
+    let address = if s.address.is_unspecified() {
+        "not assigned yet (it comes from the enrollment)".to_owned()
+    } else {
+        s.address.to_string()
+    };
     let mut out = format!(
         "sdwand {}\ninterface  {}\naddress    {}\nbackend    {}\nready      {}\n",
         s.version,
         s.interface,
-        s.address,
+        address,
         s.backend,
         yes_no(s.ready)
     );
+    if let Some(registry) = &s.registry {
+        let _ = writeln!(out, "registry   {}", registry_line(registry));
+    }
     if let Some(socket) = &s.failover_socket {
         let _ = writeln!(out, "failover   {}", failover_socket(socket, s.vips.is_empty()));
     }
@@ -62,6 +70,19 @@ fn failover_socket(s: &SocketView, no_vips: bool) -> String {
         (false, _) if no_vips => "unused (no VIPs)".to_owned(),
         (false, Some(e)) => format!("{} NOT BOUND, this node claims no VIP: {e}", s.address),
         (false, None) => format!("{} not bound yet, this node claims no VIP", s.address),
+    }
+}
+
+/// The registry's line of [`status`]: its state, then the problem and its fix while calls fail.
+fn registry_line(r: &RegistryView) -> String {
+    let state = match (r.enrolled, r.up) {
+        (false, _) => "ENROLLING",
+        (true, true) => "up",
+        (true, false) => "DOWN",
+    };
+    match &r.problem {
+        Some(problem) => format!("{} {state}: {problem}", r.url),
+        None => format!("{} {state}", r.url),
     }
 }
 
@@ -157,7 +178,14 @@ fn candidate_row(c: &NodeCandidate) -> Vec<String> {
         c.rank.to_string(),
         if c.me { format!("{name} (me)") } else { name },
         c.address.to_string(),
-        c.state.clone().unwrap_or_else(|| "-".to_owned()),
+        // A candidate not heard within its dead time is dead, whatever it last said it was.
+        if c.live {
+            c.state.clone().unwrap_or_else(|| "-".to_owned())
+        } else if c.state.is_some() {
+            "dead".to_owned()
+        } else {
+            "-".to_owned()
+        },
         yes_no(c.live).to_owned(),
         yes_no(c.healthy).to_owned(),
         c.last_heard_ms
@@ -290,6 +318,50 @@ fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
 fd00:5d::200  listening  no       none known      -      single candidate
 ";
         assert_eq!(status(&daemon_status()), expected);
+    }
+
+    #[test]
+    fn a_candidate_not_heard_within_its_dead_time_shows_as_dead() {
+        let mut views = vip_views();
+        views[0].candidates[1].live = false;
+        let text = vips(&views[..1]);
+        assert!(
+            text.contains("  1     b       fd00:5d::2  dead     no    yes      120ms ago   1.2ms\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_while_enrolling_says_why_and_what_to_do() {
+        let mut s = daemon_status();
+        s.address = Ipv6Addr::UNSPECIFIED;
+        s.ready = false;
+        s.peers.clear();
+        s.vips.clear();
+        s.registry = Some(RegistryView {
+            url: "https://r:7443".into(),
+            enrolled: false,
+            up: false,
+            problem: Some("enrollment refused (401 unauthorized): fix: a new token".into()),
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("address    not assigned yet (it comes from the enrollment)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "registry   https://r:7443 ENROLLING: enrollment refused (401 unauthorized): fix: a new token\n"
+            ),
+            "{text}"
+        );
+        s.registry = Some(RegistryView {
+            url: "https://r:7443".into(),
+            enrolled: true,
+            up: true,
+            problem: None,
+        });
+        assert!(status(&s).contains("registry   https://r:7443 up\n"));
     }
 
     #[test]

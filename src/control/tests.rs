@@ -107,6 +107,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
             serving: true,
             error: None,
         }),
+        registry: None,
         peers: vec![
             NodePeer {
                 name: "b".to_owned(),
@@ -260,12 +261,20 @@ fn move_refusals_and_targets_have_codes() {
         (MoveError::NoSuccessor, code::NO_SUCCESSOR),
     ];
     for (e, expected) in cases {
-        let Response::Error { code, message } = Response::move_refused(vip, &e) else {
+        let Response::Error { code, message } = Response::move_refused(vip, &e, &names) else {
             panic!("not an error")
         };
         assert_eq!(code, expected);
         assert!(message.starts_with("cannot move fd00:5d::100: "), "{message}");
     }
+    let Response::Error { message, .. } = Response::move_refused(vip, &MoveError::NotHolder(Some(b)), &names) else {
+        panic!("not an error")
+    };
+    assert_eq!(
+        message,
+        "cannot move fd00:5d::100: this node does not hold it; b (fd00:5d::2) does: run this on b, or use \
+         `sdwanctl registry move`"
+    );
     assert_eq!(resolve_peer("b", by_name), Ok(b));
     assert_eq!(resolve_peer("fd00:5d::77", by_name), Ok(addr("fd00:5d::77")));
     let Err(Response::Error { code, .. }) = resolve_peer("zz", by_name) else {

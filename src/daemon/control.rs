@@ -4,7 +4,9 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
-use crate::control::{self, DaemonStatus, EndpointView, NodePeer, NodeVip, Request, Response, SocketView};
+use crate::control::{
+    self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
+};
 use crate::vip::runtime::VipRuntime;
 
 use super::plane::Plane;
@@ -16,6 +18,8 @@ pub(super) struct Facts<'a> {
     pub(super) config: &'a Config,
     /// The metrics endpoint's state.
     pub(super) metrics: EndpointView,
+    /// The registry link's state, with `[registry]`.
+    pub(super) registry: Option<RegistryView>,
 }
 
 /// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
@@ -56,6 +60,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
         ready: facts.ready,
         failover_socket: Some(failover_socket),
         metrics: Some(facts.metrics.clone()),
+        registry: facts.registry.clone(),
         peers: peers(plane),
         vips,
     }))
@@ -99,7 +104,7 @@ fn vip_move(vip: &mut VipRuntime, address: Ipv6Addr, to: Option<&str>, now: Inst
             control::code::UNKNOWN_VIP,
             format!("{address} is not a VIP configured on this node"),
         ),
-        Some(Err(e)) => Response::move_refused(address, &e),
+        Some(Err(e)) => Response::move_refused(address, &e, &|a| vip.name_of(a)),
         Some(Ok(to)) => {
             tracing::info!(vip = %address, to = %to, "operator moved the VIP; handing over");
             Response::Moved {

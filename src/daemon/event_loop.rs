@@ -276,6 +276,11 @@ impl Daemon {
             ready: self.ready,
             config: &self.loaded.config,
             metrics: self.metrics_endpoint.borrow().clone(),
+            registry: self
+                .link
+                .as_ref()
+                .zip(self.loaded.file.registry.as_ref())
+                .map(|(link, reg)| link.registry_view(&reg.url)),
         };
         let response = control::answer(request, &mut self.vip, &self.plane, &facts);
         if is_move {

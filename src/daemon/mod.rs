@@ -133,18 +133,47 @@ async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
     bind_vip(vip, plane).await;
 }
 
-/// Validates the configuration at `path` and its key file without changing anything. A missing key file
-/// is not an error (the daemon creates it). Returns a one-line summary.
+/// Validates the configuration at `path` and its key file without changing anything, refusing what the
+/// start refuses: the key file's mode and content, this node's address used by a member with another key
+/// (also before the key file exists: the key the start creates matches no member), and with
+/// `[registry]` what [`crate::client::check_start`] checks. Every problem it can find is listed at once.
+/// Returns a summary: one line, then the notes (warnings the start logs, what it will do, and the settings
+/// a reload cannot change).
 pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     let config = config::load(path)?;
+    let mut problems = Vec::new();
     let key_note = match keyfile::load_node_key(&config, false) {
         Ok(key) => {
-            config.check_identity(&key.get_public())?;
+            if let Err(e) = config.check_identity(&key.get_public()) {
+                problems.extend(e.0);
+            }
             format!("public key {}", key.get_public().to_base64())
         }
-        Err(KeyFileError::Missing { path }) => format!("key file {} will be created at start", path.display()),
+        Err(KeyFileError::Missing { path }) => {
+            if let Err(e) = config.check_identity(&wireguard_control::Key::generate_private().get_public()) {
+                problems.extend(e.0.into_iter().map(|mut p| {
+                    p.hint = format!(
+                        "the key file {} does not exist yet and the key sdwand creates at start matches no \
+                         member: install this node's key there, or give the member its own address",
+                        path.display()
+                    );
+                    p
+                }));
+            }
+            format!("key file {} will be created at start", path.display())
+        }
         Err(e) => return Err(e.into()),
     };
+    let notes = match crate::client::check_start(&config) {
+        Ok(notes) => notes,
+        Err(e) => {
+            problems.extend(e.0);
+            Vec::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(config::ConfigErrors(problems).into());
+    }
     let identity = match &config.registry {
         Some(r) => format!("address and members from the registry {}", r.url),
         None => format!(
@@ -153,11 +182,21 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
             config.members.len()
         ),
     };
-    Ok(format!(
+    let mut summary = format!(
         "{}: ok: interface {} {identity}, {key_note}",
         path.display(),
         config.interface.name,
-    ))
+    );
+    for note in notes {
+        summary.push_str("\n  ");
+        summary.push_str(&note);
+    }
+    let restart_only: Vec<_> = config.restart_only_settings().into_iter().map(|(key, _)| key).collect();
+    summary.push_str(&format!(
+        "\n  a reload (SIGHUP) refuses changes to {}: restart sdwand for those",
+        restart_only.join(", ")
+    ));
+    Ok(summary)
 }
 
 /// A request from outside the daemon: the binary's signal handlers send these, a test its own.
@@ -224,5 +263,90 @@ fn raise_floors(vip: &mut VipRuntime, link: &Link) {
         if let Some(e) = v.epoch {
             vip.raise_term(v.address, e.term);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::state::{Identity, StateDir};
+
+    /// A registry configuration in `dir` with `extra` lines in `[interface]`; its path.
+    fn write_config(dir: &Path, interface_extra: &str) -> PathBuf {
+        let d = dir.display();
+        let path = dir.join("sdwand.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[interface]\nname = \"sdw0\"\nprivate_key_file = \"{d}/private.key\"\n{interface_extra}\n\
+                 [daemon]\nstate_dir = \"{d}/state\"\n\
+                 [registry]\nurl = \"https://reg.example:7443\"\nenrollment_token_file = \"{d}/token\"\n\
+                 ca_file = \"{d}/ca.pem\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn problem_keys(e: &DaemonError) -> Vec<String> {
+        match e {
+            DaemonError::Config(errors) => errors.0.iter().map(|p| p.key.clone()).collect(),
+            other => panic!("not a configuration error: {other}"),
+        }
+    }
+
+    #[test]
+    fn check_config_refuses_what_the_start_refuses_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "");
+        // No token file, no CA file: both listed.
+        let e = check_config(&path).unwrap_err();
+        assert_eq!(problem_keys(&e), ["registry.ca_file", "registry.enrollment_token_file"]);
+        assert!(e.to_string().contains("2 problems"), "{e}");
+
+        // A stored identity whose address the file contradicts.
+        let state = StateDir::new(&dir.path().join("state"));
+        std::fs::create_dir_all(state.path()).unwrap();
+        state
+            .save_identity(&Identity {
+                peer_id: "p".into(),
+                name: "n1".into(),
+                network_id: "net".into(),
+                address: "fd00:5d::4".parse().unwrap(),
+                overlay_prefix: "fd00:5d::/64".parse().unwrap(),
+                peer_token: "t".into(),
+                registry_url: "https://reg.example:7443".into(),
+            })
+            .unwrap();
+        let key = dir.path().join("private.key");
+        std::fs::write(&key, wireguard_control::Key::generate_private().to_base64()).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let path = write_config(dir.path(), "address = \"fd00:5d::9\"");
+        let e = check_config(&path).unwrap_err();
+        assert_eq!(problem_keys(&e), ["registry.ca_file", "interface.address"]);
+        assert!(e.to_string().contains("the registry assigned fd00:5d::4"), "{e}");
+    }
+
+    #[test]
+    fn check_config_finds_a_member_on_this_nodes_address_before_the_key_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let path = dir.path().join("sdwand.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[interface]\nname = \"sdw0\"\nprivate_key_file = \"{d}/private.key\"\naddress = \"fd00:5d::1\"\n\
+                 overlay_prefix = \"fd00:5d::/64\"\n[daemon]\nstate_dir = \"{d}/state\"\n\
+                 [[members]]\nname = \"b\"\npublic_key = \"adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=\"\n\
+                 address = \"fd00:5d::1\"\n"
+            ),
+        )
+        .unwrap();
+        let e = check_config(&path).unwrap_err();
+        assert_eq!(problem_keys(&e), ["members[0]"]);
+        assert!(e.to_string().contains("uses this node's address fd00:5d::1"), "{e}");
     }
 }

@@ -1,18 +1,21 @@
 //! Start-up: from the configuration file to a [`Daemon`] ready to run its loop.
 //!
-//! It owns the start order: the metrics endpoint first (an enrollment that waits for the registry shows
-//! `sdwand_registry_up`), then the registry link, the control socket, the backend, the adoption of what a
-//! previous run left (straight into the desired state), and the VIP runtime and plane built on it. It
-//! must not run the loop.
+//! It owns the start order: the metrics endpoint and the control socket first (an enrollment that waits
+//! for the registry, or that the registry refuses, shows in `sdwand_registry_*` and in `sdwanctl status`,
+//! which is answered from the link's state until the loop runs), then the registry link, the backend, the
+//! adoption of what a previous run left (straight into the desired state), and the VIP runtime and plane
+//! built on it. It must not run the loop.
 
 use std::path::PathBuf;
 use std::pin::pin;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::client::{ClientMetrics, Link};
+use crate::control::{self, DaemonStatus, Incoming, Request, Response};
 use crate::mesh::Desired;
 use crate::metrics::Metrics;
 use crate::net::{self, Netlink};
@@ -46,18 +49,31 @@ pub(super) async fn start(
     let metrics = Metrics::new();
     // Fail-soft: a taken port is logged, shown in `sdwanctl status` and retried; it never stops sdwand.
     let metrics_endpoint = endpoint::spawn(metrics.clone(), loaded.file.daemon.metrics_listen, endpoint::RETRY).await;
-    let (link, early) = match start_link(&loaded, &metrics, &mut triggers).await? {
-        (_, Early::Stop) => return Ok(None),
-        (link, Early::Run { reload }) => (link, reload),
+    // The registry's view never changes `[daemon]`: the file's socket is the one the loop serves.
+    let socket = &loaded.file.daemon.control_socket;
+    let control_listener = control::bind(socket).await?;
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
+    let control_task = tokio::spawn(control::serve(control_listener, control_tx));
+    tracing::info!(socket = %socket.display(), "sdwanctl socket ready");
+    let starting = Starting {
+        loaded: &loaded,
+        metrics: &metrics,
+        endpoint: &metrics_endpoint,
+    };
+    let (link, early) = match start_link(starting, &mut triggers, &mut control_rx).await {
+        Ok((_, Early::Stop)) => {
+            control_task.abort();
+            return Ok(None);
+        }
+        Ok((link, Early::Run { reload })) => (link, reload),
+        Err(e) => {
+            control_task.abort();
+            return Err(e);
+        }
     };
     loaded.config = effective(&loaded, link.as_ref())?;
     let cfg = &loaded.config;
     tracing::info!(config = %config_path.display(), iface = %cfg.interface.name, address = %cfg.interface.address, members = cfg.members.len(), vips = cfg.vips.len(), "starting");
-
-    let control_listener = crate::control::bind(&cfg.daemon.control_socket).await?;
-    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
-    let control_task = tokio::spawn(crate::control::serve(control_listener, control_tx));
-    tracing::info!(socket = %cfg.daemon.control_socket.display(), "sdwanctl socket ready");
 
     let parts = data_plane(&loaded, link.as_ref(), &metrics).await?;
     let watchdog = sd_notify::watchdog_enabled();
@@ -99,25 +115,40 @@ pub(super) async fn start(
     Ok(Some(daemon))
 }
 
-/// Starts the registry link with `[registry]`, unless a stop is requested first.
+/// What answers `sdwanctl` while the registry link starts.
+#[derive(Clone, Copy)]
+struct Starting<'a> {
+    loaded: &'a Loaded,
+    metrics: &'a Metrics,
+    endpoint: &'a tokio::sync::watch::Receiver<control::EndpointView>,
+}
+
+/// Starts the registry link with `[registry]`, unless a stop is requested first; answers `sdwanctl`
+/// meanwhile ([`answer_starting`]).
 async fn start_link(
-    loaded: &Loaded,
-    metrics: &Metrics,
+    starting: Starting<'_>,
     triggers: &mut mpsc::Receiver<Trigger>,
+    control_rx: &mut mpsc::Receiver<Incoming>,
 ) -> Result<(Option<Link>, Early), DaemonError> {
+    let loaded = starting.loaded;
     let Some(reg) = &loaded.file.registry else {
         return Ok((None, Early::Run { reload: false }));
     };
     let client_metrics = ClientMetrics::new();
-    if let Err(e) = client_metrics.register(metrics.prometheus_registry()) {
+    if let Err(e) = client_metrics.register(starting.metrics.prometheus_registry()) {
         tracing::error!(error = %e, "registering the registry metrics failed");
     }
     tracing::info!(url = %reg.url, "starting the registry link");
-    let mut starting = pin!(Link::start(&loaded.file, &loaded.key, client_metrics));
+    let mut link_start = pin!(Link::start(&loaded.file, &loaded.key, client_metrics.clone()));
     let mut reload = false;
+    let mut tell_systemd = tokio::time::interval_at(Instant::now() + STARTING_NOTICE, STARTING_NOTICE);
     loop {
         tokio::select! {
-            link = &mut starting => return Ok((Some(link?), Early::Run { reload })),
+            link = &mut link_start => return Ok((Some(link?), Early::Run { reload })),
+            _ = tell_systemd.tick() => tell_systemd_starting(&client_metrics.view(&reg.url)),
+            Some((request, reply)) = control_rx.recv() => {
+                let _ = reply.send(answer_starting(request, starting, &client_metrics.view(&reg.url)));
+            }
             trigger = triggers.recv() => match trigger {
                 Some(Trigger::Reload) => reload = true,
                 Some(Trigger::Stop(cause)) => {
@@ -130,6 +161,49 @@ async fn start_link(
                 }
             },
         }
+    }
+}
+
+/// How often systemd hears, while the registry link starts, that sdwand is still starting and why.
+const STARTING_NOTICE: Duration = Duration::from_secs(10);
+
+/// Tells systemd (under `Type=notify`) what the registry link is waiting for (`systemctl status` shows it)
+/// and extends the start timeout past the next notice: an enrollment waiting for the registry, or for an
+/// operator to fix a refused token, keeps the unit in `activating` instead of failing it every
+/// `TimeoutStartSec` (a restart would change nothing an operator has not changed).
+fn tell_systemd_starting(registry: &control::RegistryView) {
+    let status = match &registry.problem {
+        Some(problem) => format!("enrolling with {}: {problem}", registry.url),
+        None => format!("enrolling with {}", registry.url),
+    };
+    let extend = u32::try_from((STARTING_NOTICE * 3).as_micros()).unwrap_or(u32::MAX);
+    super::notify(&[NotifyState::Status(&status), NotifyState::ExtendTimeoutUsec(extend)]);
+}
+
+/// The answer to `request` while the registry link starts: the status says so (no peers or VIPs yet, the
+/// registry's state and problem); the VIP requests are refused as [`control::code::STARTING`].
+fn answer_starting(request: Request, starting: Starting<'_>, registry: &control::RegistryView) -> Response {
+    let file = &starting.loaded.file;
+    match request {
+        Request::Status => Response::Status(Box::new(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            interface: file.interface.name.clone(),
+            address: file.interface.address,
+            backend: "not started yet".to_owned(),
+            ready: false,
+            failover_socket: None,
+            metrics: Some(starting.endpoint.borrow().clone()),
+            registry: Some(registry.clone()),
+            peers: Vec::new(),
+            vips: Vec::new(),
+        })),
+        Request::VipList | Request::VipMove { .. } => Response::error(
+            control::code::STARTING,
+            format!(
+                "sdwand is still enrolling with its registry ({}); it has no VIPs yet (see sdwanctl status)",
+                registry.url
+            ),
+        ),
     }
 }
 
