@@ -50,7 +50,7 @@ pub enum ServerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The registry refused the request (an invalid account name).
+    /// The registry refused the request (an invalid or taken account name).
     #[error("{}", .0.message)]
     Refused(ApiError),
     /// The metrics token file cannot be used.

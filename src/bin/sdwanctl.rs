@@ -10,12 +10,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ipnet::Ipv6Net;
 use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use sdwand::vocab::name::PeerName;
-use sdwand::vocab::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
 use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 
@@ -39,8 +40,8 @@ enum Command {
     /// VIP failover.
     #[command(subcommand)]
     Vip(VipCommand),
-    /// The registry (admin token): clusters, VIPs, peers, manual moves, peer removal, enrollment tokens,
-    /// cluster state.
+    /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, enrollment
+    /// tokens, cluster state.
     Registry(RegistryArgs),
 }
 
@@ -64,6 +65,20 @@ struct RegistryArgs {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
+    /// Every network of the account: id, overlay prefix, VIP pool, revision.
+    Networks,
+    /// Create a network of the account.
+    CreateNetwork {
+        /// Its name (1-64 letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// The IPv6 prefix peers' /128s come from (e.g. `fd00:5d::/32`).
+        #[arg(long)]
+        overlay: Ipv6Net,
+        /// The IPv6 prefix VIPs come from, strictly inside the overlay (e.g. `fd00:5d:f::/64`).
+        #[arg(long)]
+        vip_pool: Ipv6Net,
+    },
     /// Every cluster of the account: state, API endpoint, VIP holder, members.
     Clusters,
     /// Every VIP of the account: holder, epoch, candidates, pending move.
@@ -213,6 +228,31 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
         r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
     };
     match &args.command {
+        RegistryCommand::Networks => {
+            let n = client.networks().await?;
+            if json {
+                encode(pretty(&n))
+            } else {
+                Ok(registry::networks(&n))
+            }
+        }
+        RegistryCommand::CreateNetwork {
+            name,
+            overlay,
+            vip_pool,
+        } => {
+            let req = CreateNetworkRequest {
+                name: name.clone(),
+                overlay_prefix: *overlay,
+                vip_pool: *vip_pool,
+            };
+            let n = client.create_network(&req).await?;
+            if json {
+                encode(pretty(&n))
+            } else {
+                Ok(registry::network_created(&n))
+            }
+        }
         RegistryCommand::Clusters => {
             let c = client.clusters().await?;
             if json {

@@ -12,8 +12,9 @@ use reqwest::Method;
 
 use super::http::{segment, ClientError, RegistryClient};
 use crate::vocab::wire::{
-    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, EnrollmentTokenInfo,
-    EnrollmentTokenView, EnrollmentTokensResponse, PeersResponse, VipMoveRequest, VipView, VipsResponse,
+    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, CreateNetworkRequest,
+    EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, NetworkView, NetworksResponse, PeersResponse,
+    VipMoveRequest, VipView, VipsResponse,
 };
 use crate::vocab::ClusterState;
 
@@ -53,6 +54,16 @@ impl AdminClient {
         let agent = concat!("sdwanctl/", env!("CARGO_PKG_VERSION"));
         let client = RegistryClient::connect(url, ca_file, "--ca-file", agent)?.with_token(&token);
         Ok(AdminClient { client })
+    }
+
+    /// `GET /v1/networks`.
+    pub async fn networks(&self) -> Result<NetworksResponse, ClientError> {
+        self.client.must::<(), _>(Method::GET, "/v1/networks", None).await
+    }
+
+    /// `POST /v1/networks`.
+    pub async fn create_network(&self, req: &CreateNetworkRequest) -> Result<NetworkView, ClientError> {
+        self.client.must(Method::POST, "/v1/networks", Some(req)).await
     }
 
     /// `GET /v1/clusters`.

@@ -6,8 +6,38 @@ use std::time::Duration;
 
 use crate::vocab::wire::{
     ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, EpochView,
-    PeersResponse, VipView, VipsResponse,
+    NetworkView, NetworksResponse, PeersResponse, VipView, VipsResponse,
 };
+
+/// `sdwanctl registry networks`.
+pub fn networks(n: &NetworksResponse) -> String {
+    if n.networks.is_empty() {
+        return "no networks\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = n
+        .networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.id.clone(),
+                n.overlay_prefix.to_string(),
+                n.vip_pool.to_string(),
+                n.revision.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ID", "OVERLAY", "VIP POOL", "REVISION"], &rows)
+}
+
+/// `sdwanctl registry create-network`: the new network and what to do next.
+pub fn network_created(n: &NetworkView) -> String {
+    format!(
+        "network {} created: id {}, overlay {}, VIP pool {}; issue enrollment tokens with `sdwanctl registry \
+         tokens create --network {}`\n",
+        n.name, n.id, n.overlay_prefix, n.vip_pool, n.id
+    )
+}
 
 /// `sdwanctl registry clusters`.
 pub fn clusters(c: &ClustersResponse) -> String {

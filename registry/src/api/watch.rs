@@ -242,6 +242,9 @@ impl ReadTx for Recording<'_> {
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
         self.tx.account(id)
     }
+    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError> {
+        self.tx.account_by_name(name)
+    }
     fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
         self.tx.network(id)
     }

@@ -28,7 +28,8 @@ mod validate;
 mod views;
 
 pub use admin::{
-    create_account, create_enrollment_token, create_network, list_enrollment_tokens, revoke_enrollment_token,
+    create_account, create_enrollment_token, create_network, list_enrollment_tokens, list_networks,
+    revoke_enrollment_token,
 };
 pub use enroll::{enroll, enrolled_members, first_use, members};
 pub use fanout::{network_snapshot, watch_started, watched_network};
