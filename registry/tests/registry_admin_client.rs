@@ -193,3 +193,54 @@ fn init_account_refuses_a_taken_name_and_writes_the_token_to_a_new_0600_file() {
     assert!(!out.status.success());
     assert!(!second.exists());
 }
+
+/// `sdwanctl registry move ADDRESS|ID` and `remove-peer NAME|ID`: the client resolves names and addresses
+/// through the list routes; an unknown one is refused with what to use instead.
+#[tokio::test]
+async fn vips_resolve_by_address_and_peers_by_name() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = r.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", t.account.admin_token)).expect("write");
+    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    r.bootstrap(&s1).await;
+    let vips = client.vips().await.expect("vips");
+    let vip = vips.vips.first().expect("the cluster's VIP");
+    assert_eq!(
+        client.resolve_vip(&vip.address.to_string()).await.expect("by address"),
+        vip.vip_id
+    );
+    assert_eq!(client.resolve_vip(&vip.vip_id).await.expect("by id"), vip.vip_id);
+    match client.resolve_vip("fd00:1::9").await {
+        Err(ClientError::Setup(e)) => assert!(e.contains(&vip.vip_id), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let moved = client
+        .move_vip(
+            &client.resolve_vip(&vip.address.to_string()).await.expect("resolve"),
+            "s1",
+        )
+        .await
+        .expect("move by address");
+    assert_eq!(moved.vip_id, vip.vip_id);
+
+    assert_eq!(client.resolve_peer("s1").await.expect("by name"), s1.id);
+    assert_eq!(client.resolve_peer(&s1.id).await.expect("by id"), s1.id);
+    match client.resolve_peer("s9").await {
+        Err(ClientError::Setup(e)) => assert!(e.contains("s1 (") && e.contains(&s1.id), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    client
+        .remove_peer(&client.resolve_peer("s1").await.expect("resolve"))
+        .await
+        .expect("remove");
+    assert!(client.peers().await.expect("peers").peers.is_empty());
+    server.abort();
+}

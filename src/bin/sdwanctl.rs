@@ -87,16 +87,16 @@ enum RegistryCommand {
     Peers,
     /// Ask a VIP's holder to hand it over to one of its candidates.
     Move {
-        /// The VIP's id (see `sdwanctl registry vips`).
-        vip_id: String,
+        /// The VIP: its address or its id (see `sdwanctl registry vips`).
+        vip: String,
         /// The target candidate's peer name (checked here against the peer name rule).
         #[arg(long)]
         to: PeerName,
     },
     /// Remove a peer with its tokens, cluster membership and VIP candidacy.
     RemovePeer {
-        /// The peer's id (see `sdwanctl registry peers`).
-        peer_id: String,
+        /// The peer: its name or its id (see `sdwanctl registry peers`).
+        peer: String,
     },
     /// Enrollment tokens: issue (with limits), list, revoke.
     #[command(subcommand)]
@@ -277,20 +277,22 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 Ok(registry::peers(&p, sdwand::now_ms()))
             }
         }
-        RegistryCommand::Move { vip_id, to } => {
-            let v = client.move_vip(vip_id, to).await?;
+        RegistryCommand::Move { vip, to } => {
+            let vip_id = client.resolve_vip(vip).await?;
+            let v = client.move_vip(&vip_id, to).await?;
             if json {
                 encode(pretty(&v))
             } else {
                 Ok(registry::moved(&v))
             }
         }
-        RegistryCommand::RemovePeer { peer_id } => {
-            client.remove_peer(peer_id).await?;
+        RegistryCommand::RemovePeer { peer } => {
+            let peer_id = client.resolve_peer(peer).await?;
+            client.remove_peer(&peer_id).await?;
             if json {
                 encode(pretty(&serde_json::json!({ "removed": peer_id })))
             } else {
-                Ok(registry::removed(peer_id))
+                Ok(registry::removed(peer, &peer_id))
             }
         }
         RegistryCommand::Tokens(TokensCommand::Create {

@@ -157,9 +157,14 @@ pub fn moved(v: &VipView) -> String {
     }
 }
 
-/// `sdwanctl registry remove-peer`: what was done.
-pub fn removed(peer_id: &str) -> String {
-    format!("peer {peer_id} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
+/// `sdwanctl registry remove-peer`: what was done (`given` is the name or id the operator typed).
+pub fn removed(given: &str, peer_id: &str) -> String {
+    let peer = if given == peer_id {
+        format!("peer {peer_id}")
+    } else {
+        format!("peer {given} ({peer_id})")
+    };
+    format!("{peer} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
 }
 
 /// `sdwanctl registry tokens create`: the token (shown once, alone on its first line) and its limits.
