@@ -165,7 +165,12 @@ pub(super) async fn watch(
         return answer(current).await;
     }
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    if timeout_at(deadline, waiting.past(since)).await == Ok(true) {
+    let woken = tokio::select! {
+        woken = timeout_at(deadline, waiting.past(since)) => woken,
+        // The server is stopping: answer as a timeout would, so the client polls again after the restart.
+        () = s.watchers.stopped() => return Ok(StatusCode::NO_CONTENT.into_response()),
+    };
+    if woken == Ok(true) {
         let current = revision().await?;
         if current != since {
             return answer(current).await;
