@@ -115,7 +115,7 @@ pub fn create_enrollment_token(
     };
     tx.put_token(&record)?;
     tracing::info!(
-        token = %record.key_id, network = ?record.network_id, expires_at_ms = ?record.limits.expires_at_ms,
+        account = %record.account_id, token = %record.key_id, network = ?record.network_id, expires_at_ms = ?record.limits.expires_at_ms,
         max_uses = ?record.limits.max_uses, roles = ?record.limits.roles, "enrollment token issued"
     );
     Ok(EnrollmentTokenView {
@@ -181,7 +181,10 @@ pub fn revoke_enrollment_token(
     if record.limits.revoked_at_ms.is_none() {
         record.limits.revoked_at_ms = Some(now_ms);
         tx.update_token(&record)?;
-        tracing::info!(token = %record.key_id, network = ?record.network_id, "enrollment token revoked");
+        tracing::info!(
+            account = %record.account_id, token = %record.key_id, network = ?record.network_id,
+            "enrollment token revoked"
+        );
     }
     Ok(info(&record))
 }

@@ -98,7 +98,10 @@ pub fn delete_peer(tx: &mut dyn WriteTx, presented: &Presented, peer_id: &str) -
     let (caller, _) = admin(tx, presented)?;
     let peer = visible_peer(tx, &caller, peer_id)?;
     remove_peer(tx, &peer)?;
-    tracing::info!(peer = %peer.name, id = %peer.id, network = %peer.network_id, "peer removed by an operator");
+    tracing::info!(
+        account = %caller.account_id, network = %peer.network_id, peer = %peer.name, id = %peer.id,
+        token = %caller.key_id, "peer removed by an operator"
+    );
     Ok(())
 }
 
