@@ -272,6 +272,7 @@ mod tests {
             network_id: network.into(),
             cluster: None,
             stale: false,
+            silent: false,
         }
     }
 

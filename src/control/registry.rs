@@ -127,7 +127,14 @@ pub fn peers(p: &PeersResponse, now_ms: u64) -> String {
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), |(id, role)| format!("{id} ({role})")),
                 format!("{} ago", humantime::format_duration(silent)),
-                if p.stale { "stale" } else { "live" }.to_owned(),
+                if p.stale {
+                    "stale"
+                } else if p.silent {
+                    "silent"
+                } else {
+                    "live"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -371,12 +378,28 @@ mod tests {
             network_id: "n-1".into(),
             cluster: Some(("c-1".into(), Role::Server)),
             stale: true,
+            silent: false,
         };
-        let text = peers(&PeersResponse { peers: vec![peer] }, 66_000);
+        let text = peers(
+            &PeersResponse {
+                peers: vec![peer.clone()],
+            },
+            66_000,
+        );
         assert!(
             text.lines()
                 .nth(1)
                 .is_some_and(|l| l.contains("spot   server  c-1 (server)  1m 5s ago  stale")),
+            "{text}"
+        );
+        let silent = PeerView {
+            stale: false,
+            silent: true,
+            ..peer
+        };
+        let text = peers(&PeersResponse { peers: vec![silent] }, 21_000);
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.ends_with("20s ago    silent")),
             "{text}"
         );
     }

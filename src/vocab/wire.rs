@@ -327,6 +327,10 @@ pub struct PeerView {
     pub cluster: Option<(String, Role)>,
     /// Silent longer than its class's TTL (persistent peers are shown stale, never removed).
     pub stale: bool,
+    /// Silent longer than the registry's `silent_after` (default 15 s: three of sdwand's default 5 s report
+    /// intervals) but not yet stale: its node is likely down. A display state only; reaping is unchanged.
+    #[serde(default)]
+    pub silent: bool,
 }
 
 /// `GET /v1/peers` (admin token): every peer of the account.

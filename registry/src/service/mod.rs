@@ -38,7 +38,7 @@ pub use enroll::{enroll, enrolled_members, first_use, members};
 pub use fanout::{network_snapshot, watch_started, watched_network};
 pub use handshake::{handshake, report};
 pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state};
-pub use reap::{reap, remove_peer, Ttls};
+pub use reap::{reap, remove_peer, Ttls, DAEMON_REPORT_INTERVAL, DEFAULT_SILENT_AFTER};
 pub use state::peer_report;
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix

@@ -24,7 +24,7 @@ fn admin(tx: &mut dyn ReadTx, presented: &Presented) -> Result<(TokenRecord, Vec
 }
 
 /// `GET /v1/peers`: every peer of the account, by network then enrollment order, with its cluster
-/// membership and whether it is stale at `now_ms`.
+/// membership and whether it is silent or stale at `now_ms`.
 pub fn list_peers(
     tx: &mut dyn ReadTx,
     presented: &Presented,
@@ -41,6 +41,7 @@ pub fn list_peers(
                 network_id: network.id.clone(),
                 cluster,
                 stale: ttls.stale(&p, now_ms),
+                silent: ttls.silent(&p, now_ms),
             });
         }
     }
