@@ -8,6 +8,7 @@
 //! # tls_key = "/etc/sdwan-registry/key.pem"
 //! ephemeral_ttl = "10m"                  # silent ephemeral peers are removed after this (persistent: shown stale)
 //! spot_ttl = "2m"                        # silent spot peers are removed after this (shorter than ephemeral_ttl)
+//! silent_after = "15s"                   # peers silent this long are listed `silent` (3 x sdwand's 5 s reports)
 //! max_connections = 32768                # open connections at most; more are closed at once
 //! header_read_timeout = "10s"            # a request's head must arrive within this (also the idle timeout)
 //! max_connection_age = "10m"             # then a connection is closed after its request in flight
@@ -135,6 +136,8 @@ struct Raw {
     ephemeral_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     spot_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    silent_after: Option<Duration>,
     max_connections: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     header_read_timeout: Option<Duration>,
@@ -191,7 +194,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError>
     if raw.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir must not be empty"));
     }
-    let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl).map_err(|m| invalid(&m))?;
+    let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl, raw.silent_after).map_err(|m| invalid(&m))?;
     if raw
         .metrics_token_file
         .as_ref()
@@ -295,14 +298,20 @@ fn tls_files(insecure: bool, cert: Option<PathBuf>, key: Option<PathBuf>) -> Res
     }
 }
 
-/// The reaper's TTLs from the file (defaults for what is absent): both at least a second, spot shorter.
-fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>) -> Result<Ttls, String> {
+/// The reaper's TTLs and `silent_after` from the file (defaults for what is absent): each at least a
+/// second, spot shorter than ephemeral.
+fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>, silent_after: Option<Duration>) -> Result<Ttls, String> {
     let defaults = Ttls::default();
     let ttls = Ttls {
         ephemeral: ephemeral.unwrap_or(defaults.ephemeral),
         spot: spot.unwrap_or(defaults.spot),
+        silent_after: silent_after.unwrap_or(defaults.silent_after),
     };
-    for (key, ttl) in [("ephemeral_ttl", ttls.ephemeral), ("spot_ttl", ttls.spot)] {
+    for (key, ttl) in [
+        ("ephemeral_ttl", ttls.ephemeral),
+        ("spot_ttl", ttls.spot),
+        ("silent_after", ttls.silent_after),
+    ] {
         if ttl < Duration::from_secs(1) {
             return Err(format!(
                 "{key} = {:?} is too short: peers report every few seconds; use at least \"1s\"",

@@ -81,6 +81,8 @@ pub mod code {
     pub const NO_ACTIVE_CLUSTER: &str = "no_active_cluster";
     /// The public key is already enrolled in the network.
     pub const DUPLICATE_PUBLIC_KEY: &str = "duplicate_public_key";
+    /// An account with this name exists already (`sdwan-registry init-account`).
+    pub const ACCOUNT_NAME_TAKEN: &str = "account_name_taken";
     /// The peer name is already taken in the network.
     pub const NAME_TAKEN: &str = "name_taken";
     /// The peer (same name and key) is enrolled already and its enrollment cannot be retried: its peer

@@ -1,6 +1,8 @@
 //! `sdwan-registry`: the registry server. Parses arguments and hands over to [`sdwan_registry::server`].
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Write the admin token to this new file (mode 0600; an existing file is refused) instead of
+        /// printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -72,24 +78,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::InitAccount { name, json } => {
-            let now = sdwand::now_ms();
-            match runtime.block_on(server::init_account(&config, &name, now)) {
-                Ok(a) if json => match serde_json::to_string_pretty(&a) {
-                    Ok(text) => {
-                        println!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("sdwan-registry: {e}");
-                        ExitCode::FAILURE
-                    }
-                },
-                Ok(a) => {
-                    println!(
-                        "account_id: {}\nname: {}\nadmin_token: {}",
-                        a.account_id, a.name, a.admin_token
-                    );
+        Command::InitAccount { name, json, token_file } => {
+            match init_account(&runtime, &config, &name, json, token_file.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -98,5 +90,76 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `init-account`: creates the account and answers what to print. With `token_file`, the admin token goes
+/// to that file, created new with mode 0600 before the account is (an existing file stops everything), and
+/// is left out of the printed answer.
+fn init_account(
+    runtime: &tokio::runtime::Runtime,
+    config: &config::ServerConfig,
+    name: &str,
+    json: bool,
+    token_file: Option<&Path>,
+) -> Result<String, String> {
+    let mut file = token_file
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map(|f| (path, f))
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => format!(
+                        "--token-file {}: the file exists; it is never overwritten (move it away or choose \
+                         another path); no account was created",
+                        path.display()
+                    ),
+                    _ => format!(
+                        "--token-file {}: cannot create: {e}; no account was created",
+                        path.display()
+                    ),
+                })
+        })
+        .transpose()?;
+    let created = runtime.block_on(server::init_account(config, name, sdwand::now_ms()));
+    let mut account = match created {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some((path, _)) = file.take() {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.to_string());
+        }
+    };
+    if let Some((path, f)) = file.as_mut() {
+        let written = writeln!(f, "{}", account.admin_token).and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            return Err(format!(
+                "account {} ({}) was created, but its admin token could not be written to {}: {e}; remove the \
+                 account's state or create another account",
+                account.account_id,
+                account.name,
+                path.display()
+            ));
+        }
+        account.admin_token.clear();
+        account.admin_token_file = Some(path.display().to_string());
+    }
+    if json {
+        serde_json::to_string_pretty(&account)
+            .map(|t| t + "\n")
+            .map_err(|e| e.to_string())
+    } else {
+        let token = match &account.admin_token_file {
+            Some(path) => format!("admin_token_file: {path}"),
+            None => format!("admin_token: {}", account.admin_token),
+        };
+        Ok(format!(
+            "account_id: {}\nname: {}\n{token}\n",
+            account.account_id, account.name
+        ))
     }
 }

@@ -50,7 +50,7 @@ pub enum ServerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The registry refused the request (an invalid account name).
+    /// The registry refused the request (an invalid or taken account name).
     #[error("{}", .0.message)]
     Refused(ApiError),
     /// The metrics token file cannot be used.
@@ -91,8 +91,9 @@ pub async fn init_account(config: &ServerConfig, name: &str, now_ms: u64) -> Res
         .map_err(ServerError::Refused)
 }
 
-/// Serves the registry described by `config` until `shutdown` completes, then lets in-flight requests
-/// finish and closes the store (every acknowledged write is already durable).
+/// Serves the registry described by `config` until `shutdown` completes, then answers waiting watches at
+/// once (204), lets in-flight requests finish and closes the store (every acknowledged write is already
+/// durable).
 pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -136,6 +137,7 @@ pub async fn serve_store(
         state = state.with_metrics_token(metrics_token(path)?);
     }
     let _reaper = super::reaper::spawn(state.clone());
+    let watchers = state.watchers.clone();
     let router = TowerToHyperService::new(api::router_with(state));
     let state_dir = config.state_dir.display();
     let local = listener.local_addr().map_err(ServerError::Serve)?;
@@ -147,6 +149,8 @@ pub async fn serve_store(
                 () = shutdown => {}
                 () = writer_died => died.store(true, Ordering::Relaxed),
             }
+            // Waiting watches answer now instead of holding the stop for up to their wait.
+            watchers.stop();
         }
     };
     let limits = config.limits.http;

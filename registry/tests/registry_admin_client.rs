@@ -1,12 +1,15 @@
-//! `sdwanctl registry tokens …` and `cluster-state` end to end: the admin client of
+//! `sdwanctl registry networks`, `create-network`, `tokens …` and `cluster-state`, and `sdwan-registry
+//! init-account`, end to end: the admin client of
 //! [`sdwand::client::admin`] against a registry served on 127.0.0.1.
 
 mod registry_support;
 
+use std::path::Path;
+
 use registry_support::Registry;
 use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
-use sdwand::vocab::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
 use sdwand::vocab::{ClusterState, Role};
 
 #[tokio::test]
@@ -65,5 +68,179 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
         .await
         .expect("recover");
     assert_eq!(view.state, ClusterState::Active);
+    server.abort();
+}
+
+/// `sdwanctl registry networks` / `create-network` through the admin client: an account sees and creates
+/// only its own networks; another account's stay invisible (and its ids unknown).
+#[tokio::test]
+async fn operators_create_and_list_their_networks_only() {
+    let r = Registry::new();
+    let acme = r.tenant("acme", 1).await;
+    let other = r.tenant("other", 2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = r.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", acme.account.admin_token)).expect("write");
+    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+
+    let req = CreateNetworkRequest {
+        name: "lab".into(),
+        overlay_prefix: "fd00:77::/32".parse().expect("prefix"),
+        vip_pool: "fd00:77:f::/64".parse().expect("prefix"),
+    };
+    let created = client.create_network(&req).await.expect("create");
+    assert_eq!((created.name.as_str(), created.revision), ("lab", 1));
+    assert_eq!(created.account_id, acme.account.account_id);
+    let listed = client.networks().await.expect("list");
+    let ids: Vec<&str> = listed.networks.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, [acme.network_id.as_str(), created.id.as_str()], "oldest first");
+    assert!(
+        !ids.contains(&other.network_id.as_str()),
+        "another account's network is invisible"
+    );
+
+    let bad = CreateNetworkRequest {
+        vip_pool: "fd00:99::/64".parse().expect("prefix"),
+        ..req
+    };
+    match client.create_network(&bad).await {
+        Err(ClientError::Refused { status: 400, .. }) => {}
+        other => panic!("a VIP pool outside the overlay: {other:?}"),
+    }
+    // Tenancy on the raw route too: the other account sees its one network; an enrollment or peer token
+    // is refused.
+    let (s, v) = r.get("/v1/networks", &other.account.admin_token).await;
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(v["networks"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["networks"][0]["id"], other.network_id.as_str());
+    let (s, _) = r.get("/v1/networks", &acme.enrollment).await;
+    assert_eq!(s.as_u16(), 403);
+    let (s, _) = r.get("/v1/networks", "sdwa_nope_nope").await;
+    assert_eq!(s.as_u16(), 401);
+    server.abort();
+}
+
+/// `sdwan-registry --config C init-account …` run as the operator runs it.
+fn init_account(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sdwan-registry"))
+        .arg("--config")
+        .arg(config)
+        .arg("init-account")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run init-account")
+}
+
+#[test]
+fn init_account_refuses_a_taken_name_and_writes_the_token_to_a_new_0600_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("registry.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\nstate_dir = \"{}\"\ninsecure = true\n",
+            state.display()
+        ),
+    )
+    .expect("write config");
+    let token_file = dir.path().join("acme.token");
+    let path = token_file.to_str().expect("utf-8 path");
+
+    let out = init_account(&config, &["--name", "acme", "--token-file", path, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v.get("admin_token").is_none(), "the token is not printed: {v}");
+    assert_eq!(v["admin_token_file"], path);
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    assert!(token.starts_with("sdwa_") && token.ends_with('\n'), "{token:?}");
+    let mode = std::fs::metadata(&token_file).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The same name again: refused, exit non-zero, the first account's token untouched.
+    let out = init_account(&config, &["--name", "acme"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exists already") && err.contains("acme"), "{err}");
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert_eq!(std::fs::read_to_string(&token_file).expect("token file"), token);
+
+    // An existing token file is never overwritten, and no account is created.
+    let out = init_account(&config, &["--name", "beta", "--token-file", path]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read_to_string(&token_file).expect("token file"), token);
+    let out = init_account(&config, &["--name", "beta"]);
+    assert!(out.status.success(), "beta was not created by the refused run: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("name: beta") && text.contains("admin_token: sdwa_"),
+        "{text}"
+    );
+
+    // A taken name with --token-file: refused, and the new file is removed again.
+    let second = dir.path().join("second.token");
+    let out = init_account(
+        &config,
+        &["--name", "beta", "--token-file", second.to_str().expect("utf-8")],
+    );
+    assert!(!out.status.success());
+    assert!(!second.exists());
+}
+
+/// `sdwanctl registry move ADDRESS|ID` and `remove-peer NAME|ID`: the client resolves names and addresses
+/// through the list routes; an unknown one is refused with what to use instead.
+#[tokio::test]
+async fn vips_resolve_by_address_and_peers_by_name() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = r.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", t.account.admin_token)).expect("write");
+    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    r.bootstrap(&s1).await;
+    let vips = client.vips().await.expect("vips");
+    let vip = vips.vips.first().expect("the cluster's VIP");
+    assert_eq!(
+        client.resolve_vip(&vip.address.to_string()).await.expect("by address"),
+        vip.vip_id
+    );
+    assert_eq!(client.resolve_vip(&vip.vip_id).await.expect("by id"), vip.vip_id);
+    match client.resolve_vip("fd00:1::9").await {
+        Err(ClientError::Setup(e)) => assert!(e.contains(&vip.vip_id), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let moved = client
+        .move_vip(
+            &client.resolve_vip(&vip.address.to_string()).await.expect("resolve"),
+            "s1",
+        )
+        .await
+        .expect("move by address");
+    assert_eq!(moved.vip_id, vip.vip_id);
+
+    assert_eq!(client.resolve_peer("s1").await.expect("by name"), s1.id);
+    assert_eq!(client.resolve_peer(&s1.id).await.expect("by id"), s1.id);
+    match client.resolve_peer("s9").await {
+        Err(ClientError::Setup(e)) => assert!(e.contains("s1 (") && e.contains(&s1.id), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    client
+        .remove_peer(&client.resolve_peer("s1").await.expect("resolve"))
+        .await
+        .expect("remove");
+    assert!(client.peers().await.expect("peers").peers.is_empty());
     server.abort();
 }

@@ -357,6 +357,7 @@ async fn removal_cascades_and_the_reaper_spares_persistent_peers() {
     let ttls = Ttls {
         ephemeral: Duration::from_secs(600),
         spot: Duration::from_secs(120),
+        ..Ttls::default()
     };
     let now = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis()).expect("ms");
     // A registry that came up at `now + 170 s` (after an outage) counts silence from then: nothing goes.
@@ -476,6 +477,7 @@ async fn the_reaper_task_removes_silent_peers_and_wakes_watchers() {
     let ttls = Ttls {
         ephemeral: Duration::from_millis(60_000),
         spot: Duration::from_millis(1),
+        ..Ttls::default()
     };
     let state = r.state.clone().with_ttls(ttls);
     assert_eq!(
@@ -655,4 +657,44 @@ async fn an_unreachable_stored_floor_is_never_handed_out() {
     let vip = "fd00:1::ffff:1";
     let v = self_report(&r, &s1, json!([vip_report(vip, "s1", 7, 0, None)])).await;
     assert_eq!(v["epochs"], json!([{"address": vip, "epoch": {"term": 7, "rank": 0}}]));
+}
+
+/// A peer silent longer than `silent_after` is listed `silent` (a display state: it is neither stale nor
+/// reaped); one that reported recently is not; the default `silent_after` is 3 × sdwand's 5 s reports.
+#[tokio::test]
+async fn peers_silent_past_silent_after_are_listed_silent_not_stale() {
+    use sdwan_registry::service::{self, Ttls, DAEMON_REPORT_INTERVAL, DEFAULT_SILENT_AFTER};
+    use std::time::Duration;
+
+    assert_eq!(DEFAULT_SILENT_AFTER, 3 * DAEMON_REPORT_INTERVAL);
+    assert_eq!(Ttls::default().silent_after, Duration::from_secs(15));
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    enroll_as(&r, &t, "node-1", &[], "persistent").await;
+    let (s, v) = r.get("/v1/peers", &t.account.admin_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["peers"][0]["silent"], &v["peers"][0]["stale"]),
+        (&json!(false), &json!(false))
+    );
+
+    let admin = sdwan_registry::token::parse(&t.account.admin_token).expect("token");
+    let ttls = Ttls {
+        silent_after: Duration::from_secs(10),
+        ..Ttls::default()
+    };
+    let list = |now_ms: u64| {
+        let admin = admin.clone();
+        r.store.read(move |tx| service::list_peers(tx, &admin, &ttls, now_ms))
+    };
+    let seen = v["peers"][0]["last_seen_ms"].as_u64().expect("last_seen_ms");
+    let p = list(seen + 9_000).await.expect("list");
+    assert!(!p.peers[0].silent, "9 s of silence is within 10 s");
+    let p = list(seen + 11_000).await.expect("list");
+    assert!(p.peers[0].silent && !p.peers[0].stale, "silent, not stale");
+    let p = list(seen + 601_000).await.expect("list");
+    assert!(
+        p.peers[0].stale && !p.peers[0].silent,
+        "past ephemeral_ttl it is stale (and only that)"
+    );
 }

@@ -290,3 +290,74 @@ async fn fan_out_of_two_hundred_watchers() {
         last - changed
     );
 }
+
+/// SIGTERM (the server's shutdown future) while a daemon's watch waits: the watch answers 204 at once (the
+/// daemon polls again, as after a timeout) and the server stops within ~2 s, not after the watch's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_watch_ends_at_once_when_the_server_stops() {
+    use sdwan_registry::config::{Limits, ServerConfig};
+    use sdwan_registry::{server, service::Ttls};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ServerConfig {
+        source: dir.path().join("registry.toml"),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        state_dir: dir.path().join("state"),
+        tls: None,
+        ttls: Ttls::default(),
+        limits: Limits::default(),
+        metrics_token_file: None,
+    };
+    let admin = server::init_account(&config, "acme", 1)
+        .await
+        .expect("account")
+        .admin_token;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        server::serve_on(&config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let network = client
+        .post(format!("{url}/v1/networks"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(json!({"name": "n", "overlay_prefix": "fd00:1::/64", "vip_pool": "fd00:1::ffff:0/112"}).to_string())
+        .send()
+        .await
+        .expect("create network")
+        .bytes()
+        .await
+        .expect("body");
+    let network: Value = serde_json::from_slice(&network).expect("json");
+    let id = network["id"].as_str().expect("id").to_owned();
+    let watch = {
+        let (client, admin) = (client.clone(), admin.clone());
+        let path = format!("{url}/v1/networks/{id}/watch?since=1&wait_ms=60000");
+        tokio::spawn(async move {
+            let answer = client.get(path).bearer_auth(&admin).send().await;
+            (answer.map(|r| r.status().as_u16()), Instant::now())
+        })
+    };
+    // Let the watch reach its wait (there is no other client to count: give it a moment).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.is_finished(), "the watch waits");
+    let stopping = Instant::now();
+    drop(stop);
+    let (status, answered) = tokio::time::timeout(Duration::from_secs(2), watch)
+        .await
+        .expect("the watch answers within 2 s of the stop")
+        .expect("join");
+    assert_eq!(status.expect("an answer, not a reset"), 204);
+    tokio::time::timeout(Duration::from_secs(2), served)
+        .await
+        .expect("the server stops within 2 s")
+        .expect("join")
+        .expect("clean stop");
+    let took = answered.duration_since(stopping);
+    assert!(took < Duration::from_secs(1), "the watch took {took:?}");
+}

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ipnet::Ipv6Net;
 use sdwand::cli::Invocation;
 use sdwand::client::admin::AdminClient;
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use sdwand::vocab::name::PeerName;
-use sdwand::vocab::wire::CreateEnrollmentTokenRequest;
+use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
 use sdwand::vocab::{ClusterState, Role};
 use serde::Serialize;
 
@@ -41,8 +42,8 @@ enum Command {
     /// VIP failover.
     #[command(subcommand)]
     Vip(VipCommand),
-    /// The registry (admin token): clusters, VIPs, peers, manual moves, peer removal, enrollment tokens,
-    /// cluster state.
+    /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, enrollment
+    /// tokens, cluster state.
     Registry(RegistryArgs),
 }
 
@@ -66,6 +67,20 @@ struct RegistryArgs {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
+    /// Every network of the account: id, overlay prefix, VIP pool, revision.
+    Networks,
+    /// Create a network of the account.
+    CreateNetwork {
+        /// Its name (1-64 letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// The IPv6 prefix peers' /128s come from (e.g. `fd00:5d::/32`).
+        #[arg(long)]
+        overlay: Ipv6Net,
+        /// The IPv6 prefix VIPs come from, strictly inside the overlay (e.g. `fd00:5d:f::/64`).
+        #[arg(long)]
+        vip_pool: Ipv6Net,
+    },
     /// Every cluster of the account: state, API endpoint, VIP holder, members.
     Clusters,
     /// Every VIP of the account: holder, epoch, candidates, pending move.
@@ -74,16 +89,16 @@ enum RegistryCommand {
     Peers,
     /// Ask a VIP's holder to hand it over to one of its candidates.
     Move {
-        /// The VIP's id (see `sdwanctl registry vips`).
-        vip_id: String,
+        /// The VIP: its address or its id (see `sdwanctl registry vips`).
+        vip: String,
         /// The target candidate's peer name (checked here against the peer name rule).
         #[arg(long)]
         to: PeerName,
     },
     /// Remove a peer with its tokens, cluster membership and VIP candidacy.
     RemovePeer {
-        /// The peer's id (see `sdwanctl registry peers`).
-        peer_id: String,
+        /// The peer: its name or its id (see `sdwanctl registry peers`).
+        peer: String,
     },
     /// Enrollment tokens: issue (with limits), list, revoke.
     #[command(subcommand)]
@@ -218,6 +233,31 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
         r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
     };
     match &args.command {
+        RegistryCommand::Networks => {
+            let n = client.networks().await?;
+            if json {
+                encode(pretty(&n))
+            } else {
+                Ok(registry::networks(&n))
+            }
+        }
+        RegistryCommand::CreateNetwork {
+            name,
+            overlay,
+            vip_pool,
+        } => {
+            let req = CreateNetworkRequest {
+                name: name.clone(),
+                overlay_prefix: *overlay,
+                vip_pool: *vip_pool,
+            };
+            let n = client.create_network(&req).await?;
+            if json {
+                encode(pretty(&n))
+            } else {
+                Ok(registry::network_created(&n))
+            }
+        }
         RegistryCommand::Clusters => {
             let c = client.clusters().await?;
             if json {
@@ -242,20 +282,22 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 Ok(registry::peers(&p, sdwand::now_ms()))
             }
         }
-        RegistryCommand::Move { vip_id, to } => {
-            let v = client.move_vip(vip_id, to).await?;
+        RegistryCommand::Move { vip, to } => {
+            let vip_id = client.resolve_vip(vip).await?;
+            let v = client.move_vip(&vip_id, to).await?;
             if json {
                 encode(pretty(&v))
             } else {
                 Ok(registry::moved(&v))
             }
         }
-        RegistryCommand::RemovePeer { peer_id } => {
-            client.remove_peer(peer_id).await?;
+        RegistryCommand::RemovePeer { peer } => {
+            let peer_id = client.resolve_peer(peer).await?;
+            client.remove_peer(&peer_id).await?;
             if json {
                 encode(pretty(&serde_json::json!({ "removed": peer_id })))
             } else {
-                Ok(registry::removed(peer_id))
+                Ok(registry::removed(peer, &peer_id))
             }
         }
         RegistryCommand::Tokens(TokensCommand::Create {

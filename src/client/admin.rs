@@ -6,14 +6,16 @@
 //! verified against the system roots, or against `--ca-file` only; `http://` is refused unless
 //! `--insecure` (labs: the token travels in clear). `--insecure` never turns certificate checks off.
 
+use std::net::Ipv6Addr;
 use std::path::Path;
 
 use reqwest::Method;
 
 use super::http::{segment, ClientError, RegistryClient};
 use crate::vocab::wire::{
-    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, EnrollmentTokenInfo,
-    EnrollmentTokenView, EnrollmentTokensResponse, PeersResponse, VipMoveRequest, VipView, VipsResponse,
+    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, CreateNetworkRequest,
+    EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, NetworkView, NetworksResponse, PeerView,
+    PeersResponse, VipMoveRequest, VipView, VipsResponse,
 };
 use crate::vocab::ClusterState;
 
@@ -55,6 +57,16 @@ impl AdminClient {
         Ok(AdminClient { client })
     }
 
+    /// `GET /v1/networks`.
+    pub async fn networks(&self) -> Result<NetworksResponse, ClientError> {
+        self.client.must::<(), _>(Method::GET, "/v1/networks", None).await
+    }
+
+    /// `POST /v1/networks`.
+    pub async fn create_network(&self, req: &CreateNetworkRequest) -> Result<NetworkView, ClientError> {
+        self.client.must(Method::POST, "/v1/networks", Some(req)).await
+    }
+
     /// `GET /v1/clusters`.
     pub async fn clusters(&self) -> Result<ClustersResponse, ClientError> {
         self.client.must::<(), _>(Method::GET, "/v1/clusters", None).await
@@ -75,6 +87,18 @@ impl AdminClient {
         let path = format!("/v1/vips/{}/move", segment(vip_id));
         let req = VipMoveRequest { to: to.to_owned() };
         self.client.must(Method::POST, &path, Some(&req)).await
+    }
+
+    /// The id of the VIP `given` names: its id, or its address (looked up in `GET /v1/vips`). Unknown or
+    /// ambiguous (one address in two networks): a [`ClientError::Setup`] that lists what to use.
+    pub async fn resolve_vip(&self, given: &str) -> Result<String, ClientError> {
+        pick_vip(&self.vips().await?, given).map_err(ClientError::Setup)
+    }
+
+    /// The id of the peer `given` names: its id, or its name (looked up in `GET /v1/peers`). Unknown or
+    /// ambiguous (one name in two networks): a [`ClientError::Setup`] that lists what to use.
+    pub async fn resolve_peer(&self, given: &str) -> Result<String, ClientError> {
+        pick_peer(&self.peers().await?, given).map_err(ClientError::Setup)
     }
 
     /// `DELETE /v1/peers/{id}`.
@@ -125,6 +149,83 @@ impl AdminClient {
     }
 }
 
+/// The VIP of `vips` whose id is `given`, or else whose address is `given`; the error lists the choices.
+fn pick_vip(vips: &VipsResponse, given: &str) -> Result<String, String> {
+    if let Some(v) = vips.vips.iter().find(|v| v.vip_id == given) {
+        return Ok(v.vip_id.clone());
+    }
+    let address: Option<Ipv6Addr> = given.parse().ok();
+    let found: Vec<&VipView> = vips.vips.iter().filter(|v| Some(v.address) == address).collect();
+    match found.as_slice() {
+        [one] => Ok(one.vip_id.clone()),
+        [] => {
+            let known: Vec<String> = vips
+                .vips
+                .iter()
+                .map(|v| format!("{} ({})", v.address, v.vip_id))
+                .collect();
+            Err(format!(
+                "no VIP with address or id {given:?} in this account; VIPs: {} (see `sdwanctl registry vips`)",
+                list(&known)
+            ))
+        }
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|v| format!("{} (cluster {})", v.vip_id, v.cluster_id.as_deref().unwrap_or("-")))
+                .collect();
+            Err(format!(
+                "{given} is the address of {} VIPs (one per network); give the id: {}",
+                many.len(),
+                list(&ids)
+            ))
+        }
+    }
+}
+
+/// The peer of `peers` whose id is `given`, or else whose name is `given`; the error lists the choices.
+fn pick_peer(peers: &PeersResponse, given: &str) -> Result<String, String> {
+    if let Some(p) = peers.peers.iter().find(|p| p.member.peer_id == given) {
+        return Ok(p.member.peer_id.clone());
+    }
+    let found: Vec<&PeerView> = peers.peers.iter().filter(|p| p.member.name == given).collect();
+    match found.as_slice() {
+        [one] => Ok(one.member.peer_id.clone()),
+        [] => {
+            let known: Vec<String> = peers
+                .peers
+                .iter()
+                .map(|p| format!("{} ({})", p.member.name, p.member.peer_id))
+                .collect();
+            Err(format!(
+                "no peer with name or id {given:?} in this account; peers: {} (see `sdwanctl registry peers`)",
+                list(&known)
+            ))
+        }
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|p| format!("{} (network {})", p.member.peer_id, p.network_id))
+                .collect();
+            Err(format!(
+                "{} peers are named {given:?} (one per network); give the id: {}",
+                many.len(),
+                list(&ids)
+            ))
+        }
+    }
+}
+
+/// At most ten items, comma-separated, then how many more; `none` for none.
+fn list(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    match items.len() {
+        0 => "none".to_owned(),
+        n if n <= SHOWN => items.join(", "),
+        n => format!("{}, and {} more", items[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +241,88 @@ mod tests {
         let e = AdminClient::new("https://r", &dir.path().join("none"), false, None).expect_err("no file");
         assert!(e.to_string().contains("--token-file"), "{e}");
         assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    fn vip(id: &str, address: &str) -> VipView {
+        VipView {
+            vip_id: id.into(),
+            address: address.parse().expect("address"),
+            cluster_id: Some(format!("c-{id}")),
+            candidates: vec![],
+            holder: None,
+            epoch: None,
+            confirmed_peers: None,
+            move_request: None,
+        }
+    }
+
+    fn peer(id: &str, name: &str, network: &str) -> PeerView {
+        PeerView {
+            member: crate::vocab::wire::MemberView {
+                peer_id: id.into(),
+                name: name.into(),
+                public_key: "k".into(),
+                endpoint: None,
+                address: "fd00:5d::1".parse().expect("address"),
+                routed_prefixes: vec![],
+                lifecycle: crate::vocab::Lifecycle::Persistent,
+                roles: vec![],
+                last_seen_ms: 0,
+            },
+            network_id: network.into(),
+            cluster: None,
+            stale: false,
+            silent: false,
+        }
+    }
+
+    #[test]
+    fn a_vip_is_named_by_address_or_id_and_ambiguity_lists_the_ids() {
+        let vips = VipsResponse {
+            vips: vec![
+                vip("v-1", "fd00:5d:f::1"),
+                vip("v-2", "fd00:5d:f::2"),
+                vip("v-3", "fd00:5d:f::2"),
+            ],
+        };
+        assert_eq!(pick_vip(&vips, "v-2").as_deref(), Ok("v-2"));
+        assert_eq!(pick_vip(&vips, "fd00:5d:f::1").as_deref(), Ok("v-1"));
+        assert_eq!(
+            pick_vip(&vips, "fd00:5d:f:0::1").as_deref(),
+            Ok("v-1"),
+            "any spelling of the address"
+        );
+        let e = pick_vip(&vips, "fd00:5d:f::2").expect_err("two networks");
+        assert!(
+            e.contains("give the id: v-2 (cluster c-v-2), v-3 (cluster c-v-3)"),
+            "{e}"
+        );
+        let e = pick_vip(&vips, "fd00::9").expect_err("unknown");
+        assert!(
+            e.contains("fd00:5d:f::1 (v-1)") && e.contains("sdwanctl registry vips"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_peer_is_named_by_name_or_id_and_ambiguity_lists_the_ids() {
+        let peers = PeersResponse {
+            peers: vec![
+                peer("p-1", "node-1", "n-1"),
+                peer("p-2", "node-2", "n-1"),
+                peer("p-3", "node-2", "n-2"),
+            ],
+        };
+        assert_eq!(pick_peer(&peers, "p-3").as_deref(), Ok("p-3"));
+        assert_eq!(pick_peer(&peers, "node-1").as_deref(), Ok("p-1"));
+        let e = pick_peer(&peers, "node-2").expect_err("two networks");
+        assert!(e.contains("give the id: p-2 (network n-1), p-3 (network n-2)"), "{e}");
+        let e = pick_peer(&peers, "node-9").expect_err("unknown");
+        assert!(
+            e.contains("node-1 (p-1)") && e.contains("sdwanctl registry peers"),
+            "{e}"
+        );
+        let e = pick_peer(&PeersResponse { peers: vec![] }, "x").expect_err("none");
+        assert!(e.contains("peers: none"), "{e}");
     }
 }

@@ -6,8 +6,38 @@ use std::time::Duration;
 
 use crate::vocab::wire::{
     ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, EpochView,
-    PeersResponse, VipView, VipsResponse,
+    NetworkView, NetworksResponse, PeersResponse, VipView, VipsResponse,
 };
+
+/// `sdwanctl registry networks`.
+pub fn networks(n: &NetworksResponse) -> String {
+    if n.networks.is_empty() {
+        return "no networks\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = n
+        .networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.id.clone(),
+                n.overlay_prefix.to_string(),
+                n.vip_pool.to_string(),
+                n.revision.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ID", "OVERLAY", "VIP POOL", "REVISION"], &rows)
+}
+
+/// `sdwanctl registry create-network`: the new network and what to do next.
+pub fn network_created(n: &NetworkView) -> String {
+    format!(
+        "network {} created: id {}, overlay {}, VIP pool {}; issue enrollment tokens with `sdwanctl registry \
+         tokens create --network {}`\n",
+        n.name, n.id, n.overlay_prefix, n.vip_pool, n.id
+    )
+}
 
 /// `sdwanctl registry clusters`.
 pub fn clusters(c: &ClustersResponse) -> String {
@@ -97,7 +127,14 @@ pub fn peers(p: &PeersResponse, now_ms: u64) -> String {
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), |(id, role)| format!("{id} ({role})")),
                 format!("{} ago", humantime::format_duration(silent)),
-                if p.stale { "stale" } else { "live" }.to_owned(),
+                if p.stale {
+                    "stale"
+                } else if p.silent {
+                    "silent"
+                } else {
+                    "live"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -127,9 +164,14 @@ pub fn moved(v: &VipView) -> String {
     }
 }
 
-/// `sdwanctl registry remove-peer`: what was done.
-pub fn removed(peer_id: &str) -> String {
-    format!("peer {peer_id} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
+/// `sdwanctl registry remove-peer`: what was done (`given` is the name or id the operator typed).
+pub fn removed(given: &str, peer_id: &str) -> String {
+    let peer = if given == peer_id {
+        format!("peer {peer_id}")
+    } else {
+        format!("peer {given} ({peer_id})")
+    };
+    format!("{peer} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
 }
 
 /// `sdwanctl registry tokens create`: the token (shown once, alone on its first line) and its limits.
@@ -336,12 +378,28 @@ mod tests {
             network_id: "n-1".into(),
             cluster: Some(("c-1".into(), Role::Server)),
             stale: true,
+            silent: false,
         };
-        let text = peers(&PeersResponse { peers: vec![peer] }, 66_000);
+        let text = peers(
+            &PeersResponse {
+                peers: vec![peer.clone()],
+            },
+            66_000,
+        );
         assert!(
             text.lines()
                 .nth(1)
                 .is_some_and(|l| l.contains("spot   server  c-1 (server)  1m 5s ago  stale")),
+            "{text}"
+        );
+        let silent = PeerView {
+            stale: false,
+            silent: true,
+            ..peer
+        };
+        let text = peers(&PeersResponse { peers: vec![silent] }, 21_000);
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.ends_with("20s ago    silent")),
             "{text}"
         );
     }

@@ -40,6 +40,13 @@ pub struct NetworkView {
     pub revision: u64,
 }
 
+/// `GET /v1/networks` (admin token): every network of the admin's account, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworksResponse {
+    /// The networks.
+    pub networks: Vec<NetworkView>,
+}
+
 /// `POST /v1/networks/{id}/enrollment-tokens` (admin token): the new token's limits, each optional (an
 /// empty body, or `{}`, issues a token without limits, as before limits existed).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +327,10 @@ pub struct PeerView {
     pub cluster: Option<(String, Role)>,
     /// Silent longer than its class's TTL (persistent peers are shown stale, never removed).
     pub stale: bool,
+    /// Silent longer than the registry's `silent_after` (default 15 s: three of sdwand's default 5 s report
+    /// intervals) but not yet stale: its node is likely down. A display state only; reaping is unchanged.
+    #[serde(default)]
+    pub silent: bool,
 }
 
 /// `GET /v1/peers` (admin token): every peer of the account.
@@ -465,6 +476,10 @@ pub struct AccountCreated {
     pub account_id: String,
     /// Its name.
     pub name: String,
-    /// Its admin token, shown once.
+    /// Its admin token, shown once; empty (and left out) when it was written to `admin_token_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub admin_token: String,
+    /// The new 0600 file the admin token was written to (`init-account --token-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<String>,
 }

@@ -83,6 +83,11 @@ impl ReportGate {
         };
         if let Some(last) = gate.by_key.get(key_id) {
             if now.saturating_duration_since(*last) < min_interval {
+                crate::service::refusal::log(
+                    key_id,
+                    code::RATE_LIMITED,
+                    "a report came sooner than report_min_interval",
+                );
                 return Err(ApiError::new(
                     ErrorKind::TooManyRequests,
                     code::RATE_LIMITED,

@@ -8,6 +8,7 @@
 //! | route | token | does |
 //! | --- | --- | --- |
 //! | `POST /v1/networks` | admin | create a network of the account |
+//! | `GET /v1/networks` | admin | every network of the account, oldest first |
 //! | `POST /v1/networks/{id}/enrollment-tokens` | admin | issue an enrollment token for it |
 //! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
 //! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is not R (at once if it is not: above, or below after a restore from backup), or 204 after W ms (default 25 s, at most 60 s) |
@@ -174,7 +175,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
 /// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
 pub fn router_with(state: AppState) -> Router {
     let routes: [(&'static str, MethodRouter<AppState>); 17] = [
-        ("/v1/networks", post(routes::create_network)),
+        ("/v1/networks", post(routes::create_network).get(routes::list_networks)),
         (
             "/v1/networks/{id}/enrollment-tokens",
             post(routes::create_enrollment_token),

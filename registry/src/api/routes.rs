@@ -24,9 +24,9 @@ use sdwand::vocab::wire::{
 };
 use sdwand::vocab::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
-    HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, PeerReportRequest, PeerReportResponse,
-    PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery, WATCH_DEFAULT_WAIT_MS,
-    WATCH_MAX_WAIT_MS,
+    HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, NetworksResponse, PeerReportRequest,
+    PeerReportResponse, PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery,
+    WATCH_DEFAULT_WAIT_MS, WATCH_MAX_WAIT_MS,
 };
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -42,6 +42,10 @@ pub(super) async fn create_network(
         .write(move |tx| service::create_network(tx, &token, &req, now))
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub(super) async fn list_networks(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<NetworksResponse> {
+    Ok(Json(s.store.read(move |tx| service::list_networks(tx, &token)).await?))
 }
 
 pub(super) async fn create_enrollment_token(
@@ -161,7 +165,12 @@ pub(super) async fn watch(
         return answer(current).await;
     }
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
-    if timeout_at(deadline, waiting.past(since)).await == Ok(true) {
+    let woken = tokio::select! {
+        woken = timeout_at(deadline, waiting.past(since)) => woken,
+        // The server is stopping: answer as a timeout would, so the client polls again after the restart.
+        () = s.watchers.stopped() => return Ok(StatusCode::NO_CONTENT.into_response()),
+    };
+    if woken == Ok(true) {
         let current = revision().await?;
         if current != since {
             return answer(current).await;

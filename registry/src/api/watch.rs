@@ -1,6 +1,7 @@
 //! Change notification for the long-poll watch: one `tokio::sync::watch` channel per watched network,
 //! carrying the newest revision known to be durable, and the write wrapper that feeds it; the per-token
-//! cap on waiting watches; and the shared snapshots the watches answer with.
+//! cap on waiting watches; the shared snapshots the watches answer with; and the stop that ends every
+//! waiting watch at once when the server shuts down.
 //!
 //! A write runs inside [`Recording`], which notes every network revision the request stores. Only after
 //! the store acknowledged the write (so the revision is durable) are those revisions announced; a watcher
@@ -12,11 +13,11 @@
 //! change costs one snapshot, not one per watcher.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{watch, Notify, OnceCell};
 
 use crate::error::{code, ApiError, ErrorKind};
 use crate::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
@@ -37,6 +38,10 @@ pub struct Watchers {
     snapshots: Mutex<HashMap<String, Arc<Snapshot>>>,
     /// Snapshots built since the start.
     built: AtomicU64,
+    /// Set once the server stops ([`Watchers::stop`]): waiting watches answer at once.
+    stopping: AtomicBool,
+    /// Wakes the waiting watches when the server stops.
+    stop: Notify,
 }
 
 /// One network's serialized snapshot at one revision, built at most once.
@@ -80,6 +85,25 @@ impl Watchers {
             network_id: network_id.to_owned(),
             receiver: Some(receiver),
         }
+    }
+
+    /// The server is stopping: every waiting watch answers 204 now, and later ones do not wait. A daemon
+    /// takes that as an ordinary timeout and polls again (the restarted registry, once it is back), so
+    /// a stop is not held for up to the longest watch wait.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Completes once [`Watchers::stop`] was called (at once if it was already).
+    pub(super) async fn stopped(&self) {
+        let notified = self.stop.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     /// Clients waiting in a watch now.
@@ -241,6 +265,9 @@ impl ReadTx for Recording<'_> {
     }
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
         self.tx.account(id)
+    }
+    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError> {
+        self.tx.account_by_name(name)
     }
     fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
         self.tx.network(id)

@@ -1,5 +1,5 @@
-//! Operator requests: accounts (from the command line), networks and enrollment tokens (admin token):
-//! issue with limits, list, revoke.
+//! Operator requests: accounts (from the command line; one name, one account), networks (create, list) and
+//! enrollment tokens (admin token): issue with limits, list, revoke.
 
 use super::{alloc, authenticate, check_name, issue_token};
 use crate::error::{code, ApiError};
@@ -8,12 +8,23 @@ use crate::store::{ReadTx, WriteTx};
 use crate::token::{self, Presented};
 use sdwand::vocab::wire::{
     AccountCreated, CreateEnrollmentTokenRequest, CreateNetworkRequest, EnrollmentTokenInfo, EnrollmentTokenView,
-    EnrollmentTokensResponse, NetworkView,
+    EnrollmentTokensResponse, NetworkView, NetworksResponse,
 };
 
 /// Creates an account and its admin token (`sdwan-registry init-account`; there is no HTTP route for it).
+/// A name another account has is refused (409 `account_name_taken`), that account untouched.
 pub fn create_account(tx: &mut dyn WriteTx, name: &str, now_ms: u64) -> Result<AccountCreated, ApiError> {
     check_name("account name", name)?;
+    if let Some(existing) = tx.account_by_name(name)? {
+        return Err(ApiError::conflict(
+            code::ACCOUNT_NAME_TAKEN,
+            format!(
+                "an account named {name:?} exists already (id {}); its admin token is unchanged. Choose \
+                 another name",
+                existing.id
+            ),
+        ));
+    }
     let account = Account {
         id: token::new_id()?,
         name: name.to_owned(),
@@ -21,6 +32,7 @@ pub fn create_account(tx: &mut dyn WriteTx, name: &str, now_ms: u64) -> Result<A
     };
     let admin = issue_token(tx, TokenKind::Admin)?;
     tx.put_account(&account)?;
+    tracing::info!(account = %account.id, name = %account.name, token = %admin.key_id, "account created");
     tx.put_token(&TokenRecord::new(
         admin.key_id,
         TokenKind::Admin,
@@ -32,6 +44,7 @@ pub fn create_account(tx: &mut dyn WriteTx, name: &str, now_ms: u64) -> Result<A
         account_id: account.id,
         name: account.name,
         admin_token: admin.text,
+        admin_token_file: None,
     })
 }
 
@@ -57,7 +70,20 @@ pub fn create_network(
         created_at_ms: now_ms,
     };
     tx.put_network(&network)?;
+    tracing::info!(
+        account = %network.account_id, network = %network.id, name = %network.name,
+        overlay = %network.overlay_prefix, vip_pool = %network.vip_pool, "network created"
+    );
     Ok(view(&network))
+}
+
+/// `GET /v1/networks`: every network of the admin's account, oldest first (other accounts' are invisible).
+pub fn list_networks(tx: &mut dyn ReadTx, presented: &Presented) -> Result<NetworksResponse, ApiError> {
+    let admin = authenticate(tx, presented, &[TokenKind::Admin])?;
+    let networks = tx.networks(&admin.account_id)?;
+    Ok(NetworksResponse {
+        networks: networks.iter().map(view).collect(),
+    })
 }
 
 /// `POST /v1/networks/{id}/enrollment-tokens`: issues an enrollment token for a network of the admin's
@@ -89,7 +115,7 @@ pub fn create_enrollment_token(
     };
     tx.put_token(&record)?;
     tracing::info!(
-        token = %record.key_id, network = ?record.network_id, expires_at_ms = ?record.limits.expires_at_ms,
+        account = %record.account_id, token = %record.key_id, network = ?record.network_id, expires_at_ms = ?record.limits.expires_at_ms,
         max_uses = ?record.limits.max_uses, roles = ?record.limits.roles, "enrollment token issued"
     );
     Ok(EnrollmentTokenView {
@@ -155,7 +181,10 @@ pub fn revoke_enrollment_token(
     if record.limits.revoked_at_ms.is_none() {
         record.limits.revoked_at_ms = Some(now_ms);
         tx.update_token(&record)?;
-        tracing::info!(token = %record.key_id, network = ?record.network_id, "enrollment token revoked");
+        tracing::info!(
+            account = %record.account_id, token = %record.key_id, network = ?record.network_id,
+            "enrollment token revoked"
+        );
     }
     Ok(info(&record))
 }

@@ -64,9 +64,9 @@ pub fn enroll(
         return retry(tx, &grant, &network, peer, req, now_ms);
     }
     if tx.peer_by_name(&network.id, &req.name)?.is_some() {
-        return Err(ApiError::conflict(
-            code::NAME_TAKEN,
-            format!("a peer named {:?} already exists", req.name),
+        return Err(refuse(
+            &grant,
+            ApiError::conflict(code::NAME_TAKEN, format!("a peer named {:?} already exists", req.name)),
         ));
     }
     usable(&grant, now_ms, true)?;
@@ -97,6 +97,11 @@ pub fn enroll(
     grant.limits.uses += 1;
     tx.update_token(&grant)?;
     let peer_token = issue_peer_token(tx, &grant, &peer, now_ms)?;
+    tracing::info!(
+        account = %grant.account_id, network = %network.id, peer = %peer.name, id = %peer.id,
+        address = %peer.address, lifecycle = %peer.lifecycle, token = %grant.key_id, uses = grant.limits.uses,
+        "peer enrolled"
+    );
     // The member list is read after the commit ([`enrolled_members`]): building it here would hold the
     // single writer for time that grows with the network, and every other write waits for it.
     Ok(EnrollResponse {
@@ -121,10 +126,16 @@ fn retry(
     now_ms: u64,
 ) -> Result<EnrollResponse, ApiError> {
     if peer.name != req.name {
-        return Err(ApiError::conflict(
-            code::DUPLICATE_PUBLIC_KEY,
-            "this public key is already enrolled in the network under another name (a restarted peer keeps \
-             its identity in its state directory; to enroll again, remove the peer first)",
+        return Err(refuse(
+            grant,
+            ApiError::conflict(
+                code::DUPLICATE_PUBLIC_KEY,
+                format!(
+                    "this public key is already enrolled in the network as {:?} (a restarted peer keeps its \
+                     identity in its state directory; to enroll again, remove the peer first)",
+                    peer.name
+                ),
+            ),
         ));
     }
     let why = if peer.enrolled_by.as_deref() != Some(grant.key_id.as_str()) {

@@ -153,7 +153,10 @@ fn bootstrap(
         role: Role::Server,
         joined_at_ms: now_ms,
     })?;
-    tracing::info!(cluster = %cluster.id, vip = %vip.address, peer = %peer.name, "cluster bootstrapped");
+    tracing::info!(
+        account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, vip = %vip.address,
+        peer = %peer.name, id = %peer.id, "cluster bootstrapped"
+    );
     answer(tx, &cluster, &vip, Role::Server)
 }
 
@@ -214,6 +217,10 @@ fn join(
         network.revision += 1;
         tx.put_network(&network)?;
     }
+    tracing::info!(
+        account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, peer = %peer.name,
+        id = %peer.id, role = %req.role, "peer joined the cluster"
+    );
     answer(tx, &cluster, &vip, req.role)
 }
 

@@ -7,7 +7,10 @@
 //!
 //! Every function authenticates its caller first ([`authenticate`]) and scopes every lookup to the caller's
 //! account (and network, for network-scoped tokens); see [`crate::error`] for the 401/403/404
-//! rules. Refusals of a known token are logged through [`refusal`], once per token and reason.
+//! rules. Refusals are logged through [`refusal`], once per token and reason (tokens with an unknown id
+//! share one caller, `unknown-token`). Successful operator and peer actions (account, network and token
+//! creation, token revocation, enrollment, cluster bootstrap and join, peer removal, reaping) log one
+//! line each, with the account, network, peer and token ids: the registry's audit trail. Never a secret.
 
 use super::error::{code, ApiError};
 use super::model::{TokenKind, TokenRecord};
@@ -22,29 +25,41 @@ mod fanout;
 mod handshake;
 mod operator;
 mod reap;
-mod refusal;
+pub(crate) mod refusal;
 mod state;
 mod validate;
 mod views;
 
 pub use admin::{
-    create_account, create_enrollment_token, create_network, list_enrollment_tokens, revoke_enrollment_token,
+    create_account, create_enrollment_token, create_network, list_enrollment_tokens, list_networks,
+    revoke_enrollment_token,
 };
 pub use enroll::{enroll, enrolled_members, first_use, members};
 pub use fanout::{network_snapshot, watch_started, watched_network};
 pub use handshake::{handshake, report};
 pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state};
-pub use reap::{reap, remove_peer, Ttls};
+pub use reap::{reap, remove_peer, Ttls, DAEMON_REPORT_INTERVAL, DEFAULT_SILENT_AFTER};
 pub use state::peer_report;
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix
 /// that is not the stored kind: 401 `unauthorized`; a revoked token: 401 `token_revoked`; a kind not in
 /// `accept`: 403.
 pub fn authenticate(tx: &mut dyn ReadTx, presented: &Presented, accept: &[TokenKind]) -> Result<TokenRecord, ApiError> {
-    let record = tx
-        .token(&presented.key_id)?
-        .filter(|r| r.kind == presented.kind && presented.matches(&r.secret_hash))
-        .ok_or_else(ApiError::unauthorized)?;
+    let Some(record) = tx.token(&presented.key_id)? else {
+        // Unknown key ids are logged under one caller, so a flood of made-up tokens warns once.
+        let detail = format!("a token with an unknown id {:?} was presented", presented.key_id);
+        refusal::log("unknown-token", code::UNAUTHORIZED, &detail);
+        return Err(ApiError::unauthorized());
+    };
+    if record.kind != presented.kind || !presented.matches(&record.secret_hash) {
+        // The key id is the token's public half: naming it tells the operator which token is wrong.
+        refusal::log(
+            &record.key_id,
+            code::UNAUTHORIZED,
+            "token presented with a wrong secret or kind prefix",
+        );
+        return Err(ApiError::unauthorized());
+    }
     if record.limits.revoked_at_ms.is_some() {
         refusal::log(&record.key_id, code::TOKEN_REVOKED, "a revoked token was presented");
         return Err(ApiError::unauthorized_because(
@@ -54,6 +69,11 @@ pub fn authenticate(tx: &mut dyn ReadTx, presented: &Presented, accept: &[TokenK
     }
     if !accept.contains(&record.kind) {
         let wanted: Vec<&str> = accept.iter().map(|k| k.as_str()).collect();
+        refusal::log(
+            &record.key_id,
+            code::WRONG_TOKEN_KIND,
+            &format!("a {} token on a route for {}", record.kind, wanted.join(" or ")),
+        );
         return Err(ApiError::forbidden(
             code::WRONG_TOKEN_KIND,
             format!(

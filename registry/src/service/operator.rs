@@ -24,7 +24,7 @@ fn admin(tx: &mut dyn ReadTx, presented: &Presented) -> Result<(TokenRecord, Vec
 }
 
 /// `GET /v1/peers`: every peer of the account, by network then enrollment order, with its cluster
-/// membership and whether it is stale at `now_ms`.
+/// membership and whether it is silent or stale at `now_ms`.
 pub fn list_peers(
     tx: &mut dyn ReadTx,
     presented: &Presented,
@@ -41,6 +41,7 @@ pub fn list_peers(
                 network_id: network.id.clone(),
                 cluster,
                 stale: ttls.stale(&p, now_ms),
+                silent: ttls.silent(&p, now_ms),
             });
         }
     }
@@ -98,7 +99,10 @@ pub fn delete_peer(tx: &mut dyn WriteTx, presented: &Presented, peer_id: &str) -
     let (caller, _) = admin(tx, presented)?;
     let peer = visible_peer(tx, &caller, peer_id)?;
     remove_peer(tx, &peer)?;
-    tracing::info!(peer = %peer.name, id = %peer.id, network = %peer.network_id, "peer removed by an operator");
+    tracing::info!(
+        account = %caller.account_id, network = %peer.network_id, peer = %peer.name, id = %peer.id,
+        token = %caller.key_id, "peer removed by an operator"
+    );
     Ok(())
 }
 

@@ -20,13 +20,23 @@ pub struct Ttls {
     pub ephemeral: Duration,
     /// Spot peers are removed after this (shorter than `ephemeral`).
     pub spot: Duration,
+    /// A peer silent longer than this (but not yet stale) is shown `silent` in listings; nothing else
+    /// changes. The default, [`DEFAULT_SILENT_AFTER`], is three of sdwand's default report intervals.
+    pub silent_after: Duration,
 }
+
+/// sdwand's default `registry.report_interval`; the registry does not know the daemons' own settings.
+pub const DAEMON_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The default [`Ttls::silent_after`]: three missed reports at sdwand's default interval.
+pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(3 * DAEMON_REPORT_INTERVAL.as_secs());
 
 impl Default for Ttls {
     fn default() -> Self {
         Ttls {
             ephemeral: Duration::from_secs(600),
             spot: Duration::from_secs(120),
+            silent_after: DEFAULT_SILENT_AFTER,
         }
     }
 }
@@ -38,6 +48,13 @@ impl Ttls {
             Lifecycle::Persistent | Lifecycle::Ephemeral => self.ephemeral,
             Lifecycle::Spot => self.spot,
         }
+    }
+
+    /// Whether `peer` has been silent longer than `silent_after`, but not past its class's TTL, at `now_ms`
+    /// (a persistent peer whose node died shows so within seconds, not after `ephemeral_ttl`).
+    pub fn silent(&self, peer: &Peer, now_ms: u64) -> bool {
+        let after = u64::try_from(self.silent_after.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(peer.last_seen_ms) > after && !self.stale(peer, now_ms)
     }
 
     /// Whether `peer` has been silent past its class's TTL at `now_ms`.

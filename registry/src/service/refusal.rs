@@ -2,7 +2,8 @@
 //!
 //! A daemon whose enrollment token was revoked retries for ever, and a rogue candidate can post an
 //! implausible epoch with every report: one warning per (caller, reason) says what happened and to whom;
-//! the repetitions go to debug. Callers are named by a token's key id or a peer id — never by a secret.
+//! the repetitions go to debug. Callers are named by a token's key id or a peer id — never by a secret;
+//! tokens whose id is unknown share the caller `unknown-token`, so made-up tokens cannot flood the log.
 //! The set of seen pairs is bounded: when it is full it starts over (so a long-lived refusal is warned
 //! about again, rarely).
 
@@ -27,7 +28,7 @@ fn first(who: &str, reason: &'static str) -> bool {
 
 /// Logs that a request of `who` (a token key id or a peer id) was refused for `reason` (an error code):
 /// at warn the first time, at debug after.
-pub(super) fn log(who: &str, reason: &'static str, detail: &str) {
+pub(crate) fn log(who: &str, reason: &'static str, detail: &str) {
     if first(who, reason) {
         tracing::warn!(caller = %who, reason, "registry refused a request: {detail} (repeats are logged at debug)");
     } else {

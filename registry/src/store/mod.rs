@@ -68,6 +68,8 @@ pub trait ReadTx {
     fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError>;
     /// An account by id.
     fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// The account named `name` (the oldest, if an older registry let two accounts share it).
+    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError>;
     /// A network by id.
     fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError>;
     /// A peer by id.

@@ -288,6 +288,22 @@ impl ReadTx for SqlTx<'_> {
         .transpose()
     }
 
+    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT id, created_at FROM accounts WHERE name = ?1 ORDER BY rowid LIMIT 1")?
+            .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?;
+        row.map(|(id, created)| {
+            Ok(Account {
+                id,
+                name: name.to_owned(),
+                created_at_ms: unsigned("accounts", created)?,
+            })
+        })
+        .transpose()
+    }
+
     fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
         const T: &str = "networks";
         let row = self
