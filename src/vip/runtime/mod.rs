@@ -82,8 +82,6 @@ struct Slot {
     /// The VIP's health check, when one is configured; `reload` replaces it when its configuration
     /// changes. A health input counts only when it carries this task's generation.
     health: Option<HealthTask>,
-    /// The VIP has one candidate only (warned about at creation; a gauge).
-    single_candidate: bool,
     /// The machine returned [`Action::Stopped`] (set by `flush`, never cleared): its shutdown is done.
     stopped: bool,
     /// An input reached the machine since its gauges were last published (set by every input, cleared
@@ -227,8 +225,7 @@ impl VipRuntime {
 
     fn insert_slot(&mut self, machine: Machine, health: Option<HealthConfig>, healthy: bool) {
         let vip = machine.params().vip;
-        let single_candidate = machine.params().candidates.len() == 1;
-        if single_candidate {
+        if cannot_fail_over(machine.params()) {
             tracing::warn!(%vip, "VIP has a single candidate: it cannot fail over (add a second k3s server)");
         }
         let mut slot = Slot {
@@ -236,7 +233,6 @@ impl VipRuntime {
             label: vip.to_string(),
             holder_label: None,
             health: None,
-            single_candidate,
             stopped: false,
             dirty: true,
         };
@@ -380,7 +376,7 @@ impl VipRuntime {
                     confirmed: status.confirmed.map_or(0, |c| c.0),
                     peers: slot.machine.params().peers.len(),
                     healthy: status.healthy,
-                    single_candidate: slot.single_candidate,
+                    single_candidate: cannot_fail_over(slot.machine.params()),
                 },
             );
         }
@@ -492,6 +488,12 @@ impl VipRuntime {
 /// claim is fenced).
 pub(crate) fn starts_healthy(checked: bool, candidate: bool, adopt: Adopt) -> bool {
     !checked || (candidate && adopt == Adopt::HeldHere)
+}
+
+/// Whether a VIP with `params` has fewer than two candidates (read from the machine's parameters, which a
+/// reload updates, so the gauge follows candidates joining and leaving).
+fn cannot_fail_over(params: &Params) -> bool {
+    params.candidates.len() < 2
 }
 
 /// The members by address, and their addresses by name.

@@ -270,3 +270,25 @@ fn only_a_candidate_that_adopted_the_address_starts_assumed_healthy() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_single_candidate_gauge_follows_a_reload() {
+    let text = |candidates: &str| {
+        format!(
+            "[interface]\nname = \"sdwan0\"\naddress = \"{ME}\"\noverlay_prefix = \"fd00:5d::/64\"\n\
+             [[members]]\nname = \"a\"\npublic_key = \"i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=\"\naddress = \"{ME}\"\n\
+             [[members]]\nname = \"b\"\npublic_key = \"adPRqhumKBYoYbd1vBEJ+TeHNve1uYH+o6EJ1DKP6y0=\"\naddress = \"{PEER}\"\n\
+             [[vip]]\naddress = \"{VIP}\"\ncandidates = [{candidates}]\n"
+        )
+    };
+    let parse = |t: String| crate::config::parse(Path::new("/test.toml"), &t).expect("a valid test configuration");
+    let mut s = scene(&parse(text("\"a\"")));
+    s.rt.flush(&mut NoPlane).await;
+    let gauge = |s: &Scene| s.sample("sdwand_vip_single_candidate", &[("vip", &VIP.to_string())]);
+    assert_eq!(gauge(&s), Some(1.0), "one candidate");
+    s.rt.reload(&parse(text("\"a\", \"b\"")), &mut NoPlane, Instant::now())
+        .await;
+    assert_eq!(gauge(&s), Some(0.0), "a second candidate joined");
+    s.rt.reload(&parse(text("\"a\"")), &mut NoPlane, Instant::now()).await;
+    assert_eq!(gauge(&s), Some(1.0), "it left again");
+}
