@@ -125,35 +125,50 @@ where
 /// The configuration text: this node at fd00:5d::1 on `ifname`, with the members given as
 /// (name, key, last address group).
 fn config(dir: &Path, ifname: &str, members: &[(&str, &str, u16)]) -> String {
+    let mut text = base_config(
+        dir,
+        ifname,
+        51899,
+        "address = \"fd00:5d::1\"\noverlay_prefix = \"fd00:5d::/64\"\n",
+        &format!("{}", dir.display()),
+    );
+    for (name, key, n) in members {
+        text.push_str(&member(name, key, *n));
+    }
+    text
+}
+
+/// The `[interface]` (listening on `listen_port`, with the lines `addressing` after `mtu`), `[backend]`
+/// and `[daemon]` (state in `state_dir`) sections every test's daemon shares.
+fn base_config(dir: &Path, ifname: &str, listen_port: u16, addressing: &str, state_dir: &str) -> String {
     let dir = dir.display();
-    let mut text = format!(
+    format!(
         r#"[interface]
 name = "{ifname}"
 private_key_file = "{dir}/private.key"
-listen_port = 51899
+listen_port = {listen_port}
 mtu = 1420
-address = "fd00:5d::1"
-overlay_prefix = "fd00:5d::/64"
-persistent_keepalive = 25
+{addressing}persistent_keepalive = 25
 
 [backend]
 kind = "userspace"
 userspace_path = "/usr/bin/wireguard-go"
 
 [daemon]
-state_dir = "{dir}"
+state_dir = "{state_dir}"
 metrics_listen = "127.0.0.1:0"
 resync_interval = "1s"
 teardown_on_exit = true
 control_socket = "{dir}/sdwand.sock"
 "#
-    );
-    for (name, key, n) in members {
-        text.push_str(&format!(
-            "\n[[members]]\nname = \"{name}\"\npublic_key = \"{key}\"\nendpoint = \"192.0.2.{n}:51820\"\naddress = \"fd00:5d::{n}\"\n"
-        ));
-    }
-    text
+    )
+}
+
+/// A `[[members]]` entry: `name` with `key` at fd00:5d::`n`, its endpoint 192.0.2.`n`:51820.
+fn member(name: &str, key: &str, n: impl std::fmt::Display) -> String {
+    format!(
+        "\n[[members]]\nname = \"{name}\"\npublic_key = \"{key}\"\nendpoint = \"192.0.2.{n}:51820\"\naddress = \"fd00:5d::{n}\"\n"
+    )
 }
 
 /// The daemon's status answer once it reports ready.
@@ -351,33 +366,18 @@ mod registry {
 
 /// The configuration text of a daemon that enrolls as `n1` with the registry at `url`.
 fn registry_config(dir: &Path, ifname: &str, url: &str) -> String {
-    let dir = dir.display();
-    format!(
-        r#"[interface]
-name = "{ifname}"
-private_key_file = "{dir}/private.key"
-listen_port = 51899
-mtu = 1420
-persistent_keepalive = 25
-
-[backend]
-kind = "userspace"
-userspace_path = "/usr/bin/wireguard-go"
-
-[daemon]
-state_dir = "{dir}/state"
-metrics_listen = "127.0.0.1:0"
-resync_interval = "1s"
-teardown_on_exit = true
-control_socket = "{dir}/sdwand.sock"
-
+    let mut text = base_config(dir, ifname, 51899, "", &format!("{}/state", dir.display()));
+    text.push_str(&format!(
+        r#"
 [registry]
 url = "{url}"
 insecure = true
-enrollment_token_file = "{dir}/token"
+enrollment_token_file = "{}/token"
 name = "n1"
-"#
-    )
+"#,
+        dir.display()
+    ));
+    text
 }
 
 /// Writes `text` to `path` with mode 0600 (token and key files).
@@ -663,28 +663,10 @@ const VIP: &str = "fd00:5d:f::1";
 /// The configuration text of node `index` (1 or 2) of the failover test: both nodes are members and,
 /// in that order, the candidates of [`VIP`].
 fn vip_config(dir: &Path, ifname: &str, index: u8, keys: &[String; 2]) -> String {
-    let dir = dir.display();
-    let mut text = format!(
-        r#"[interface]
-name = "{ifname}"
-private_key_file = "{dir}/private.key"
-listen_port = 51820
-mtu = 1420
-address = "fd00:5d::{index}"
-overlay_prefix = "fd00:5d::/64"
-persistent_keepalive = 25
-
-[backend]
-kind = "userspace"
-userspace_path = "/usr/bin/wireguard-go"
-
-[daemon]
-state_dir = "{dir}"
-metrics_listen = "127.0.0.1:0"
-resync_interval = "1s"
-teardown_on_exit = true
-control_socket = "{dir}/sdwand.sock"
-
+    let addressing = format!("address = \"fd00:5d::{index}\"\noverlay_prefix = \"fd00:5d::/64\"\n");
+    let mut text = base_config(dir, ifname, 51820, &addressing, &format!("{}", dir.display()));
+    text.push_str(&format!(
+        r#"
 [failover]
 interval = "50ms"
 dead_after = 6
@@ -693,12 +675,9 @@ dead_after = 6
 address = "{VIP}"
 candidates = ["a", "b"]
 "#
-    );
+    ));
     for (n, (name, key)) in ["a", "b"].iter().zip(keys).enumerate() {
-        let n = n + 1;
-        text.push_str(&format!(
-            "\n[[members]]\nname = \"{name}\"\npublic_key = \"{key}\"\nendpoint = \"192.0.2.{n}:51820\"\naddress = \"fd00:5d::{n}\"\n"
-        ));
+        text.push_str(&member(name, key, n + 1));
     }
     text
 }
