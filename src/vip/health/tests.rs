@@ -244,17 +244,22 @@ async fn unusable_tls_files_fail_the_check_and_are_read_again() {
     assert!(matches!(refused, HealthError::Request(_)), "{refused}");
 }
 
-#[tokio::test]
-async fn spawn_publishes_debounced_changes_and_ends_with_its_receivers() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let cfg = HealthConfig {
+/// A TCP check of `target` every 20 ms (10 ms timeout), rise and fall 2.
+fn fast_tcp(target: std::net::SocketAddr) -> HealthConfig {
+    HealthConfig {
         check: HealthCheck::Tcp { target },
         interval: Duration::from_millis(20),
         timeout: Duration::from_millis(10),
         rise: 2,
         fall: 2,
-    };
+    }
+}
+
+#[tokio::test]
+async fn spawn_publishes_debounced_changes_and_ends_with_its_receivers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let cfg = fast_tcp(target);
     let (mut rx, task) = spawn(cfg, false);
     assert!(!*rx.borrow());
     tokio::time::timeout(5 * SECOND, rx.changed()).await.unwrap().unwrap();
@@ -314,13 +319,7 @@ async fn an_assumed_healthy_check_publishes_its_fall() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     drop(listener);
-    let cfg = HealthConfig {
-        check: HealthCheck::Tcp { target },
-        interval: Duration::from_millis(20),
-        timeout: Duration::from_millis(10),
-        rise: 2,
-        fall: 2,
-    };
+    let cfg = fast_tcp(target);
     let (mut rx, task) = spawn(cfg, true);
     assert!(*rx.borrow_and_update(), "starts as assumed");
     tokio::time::timeout(5 * SECOND, rx.changed()).await.unwrap().unwrap();
