@@ -91,6 +91,9 @@ async fn operators_create_and_list_their_networks_only() {
         name: "lab".into(),
         overlay_prefix: "fd00:77::/32".parse().expect("prefix"),
         vip_pool: "fd00:77:f::/64".parse().expect("prefix"),
+        overlay_prefix_v4: None,
+        pod_pools: vec![],
+        site_ranges: vec![],
     };
     let created = client.create_network(&req).await.expect("create");
     assert_eq!((created.name.as_str(), created.revision), ("lab", 1));

@@ -250,6 +250,9 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 name: name.clone(),
                 overlay_prefix: *overlay,
                 vip_pool: *vip_pool,
+                overlay_prefix_v4: None,
+                pod_pools: Vec::new(),
+                site_ranges: Vec::new(),
             };
             let n = client.create_network(&req).await?;
             if json {

@@ -265,6 +265,8 @@ mod tests {
                 endpoint: None,
                 address: "fd00:5d::1".parse().expect("address"),
                 routed_prefixes: vec![],
+                address_v4: None,
+                prefixes: Vec::new(),
                 lifecycle: crate::vocab::Lifecycle::Persistent,
                 roles: vec![],
                 last_seen_ms: 0,

@@ -114,6 +114,9 @@ pub(super) async fn enroll(
         revision: 0,
         overlay_prefix: Some(resp.overlay_prefix),
         vip_pool: None,
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
         members: resp.members,
         vips: Vec::new(),
     };

@@ -526,6 +526,9 @@ fn empty_view(identity: &Identity) -> MembersResponse {
         revision: 0,
         overlay_prefix: Some(identity.overlay_prefix),
         vip_pool: None,
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
         members: Vec::new(),
         vips: Vec::new(),
     }

@@ -350,6 +350,9 @@ mod tests {
             revision: 3,
             overlay_prefix: Some("fd00:5d::/48".parse().unwrap()),
             vip_pool: None,
+            overlay_prefix_v4: None,
+            pod_pools: Vec::new(),
+            site_ranges: Vec::new(),
             members: members
                 .iter()
                 .map(|(addr, key)| MemberView {
@@ -359,6 +362,8 @@ mod tests {
                     endpoint: None,
                     address: addr.parse().unwrap(),
                     routed_prefixes: vec![],
+                    address_v4: None,
+                    prefixes: Vec::new(),
                     lifecycle: Lifecycle::Spot,
                     roles: vec![],
                     last_seen_ms: 0,

@@ -371,6 +371,8 @@ mod tests {
                 endpoint: None,
                 address: "fd00:5d::1".parse().expect("address"),
                 routed_prefixes: vec![],
+                address_v4: None,
+                prefixes: Vec::new(),
                 lifecycle: Lifecycle::Spot,
                 roles: vec![Role::Server],
                 last_seen_ms: 1_000,

@@ -7,9 +7,11 @@
 
 /// Peer names: [`name::PeerName`], the one rule for what a node may be called.
 pub mod name;
+mod prefix;
 mod role;
 mod term;
 pub mod wire;
 
+pub use prefix::{PodPool, PrefixKind, RoutedPrefix};
 pub use role::{ClusterState, Lifecycle, PeerState, Role, UnknownName, MAX_CANDIDATES};
 pub use term::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};

@@ -4,12 +4,12 @@
 //! Requests refuse unknown fields: a misspelt `target_cluster_id` must fail loudly, not join the wrong
 //! cluster. Responses only ever gain fields.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, Lifecycle, Role};
+use super::{ClusterState, Lifecycle, PodPool, Role, RoutedPrefix};
 
 /// `POST /v1/networks` (admin token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,15 @@ pub struct CreateNetworkRequest {
     pub overlay_prefix: Ipv6Net,
     /// VIPs come from here; must lie strictly inside `overlay_prefix`.
     pub vip_pool: Ipv6Net,
+    /// If set, each peer also gets a /32 from here beside its /128 (a dual-stack `node-ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// Pod pools, at most one per address family: each peer gets a share of each at enrollment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_pools: Vec<PodPool>,
+    /// The ranges operators may assign site prefixes from (`[]`: none may be assigned).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site_ranges: Vec<IpNet>,
 }
 
 /// A network, as its account's admin sees it.
@@ -36,6 +45,15 @@ pub struct NetworkView {
     pub overlay_prefix: Ipv6Net,
     /// VIP pool.
     pub vip_pool: Ipv6Net,
+    /// Peers' /32s, if the network gives them.
+    #[serde(default)]
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// Pod pools, at most one per address family.
+    #[serde(default)]
+    pub pod_pools: Vec<PodPool>,
+    /// Ranges site prefixes may be assigned from.
+    #[serde(default)]
+    pub site_ranges: Vec<IpNet>,
     /// Current revision.
     pub revision: u64,
 }
@@ -142,8 +160,14 @@ pub struct MemberView {
     pub endpoint: Option<SocketAddr>,
     /// Its /128.
     pub address: Ipv6Addr,
-    /// Extra prefixes routed to it.
+    /// The IPv6 prefixes of `prefixes`, for daemons older than that field (which route only these).
     pub routed_prefixes: Vec<Ipv6Net>,
+    /// Its /32, when the network gives peers one.
+    #[serde(default)]
+    pub address_v4: Option<Ipv4Addr>,
+    /// Every prefix routed to it, IPv4 and IPv6: its pod shares and the site prefixes assigned to it.
+    #[serde(default)]
+    pub prefixes: Vec<RoutedPrefix>,
     /// Lifecycle class.
     pub lifecycle: Lifecycle,
     /// k3s roles.
@@ -161,6 +185,9 @@ pub struct EnrollResponse {
     pub network_id: String,
     /// Its /128.
     pub address: Ipv6Addr,
+    /// Its /32, when the network gives peers one.
+    #[serde(default)]
+    pub address_v4: Option<Ipv4Addr>,
     /// The network's overlay prefix (routed through the interface).
     pub overlay_prefix: Ipv6Net,
     /// Its peer token, shown once: keep it in the daemon's state directory.
@@ -185,6 +212,15 @@ pub struct MembersResponse {
     /// The network's VIP pool (inside the overlay prefix): every VIP of the view is in it.
     #[serde(default)]
     pub vip_pool: Option<Ipv6Net>,
+    /// The network's IPv4 overlay prefix: every member's `address_v4` is in it.
+    #[serde(default)]
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// The network's pod pools (k3s's cluster CIDRs): every member's pod prefixes are shares of them.
+    #[serde(default)]
+    pub pod_pools: Vec<PodPool>,
+    /// The ranges site prefixes are assigned from: every member's site prefixes are in one of them.
+    #[serde(default)]
+    pub site_ranges: Vec<IpNet>,
     /// Every member, in enrollment order.
     pub members: Vec<MemberView>,
     /// Every VIP of the network, in creation order, with its candidates in rank order.
@@ -331,6 +367,16 @@ pub struct PeerView {
     /// intervals) but not yet stale: its node is likely down. A display state only; reaping is unchanged.
     #[serde(default)]
     pub silent: bool,
+}
+
+/// `PUT /v1/peers/{id}/site-prefixes` (admin token): the peer's site prefixes, replacing the ones it had
+/// (`[]` removes them all). Each must lie in one of the network's `site_ranges` and overlap nothing else
+/// the network routes; the answer is the peer ([`PeerView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSitePrefixesRequest {
+    /// The prefixes, IPv4 or IPv6.
+    pub prefixes: Vec<IpNet>,
 }
 
 /// `GET /v1/peers` (admin token): every peer of the account.

@@ -209,6 +209,9 @@ fn view(n: &Network) -> NetworkView {
         name: n.name.clone(),
         overlay_prefix: n.overlay_prefix,
         vip_pool: n.vip_pool,
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
         revision: n.revision,
     }
 }

@@ -81,6 +81,8 @@ pub(super) fn member_view(p: &Peer) -> MemberView {
         endpoint: p.endpoint,
         address: p.address,
         routed_prefixes: p.routed_prefixes.clone(),
+        address_v4: None,
+        prefixes: Vec::new(),
         lifecycle: p.lifecycle,
         roles: p.roles.clone(),
         last_seen_ms: p.last_seen_ms,

@@ -18,6 +18,8 @@ fn member(name: &str, addr: &str, key: &str) -> MemberView {
         endpoint: None,
         address: addr.parse().unwrap(),
         routed_prefixes: vec![],
+        address_v4: None,
+        prefixes: Vec::new(),
         lifecycle: Lifecycle::Persistent,
         roles: vec![],
         last_seen_ms: 0,
@@ -50,6 +52,9 @@ fn view(members: Vec<MemberView>, vips: Vec<VipView>) -> MembersResponse {
         revision: 7,
         overlay_prefix: Some("fd00:5d::/32".parse().unwrap()),
         vip_pool: None,
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
         members,
         vips,
     }
