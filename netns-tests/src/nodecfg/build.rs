@@ -66,7 +66,9 @@ pub(crate) fn peer_config(
         },
         daemon: DaemonSection {
             state_dir: dir.join("state"),
-            metrics_listen: "127.0.0.1:9581".parse().expect("constant address"),
+            // Every address of the namespace: tests scrape 127.0.0.1 from inside it, a Prometheus server on
+            // another peer scrapes the underlay address (the `prometheus` netns test).
+            metrics_listen: "0.0.0.0:9581".parse().expect("constant address"),
             resync_interval: opts.resync_interval.clone(),
             teardown_on_exit: opts.teardown_on_exit,
             // Only with a VIP: a daemon without failover support refuses unknown keys.
