@@ -36,6 +36,7 @@ use wireguard_control::Key;
 
 pub mod admin;
 pub mod backoff;
+pub mod cni;
 mod enroll;
 pub mod http;
 pub mod k3s;
