@@ -154,13 +154,19 @@ mod tests {
     #[test]
     fn one_family_gets_one_range_and_a_data_dir_when_asked() {
         let v: Value = serde_json::from_str(&render(&net(&["fd00:42:0:7::/64"])).unwrap()).unwrap();
-        assert_eq!(v["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "fd00:42:0:7::/64"}]]));
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"],
+            json!([[{"subnet": "fd00:42:0:7::/64"}]])
+        );
         assert!(v["plugins"][0]["ipam"].get("dataDir").is_none());
         let mut n = net(&["198.51.100.0/26"]);
         n.ipam_data_dir = Some("/run/lab/p1/cni".into());
         let v: Value = serde_json::from_str(&render(&n).unwrap()).unwrap();
         assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/run/lab/p1/cni");
-        assert_eq!(v["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": "198.51.100.0/26"}]]));
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"],
+            json!([[{"subnet": "198.51.100.0/26"}]])
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! Rendering is pure; the file is written atomically and only when its content changes, so k3s sees no
 //! spurious change on a daemon restart.
 
+use std::net::IpAddr;
 use std::path::Path;
+
+use ipnet::IpNet;
 use std::time::Duration;
 
 use super::backoff::Backoff;
@@ -41,9 +44,24 @@ pub fn request(k3s: &K3sConfig) -> HandshakeRequest {
     }
 }
 
+/// What the drop-in says when pods use the SD-WAN (`[k3s] pod_network = "sdwan"`) instead of flannel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    /// The network's pod pools, IPv4 first: k3s's `cluster-cidr` (servers only, the same on every server).
+    pub cluster_cidrs: Vec<IpNet>,
+    /// Service ranges, IPv4 first: `service-cidr` (servers only); empty: k3s's default (IPv4 only, so a
+    /// dual-stack or IPv6 pod network needs them set).
+    pub service_cidrs: Vec<IpNet>,
+    /// The node's overlay addresses, IPv4 first: `node-ip`, so the kubelet, the API server and etcd use
+    /// the SD-WAN, and the primary family matches the first cluster CIDR's.
+    pub node_ips: Vec<IpAddr>,
+}
+
 /// The drop-in for the answer `resp` to a handshake of `k3s`: `cluster-init` for the bootstrap server,
-/// `server` on the VIP otherwise; the join token; `tls-san` with the VIP for servers.
-pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse) -> String {
+/// `server` on the VIP otherwise; the join token; `tls-san` with the VIP for servers. With `pods`, also
+/// `node-ip`, and for servers `flannel-backend: none` and the cluster (and service) CIDRs: sdwand routes
+/// the pod prefixes and the CNI configuration of [`super::cni`] attaches the pods.
+pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>) -> String {
     let mut out = String::from("# Written by sdwand from its registry handshake; changes are overwritten.\n");
     if k3s.bootstrap {
         out.push_str("cluster-init: true\n");
@@ -53,6 +71,28 @@ pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse) -> String {
     out.push_str(&format!("token: {}\n", yaml_str(&resp.join_token)));
     if k3s.role == Role::Server {
         out.push_str(&format!("tls-san:\n  - {}\n", yaml_str(&resp.vip.to_string())));
+    }
+    if let Some(pods) = pods {
+        let list = |items: Vec<String>| yaml_str(&items.join(","));
+        if !pods.node_ips.is_empty() {
+            out.push_str(&format!(
+                "node-ip: {}\n",
+                list(pods.node_ips.iter().map(ToString::to_string).collect())
+            ));
+        }
+        if k3s.role == Role::Server {
+            out.push_str("flannel-backend: \"none\"\n");
+            out.push_str(&format!(
+                "cluster-cidr: {}\n",
+                list(pods.cluster_cidrs.iter().map(ToString::to_string).collect())
+            ));
+            if !pods.service_cidrs.is_empty() {
+                out.push_str(&format!(
+                    "service-cidr: {}\n",
+                    list(pods.service_cidrs.iter().map(ToString::to_string).collect())
+                ));
+            }
+        }
     }
     out
 }
@@ -114,7 +154,7 @@ pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeRes
         state = %resp.state, vip = %resp.vip, api_endpoint = %resp.api_endpoint,
         "k3s handshake accepted"
     );
-    let content = render(k3s, &resp);
+    let content = render(k3s, &resp, None);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     loop {
         match write_if_changed(&k3s.config_path, &content) {
@@ -192,7 +232,7 @@ mod tests {
 
     #[test]
     fn bootstrap_server_initialises_the_cluster() {
-        let text = render(&k3s(Role::Server, true), &resp("abc"));
+        let text = render(&k3s(Role::Server, true), &resp("abc"), None);
         let body: Vec<&str> = text.lines().skip(1).collect();
         assert_eq!(
             body,
@@ -207,7 +247,7 @@ mod tests {
 
     #[test]
     fn joining_server_and_agent_point_at_the_vip() {
-        let server = render(&k3s(Role::Server, false), &resp("abc"));
+        let server = render(&k3s(Role::Server, false), &resp("abc"), None);
         assert_eq!(
             server.lines().skip(1).collect::<Vec<_>>(),
             [
@@ -217,16 +257,53 @@ mod tests {
                 "  - \"fd00:5d:f::1\""
             ]
         );
-        let agent = render(&k3s(Role::Agent, false), &resp("abc"));
+        let agent = render(&k3s(Role::Agent, false), &resp("abc"), None);
         assert_eq!(
             agent.lines().skip(1).collect::<Vec<_>>(),
             ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"abc\""]
         );
     }
 
+    fn plan() -> PodPlan {
+        PodPlan {
+            cluster_cidrs: vec!["198.51.100.0/24".parse().unwrap(), "fd00:42::/48".parse().unwrap()],
+            service_cidrs: vec!["203.0.113.0/24".parse().unwrap(), "fd00:43::/112".parse().unwrap()],
+            node_ips: vec!["192.0.2.7".parse().unwrap(), "fd00:5d::7".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn pods_on_the_sdwan_replace_flannel_on_servers_and_pin_node_ip_everywhere() {
+        let server = render(&k3s(Role::Server, false), &resp("abc"), Some(&plan()));
+        assert_eq!(
+            server.lines().skip(5).collect::<Vec<_>>(),
+            [
+                "node-ip: \"192.0.2.7,fd00:5d::7\"",
+                "flannel-backend: \"none\"",
+                "cluster-cidr: \"198.51.100.0/24,fd00:42::/48\"",
+                "service-cidr: \"203.0.113.0/24,fd00:43::/112\"",
+            ],
+            "{server}"
+        );
+        // Agents take the network settings from the servers: only their own address.
+        let agent = render(&k3s(Role::Agent, false), &resp("abc"), Some(&plan()));
+        assert_eq!(
+            agent.lines().skip(3).collect::<Vec<_>>(),
+            ["node-ip: \"192.0.2.7,fd00:5d::7\""],
+            "{agent}"
+        );
+        let no_services = PodPlan {
+            service_cidrs: vec![],
+            ..plan()
+        };
+        let server = render(&k3s(Role::Server, true), &resp("abc"), Some(&no_services));
+        assert!(!server.contains("service-cidr"), "{server}");
+        assert!(server.contains("cluster-init: true\n"), "{server}");
+    }
+
     #[test]
     fn values_are_quoted() {
-        let text = render(&k3s(Role::Agent, false), &resp("a\"b\\c\nd"));
+        let text = render(&k3s(Role::Agent, false), &resp("a\"b\\c\nd"), None);
         assert!(text.contains("token: \"a\\\"b\\\\c\\nd\"\n"), "{text}");
     }
 
