@@ -225,8 +225,8 @@ impl VipRuntime {
 
     fn insert_slot(&mut self, machine: Machine, health: Option<HealthConfig>, healthy: bool) {
         let vip = machine.params().vip;
-        if cannot_fail_over(machine.params()) {
-            tracing::warn!(%vip, "VIP has a single candidate: it cannot fail over (add a second k3s server)");
+        if warns_single_candidate(machine.params()) {
+            tracing::warn!(%vip, "VIP has a single candidate, this node: it cannot fail over (add a second k3s server)");
         }
         let mut slot = Slot {
             machine,
@@ -494,6 +494,13 @@ pub(crate) fn starts_healthy(checked: bool, candidate: bool, adopt: Adopt) -> bo
 /// reload updates, so the gauge follows candidates joining and leaving).
 fn cannot_fail_over(params: &Params) -> bool {
     params.candidates.len() < 2
+}
+
+/// Whether starting `params` logs that the VIP cannot fail over: only on its one candidate. Every node
+/// exports `sdwand_vip_single_candidate`; a warning on the others is noise, and on a server that joins it is
+/// false: the view that names the first server alone arrives before the one with its own candidacy.
+fn warns_single_candidate(params: &Params) -> bool {
+    cannot_fail_over(params) && params.candidates.contains(&params.me)
 }
 
 /// The members by address, and their addresses by name.

@@ -292,3 +292,22 @@ async fn the_single_candidate_gauge_follows_a_reload() {
     s.rt.reload(&parse(text("\"a\"")), &mut NoPlane, Instant::now()).await;
     assert_eq!(gauge(&s), Some(1.0), "it left again");
 }
+
+#[test]
+fn only_the_sole_candidate_warns_that_the_vip_cannot_fail_over() {
+    let params = |me: Ipv6Addr, candidates: Vec<Ipv6Addr>| Params {
+        vip: VIP,
+        me,
+        candidates,
+        peers: vec![],
+        timers: config("sc0", 51900, &[]).failover.timers(),
+    };
+    assert!(warns_single_candidate(&params(ME, vec![ME])));
+    // A server that joins sees the first server alone before the view with its own candidacy arrives.
+    assert!(!warns_single_candidate(&params(PEER, vec![ME])));
+    assert!(!warns_single_candidate(&params(ME, vec![ME, PEER])));
+    assert!(
+        cannot_fail_over(&params(PEER, vec![ME])),
+        "the gauge still says so on every node"
+    );
+}
