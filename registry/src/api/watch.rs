@@ -318,6 +318,9 @@ impl ReadTx for Recording<'_> {
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
         self.tx.all_clusters()
     }
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
+        self.tx.held_prefixes(network_id)
+    }
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
         self.tx.prefix_holds(network_id)
     }

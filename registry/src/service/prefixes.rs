@@ -12,6 +12,9 @@
 //! assignable) again before [`super::Ttls::prefix_hold_down`] has passed. Expired hold-downs are deleted
 //! by the next allocation in the network, so the table never holds more than the pools have shares plus
 //! the site prefixes released within one hold-down.
+//!
+//! Allocation reads only the prefixes the network's peers hold ([`ReadTx::held_prefixes`]), not whole
+//! peers: it runs in the single writer, once per enrollment.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -242,15 +245,15 @@ pub(super) fn allocate(tx: &mut dyn WriteTx, network: &Network, now_ms: u64) -> 
     if network.overlay_prefix_v4.is_none() && network.pod_pools.is_empty() {
         return Ok(Allocation::default());
     }
-    let peers = tx.peers(&network.id)?;
+    let by_peers = tx.held_prefixes(&network.id)?;
     let holds = tx.prefix_holds(&network.id)?;
     let (live, expired): (Vec<PrefixHold>, Vec<PrefixHold>) = holds.into_iter().partition(|h| h.until_ms > now_ms);
-    let mut taken: HashSet<IpNet> = peers.iter().flat_map(Peer::held).collect();
+    let mut taken: HashSet<IpNet> = by_peers.iter().copied().collect();
     taken.extend(live.iter().map(|h| h.prefix));
     let exhausted = |what: String, pool: IpNet, len: u8| {
         let held_down: Vec<&PrefixHold> = live.iter().filter(|h| pool.contains(&h.prefix)).collect();
         let free_at = held_down.iter().map(|h| h.until_ms).min();
-        let by_peers = peers.iter().flat_map(Peer::held).filter(|p| pool.contains(p)).count();
+        let by_peers = by_peers.iter().filter(|p| pool.contains(*p)).count();
         let wait = free_at.map_or(String::new(), |at| {
             format!(
                 "; the first hold-down ends in {} s",

@@ -104,6 +104,9 @@ pub trait ReadTx {
     fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError>;
     /// Every cluster of every network (the metrics' census).
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError>;
+    /// Every /32 (as a /32 prefix), pod share and site prefix the peers of a network hold, in no particular
+    /// order ([`Peer::held`] of each peer, without reading whole peers: enrollment's allocation reads it).
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError>;
     /// Every hold-down of a network's released prefixes, expired ones included (the caller compares
     /// `until_ms` with its time), in the order they were first stored.
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError>;

@@ -3,7 +3,10 @@
 //!
 //! Here: the transaction, the row decoding and the reads; [`write`]: the writes.
 
+use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -500,6 +503,28 @@ impl ReadTx for SqlTx<'_> {
 
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
         self.many_clusters("1", [])
+    }
+
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
+        const T: &str = "peers";
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT address_v4, pod_prefixes, site_prefixes FROM peers WHERE network_id = ?1 AND \
+             (address_v4 IS NOT NULL OR pod_prefixes != '' OR site_prefixes != '')",
+        )?;
+        let mut rows = stmt.query([network_id])?;
+        let mut held = Vec::new();
+        while let Some(row) = rows.next()? {
+            if let Some(a) = row.get_ref(0)?.as_str_or_null().map_err(|e| corrupt(T, e))? {
+                held.push(IpNet::V4(Ipv4Net::from(parse::<Ipv4Addr>(T, a)?)));
+            }
+            for column in [1, 2] {
+                held.extend(list::<IpNet>(
+                    T,
+                    row.get_ref(column)?.as_str().map_err(|e| corrupt(T, e))?,
+                )?);
+            }
+        }
+        Ok(held)
     }
 
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
