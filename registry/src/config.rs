@@ -9,6 +9,7 @@
 //! ephemeral_ttl = "10m"                  # silent ephemeral peers are removed after this (persistent: shown stale)
 //! spot_ttl = "2m"                        # silent spot peers are removed after this (shorter than ephemeral_ttl)
 //! silent_after = "15s"                   # peers silent this long are listed `silent` (3 x sdwand's 5 s reports)
+//! prefix_hold_down = "10m"               # a removed or reaped peer's /32 and prefixes are reused only after this
 //! max_connections = 32768                # open connections at most; more are closed at once
 //! header_read_timeout = "10s"            # a request's head must arrive within this (also the idle timeout)
 //! max_connection_age = "10m"             # then a connection is closed after its request in flight
@@ -47,7 +48,8 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// The certificate and key to serve HTTPS with; `None` serves plain HTTP (`insecure = true`).
     pub tls: Option<TlsFiles>,
-    /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`).
+    /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`), and how long released
+    /// prefixes are held down (`prefix_hold_down`).
     pub ttls: Ttls,
     /// What clients may hold and how often they may call.
     pub limits: Limits,
@@ -138,6 +140,8 @@ struct Raw {
     spot_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     silent_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    prefix_hold_down: Option<Duration>,
     max_connections: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     header_read_timeout: Option<Duration>,
@@ -194,7 +198,8 @@ pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError>
     if raw.state_dir.as_os_str().is_empty() {
         return Err(invalid("state_dir must not be empty"));
     }
-    let ttls = ttls(raw.ephemeral_ttl, raw.spot_ttl, raw.silent_after).map_err(|m| invalid(&m))?;
+    let ttls =
+        ttls(raw.ephemeral_ttl, raw.spot_ttl, raw.silent_after, raw.prefix_hold_down).map_err(|m| invalid(&m))?;
     if raw
         .metrics_token_file
         .as_ref()
@@ -298,14 +303,21 @@ fn tls_files(insecure: bool, cert: Option<PathBuf>, key: Option<PathBuf>) -> Res
     }
 }
 
-/// The reaper's TTLs and `silent_after` from the file (defaults for what is absent): each at least a
-/// second, spot shorter than ephemeral.
-fn ttls(ephemeral: Option<Duration>, spot: Option<Duration>, silent_after: Option<Duration>) -> Result<Ttls, String> {
+/// The reaper's TTLs, `silent_after` and `prefix_hold_down` from the file (defaults for what is absent):
+/// each at least a second (the hold-down may be 0: released prefixes are free at once), spot shorter than
+/// ephemeral.
+fn ttls(
+    ephemeral: Option<Duration>,
+    spot: Option<Duration>,
+    silent_after: Option<Duration>,
+    prefix_hold_down: Option<Duration>,
+) -> Result<Ttls, String> {
     let defaults = Ttls::default();
     let ttls = Ttls {
         ephemeral: ephemeral.unwrap_or(defaults.ephemeral),
         spot: spot.unwrap_or(defaults.spot),
         silent_after: silent_after.unwrap_or(defaults.silent_after),
+        prefix_hold_down: prefix_hold_down.unwrap_or(defaults.prefix_hold_down),
     };
     for (key, ttl) in [
         ("ephemeral_ttl", ttls.ephemeral),
@@ -389,6 +401,11 @@ mod tests {
         assert!(e.contains("spot_ttl") && e.contains("too short"), "{e}");
         let e = check(&format!("{base}\nspot_ttl = \"soon\"\n")).expect_err("not a duration");
         assert!(e.starts_with("r.toml:3:"), "{e}");
+        assert_eq!(Ttls::default().prefix_hold_down, Duration::from_secs(600));
+        let c = check(&format!("{base}prefix_hold_down = \"30m\"\n")).expect("valid");
+        assert_eq!(c.ttls.prefix_hold_down, Duration::from_secs(1800));
+        let c = check(&format!("{base}prefix_hold_down = \"0s\"\n")).expect("0: no hold-down");
+        assert_eq!(c.ttls.prefix_hold_down, Duration::ZERO);
     }
 
     #[test]

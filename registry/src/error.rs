@@ -90,6 +90,14 @@ pub mod code {
     pub const ALREADY_ENROLLED: &str = "already_enrolled";
     /// The network's overlay prefix has no address left.
     pub const ADDRESSES_EXHAUSTED: &str = "addresses_exhausted";
+    /// A pod pool or the IPv4 overlay prefix of the network has no free share or address left (the
+    /// message names it and when the first hold-down ends).
+    pub const POOL_EXHAUSTED: &str = "pool_exhausted";
+    /// A site prefix overlaps a prefix another peer of the network holds (the message names it and the
+    /// peer).
+    pub const PREFIX_CONFLICT: &str = "prefix_conflict";
+    /// A site prefix overlaps a prefix a removed peer held, still in its hold-down.
+    pub const PREFIX_HELD_DOWN: &str = "prefix_held_down";
     /// The network's VIP pool has no address left.
     pub const VIP_POOL_EXHAUSTED: &str = "vip_pool_exhausted";
     /// The cluster is in error state.

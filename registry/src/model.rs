@@ -5,13 +5,13 @@
 //! the API layer and passed in, so the logic reads no clock.
 
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use sdwand::vocab::Epoch;
-pub use sdwand::vocab::{ClusterState, Lifecycle, Role, UnknownName};
+pub use sdwand::vocab::{ClusterState, Lifecycle, PodPool, PrefixKind, Role, RoutedPrefix, UnknownName};
 
 /// An account: the trust boundary. Nothing of one account is visible to, or changeable by, another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,12 @@ pub struct Network {
     pub next_peer_offset: u64,
     /// Offset in `vip_pool` of the next VIP address (only grows, for the same reason).
     pub next_vip_offset: u64,
+    /// Peers' /32s come from here, if set (lowest free address first, reused after a hold-down).
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// Pod pools, at most one per address family: each peer gets one share of each at enrollment.
+    pub pod_pools: Vec<PodPool>,
+    /// The ranges operators may assign site prefixes from.
+    pub site_ranges: Vec<IpNet>,
     /// Creation time, Unix ms.
     pub created_at_ms: u64,
 }
@@ -80,8 +86,12 @@ pub struct Peer {
     pub lifecycle: Lifecycle,
     /// The k3s roles it may take, sorted, without duplicates.
     pub roles: Vec<Role>,
-    /// Extra prefixes routed to it (empty for now).
-    pub routed_prefixes: Vec<Ipv6Net>,
+    /// Its /32 in the network's `overlay_prefix_v4`, if the network has one.
+    pub address_v4: Option<Ipv4Addr>,
+    /// Its share of each of the network's pod pools, in the order of the pools.
+    pub pod_prefixes: Vec<IpNet>,
+    /// The site prefixes an operator assigned to it, in the order given.
+    pub site_prefixes: Vec<IpNet>,
     /// Last time it called the registry, Unix ms.
     pub last_seen_ms: u64,
     /// Enrollment time, Unix ms.
@@ -102,6 +112,46 @@ impl Peer {
     pub fn token_used(&self) -> bool {
         self.last_seen_ms != self.created_at_ms
     }
+}
+
+impl Peer {
+    /// Every prefix routed to the peer: its pod shares, then its site prefixes.
+    pub fn prefixes(&self) -> Vec<RoutedPrefix> {
+        let pods = self.pod_prefixes.iter().map(|&prefix| RoutedPrefix {
+            prefix,
+            kind: PrefixKind::Pod,
+        });
+        let sites = self.site_prefixes.iter().map(|&prefix| RoutedPrefix {
+            prefix,
+            kind: PrefixKind::Site,
+        });
+        pods.chain(sites).collect()
+    }
+
+    /// Everything of the network's address space the peer holds beyond its /128: its /32 (as a /32
+    /// prefix), pod shares and site prefixes.
+    pub fn held(&self) -> Vec<IpNet> {
+        let v4 = self.address_v4.map(|a| IpNet::V4(Ipv4Net::from(a)));
+        v4.into_iter()
+            .chain(self.pod_prefixes.iter().copied())
+            .chain(self.site_prefixes.iter().copied())
+            .collect()
+    }
+}
+
+/// A prefix (or /32) a removed peer held, not handed out again before `until_ms`: daemons that have not
+/// yet heard of the removal (one watch round trip) or are cut off from the registry still route it to the
+/// old node, and a new node must never receive traffic meant for it (see [`crate::service::Ttls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixHold {
+    /// The network whose space it is.
+    pub network_id: String,
+    /// The prefix: a pod share, a site prefix or a /32.
+    pub prefix: IpNet,
+    /// Free again from this time on (Unix ms).
+    pub until_ms: u64,
+    /// The name of the peer that held it, for messages.
+    pub released_by: String,
 }
 
 /// A virtual IP of a network.

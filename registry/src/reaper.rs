@@ -1,6 +1,7 @@
 //! The reaper: a periodic task that removes ephemeral and spot peers silent past their TTL
 //! ([`crate::service::reap`]), each with its full cascade, in one transaction per pass. Removals
-//! bump the revision and wake the watchers like any other write.
+//! bump the revision and wake the watchers like any other write; a reaped peer's /32 and prefixes are held
+//! down for [`crate::service::Ttls::prefix_hold_down`] from the pass's time.
 //!
 //! **Only real silence counts.** A peer is silent when it did not call; it is not silent when the registry
 //! could not hear it. Silence therefore counts from the end of the last moment the registry may have been

@@ -1,4 +1,5 @@
-//! `sdwanctl registry networks`, `create-network`, `tokens …` and `cluster-state`, and `sdwan-registry
+//! `sdwanctl registry networks`, `create-network` (with pod pools and site ranges), `site-prefixes`, `tokens …`
+//! and `cluster-state`, and `sdwan-registry
 //! init-account`, end to end: the admin client of
 //! [`sdwand::client::admin`] against a registry served on 127.0.0.1.
 
@@ -245,5 +246,74 @@ async fn vips_resolve_by_address_and_peers_by_name() {
         .await
         .expect("remove");
     assert!(client.peers().await.expect("peers").peers.is_empty());
+    server.abort();
+}
+
+/// `sdwanctl registry create-network --pod-pool … --site-range …` and `site-prefixes NAME [PREFIX…]`
+/// through the admin client: the network keeps its pools, the peer gets its share, the operator sets and
+/// clears its site prefixes, and a refusal comes back with its code.
+#[tokio::test]
+async fn operators_create_pod_networks_and_set_site_prefixes() {
+    let r = Registry::new();
+    let account = r.account("acme").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let router = r.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", account.admin_token)).expect("write");
+    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+
+    let req = CreateNetworkRequest {
+        name: "pods".into(),
+        overlay_prefix: "fd00:77::/48".parse().expect("prefix"),
+        vip_pool: "fd00:77:0:f::/64".parse().expect("prefix"),
+        overlay_prefix_v4: Some("192.0.2.0/24".parse().expect("prefix")),
+        pod_pools: vec![sdwand::client::admin::parse_pod_pool("198.51.100.0/24:28").expect("pool")],
+        site_ranges: vec!["203.0.113.0/24".parse().expect("range")],
+    };
+    let network = client.create_network(&req).await.expect("create");
+    assert_eq!(
+        (network.overlay_prefix_v4, &network.pod_pools, &network.site_ranges),
+        (req.overlay_prefix_v4, &req.pod_pools, &req.site_ranges)
+    );
+    let enrollment = r.enrollment_token(&account.admin_token, &network.id).await;
+    r.enroll(&enrollment, "edge", &[]).await;
+    let edge = client.resolve_peer("edge").await.expect("resolve");
+    let set = client
+        .set_site_prefixes(&edge, &["203.0.113.0/26".parse().expect("prefix")])
+        .await
+        .expect("set");
+    let shown: Vec<String> = set
+        .member
+        .prefixes
+        .iter()
+        .map(|p| format!("{} {}", p.kind, p.prefix))
+        .collect();
+    assert_eq!(shown, ["pod 198.51.100.0/28", "site 203.0.113.0/26"]);
+    assert_eq!(set.member.address_v4, Some("192.0.2.1".parse().expect("address")));
+    match client
+        .set_site_prefixes(&edge, &["198.51.100.0/28".parse().expect("prefix")])
+        .await
+    {
+        Err(ClientError::Refused {
+            status: 400,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!(code, "bad_request");
+            assert!(
+                message.contains("not inside any of the network's site_ranges"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let cleared = client.set_site_prefixes(&edge, &[]).await.expect("clear");
+    assert_eq!(cleared.member.prefixes.len(), 1, "only the pod share is left");
+    let peers = client.peers().await.expect("peers");
+    assert_eq!(peers.peers[0].member.prefixes, cleared.member.prefixes);
     server.abort();
 }

@@ -28,6 +28,9 @@ fn orphan_network(i: usize) -> Network {
         revision: 1,
         next_peer_offset: 1,
         next_vip_offset: 1,
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
         created_at_ms: 0,
     }
 }
@@ -55,16 +58,17 @@ fn migrations_run_from_empty_and_reopening_is_a_no_op() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let tables: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
-             ('accounts', 'networks', 'peers', 'tokens', 'vips', 'vip_candidates', 'clusters', 'cluster_members')",
+             ('accounts', 'networks', 'peers', 'tokens', 'vips', 'vip_candidates', 'clusters', 'cluster_members', \
+             'prefix_holds')",
             [],
             |r| r.get(0),
         )
         .expect("tables");
-    assert_eq!(tables, 8);
+    assert_eq!(tables, 9);
     drop(conn);
     drop(SqliteStore::open(&state, SqliteOptions::default()).expect("reopen"));
     let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
@@ -81,7 +85,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 3 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 4 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }

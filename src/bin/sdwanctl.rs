@@ -10,15 +10,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sdwand::cli::Invocation;
-use sdwand::client::admin::AdminClient;
+use sdwand::client::admin::{parse_pod_pool, AdminClient};
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, render, NamedAddr, Request, Response};
 use sdwand::vocab::name::PeerName;
 use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
-use sdwand::vocab::{ClusterState, Role};
+use sdwand::vocab::{ClusterState, PodPool, Role};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -42,8 +42,8 @@ enum Command {
     /// VIP failover.
     #[command(subcommand)]
     Vip(VipCommand),
-    /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, enrollment
-    /// tokens, cluster state.
+    /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, site
+    /// prefixes, enrollment tokens, cluster state.
     Registry(RegistryArgs),
 }
 
@@ -80,12 +80,22 @@ enum RegistryCommand {
         /// The IPv6 prefix VIPs come from, strictly inside the overlay (e.g. `fd00:5d:f::/64`).
         #[arg(long)]
         vip_pool: Ipv6Net,
+        /// An IPv4 prefix each peer gets a /32 of, beside its /128 (e.g. `10.99.0.0/16`).
+        #[arg(long)]
+        overlay_v4: Option<Ipv4Net>,
+        /// A pod pool and the length of each node's share, `PREFIX:NODE_LEN` (e.g. `10.42.0.0/16:24`,
+        /// `fd00:42::/48:64`); at most one per address family. Each peer gets a share at enrollment.
+        #[arg(long, value_parser = parse_pod_pool)]
+        pod_pool: Vec<PodPool>,
+        /// A range operators may assign site prefixes from (`sdwanctl registry site-prefixes`); repeatable.
+        #[arg(long)]
+        site_range: Vec<IpNet>,
     },
     /// Every cluster of the account: state, API endpoint, VIP holder, members.
     Clusters,
     /// Every VIP of the account: holder, epoch, candidates, pending move.
     Vips,
-    /// Every peer of the account: class, roles, cluster, last seen, live or stale.
+    /// Every peer of the account: /32 and prefixes, class, roles, cluster, last seen, live or stale.
     Peers,
     /// Ask a VIP's holder to hand it over to one of its candidates.
     Move {
@@ -99,6 +109,17 @@ enum RegistryCommand {
     RemovePeer {
         /// The peer: its name or its id (see `sdwanctl registry peers`).
         peer: String,
+    },
+    /// Set a peer's site prefixes (LANs behind it), replacing the ones it has; none (or --clear) removes
+    /// them. Each must lie in one of the network's site ranges and overlap no other peer's prefixes.
+    SitePrefixes {
+        /// The peer: its name or its id (see `sdwanctl registry peers`).
+        peer: String,
+        /// The prefixes, IPv4 or IPv6 (e.g. `203.0.113.0/26`).
+        prefixes: Vec<IpNet>,
+        /// Remove every site prefix of the peer (the same as giving none, said explicitly).
+        #[arg(long, conflicts_with = "prefixes")]
+        clear: bool,
     },
     /// Enrollment tokens: issue (with limits), list, revoke.
     #[command(subcommand)]
@@ -245,14 +266,17 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
             name,
             overlay,
             vip_pool,
+            overlay_v4,
+            pod_pool,
+            site_range,
         } => {
             let req = CreateNetworkRequest {
                 name: name.clone(),
                 overlay_prefix: *overlay,
                 vip_pool: *vip_pool,
-                overlay_prefix_v4: None,
-                pod_pools: Vec::new(),
-                site_ranges: Vec::new(),
+                overlay_prefix_v4: *overlay_v4,
+                pod_pools: pod_pool.clone(),
+                site_ranges: site_range.clone(),
             };
             let n = client.create_network(&req).await?;
             if json {
@@ -301,6 +325,15 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 encode(pretty(&serde_json::json!({ "removed": peer_id })))
             } else {
                 Ok(registry::removed(peer, &peer_id))
+            }
+        }
+        RegistryCommand::SitePrefixes { peer, prefixes, .. } => {
+            let peer_id = client.resolve_peer(peer).await?;
+            let p = client.set_site_prefixes(&peer_id, prefixes).await?;
+            if json {
+                encode(pretty(&p))
+            } else {
+                Ok(registry::site_prefixes_set(&p))
             }
         }
         RegistryCommand::Tokens(TokensCommand::Create {

@@ -15,9 +15,10 @@ use super::http::{segment, ClientError, RegistryClient};
 use crate::vocab::wire::{
     ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, CreateNetworkRequest,
     EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, NetworkView, NetworksResponse, PeerView,
-    PeersResponse, VipMoveRequest, VipView, VipsResponse,
+    PeersResponse, SetSitePrefixesRequest, VipMoveRequest, VipView, VipsResponse,
 };
-use crate::vocab::ClusterState;
+use crate::vocab::{ClusterState, PodPool};
+use ipnet::IpNet;
 
 /// An admin client of one registry.
 #[derive(Debug, Clone)]
@@ -111,6 +112,15 @@ impl AdminClient {
             .call::<(), _>(Method::DELETE, &path, None, timeout, limit)
             .await?;
         Ok(())
+    }
+
+    /// `PUT /v1/peers/{id}/site-prefixes`: replaces the peer's site prefixes (`[]` removes them).
+    pub async fn set_site_prefixes(&self, peer_id: &str, prefixes: &[IpNet]) -> Result<PeerView, ClientError> {
+        let path = format!("/v1/peers/{}/site-prefixes", segment(peer_id));
+        let req = SetSitePrefixesRequest {
+            prefixes: prefixes.to_vec(),
+        };
+        self.client.must(Method::PUT, &path, Some(&req)).await
     }
 
     /// `POST /v1/networks/{id}/enrollment-tokens`.
@@ -214,6 +224,20 @@ fn pick_peer(peers: &PeersResponse, given: &str) -> Result<String, String> {
             ))
         }
     }
+}
+
+/// A pod pool as `sdwanctl registry create-network --pod-pool` takes it: `PREFIX:NODE_LEN`, e.g.
+/// `198.51.100.0/24:28` or `fd00:42::/48:64` (the registry checks the rest).
+pub fn parse_pod_pool(text: &str) -> Result<PodPool, String> {
+    let usage = || format!("{text:?} is not PREFIX:NODE_LEN (e.g. 10.42.0.0/16:24 or fd00:42::/48:64)");
+    let (prefix, node_len) = text.rsplit_once(':').ok_or_else(usage)?;
+    if !prefix.contains('/') {
+        return Err(usage());
+    }
+    Ok(PodPool {
+        prefix: prefix.parse().map_err(|e| format!("{}: {e}", usage()))?,
+        node_len: node_len.parse().map_err(|e| format!("{}: node length: {e}", usage()))?,
+    })
 }
 
 /// At most ten items, comma-separated, then how many more; `none` for none.
@@ -326,5 +350,22 @@ mod tests {
         );
         let e = pick_peer(&PeersResponse { peers: vec![] }, "x").expect_err("none");
         assert!(e.contains("peers: none"), "{e}");
+    }
+
+    #[test]
+    fn pod_pools_parse_as_prefix_colon_length() {
+        let v4 = parse_pod_pool("198.51.100.0/24:28").expect("v4");
+        assert_eq!((v4.prefix.to_string(), v4.node_len), ("198.51.100.0/24".to_owned(), 28));
+        let v6 = parse_pod_pool("fd00:42::/48:64").expect("v6");
+        assert_eq!((v6.prefix.to_string(), v6.node_len), ("fd00:42::/48".to_owned(), 64));
+        for bad in [
+            "198.51.100.0/24",
+            "fd00:42::/48",
+            "fd00:42::48:64",
+            "198.51.100.0/24:x",
+            "198.51.100.0/24:",
+        ] {
+            assert!(parse_pod_pool(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::vocab::wire::{
     ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, EpochView,
-    NetworkView, NetworksResponse, PeersResponse, VipView, VipsResponse,
+    MemberView, NetworkView, NetworksResponse, PeerView, PeersResponse, VipView, VipsResponse,
 };
+use crate::vocab::PrefixKind;
 
 /// `sdwanctl registry networks`.
 pub fn networks(n: &NetworksResponse) -> String {
@@ -24,17 +25,65 @@ pub fn networks(n: &NetworksResponse) -> String {
                 n.overlay_prefix.to_string(),
                 n.vip_pool.to_string(),
                 n.revision.to_string(),
+                or_dash(n.overlay_prefix_v4.map(|p| p.to_string()).as_deref()),
+                pod_pools(n),
+                joined(n.site_ranges.iter()),
             ]
         })
         .collect();
-    table(&["NAME", "ID", "OVERLAY", "VIP POOL", "REVISION"], &rows)
+    table(
+        &[
+            "NAME",
+            "ID",
+            "OVERLAY",
+            "VIP POOL",
+            "REVISION",
+            "OVERLAY V4",
+            "POD POOLS",
+            "SITE RANGES",
+        ],
+        &rows,
+    )
+}
+
+/// A network's pod pools as `create-network --pod-pool` takes them (`PREFIX:NODE_LEN`), comma-separated.
+fn pod_pools(n: &NetworkView) -> String {
+    joined(n.pod_pools.iter().map(|p| format!("{}:{}", p.prefix, p.node_len)))
+}
+
+/// Items comma-separated, `-` for none.
+fn joined<T: ToString>(items: impl Iterator<Item = T>) -> String {
+    let items: Vec<String> = items.map(|i| i.to_string()).collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// A member's prefixes: pod shares as they are, site prefixes marked `(site)`; `-` for none.
+fn member_prefixes(m: &MemberView) -> String {
+    joined(m.prefixes.iter().map(|p| match p.kind {
+        PrefixKind::Pod => p.prefix.to_string(),
+        PrefixKind::Site => format!("{}(site)", p.prefix),
+    }))
 }
 
 /// `sdwanctl registry create-network`: the new network and what to do next.
 pub fn network_created(n: &NetworkView) -> String {
+    let mut workload = String::new();
+    if let Some(v4) = n.overlay_prefix_v4 {
+        let _ = write!(workload, ", IPv4 overlay {v4}");
+    }
+    if !n.pod_pools.is_empty() {
+        let _ = write!(workload, ", pod pools {}", pod_pools(n));
+    }
+    if !n.site_ranges.is_empty() {
+        let _ = write!(workload, ", site ranges {}", joined(n.site_ranges.iter()));
+    }
     format!(
-        "network {} created: id {}, overlay {}, VIP pool {}; issue enrollment tokens with `sdwanctl registry \
-         tokens create --network {}`\n",
+        "network {} created: id {}, overlay {}, VIP pool {}{workload}; issue enrollment tokens with `sdwanctl \
+         registry tokens create --network {}`\n",
         n.name, n.id, n.overlay_prefix, n.vip_pool, n.id
     )
 }
@@ -117,6 +166,8 @@ pub fn peers(p: &PeersResponse, now_ms: u64) -> String {
                 m.name.clone(),
                 m.peer_id.clone(),
                 m.address.to_string(),
+                or_dash(m.address_v4.map(|a| a.to_string()).as_deref()),
+                member_prefixes(m),
                 m.lifecycle.to_string(),
                 if roles.is_empty() {
                     "-".to_owned()
@@ -143,6 +194,8 @@ pub fn peers(p: &PeersResponse, now_ms: u64) -> String {
             "NAME",
             "ID",
             "ADDRESS",
+            "V4",
+            "PREFIXES",
             "CLASS",
             "ROLES",
             "CLUSTER",
@@ -171,7 +224,27 @@ pub fn removed(given: &str, peer_id: &str) -> String {
     } else {
         format!("peer {given} ({peer_id})")
     };
-    format!("{peer} removed (tokens, cluster membership, VIP candidacy); every daemon drops it\n")
+    format!(
+        "{peer} removed (tokens, cluster membership, VIP candidacy; its /32 and prefixes are held down before \
+         reuse); every daemon drops it\n"
+    )
+}
+
+/// `sdwanctl registry site-prefixes`: the peer's prefixes now.
+pub fn site_prefixes_set(p: &PeerView) -> String {
+    let m = &p.member;
+    let sites = joined(
+        m.prefixes
+            .iter()
+            .filter(|r| r.kind == PrefixKind::Site)
+            .map(|r| r.prefix),
+    );
+    format!(
+        "peer {} ({}): site prefixes {sites}; all its prefixes: {}; every daemon routes them to it\n",
+        m.name,
+        m.peer_id,
+        member_prefixes(m)
+    )
 }
 
 /// `sdwanctl registry tokens create`: the token (shown once, alone on its first line) and its limits.
@@ -404,6 +477,81 @@ mod tests {
             text.lines().nth(1).is_some_and(|l| l.ends_with("20s ago    silent")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn prefixes_render_in_peers_networks_and_site_prefix_answers() {
+        use crate::vocab::{PodPool, RoutedPrefix};
+        let prefix = |p: &str, kind| RoutedPrefix {
+            prefix: p.parse().expect("prefix"),
+            kind,
+        };
+        let member = MemberView {
+            peer_id: "p-0".into(),
+            name: "edge".into(),
+            public_key: "k".into(),
+            endpoint: None,
+            address: "fd00:5d::1".parse().expect("address"),
+            routed_prefixes: vec!["fd00:42::/64".parse().expect("prefix")],
+            address_v4: Some("192.0.2.1".parse().expect("address")),
+            prefixes: vec![
+                prefix("198.51.100.0/28", PrefixKind::Pod),
+                prefix("fd00:42::/64", PrefixKind::Pod),
+                prefix("203.0.113.0/26", PrefixKind::Site),
+            ],
+            lifecycle: Lifecycle::Persistent,
+            roles: vec![],
+            last_seen_ms: 0,
+        };
+        let peer = PeerView {
+            member,
+            network_id: "n-1".into(),
+            cluster: None,
+            stale: false,
+            silent: false,
+        };
+        let text = peers(
+            &PeersResponse {
+                peers: vec![peer.clone()],
+            },
+            0,
+        );
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l
+                    .contains("fd00:5d::1  192.0.2.1  198.51.100.0/28,fd00:42::/64,203.0.113.0/26(site)  persistent")),
+            "{text}"
+        );
+        assert_eq!(
+            site_prefixes_set(&peer),
+            "peer edge (p-0): site prefixes 203.0.113.0/26; all its prefixes: \
+             198.51.100.0/28,fd00:42::/64,203.0.113.0/26(site); every daemon routes them to it\n"
+        );
+        let network = NetworkView {
+            id: "n-1".into(),
+            account_id: "a".into(),
+            name: "pods".into(),
+            overlay_prefix: "fd00:5d::/48".parse().expect("prefix"),
+            vip_pool: "fd00:5d:f::/64".parse().expect("prefix"),
+            overlay_prefix_v4: None,
+            pod_pools: vec![PodPool {
+                prefix: "198.51.100.0/24".parse().expect("prefix"),
+                node_len: 28,
+            }],
+            site_ranges: vec![],
+            revision: 1,
+        };
+        let text = networks(&NetworksResponse {
+            networks: vec![network.clone()],
+        });
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("1         -           198.51.100.0/24:28  -")),
+            "{text}"
+        );
+        assert!(network_created(&network).contains("VIP pool fd00:5d:f::/64, pod pools 198.51.100.0/24:28;"));
     }
 
     #[test]

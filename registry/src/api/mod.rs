@@ -12,12 +12,12 @@
 //! | `POST /v1/networks/{id}/enrollment-tokens` | admin | issue an enrollment token for it |
 //! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
 //! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is not R (at once if it is not: above, or below after a restore from backup), or 204 after W ms (default 25 s, at most 60 s) |
-//! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128, peer token, member list |
+//! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128 (and /32 and pod shares, if the network has them), peer token, member list |
 //! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's highest epoch (no revision bump) |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |
 //! | `POST /v1/clusters/{id}/report` | peer (server member) | k3s ready / failed |
 //! | `GET /v1/peers` | admin | every peer of the account: cluster membership, last seen, `stale` |
-//! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy); 204 |
+//! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy; its prefixes held down); 204 |
 //! | `GET /v1/clusters` | admin | every cluster of the account, newest first, with VIP and members |
 //! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
 //! | `GET /metrics` | none, or the metrics token | Prometheus text: requests by route and code, latency, connections, watch clients, peer and cluster totals |
@@ -25,6 +25,7 @@
 //! | `GET /v1/enrollment-tokens` | admin | every enrollment token of the account: id, network, limits, uses, revocation (never the secret) |
 //! | `DELETE /v1/enrollment-tokens/{id}` | admin | revoke an enrollment token: it answers 401 `token_revoked` from then on |
 //! | `POST /v1/clusters/{id}/state` | admin | set a cluster `active` (out of `error`: joins work again) or `error` |
+//! | `PUT /v1/peers/{id}/site-prefixes` | admin | replace a peer's site prefixes (`{"prefixes": [...]}`, in the network's site ranges, overlapping no other peer's; bumps the revision); answers the peer |
 //!
 //! **Limits** ([`Limits`]): every request but the watch is answered within `request_timeout` (503
 //! `request_timeout`); one token holds at most `watches_per_token` waiting watches (429
@@ -42,7 +43,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tower::ServiceBuilder;
@@ -174,7 +175,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
 
 /// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
 pub fn router_with(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 17] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 18] = [
         ("/v1/networks", post(routes::create_network).get(routes::list_networks)),
         (
             "/v1/networks/{id}/enrollment-tokens",
@@ -195,6 +196,7 @@ pub fn router_with(state: AppState) -> Router {
         ("/v1/enrollment-tokens", get(routes::list_enrollment_tokens)),
         ("/v1/enrollment-tokens/{id}", delete(routes::revoke_enrollment_token)),
         ("/v1/clusters/{id}/state", post(routes::set_cluster_state)),
+        ("/v1/peers/{id}/site-prefixes", put(routes::set_site_prefixes)),
     ];
     let request_timeout = state.limits.request_timeout;
     routes

@@ -25,8 +25,8 @@ use sdwand::vocab::wire::{
 use sdwand::vocab::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
     HandshakeRequest, HandshakeResponse, MembersResponse, NetworkView, NetworksResponse, PeerReportRequest,
-    PeerReportResponse, PeersResponse, ReportRequest, VipMoveRequest, VipView, VipsResponse, WatchQuery,
-    WATCH_DEFAULT_WAIT_MS, WATCH_MAX_WAIT_MS,
+    PeerReportResponse, PeerView, PeersResponse, ReportRequest, SetSitePrefixesRequest, VipMoveRequest, VipView,
+    VipsResponse, WatchQuery, WATCH_DEFAULT_WAIT_MS, WATCH_MAX_WAIT_MS,
 };
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -253,8 +253,23 @@ pub(super) async fn delete_peer(
     Bearer(token): Bearer,
     PathId(peer_id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    s.write(move |tx| service::delete_peer(tx, &token, &peer_id)).await?;
+    let (now, ttls) = (now_ms(), s.ttls);
+    s.write(move |tx| service::delete_peer(tx, &token, &peer_id, &ttls, now))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn set_site_prefixes(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(peer_id): PathId,
+    JsonBody(req): JsonBody<SetSitePrefixesRequest>,
+) -> Answer<PeerView> {
+    let (now, ttls) = (now_ms(), s.ttls);
+    Ok(Json(
+        s.write(move |tx| service::set_site_prefixes(tx, &token, &peer_id, &req, &ttls, now))
+            .await?,
+    ))
 }
 
 pub(super) async fn list_clusters(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<ClustersResponse> {

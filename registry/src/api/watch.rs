@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use ipnet::IpNet;
 use tokio::sync::{watch, Notify, OnceCell};
 
 use crate::error::{code, ApiError, ErrorKind};
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
+use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 use crate::service;
 use crate::store::{ReadTx, Store, StoreError, WriteTx};
 
@@ -317,6 +318,12 @@ impl ReadTx for Recording<'_> {
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
         self.tx.all_clusters()
     }
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
+        self.tx.held_prefixes(network_id)
+    }
+    fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
+        self.tx.prefix_holds(network_id)
+    }
 }
 
 impl WriteTx for Recording<'_> {
@@ -348,5 +355,11 @@ impl WriteTx for Recording<'_> {
     }
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
         self.tx.delete_peer(peer_id)
+    }
+    fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError> {
+        self.tx.put_prefix_hold(hold)
+    }
+    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
+        self.tx.delete_prefix_hold(network_id, prefix)
     }
 }

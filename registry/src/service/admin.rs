@@ -1,7 +1,7 @@
 //! Operator requests: accounts (from the command line; one name, one account), networks (create, list) and
 //! enrollment tokens (admin token): issue with limits, list, revoke.
 
-use super::{alloc, authenticate, check_name, issue_token};
+use super::{alloc, authenticate, check_name, issue_token, prefixes};
 use crate::error::{code, ApiError};
 use crate::model::{Account, Network, TokenKind, TokenLimits, TokenRecord};
 use crate::store::{ReadTx, WriteTx};
@@ -58,6 +58,7 @@ pub fn create_network(
     let admin = authenticate(tx, presented, &[TokenKind::Admin])?;
     check_name("network name", &req.name)?;
     alloc::check_prefixes(req.overlay_prefix, req.vip_pool).map_err(ApiError::bad_request)?;
+    prefixes::check_network(req).map_err(ApiError::bad_request)?;
     let network = Network {
         id: token::new_id()?,
         account_id: admin.account_id,
@@ -67,12 +68,17 @@ pub fn create_network(
         revision: 1,
         next_peer_offset: 1,
         next_vip_offset: 1,
+        overlay_prefix_v4: req.overlay_prefix_v4,
+        pod_pools: req.pod_pools.clone(),
+        site_ranges: req.site_ranges.clone(),
         created_at_ms: now_ms,
     };
     tx.put_network(&network)?;
     tracing::info!(
         account = %network.account_id, network = %network.id, name = %network.name,
-        overlay = %network.overlay_prefix, vip_pool = %network.vip_pool, "network created"
+        overlay = %network.overlay_prefix, vip_pool = %network.vip_pool,
+        overlay_v4 = ?network.overlay_prefix_v4, pod_pools = ?network.pod_pools, site_ranges = ?network.site_ranges,
+        "network created"
     );
     Ok(view(&network))
 }
@@ -209,9 +215,9 @@ fn view(n: &Network) -> NetworkView {
         name: n.name.clone(),
         overlay_prefix: n.overlay_prefix,
         vip_pool: n.vip_pool,
-        overlay_prefix_v4: None,
-        pod_pools: Vec::new(),
-        site_ranges: Vec::new(),
+        overlay_prefix_v4: n.overlay_prefix_v4,
+        pod_pools: n.pod_pools.clone(),
+        site_ranges: n.site_ranges.clone(),
         revision: n.revision,
     }
 }

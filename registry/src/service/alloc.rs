@@ -111,6 +111,9 @@ mod tests {
             revision: 0,
             next_peer_offset: 0,
             next_vip_offset: 0,
+            overlay_prefix_v4: None,
+            pod_pools: Vec::new(),
+            site_ranges: Vec::new(),
             created_at_ms: 0,
         }
     }

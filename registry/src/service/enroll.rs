@@ -16,8 +16,9 @@
 //! Any other retry is 409 `already_enrolled`: once a peer is running, its identity cannot be claimed by
 //! someone who merely knows its name, its public key and an enrollment token.
 
+use super::reap::prefix_list;
 use super::views::{self, member_view};
-use super::{alloc, authenticate, issue_token, refusal, scope, validate};
+use super::{alloc, authenticate, issue_token, prefixes, refusal, scope, validate};
 use crate::error::{code, ApiError};
 use crate::model::{Network, Peer, Role, TokenKind, TokenRecord, TokenSpent};
 use crate::store::{ReadTx, WriteTx};
@@ -25,8 +26,8 @@ use crate::token::{self, Presented};
 use sdwand::vocab::name::PeerName;
 use sdwand::vocab::wire::{EnrollRequest, EnrollResponse, MembersResponse};
 
-/// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 and issues its
-/// peer token. A retry of the same enrollment: see the module documentation.
+/// `POST /v1/peers/enroll`: adds a peer to the enrollment token's network, allocates its /128 (and its /32
+/// and pod shares: [`prefixes::allocate`]) and issues its peer token. A retry of the same enrollment: see the module documentation.
 pub fn enroll(
     tx: &mut dyn WriteTx,
     presented: &Presented,
@@ -76,6 +77,7 @@ pub fn enroll(
             format!("no address left in {}", network.overlay_prefix),
         )
     })?;
+    let allocation = prefixes::allocate(tx, &network, now_ms)?;
     let peer = Peer {
         id: token::new_id()?,
         network_id: network.id.clone(),
@@ -85,7 +87,9 @@ pub fn enroll(
         address,
         lifecycle: req.lifecycle,
         roles,
-        routed_prefixes: Vec::new(),
+        address_v4: allocation.address_v4,
+        pod_prefixes: allocation.pod_prefixes,
+        site_prefixes: Vec::new(),
         last_seen_ms: now_ms,
         created_at_ms: now_ms,
         enrolled_by: Some(grant.key_id.clone()),
@@ -99,8 +103,8 @@ pub fn enroll(
     let peer_token = issue_peer_token(tx, &grant, &peer, now_ms)?;
     tracing::info!(
         account = %grant.account_id, network = %network.id, peer = %peer.name, id = %peer.id,
-        address = %peer.address, lifecycle = %peer.lifecycle, token = %grant.key_id, uses = grant.limits.uses,
-        "peer enrolled"
+        address = %peer.address, address_v4 = ?peer.address_v4, pod_prefixes = %prefix_list(&peer.pod_prefixes),
+        lifecycle = %peer.lifecycle, token = %grant.key_id, uses = grant.limits.uses, "peer enrolled"
     );
     // The member list is read after the commit ([`enrolled_members`]): building it here would hold the
     // single writer for time that grows with the network, and every other write waits for it.
@@ -108,7 +112,7 @@ pub fn enroll(
         peer_id: peer.id,
         network_id: network.id,
         address,
-        address_v4: None,
+        address_v4: peer.address_v4,
         overlay_prefix: network.overlay_prefix,
         peer_token,
         revision: network.revision,
@@ -165,7 +169,7 @@ fn retry(
         peer_id: peer.id,
         network_id: network.id.clone(),
         address: peer.address,
-        address_v4: None,
+        address_v4: peer.address_v4,
         overlay_prefix: network.overlay_prefix,
         peer_token,
         revision: network.revision,
@@ -288,9 +292,9 @@ fn snapshot_of(tx: &mut dyn ReadTx, network: &Network, peers: &[Peer]) -> Result
         revision: network.revision,
         overlay_prefix: Some(network.overlay_prefix),
         vip_pool: Some(network.vip_pool),
-        overlay_prefix_v4: None,
-        pod_pools: Vec::new(),
-        site_ranges: Vec::new(),
+        overlay_prefix_v4: network.overlay_prefix_v4,
+        pod_pools: network.pod_pools.clone(),
+        site_ranges: network.site_ranges.clone(),
         members: peers.iter().map(member_view).collect(),
         vips,
     })

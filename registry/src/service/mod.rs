@@ -9,8 +9,9 @@
 //! account (and network, for network-scoped tokens); see [`crate::error`] for the 401/403/404
 //! rules. Refusals are logged through [`refusal`], once per token and reason (tokens with an unknown id
 //! share one caller, `unknown-token`). Successful operator and peer actions (account, network and token
-//! creation, token revocation, enrollment, cluster bootstrap and join, peer removal, reaping) log one
-//! line each, with the account, network, peer and token ids: the registry's audit trail. Never a secret.
+//! creation, token revocation, enrollment, cluster bootstrap and join, peer removal, reaping, site prefix
+//! changes) log one line each, with the account, network, peer and token ids and the prefixes allocated,
+//! assigned or held down: the registry's audit trail. Never a secret.
 
 use super::error::{code, ApiError};
 use super::model::{TokenKind, TokenRecord};
@@ -24,6 +25,7 @@ mod enroll;
 mod fanout;
 mod handshake;
 mod operator;
+pub mod prefixes;
 mod reap;
 pub(crate) mod refusal;
 mod state;
@@ -37,8 +39,10 @@ pub use admin::{
 pub use enroll::{enroll, enrolled_members, first_use, members};
 pub use fanout::{network_snapshot, watch_started, watched_network};
 pub use handshake::{handshake, report};
-pub use operator::{census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state};
-pub use reap::{reap, remove_peer, Ttls, DAEMON_REPORT_INTERVAL, DEFAULT_SILENT_AFTER};
+pub use operator::{
+    census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state, set_site_prefixes,
+};
+pub use reap::{reap, remove_peer, Ttls, DAEMON_REPORT_INTERVAL, DEFAULT_PREFIX_HOLD_DOWN, DEFAULT_SILENT_AFTER};
 pub use state::peer_report;
 
 /// Finds the token's record and checks its secret and kind. Unknown token, wrong secret, or a kind prefix

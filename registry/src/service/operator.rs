@@ -2,7 +2,8 @@
 //! answer 404, as if they did not exist.
 
 use super::authenticate;
-use super::reap::{remove_peer, Ttls};
+use super::prefixes;
+use super::reap::{prefix_list, remove_peer, Ttls};
 use super::views::{self, member_view};
 use crate::error::{code, ApiError};
 use crate::metrics::Census;
@@ -10,8 +11,8 @@ use crate::model::{Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::store::{ReadTx, WriteTx};
 use crate::token::Presented;
 use sdwand::vocab::wire::{
-    ClusterStateRequest, ClusterStateView, ClusterView, ClustersResponse, PeerView, PeersResponse, VipMoveRequest,
-    VipView, VipsResponse,
+    ClusterStateRequest, ClusterStateView, ClusterView, ClustersResponse, PeerView, PeersResponse,
+    SetSitePrefixesRequest, VipMoveRequest, VipView, VipsResponse,
 };
 use sdwand::vocab::{ClusterState, Lifecycle};
 
@@ -35,17 +36,22 @@ pub fn list_peers(
     let mut peers = Vec::new();
     for network in networks {
         for p in tx.peers(&network.id)? {
-            let cluster = tx.membership(&p.id)?.map(|m| (m.cluster_id, m.role));
-            peers.push(PeerView {
-                member: member_view(&p),
-                network_id: network.id.clone(),
-                cluster,
-                stale: ttls.stale(&p, now_ms),
-                silent: ttls.silent(&p, now_ms),
-            });
+            peers.push(peer_view(tx, &p, ttls, now_ms)?);
         }
     }
     Ok(PeersResponse { peers })
+}
+
+/// A peer as operators see it, at `now_ms`.
+fn peer_view(tx: &mut dyn ReadTx, p: &Peer, ttls: &Ttls, now_ms: u64) -> Result<PeerView, ApiError> {
+    let cluster = tx.membership(&p.id)?.map(|m| (m.cluster_id, m.role));
+    Ok(PeerView {
+        member: member_view(p),
+        network_id: p.network_id.clone(),
+        cluster,
+        stale: ttls.stale(p, now_ms),
+        silent: ttls.silent(p, now_ms),
+    })
 }
 
 /// `GET /v1/clusters`: every cluster of the account, newest first.
@@ -94,16 +100,55 @@ pub fn list_vips(tx: &mut dyn ReadTx, presented: &Presented) -> Result<VipsRespo
     Ok(VipsResponse { vips })
 }
 
-/// `DELETE /v1/peers/{id}`: removes a peer of the account with its cascade ([`remove_peer`]).
-pub fn delete_peer(tx: &mut dyn WriteTx, presented: &Presented, peer_id: &str) -> Result<(), ApiError> {
+/// `DELETE /v1/peers/{id}`: removes a peer of the account with its cascade ([`remove_peer`]) at `now_ms`;
+/// its prefixes are held down for `ttls.prefix_hold_down`.
+pub fn delete_peer(
+    tx: &mut dyn WriteTx,
+    presented: &Presented,
+    peer_id: &str,
+    ttls: &Ttls,
+    now_ms: u64,
+) -> Result<(), ApiError> {
     let (caller, _) = admin(tx, presented)?;
     let peer = visible_peer(tx, &caller, peer_id)?;
-    remove_peer(tx, &peer)?;
+    let held_down = remove_peer(tx, &peer, ttls.hold_until(now_ms))?;
     tracing::info!(
         account = %caller.account_id, network = %peer.network_id, peer = %peer.name, id = %peer.id,
-        token = %caller.key_id, "peer removed by an operator"
+        token = %caller.key_id, held_down = %prefix_list(&held_down), "peer removed by an operator"
     );
     Ok(())
+}
+
+/// `PUT /v1/peers/{id}/site-prefixes`: replaces the site prefixes of a peer of the account, checked by
+/// [`prefixes::check_site_prefixes`] at `now_ms`; bumps the network's revision if they changed, so every
+/// daemon routes them. Prefixes taken off a peer this way are free at once: the operator moves them
+/// deliberately (a removed or reaped peer's are held down instead). Answers the peer.
+pub fn set_site_prefixes(
+    tx: &mut dyn WriteTx,
+    presented: &Presented,
+    peer_id: &str,
+    req: &SetSitePrefixesRequest,
+    ttls: &Ttls,
+    now_ms: u64,
+) -> Result<PeerView, ApiError> {
+    let (caller, _) = admin(tx, presented)?;
+    let mut peer = visible_peer(tx, &caller, peer_id)?;
+    let mut network = tx
+        .network(&peer.network_id)?
+        .ok_or_else(|| views::dangling(&peer.network_id))?;
+    prefixes::check_site_prefixes(tx, &network, &peer, &req.prefixes, now_ms)?;
+    if peer.site_prefixes != req.prefixes {
+        let before = std::mem::replace(&mut peer.site_prefixes, req.prefixes.clone());
+        tx.put_peer(&peer)?;
+        network.revision += 1;
+        tx.put_network(&network)?;
+        tracing::info!(
+            account = %caller.account_id, network = %network.id, peer = %peer.name, id = %peer.id,
+            token = %caller.key_id, old = %prefix_list(&before), new = %prefix_list(&peer.site_prefixes),
+            "site prefixes set by an operator"
+        );
+    }
+    peer_view(tx, &peer, ttls, now_ms)
 }
 
 /// `POST /v1/vips/{id}/move`: asks the VIP's holder to hand it over to the candidate named `to`. Records

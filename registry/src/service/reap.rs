@@ -3,11 +3,15 @@
 //!
 //! A removed peer leaves nothing behind: its tokens (refused from then on), its cluster membership, its
 //! VIP candidacy (the other candidates keep their order), any VIP's holder or move target naming it, and
-//! the peer row. Its network's revision is bumped, so every daemon drops it from its interface.
+//! the peer row. Its network's revision is bumped, so every daemon drops it from its interface. Its /32,
+//! pod shares and site prefixes go into a hold-down ([`Ttls::prefix_hold_down`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use super::prefixes;
 use crate::error::ApiError;
 use crate::model::Peer;
 use crate::store::WriteTx;
@@ -23,7 +27,17 @@ pub struct Ttls {
     /// A peer silent longer than this (but not yet stale) is shown `silent` in listings; nothing else
     /// changes. The default, [`DEFAULT_SILENT_AFTER`], is three of sdwand's default report intervals.
     pub silent_after: Duration,
+    /// How long the /32, pod shares and site prefixes of a removed or reaped peer are held down before
+    /// another peer may get them. Daemons learn of a removal within one watch round trip (seconds), and
+    /// then drop the old peer's routes; a daemon cut off from the registry keeps routing the prefixes to
+    /// the old peer's key, and WireGuard's cryptokey routing drops what the new holder sends it, so no
+    /// traffic reaches the wrong node. The default, [`DEFAULT_PREFIX_HOLD_DOWN`], leaves ample margin.
+    pub prefix_hold_down: Duration,
 }
+
+/// The default [`Ttls::prefix_hold_down`]: ten minutes, many watch round trips (a watch waits at most a
+/// minute) and daemon restarts.
+pub const DEFAULT_PREFIX_HOLD_DOWN: Duration = Duration::from_secs(600);
 
 /// sdwand's default `registry.report_interval`; the registry does not know the daemons' own settings.
 pub const DAEMON_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -37,6 +51,7 @@ impl Default for Ttls {
             ephemeral: Duration::from_secs(600),
             spot: Duration::from_secs(120),
             silent_after: DEFAULT_SILENT_AFTER,
+            prefix_hold_down: DEFAULT_PREFIX_HOLD_DOWN,
         }
     }
 }
@@ -101,10 +116,11 @@ pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, counts_from_ms: u64)
             continue;
         };
         *left -= 1;
-        remove_peer(tx, &peer)?;
+        let held_down = remove_peer(tx, &peer, ttls.hold_until(now_ms))?;
         tracing::info!(
             peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
-            silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, "silent peer reaped"
+            silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, held_down = %prefix_list(&held_down),
+            "silent peer reaped"
         );
         removed.push(peer);
     }
@@ -117,8 +133,24 @@ pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, counts_from_ms: u64)
     Ok(removed)
 }
 
-/// Removes `peer` with everything hanging off it and bumps its network's revision.
-pub fn remove_peer(tx: &mut dyn WriteTx, peer: &Peer) -> Result<(), ApiError> {
+/// Prefixes as one log field: `198.51.100.16/28,fd00:42:0:1::/64` (`-` for none).
+pub(super) fn prefix_list(prefixes: &[IpNet]) -> String {
+    if prefixes.is_empty() {
+        return "-".to_owned();
+    }
+    prefixes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl Ttls {
+    /// When a prefix released at `now_ms` is free again.
+    pub fn hold_until(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_add(u64::try_from(self.prefix_hold_down.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Removes `peer` with everything hanging off it, holds its prefixes down until `hold_until_ms` and bumps
+/// its network's revision; answers the prefixes held down.
+pub fn remove_peer(tx: &mut dyn WriteTx, peer: &Peer, hold_until_ms: u64) -> Result<Vec<IpNet>, ApiError> {
     for mut vip in tx.vips(&peer.network_id)? {
         let before = vip.clone();
         vip.candidates.retain(|id| *id != peer.id);
@@ -133,10 +165,11 @@ pub fn remove_peer(tx: &mut dyn WriteTx, peer: &Peer) -> Result<(), ApiError> {
             tx.put_vip(&vip)?;
         }
     }
+    let held_down = prefixes::release(tx, peer, hold_until_ms)?;
     tx.delete_peer(&peer.id)?;
     if let Some(mut network) = tx.network(&peer.network_id)? {
         network.revision += 1;
         tx.put_network(&network)?;
     }
-    Ok(())
+    Ok(held_down)
 }

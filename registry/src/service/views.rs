@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use ipnet::IpNet;
+
 use crate::error::ApiError;
 use crate::model::{Peer, Vip};
 use crate::store::{ReadTx, StoreError};
@@ -72,17 +74,25 @@ pub(super) fn vip_view(vip: &Vip, peers: &PeerIndex<'_>, cluster_id: Option<&str
     })
 }
 
-/// A peer as a network member.
+/// A peer as a network member: `prefixes` are its pod shares then its site prefixes, `routed_prefixes`
+/// the IPv6 ones of them (what daemons older than `prefixes` route).
 pub(super) fn member_view(p: &Peer) -> MemberView {
+    let prefixes = p.prefixes();
     MemberView {
         peer_id: p.id.clone(),
         name: p.name.clone(),
         public_key: p.public_key.clone(),
         endpoint: p.endpoint,
         address: p.address,
-        routed_prefixes: p.routed_prefixes.clone(),
-        address_v4: None,
-        prefixes: Vec::new(),
+        routed_prefixes: prefixes
+            .iter()
+            .filter_map(|r| match r.prefix {
+                IpNet::V6(v6) => Some(v6),
+                IpNet::V4(_) => None,
+            })
+            .collect(),
+        address_v4: p.address_v4,
+        prefixes,
         lifecycle: p.lifecycle,
         roles: p.roles.clone(),
         last_seen_ms: p.last_seen_ms,

@@ -15,7 +15,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tokio::sync::oneshot;
 
-use super::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenRecord, Vip};
+use ipnet::IpNet;
+
+use super::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 
 pub mod sqlite;
 
@@ -102,6 +104,12 @@ pub trait ReadTx {
     fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError>;
     /// Every cluster of every network (the metrics' census).
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError>;
+    /// Every /32 (as a /32 prefix), pod share and site prefix the peers of a network hold, in no particular
+    /// order ([`Peer::held`] of each peer, without reading whole peers: enrollment's allocation reads it).
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError>;
+    /// Every hold-down of a network's released prefixes, expired ones included (the caller compares
+    /// `until_ms` with its time), in the order they were first stored.
+    fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError>;
 }
 
 /// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id, except
@@ -128,6 +136,10 @@ pub trait WriteTx: ReadTx {
     /// Deletes a peer with its tokens and its cluster membership. The caller first takes it out of every
     /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail.
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError>;
+    /// Stores a hold-down, replacing the one of the same network and prefix.
+    fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError>;
+    /// Deletes the hold-down of `prefix` in `network_id`, if there is one.
+    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError>;
 }
 
 /// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]

@@ -111,6 +111,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE peers ADD COLUMN enrolled_by TEXT;
     CREATE INDEX tokens_by_account_kind ON tokens(account_id, kind);
     ",
+    // 4: workload prefixes. A network's IPv4 overlay prefix, pod pools (`prefix node_len`, comma-separated)
+    // and site ranges; a peer's /32, pod shares and site prefixes (empty for every earlier network and
+    // peer: they had none); the hold-downs of released prefixes. `peers.routed_prefixes`, which no release
+    // ever filled, gives way to `site_prefixes`.
+    "
+    ALTER TABLE networks ADD COLUMN overlay_prefix_v4 TEXT;
+    ALTER TABLE networks ADD COLUMN pod_pools TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN site_ranges TEXT NOT NULL DEFAULT '';
+    ALTER TABLE peers DROP COLUMN routed_prefixes;
+    ALTER TABLE peers ADD COLUMN address_v4 TEXT;
+    ALTER TABLE peers ADD COLUMN pod_prefixes TEXT NOT NULL DEFAULT '';
+    ALTER TABLE peers ADD COLUMN site_prefixes TEXT NOT NULL DEFAULT '';
+    CREATE TABLE prefix_holds (
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        prefix TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        released_by TEXT NOT NULL,
+        PRIMARY KEY (network_id, prefix)
+    );
+    ",
 ];
 
 /// The newest schema version this build knows.
@@ -156,5 +176,74 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [current + 1])?;
         tx.commit()?;
         tracing::info!(version = current + 1, "registry store migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{PrefixHold, PrefixKind};
+    use crate::store::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
+    use crate::store::Store;
+
+    /// A database a registry of schema 3 wrote (before workload prefixes) opens, reads its networks and
+    /// peers with no prefixes, and takes the new ones.
+    #[tokio::test]
+    async fn a_schema_3_database_opens_and_takes_prefixes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .expect("version table");
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(
+            "INSERT INTO schema_version (version) VALUES (3);
+             INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
+             INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset,
+                 next_vip_offset, created_at) VALUES ('n', 'a', 'net', 'fd00:1::/64', 'fd00:1::ffff:0/112', 7, 2, 1, 1);
+             INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles,
+                 routed_prefixes, last_seen, created_at, enrolled_by)
+                 VALUES ('p', 'n', 'edge', 'k', NULL, 'fd00:1::1', 'persistent', '', '', 5, 1, NULL);",
+        )
+        .expect("schema 3 rows");
+        drop(conn);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("migrate"));
+        let (network, peer) = store
+            .read(|tx| Ok::<_, StoreError>((tx.network("n")?, tx.peer("p")?)))
+            .await
+            .expect("read");
+        let (mut network, mut peer) = (network.expect("network"), peer.expect("peer"));
+        assert_eq!((network.revision, network.overlay_prefix_v4), (7, None));
+        assert!(network.pod_pools.is_empty() && network.site_ranges.is_empty());
+        assert_eq!((peer.address_v4, peer.prefixes()), (None, vec![]));
+        network.site_ranges = vec!["192.0.2.0/24".parse().expect("range")];
+        peer.site_prefixes = vec!["192.0.2.0/28".parse().expect("prefix")];
+        peer.address_v4 = Some("198.51.100.1".parse().expect("address"));
+        let hold = PrefixHold {
+            network_id: "n".into(),
+            prefix: "192.0.2.16/28".parse().expect("prefix"),
+            until_ms: 99,
+            released_by: "gone".into(),
+        };
+        let (n, p, h) = (network.clone(), peer.clone(), hold.clone());
+        store
+            .write(move |tx| {
+                tx.put_network(&n)?;
+                tx.put_peer(&p)?;
+                tx.put_prefix_hold(&h)
+            })
+            .await
+            .expect("write");
+        let (network2, peer2, holds) = store
+            .read(|tx| Ok::<_, StoreError>((tx.network("n")?, tx.peer("p")?, tx.prefix_holds("n")?)))
+            .await
+            .expect("read back");
+        assert_eq!(network2, Some(network));
+        assert_eq!(peer2.as_ref().map(|p| p.prefixes()[0].kind), Some(PrefixKind::Site));
+        assert_eq!(peer2, Some(peer));
+        assert_eq!(holds, [hold]);
     }
 }

@@ -3,12 +3,17 @@
 //!
 //! Here: the transaction, the row decoding and the reads; [`write`]: the writes.
 
+use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::super::{ReadTx, StoreError};
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, TokenKind, TokenLimits, TokenRecord, Vip};
+use crate::model::{
+    Account, Cluster, ClusterMember, Network, Peer, PodPool, PrefixHold, TokenKind, TokenLimits, TokenRecord, Vip,
+};
 use sdwand::vocab::Epoch;
 
 mod write;
@@ -55,8 +60,34 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-const PEER_COLUMNS: &str = "id, network_id, name, public_key, endpoint, address, lifecycle, roles, routed_prefixes, \
-                            last_seen, created_at, enrolled_by";
+/// Pod pools as stored: `prefix node_len`, comma-separated.
+fn join_pools(pools: &[PodPool]) -> String {
+    pools
+        .iter()
+        .map(|p| format!("{} {}", p.prefix, p.node_len))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn pools(table: &'static str, text: &str) -> Result<Vec<PodPool>, StoreError> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (prefix, node_len) = s
+                .split_once(' ')
+                .ok_or_else(|| corrupt(table, format!("pod pool {s:?} is not `prefix node_len`")))?;
+            Ok(PodPool {
+                prefix: parse(table, prefix)?,
+                node_len: parse(table, node_len)?,
+            })
+        })
+        .collect()
+}
+
+const PEER_COLUMNS: &str = "id, network_id, name, public_key, endpoint, address, lifecycle, roles, last_seen, \
+                            created_at, enrolled_by, address_v4, pod_prefixes, site_prefixes";
+const NETWORK_COLUMNS: &str = "account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, \
+                               next_vip_offset, created_at, overlay_prefix_v4, pod_pools, site_ranges";
 const TOKEN_COLUMNS: &str = "key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, expires_at, \
                              max_uses, uses, roles, revoked_at";
 const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
@@ -75,6 +106,21 @@ type VipRow = (
     i64,
 );
 
+/// The raw columns of a network row (without its id).
+type NetworkRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    String,
+    String,
+);
+
 /// The raw columns of a peer row (decoded outside the rusqlite closure, whose error type is rusqlite's).
 type PeerRow = (
     String,
@@ -85,10 +131,12 @@ type PeerRow = (
     String,
     String,
     String,
-    String,
     i64,
     i64,
     Option<String>,
+    Option<String>,
+    String,
+    String,
 );
 
 fn peer(row: PeerRow) -> Result<Peer, StoreError> {
@@ -101,10 +149,12 @@ fn peer(row: PeerRow) -> Result<Peer, StoreError> {
         address,
         lifecycle,
         roles,
-        routed,
         last_seen,
         created,
         enrolled_by,
+        address_v4,
+        pod_prefixes,
+        site_prefixes,
     ) = row;
     const T: &str = "peers";
     Ok(Peer {
@@ -116,7 +166,9 @@ fn peer(row: PeerRow) -> Result<Peer, StoreError> {
         address: parse(T, &address)?,
         lifecycle: parse(T, &lifecycle)?,
         roles: list(T, &roles)?,
-        routed_prefixes: list(T, &routed)?,
+        address_v4: address_v4.map(|a| parse(T, &a)).transpose()?,
+        pod_prefixes: list(T, &pod_prefixes)?,
+        site_prefixes: list(T, &site_prefixes)?,
         last_seen_ms: unsigned(T, last_seen)?,
         created_at_ms: unsigned(T, created)?,
         enrolled_by,
@@ -306,26 +358,14 @@ impl ReadTx for SqlTx<'_> {
 
     fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
         const T: &str = "networks";
+        let sql = format!("SELECT {NETWORK_COLUMNS} FROM networks WHERE id = ?1");
         let row = self
             .conn
-            .prepare_cached(
-                "SELECT account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, next_vip_offset, \
-                 created_at FROM networks WHERE id = ?1",
-            )?
-            .query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
-            })
+            .prepare_cached(&sql)?
+            .query_row([id], |r| NetworkRow::try_from(r))
             .optional()?;
-        let Some((account_id, name, overlay, pool, revision, next_peer, next_vip, created)) = row else {
+        let Some((account_id, name, overlay, pool, revision, next_peer, next_vip, created, v4, pod_pools, sites)) = row
+        else {
             return Ok(None);
         };
         Ok(Some(Network {
@@ -338,6 +378,9 @@ impl ReadTx for SqlTx<'_> {
             next_peer_offset: unsigned(T, next_peer)?,
             next_vip_offset: unsigned(T, next_vip)?,
             created_at_ms: unsigned(T, created)?,
+            overlay_prefix_v4: v4.map(|p| parse(T, &p)).transpose()?,
+            pod_pools: pools(T, &pod_pools)?,
+            site_ranges: list(T, &sites)?,
         }))
     }
 
@@ -460,5 +503,48 @@ impl ReadTx for SqlTx<'_> {
 
     fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
         self.many_clusters("1", [])
+    }
+
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
+        const T: &str = "peers";
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT address_v4, pod_prefixes, site_prefixes FROM peers WHERE network_id = ?1 AND \
+             (address_v4 IS NOT NULL OR pod_prefixes != '' OR site_prefixes != '')",
+        )?;
+        let mut rows = stmt.query([network_id])?;
+        let mut held = Vec::new();
+        while let Some(row) = rows.next()? {
+            if let Some(a) = row.get_ref(0)?.as_str_or_null().map_err(|e| corrupt(T, e))? {
+                held.push(IpNet::V4(Ipv4Net::from(parse::<Ipv4Addr>(T, a)?)));
+            }
+            for column in [1, 2] {
+                held.extend(list::<IpNet>(
+                    T,
+                    row.get_ref(column)?.as_str().map_err(|e| corrupt(T, e))?,
+                )?);
+            }
+        }
+        Ok(held)
+    }
+
+    fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
+        const T: &str = "prefix_holds";
+        let rows = self
+            .conn
+            .prepare_cached("SELECT prefix, until, released_by FROM prefix_holds WHERE network_id = ?1 ORDER BY rowid")?
+            .query_map([network_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(prefix, until, released_by)| {
+                Ok(PrefixHold {
+                    network_id: network_id.to_owned(),
+                    prefix: parse(T, &prefix)?,
+                    until_ms: unsigned(T, until)?,
+                    released_by,
+                })
+            })
+            .collect()
     }
 }

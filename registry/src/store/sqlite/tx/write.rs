@@ -1,10 +1,11 @@
 //! The writes of [`WriteTx`] in SQL: inserts, updates and the removal of a peer, on the rows
 //! [`super`] decodes.
 
+use ipnet::IpNet;
 use rusqlite::params;
 
-use super::{corrupt, join, optional_signed, signed, SqlTx};
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, TokenRecord, Vip};
+use super::{corrupt, join, join_pools, optional_signed, signed, SqlTx};
+use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenRecord, Vip};
 use crate::store::{StoreError, WriteTx};
 
 impl WriteTx for SqlTx<'_> {
@@ -22,9 +23,11 @@ impl WriteTx for SqlTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset, \
-                 next_vip_offset, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 next_vip_offset, created_at, overlay_prefix_v4, pod_pools, site_ranges) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                  ON CONFLICT (id) DO UPDATE SET account_id = ?2, name = ?3, overlay_prefix = ?4, vip_pool = ?5, \
-                 revision = ?6, next_peer_offset = ?7, next_vip_offset = ?8, created_at = ?9",
+                 revision = ?6, next_peer_offset = ?7, next_vip_offset = ?8, created_at = ?9, \
+                 overlay_prefix_v4 = ?10, pod_pools = ?11, site_ranges = ?12",
             )?
             .execute(params![
                 n.id,
@@ -36,6 +39,9 @@ impl WriteTx for SqlTx<'_> {
                 signed(n.next_peer_offset)?,
                 signed(n.next_vip_offset)?,
                 signed(n.created_at_ms)?,
+                n.overlay_prefix_v4.map(|p| p.to_string()),
+                join_pools(&n.pod_pools),
+                join(&n.site_ranges),
             ])?;
         Ok(())
     }
@@ -85,11 +91,11 @@ impl WriteTx for SqlTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles, \
-                 routed_prefixes, last_seen, created_at, enrolled_by) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 last_seen, created_at, enrolled_by, address_v4, pod_prefixes, site_prefixes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                  ON CONFLICT (id) DO UPDATE SET network_id = ?2, name = ?3, public_key = ?4, endpoint = ?5, \
-                 address = ?6, lifecycle = ?7, roles = ?8, routed_prefixes = ?9, last_seen = ?10, created_at = ?11, \
-                 enrolled_by = ?12",
+                 address = ?6, lifecycle = ?7, roles = ?8, last_seen = ?9, created_at = ?10, enrolled_by = ?11, \
+                 address_v4 = ?12, pod_prefixes = ?13, site_prefixes = ?14",
             )?
             .execute(params![
                 p.id,
@@ -100,10 +106,12 @@ impl WriteTx for SqlTx<'_> {
                 p.address.to_string(),
                 p.lifecycle.as_str(),
                 join(&p.roles),
-                join(&p.routed_prefixes),
                 signed(p.last_seen_ms)?,
                 signed(p.created_at_ms)?,
                 p.enrolled_by,
+                p.address_v4.map(|a| a.to_string()),
+                join(&p.pod_prefixes),
+                join(&p.site_prefixes),
             ])?;
         Ok(())
     }
@@ -186,6 +194,28 @@ impl WriteTx for SqlTx<'_> {
         ] {
             self.conn.prepare_cached(sql)?.execute([peer_id])?;
         }
+        Ok(())
+    }
+
+    fn put_prefix_hold(&mut self, h: &PrefixHold) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO prefix_holds (network_id, prefix, until, released_by) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (network_id, prefix) DO UPDATE SET until = ?3, released_by = ?4",
+            )?
+            .execute(params![
+                h.network_id,
+                h.prefix.to_string(),
+                signed(h.until_ms)?,
+                h.released_by
+            ])?;
+        Ok(())
+    }
+
+    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM prefix_holds WHERE network_id = ?1 AND prefix = ?2")?
+            .execute(params![network_id, prefix.to_string()])?;
         Ok(())
     }
 }
