@@ -20,8 +20,15 @@
 //!
 //! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
 //! HTTPS with the PEM certificate chain in `tls_cert` (leaf first) and the PEM private key in `tls_key`
-//! (PKCS#8, PKCS#1 or SEC1). Relative paths are taken from the directory of the configuration file. The files are read when
-//! the server starts ([`super::server::tls`]), so a bad file stops it with a message naming that file.
+//! (PKCS#8, PKCS#1 or SEC1). The files are read when the server starts ([`super::server::tls`]), so a bad file
+//! stops it with a message naming that file.
+//!
+//! Relative file paths (`tls_cert`, `tls_key`, `metrics_token_file`) are taken from `$CREDENTIALS_DIRECTORY`
+//! when it is set, else from the directory of the configuration file. systemd sets it to the copies the unit's
+//! `LoadCredential=` lines make (`/run/credentials/sdwan-registry.service/`), which the transient user of
+//! `DynamicUser=yes` can read while it cannot read `/etc/sdwan-registry/key.pem`: so one file,
+//! `tls_cert = "cert.pem"`, names `/etc/sdwan-registry/cert.pem` when run by hand and its credential copy
+//! under the unit, and the example configuration fits both.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,17 +166,30 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/sdwan-registry")
 }
 
-/// Reads and validates the file at `path`.
+/// The environment variable systemd sets to the directory of a service's credentials (`LoadCredential=`).
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// Reads and validates the file at `path`; relative file paths are taken from `$CREDENTIALS_DIRECTORY` when
+/// it is set (see the module's documentation).
 pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ServerConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(path, &text)
+    let credentials = std::env::var_os(CREDENTIALS_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    parse_in(path, &text, credentials.as_deref())
 }
 
-/// Validates `text`, read from `path` (used in messages only).
+/// Validates `text`, read from `path`: relative file paths are taken from `path`'s directory.
 pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+    parse_in(path, text, None)
+}
+
+/// Validates `text`, read from `path`: relative file paths are taken from `credentials` when given (systemd's
+/// `$CREDENTIALS_DIRECTORY`), else from `path`'s directory.
+pub fn parse_in(path: &Path, text: &str, credentials: Option<&Path>) -> Result<ServerConfig, ServerConfigError> {
     let raw: Raw = toml::from_str(text).map_err(|e| ServerConfigError::Parse {
         path: path.to_owned(),
         line: e.span().map_or(1, |s| {
@@ -185,7 +205,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError>
         path: path.to_owned(),
         message: message.to_owned(),
     };
-    let beside = |file: PathBuf| match path.parent() {
+    let beside = |file: PathBuf| match credentials.or(path.parent()) {
         Some(dir) => dir.join(file),
         None => file,
     };
@@ -416,6 +436,63 @@ mod tests {
         assert!(e.contains("header_read_timeout") && e.contains("100ms"), "{e}");
         let e = check(&format!("{base}metrics_token_file = \"\"\n")).expect_err("empty");
         assert!(e.contains("metrics_token_file"), "{e}");
+    }
+
+    #[test]
+    fn relative_files_come_from_the_credentials_directory_under_systemd() {
+        let text = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmetrics_token_file = \"m\"\n";
+        let path = Path::new("/etc/sdwan-registry/registry.toml");
+        let by_hand = parse(path, text).expect("valid");
+        assert_eq!(
+            by_hand.tls,
+            Some(TlsFiles {
+                cert: "/etc/sdwan-registry/cert.pem".into(),
+                key: "/etc/sdwan-registry/key.pem".into()
+            })
+        );
+        let creds = Path::new("/run/credentials/sdwan-registry.service");
+        let unit = parse_in(path, text, Some(creds)).expect("valid");
+        assert_eq!(
+            unit.tls,
+            Some(TlsFiles {
+                cert: creds.join("cert.pem"),
+                key: creds.join("key.pem")
+            })
+        );
+        assert_eq!(unit.metrics_token_file, Some(creds.join("m")));
+        let absolute = "tls_cert = \"/srv/c.pem\"\ntls_key = \"/srv/k.pem\"\n";
+        let unit = parse_in(path, absolute, Some(creds)).expect("valid");
+        assert_eq!(unit.tls.expect("tls").cert, PathBuf::from("/srv/c.pem"));
+    }
+
+    /// The example configuration names the files the unit passes as credentials, by the credential names.
+    #[test]
+    fn example_config_matches_the_unit() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let unit = std::fs::read_to_string(root.join("systemd/sdwan-registry.service")).expect("unit");
+        let example = root.join("config/sdwan-registry.example.toml");
+        let creds = Path::new("/run/credentials/sdwan-registry.service");
+        let cfg = parse_in(
+            &example,
+            &std::fs::read_to_string(&example).expect("example"),
+            Some(creds),
+        )
+        .expect("valid");
+        let tls = cfg.tls.expect("the example serves HTTPS");
+        for (file, source) in [
+            (&tls.cert, DEFAULT_PATH.replace("registry.toml", "cert.pem")),
+            (&tls.key, DEFAULT_PATH.replace("registry.toml", "key.pem")),
+        ] {
+            let name = file.strip_prefix(creds).expect("a credential").display().to_string();
+            let line = format!("LoadCredential={name}:{source}");
+            assert!(unit.lines().any(|l| l == line), "the unit has no {line:?}");
+        }
+        let by_hand = load(&example).expect("valid").tls.expect("HTTPS");
+        assert_eq!(by_hand.cert, root.join("config/cert.pem"));
+        assert!(
+            unit.contains(&format!("--config {DEFAULT_PATH}")),
+            "the unit reads another file"
+        );
     }
 
     #[test]
