@@ -359,6 +359,7 @@ mod tests {
             file_address: None,
             file_overlay_prefix: None,
             line: 0,
+            key_lines: Vec::new(),
         }
     }
 
