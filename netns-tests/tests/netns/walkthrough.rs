@@ -89,6 +89,9 @@ struct World {
     netns: Vec<String>,
     /// Mount-namespace files that are bound (persistent mount namespaces).
     mounts: Vec<PathBuf>,
+    /// Whether the scratch directory is a tmpfs of its own (overlayfs needs an upper directory on a file
+    /// system that is not itself an overlay, which a container's /tmp may be).
+    scratch_mounted: bool,
     /// Whether `scratch/mnt` is bound onto itself (private propagation).
     mnt_bound: bool,
     stop: Arc<AtomicBool>,
@@ -108,6 +111,7 @@ impl World {
             bin_dir,
             netns: Vec::new(),
             mounts: Vec::new(),
+            scratch_mounted: false,
             mnt_bound: false,
             stop: Arc::new(AtomicBool::new(false)),
             listeners: Vec::new(),
@@ -140,6 +144,9 @@ impl World {
         self.netns.push("hub".into());
         cmd::ip_in(&hub, &["link", "add", "br0", "type", "bridge"]).unwrap();
         cmd::ip_in(&hub, &["link", "set", "br0", "up"]).unwrap();
+        std::fs::create_dir_all(&self.scratch).unwrap();
+        sh(&format!("mount -t tmpfs -o mode=700 tmpfs {}", self.scratch.display()));
+        self.scratch_mounted = true;
         let mnt = self.scratch.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         sh(&format!(
@@ -336,6 +343,9 @@ impl Drop for World {
         }
         if self.mnt_bound {
             let _ = Command::new("umount").arg(self.scratch.join("mnt")).status();
+        }
+        if self.scratch_mounted {
+            let _ = Command::new("umount").arg(&self.scratch).status();
         }
         for label in self.netns.drain(..) {
             let _ = cmd::ip(&["netns", "del", &format!("{}-{label}", self.name)]);
