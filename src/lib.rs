@@ -7,6 +7,8 @@
 //! - [`vocab`]: the shared vocabulary (epochs and term bounds, roles, lifecycles, a VIP's peer states) that
 //!   every layer imports downwards.
 //! - [`config`]: the TOML schema, defaults and validation (every error names file, line and key).
+//! - [`problem`]: a configuration problem (file, line, key, fix) and its format, and the TOML parser's
+//!   refusals as one; shared with `sdwan-registry`.
 //! - [`keyfile`]: the node's private key file (created 0600 when missing, refused when too open).
 //! - [`mesh`]: the node's desired state, composed from its owners, and the pure diff against the actual
 //!   WireGuard device.
@@ -35,6 +37,7 @@ pub mod keyfile;
 pub mod mesh;
 pub mod metrics;
 pub mod net;
+pub mod problem;
 pub mod reconcile;
 pub mod statedir;
 pub mod vip;

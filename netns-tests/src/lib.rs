@@ -68,6 +68,7 @@
 //! - [`flood`]: slow and idle HTTP clients (slowloris) and a process's open-file count.
 //! - [`fake_registry`]: a stand-in registry that serves the daemons a view the test chose.
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
+//! - [`walkthrough`]: the README's walkthrough blocks and the steps of `docs/walkthrough.sh`.
 #![warn(missing_docs)]
 
 pub mod background;
@@ -94,6 +95,7 @@ pub mod responder;
 pub mod state;
 pub mod vip;
 pub mod wait;
+pub mod walkthrough;
 
 pub use background::{Background, Finished};
 pub use doc::{LabDoc, PeerDoc, VipDoc};

@@ -21,12 +21,20 @@
 //!
 //! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
 //! HTTPS with the PEM certificate chain in `tls_cert` (leaf first) and the PEM private key in `tls_key`
-//! (PKCS#8, PKCS#1 or SEC1). Relative paths are taken from the directory of the configuration file. The files are read when
-//! the server starts ([`super::server::tls`]), so a bad file stops it with a message naming that file.
+//! (PKCS#8, PKCS#1 or SEC1). The files are read when the server starts ([`super::server::tls`]), so a bad file
+//! stops it with a message naming that file.
+//!
+//! Relative file paths (`tls_cert`, `tls_key`, `metrics_token_file`) are taken from `$CREDENTIALS_DIRECTORY`
+//! when it is set, else from the directory of the configuration file. systemd sets it to the copies the unit's
+//! `LoadCredential=` lines make (`/run/credentials/sdwan-registry.service/`), which the transient user of
+//! `DynamicUser=yes` can read while it cannot read `/etc/sdwan-registry/key.pem`: so one file,
+//! `tls_cert = "cert.pem"`, names `/etc/sdwan-registry/cert.pem` when run by hand and its credential copy
+//! under the unit, and the example configuration fits both.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use sdwand::problem::{toml_problem, ConfigError, ConfigErrors};
 use serde::Deserialize;
 
 use super::api;
@@ -92,36 +100,12 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerConfigError {
-    /// The file cannot be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("{path}:{line}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the problem.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// The settings do not make a usable server.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
+/// A configuration that cannot be used: every problem of the file, each with its line, key (or an
+/// assignment that names it) and fix, in the format of sdwand's own configuration errors.
+pub type ServerConfigError = ConfigErrors;
+
+/// Where every key is documented on an installed system (the `sdwan-registry` package's example).
+pub const REFERENCE: &str = "/usr/share/doc/sdwan-registry/examples/sdwan-registry.example.toml";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,50 +147,120 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/sdwan-registry")
 }
 
-/// Reads and validates the file at `path`.
+/// The environment variable systemd sets to the directory of a service's credentials (`LoadCredential=`).
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// Reads and validates the file at `path`; relative file paths are taken from `$CREDENTIALS_DIRECTORY` when
+/// it is set (see the module's documentation).
 pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServerConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
+    load_text(path).and_then(|text| parse_in(path, &text, credentials_dir().as_deref()))
 }
 
-/// Validates `text`, read from `path` (used in messages only).
+/// `check-config`: [`load`], then what the start reads before the TLS handshake can be set up: the files
+/// `tls_cert`, `tls_key` and `metrics_token_file` name can be read. Every problem at once.
+pub fn check(path: &Path) -> Result<ServerConfig, ServerConfigError> {
+    let text = load_text(path)?;
+    let credentials = credentials_dir();
+    let config = parse_in(path, &text, credentials.as_deref())?;
+    let mut problems = Problems::new(path, &text);
+    let files = config
+        .tls
+        .iter()
+        .flat_map(|t| [("tls_cert", &t.cert), ("tls_key", &t.key)])
+        .chain(config.metrics_token_file.iter().map(|f| ("metrics_token_file", f)));
+    for (key, file) in files {
+        if let Err(e) = std::fs::File::open(file) {
+            let hint = match &credentials {
+                Some(dir) if file.starts_with(dir) => format!(
+                    "systemd passes it as a credential: check the unit's LoadCredential= line for {} (systemctl \
+                     cat sdwan-registry) and the file it copies",
+                    file.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                ),
+                _ => "make the file readable by the user the registry runs as (relative paths are taken from \
+                      the configuration's directory, or from $CREDENTIALS_DIRECTORY under systemd)"
+                    .into(),
+            };
+            problems.keyed(key, format!("{}: cannot read: {e}", file.display()), hint);
+        }
+    }
+    problems.finish().map(|()| config)
+}
+
+/// The directory of systemd's credentials for this service, if it set one.
+fn credentials_dir() -> Option<PathBuf> {
+    std::env::var_os(CREDENTIALS_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
+fn load_text(path: &Path) -> Result<String, ServerConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_owned(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+            hint: format!("create it (from {REFERENCE}) or pass another path with --config; default is {DEFAULT_PATH}"),
+        }])
+    })
+}
+
+/// Validates `text`, read from `path`: relative file paths are taken from `path`'s directory.
 pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
-    let raw: Raw = toml::from_str(text).map_err(|e| ServerConfigError::Parse {
-        path: path.to_owned(),
-        line: e.span().map_or(1, |s| {
-            text.as_bytes()[..s.start.min(text.len())]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1
-        }),
-        message: e.message().to_owned(),
+    parse_in(path, text, None)
+}
+
+/// Validates `text`, read from `path`: relative file paths are taken from `credentials` when given (systemd's
+/// `$CREDENTIALS_DIRECTORY`), else from `path`'s directory. Every problem at once, in file order.
+pub fn parse_in(path: &Path, text: &str, credentials: Option<&Path>) -> Result<ServerConfig, ServerConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        let mut problem = toml_problem(path, text, &e, &|_| REFERENCE.to_owned());
+        if problem.key == "listen" {
+            problem.hint = "an address and a port, e.g. listen = \"[::]:7443\" (every address) or \
+                            \"192.0.2.10:7443\""
+                .into();
+        }
+        ConfigErrors(vec![problem])
     })?;
-    let invalid = |message: &str| ServerConfigError::Invalid {
-        path: path.to_owned(),
-        message: message.to_owned(),
-    };
-    let beside = |file: PathBuf| match path.parent() {
+    let mut problems = Problems::new(path, text);
+    let beside = |file: PathBuf| match credentials.or(path.parent()) {
         Some(dir) => dir.join(file),
         None => file,
     };
-    let limits = limits(&raw).map_err(|m| invalid(&m))?;
-    let tls = tls_files(raw.insecure, raw.tls_cert.map(beside), raw.tls_key.map(beside)).map_err(invalid)?;
+    let limits = limits(&raw, &mut problems);
+    let tls = tls_files(
+        raw.insecure,
+        raw.tls_cert.map(beside),
+        raw.tls_key.map(beside),
+        &mut problems,
+    );
     if raw.state_dir.as_os_str().is_empty() {
-        return Err(invalid("state_dir must not be empty"));
+        problems.keyed(
+            "state_dir",
+            "must not be empty".into(),
+            "the store's directory, e.g. state_dir = \"/var/lib/sdwan-registry\"".into(),
+        );
     }
-    let ttls =
-        ttls(raw.ephemeral_ttl, raw.spot_ttl, raw.silent_after, raw.prefix_hold_down).map_err(|m| invalid(&m))?;
+    let ttls = ttls(
+        raw.ephemeral_ttl,
+        raw.spot_ttl,
+        raw.silent_after,
+        raw.prefix_hold_down,
+        &mut problems,
+    );
     if raw
         .metrics_token_file
         .as_ref()
         .is_some_and(|f| f.as_os_str().is_empty())
     {
-        return Err(invalid("metrics_token_file must name a file, not be empty"));
+        problems.keyed(
+            "metrics_token_file",
+            "metrics_token_file must name a file, not be empty".into(),
+            "name the token's file, or remove the line to serve /metrics without a token".into(),
+        );
     }
+    problems.finish()?;
     Ok(ServerConfig {
         source: path.to_owned(),
         listen: raw.listen,
@@ -218,47 +272,117 @@ pub fn parse(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError>
     })
 }
 
-/// The limits from the file (defaults for what is absent), each within its range.
-fn limits(raw: &Raw) -> Result<Limits, String> {
+/// The problems of one file, each placed at the line of the key it concerns.
+struct Problems<'a> {
+    path: &'a Path,
+    text: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        Problems {
+            path,
+            text,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem of `key`, at the line that sets it (0 when the file leaves it to its default). A message
+    /// that starts with the key (`max_connections = 0 is …`) is shown without repeating it.
+    fn keyed(&mut self, key: &str, message: String, hint: String) {
+        let line = key_line(self.text, key);
+        let shown = if message.starts_with(key) { "" } else { key };
+        self.list.push(ConfigError {
+            path: self.path.to_owned(),
+            line,
+            key: shown.to_owned(),
+            message,
+            hint,
+        });
+    }
+
+    /// Every problem, in file order (those of keys the file does not set last), or `Ok` when none.
+    fn finish(mut self) -> Result<(), ConfigErrors> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        self.list.sort_by_key(|p| if p.line == 0 { usize::MAX } else { p.line });
+        Err(ConfigErrors(self.list))
+    }
+}
+
+/// The 1-based line that sets the top-level `key`, 0 when none does.
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+/// The limits from the file (defaults for what is absent, or out of range), each within its range.
+fn limits(raw: &Raw, problems: &mut Problems<'_>) -> Limits {
     let d = Limits::default();
-    let count = |key: &str, value: Option<usize>, default: usize, max: usize| match value {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(format!("{key} = {n} is out of range: use 1 to {max}")),
+    let mut count = |key: &str, value: Option<usize>, default: usize, max: usize| match value {
+        Some(n) if !(1..=max).contains(&n) => {
+            problems.keyed(
+                key,
+                format!("{key} = {n} is out of range"),
+                format!("use 1 to {max}; the default is {key} = {default}"),
+            );
+            default
+        }
+        v => v.unwrap_or(default),
     };
-    let span = |key: &str, value: Option<Duration>, default: Duration, min: Duration, max: Duration| match value {
-        None => Ok(default),
-        Some(t) if (min..=max).contains(&t) => Ok(t),
-        Some(t) => Err(format!(
-            "{key} = \"{}\" is out of range: use \"{}\" to \"{}\"",
-            humantime::format_duration(t),
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        )),
+    let max_connections = count(
+        "max_connections",
+        raw.max_connections,
+        d.http.max_connections,
+        1_000_000,
+    );
+    let watches_per_token = count(
+        "watches_per_token",
+        raw.watches_per_token,
+        d.api.watches_per_token,
+        1024,
+    );
+    let mut span = |key: &str, value: Option<Duration>, default: Duration, min: Duration, max: Duration| match value {
+        Some(t) if !(min..=max).contains(&t) => {
+            problems.keyed(
+                key,
+                format!("{key} = \"{}\" is out of range", humantime::format_duration(t)),
+                format!(
+                    "use \"{}\" to \"{}\"; the default is {key} = \"{}\"",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    humantime::format_duration(default)
+                ),
+            );
+            default
+        }
+        v => v.unwrap_or(default),
     };
     let (ms, s) = (Duration::from_millis, Duration::from_secs);
-    Ok(Limits {
+    Limits {
         http: http_serve::Limits {
-            max_connections: count(
-                "max_connections",
-                raw.max_connections,
-                d.http.max_connections,
-                1_000_000,
-            )?,
+            max_connections,
             header_read_timeout: span(
                 "header_read_timeout",
                 raw.header_read_timeout,
                 d.http.header_read_timeout,
                 ms(100),
                 s(600),
-            )?,
+            ),
             max_connection_age: span(
                 "max_connection_age",
                 raw.max_connection_age,
                 d.http.max_connection_age,
                 s(1),
                 s(86_400),
-            )?,
+            ),
             close_grace: d.http.close_grace,
         },
         api: api::Limits {
@@ -268,38 +392,78 @@ fn limits(raw: &Raw) -> Result<Limits, String> {
                 d.api.request_timeout,
                 ms(100),
                 s(600),
-            )?,
-            watches_per_token: count(
-                "watches_per_token",
-                raw.watches_per_token,
-                d.api.watches_per_token,
-                1024,
-            )?,
+            ),
+            watches_per_token,
             report_min_interval: span(
                 "report_min_interval",
                 raw.report_min_interval,
                 d.api.report_min_interval,
                 Duration::ZERO,
                 s(60),
-            )?,
+            ),
         },
-    })
+    }
 }
 
 /// The TLS setting: the files, or `None` for plain HTTP, which must be asked for with `insecure = true`.
-fn tls_files(insecure: bool, cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, &'static str> {
+fn tls_files(
+    insecure: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    problems: &mut Problems<'_>,
+) -> Option<TlsFiles> {
+    let credentials = "PEM files; relative paths from this file's directory, or under systemd from the \
+                       unit's LoadCredential= copies";
     match (insecure, cert, key) {
-        (true, None, None) => Ok(None),
-        (true, _, _) => Err("insecure = true and tls_cert/tls_key are both set: choose one"),
-        (false, None, None) => Err(
-            "no TLS certificate is configured: set tls_cert and tls_key, or set insecure = true to serve plain \
-             HTTP (bearer tokens travel in clear: labs only)",
-        ),
-        (false, Some(cert), Some(key)) if cert.as_os_str().is_empty() || key.as_os_str().is_empty() => {
-            Err("tls_cert and tls_key must name files, not be empty")
+        (true, None, None) => None,
+        (true, _, _) => {
+            problems.keyed(
+                "insecure",
+                "insecure = true and tls_cert/tls_key are both set: choose one".into(),
+                "remove insecure = true to serve HTTPS, or remove tls_cert and tls_key to serve plain HTTP \
+                 (labs only)"
+                    .into(),
+            );
+            None
         }
-        (false, Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
-        (false, _, _) => Err("tls_cert and tls_key must be set together"),
+        (false, None, None) => {
+            problems.keyed(
+                "tls_cert",
+                "no TLS certificate is configured".into(),
+                format!(
+                    "set tls_cert and tls_key ({credentials}), or set insecure = true to serve plain HTTP (bearer \
+                     tokens travel in clear: labs only)"
+                ),
+            );
+            None
+        }
+        (false, Some(cert), Some(key)) if cert.as_os_str().is_empty() || key.as_os_str().is_empty() => {
+            let which = if cert.as_os_str().is_empty() {
+                "tls_cert"
+            } else {
+                "tls_key"
+            };
+            problems.keyed(
+                which,
+                "tls_cert and tls_key must name files, not be empty".into(),
+                format!("e.g. tls_cert = \"cert.pem\" and tls_key = \"key.pem\" ({credentials})"),
+            );
+            None
+        }
+        (false, Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (false, cert, _) => {
+            let (set, missing) = if cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            problems.keyed(
+                set,
+                format!("tls_cert and tls_key must be set together: {missing} is missing"),
+                format!("add {missing} ({credentials})"),
+            );
+            None
+        }
     }
 }
 
@@ -311,7 +475,8 @@ fn ttls(
     spot: Option<Duration>,
     silent_after: Option<Duration>,
     prefix_hold_down: Option<Duration>,
-) -> Result<Ttls, String> {
+    problems: &mut Problems<'_>,
+) -> Ttls {
     let defaults = Ttls::default();
     let ttls = Ttls {
         ephemeral: ephemeral.unwrap_or(defaults.ephemeral),
@@ -325,20 +490,28 @@ fn ttls(
         ("silent_after", ttls.silent_after),
     ] {
         if ttl < Duration::from_secs(1) {
-            return Err(format!(
-                "{key} = {:?} is too short: peers report every few seconds; use at least \"1s\"",
-                humantime::format_duration(ttl).to_string()
-            ));
+            problems.keyed(
+                key,
+                format!(
+                    "{key} = {:?} is too short: peers report every few seconds",
+                    humantime::format_duration(ttl).to_string()
+                ),
+                "use at least \"1s\"".into(),
+            );
         }
     }
     if ttls.spot >= ttls.ephemeral {
-        return Err(format!(
-            "spot_ttl ({}) must be shorter than ephemeral_ttl ({}): spot peers are reaped first",
-            humantime::format_duration(ttls.spot),
-            humantime::format_duration(ttls.ephemeral)
-        ));
+        problems.keyed(
+            "spot_ttl",
+            format!(
+                "spot_ttl ({}) must be shorter than ephemeral_ttl ({}): spot peers are reaped first",
+                humantime::format_duration(ttls.spot),
+                humantime::format_duration(ttls.ephemeral)
+            ),
+            "lower spot_ttl or raise ephemeral_ttl (defaults \"2m\" and \"10m\")".into(),
+        );
     }
-    Ok(ttls)
+    ttls
 }
 
 #[cfg(test)]
@@ -356,8 +529,9 @@ mod tests {
         assert!(cfg.tls.is_some());
     }
 
+    /// The problems as their lines (without the "N problems" heading).
     fn check(text: &str) -> Result<ServerConfig, String> {
-        parse(Path::new("r.toml"), text).map_err(|e| e.to_string())
+        parse(Path::new("r.toml"), text).map_err(|e| e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
     }
 
     #[test]
@@ -433,6 +607,124 @@ mod tests {
         assert!(e.contains("header_read_timeout") && e.contains("100ms"), "{e}");
         let e = check(&format!("{base}metrics_token_file = \"\"\n")).expect_err("empty");
         assert!(e.contains("metrics_token_file"), "{e}");
+    }
+
+    #[test]
+    fn relative_files_come_from_the_credentials_directory_under_systemd() {
+        let text = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmetrics_token_file = \"m\"\n";
+        let path = Path::new("/etc/sdwan-registry/registry.toml");
+        let by_hand = parse(path, text).expect("valid");
+        assert_eq!(
+            by_hand.tls,
+            Some(TlsFiles {
+                cert: "/etc/sdwan-registry/cert.pem".into(),
+                key: "/etc/sdwan-registry/key.pem".into()
+            })
+        );
+        let creds = Path::new("/run/credentials/sdwan-registry.service");
+        let unit = parse_in(path, text, Some(creds)).expect("valid");
+        assert_eq!(
+            unit.tls,
+            Some(TlsFiles {
+                cert: creds.join("cert.pem"),
+                key: creds.join("key.pem")
+            })
+        );
+        assert_eq!(unit.metrics_token_file, Some(creds.join("m")));
+        let absolute = "tls_cert = \"/srv/c.pem\"\ntls_key = \"/srv/k.pem\"\n";
+        let unit = parse_in(path, absolute, Some(creds)).expect("valid");
+        assert_eq!(unit.tls.expect("tls").cert, PathBuf::from("/srv/c.pem"));
+    }
+
+    /// The example configuration names the files the unit passes as credentials, by the credential names.
+    #[test]
+    fn example_config_matches_the_unit() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let unit = std::fs::read_to_string(root.join("systemd/sdwan-registry.service")).expect("unit");
+        let example = root.join("config/sdwan-registry.example.toml");
+        let creds = Path::new("/run/credentials/sdwan-registry.service");
+        let cfg = parse_in(
+            &example,
+            &std::fs::read_to_string(&example).expect("example"),
+            Some(creds),
+        )
+        .expect("valid");
+        let tls = cfg.tls.expect("the example serves HTTPS");
+        for (file, source) in [
+            (&tls.cert, DEFAULT_PATH.replace("registry.toml", "cert.pem")),
+            (&tls.key, DEFAULT_PATH.replace("registry.toml", "key.pem")),
+        ] {
+            let name = file.strip_prefix(creds).expect("a credential").display().to_string();
+            let line = format!("LoadCredential={name}:{source}");
+            assert!(unit.lines().any(|l| l == line), "the unit has no {line:?}");
+        }
+        let by_hand = load(&example).expect("valid").tls.expect("HTTPS");
+        assert_eq!(by_hand.cert, root.join("config/cert.pem"));
+        assert!(
+            unit.contains(&format!("--config {DEFAULT_PATH}")),
+            "the unit reads another file"
+        );
+    }
+
+    /// Every problem at once, each with its line, its key and a fix, in file order, like sdwand's.
+    #[test]
+    fn problems_come_all_at_once_with_line_key_and_fix() {
+        let text = "insecure = true\nspot_ttl = \"20m\"\nmax_connections = 0\nstate_dir = \"\"\n";
+        let e = parse(Path::new("/etc/sdwan-registry/registry.toml"), text)
+            .expect_err("three problems")
+            .to_string();
+        assert_eq!(
+            e,
+            "3 problems in configuration\n  \
+             /etc/sdwan-registry/registry.toml:2: spot_ttl (20m) must be shorter than ephemeral_ttl (10m): spot peers \
+             are reaped first (fix: lower spot_ttl or raise ephemeral_ttl (defaults \"2m\" and \"10m\"))\n  \
+             /etc/sdwan-registry/registry.toml:3: max_connections = 0 is out of range (fix: use 1 to 1000000; the \
+             default is max_connections = 32768)\n  \
+             /etc/sdwan-registry/registry.toml:4: state_dir: must not be empty (fix: the store's directory, e.g. \
+             state_dir = \"/var/lib/sdwan-registry\")"
+        );
+    }
+
+    /// What serde refuses names the key and says what to write; the reference is an installed file.
+    #[test]
+    fn serde_problems_name_the_key_and_a_fix() {
+        let e = check("insecure = true\nlisten = \"0.0.0.0\"\n").expect_err("no port");
+        assert!(
+            e.starts_with("r.toml:2: listen: invalid socket address syntax (fix: an address and a port, e.g. listen = \"[::]:7443\""),
+            "{e}"
+        );
+        let e = check("insecure = true\nspot_ttl = \"1m\"\nspot_ttl = \"1m\"\n").expect_err("duplicate");
+        assert!(e.starts_with("r.toml:3: spot_ttl: duplicate key (fix: keep one"), "{e}");
+        let e = check("insecure = true\nephemeral_tll = \"10m\"\n").expect_err("typo");
+        assert!(
+            e.contains("ephemeral_tll") && e.contains(&format!("did you mean `ephemeral_ttl`? (see {REFERENCE}")),
+            "{e}"
+        );
+        let e = check("insecure = true\nspot_ttl = 60\n").expect_err("a number");
+        assert!(e.contains("spot_ttl = \"2m\""), "{e}");
+        let e = check("tls_cert = \"c.pem\"\n").expect_err("half");
+        assert!(
+            e.starts_with("r.toml:1: tls_cert and tls_key must be set together: tls_key is missing"),
+            "{e}"
+        );
+    }
+
+    /// `check-config` names the key of a file the start could not read.
+    #[test]
+    fn check_names_the_key_of_an_unreadable_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.toml");
+        std::fs::write(dir.path().join("cert.pem"), "x").expect("write");
+        std::fs::write(
+            &path,
+            "state_dir = \"/tmp/r\"\ntls_cert = \"cert.pem\"\ntls_key = \"keys.pem\"\n",
+        )
+        .expect("write");
+        let e = super::check(&path).expect_err("no key file");
+        assert_eq!((e.0.len(), e.0[0].line, e.0[0].key.as_str()), (1, 3, "tls_key"), "{e}");
+        assert!(e.0[0].message.contains("keys.pem: cannot read"), "{e}");
+        std::fs::write(dir.path().join("keys.pem"), "x").expect("write");
+        assert!(super::check(&path).is_ok());
     }
 
     #[test]

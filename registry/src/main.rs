@@ -46,7 +46,12 @@ fn main() -> ExitCode {
         Invocation::Done(code) => return code,
     };
     sdwand::init_logging();
-    let config = match config::load(&cli.config) {
+    let command = cli.command.unwrap_or(Command::Run);
+    let loaded = match command {
+        Command::CheckConfig => config::check(&cli.config),
+        _ => config::load(&cli.config),
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sdwan-registry: {e}");
@@ -60,7 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::CheckConfig => match config.tls.as_ref().map(server::tls::acceptor).transpose() {
             Ok(_) => {
                 println!("{}: ok", cli.config.display());

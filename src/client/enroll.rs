@@ -14,7 +14,7 @@ fn peer_name(file: &Config) -> Result<PeerName, ConfigErrors> {
     PeerName::parse(host.trim()).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: file.source.clone(),
-            line: reg.map_or(0, |r| r.line),
+            line: reg.map_or(0, |r| r.line_of("registry.name")),
             key: "registry.name".into(),
             message: format!(
                 "is not set and the host name {:?} is not a valid peer name: it {}",
@@ -132,7 +132,7 @@ pub(super) fn first_token<'a>(
     let token_error = |message: String, hint: &str| {
         ConfigErrors(vec![ConfigError {
             path: file.source.clone(),
-            line: reg.line,
+            line: reg.line_of("registry.enrollment_token_file"),
             key: "registry.enrollment_token_file".into(),
             message,
             hint: hint.into(),

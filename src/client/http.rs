@@ -83,6 +83,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// What to do when the registry's certificate is not trusted: names the CA setting.
+    untrusted_fix: String,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -139,10 +141,22 @@ impl RegistryClient {
         let http = builder
             .build()
             .map_err(|e| ClientError::Setup(format!("cannot set up the HTTP client: {}", crate::error_chain(&e))))?;
+        let untrusted_fix = match ca_file {
+            Some(path) => format!(
+                "the registry's certificate was not issued by the CA in {ca_setting} {}: put the CA that \
+                 issued it there",
+                path.display()
+            ),
+            None => format!(
+                "the registry's certificate was not issued by a CA of the system roots: for a private CA, set \
+                 {ca_setting} to its certificate (PEM)"
+            ),
+        };
         Ok(RegistryClient {
             http,
             base: url.trim_end_matches('/').to_owned(),
             token: None,
+            untrusted_fix,
         })
     }
 
@@ -182,9 +196,16 @@ impl RegistryClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            url: url.clone(),
-            reason: crate::error_chain(&e),
+        let unreachable = |e: reqwest::Error| {
+            let mut reason = crate::error_chain(&e);
+            // rustls's verdicts for a chain that does not end at a trusted CA.
+            if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+                reason = format!("{reason} (fix: {})", self.untrusted_fix);
+            }
+            ClientError::Unreachable {
+                url: url.clone(),
+                reason,
+            }
         };
         let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -359,6 +380,7 @@ mod tests {
             file_address: None,
             file_overlay_prefix: None,
             line: 0,
+            key_lines: Vec::new(),
         }
     }
 
@@ -436,6 +458,47 @@ mod tests {
             matches!(err, ClientError::TooLarge { limit, .. } if limit == MAX_VIEW_BYTES),
             "{err:?}"
         );
+    }
+
+    /// A registry whose certificate the client does not trust: the error names the CA setting to fix.
+    #[tokio::test]
+    async fn an_untrusted_certificate_names_the_ca_setting() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let _ = acceptor.accept(conn).await;
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other_ca = dir.path().join("other-ca.pem");
+        let other = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["other".to_owned()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "another CA");
+        let other_cert = params.self_signed(&other).expect("cert");
+        std::fs::write(&other_ca, other_cert.pem()).expect("write");
+        for (ca, fix) in [
+            (None, "for a private CA, set registry.ca_file to its certificate"),
+            (Some(other_ca.clone()), "not issued by the CA in registry.ca_file"),
+        ] {
+            let client = RegistryClient::new(&config(format!("https://{addr}"), ca)).expect("client");
+            let err = client.members("n").await.expect_err("untrusted").to_string();
+            assert!(err.contains("UnknownIssuer") && err.contains(fix), "{err}");
+        }
     }
 
     #[test]

@@ -471,7 +471,7 @@ pub fn check_start(file: &Config) -> Result<Vec<String>, ConfigErrors> {
     };
     let problem = |key: &str, message: String, hint: &str| ConfigError {
         path: file.source.clone(),
-        line: reg.line,
+        line: reg.line_of(key),
         key: key.into(),
         message,
         hint: hint.into(),

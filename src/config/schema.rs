@@ -355,6 +355,21 @@ pub struct RegistryConfig {
     pub file_overlay_prefix: Option<Ipv6Net>,
     /// Line of the `[registry]` table, for messages raised after parsing.
     pub line: usize,
+    /// Lines of the keys that messages raised after parsing name (`registry.url`, `registry.name`,
+    /// `registry.enrollment_token_file`, `registry.ca_file`, `interface.address`,
+    /// `interface.overlay_prefix`), for those the file sets; see [`RegistryConfig::line_of`].
+    pub key_lines: Vec<(&'static str, usize)>,
+}
+
+impl RegistryConfig {
+    /// The line of `key` (a dotted key such as `interface.address`) in the file, or the `[registry]`
+    /// table's line when the file does not set it: what a message about that key points at.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.key_lines
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(self.line, |(_, line)| *line)
+    }
 }
 
 /// `[k3s]`: the k3s handshake this node performs and the drop-in it writes.

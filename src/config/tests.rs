@@ -96,6 +96,45 @@ fn unknown_key_is_refused_with_its_line() {
     assert!(e[0].message.contains("resync"), "{:?}", e);
 }
 
+/// What serde refuses names the section-qualified key, says what to do, and points at documentation an
+/// installed system has (never a path of the source tree).
+#[test]
+fn serde_errors_name_the_qualified_key_and_an_installed_reference() {
+    let e = errors(&minimal("[daemon]\nresync_interval = 10\n"));
+    assert_eq!((e[0].line, e[0].key.as_str()), (6, "daemon.resync_interval"), "{e:?}");
+    assert!(
+        e[0].to_string().ends_with(
+            "t.toml:6: daemon.resync_interval: invalid type: integer `10`, expected a string (fix: a duration is a \
+             quoted string with its unit, e.g. resync_interval = \"10s\" (ms, s, m, h))"
+        ),
+        "{}",
+        e[0]
+    );
+
+    let e = errors(&reg("enrolment_token_file = \"/etc/sdwand/token\"\n"));
+    assert_eq!(e[0].key, "registry.enrolment_token_file", "{e:?}");
+    assert!(
+        e[0].hint.starts_with(
+            "did you mean `enrollment_token_file`? (see /usr/share/doc/sdwand/examples/sdwand-registry.example.toml"
+        ),
+        "{}",
+        e[0].hint
+    );
+
+    let e = errors(&minimal(
+        "[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\"]\n[vip.health]\nkind = \"tcp\"\ninterval = 2\n",
+    ));
+    assert_eq!((e[0].line, e[0].key.as_str()), (10, "vip[0].health.interval"), "{e:?}");
+    assert!(e[0].hint.contains("interval = \"1s\""), "{}", e[0].hint);
+
+    let e = errors(&minimal("[k3]\nrole = \"server\"\n"));
+    assert_eq!(e[0].key, "k3", "{e:?}");
+    assert!(e[0].hint.starts_with("did you mean `k3s`?"), "{}", e[0].hint);
+
+    let e = errors(&minimal("[interface]\nmtu = 1400\n"));
+    assert!(!e[0].hint.contains("config/"), "a source-tree path in {e:?}");
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let text = "[interface]\nname = \"this-name-is-far-too-long\"\naddress = \"fd00:99::1\"\n\
@@ -509,6 +548,15 @@ fn registry_keeps_a_given_address_for_the_identity_check() {
     let r = cfg.registry.unwrap();
     assert_eq!(r.file_address, Some("fd00:5d::7".parse().unwrap()));
     assert_eq!(r.file_overlay_prefix, Some("fd00:5d::/48".parse().unwrap()));
+    // Messages raised after parsing (the identity check) point at the key's own line, not at [registry].
+    assert_eq!(r.line_of("interface.address"), 3);
+    assert_eq!(r.line_of("interface.overlay_prefix"), 4);
+    assert_eq!(r.line_of("registry.url"), 6);
+    assert_eq!(
+        r.line_of("registry.ca_file"),
+        5,
+        "a key the file does not set: the table's line"
+    );
 }
 
 #[test]

@@ -328,6 +328,12 @@ mod tests {
         let e = check_config(&path).unwrap_err();
         assert_eq!(problem_keys(&e), ["registry.ca_file", "interface.address"]);
         assert!(e.to_string().contains("the registry assigned fd00:5d::4"), "{e}");
+        // The line of `address = …` (4), not the [registry] header's.
+        assert!(
+            e.to_string()
+                .contains(&format!("{}:4: interface.address:", path.display())),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,4 +34,5 @@ mod vip_partition;
 mod vip_restart;
 mod vip_sigterm;
 mod vip_squatted_port;
+mod walkthrough;
 mod wg_killed;

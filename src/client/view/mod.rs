@@ -398,7 +398,7 @@ pub fn check_identity(file: &Config, identity: &Identity) -> Result<(), ConfigEr
     let mut mismatch = |key: &str, given: String, assigned: String| {
         errors.push(ConfigError {
             path: file.source.clone(),
-            line: reg.line,
+            line: reg.line_of(key),
             key: key.into(),
             message: format!("is {given} but the registry assigned {assigned} to this node"),
             hint: format!("remove {key} (it comes from enrollment) or set it to {assigned}"),
@@ -417,7 +417,7 @@ pub fn check_identity(file: &Config, identity: &Identity) -> Result<(), ConfigEr
     if identity.registry_url != reg.url {
         errors.push(ConfigError {
             path: file.source.clone(),
-            line: reg.line,
+            line: reg.line_of("registry.url"),
             key: "registry.url".into(),
             message: format!("is {} but this node enrolled with {}", reg.url, identity.registry_url),
             hint: "set registry.url back, or remove the registry state directory to enroll again".into(),

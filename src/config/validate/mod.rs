@@ -113,7 +113,18 @@ impl<'a> Ctx<'a> {
             let (address, prefix) = interface
                 .as_ref()
                 .map_or((None, None), |i| (i.address, i.overlay_prefix));
-            self.registry(r, address, prefix)
+            let iface = raw.interface.get_ref();
+            self.registry(r, address, prefix).map(|mut reg| {
+                for (key, field) in [
+                    ("interface.address", &iface.address),
+                    ("interface.overlay_prefix", &iface.overlay_prefix),
+                ] {
+                    if let Some(f) = field {
+                        reg.key_lines.push((key, line_of(self.text, f.span().start)));
+                    }
+                }
+                reg
+            })
         });
         let k3s = raw.k3s.as_ref().map(|k| self.k3s(k, from_registry));
         let registry_ok = registry.as_ref().is_none_or(|r| r.is_some()) && k3s.as_ref().is_none_or(|k| k.is_some());

@@ -107,6 +107,15 @@ impl Ctx<'_> {
             file_address: address,
             file_overlay_prefix: prefix,
             line: line_of(self.text, raw.span().start),
+            key_lines: [
+                ("registry.url", &r.url),
+                ("registry.name", &r.name),
+                ("registry.enrollment_token_file", &r.enrollment_token_file),
+                ("registry.ca_file", &r.ca_file),
+            ]
+            .into_iter()
+            .filter_map(|(key, field)| field.as_ref().map(|f| (key, line_of(self.text, f.span().start))))
+            .collect(),
         })
     }
 

@@ -1,8 +1,14 @@
-//! The error type of configuration: one problem with its file, line, key and fix ([`ConfigError`]), and
-//! every problem of one file ([`ConfigErrors`]). Formatting only; the validator in `validate` raises them.
+//! A problem in a configuration file, with its file, line, key and fix ([`ConfigError`]), every problem of
+//! one file ([`ConfigErrors`]), and what the TOML parser refuses turned into one ([`toml_problem`]). The one
+//! format both binaries report their configuration in (`sdwand`'s `config` validator and `sdwan-registry`'s
+//! configuration raise them); formatting only, nothing here knows a schema.
 
 use std::fmt;
 use std::path::PathBuf;
+
+mod parse;
+
+pub use parse::{locate, toml_problem};
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
