@@ -34,3 +34,4 @@ mod vip_restart;
 mod vip_sigterm;
 mod vip_squatted_port;
 mod wg_killed;
+mod workload_routing;
