@@ -39,6 +39,8 @@ pub(super) struct Plane {
     firewall: Option<Option<String>>,
     /// The families whose forwarding this run turned on or found on.
     forwarding: Families,
+    /// The last nftables error, as logged (the same one again is logged at debug, not at every resync).
+    firewall_error: Option<String>,
 }
 
 impl Plane {
@@ -66,6 +68,7 @@ impl Plane {
             derived_mtu,
             firewall: None,
             forwarding: Families::default(),
+            firewall_error: None,
         }
     }
 
@@ -74,7 +77,8 @@ impl Plane {
     /// the whole device.
     pub(super) fn set_config(&mut self, config: &Config, private_key: &Key) -> Option<ChangedPeers> {
         let changed = self.desired.reload(config, private_key);
-        if let Some(mtu) = self.derived_mtu {
+        // A file that sets interface.mtu wins over the derived value (also when a reload adds it).
+        if let Some(mtu) = self.derived_mtu.filter(|_| !config.interface.mtu_from_file) {
             self.desired.mtu = mtu;
         }
         self.metrics.observe_desired(&self.desired);
@@ -125,7 +129,13 @@ impl Plane {
             Some(r) => firewall::script(r),
             None => firewall::REMOVE.to_owned(),
         };
-        match nft::apply(&script).await {
+        let result = match nft::apply(&script).await {
+            // Without nft there is no table of ours to remove: a node without workload prefixes does not
+            // need nftables installed.
+            Err(nft::NftError::Spawn(e)) if ruleset.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        match result {
             Ok(()) => {
                 if !unchanged {
                     match &ruleset {
@@ -133,11 +143,20 @@ impl Plane {
                         None => tracing::debug!(table = firewall::TABLE, "nftables table absent (no workload prefixes on this node)"),
                     }
                 }
+                if self.firewall_error.take().is_some() {
+                    tracing::info!(table = firewall::TABLE, "nftables table applied again");
+                }
                 self.firewall = Some(ruleset);
             }
             Err(e) => {
                 self.metrics.reconcile_errors.with_label_values(&["nftables"]).inc();
-                tracing::error!(table = firewall::TABLE, error = %e, "applying the nftables table failed; the mesh runs on without it, the next pass retries");
+                let error = e.to_string();
+                if self.firewall_error.as_ref() == Some(&error) {
+                    tracing::debug!(table = firewall::TABLE, %error, "applying the nftables table failed again");
+                } else {
+                    tracing::error!(table = firewall::TABLE, %error, "applying the nftables table failed; the mesh runs on without it, the next pass retries");
+                }
+                self.firewall_error = Some(error);
                 self.firewall = None;
             }
         }
@@ -145,8 +164,13 @@ impl Plane {
 
     /// Removes the nftables table (teardown); a failure is logged.
     pub(super) async fn remove_firewall(&mut self) {
-        if let Err(e) = nft::apply(firewall::REMOVE).await {
-            tracing::error!(table = firewall::TABLE, error = %e, "teardown: removing the nftables table failed");
+        match nft::apply(firewall::REMOVE).await {
+            Ok(()) => {}
+            // No nft, no table of ours.
+            Err(nft::NftError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(table = firewall::TABLE, error = %e, "teardown: removing the nftables table failed")
+            }
         }
         self.firewall = Some(None);
     }
