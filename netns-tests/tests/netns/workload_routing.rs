@@ -9,8 +9,8 @@
 //!   the network: masqueraded by p1);
 //! - counters on p1's and p2's underlay links (after NAT on the way out, before it on the way in) see
 //!   WireGuard UDP and never a pod address;
-//! - p1 has `inet sdwand` with its masquerade and MSS clamp, and forwarding on; stopping p1's daemon
-//!   (`teardown_on_exit`) removes the table.
+//! - p1 has `inet sdwand` with its masquerade and MSS clamp, and forwarding on; after `nft flush ruleset`
+//!   on p2 the table comes back at the next resync; stopping p1's daemon (`teardown_on_exit`) removes it.
 
 use std::process::Command;
 use std::time::Duration;
@@ -288,6 +288,18 @@ fn pods_reach_each_other_over_the_overlay_and_never_show_on_the_underlay() {
         .unwrap()
         .status
         .success());
+
+    // A flushed ruleset comes back at the next resync (the lab's interval is a few seconds).
+    lab.exec_ok(2, &["nft", "flush", "ruleset"]).unwrap();
+    let back = sdwan_lab::wait_until(Duration::from_secs(30), POLL, || {
+        lab.exec(2, &["nft", "list", "table", "inet", "sdwand"])
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("masquerade"))
+    });
+    assert!(
+        back.is_ok(),
+        "p2's inet sdwand table did not come back after a flush\n{}",
+        lab.log_tail(2, 20)
+    );
 
     // Stopping p1's daemon (teardown_on_exit) removes the table.
     lab.stop_sdwand(1, libc::SIGTERM).unwrap();
