@@ -259,11 +259,15 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         })
         .collect();
     // The new `prefixes` field supersedes the legacy one: a prefix in both is checked once, as the new
-    // field says (its kind), and only the legacy-only ones go through pass 2 (as site prefixes).
-    for m in &mut view.members {
-        let new: Vec<IpNet> = m.prefixes.iter().map(|p| p.prefix).collect();
-        m.routed_prefixes.retain(|p| !new.contains(&IpNet::V6(*p)));
-    }
+    // field says (its kind, by `workload::check`), and only the legacy-only ones go through pass 2 (as
+    // site prefixes).
+    let legacy_only = |m: &MemberView| -> Vec<Ipv6Net> {
+        m.routed_prefixes
+            .iter()
+            .filter(|p| !m.prefixes.iter().any(|q| q.prefix == IpNet::V6(**p)))
+            .copied()
+            .collect()
+    };
 
     // Pass 2: routed prefixes, against every member address, the prefixes accepted before, the underlay.
     let mut routed: Vec<(Ipv6Net, usize)> = Vec::new();
@@ -276,7 +280,8 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         let mut problem = |rule, detail: String, victim_established: bool| {
             problems.push((rule, detail, est || victim_established));
         };
-        for net in &m.routed_prefixes {
+        let legacy = legacy_only(m);
+        for net in &legacy {
             if net.prefix_len() < MIN_ROUTED_PREFIX_LEN {
                 problem(
                     Rule::ShortPrefix,
@@ -313,7 +318,7 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
             }
         }
         if problems.is_empty() {
-            routed.extend(m.routed_prefixes.iter().map(|n| (*n, i)));
+            routed.extend(legacy.iter().map(|n| (*n, i)));
         }
         for (rule, detail, refuse) in problems {
             drop_member[i] |= out.add(member_entry(m), rule, detail, refuse);

@@ -652,12 +652,9 @@ fn legacy_routed_prefixes_are_site_prefixes_once_and_the_effective_config_carrie
     let mut v = workload_view(vec![]);
     // A registry fills the legacy field with the IPv6 ones of `prefixes`; an older one only the legacy.
     v.members[1].routed_prefixes = vec!["fd00:42:0:1::/64".parse().unwrap(), "fd00:77::/48".parse().unwrap()];
-    let (kept, dropped) = check(v, &pinned()).unwrap();
+    let (kept, dropped) = check(v.clone(), &pinned()).unwrap();
     assert!(dropped.is_empty(), "{dropped:?}");
-    assert_eq!(
-        kept.members[1].routed_prefixes,
-        ["fd00:77::/48".parse::<Ipv6Net>().unwrap()]
-    );
+    assert_eq!(kept, v, "an accepted view is stored as the registry sent it");
     let (cfg, _) = effective_config(&file(""), &identity(), &kept);
     assert_eq!(cfg.prefixes.overlay_prefix_v4, kept.overlay_prefix_v4);
     assert_eq!(cfg.prefixes.pod_pools, kept.pod_pools);
@@ -668,4 +665,20 @@ fn legacy_routed_prefixes_are_site_prefixes_once_and_the_effective_config_carrie
         b.workload,
         [pod("198.51.100.16/28"), pod("fd00:42:0:1::/64"), site("fd00:77::/48")]
     );
+}
+
+#[test]
+fn a_dropped_prefix_leaves_its_legacy_copy_too() {
+    // x's IPv6 pod share is outside the pools; the registry also lists it in the legacy field.
+    let mut x = x_with(None, vec![pod("fd00:43::/64")]);
+    x.routed_prefixes = vec!["fd00:43::/64".parse().unwrap()];
+    let (kept, dropped) = check(workload_view(vec![x]), &pinned()).unwrap();
+    assert_eq!(rules(&dropped), [Rule::OutsideRange]);
+    let x = kept.members.iter().find(|m| m.name == "x").unwrap();
+    assert!(x.prefixes.is_empty() && x.routed_prefixes.is_empty(), "{x:?}");
+    let (cfg, _) = effective_config(&file(""), &identity(), &kept);
+    assert!(cfg
+        .members
+        .iter()
+        .all(|m| m.workload.iter().all(|p| p.prefix.to_string() != "fd00:43::/64")));
 }

@@ -1,6 +1,7 @@
 //! Pure: the checks of a view's workload part (the network's IPv4 overlay prefix, pod pools and site
 //! ranges; each member's /32 and `prefixes`). A bad network-wide range is ignored, a bad /32 or prefix is
-//! taken off its member (who stays reachable at its /128); nothing here refuses a whole view. Members
+//! taken off its member (with its legacy copy in `routed_prefixes`; the member stays reachable at its
+//! /128); nothing here refuses a whole view. Members
 //! established on this node (pinned, or this node) are checked first, so a new member cannot take a
 //! prefix an established one routes by being listed before it.
 
@@ -203,11 +204,15 @@ pub(super) fn check(
                         .map(|(a, what)| (Rule::Underlay, format!("captures {what} {a}")))
                 });
             match problem {
-                Some((rule, detail)) => drop(
-                    entry.clone(),
-                    rule,
-                    format!("{} prefix {net} {detail}; dropped", p.kind),
-                ),
+                Some((rule, detail)) => {
+                    drop(
+                        entry.clone(),
+                        rule,
+                        format!("{} prefix {net} {detail}; dropped", p.kind),
+                    );
+                    // Its legacy copy (the IPv6 ones are in `routed_prefixes` too) goes with it.
+                    m.routed_prefixes.retain(|r| IpNet::V6(*r) != net);
+                }
                 None => {
                     taken.push((net, format!("member {}'s prefix", m.name)));
                     kept.push(p);
