@@ -1,4 +1,6 @@
-//! Typed, idempotent rtnetlink operations: links, IPv6 addresses, IPv6 routes, and kernel notifications.
+//! Typed, idempotent rtnetlink operations: links, IPv6 and IPv4 addresses and routes, and kernel
+//! notifications; beside them the two other kernel switches sdwand sets, IP forwarding
+//! (`net/forwarding.rs`) and its nftables table (`net/nft.rs`).
 //!
 //! This module owns the rtnetlink socket and the translation between kernel messages and sdwand's types.
 //! It holds no decisions: it never chooses what should exist, it only reads and changes what the caller
@@ -16,10 +18,14 @@
 mod address;
 mod events;
 pub mod failover;
+pub mod forwarding;
 mod link;
+mod local;
+pub mod nft;
 mod route;
 
 pub use events::{subscribe, NetEvent, NetEventKind};
+pub use local::local_addresses;
 pub use route::ROUTE_PROTOCOL;
 
 use std::{fmt, io};

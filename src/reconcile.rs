@@ -12,6 +12,7 @@
 //! nor keep the daemon from binding its failover socket and becoming ready. The failures are returned
 //! with the pass.
 
+use ipnet::IpNet;
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
@@ -147,7 +148,8 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPa
         up: link.up,
         mtu: link.mtu,
         addresses: netlink.ipv6_addresses(link.index).await?.into_iter().collect(),
-        owned_routes: netlink.owned_ipv6_routes(link.index).await?.into_iter().collect(),
+        addresses_v4: netlink.ipv4_addresses(link.index).await?.into_iter().collect(),
+        owned_routes: netlink.owned_routes(link.index).await?.into_iter().collect(),
     };
     let plan = plan_net(desired, &actual);
     let index = link.index;
@@ -169,11 +171,17 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPa
     for a in &plan.add_addresses {
         keep(netlink.add_ipv6_address(index, *a).await.map(drop));
     }
+    for a in &plan.del_addresses_v4 {
+        keep(netlink.del_address(index, IpNet::V4(*a)).await.map(drop));
+    }
+    for a in &plan.add_addresses_v4 {
+        keep(netlink.add_address(index, IpNet::V4(*a)).await.map(drop));
+    }
     for r in &plan.del_routes {
-        keep(netlink.del_ipv6_route(index, *r).await.map(drop));
+        keep(netlink.del_route(index, *r).await.map(drop));
     }
     for r in &plan.add_routes {
-        keep(netlink.add_ipv6_route(index, *r).await.map(drop));
+        keep(netlink.add_route(index, *r).await.map(drop));
     }
     Ok(NetPass { index, plan, failures })
 }

@@ -10,7 +10,7 @@
 use std::{future::Future, io, process::Command, time::Duration};
 
 use futures::StreamExt;
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use sdwand::net::{self, Change, NetError, NetEventKind, Netlink, ROUTE_PROTOCOL};
 
 /// Runs `test` on a new thread inside a new, private network namespace.
@@ -392,7 +392,7 @@ fn a_kernel_pass_applies_every_item_and_reports_the_one_that_failed() {
         );
         desired.addresses = BTreeSet::from([net("fd00:5d::1/128")]);
         // Applied in order: the conflicting route first, then one that must still be applied.
-        desired.routes = BTreeSet::from([net("fd00:5d::/64"), net("fd00:5e::/48")]);
+        desired.routes = BTreeSet::from([IpNet::V6(net("fd00:5d::/64")), IpNet::V6(net("fd00:5e::/48"))]);
         let pass = reconcile_net(&nl, &desired).await.expect("the pass reaches the link");
         assert_eq!(pass.index, ours);
         assert_eq!(pass.failures.len(), 1, "{:?}", pass.failures);
@@ -422,6 +422,65 @@ fn a_kernel_pass_applies_every_item_and_reports_the_one_that_failed() {
         ip("-6 route del fd00:5d::/64 dev sdt1");
         let pass = reconcile_net(&nl, &desired).await.expect("the pass reaches the link");
         assert!(pass.failures.is_empty(), "{:?}", pass.failures);
-        assert_eq!(pass.plan.add_routes, vec![net("fd00:5d::/64")]);
+        assert_eq!(pass.plan.add_routes, vec![IpNet::V6(net("fd00:5d::/64"))]);
+    });
+}
+
+#[test]
+fn ipv4_routes_and_addresses_are_idempotent_and_the_path_mtu_follows_the_route() {
+    in_netns(|| async {
+        let nl = Netlink::connect().expect("connecting");
+        let ours = veth(&nl, "sdt0").await;
+        let other = veth(&nl, "sdt1").await;
+        nl.set_up(ours).await.expect("set_up");
+        nl.set_up(other).await.expect("set_up");
+        let pods: IpNet = "198.51.100.16/28".parse().unwrap();
+        assert_eq!(nl.add_route(ours, pods).await.expect("add"), Change::Applied);
+        assert_eq!(nl.add_route(ours, pods).await.expect("add again"), Change::Unchanged);
+        ip("route add 198.51.100.32/28 dev sdt0 proto static");
+        ip(&format!("route add 198.51.100.48/28 dev sdt1 proto {ROUTE_PROTOCOL}"));
+        assert_eq!(nl.owned_routes(ours).await.expect("list"), vec![pods]);
+        let shown = ip("route show dev sdt0");
+        assert!(
+            shown.contains(&format!("198.51.100.16/28 proto {ROUTE_PROTOCOL}")),
+            "{shown}"
+        );
+        // The same prefix on another link with the same metric is someone else's: a conflict.
+        let err = nl
+            .add_route(ours, "198.51.100.48/28".parse().unwrap())
+            .await
+            .expect_err("conflict");
+        assert!(matches!(err, NetError::Conflict { .. }), "{err:?}");
+        assert_eq!(nl.del_route(ours, pods).await.expect("del"), Change::Applied);
+        assert_eq!(nl.del_route(ours, pods).await.expect("del again"), Change::Unchanged);
+        assert!(ip("route show dev sdt0").contains("198.51.100.32/28 proto static"));
+
+        let slash32: IpNet = "203.0.113.1/32".parse().unwrap();
+        assert_eq!(nl.add_address(ours, slash32).await.expect("add"), Change::Applied);
+        assert_eq!(
+            nl.add_address(ours, slash32).await.expect("add again"),
+            Change::Unchanged
+        );
+        assert_eq!(
+            nl.ipv4_addresses(ours).await.expect("list"),
+            vec!["203.0.113.1/32".parse().unwrap()]
+        );
+        assert_eq!(nl.del_address(ours, slash32).await.expect("del"), Change::Applied);
+        assert_eq!(
+            nl.del_address(ours, slash32).await.expect("del again"),
+            Change::Unchanged
+        );
+        assert!(nl.ipv4_addresses(ours).await.expect("list").is_empty());
+
+        // The path MTU: the most specific route's link, or the route's own mtu metric.
+        nl.set_mtu(other, 1400).await.expect("set_mtu");
+        ip("route add 192.0.2.0/24 dev sdt0");
+        ip("route add 192.0.2.128/25 dev sdt1");
+        ip("route add 203.0.113.0/24 dev sdt0 mtu 1300");
+        let toward = |a: &str| nl.path_mtu_toward(a.parse().unwrap());
+        assert_eq!(toward("192.0.2.1").await.expect("path"), Some((ours, 1500)));
+        assert_eq!(toward("192.0.2.200").await.expect("path"), Some((other, 1400)));
+        assert_eq!(toward("203.0.113.9").await.expect("path"), Some((ours, 1300)));
+        assert_eq!(toward("198.18.0.1").await.expect("path"), None);
     });
 }

@@ -30,7 +30,7 @@ pub struct ClientMetrics {
     pub refused_rekeys: IntCounter,
     /// `sdwand_registry_views_refused_total{reason}`: whole views refused (the last good one stays).
     pub views_refused: IntCounterVec,
-    /// `sdwand_registry_view_entries_dropped_total{reason}`: members and VIPs dropped from accepted views
+    /// `sdwand_registry_view_entries_dropped_total{reason}`: members, VIPs and workload prefixes dropped from accepted views
     /// (and floors removed, `reason="term_floor"`).
     pub entries_dropped: IntCounterVec,
     /// `sdwand_registry_floors_refused_total`: epoch floors of report answers above the highest term.
@@ -90,7 +90,7 @@ impl ClientMetrics {
             entries_dropped: IntCounterVec::new(
                 Opts::new(
                     "sdwand_registry_view_entries_dropped_total",
-                    "Members and VIPs dropped from registry views by the rule named in reason.",
+                    "Members, VIPs and workload prefixes dropped from registry views by the rule named in reason.",
                 ),
                 &["reason"],
             )

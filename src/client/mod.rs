@@ -27,7 +27,7 @@
 //! registry restored from a backup) is accepted with a warning: the pins still refuse re-keys.
 
 use std::collections::HashMap;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -125,7 +125,7 @@ pub struct Link {
     /// This node's public key (base64): no member but this node may carry it or its address.
     own_key: String,
     /// The registry's address when its URL names one (see [`view::Trust::registry`]).
-    registry_addr: Option<Ipv6Addr>,
+    registry_addr: Option<IpAddr>,
     /// Repeated re-keys and view refusals are logged once, then summarised.
     refusal_logs: ScreenLogs,
     /// Repeated absurd floors likewise.
@@ -207,11 +207,13 @@ impl Link {
         let mut refusal_logs = ScreenLogs::new();
         // The stored view is checked like a fresh one (an older sdwand persisted views unchecked); when it
         // is refused, or absent, the first watch asks for everything.
+        let local = local_addresses();
         let trust = view::Trust {
             identity: &identity,
             own_key: &own_key,
             pins: &pins,
             registry: registry_addr,
+            local: &local,
         };
         let (view, contested, write) = match loaded {
             Some(v) => {
@@ -400,11 +402,13 @@ impl Link {
     /// Screens `view` (pins, then [`view::validate`]); when it passes, brings the pins up to date,
     /// persists both and keeps it. Returns whether it was accepted.
     fn accept(&mut self, view: MembersResponse) -> bool {
+        let local = local_addresses();
         let trust = view::Trust {
             identity: &self.identity,
             own_key: &self.own_key,
             pins: &self.pins,
             registry: self.registry_addr,
+            local: &local,
         };
         let Some((view, contested)) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
             return false;
@@ -546,11 +550,20 @@ fn persist(state: &StateDir, view: &MembersResponse, pins: Option<&Pins>, networ
     }
 }
 
-/// The registry's IPv6 address when `url` names one literally.
-fn registry_address(url: &str) -> Option<Ipv6Addr> {
+/// The registry's address when `url` names one literally (IPv6 in brackets, or IPv4).
+pub fn registry_address(url: &str) -> Option<IpAddr> {
     let url = reqwest::Url::parse(url).ok()?;
     let host = url.host_str()?;
-    host.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    literal.parse().ok()
+}
+
+/// This host's addresses, for the view's checks; none (and a warning) when they cannot be read.
+fn local_addresses() -> Vec<IpAddr> {
+    crate::net::local_addresses().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list this host's addresses; the view's prefixes are not checked against them");
+        Vec::new()
+    })
 }
 
 /// Wall-clock unix seconds (pins' absence timestamps, names of set-aside files).

@@ -4,17 +4,17 @@
 //! Plain data with defaults already filled in. Nothing here parses text or reads a file: values are built
 //! only by the validator (`validate`), from the serde input in `raw`.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wireguard_control::Key;
 
 use super::{ConfigError, ConfigErrors};
 use crate::vip::Timers;
 use crate::vocab::name::PeerName;
-use crate::vocab::{Lifecycle, Role};
+use crate::vocab::{Lifecycle, PodPool, Role, RoutedPrefix};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,20 @@ pub struct Config {
     pub registry: Option<RegistryConfig>,
     /// `[k3s]`: the handshake and the drop-in.
     pub k3s: Option<K3sConfig>,
+    /// The network's workload ranges (IPv4 overlay prefix, pod pools, site ranges): from the registry's
+    /// view, empty in a static configuration.
+    pub prefixes: NetworkPrefixes,
+}
+
+/// A network's workload ranges, as the registry's view gives them (see [`crate::vocab::wire::MembersResponse`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkPrefixes {
+    /// The IPv4 overlay prefix members' /32s are in; routed through the interface.
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// The pod pools (k3s's cluster CIDRs): traffic between them is never masqueraded.
+    pub pod_pools: Vec<PodPool>,
+    /// The ranges site prefixes are assigned from.
+    pub site_ranges: Vec<IpNet>,
 }
 
 /// `[interface]`.
@@ -49,8 +63,10 @@ pub struct InterfaceConfig {
     pub private_key_file: PathBuf,
     /// WireGuard UDP listen port.
     pub listen_port: u16,
-    /// Interface MTU.
+    /// Interface MTU (1420 when the file does not set it; then the daemon derives it from the underlay).
     pub mtu: u32,
+    /// Whether the file sets `interface.mtu`: if not, the daemon derives the MTU from the underlay.
+    pub mtu_from_file: bool,
     /// This node's /128 overlay address. With `[registry]` it comes from the enrollment: in the file's
     /// configuration it is then the unspecified address (`::`) when the file does not give it.
     pub address: Ipv6Addr,
@@ -108,8 +124,13 @@ pub struct Member {
     pub endpoint: Option<SocketAddr>,
     /// The member's /128 overlay address.
     pub address: Ipv6Addr,
-    /// Extra prefixes routed to the member.
+    /// Extra prefixes routed to the member (`routed_prefixes` in the file).
     pub routed_prefixes: Vec<Ipv6Net>,
+    /// The member's /32 in the network's IPv4 overlay prefix (from the registry; never in a file).
+    pub address_v4: Option<Ipv4Addr>,
+    /// The member's workload prefixes, IPv4 and IPv6, pod shares and site prefixes (from the registry;
+    /// never in a file).
+    pub workload: Vec<RoutedPrefix>,
     /// Line of the entry in the file, for messages raised after parsing.
     pub line: usize,
 }

@@ -294,6 +294,7 @@ impl Daemon {
     async fn on_resync(&mut self) {
         let device_ok = self.plane.pass_device(true);
         let net = self.plane.pass_net().await;
+        self.plane.pass_workload(true).await;
         bind_vip(&mut self.vip, &mut self.plane).await;
         // Ready once the device is configured and a kernel pass reached the interface, even if
         // some of its items failed (they are reported): a conflicting route must not keep the
@@ -356,9 +357,10 @@ impl Daemon {
     }
 
     /// After the loop: stops serving `sdwanctl` and removes the interface or leaves it up.
-    async fn finish(self) {
+    async fn finish(mut self) {
         self.control_task.abort();
         if self.loaded.config.daemon.teardown_on_exit {
+            self.plane.remove_firewall().await;
             teardown(
                 &self.plane.netlink,
                 &self.plane.desired.ifname,

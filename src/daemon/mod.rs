@@ -130,6 +130,7 @@ async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
         None => plane.pass_device(false),
     };
     plane.pass_net().await;
+    plane.pass_workload(false).await;
     bind_vip(vip, plane).await;
 }
 

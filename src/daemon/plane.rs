@@ -13,9 +13,9 @@ use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
 use crate::config::{host_net, Config};
-use crate::mesh::{ChangedPeers, Desired};
+use crate::mesh::{firewall, ChangedPeers, Desired, Families};
 use crate::metrics::Metrics;
-use crate::net::Netlink;
+use crate::net::{forwarding, nft, Netlink};
 use crate::reconcile::{reconcile_net, DeviceOutcome, DeviceReconciler, NetPass};
 use crate::vip::runtime::DataPlane;
 use crate::vip::Adopt;
@@ -31,11 +31,32 @@ pub(super) struct Plane {
     pub(super) ifindex: Option<u32>,
     /// The failures of the last kernel pass, as logged (the same ones again are not logged at error).
     net_failures: Vec<String>,
+    /// The MTU derived from the underlay at start when the file sets none; it replaces the configured
+    /// default in every configuration the plane takes.
+    derived_mtu: Option<u32>,
+    /// The nftables table as last applied: `Some(None)` removed, `None` not known (nothing applied yet,
+    /// or the last attempt failed).
+    firewall: Option<Option<String>>,
+    /// The families whose forwarding this run turned on or found on.
+    forwarding: Families,
+    /// The last nftables error, as logged (the same one again is logged at debug, not at every resync).
+    firewall_error: Option<String>,
 }
 
 impl Plane {
     /// A plane that applies `desired` (with what a restarted daemon adopted already in it).
-    pub(super) fn new(netlink: Netlink, device: DeviceReconciler, metrics: Metrics, desired: Desired) -> Plane {
+    /// With `derived_mtu`, the MTU derived from the underlay replaces the configured one (now and on
+    /// every reload).
+    pub(super) fn new(
+        netlink: Netlink,
+        device: DeviceReconciler,
+        metrics: Metrics,
+        mut desired: Desired,
+        derived_mtu: Option<u32>,
+    ) -> Plane {
+        if let Some(mtu) = derived_mtu {
+            desired.mtu = mtu;
+        }
         metrics.observe_desired(&desired);
         Plane {
             netlink,
@@ -44,6 +65,10 @@ impl Plane {
             metrics,
             ifindex: None,
             net_failures: Vec::new(),
+            derived_mtu,
+            firewall: None,
+            forwarding: Families::default(),
+            firewall_error: None,
         }
     }
 
@@ -52,8 +77,102 @@ impl Plane {
     /// the whole device.
     pub(super) fn set_config(&mut self, config: &Config, private_key: &Key) -> Option<ChangedPeers> {
         let changed = self.desired.reload(config, private_key);
+        // A file that sets interface.mtu wins over the derived value (also when a reload adds it).
+        if let Some(mtu) = self.derived_mtu.filter(|_| !config.interface.mtu_from_file) {
+            self.desired.mtu = mtu;
+        }
         self.metrics.observe_desired(&self.desired);
         changed
+    }
+
+    /// The workload pass: IP forwarding on for the families of this node's workload prefixes, and the
+    /// nftables table ([`firewall::ruleset`]) applied when it changed, or on every `full` pass (so a table
+    /// someone flushed or deleted comes back within a resync interval), or removed when this node has no
+    /// workload prefixes. Failures are logged and counted (`reconcile_errors{kind="nftables"|"forwarding"}`),
+    /// never fatal: the mesh runs on without them.
+    pub(super) async fn pass_workload(&mut self, full: bool) {
+        let want = self.desired.workload.forwarding();
+        for (on, ipv6, done) in [
+            (want.v4, false, self.forwarding.v4),
+            (want.v6, true, self.forwarding.v6),
+        ] {
+            if !on || (done && !full) {
+                continue;
+            }
+            let family = if ipv6 { "IPv6" } else { "IPv4" };
+            match forwarding::enable(ipv6) {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(
+                            family,
+                            "turned IP forwarding on (this node routes workload prefixes); sdwand never turns it off"
+                        );
+                    }
+                    if ipv6 {
+                        self.forwarding.v6 = true;
+                    } else {
+                        self.forwarding.v4 = true;
+                    }
+                }
+                Err(e) => {
+                    self.metrics.reconcile_errors.with_label_values(&["forwarding"]).inc();
+                    tracing::error!(family, error = %e, "cannot turn IP forwarding on: the workload prefixes behind this node are unreachable from other nodes; will retry");
+                }
+            }
+        }
+        let ruleset = firewall::ruleset(&self.desired.ifname, &self.desired.workload);
+        let unchanged = self.firewall.as_ref() == Some(&ruleset);
+        if unchanged && !(full && ruleset.is_some()) {
+            return;
+        }
+        let script = match &ruleset {
+            Some(r) => firewall::script(r),
+            None => firewall::REMOVE.to_owned(),
+        };
+        let result = match nft::apply(&script).await {
+            // Without nft there is no table of ours to remove: a node without workload prefixes does not
+            // need nftables installed.
+            Err(nft::NftError::Spawn(e)) if ruleset.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                if !unchanged {
+                    match &ruleset {
+                        Some(_) => tracing::info!(table = firewall::TABLE, "nftables table applied (no NAT inside the network, masquerade of pod traffic leaving it, MSS clamping into the tunnel)"),
+                        None => tracing::debug!(table = firewall::TABLE, "nftables table absent (no workload prefixes on this node)"),
+                    }
+                }
+                if self.firewall_error.take().is_some() {
+                    tracing::info!(table = firewall::TABLE, "nftables table applied again");
+                }
+                self.firewall = Some(ruleset);
+            }
+            Err(e) => {
+                self.metrics.reconcile_errors.with_label_values(&["nftables"]).inc();
+                let error = e.to_string();
+                if self.firewall_error.as_ref() == Some(&error) {
+                    tracing::debug!(table = firewall::TABLE, %error, "applying the nftables table failed again");
+                } else {
+                    tracing::error!(table = firewall::TABLE, %error, "applying the nftables table failed; the mesh runs on without it, the next pass retries");
+                }
+                self.firewall_error = Some(error);
+                self.firewall = None;
+            }
+        }
+    }
+
+    /// Removes the nftables table (teardown); a failure is logged.
+    pub(super) async fn remove_firewall(&mut self) {
+        match nft::apply(firewall::REMOVE).await {
+            Ok(()) => {}
+            // No nft, no table of ours.
+            Err(nft::NftError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(table = firewall::TABLE, error = %e, "teardown: removing the nftables table failed")
+            }
+        }
+        self.firewall = Some(None);
     }
 
     /// One device pass (blocking I/O, run in place on this worker). Returns whether it succeeded.
@@ -141,6 +260,8 @@ impl Plane {
                     let counts = [
                         ("address_added", plan.add_addresses.len()),
                         ("address_removed", plan.del_addresses.len()),
+                        ("address_added", plan.add_addresses_v4.len()),
+                        ("address_removed", plan.del_addresses_v4.len()),
                         ("route_added", plan.add_routes.len()),
                         ("route_removed", plan.del_routes.len()),
                     ];
@@ -150,6 +271,7 @@ impl Plane {
                     tracing::info!(
                         set_up = plan.set_up, mtu = ?plan.mtu,
                         add_addresses = ?plan.add_addresses, del_addresses = ?plan.del_addresses,
+                        add_addresses_v4 = ?plan.add_addresses_v4, del_addresses_v4 = ?plan.del_addresses_v4,
                         add_routes = ?plan.add_routes, del_routes = ?plan.del_routes,
                         "interface state changed"
                     );

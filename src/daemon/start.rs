@@ -6,6 +6,8 @@
 //! adoption of what a previous run left (straight into the desired state), and the VIP runtime and plane
 //! built on it. It must not run the loop.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::time::Duration;
@@ -15,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::client::{ClientMetrics, Link};
+use crate::config::Config;
 use crate::control::{self, DaemonStatus, Incoming, Request, Response};
-use crate::mesh::Desired;
+use crate::mesh::{tunnel_mtu, Desired};
 use crate::metrics::Metrics;
 use crate::net::{self, Netlink};
 use crate::reconcile::DeviceReconciler;
@@ -239,7 +242,14 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
     if let Some(link) = link {
         raise_floors(&mut vip, link);
     }
-    let plane = Plane::new(netlink, DeviceReconciler::new(device), metrics.clone(), desired);
+    let derived_mtu = derive_mtu(cfg, &netlink).await;
+    let plane = Plane::new(
+        netlink,
+        DeviceReconciler::new(device),
+        metrics.clone(),
+        desired,
+        derived_mtu,
+    );
     Ok(Parts {
         netwatch,
         backend,
@@ -247,4 +257,52 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
         plane,
         vip,
     })
+}
+
+/// The interface MTU when the file sets none: the smallest of `underlay MTU - overhead` over the paths
+/// toward every member's endpoint and the registry (the main table's route toward each, its MTU metric
+/// or its link's MTU; the overhead is WireGuard's over IPv6, 80 bytes, or over IPv4, 60), at least 1280
+/// (IPv6's minimum). `None` when the file sets `interface.mtu`, or no path is known yet (then the
+/// configured default, 1420, stays). Logged either way.
+async fn derive_mtu(cfg: &Config, netlink: &Netlink) -> Option<u32> {
+    if cfg.interface.mtu_from_file {
+        tracing::info!(mtu = cfg.interface.mtu, "interface MTU as configured (interface.mtu)");
+        return None;
+    }
+    let registry = cfg
+        .registry
+        .as_ref()
+        .and_then(|r| crate::client::registry_address(&r.url));
+    let targets: BTreeSet<IpAddr> = cfg
+        .members
+        .iter()
+        .filter(|m| m.address != cfg.interface.address)
+        .filter_map(|m| m.endpoint.map(|e| e.ip()))
+        .chain(registry)
+        .collect();
+    let mut best: Option<(u32, IpAddr, u32)> = None;
+    for target in targets {
+        match netlink.path_mtu_toward(target).await {
+            Ok(Some((_, underlay))) => {
+                let mtu = tunnel_mtu(underlay, target.is_ipv6());
+                if best.is_none_or(|(m, _, _)| mtu < m) {
+                    best = Some((mtu, target, underlay));
+                }
+            }
+            Ok(None) => tracing::debug!(%target, "no route toward this underlay address for the MTU"),
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "cannot read the route toward this underlay address for the MTU")
+            }
+        }
+    }
+    match best {
+        Some((mtu, toward, underlay)) => {
+            tracing::info!(mtu, %toward, underlay_mtu = underlay, "interface MTU derived from the underlay (set interface.mtu to choose it)");
+            Some(mtu)
+        }
+        None => {
+            tracing::info!(mtu = cfg.interface.mtu, "no route toward a peer's endpoint or the registry yet: interface MTU is the default (set interface.mtu to choose it)");
+            None
+        }
+    }
 }

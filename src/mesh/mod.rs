@@ -10,14 +10,16 @@
 //! [`crate::net`], driven by [`crate::reconcile`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wireguard_control::Key;
 
 use crate::config::{host_net, Config};
+use crate::vocab::{PrefixKind, RoutedPrefix};
 
+pub mod firewall;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,8 @@ pub enum Owner {
     Membership,
     /// VIP failover: each VIP's /128 on the peer that holds it.
     Vip,
+    /// Workload prefixes: each member's /32 and its pod and site prefixes, IPv4 and IPv6.
+    Workload,
 }
 
 /// One owner's allowed-IP claims, by peer.
@@ -140,8 +144,17 @@ pub struct Desired {
     /// Further addresses sdwand owns wherever they are: the configured VIPs. On the interface only while
     /// this node holds them (then they are in `addresses` too).
     pub owned_addresses: BTreeSet<Ipv6Net>,
-    /// Routes through the interface (overlay prefix, routed prefixes).
-    pub routes: BTreeSet<Ipv6Net>,
+    /// This node's /32 in the network's IPv4 overlay prefix, on the interface.
+    pub address_v4: Option<Ipv4Net>,
+    /// IPv4 addresses sdwand owns on the interface: /32s inside this prefix (the IPv4 overlay prefix).
+    /// Those other than `address_v4` are removed; anything else is left alone.
+    pub owned_address_space_v4: Option<Ipv4Net>,
+    /// Routes through the interface, IPv6 and IPv4 (overlay prefixes, VIPs outside the overlay, routed
+    /// and workload prefixes of the peers).
+    pub routes: BTreeSet<IpNet>,
+    /// What this node forwards and masquerades for its workload prefixes (plain data, from the
+    /// configuration).
+    pub workload: Workload,
     /// Allowed-IP claims by owner; `peers[k].allowed_ips` is always their union for `k`.
     allowed: AllowedIps,
     /// Each VIP routed through a peer, by that peer's key (the VIP owner's claims, by VIP).
@@ -162,7 +175,10 @@ impl Desired {
             addresses: BTreeSet::new(),
             owned_address_space: overlay,
             owned_addresses: BTreeSet::new(),
+            address_v4: None,
+            owned_address_space_v4: None,
             routes: BTreeSet::new(),
+            workload: Workload::default(),
             allowed: AllowedIps::default(),
             vip_routes: BTreeMap::new(),
             by_address: HashMap::new(),
@@ -170,7 +186,9 @@ impl Desired {
     }
 
     /// The desired state for `config` with this node's `private_key`: every other member a peer whose
-    /// allowed IPs are its membership claims (its /128 and routed prefixes); no VIP routed or held.
+    /// allowed IPs are its membership claims (its /128 and routed prefixes) and its workload claims (its
+    /// /32, pod and site prefixes), each of those prefixes routed through the interface; this node's /32
+    /// on the interface and the IPv4 overlay prefix routed; no VIP routed or held.
     pub fn from_config(config: &Config, private_key: &Key) -> Desired {
         let own_public = private_key.get_public();
         let overlay = config.interface.overlay_prefix;
@@ -183,13 +201,37 @@ impl Desired {
         );
         let vips: BTreeSet<Ipv6Net> = config.vips.iter().map(|v| host_net(v.address)).collect();
         // A VIP outside the overlay prefix needs its own route (the holder's local address wins over it).
-        desired.routes = vips.iter().filter(|v| !overlay.contains(*v)).copied().collect();
-        desired.routes.insert(overlay);
+        desired.routes = vips
+            .iter()
+            .filter(|v| !overlay.contains(*v))
+            .map(|v| IpNet::V6(*v))
+            .collect();
+        desired.routes.insert(IpNet::V6(overlay));
         desired.owned_addresses = vips;
         desired.addresses.insert(host_net(config.interface.address));
+        let overlay_v4 = config.prefixes.overlay_prefix_v4;
+        desired.owned_address_space_v4 = overlay_v4;
+        desired.routes.extend(overlay_v4.map(IpNet::V4));
+        desired.workload = Workload::from_config(config, &own_public);
         let mut peers = Vec::with_capacity(config.members.len());
-        for m in config.members.iter().filter(|m| m.public_key != own_public) {
-            desired.routes.extend(m.routed_prefixes.iter().copied());
+        let mut workload = Claims::new();
+        for m in &config.members {
+            if m.public_key == own_public {
+                desired.address_v4 = m.address_v4.map(host_net_v4);
+                continue;
+            }
+            desired.routes.extend(m.routed_prefixes.iter().map(|p| IpNet::V6(*p)));
+            let slash32 = m.address_v4.map(|a| IpNet::V4(host_net_v4(a)));
+            let claims: BTreeSet<IpNet> = slash32.into_iter().chain(m.workload.iter().map(|p| p.prefix)).collect();
+            // A /32 outside the IPv4 overlay prefix (none after the view's checks) gets its own route.
+            let uncovered = |net: &&IpNet| match (net, overlay_v4) {
+                (IpNet::V4(n), Some(o)) => !o.contains(n),
+                _ => true,
+            };
+            desired.routes.extend(claims.iter().filter(uncovered).copied());
+            if !claims.is_empty() {
+                workload.insert(m.public_key.0, claims);
+            }
             let spec = PeerSpec {
                 name: m.name.clone(),
                 public_key: m.public_key.clone(),
@@ -200,6 +242,7 @@ impl Desired {
             };
             peers.push((spec, m.prefixes().map(IpNet::V6).collect()));
         }
+        desired.allowed.set_owner(Owner::Workload, workload);
         desired.set_peers(peers);
         desired
     }
@@ -265,6 +308,12 @@ impl Desired {
         let new = self.allowed.owner(Owner::Membership).expect("just set");
         let touched: BTreeSet<KeyBytes> = old.keys().chain(new.keys()).copied().collect();
         touched.into_iter().filter(|k| self.recompose(k)).collect()
+    }
+
+    /// What the workload owner claims, by peer (each peer's /32, pod and site prefixes).
+    pub fn workload_claims(&self) -> &Claims {
+        static EMPTY: Claims = BTreeMap::new();
+        self.allowed.owner(Owner::Workload).unwrap_or(&EMPTY)
     }
 
     /// What the membership owner claims, by peer.
@@ -333,6 +382,76 @@ impl Desired {
     }
 }
 
+/// WireGuard's overhead over an IPv6 underlay: IPv6 header 40, UDP 8, WireGuard header 16, tag 16.
+pub const WG_OVERHEAD_V6: u32 = 80;
+/// WireGuard's overhead over an IPv4 underlay: IPv4 header 20, then as over IPv6.
+pub const WG_OVERHEAD_V4: u32 = 60;
+/// The smallest interface MTU: IPv6's minimum link MTU (the overlay carries IPv6).
+pub const MIN_MTU: u32 = 1280;
+
+/// The interface MTU over an underlay path of MTU `underlay` whose outer family is IPv6 (`outer_v6`) or
+/// IPv4: `underlay` less WireGuard's overhead, at least [`MIN_MTU`] (below that the underlay fragments).
+pub fn tunnel_mtu(underlay: u32, outer_v6: bool) -> u32 {
+    let overhead = if outer_v6 { WG_OVERHEAD_V6 } else { WG_OVERHEAD_V4 };
+    underlay.saturating_sub(overhead).max(MIN_MTU)
+}
+
+/// `addr/32`.
+pub fn host_net_v4(addr: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(addr, 32).expect("32 is a valid IPv4 prefix length")
+}
+
+/// The address families a node forwards for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    /// IPv4 (`net.ipv4.ip_forward`).
+    pub v4: bool,
+    /// IPv6 (`net.ipv6.conf.all.forwarding`).
+    pub v6: bool,
+}
+
+/// This node's workload routing: the prefixes behind it (its pods and sites), and the destinations its
+/// pods reach without masquerade. What [`firewall::ruleset`] and the forwarding switches are made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// This node's own workload prefixes (pod shares and site prefixes behind it), as the registry gives them.
+    pub own: Vec<RoutedPrefix>,
+    /// Destinations inside the network: its pod pools, its overlay prefixes (IPv6 and IPv4) and every
+    /// member's workload prefixes. Traffic from this node's pods to them is never masqueraded.
+    pub internal: BTreeSet<IpNet>,
+}
+
+impl Workload {
+    /// This node's part of `config`: its own prefixes (the member carrying `own_public`) and the network's
+    /// internal destinations.
+    pub fn from_config(config: &Config, own_public: &Key) -> Workload {
+        let own = config
+            .members
+            .iter()
+            .find(|m| m.public_key == *own_public)
+            .map(|m| m.workload.clone())
+            .unwrap_or_default();
+        let mut internal: BTreeSet<IpNet> = config.prefixes.pod_pools.iter().map(|p| p.prefix).collect();
+        internal.insert(IpNet::V6(config.interface.overlay_prefix));
+        internal.extend(config.prefixes.overlay_prefix_v4.map(IpNet::V4));
+        internal.extend(config.members.iter().flat_map(|m| m.workload.iter().map(|p| p.prefix)));
+        Workload { own, internal }
+    }
+
+    /// The families this node forwards for: those of its own workload prefixes (nothing without any).
+    pub fn forwarding(&self) -> Families {
+        Families {
+            v4: self.own.iter().any(|p| matches!(p.prefix, IpNet::V4(_))),
+            v6: self.own.iter().any(|p| matches!(p.prefix, IpNet::V6(_))),
+        }
+    }
+
+    /// This node's pod prefixes (masqueraded when they leave the network through the underlay).
+    pub fn own_pods(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.own.iter().filter(|p| p.kind == PrefixKind::Pod).map(|p| p.prefix)
+    }
+}
+
 /// The keys whose spec differs between `old` and `new` (added, removed or changed).
 fn changed_between(old: &BTreeMap<KeyBytes, PeerSpec>, new: &BTreeMap<KeyBytes, PeerSpec>) -> ChangedPeers {
     let mut changed: ChangedPeers = old.keys().filter(|k| !new.contains_key(*k)).copied().collect();
@@ -383,6 +502,8 @@ pub struct ActualNet {
     pub mtu: u32,
     /// Global IPv6 addresses on the interface.
     pub addresses: BTreeSet<Ipv6Net>,
-    /// Routes through the interface that sdwand installed (marked with its route protocol).
-    pub owned_routes: BTreeSet<Ipv6Net>,
+    /// Global IPv4 addresses on the interface.
+    pub addresses_v4: BTreeSet<Ipv4Net>,
+    /// Routes through the interface that sdwand installed (marked with its route protocol), both families.
+    pub owned_routes: BTreeSet<IpNet>,
 }

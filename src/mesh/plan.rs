@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wireguard_control::Key;
 
 use super::{ActualDevice, ActualNet, ActualPeer, Desired, KeyBytes, PeerSpec, FRESH_HANDSHAKE};
@@ -166,10 +166,14 @@ pub struct NetPlan {
     pub add_addresses: Vec<Ipv6Net>,
     /// Owned addresses to remove.
     pub del_addresses: Vec<Ipv6Net>,
+    /// IPv4 addresses to add (this node's /32).
+    pub add_addresses_v4: Vec<Ipv4Net>,
+    /// Owned IPv4 addresses to remove.
+    pub del_addresses_v4: Vec<Ipv4Net>,
     /// Routes to add.
-    pub add_routes: Vec<Ipv6Net>,
+    pub add_routes: Vec<IpNet>,
     /// Owned routes to remove.
-    pub del_routes: Vec<Ipv6Net>,
+    pub del_routes: Vec<IpNet>,
 }
 
 impl NetPlan {
@@ -180,7 +184,8 @@ impl NetPlan {
 }
 
 /// Diffs the desired kernel state against `actual`. Only state sdwand owns is removed: /128s inside the
-/// overlay prefix, configured VIPs, and routes carrying sdwand's route protocol.
+/// overlay prefix, /32s inside the IPv4 overlay prefix, configured VIPs, and routes carrying sdwand's
+/// route protocol.
 pub fn plan_net(desired: &Desired, actual: &ActualNet) -> NetPlan {
     NetPlan {
         set_up: !actual.up,
@@ -193,6 +198,20 @@ pub fn plan_net(desired: &Desired, actual: &ActualNet) -> NetPlan {
                 let owned = (a.prefix_len() == 128 && desired.owned_address_space.contains(*a))
                     || desired.owned_addresses.contains(a);
                 owned && !desired.addresses.contains(a)
+            })
+            .copied()
+            .collect(),
+        add_addresses_v4: desired
+            .address_v4
+            .filter(|a| !actual.addresses_v4.contains(a))
+            .into_iter()
+            .collect(),
+        del_addresses_v4: actual
+            .addresses_v4
+            .iter()
+            .filter(|a| {
+                let owned = a.prefix_len() == 32 && desired.owned_address_space_v4.is_some_and(|o| o.contains(*a));
+                owned && desired.address_v4 != Some(**a)
             })
             .copied()
             .collect(),

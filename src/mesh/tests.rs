@@ -147,6 +147,7 @@ fn net_plan_touches_only_owned_state() {
             "2001:db8::1/64".parse().unwrap(), // someone else's: kept
             "fd00:5d::77/64".parse().unwrap(), // not a /128: kept
         ]),
+        addresses_v4: BTreeSet::new(),
         owned_routes: BTreeSet::from(["fd00:5e::/48".parse().unwrap()]),
     };
     let plan = plan_net(&d, &actual);
@@ -160,6 +161,7 @@ fn net_plan_touches_only_owned_state() {
         up: true,
         mtu: 1420,
         addresses: d.addresses.clone(),
+        addresses_v4: BTreeSet::new(),
         owned_routes: d.routes.clone(),
     };
     assert!(plan_net(&d, &settled).is_empty());
@@ -371,4 +373,174 @@ fn a_reload_that_changes_one_peer_plans_one_peer() {
     let mut port = moved.clone();
     port.interface.listen_port += 1;
     assert_eq!(d.reload(&port, &me), None);
+}
+
+/// `cfg` with workload prefixes as the registry's view gives them: an IPv4 overlay prefix, a pod pool per
+/// family; me (1) and b (2) each with a /32, an IPv4 and an IPv6 pod share, b with an IPv4 site prefix.
+fn workload_cfg(me: &Key, b: &Key) -> Config {
+    let mut config = cfg(&[
+        ("me", me, "fd00:5d::1", None),
+        ("b", b, "fd00:5d::2", Some("192.0.2.2:51820")),
+    ]);
+    let pod = |p: &str| RoutedPrefix {
+        prefix: p.parse().unwrap(),
+        kind: PrefixKind::Pod,
+    };
+    config.prefixes = crate::config::NetworkPrefixes {
+        overlay_prefix_v4: Some("203.0.113.0/24".parse().unwrap()),
+        pod_pools: vec![
+            crate::vocab::PodPool {
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                node_len: 28,
+            },
+            crate::vocab::PodPool {
+                prefix: "fd00:42::/48".parse().unwrap(),
+                node_len: 64,
+            },
+        ],
+        site_ranges: vec!["192.0.2.128/25".parse().unwrap()],
+    };
+    config.members[0].address_v4 = Some("203.0.113.1".parse().unwrap());
+    config.members[0].workload = vec![pod("198.51.100.0/28"), pod("fd00:42::/64")];
+    config.members[1].address_v4 = Some("203.0.113.2".parse().unwrap());
+    config.members[1].workload = vec![
+        pod("198.51.100.16/28"),
+        pod("fd00:42:0:1::/64"),
+        RoutedPrefix {
+            prefix: "192.0.2.128/26".parse().unwrap(),
+            kind: PrefixKind::Site,
+        },
+    ];
+    config
+}
+
+fn nets(list: &[&str]) -> BTreeSet<IpNet> {
+    list.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn workload_prefixes_are_their_own_owner_routed_and_the_own_slash32_on_the_interface() {
+    let (me, b) = (key(1), key(2));
+    let mut d = desired(&workload_cfg(&me, &b), &me);
+    let b_key = b.get_public().0;
+    let b_workload = nets(&[
+        "203.0.113.2/32",
+        "198.51.100.16/28",
+        "fd00:42:0:1::/64",
+        "192.0.2.128/26",
+    ]);
+    assert_eq!(d.workload_claims().get(&b_key), Some(&b_workload));
+    assert_eq!(d.membership().get(&b_key), Some(&nets(&["fd00:5d::2/128"])));
+    let mut all = b_workload.clone();
+    all.insert("fd00:5d::2/128".parse().unwrap());
+    assert_eq!(d.peers[&b_key].allowed_ips, all);
+    // Routed: both overlays and b's prefixes; b's /32 is covered by the IPv4 overlay route; my own
+    // prefixes are not routed into the tunnel.
+    assert_eq!(
+        d.routes,
+        nets(&[
+            "fd00:5d::/64",
+            "203.0.113.0/24",
+            "198.51.100.16/28",
+            "fd00:42:0:1::/64",
+            "192.0.2.128/26"
+        ])
+    );
+    assert_eq!(d.address_v4, Some("203.0.113.1/32".parse().unwrap()));
+    assert_eq!(d.workload.forwarding(), Families { v4: true, v6: true });
+    assert_eq!(
+        d.workload.own_pods().collect::<BTreeSet<_>>(),
+        nets(&["198.51.100.0/28", "fd00:42::/64"])
+    );
+    // A VIP move does not disturb the workload claims, and a membership change does not strip them.
+    let vip: Ipv6Addr = "fd00:5d::f1".parse().unwrap();
+    d.route_vip(vip, Some(b_key));
+    assert!(d.peers[&b_key].allowed_ips.is_superset(&b_workload));
+    d.set_membership(Claims::from([(b_key, nets(&["fd00:5d::2/128"]))]));
+    assert!(d.peers[&b_key].allowed_ips.is_superset(&b_workload));
+    // A reload without the prefixes takes them away (and keeps the VIP route).
+    let changed = d.set_config(
+        &cfg(&[("me", &me, "fd00:5d::1", None), ("b", &b, "fd00:5d::2", None)]),
+        &me,
+    );
+    assert!(changed.contains(&b_key));
+    assert_eq!(
+        d.peers[&b_key].allowed_ips,
+        nets(&["fd00:5d::2/128", "fd00:5d::f1/128"])
+    );
+    assert_eq!(d.address_v4, None);
+    assert_eq!(d.workload.forwarding(), Families::default());
+}
+
+#[test]
+fn net_plan_adds_the_own_slash32_and_removes_only_owned_ipv4() {
+    let (me, b) = (key(1), key(2));
+    let d = desired(&workload_cfg(&me, &b), &me);
+    let actual = ActualNet {
+        up: true,
+        mtu: 1420,
+        addresses: d.addresses.clone(),
+        addresses_v4: BTreeSet::from([
+            "203.0.113.9/32".parse().unwrap(),  // a stale /32 of ours: removed
+            "203.0.113.10/24".parse().unwrap(), // not a /32: someone else's
+            "192.0.2.77/32".parse().unwrap(),   // outside the IPv4 overlay: someone else's
+        ]),
+        owned_routes: nets(&["fd00:5d::/64", "198.51.100.99/32"]),
+    };
+    let plan = plan_net(&d, &actual);
+    assert_eq!(plan.add_addresses_v4, vec!["203.0.113.1/32".parse().unwrap()]);
+    assert_eq!(plan.del_addresses_v4, vec!["203.0.113.9/32".parse().unwrap()]);
+    assert_eq!(plan.del_routes, vec!["198.51.100.99/32".parse().unwrap()]);
+    assert_eq!(plan.add_routes.len(), 4, "{:?}", plan.add_routes);
+    assert!(plan.add_routes.contains(&"203.0.113.0/24".parse().unwrap()));
+}
+
+#[test]
+fn tunnel_mtu_subtracts_the_outer_familys_overhead_down_to_1280() {
+    assert_eq!(tunnel_mtu(1500, true), 1420);
+    assert_eq!(tunnel_mtu(1500, false), 1440);
+    assert_eq!(tunnel_mtu(9000, true), 8920);
+    assert_eq!(tunnel_mtu(1400, false), 1340);
+    assert_eq!(tunnel_mtu(1300, true), 1280, "never below IPv6's minimum");
+    assert_eq!(tunnel_mtu(0, false), 1280);
+}
+
+#[test]
+fn firewall_ruleset_golden() {
+    let (me, b) = (key(1), key(2));
+    let d = desired(&workload_cfg(&me, &b), &me);
+    let ruleset = firewall::ruleset("wg0", &d.workload).expect("a node with pod prefixes has a table");
+    let golden = "\
+table inet sdwand {
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\toifname \"wg0\" return
+\t\tip daddr { 192.0.2.128/26, 198.51.100.0/24, 203.0.113.0/24 } return
+\t\tip6 daddr { fd00:42::/48, fd00:5d::/64 } return
+\t\tip saddr { 198.51.100.0/28 } masquerade
+\t\tip6 saddr { fd00:42::/64 } masquerade
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority mangle; policy accept;
+\t\toifname \"wg0\" tcp flags syn tcp option maxseg size set rt mtu
+\t}
+}
+";
+    assert_eq!(ruleset, golden);
+    assert_eq!(
+        firewall::script(&ruleset),
+        format!("table inet sdwand\ndelete table inet sdwand\n{golden}")
+    );
+    // Site prefixes only: routed, clamped, never masqueraded.
+    let mut config = workload_cfg(&me, &b);
+    config.members[0]
+        .workload
+        .retain(|p| p.prefix.to_string() == "fd00:42::/64");
+    config.members[0].workload[0].kind = PrefixKind::Site;
+    let site = firewall::ruleset("wg0", &desired(&config, &me).workload).unwrap();
+    assert!(!site.contains("masquerade"), "{site}");
+    assert!(site.contains("maxseg size set rt mtu"), "{site}");
+    // No prefixes of its own: no table.
+    config.members[0].workload.clear();
+    assert_eq!(firewall::ruleset("wg0", &desired(&config, &me).workload), None);
 }

@@ -1,10 +1,10 @@
-//! IPv6 address operations on one link: list the global ones, add one (without duplicate address
-//! detection) and remove one, each idempotent. It must not touch links or routes.
+//! IPv6 and IPv4 address operations on one link: list the global ones, add one (IPv6 without duplicate
+//! address detection) and remove one, each idempotent. It must not touch links or routes.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::AddressMessageBuilder;
@@ -15,11 +15,15 @@ impl Netlink {
     /// The IPv6 addresses of scope global on the link (link-local fe80::/10 and host-scope addresses are
     /// left out), in the kernel's order.
     pub async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Net>, NetError> {
-        let all = self.ipv6_address_messages(index).await?;
+        let all = self.address_messages(index, AddressFamily::Inet6).await?;
         Ok(all
             .iter()
             .filter(|m| m.header.scope == AddressScope::Universe)
             .filter_map(address_of)
+            .filter_map(|net| match net {
+                IpNet::V6(net) => Some(net),
+                IpNet::V4(_) => None,
+            })
             .filter(|net| !is_link_local(net.addr()))
             .collect())
     }
@@ -30,13 +34,36 @@ impl Netlink {
     ///
     /// The kernel adds a prefix route (proto kernel) for prefixes shorter than /128, as `ip addr add` does.
     pub async fn add_ipv6_address(&self, index: u32, addr: Ipv6Net) -> Result<Change, NetError> {
-        let mut request = self
-            .handle
-            .address()
-            .add(index, IpAddr::V6(addr.addr()), addr.prefix_len());
-        let message = request.message_mut();
-        message.header.flags = AddressHeaderFlags::Nodad;
-        message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        self.add_address(index, IpNet::V6(addr)).await
+    }
+
+    /// The IPv4 addresses of scope global on the link, in the kernel's order.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
+        let all = self.address_messages(index, AddressFamily::Inet).await?;
+        Ok(all
+            .iter()
+            .filter(|m| m.header.scope == AddressScope::Universe)
+            .filter_map(address_of)
+            .filter_map(|net| match net {
+                IpNet::V4(net) => Some(net),
+                IpNet::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Adds an address of either family: [`Netlink::add_ipv6_address`]'s rules, and for IPv4 a plain add
+    /// (IPv4 has no duplicate address detection).
+    pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<Change, NetError> {
+        let mut request = self.handle.address().add(index, addr.addr(), addr.prefix_len());
+        if let IpNet::V6(_) = addr {
+            let message = request.message_mut();
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        let family = match addr {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
         let op = |who: String| format!("adding address {addr} to {who}");
         match request.execute().await {
             Ok(()) => {
@@ -44,8 +71,8 @@ impl Netlink {
                 Ok(Change::Applied)
             }
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                let present = self.ipv6_address_messages(index).await?;
-                let same_address: Vec<Ipv6Net> = present
+                let present = self.address_messages(index, family).await?;
+                let same_address: Vec<IpNet> = present
                     .iter()
                     .filter_map(address_of)
                     .filter(|net| net.addr() == addr.addr())
@@ -66,10 +93,21 @@ impl Netlink {
     /// Removes an IPv6 address (address and prefix length must match). `Unchanged` when it is not there
     /// (EADDRNOTAVAIL). A missing link is an error (ENODEV), not `Unchanged`.
     pub async fn del_ipv6_address(&self, index: u32, addr: Ipv6Net) -> Result<Change, NetError> {
-        let message = AddressMessageBuilder::<Ipv6Addr>::new()
-            .index(index)
-            .address(addr.addr(), addr.prefix_len())
-            .build();
+        self.del_address(index, IpNet::V6(addr)).await
+    }
+
+    /// [`Netlink::del_ipv6_address`] for an address of either family.
+    pub async fn del_address(&self, index: u32, addr: IpNet) -> Result<Change, NetError> {
+        let message = match addr {
+            IpNet::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(a.addr(), a.prefix_len())
+                .build(),
+            IpNet::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(a.addr(), a.prefix_len())
+                .build(),
+        };
         match self.handle.address().del(message).execute().await {
             Ok(()) => {
                 tracing::debug!(ifindex = index, %addr, "removed address");
@@ -83,10 +121,10 @@ impl Netlink {
         }
     }
 
-    /// Dumps the IPv6 addresses of one link, every scope.
-    async fn ipv6_address_messages(&self, index: u32) -> Result<Vec<AddressMessage>, NetError> {
+    /// Dumps the addresses of `family` of one link, every scope.
+    async fn address_messages(&self, index: u32, family: AddressFamily) -> Result<Vec<AddressMessage>, NetError> {
         let mut request = self.handle.address().get().set_link_index_filter(index);
-        request.message_mut().header.family = AddressFamily::Inet6;
+        request.message_mut().header.family = family;
         request.message_mut().header.index = index;
         let messages: Vec<AddressMessage> = match request.execute().try_collect().await {
             Ok(messages) => messages,
@@ -98,26 +136,21 @@ impl Netlink {
             }
         };
         // The dump filter checks the index only; the family is checked here.
-        Ok(messages
-            .into_iter()
-            .filter(|m| m.header.family == AddressFamily::Inet6)
-            .collect())
+        Ok(messages.into_iter().filter(|m| m.header.family == family).collect())
     }
 }
 
-/// The local address of an IPv6 address message (`IFA_LOCAL` when present, as for point-to-point
-/// addresses, else `IFA_ADDRESS`) with its prefix length.
-fn address_of(message: &AddressMessage) -> Option<Ipv6Net> {
+/// The local address of an address message (`IFA_LOCAL` when present, as for point-to-point addresses,
+/// else `IFA_ADDRESS`) with its prefix length.
+fn address_of(message: &AddressMessage) -> Option<IpNet> {
     let pick = |local: bool| {
         message.attributes.iter().find_map(|a| match (a, local) {
-            (AddressAttribute::Local(IpAddr::V6(ip)), true) | (AddressAttribute::Address(IpAddr::V6(ip)), false) => {
-                Some(*ip)
-            }
+            (AddressAttribute::Local(ip), true) | (AddressAttribute::Address(ip), false) => Some(*ip),
             _ => None,
         })
     };
-    let addr = pick(true).or_else(|| pick(false))?;
-    Ipv6Net::new(addr, message.header.prefix_len).ok()
+    let addr: IpAddr = pick(true).or_else(|| pick(false))?;
+    IpNet::new(addr, message.header.prefix_len).ok()
 }
 
 /// Whether `addr` is in fe80::/10.

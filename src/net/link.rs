@@ -21,6 +21,17 @@ impl Netlink {
         }
     }
 
+    /// Looks a link up by index; `None` when there is no such link (ENODEV).
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>, NetError> {
+        let mut replies = self.handle.link().get().match_index(index).execute();
+        match replies.try_next().await {
+            Ok(Some(message)) => Ok(Some(link_info(message))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(failure(format!("looking up link index {index}"), e)),
+        }
+    }
+
     /// Sets the administrative `IFF_UP` flag (`ip link set dev X up`). Setting it twice is harmless.
     pub async fn set_up(&self, index: u32) -> Result<(), NetError> {
         let message = LinkUnspec::new_with_index(index).up().build();

@@ -1,12 +1,15 @@
-//! IPv6 route operations in the main table, limited to sdwand's own routes: those carrying
+//! IPv6 and IPv4 route operations in the main table, limited to sdwand's own routes: those carrying
 //! [`ROUTE_PROTOCOL`]. It lists, adds and removes only those, so it never removes a route someone else
-//! installed, and reports one in the way as a [`NetError::Conflict`].
+//! installed, and reports one in the way as a [`NetError::Conflict`]. It also answers which link and MTU
+//! the main table sends a destination through ([`Netlink::path_mtu_toward`]), for the MTU derivation.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::Ipv6Net;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteType,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
@@ -25,10 +28,29 @@ impl Netlink {
     /// The destinations of the IPv6 routes in the main table whose output interface is `index` and whose
     /// protocol is [`ROUTE_PROTOCOL`]. Routes installed by anyone else are never listed.
     pub async fn owned_ipv6_routes(&self, index: u32) -> Result<Vec<Ipv6Net>, NetError> {
+        Ok(self
+            .owned_routes_of(index, AddressFamily::Inet6)
+            .await?
+            .into_iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some(n),
+                IpNet::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// [`Netlink::owned_ipv6_routes`] for both families: sdwand's IPv6 and IPv4 routes through `index`.
+    pub async fn owned_routes(&self, index: u32) -> Result<Vec<IpNet>, NetError> {
+        let mut routes = self.owned_routes_of(index, AddressFamily::Inet6).await?;
+        routes.extend(self.owned_routes_of(index, AddressFamily::Inet).await?);
+        Ok(routes)
+    }
+
+    async fn owned_routes_of(&self, index: u32, family: AddressFamily) -> Result<Vec<IpNet>, NetError> {
         let routes = self
-            .ipv6_routes()
+            .routes(family)
             .await
-            .map_err(|e| failure("listing IPv6 routes".to_string(), e))?;
+            .map_err(|e| failure(format!("listing {} routes", family_name(family)), e))?;
         Ok(routes
             .iter()
             .filter(|r| is_owned(r, index))
@@ -40,7 +62,20 @@ impl Netlink {
     /// `Unchanged` when exactly that route exists. [`NetError::Conflict`] when another route to the same
     /// prefix with the same metric exists (another device or protocol): IPv6 refuses to add beside it.
     pub async fn add_ipv6_route(&self, index: u32, dest: Ipv6Net) -> Result<Change, NetError> {
+        self.add_route(index, IpNet::V6(dest)).await
+    }
+
+    /// Removes `dest dev <index> proto ROUTE_PROTOCOL` from the main table; a route to the same prefix on
+    /// another device or with another protocol is left alone. `Unchanged` when there is none (ESRCH).
+    pub async fn del_ipv6_route(&self, index: u32, dest: Ipv6Net) -> Result<Change, NetError> {
+        self.del_route(index, IpNet::V6(dest)).await
+    }
+
+    /// [`Netlink::add_ipv6_route`] for a destination of either family (IPv4 refuses a second route to the
+    /// same prefix with the same metric in the same way).
+    pub async fn add_route(&self, index: u32, dest: IpNet) -> Result<Change, NetError> {
         let dest = dest.trunc();
+        let family = family_of(&dest);
         let message = owned_route(index, dest);
         match self.handle.route().add(message).execute().await {
             Ok(()) => {
@@ -49,7 +84,7 @@ impl Netlink {
             }
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
                 let op = || format!("adding route {dest}");
-                let routes = self.ipv6_routes().await.map_err(|e| failure(op(), e))?;
+                let routes = self.routes(family).await.map_err(|e| failure(op(), e))?;
                 let same_dest: Vec<&RouteMessage> = routes
                     .iter()
                     .filter(|r| route_table(r) == MAIN_TABLE && destination_of(r) == Some(dest))
@@ -71,9 +106,8 @@ impl Netlink {
         }
     }
 
-    /// Removes `dest dev <index> proto ROUTE_PROTOCOL` from the main table; a route to the same prefix on
-    /// another device or with another protocol is left alone. `Unchanged` when there is none (ESRCH).
-    pub async fn del_ipv6_route(&self, index: u32, dest: Ipv6Net) -> Result<Change, NetError> {
+    /// [`Netlink::del_ipv6_route`] for a destination of either family.
+    pub async fn del_route(&self, index: u32, dest: IpNet) -> Result<Change, NetError> {
         let dest = dest.trunc();
         match self.handle.route().del(owned_route(index, dest)).execute().await {
             Ok(()) => {
@@ -88,26 +122,101 @@ impl Netlink {
         }
     }
 
-    /// Dumps every IPv6 route of every table. Without NETLINK_GET_STRICT_CHK the kernel ignores the
+    /// The output link of the main table's most specific unicast route toward `dest` (longest prefix,
+    /// then lowest metric), and its MTU: the route's own `mtu` metric when it has one, else the link's.
+    /// `None` when no single-link route covers `dest`. A policy-routing rule or another table is not
+    /// considered: this is the plain `ip route get` of a host without policy routing.
+    pub async fn path_mtu_toward(&self, dest: IpAddr) -> Result<Option<(u32, u32)>, NetError> {
+        let family = match dest {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let routes = self
+            .routes(family)
+            .await
+            .map_err(|e| failure(format!("listing {} routes toward {dest}", family_name(family)), e))?;
+        let best = routes
+            .iter()
+            .filter(|r| route_table(r) == MAIN_TABLE && r.header.kind == RouteType::Unicast)
+            .filter_map(|r| Some((r, destination_of(r)?, output_interface(r)?)))
+            .filter(|(_, net, _)| net.contains(&dest))
+            .max_by_key(|(r, net, _)| (net.prefix_len(), std::cmp::Reverse(priority(r))));
+        let Some((route, _, index)) = best else { return Ok(None) };
+        if let Some(mtu) = route_mtu(route) {
+            return Ok(Some((index, mtu)));
+        }
+        Ok(self.link_by_index(index).await?.map(|l| (index, l.mtu)))
+    }
+
+    /// Dumps every route of `family` in every table. Without NETLINK_GET_STRICT_CHK the kernel ignores the
     /// filters of a route dump, so callers filter the result.
-    async fn ipv6_routes(&self) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
-        let request = RouteMessageBuilder::<Ipv6Addr>::new().build();
+    async fn routes(&self, family: AddressFamily) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+        let request = match family {
+            AddressFamily::Inet => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            _ => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        };
         let routes: Vec<RouteMessage> = self.handle.route().get(request).execute().try_collect().await?;
         Ok(routes
             .into_iter()
-            .filter(|r| r.header.address_family == AddressFamily::Inet6)
+            .filter(|r| r.header.address_family == family)
             .collect())
     }
 }
 
+fn family_of(net: &IpNet) -> AddressFamily {
+    match net {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn family_name(family: AddressFamily) -> &'static str {
+    if family == AddressFamily::Inet {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// The route's metric (`RTA_PRIORITY`, 0 when absent).
+fn priority(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The route's own MTU metric (`ip route ... mtu N`), if set.
+fn route_mtu(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Metrics(metrics) => metrics.iter().find_map(|m| match m {
+            RouteMetric::Mtu(mtu) if *mtu > 0 => Some(*mtu),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// The request message for sdwand's route to `dest` via link `index`.
-pub(super) fn owned_route(index: u32, dest: Ipv6Net) -> RouteMessage {
-    RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(dest.network(), dest.prefix_len())
-        .output_interface(index)
-        .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-        .table_id(MAIN_TABLE)
-        .build()
+pub(super) fn owned_route(index: u32, dest: IpNet) -> RouteMessage {
+    match dest {
+        IpNet::V6(dest) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .output_interface(index)
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .table_id(MAIN_TABLE)
+            .build(),
+        IpNet::V4(dest) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .output_interface(index)
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .table_id(MAIN_TABLE)
+            .build(),
+    }
 }
 
 /// Whether a dumped route is one of sdwand's on link `index`.
@@ -137,18 +246,21 @@ pub(super) fn output_interface(route: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// The route's destination prefix; a route without `RTA_DST` is the default route `::/0`.
-pub(super) fn destination_of(route: &RouteMessage) -> Option<Ipv6Net> {
-    let addr = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet6(addr)) => Some(Some(*addr)),
-            RouteAttribute::Destination(_) => Some(None),
-            _ => None,
-        })
-        .unwrap_or(Some(Ipv6Addr::UNSPECIFIED))?;
-    Ipv6Net::new(addr, route.header.destination_prefix_length).ok()
+/// The route's destination prefix; a route without `RTA_DST` is the default route (`::/0`, `0.0.0.0/0`).
+pub(super) fn destination_of(route: &RouteMessage) -> Option<IpNet> {
+    let len = route.header.destination_prefix_length;
+    let dest = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => Some(d),
+        _ => None,
+    });
+    match (route.header.address_family, dest) {
+        (_, Some(RouteAddress::Inet6(addr))) => Ipv6Net::new(*addr, len).ok().map(IpNet::V6),
+        (_, Some(RouteAddress::Inet(addr))) => Ipv4Net::new(*addr, len).ok().map(IpNet::V4),
+        (_, Some(_)) => None,
+        (AddressFamily::Inet6, None) => Ipv6Net::new(Ipv6Addr::UNSPECIFIED, len).ok().map(IpNet::V6),
+        (AddressFamily::Inet, None) => Ipv4Net::new(Ipv4Addr::UNSPECIFIED, len).ok().map(IpNet::V4),
+        _ => None,
+    }
 }
 
 /// "dev 3 proto static": enough of a route to say what is in the way.

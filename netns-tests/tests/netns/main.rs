@@ -36,3 +36,4 @@ mod vip_sigterm;
 mod vip_squatted_port;
 mod walkthrough;
 mod wg_killed;
+mod workload_routing;

@@ -6,14 +6,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
 use super::state::{Identity, Pins};
-use crate::config::{host_net, Config, ConfigError, ConfigErrors, Member, VipConfig};
+use crate::config::{host_net, Config, ConfigError, ConfigErrors, Member, NetworkPrefixes, VipConfig};
 use crate::vocab::wire::{MemberView, MembersResponse};
 use crate::vocab::MAX_CANDIDATES;
 use crate::vocab::MAX_TERM;
+use crate::vocab::{PrefixKind, RoutedPrefix};
+
+mod workload;
 
 /// A member the registry re-keyed: its address was pinned to another public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +61,10 @@ pub struct Trust<'a> {
     /// The pins: a member whose (address, key) is pinned is an established one.
     pub pins: &'a Pins,
     /// The registry's own address when its URL names one: nothing may route it into the tunnel.
-    pub registry: Option<Ipv6Addr>,
+    pub registry: Option<IpAddr>,
+    /// This host's own addresses (underlay included, [`crate::net::local_addresses`]): no other member's
+    /// prefix may capture one, or this node's WireGuard UDP would be routed into its own tunnel.
+    pub local: &'a [IpAddr],
 }
 
 /// A rule of [`validate`]; its name is the `reason` label of the refusal metrics.
@@ -86,6 +92,10 @@ pub enum Rule {
     TooManyCandidates,
     /// A VIP's epoch floor is above [`MAX_TERM`].
     TermFloor,
+    /// A prefix with host bits set (`198.51.100.1/24` instead of `198.51.100.0/24`).
+    NotCanonical,
+    /// A pod prefix outside the network's pod pools, or a site prefix outside its site ranges.
+    OutsideRange,
 }
 
 impl Rule {
@@ -103,6 +113,8 @@ impl Rule {
             Rule::Underlay => "underlay",
             Rule::TooManyCandidates => "too_many_candidates",
             Rule::TermFloor => "term_floor",
+            Rule::NotCanonical => "not_canonical",
+            Rule::OutsideRange => "outside_range",
         }
     }
 }
@@ -233,8 +245,29 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
             Some(IpAddr::V6(a)) => Some((a, format!("member {}'s underlay endpoint", m.name))),
             _ => None,
         })
-        .chain(trust.registry.map(|a| (a, "the registry's address".to_owned())))
+        .chain(match trust.registry {
+            Some(IpAddr::V6(a)) => Some((a, "the registry's address".to_owned())),
+            _ => None,
+        })
         .collect();
+    let local_v6: Vec<(Ipv6Addr, String)> = trust
+        .local
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some((*a, "this node's own address".to_owned())),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    // The new `prefixes` field supersedes the legacy one: a prefix in both is checked once, as the new
+    // field says (its kind, by `workload::check`), and only the legacy-only ones go through pass 2 (as
+    // site prefixes).
+    let legacy_only = |m: &MemberView| -> Vec<Ipv6Net> {
+        m.routed_prefixes
+            .iter()
+            .filter(|p| !m.prefixes.iter().any(|q| q.prefix == IpNet::V6(**p)))
+            .copied()
+            .collect()
+    };
 
     // Pass 2: routed prefixes, against every member address, the prefixes accepted before, the underlay.
     let mut routed: Vec<(Ipv6Net, usize)> = Vec::new();
@@ -247,7 +280,8 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         let mut problem = |rule, detail: String, victim_established: bool| {
             problems.push((rule, detail, est || victim_established));
         };
-        for net in &m.routed_prefixes {
+        let legacy = legacy_only(m);
+        for net in &legacy {
             if net.prefix_len() < MIN_ROUTED_PREFIX_LEN {
                 problem(
                     Rule::ShortPrefix,
@@ -274,7 +308,8 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
                     established(victim),
                 );
             }
-            for (a, what) in underlay.iter().filter(|(a, _)| net.contains(a)) {
+            let others_local = (m.address != id.address).then_some(&local_v6).into_iter().flatten();
+            for (a, what) in underlay.iter().chain(others_local).filter(|(a, _)| net.contains(a)) {
                 problem(
                     Rule::Underlay,
                     format!("routed prefix {net} captures {what} {a}"),
@@ -283,7 +318,7 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
             }
         }
         if problems.is_empty() {
-            routed.extend(m.routed_prefixes.iter().map(|n| (*n, i)));
+            routed.extend(legacy.iter().map(|n| (*n, i)));
         }
         for (rule, detail, refuse) in problems {
             drop_member[i] |= out.add(member_entry(m), rule, detail, refuse);
@@ -360,6 +395,8 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         i += 1;
         !drop_member[i - 1]
     });
+    let routed: Vec<IpNet> = routed.iter().map(|(n, _)| IpNet::V6(*n)).collect();
+    workload::check(&mut view, trust, &routed, &established, &mut out.dropped);
     let mut i = 0;
     view.vips.retain(|_| {
         i += 1;
@@ -439,6 +476,11 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
     let mut cfg = file.clone();
     cfg.interface.address = identity.address;
     cfg.interface.overlay_prefix = identity.overlay_prefix;
+    cfg.prefixes = NetworkPrefixes {
+        overlay_prefix_v4: view.overlay_prefix_v4,
+        pod_pools: view.pod_pools.clone(),
+        site_ranges: view.site_ranges.clone(),
+    };
     cfg.members = view
         .members
         .iter()
@@ -448,7 +490,9 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
                 public_key,
                 endpoint: m.endpoint,
                 address: m.address,
-                routed_prefixes: m.routed_prefixes.clone(),
+                routed_prefixes: Vec::new(),
+                address_v4: m.address_v4,
+                workload: workload_of(m),
                 line: 0,
             }),
             Err(_) => {
@@ -483,6 +527,22 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
         });
     }
     (cfg, notes)
+}
+
+/// A member's workload prefixes: its `prefixes`, then the legacy `routed_prefixes` not among them, as
+/// site prefixes (an older registry fills only those).
+fn workload_of(m: &MemberView) -> Vec<RoutedPrefix> {
+    let mut out = m.prefixes.clone();
+    for p in &m.routed_prefixes {
+        let prefix = IpNet::V6(*p);
+        if !out.iter().any(|q| q.prefix == prefix) {
+            out.push(RoutedPrefix {
+                prefix,
+                kind: PrefixKind::Site,
+            });
+        }
+    }
+    out
 }
 
 /// The manual moves to perform: VIPs this node holds (`holding`) with a `move_request` whose seq is above

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::vocab::wire::{CandidateView, EpochView, MoveRequestView, VipView};
-use crate::vocab::Lifecycle;
+use crate::vocab::{Lifecycle, PodPool};
 use std::path::Path;
 
 const K1: &str = "i7haAoabzhwqFq5Q37vHCZVfGkUtdnswOMC9lla8ZVo=";
@@ -130,6 +130,7 @@ fn check(v: MembersResponse, pins: &Pins) -> Result<(MembersResponse, Vec<Proble
             own_key: K1,
             pins,
             registry: Some("2001:db8::100".parse().unwrap()),
+            local: &[],
         },
     )
 }
@@ -423,4 +424,261 @@ fn each_move_request_is_acted_on_once() {
     assert!(new_moves(&v, &mut seen, &[held]).is_empty());
     let mut fresh = HashMap::new();
     assert_eq!(new_moves(&v, &mut fresh, &[held]).len(), 1);
+}
+
+/// A network with workload ranges: IPv4 overlay 203.0.113.0/24, pod pools 198.51.100.0/24 and
+/// fd00:42::/48, site range 192.0.2.0/24 (b's underlay endpoint 192.0.2.10 is in it), VIP pool
+/// fd00:5d:f::/64; a (this node) and b established, with their /32s and pod shares.
+fn workload_view(extra: Vec<MemberView>) -> MembersResponse {
+    let mut v = base(extra, vec![]);
+    v.vip_pool = Some("fd00:5d:f::/64".parse().unwrap());
+    v.overlay_prefix_v4 = Some("203.0.113.0/24".parse().unwrap());
+    v.pod_pools = vec![
+        PodPool {
+            prefix: "198.51.100.0/24".parse().unwrap(),
+            node_len: 28,
+        },
+        PodPool {
+            prefix: "fd00:42::/48".parse().unwrap(),
+            node_len: 64,
+        },
+    ];
+    v.site_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    v.members[0].address_v4 = Some("203.0.113.1".parse().unwrap());
+    v.members[0].prefixes = vec![pod("198.51.100.0/28"), pod("fd00:42::/64")];
+    v.members[1].endpoint = Some("192.0.2.10:51820".parse().unwrap());
+    v.members[1].address_v4 = Some("203.0.113.2".parse().unwrap());
+    v.members[1].prefixes = vec![pod("198.51.100.16/28"), pod("fd00:42:0:1::/64")];
+    v
+}
+
+fn pod(p: &str) -> RoutedPrefix {
+    RoutedPrefix {
+        prefix: p.parse().unwrap(),
+        kind: PrefixKind::Pod,
+    }
+}
+
+fn site(p: &str) -> RoutedPrefix {
+    RoutedPrefix {
+        prefix: p.parse().unwrap(),
+        kind: PrefixKind::Site,
+    }
+}
+
+/// New member x (fd00:5d::3) with the given /32 and prefixes.
+fn x_with(v4: Option<&str>, prefixes: Vec<RoutedPrefix>) -> MemberView {
+    let mut x = member("x", "fd00:5d::3", K3);
+    x.address_v4 = v4.map(|a| a.parse().unwrap());
+    x.prefixes = prefixes;
+    x
+}
+
+/// Checks `v` with `local` as this host's addresses; the rules dropped and x's surviving prefixes.
+fn check_x(v: MembersResponse, local: &[IpAddr]) -> (Vec<Rule>, Vec<String>, Option<std::net::Ipv4Addr>) {
+    let id = identity();
+    let trust = Trust {
+        identity: &id,
+        own_key: K1,
+        pins: &pinned(),
+        registry: Some("2001:db8::100".parse().unwrap()),
+        local,
+    };
+    let (kept, dropped) = validate(v, &trust).expect("workload problems never refuse a view");
+    let x = kept.members.iter().find(|m| m.name == "x").expect("x stays a member");
+    let prefixes = x.prefixes.iter().map(|p| p.prefix.to_string()).collect();
+    (rules(&dropped), prefixes, x.address_v4)
+}
+
+#[test]
+fn a_clean_workload_view_passes_unchanged() {
+    let v = workload_view(vec![x_with(
+        Some("203.0.113.3"),
+        vec![pod("198.51.100.32/28"), site("192.0.2.128/26")],
+    )]);
+    let (kept, dropped) = check(v.clone(), &pinned()).unwrap();
+    assert_eq!((kept, dropped), (v, vec![]));
+}
+
+#[test]
+fn non_canonical_default_and_special_prefixes_are_dropped_from_their_member() {
+    for (bad, rule) in [
+        ("198.51.100.33/28", Rule::NotCanonical),
+        ("0.0.0.0/0", Rule::ShortPrefix),
+        ("::/0", Rule::ShortPrefix),
+        ("127.0.0.0/8", Rule::Special),
+        ("224.0.0.0/24", Rule::Special),
+        ("169.254.1.0/24", Rule::Special),
+        ("fe80::/64", Rule::Special),
+        ("ff02::/16", Rule::Special),
+    ] {
+        let v = workload_view(vec![x_with(None, vec![site(bad), pod("198.51.100.32/28")])]);
+        let (dropped, kept, _) = check_x(v, &[]);
+        assert_eq!(dropped, [rule], "{bad}");
+        assert_eq!(kept, ["198.51.100.32/28"], "{bad}: only the offending prefix goes");
+    }
+}
+
+#[test]
+fn pod_prefixes_outside_the_pools_and_site_prefixes_outside_the_ranges_are_dropped() {
+    let v = workload_view(vec![x_with(
+        None,
+        vec![
+            pod("10.42.0.0/24"),
+            pod("fd00:43::/64"),
+            site("198.51.100.64/28"),
+            pod("192.0.2.128/26"),
+        ],
+    )]);
+    let (dropped, kept, _) = check_x(v, &[]);
+    assert_eq!(dropped, [Rule::OutsideRange; 4]);
+    assert!(kept.is_empty());
+}
+
+#[test]
+fn a_slash32_outside_the_ipv4_overlay_or_taken_is_dropped() {
+    let (dropped, _, v4) = check_x(workload_view(vec![x_with(Some("192.0.2.200"), vec![])]), &[]);
+    assert_eq!((dropped, v4), (vec![Rule::OutsideOverlay], None));
+    let (dropped, _, v4) = check_x(workload_view(vec![x_with(Some("203.0.113.2"), vec![])]), &[]);
+    assert_eq!((dropped, v4), (vec![Rule::Duplicate], None), "b's /32");
+    let (dropped, _, v4) = check_x(workload_view(vec![x_with(Some("203.0.113.0"), vec![])]), &[]);
+    assert_eq!((dropped, v4), (vec![Rule::OutsideOverlay], None), "the network address");
+    let mut no_v4 = workload_view(vec![x_with(Some("203.0.113.3"), vec![])]);
+    no_v4.overlay_prefix_v4 = None;
+    no_v4.members[0].address_v4 = None;
+    no_v4.members[1].address_v4 = None;
+    let (dropped, _, v4) = check_x(no_v4, &[]);
+    assert_eq!(
+        (dropped, v4),
+        (vec![Rule::OutsideOverlay], None),
+        "no IPv4 overlay at all"
+    );
+}
+
+#[test]
+fn prefixes_overlapping_the_overlays_the_vip_pool_or_another_members_prefix_are_dropped() {
+    let v = workload_view(vec![x_with(
+        None,
+        vec![
+            site("192.0.2.128/26"),
+            site("192.0.2.128/27"),  // inside x's own previous one
+            pod("198.51.100.16/29"), // inside b's pod share
+            pod("fd00:42::/56"),     // covers a's (this node's) share
+        ],
+    )]);
+    let (dropped, kept, _) = check_x(v, &[]);
+    assert_eq!(dropped, [Rule::Overlap; 3]);
+    assert_eq!(kept, ["192.0.2.128/26"]);
+    // The overlays and the VIP pool: the network's ranges are widened to hold them, so only the overlap
+    // rule can catch them.
+    let mut v = workload_view(vec![x_with(
+        None,
+        vec![site("fd00:5d:f::/64"), site("fd00:5d:1::/64"), site("203.0.113.128/25")],
+    )]);
+    v.site_ranges.extend([
+        "fd00:5d::/32".parse::<IpNet>().unwrap(),
+        "203.0.113.0/24".parse().unwrap(),
+    ]);
+    let (dropped, kept, _) = check_x(v, &[]);
+    assert_eq!(dropped, [Rule::Overlap; 3]);
+    assert!(kept.is_empty());
+}
+
+#[test]
+fn an_established_members_prefix_wins_over_a_new_member_listed_before_it() {
+    let mut v = workload_view(vec![]);
+    let x = x_with(None, vec![pod("198.51.100.16/28")]);
+    v.members.insert(0, x);
+    let (dropped, kept, _) = check_x(v.clone(), &[]);
+    assert_eq!((dropped, kept), (vec![Rule::Overlap], vec![]));
+    let (kept_view, _) = check(v, &pinned()).unwrap();
+    let b = kept_view.members.iter().find(|m| m.name == "b").unwrap();
+    assert_eq!(b.prefixes, [pod("198.51.100.16/28"), pod("fd00:42:0:1::/64")]);
+}
+
+#[test]
+fn no_prefix_captures_an_underlay_endpoint_the_registry_or_this_hosts_addresses() {
+    let local: [IpAddr; 2] = ["192.0.2.50".parse().unwrap(), "198.51.100.1".parse().unwrap()];
+    let v = workload_view(vec![x_with(
+        None,
+        vec![site("192.0.2.0/28"), site("192.0.2.48/28"), site("192.0.2.64/28")],
+    )]);
+    let (dropped, kept, _) = check_x(v, &local);
+    assert_eq!(
+        dropped,
+        [Rule::Underlay, Rule::Underlay],
+        "b's endpoint 192.0.2.10, this host's 192.0.2.50"
+    );
+    assert_eq!(kept, ["192.0.2.64/28"]);
+    let mut v = workload_view(vec![x_with(None, vec![site("2001:db8::/112")])]);
+    v.site_ranges.push("2001:db8::/32".parse().unwrap());
+    let id = identity();
+    let pins = pinned();
+    let registry = Trust {
+        identity: &id,
+        own_key: K1,
+        pins: &pins,
+        registry: Some("2001:db8::100".parse().unwrap()),
+        local: &[],
+    };
+    let (_, dropped) = validate(v, &registry).unwrap();
+    assert_eq!(rules(&dropped), [Rule::Underlay]);
+    assert!(
+        dropped[0].detail.contains("the registry's address 2001:db8::100"),
+        "{dropped:?}"
+    );
+    // This node's own pod share holds its bridge's address (198.51.100.1): that is no capture.
+    let trust = Trust {
+        identity: &id,
+        own_key: K1,
+        pins: &pins,
+        registry: None,
+        local: &local,
+    };
+    let v = workload_view(vec![]);
+    let (kept, dropped) = validate(v.clone(), &trust).unwrap();
+    assert_eq!((kept, dropped), (v, vec![]));
+    // An IPv4 overlay prefix capturing the underlay is ignored, and with it every /32.
+    let mut v = workload_view(vec![]);
+    v.overlay_prefix_v4 = Some("192.0.2.0/24".parse().unwrap());
+    let (kept, dropped) = validate(v, &trust).unwrap();
+    assert_eq!(rules(&dropped)[0], Rule::Underlay);
+    assert_eq!(kept.overlay_prefix_v4, None);
+    assert!(kept.members.iter().all(|m| m.address_v4.is_none()));
+}
+
+#[test]
+fn legacy_routed_prefixes_are_site_prefixes_once_and_the_effective_config_carries_the_workload() {
+    let mut v = workload_view(vec![]);
+    // A registry fills the legacy field with the IPv6 ones of `prefixes`; an older one only the legacy.
+    v.members[1].routed_prefixes = vec!["fd00:42:0:1::/64".parse().unwrap(), "fd00:77::/48".parse().unwrap()];
+    let (kept, dropped) = check(v.clone(), &pinned()).unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+    assert_eq!(kept, v, "an accepted view is stored as the registry sent it");
+    let (cfg, _) = effective_config(&file(""), &identity(), &kept);
+    assert_eq!(cfg.prefixes.overlay_prefix_v4, kept.overlay_prefix_v4);
+    assert_eq!(cfg.prefixes.pod_pools, kept.pod_pools);
+    let b = &cfg.members[1];
+    assert_eq!(b.address_v4, Some("203.0.113.2".parse().unwrap()));
+    assert!(b.routed_prefixes.is_empty());
+    assert_eq!(
+        b.workload,
+        [pod("198.51.100.16/28"), pod("fd00:42:0:1::/64"), site("fd00:77::/48")]
+    );
+}
+
+#[test]
+fn a_dropped_prefix_leaves_its_legacy_copy_too() {
+    // x's IPv6 pod share is outside the pools; the registry also lists it in the legacy field.
+    let mut x = x_with(None, vec![pod("fd00:43::/64")]);
+    x.routed_prefixes = vec!["fd00:43::/64".parse().unwrap()];
+    let (kept, dropped) = check(workload_view(vec![x]), &pinned()).unwrap();
+    assert_eq!(rules(&dropped), [Rule::OutsideRange]);
+    let x = kept.members.iter().find(|m| m.name == "x").unwrap();
+    assert!(x.prefixes.is_empty() && x.routed_prefixes.is_empty(), "{x:?}");
+    let (cfg, _) = effective_config(&file(""), &identity(), &kept);
+    assert!(cfg
+        .members
+        .iter()
+        .all(|m| m.workload.iter().all(|p| p.prefix.to_string() != "fd00:43::/64")));
 }

@@ -122,6 +122,7 @@ impl Ctx<'_> {
             private_key_file: key_file,
             listen_port: listen_port?,
             mtu: mtu?,
+            mtu_from_file: r.mtu.is_some(),
             address: address.map_or(Some(None), |a| a.map(Some))?,
             overlay_prefix: prefix.map_or(Some(None), |p| p.map(Some))?,
             persistent_keepalive: keepalive?,

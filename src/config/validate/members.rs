@@ -132,6 +132,8 @@ impl Ctx<'_> {
                         endpoint,
                         address,
                         routed_prefixes: routed,
+                        address_v4: None,
+                        workload: Vec::new(),
                         line,
                     });
                 }

@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv6Net};
 use toml::Spanned;
 
 use super::raw::RawConfig;
-use super::{host_net, Config, ConfigError, ConfigErrors, InterfaceConfig};
+use super::{host_net, Config, ConfigError, ConfigErrors, InterfaceConfig, NetworkPrefixes};
 
 mod failover;
 mod interface;
@@ -141,6 +141,7 @@ impl<'a> Ctx<'a> {
                         name: interface.name,
                         listen_port: interface.listen_port,
                         mtu: interface.mtu,
+                        mtu_from_file: interface.mtu_from_file,
                         address: interface.address.unwrap_or(Ipv6Addr::UNSPECIFIED),
                         overlay_prefix: interface
                             .overlay_prefix
@@ -154,6 +155,7 @@ impl<'a> Ctx<'a> {
                     vips,
                     registry: registry.flatten(),
                     k3s: k3s.flatten(),
+                    prefixes: NetworkPrefixes::default(),
                 })
             }
             _ => {
@@ -169,6 +171,7 @@ struct PartialInterface {
     private_key_file: Option<PathBuf>,
     listen_port: u16,
     mtu: u32,
+    mtu_from_file: bool,
     /// `None` only with `[registry]`.
     address: Option<Ipv6Addr>,
     /// `None` only with `[registry]`.
