@@ -25,7 +25,8 @@ pub use error::{ConfigError, ConfigErrors};
 use raw::RawConfig;
 pub use schema::{
     host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, HealthCheck, HealthConfig,
-    InterfaceConfig, K3sConfig, Member, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT, DEFAULT_K3S_CONFIG_PATH,
+    InterfaceConfig, K3sConfig, Member, PeerMetrics, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT,
+    DEFAULT_K3S_CONFIG_PATH,
 };
 pub use validate::valid_ifname;
 use validate::{line_of, Ctx};

@@ -48,6 +48,7 @@ pub(super) struct RawDaemon {
     pub(super) resync_interval: Option<Spanned<String>>,
     pub(super) teardown_on_exit: Option<bool>,
     pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) peer_metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

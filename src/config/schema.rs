@@ -95,6 +95,30 @@ pub struct DaemonConfig {
     pub teardown_on_exit: bool,
     /// Unix socket `sdwanctl` talks to.
     pub control_socket: PathBuf,
+    /// Which per-peer series the metrics endpoint exports (a reload may change it).
+    pub peer_metrics: PeerMetrics,
+}
+
+/// `daemon.peer_metrics`: whether the metrics endpoint exports per-peer series (7 per peer). A network of
+/// thousands of peers turns them off to bound each node's scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerMetrics {
+    /// `"all"` (the default): every configured peer's series.
+    #[default]
+    All,
+    /// `"none"`: no per-peer series; node-wide series only.
+    None,
+}
+
+impl PeerMetrics {
+    /// Parses the setting's value.
+    pub fn parse(s: &str) -> Option<PeerMetrics> {
+        match s {
+            "all" => Some(PeerMetrics::All),
+            "none" => Some(PeerMetrics::None),
+            _ => None,
+        }
+    }
 }
 
 /// One `[[members]]` entry.

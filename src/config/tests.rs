@@ -90,6 +90,17 @@ fn syntax_error_names_file_and_line() {
 }
 
 #[test]
+fn peer_metrics_defaults_to_all_and_takes_none() {
+    let path = Path::new("/etc/sdwand/t.toml");
+    assert_eq!(parse(path, &minimal("")).unwrap().daemon.peer_metrics, PeerMetrics::All);
+    let cfg = parse(path, &minimal("[daemon]\npeer_metrics = \"none\"\n")).unwrap();
+    assert_eq!(cfg.daemon.peer_metrics, PeerMetrics::None);
+    let e = errors(&minimal("[daemon]\npeer_metrics = \"some\"\n"));
+    assert_eq!((e[0].key.as_str(), e[0].line), ("daemon.peer_metrics", 6), "{e:?}");
+    assert!(e[0].to_string().contains("\"all\" or \"none\""), "{}", e[0]);
+}
+
+#[test]
 fn unknown_key_is_refused_with_its_line() {
     let e = errors(&minimal("[daemon]\nresync = \"1s\"\n"));
     assert_eq!(e[0].line, 6, "{:?}", e);

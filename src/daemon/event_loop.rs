@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
@@ -221,7 +221,7 @@ impl Daemon {
             }
         }
         self.loaded = new;
-        apply(&self.loaded, &mut self.plane, &mut self.vip).await;
+        apply(&self.loaded, self.link.as_ref(), &mut self.plane, &mut self.vip).await;
     }
 
     /// An event of the registry link: a new view, term floors, or the k3s handshake.
@@ -236,7 +236,7 @@ impl Daemon {
                     self.loaded.config = cfg;
                     let (members, vips) = (self.loaded.config.members.len(), self.loaded.config.vips.len());
                     tracing::info!(members, vips, "registry view applied");
-                    apply(&self.loaded, &mut self.plane, &mut self.vip).await;
+                    apply(&self.loaded, Some(link), &mut self.plane, &mut self.vip).await;
                     raise_floors(&mut self.vip, link);
                     manual_moves(link, &mut self.vip, &mut self.plane).await;
                 }
@@ -304,10 +304,6 @@ impl Daemon {
             tracing::info!(peers, backend = self.backend.as_str(), "data plane reconciled; ready");
             let status = format!("reconciled {peers} peers on {}", self.plane.desired.ifname);
             notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-        }
-        if let Some(snapshot) = self.plane.device.snapshot() {
-            self.metrics
-                .observe_device(&self.plane.desired, snapshot, SystemTime::now());
         }
     }
 

@@ -29,7 +29,7 @@ use super::backend::select_backend;
 use super::event_loop::{delaying_interval, Daemon};
 use super::netwatch::NetWatch;
 use super::plane::{adopt, Plane};
-use super::{effective, endpoint, load, raise_floors, DaemonError, Loaded, Trigger};
+use super::{effective, endpoint, load, publish_node, raise_floors, DaemonError, Loaded, Trigger};
 
 /// What [`start`] learned from the triggers while the registry link started.
 enum Early {
@@ -225,6 +225,8 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
     let (backend, supervisor) = select_backend(cfg, &netlink).await?;
     metrics.set_backend(backend.as_str());
     let device = wg::Device::new(&cfg.interface.name, backend)?;
+    metrics.set_device(device.clone());
+    publish_node(loaded, link, metrics);
 
     // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it: the
     // desired state takes it directly, the machines are told.

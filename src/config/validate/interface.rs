@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{parse_abs_path, parse_duration_in, parse_host, valid_ifname, Ctx, PartialInterface};
 use crate::config::raw::{RawBackend, RawDaemon, RawInterface};
-use crate::config::{BackendConfig, BackendKind, DaemonConfig};
+use crate::config::{BackendConfig, BackendKind, DaemonConfig, PeerMetrics};
 
 impl Ctx<'_> {
     /// `[interface]`; `from_registry`: address and overlay_prefix may be left out (enrollment assigns them).
@@ -166,6 +166,7 @@ impl Ctx<'_> {
             resync_interval: Duration::from_secs(10),
             teardown_on_exit: false,
             control_socket: PathBuf::from("/run/sdwand/sdwand.sock"),
+            peer_metrics: PeerMetrics::All,
         };
         let Some(raw) = raw else { return Some(out) };
         let r = raw.get_ref();
@@ -214,6 +215,14 @@ impl Ctx<'_> {
                 parse_abs_path,
             ) {
                 Some(p) => out.control_socket = p,
+                None => ok = false,
+            }
+        }
+        if let Some(mode) = &r.peer_metrics {
+            match self.parse_str(mode, "daemon.peer_metrics", "\"all\" or \"none\"", |s| {
+                PeerMetrics::parse(s).ok_or_else(|| "is not a per-peer metrics setting".to_owned())
+            }) {
+                Some(m) => out.peer_metrics = m,
                 None => ok = false,
             }
         }
