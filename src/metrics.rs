@@ -12,14 +12,14 @@ use prometheus::{
 
 use crate::config::PeerMetrics;
 use crate::http_serve::{self, ConnectionStats, Limits};
-use crate::mesh::Desired;
+use crate::mesh::{ActualDevice, Desired};
 use crate::wg;
 
 mod endpoint;
 mod peers;
 mod vip;
 pub use endpoint::Endpoint;
-pub use peers::{PeerSeries, MIN_READ_INTERVAL, READ_TIMEOUT};
+pub use peers::{PeerLive, PeerSeries, MIN_READ_INTERVAL, READ_TIMEOUT};
 pub use vip::{VipGauges, VipMetrics};
 
 /// Every metric sdwand exports.
@@ -210,8 +210,22 @@ impl Metrics {
     /// What a scrape answers: reads the device first when the last read is old enough (see
     /// [`PeerSeries::refresh`]: rate-limited, bounded by [`READ_TIMEOUT`]), then renders.
     pub async fn scrape(&self) -> String {
-        self.peers.refresh().await;
+        self.peers.refresh(true).await;
         self.render()
+    }
+
+    /// Reads the device for `sdwanctl status` (rate-limited and bounded like a scrape's read, also with
+    /// `daemon.peer_metrics = "none"`), then returns the peers as the last good read showed them, by
+    /// base64 public key, with when that read was taken.
+    pub async fn peers_live(&self) -> (Option<std::time::Instant>, std::collections::BTreeMap<String, PeerLive>) {
+        self.peers.refresh(false).await;
+        self.peers.live()
+    }
+
+    /// Notes which peers sent something since the last look, from a device read the daemon made itself
+    /// (the resync's), for the `RECEIVED` column of `sdwanctl status`.
+    pub fn observe_received(&self, device: &ActualDevice) {
+        self.peers.observe_received(device, SystemTime::now());
     }
 
     /// Serves `GET /metrics` ([`Endpoint`]) on `listener` until the task is dropped, within
@@ -271,12 +285,13 @@ impl Default for Metrics {
     }
 }
 
-/// Binds the metrics listener, with a message that says which setting to change when it fails.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::Error> {
+/// Binds the metrics listener, with a message that names `setting` (the one that gave `addr`) when it
+/// fails.
+pub async fn bind(addr: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, std::io::Error> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("binding the metrics endpoint {addr}: {e} (change daemon.metrics_listen)"),
+            format!("binding the metrics endpoint {addr}: {e} (change {setting})"),
         )
     })
 }
@@ -288,7 +303,7 @@ mod tests {
     use wireguard_control::Key;
 
     use super::*;
-    use crate::mesh::{ActualDevice, ActualPeer, PeerSpec};
+    use crate::mesh::{ActualPeer, PeerSpec};
 
     /// What a scrape does with a device read: the desired state's peers, the read, the render.
     fn observe_device(m: &Metrics, desired: &Desired, device: &ActualDevice) {

@@ -49,6 +49,7 @@ pub(super) struct RawDaemon {
     pub(super) teardown_on_exit: Option<bool>,
     pub(super) control_socket: Option<Spanned<String>>,
     pub(super) peer_metrics: Option<Spanned<String>>,
+    pub(super) metrics_overlay_port: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -97,6 +97,9 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// Which per-peer series the metrics endpoint exports (a reload may change it).
     pub peer_metrics: PeerMetrics,
+    /// When set, the metrics endpoint is also served on `[this node's overlay address]:port`, once the
+    /// address is on the interface, for a Prometheus inside the overlay. Restart only.
+    pub metrics_overlay_port: Option<u16>,
 }
 
 /// `daemon.peer_metrics`: whether the metrics endpoint exports per-peer series (7 per peer). A network of
@@ -217,6 +220,7 @@ impl Config {
             ),
             ("daemon.state_dir", shown(Some(self.daemon.state_dir.display()))),
             ("daemon.metrics_listen", shown(Some(self.daemon.metrics_listen))),
+            ("daemon.metrics_overlay_port", shown(self.daemon.metrics_overlay_port)),
             (
                 "daemon.control_socket",
                 shown(Some(self.daemon.control_socket.display())),

@@ -414,6 +414,26 @@ fn reload_classifies_failover_settings() {
         changed(&format!("[daemon]\ncontrol_socket = \"/run/x.sock\"\n{base}")),
         ["daemon.control_socket"]
     );
+    assert_eq!(
+        changed(&format!("[daemon]\nmetrics_overlay_port = 9581\n{base}")),
+        ["daemon.metrics_overlay_port"]
+    );
+    // The per-peer series switch reloads.
+    assert!(changed(&format!("[daemon]\npeer_metrics = \"none\"\n{base}")).is_empty());
+}
+
+#[test]
+fn metrics_overlay_port_is_off_by_default_and_a_port_when_set() {
+    let path = Path::new("/etc/sdwand/t.toml");
+    assert_eq!(parse(path, &minimal("")).unwrap().daemon.metrics_overlay_port, None);
+    let cfg = parse(path, &minimal("[daemon]\nmetrics_overlay_port = 9581\n")).unwrap();
+    assert_eq!(cfg.daemon.metrics_overlay_port, Some(9581));
+    let e = errors(&minimal("[daemon]\nmetrics_overlay_port = 0\n"));
+    assert_eq!(
+        (e[0].key.as_str(), e[0].line),
+        ("daemon.metrics_overlay_port", 6),
+        "{e:?}"
+    );
 }
 
 const REG_IFACE: &str = "[interface]\nname = \"sdw0\"\n";

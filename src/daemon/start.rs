@@ -48,7 +48,13 @@ pub(super) async fn start(
     let mut loaded = load(&config_path, true)?;
     let metrics = Metrics::new();
     // Fail-soft: a taken port is logged, shown in `sdwanctl status` and retried; it never stops sdwand.
-    let metrics_endpoint = endpoint::spawn(metrics.clone(), loaded.file.daemon.metrics_listen, endpoint::RETRY).await;
+    let metrics_endpoint = endpoint::spawn(
+        metrics.clone(),
+        loaded.file.daemon.metrics_listen,
+        endpoint::METRICS_LISTEN,
+        endpoint::RETRY,
+    )
+    .await;
     // The registry's view never changes `[daemon]`: the file's socket is the one the loop serves.
     let socket = &loaded.file.daemon.control_socket;
     let control_listener = control::bind(socket).await?;
@@ -92,6 +98,7 @@ pub(super) async fn start(
         link,
         metrics,
         metrics_endpoint,
+        overlay_endpoint: None,
         triggers,
         triggers_open: true,
         control_rx,
@@ -193,6 +200,7 @@ fn answer_starting(request: Request, starting: Starting<'_>, registry: &control:
             ready: false,
             failover_socket: None,
             metrics: Some(starting.endpoint.borrow().clone()),
+            metrics_overlay: None,
             registry: Some(registry.clone()),
             peers: Vec::new(),
             vips: Vec::new(),

@@ -14,6 +14,7 @@
 //! the device itself restarted from zero (then they count on from its new zero).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,6 +45,23 @@ struct PeerStats {
     last_handshake: Option<SystemTime>,
     rx: u64,
     tx: u64,
+    endpoint: Option<SocketAddr>,
+}
+
+/// A peer as the last device read showed it, for `sdwanctl status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLive {
+    /// Its current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Its last completed handshake.
+    pub last_handshake: Option<SystemTime>,
+    /// Bytes received from it (the device's counter).
+    pub rx: u64,
+    /// Bytes sent to it (the device's counter).
+    pub tx: u64,
+    /// When a device read first showed more bytes received from it than the read before; `None` while
+    /// nothing new arrived since sdwand started.
+    pub last_received: Option<SystemTime>,
 }
 
 /// The state behind the series, under one lock.
@@ -61,6 +79,9 @@ struct State {
     published: BTreeMap<KeyBytes, PeerLabels>,
     /// When the last applied read was taken.
     read_at: Option<Instant>,
+    /// Per peer: the device's received-bytes counter at the last look (scrape or resync read) and when it
+    /// was last seen to change.
+    received: BTreeMap<KeyBytes, (u64, Option<SystemTime>)>,
     /// Set while a read runs (only one at a time).
     reading: bool,
 }
@@ -101,6 +122,7 @@ impl PeerSeries {
                 stats: BTreeMap::new(),
                 published: BTreeMap::new(),
                 read_at: None,
+                received: BTreeMap::new(),
                 reading: false,
             })),
             age: gauge(
@@ -198,6 +220,53 @@ impl PeerSeries {
             .collect();
         let configured = state.peers.clone();
         state.stats.retain(|key, _| configured.contains_key(key));
+        state.received.retain(|key, _| configured.contains_key(key));
+    }
+
+    /// Notes which peers sent something since the last look, from any device read (the resync's too;
+    /// the series themselves come only from scrape-time reads).
+    pub fn observe_received(&self, device: &ActualDevice, now: SystemTime) {
+        Self::note_received(&mut self.lock(), device, now);
+    }
+
+    fn note_received(state: &mut State, device: &ActualDevice, now: SystemTime) {
+        for (key, peer) in &device.peers {
+            if !state.peers.contains_key(key) {
+                continue;
+            }
+            let rx = peer.rx_bytes;
+            state
+                .received
+                .entry(*key)
+                .and_modify(|(last, at)| {
+                    if rx != *last && rx > 0 {
+                        *at = Some(now);
+                    }
+                    *last = rx;
+                })
+                .or_insert((rx, None));
+        }
+    }
+
+    /// The configured peers as the last scrape-time read showed them, by base64 public key, with when
+    /// that read was taken (`None`: no read yet).
+    pub fn live(&self) -> (Option<Instant>, BTreeMap<String, PeerLive>) {
+        let state = self.lock();
+        let peers = state
+            .stats
+            .iter()
+            .map(|(key, s)| {
+                let live = PeerLive {
+                    endpoint: s.endpoint,
+                    last_handshake: s.last_handshake,
+                    rx: s.rx,
+                    tx: s.tx,
+                    last_received: state.received.get(key).and_then(|r| r.1),
+                };
+                (state.peers[key].public_key.clone(), live)
+            })
+            .collect();
+        (state.read_at, peers)
     }
 
     /// Applies a device read taken at `taken` (reads taken before the last applied one are ignored).
@@ -216,6 +285,7 @@ impl PeerSeries {
                 last_handshake: peer.last_handshake,
                 rx: peer.rx_bytes,
                 tx: peer.tx_bytes,
+                endpoint: peer.endpoint,
             };
             let before = state.stats.get(key).map_or((0, 0), |s| (s.rx, s.tx));
             // A device counter below the last one means the device restarted: count from its new zero.
@@ -234,6 +304,7 @@ impl PeerSeries {
             next.insert(*key, now);
         }
         state.stats = next;
+        Self::note_received(&mut state, device, SystemTime::now());
     }
 
     /// Publishes the gauges as of `now`: handshake ages and timestamps, and the age of the last read;
@@ -303,11 +374,14 @@ impl PeerSeries {
     /// Reads the device if the last read is older than [`MIN_READ_INTERVAL`] and no read runs, waiting
     /// at most [`READ_TIMEOUT`]; on failure or timeout the last read stays (and its age shows). Needs a
     /// multi-threaded tokio runtime (the read blocks a pool thread).
-    pub async fn refresh(&self) {
+    /// `for_series`: the read is for the series (a scrape), so none is made with `daemon.peer_metrics =
+    /// "none"`; `sdwanctl status` reads whatever the setting.
+    pub async fn refresh(&self, for_series: bool) {
         let device = {
             let mut state = self.lock();
             let fresh = state.read_at.is_some_and(|at| at.elapsed() < MIN_READ_INTERVAL);
-            if state.mode == PeerMetrics::None || state.reading || fresh {
+            let unwanted = for_series && state.mode == PeerMetrics::None;
+            if unwanted || state.reading || fresh {
                 return;
             }
             let Some(device) = state.device.clone() else { return };
@@ -536,11 +610,35 @@ mod tests {
         let (registry, series, desired, device, _) = scene(None);
         series.observe_desired(&desired);
         series.observe_read(&device, Instant::now());
-        series.refresh().await;
+        series.refresh(true).await;
         series.publish(SystemTime::now());
         assert_eq!(
             value(&render(&registry), "sdwand_peer_receive_bytes_total{peer=\"b\"}"),
             300.0
+        );
+    }
+
+    #[test]
+    fn a_peer_counts_as_received_from_when_a_read_shows_new_bytes() {
+        let (_registry, series, desired, mut device, key) = scene(None);
+        series.observe_desired(&desired);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // The first look cannot tell when the bytes arrived.
+        series.observe_received(&device, t0);
+        series.observe_read(&device, Instant::now());
+        assert_eq!(series.live().1[&key].last_received, None);
+        // The same counter again: nothing new.
+        series.observe_received(&device, t0 + Duration::from_secs(10));
+        assert_eq!(series.live().1[&key].last_received, None);
+        device.peers.values_mut().next().unwrap().rx_bytes = 400;
+        series.observe_received(&device, t0 + Duration::from_secs(20));
+        let (read_at, live) = series.live();
+        assert!(read_at.is_some());
+        assert_eq!(live[&key].last_received, Some(t0 + Duration::from_secs(20)));
+        assert_eq!(
+            (live[&key].rx, live[&key].tx),
+            (300, 700),
+            "the counters are the scrape read's"
         );
     }
 }

@@ -167,6 +167,7 @@ impl Ctx<'_> {
             teardown_on_exit: false,
             control_socket: PathBuf::from("/run/sdwand/sdwand.sock"),
             peer_metrics: PeerMetrics::All,
+            metrics_overlay_port: None,
         };
         let Some(raw) = raw else { return Some(out) };
         let r = raw.get_ref();
@@ -223,6 +224,13 @@ impl Ctx<'_> {
                 PeerMetrics::parse(s).ok_or_else(|| "is not a per-peer metrics setting".to_owned())
             }) {
                 Some(m) => out.peer_metrics = m,
+                None => ok = false,
+            }
+        }
+        if let Some(port) = &r.metrics_overlay_port {
+            let hint = "a free TCP port such as 9581, or remove the key to serve metrics only on daemon.metrics_listen";
+            match self.int_in(port, "daemon.metrics_overlay_port", 1, 65535, hint) {
+                Some(p) => out.metrics_overlay_port = Some(p),
                 None => ok = false,
             }
         }
