@@ -17,6 +17,7 @@ use crate::wg;
 
 mod endpoint;
 mod peers;
+mod process;
 mod vip;
 pub use endpoint::Endpoint;
 pub use peers::{PeerLive, PeerSeries, MIN_READ_INTERVAL, READ_TIMEOUT};
@@ -33,6 +34,8 @@ pub struct Metrics {
     node_labels: Arc<std::sync::Mutex<Option<[String; 5]>>>,
     /// The per-peer series.
     peers: PeerSeries,
+    /// `process_*`.
+    process: process::ProcessSeries,
     /// Duration of reconcile passes, by scope (`device` or `net`).
     pub reconcile_duration: HistogramVec,
     /// Failed reconcile passes, by kind (`wireguard`, `netlink`, `backend`).
@@ -80,6 +83,7 @@ impl Metrics {
             .expect("valid metric"),
             node_labels: Default::default(),
             peers: PeerSeries::register(&registry),
+            process: process::ProcessSeries::register(&registry),
             reconcile_duration: HistogramVec::new(
                 HistogramOpts::new("sdwand_reconcile_duration_seconds", "Duration of a reconcile pass.").buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -200,6 +204,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, with handshake ages computed now.
     pub fn render(&self) -> String {
         self.peers.publish(SystemTime::now());
+        self.process.update();
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
