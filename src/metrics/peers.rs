@@ -392,12 +392,21 @@ impl PeerSeries {
         let this = self.clone();
         // The read finishes (and clears `reading`) even when the scrape stops waiting for it.
         let read = tokio::task::spawn_blocking(move || {
-            let result = device.read();
-            match &result {
-                Ok(actual) => this.observe_read(actual, taken),
+            // Clears `reading` however the read ends (a panic in the WireGuard library included), so one
+            // bad read cannot stop every later one.
+            struct Done(PeerSeries);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    if let Ok(mut state) = self.0.state.lock() {
+                        state.reading = false;
+                    }
+                }
+            }
+            let done = Done(this);
+            match device.read() {
+                Ok(actual) => done.0.observe_read(&actual, taken),
                 Err(e) => tracing::debug!(error = %e, "reading the device for a scrape failed; serving the last read"),
             }
-            this.lock().reading = false;
         });
         if tokio::time::timeout(READ_TIMEOUT, read).await.is_err() {
             tracing::debug!(timeout = ?READ_TIMEOUT, "the device read for a scrape is slow; serving the last read");
@@ -640,5 +649,20 @@ mod tests {
             (300, 700),
             "the counters are the scrape read's"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_read_keeps_the_last_one_and_lets_the_next_scrape_try_again() {
+        let (registry, series, desired, device, _) = scene(None);
+        series.observe_desired(&desired);
+        series.observe_read(&device, Instant::now() - MIN_READ_INTERVAL * 2);
+        // No such interface: the userspace socket is missing, the read fails at once.
+        series.set_device(wg::Device::new("mxnone0", wg::BackendInUse::Userspace).unwrap());
+        series.refresh(true).await;
+        assert!(!series.lock().reading, "a failed read must not block the next one");
+        series.publish(SystemTime::now());
+        let text = render(&registry);
+        assert_eq!(value(&text, "sdwand_peer_receive_bytes_total{peer=\"b\"}"), 300.0);
+        assert!(value(&text, "sdwand_peer_stats_age_seconds") >= 2.0, "{text}");
     }
 }
