@@ -26,7 +26,7 @@ pub use crate::problem::{ConfigError, ConfigErrors};
 use raw::RawConfig;
 pub use schema::{
     host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, HealthCheck, HealthConfig,
-    InterfaceConfig, K3sConfig, Member, NetworkPrefixes, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT,
+    InterfaceConfig, K3sConfig, Member, NetworkPrefixes, PeerMetrics, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT,
     DEFAULT_K3S_CONFIG_PATH,
 };
 pub use validate::valid_ifname;

@@ -48,6 +48,8 @@ pub(super) struct RawDaemon {
     pub(super) resync_interval: Option<Spanned<String>>,
     pub(super) teardown_on_exit: Option<bool>,
     pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) peer_metrics: Option<Spanned<String>>,
+    pub(super) metrics_overlay_port: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

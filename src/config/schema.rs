@@ -111,6 +111,33 @@ pub struct DaemonConfig {
     pub teardown_on_exit: bool,
     /// Unix socket `sdwanctl` talks to.
     pub control_socket: PathBuf,
+    /// Which per-peer series the metrics endpoint exports (a reload may change it).
+    pub peer_metrics: PeerMetrics,
+    /// When set, the metrics endpoint is also served on `[this node's overlay address]:port`, once the
+    /// address is on the interface, for a Prometheus inside the overlay. Restart only.
+    pub metrics_overlay_port: Option<u16>,
+}
+
+/// `daemon.peer_metrics`: whether the metrics endpoint exports per-peer series (7 per peer). A network of
+/// thousands of peers turns them off to bound each node's scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerMetrics {
+    /// `"all"` (the default): every configured peer's series.
+    #[default]
+    All,
+    /// `"none"`: no per-peer series; node-wide series only.
+    None,
+}
+
+impl PeerMetrics {
+    /// Parses the setting's value.
+    pub fn parse(s: &str) -> Option<PeerMetrics> {
+        match s {
+            "all" => Some(PeerMetrics::All),
+            "none" => Some(PeerMetrics::None),
+            _ => None,
+        }
+    }
 }
 
 /// One `[[members]]` entry.
@@ -214,6 +241,7 @@ impl Config {
             ),
             ("daemon.state_dir", shown(Some(self.daemon.state_dir.display()))),
             ("daemon.metrics_listen", shown(Some(self.daemon.metrics_listen))),
+            ("daemon.metrics_overlay_port", shown(self.daemon.metrics_overlay_port)),
             (
                 "daemon.control_socket",
                 shown(Some(self.daemon.control_socket.display())),

@@ -90,6 +90,17 @@ fn syntax_error_names_file_and_line() {
 }
 
 #[test]
+fn peer_metrics_defaults_to_all_and_takes_none() {
+    let path = Path::new("/etc/sdwand/t.toml");
+    assert_eq!(parse(path, &minimal("")).unwrap().daemon.peer_metrics, PeerMetrics::All);
+    let cfg = parse(path, &minimal("[daemon]\npeer_metrics = \"none\"\n")).unwrap();
+    assert_eq!(cfg.daemon.peer_metrics, PeerMetrics::None);
+    let e = errors(&minimal("[daemon]\npeer_metrics = \"some\"\n"));
+    assert_eq!((e[0].key.as_str(), e[0].line), ("daemon.peer_metrics", 6), "{e:?}");
+    assert!(e[0].to_string().contains("\"all\" or \"none\""), "{}", e[0]);
+}
+
+#[test]
 fn unknown_key_is_refused_with_its_line() {
     let e = errors(&minimal("[daemon]\nresync = \"1s\"\n"));
     assert_eq!(e[0].line, 6, "{:?}", e);
@@ -441,6 +452,26 @@ fn reload_classifies_failover_settings() {
     assert_eq!(
         changed(&format!("[daemon]\ncontrol_socket = \"/run/x.sock\"\n{base}")),
         ["daemon.control_socket"]
+    );
+    assert_eq!(
+        changed(&format!("[daemon]\nmetrics_overlay_port = 9581\n{base}")),
+        ["daemon.metrics_overlay_port"]
+    );
+    // The per-peer series switch reloads.
+    assert!(changed(&format!("[daemon]\npeer_metrics = \"none\"\n{base}")).is_empty());
+}
+
+#[test]
+fn metrics_overlay_port_is_off_by_default_and_a_port_when_set() {
+    let path = Path::new("/etc/sdwand/t.toml");
+    assert_eq!(parse(path, &minimal("")).unwrap().daemon.metrics_overlay_port, None);
+    let cfg = parse(path, &minimal("[daemon]\nmetrics_overlay_port = 9581\n")).unwrap();
+    assert_eq!(cfg.daemon.metrics_overlay_port, Some(9581));
+    let e = errors(&minimal("[daemon]\nmetrics_overlay_port = 0\n"));
+    assert_eq!(
+        (e[0].key.as_str(), e[0].line),
+        ("daemon.metrics_overlay_port", 6),
+        "{e:?}"
     );
 }
 

@@ -305,6 +305,11 @@ pub struct NodePeer {
     pub endpoint: Option<SocketAddr>,
     /// Seconds since the last completed handshake; `None` before the first.
     pub last_handshake_secs_ago: Option<u64>,
+    /// Seconds since sdwand first saw more bytes received from it than at its previous device read
+    /// (reads at each resync, scrape and status request): a live peer sends at least every keepalive.
+    /// `None` while nothing new arrived since sdwand started (and from daemons that predate it).
+    #[serde(default)]
+    pub last_received_secs_ago: Option<u64>,
     /// Bytes received from it since the device was created.
     pub rx_bytes: u64,
     /// Bytes sent to it since the device was created.
@@ -330,6 +335,10 @@ pub struct DaemonStatus {
     /// The metrics endpoint; absent from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<EndpointView>,
+    /// The second metrics endpoint on the overlay address (`daemon.metrics_overlay_port`), once started;
+    /// absent without the setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_overlay: Option<EndpointView>,
     /// The registry link, with `[registry]`; absent without (and from daemons that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryView>,

@@ -31,12 +31,19 @@ pub fn status(s: &DaemonStatus) -> String {
     if let Some(metrics) = &s.metrics {
         let _ = writeln!(out, "metrics    {}", endpoint(metrics));
     }
+    if let Some(metrics) = &s.metrics_overlay {
+        let _ = writeln!(out, "metrics    {} (overlay)", endpoint(metrics));
+    }
     out.push('\n');
     if s.peers.is_empty() {
         out.push_str("no peers\n");
     } else {
         let rows: Vec<_> = s.peers.iter().map(peer_row).collect();
-        out += &table(&["PEER", "ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX"], &rows, "");
+        out += &table(
+            &["PEER", "ADDRESS", "ENDPOINT", "HANDSHAKE", "RECEIVED", "RX", "TX"],
+            &rows,
+            "",
+        );
     }
     out.push('\n');
     if s.vips.is_empty() {
@@ -167,6 +174,12 @@ fn peer_row(p: &NodePeer) -> Vec<String> {
         p.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
         p.last_handshake_secs_ago
             .map_or_else(|| "never".to_owned(), |s| format!("{} ago", seconds(s))),
+        match (p.last_received_secs_ago, p.rx_bytes) {
+            (Some(s), _) => format!("{} ago", seconds(s)),
+            (None, 0) => "never".to_owned(),
+            // Bytes, but none new since sdwand started.
+            (None, _) => "-".to_owned(),
+        },
         bytes(p.rx_bytes),
         bytes(p.tx_bytes),
     ]
@@ -309,9 +322,9 @@ ready      yes
 failover   [fd00:5d::1]:851 bound
 metrics    127.0.0.1:9581 serving
 
-PEER  ADDRESS     ENDPOINT             HANDSHAKE  RX       TX
-b     fd00:5d::2  192.0.2.2:51820      1m 5s ago  1.5 MiB  300 B
-c     fd00:5d::3  [2001:db8::3]:51820  never      0 B      0 B
+PEER  ADDRESS     ENDPOINT             HANDSHAKE  RECEIVED  RX       TX
+b     fd00:5d::2  192.0.2.2:51820      1m 5s ago  12s ago   1.5 MiB  300 B
+c     fd00:5d::3  [2001:db8::3]:51820  never      never     0 B      0 B
 
 VIP           ROLE       HEALTHY  HOLDER          EPOCH
 fd00:5d::100  holding    yes      a (fd00:5d::1)  3.0
@@ -424,6 +437,26 @@ fd00:5d::200  listening  no       none known      -      single candidate
         assert_eq!(
             moved("fd00:5d::100".parse().unwrap(), &to),
             "handover of fd00:5d::100 to b (fd00:5d::2) started; follow it with `sdwanctl vip list`\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_overlay_endpoint_and_peers_with_bytes_but_nothing_new() {
+        let mut s = daemon_status();
+        s.metrics_overlay = Some(EndpointView {
+            listen: "[fd00:5d::1]:9581".parse().unwrap(),
+            serving: true,
+            error: None,
+        });
+        s.peers[0].last_received_secs_ago = None;
+        let text = status(&s);
+        assert!(
+            text.contains("\nmetrics    [fd00:5d::1]:9581 serving (overlay)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nb     fd00:5d::2  192.0.2.2:51820      1m 5s ago  -         1.5 MiB  300 B\n"),
+            "{text}"
         );
     }
 }

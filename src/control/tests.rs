@@ -107,6 +107,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
             serving: true,
             error: None,
         }),
+        metrics_overlay: None,
         registry: None,
         peers: vec![
             NodePeer {
@@ -115,6 +116,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
                 address: addr("fd00:5d::2"),
                 endpoint: Some("192.0.2.2:51820".parse().unwrap()),
                 last_handshake_secs_ago: Some(65),
+                last_received_secs_ago: Some(12),
                 rx_bytes: 1536 * 1024,
                 tx_bytes: 300,
             },
@@ -124,6 +126,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
                 address: addr("fd00:5d::3"),
                 endpoint: Some("[2001:db8::3]:51820".parse().unwrap()),
                 last_handshake_secs_ago: None,
+                last_received_secs_ago: None,
                 rx_bytes: 0,
                 tx_bytes: 0,
             },

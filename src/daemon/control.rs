@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::control::{
     self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
 };
+use crate::metrics::Metrics;
 use crate::vip::runtime::VipRuntime;
 
 use super::plane::Plane;
@@ -18,6 +19,8 @@ pub(super) struct Facts<'a> {
     pub(super) config: &'a Config,
     /// The metrics endpoint's state.
     pub(super) metrics: EndpointView,
+    /// The overlay metrics endpoint's state, once started.
+    pub(super) metrics_overlay: Option<EndpointView>,
     /// The registry link's state, with `[registry]`.
     pub(super) registry: Option<RegistryView>,
 }
@@ -60,6 +63,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
         ready: facts.ready,
         failover_socket: Some(failover_socket),
         metrics: Some(facts.metrics.clone()),
+        metrics_overlay: facts.metrics_overlay.clone(),
         registry: facts.registry.clone(),
         peers: peers(plane),
         vips,
@@ -85,11 +89,30 @@ fn peers(plane: &Plane) -> Vec<NodePeer> {
                     .and_then(|p| p.last_handshake)
                     .and_then(|t| wall.duration_since(t).ok())
                     .map(|d| d.as_secs()),
+                last_received_secs_ago: None,
                 rx_bytes: actual.map_or(0, |p| p.rx_bytes),
                 tx_bytes: actual.map_or(0, |p| p.tx_bytes),
             }
         })
         .collect()
+}
+
+/// Completes a status answer's peers from a device read made now (see [`Metrics::peers_live`]): handshake
+/// ages, endpoints and counters from that read, and when each peer last sent something. Runs off the
+/// event loop: the read may take up to the scrape timeout.
+pub(super) async fn complete_peers(metrics: &Metrics, response: &mut Response) {
+    let Response::Status(status) = response else { return };
+    let (_, live) = metrics.peers_live().await;
+    let wall = SystemTime::now();
+    let ago = |t: Option<SystemTime>| t.and_then(|t| wall.duration_since(t).ok()).map(|d| d.as_secs());
+    for peer in &mut status.peers {
+        let Some(l) = live.get(&peer.public_key) else { continue };
+        peer.endpoint = l.endpoint.or(peer.endpoint);
+        peer.last_handshake_secs_ago = ago(l.last_handshake);
+        peer.last_received_secs_ago = ago(l.last_received);
+        peer.rx_bytes = l.rx;
+        peer.tx_bytes = l.tx;
+    }
 }
 
 /// An operator's move of `address` to the peer `to` (a name or address), or to the best successor.

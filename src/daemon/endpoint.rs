@@ -11,26 +11,37 @@ use tokio::sync::watch;
 use crate::control::EndpointView;
 use crate::metrics::{self, Metrics};
 
+/// The setting of the endpoint every node serves.
+pub(super) const METRICS_LISTEN: &str = "daemon.metrics_listen";
+/// The setting of the optional second endpoint on the overlay address.
+pub(super) const METRICS_OVERLAY_PORT: &str = "daemon.metrics_overlay_port";
+
 /// Delay between attempts to bind the endpoint.
 pub(super) const RETRY: Duration = Duration::from_secs(5);
 
 /// Binds and serves the endpoint on a task of its own, retrying every `retry` while it cannot; the
 /// receiver tells its current state.
-pub(super) async fn spawn(metrics: Metrics, listen: SocketAddr, retry: Duration) -> watch::Receiver<EndpointView> {
+pub(super) async fn spawn(
+    metrics: Metrics,
+    listen: SocketAddr,
+    setting: &'static str,
+    retry: Duration,
+) -> watch::Receiver<EndpointView> {
     // The first attempt before returning, so a free port serves before the registry link starts.
-    let first = metrics::bind(listen).await;
+    let first = metrics::bind(listen, setting).await;
     let (tx, rx) = watch::channel(EndpointView {
         listen,
         serving: first.is_ok(),
         error: first.as_ref().err().map(ToString::to_string),
     });
-    tokio::spawn(run(metrics, listen, first, tx, retry));
+    tokio::spawn(run(metrics, listen, setting, first, tx, retry));
     rx
 }
 
 async fn run(
     metrics: Metrics,
     listen: SocketAddr,
+    setting: &'static str,
     mut attempt: std::io::Result<tokio::net::TcpListener>,
     state: watch::Sender<EndpointView>,
     retry: Duration,
@@ -56,7 +67,7 @@ async fn run(
         if last_error.as_deref() == Some(error.as_str()) {
             tracing::debug!(%error, "metrics endpoint still down");
         } else {
-            tracing::error!(%error, retry_in = ?retry, "metrics endpoint down (daemon.metrics_listen); the daemon runs on without it and retries");
+            tracing::error!(%error, setting, retry_in = ?retry, "metrics endpoint down; the daemon runs on without it and retries");
         }
         state.send_replace(EndpointView {
             listen,
@@ -65,7 +76,7 @@ async fn run(
         });
         last_error = Some(error);
         tokio::time::sleep(retry).await;
-        attempt = metrics::bind(listen).await;
+        attempt = metrics::bind(listen, setting).await;
     }
 }
 
@@ -80,7 +91,7 @@ mod tests {
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let listen = squatter.local_addr().unwrap();
         let retry = Duration::from_millis(20);
-        let mut state = spawn(Metrics::new(), listen, retry).await;
+        let mut state = spawn(Metrics::new(), listen, METRICS_LISTEN, retry).await;
         let down = state.borrow_and_update().clone();
         assert!(!down.serving);
         let error = down.error.expect("the reason is reported");

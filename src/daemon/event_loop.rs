@@ -5,11 +5,11 @@
 //! socket retry, stop deadline). It must not install signal handlers (stop and reload requests arrive as
 //! [`Trigger`]s) and does not build itself ([`super::start`] does).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
@@ -27,7 +27,9 @@ use crate::wg::BackendInUse;
 use super::backend::{exited, teardown};
 use super::netwatch::NetWatch;
 use super::plane::Plane;
-use super::{apply, bind_vip, control, effective, notify, raise_floors, reload, Loaded, Trigger, NET_DEBOUNCE, RETRY};
+use super::{
+    apply, bind_vip, control, effective, endpoint, notify, raise_floors, reload, Loaded, Trigger, NET_DEBOUNCE, RETRY,
+};
 
 /// The daemon between events.
 pub(super) struct Daemon {
@@ -40,6 +42,9 @@ pub(super) struct Daemon {
     pub(super) metrics: Metrics,
     /// What the metrics endpoint is doing, for `sdwanctl status`.
     pub(super) metrics_endpoint: watch::Receiver<EndpointView>,
+    /// The second endpoint on the overlay address (`daemon.metrics_overlay_port`), once started: when the
+    /// daemon is first ready, so the address is on the interface.
+    pub(super) overlay_endpoint: Option<watch::Receiver<EndpointView>>,
     /// Stop and reload requests from outside.
     pub(super) triggers: mpsc::Receiver<Trigger>,
     /// False once the sender of `triggers` is gone (which asked for a stop).
@@ -221,7 +226,7 @@ impl Daemon {
             }
         }
         self.loaded = new;
-        apply(&self.loaded, &mut self.plane, &mut self.vip).await;
+        apply(&self.loaded, self.link.as_ref(), &mut self.plane, &mut self.vip).await;
     }
 
     /// An event of the registry link: a new view, term floors, or the k3s handshake.
@@ -236,7 +241,7 @@ impl Daemon {
                     self.loaded.config = cfg;
                     let (members, vips) = (self.loaded.config.members.len(), self.loaded.config.vips.len());
                     tracing::info!(members, vips, "registry view applied");
-                    apply(&self.loaded, &mut self.plane, &mut self.vip).await;
+                    apply(&self.loaded, Some(link), &mut self.plane, &mut self.vip).await;
                     raise_floors(&mut self.vip, link);
                     manual_moves(link, &mut self.vip, &mut self.plane).await;
                 }
@@ -276,15 +281,25 @@ impl Daemon {
             ready: self.ready,
             config: &self.loaded.config,
             metrics: self.metrics_endpoint.borrow().clone(),
+            metrics_overlay: self.overlay_endpoint.as_ref().map(|e| e.borrow().clone()),
             registry: self
                 .link
                 .as_ref()
                 .zip(self.loaded.file.registry.as_ref())
                 .map(|(link, reg)| link.registry_view(&reg.url)),
         };
-        let response = control::answer(request, &mut self.vip, &self.plane, &facts);
+        let mut response = control::answer(request, &mut self.vip, &self.plane, &facts);
         if is_move {
             self.vip.flush(&mut self.plane).await;
+        }
+        if matches!(response, crate::control::Response::Status(_)) {
+            // The peers' liveness from a fresh device read, off the loop (the read may take a while).
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                control::complete_peers(&metrics, &mut response).await;
+                let _ = reply.send(response);
+            });
+            return;
         }
         let _ = reply.send(response);
     }
@@ -305,10 +320,19 @@ impl Daemon {
             tracing::info!(peers, backend = self.backend.as_str(), "data plane reconciled; ready");
             let status = format!("reconciled {peers} peers on {}", self.plane.desired.ifname);
             notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            if let Some(port) = self.loaded.file.daemon.metrics_overlay_port {
+                tracing::info!(
+                    port,
+                    "serving metrics on the overlay address too (daemon.metrics_overlay_port)"
+                );
+                let listen = SocketAddr::new(self.loaded.config.interface.address.into(), port);
+                let metrics = self.metrics.clone();
+                self.overlay_endpoint =
+                    Some(endpoint::spawn(metrics, listen, endpoint::METRICS_OVERLAY_PORT, RETRY).await);
+            }
         }
         if let Some(snapshot) = self.plane.device.snapshot() {
-            self.metrics
-                .observe_device(&self.plane.desired, snapshot, SystemTime::now());
+            self.metrics.observe_received(snapshot);
         }
     }
 

@@ -24,6 +24,7 @@ use wireguard_control::Key;
 use crate::client::Link;
 use crate::config::{self, Config, ConfigErrors};
 use crate::keyfile::{self, KeyFileError};
+use crate::metrics::{Metrics, NodeInfo};
 use crate::net::NetError;
 use crate::vip::runtime::VipRuntime;
 use crate::wg::WgError;
@@ -122,7 +123,8 @@ fn effective(loaded: &Loaded, link: Option<&Link>) -> Result<Config, DaemonError
 /// only the peers the configuration changed (the whole device when the interface's own settings
 /// changed, or when the plane has no snapshot to plan against), and one kernel pass. The periodic full
 /// resync stays the safety net for anything changed behind sdwand's back.
-async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
+async fn apply(loaded: &Loaded, link: Option<&Link>, plane: &mut Plane, vip: &mut VipRuntime) {
+    publish_node(loaded, link, &plane.metrics);
     let changed = plane.set_config(&loaded.config, &loaded.key);
     vip.reload(&loaded.config, plane, std::time::Instant::now()).await;
     match changed {
@@ -132,6 +134,31 @@ async fn apply(loaded: &Loaded, plane: &mut Plane, vip: &mut VipRuntime) {
     plane.pass_net().await;
     plane.pass_workload(false).await;
     bind_vip(vip, plane).await;
+}
+
+/// Publishes this node's identity (`sdwand_node_info`) and `daemon.peer_metrics` from the configuration
+/// in force: with `[registry]` the enrolled name and network, else the member carrying this node's key.
+fn publish_node(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) {
+    let cfg = &loaded.config;
+    let public = loaded.key.get_public();
+    let public_key = public.to_base64();
+    let name = match link {
+        Some(link) => Some(link.identity.name.as_str()),
+        None => cfg
+            .members
+            .iter()
+            .find(|m| m.public_key == public)
+            .map(|m| m.name.as_str()),
+    };
+    let address = cfg.interface.address;
+    metrics.set_node(&NodeInfo {
+        name: name.unwrap_or_default(),
+        address: (!address.is_unspecified()).then_some(address),
+        interface: &cfg.interface.name,
+        network: link.map_or("", |l| l.identity.network_id.as_str()),
+        public_key: &public_key,
+    });
+    metrics.set_peer_metrics(loaded.file.daemon.peer_metrics);
 }
 
 /// Validates the configuration at `path` and its key file without changing anything, refusing what the

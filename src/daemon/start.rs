@@ -32,7 +32,7 @@ use super::backend::select_backend;
 use super::event_loop::{delaying_interval, Daemon};
 use super::netwatch::NetWatch;
 use super::plane::{adopt, Plane};
-use super::{effective, endpoint, load, raise_floors, DaemonError, Loaded, Trigger};
+use super::{effective, endpoint, load, publish_node, raise_floors, DaemonError, Loaded, Trigger};
 
 /// What [`start`] learned from the triggers while the registry link started.
 enum Early {
@@ -51,7 +51,13 @@ pub(super) async fn start(
     let mut loaded = load(&config_path, true)?;
     let metrics = Metrics::new();
     // Fail-soft: a taken port is logged, shown in `sdwanctl status` and retried; it never stops sdwand.
-    let metrics_endpoint = endpoint::spawn(metrics.clone(), loaded.file.daemon.metrics_listen, endpoint::RETRY).await;
+    let metrics_endpoint = endpoint::spawn(
+        metrics.clone(),
+        loaded.file.daemon.metrics_listen,
+        endpoint::METRICS_LISTEN,
+        endpoint::RETRY,
+    )
+    .await;
     // The registry's view never changes `[daemon]`: the file's socket is the one the loop serves.
     let socket = &loaded.file.daemon.control_socket;
     let control_listener = control::bind(socket).await?;
@@ -95,6 +101,7 @@ pub(super) async fn start(
         link,
         metrics,
         metrics_endpoint,
+        overlay_endpoint: None,
         triggers,
         triggers_open: true,
         control_rx,
@@ -196,6 +203,7 @@ fn answer_starting(request: Request, starting: Starting<'_>, registry: &control:
             ready: false,
             failover_socket: None,
             metrics: Some(starting.endpoint.borrow().clone()),
+            metrics_overlay: None,
             registry: Some(registry.clone()),
             peers: Vec::new(),
             vips: Vec::new(),
@@ -228,6 +236,8 @@ async fn data_plane(loaded: &Loaded, link: Option<&Link>, metrics: &Metrics) -> 
     let (backend, supervisor) = select_backend(cfg, &netlink).await?;
     metrics.set_backend(backend.as_str());
     let device = wg::Device::new(&cfg.interface.name, backend)?;
+    metrics.set_device(device.clone());
+    publish_node(loaded, link, metrics);
 
     // Adopt what a previous run left for each VIP before the first pass, so that pass does not undo it: the
     // desired state takes it directly, the machines are told.

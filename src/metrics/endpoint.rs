@@ -1,11 +1,13 @@
 //! The `/metrics` HTTP endpoint: a plain hyper service over [`Metrics`], served through
 //! [`crate::http_serve`] (no web framework in the daemon).
 //!
-//! `GET /metrics` answers 200 with the Prometheus text format; `HEAD /metrics` the same headers without a
+//! `GET /metrics` answers 200 with the Prometheus text format, after reading the WireGuard device if the
+//! last read is older than [`super::MIN_READ_INTERVAL`] ([`Metrics::scrape`]); `HEAD /metrics` the same headers without a
 //! body; another method on `/metrics` 405 with `Allow: GET,HEAD`; any other path 404. The query is ignored.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::Future;
+use std::pin::Pin;
 
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE};
@@ -30,7 +32,7 @@ impl Endpoint {
     }
 
     /// The answer to `method` on `path`.
-    fn answer(&self, method: &Method, path: &str) -> Response<String> {
+    async fn answer(&self, method: &Method, path: &str) -> Response<String> {
         if path != PATH {
             return status(StatusCode::NOT_FOUND);
         }
@@ -42,7 +44,7 @@ impl Endpoint {
             return answer;
         }
         // HEAD gets the body too: hyper sends its length and drops it.
-        let mut answer = Response::new(self.metrics.render());
+        let mut answer = Response::new(self.metrics.scrape().await);
         answer.headers_mut().insert(
             CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(prometheus::TEXT_FORMAT),
@@ -54,10 +56,12 @@ impl Endpoint {
 impl Service<Request<Incoming>> for Endpoint {
     type Response = Response<String>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<String>, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        ready(Ok(self.answer(request.method(), request.uri().path())))
+        let this = self.clone();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        Box::pin(async move { Ok(this.answer(&method, &path).await) })
     }
 }
 
@@ -72,11 +76,11 @@ fn status(code: StatusCode) -> Response<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn get_metrics_answers_the_text_format() {
+    #[tokio::test]
+    async fn get_metrics_answers_the_text_format() {
         let endpoint = Endpoint::new(Metrics::new());
         for method in [Method::GET, Method::HEAD] {
-            let answer = endpoint.answer(&method, "/metrics");
+            let answer = endpoint.answer(&method, "/metrics").await;
             assert_eq!(answer.status(), StatusCode::OK);
             assert_eq!(answer.headers()[CONTENT_TYPE], prometheus::TEXT_FORMAT);
             assert!(
@@ -87,14 +91,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn other_methods_and_paths_are_refused() {
+    #[tokio::test]
+    async fn other_methods_and_paths_are_refused() {
         let endpoint = Endpoint::new(Metrics::new());
-        let answer = endpoint.answer(&Method::POST, "/metrics");
+        let answer = endpoint.answer(&Method::POST, "/metrics").await;
         assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(answer.headers()[ALLOW], "GET,HEAD");
         for path in ["/", "/metrics/", "/other"] {
-            let answer = endpoint.answer(&Method::GET, path);
+            let answer = endpoint.answer(&Method::GET, path).await;
             assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
             assert!(answer.body().is_empty());
         }

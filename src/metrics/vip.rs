@@ -22,8 +22,11 @@ pub struct VipMetrics {
     pub failovers: IntCounterVec,
     /// Time from noticing the holder gone (or a handover request) to this node's claim.
     pub detection_to_claim: HistogramVec,
-    /// Time from this node's claim to the last peer's acknowledgement.
+    /// Time from this node's claim to the acknowledgement of the last peer that was live at the claim.
     pub claim_to_confirmed: HistogramVec,
+    /// The client-visible outage a claim ended: from the last heartbeat heard from the dead holder (or
+    /// the handover request) to the claim.
+    pub outage: HistogramVec,
     /// Heartbeat round trips, by VIP and peer.
     pub rtt: HistogramVec,
     /// Datagrams dropped, by reason.
@@ -50,6 +53,21 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric")
 }
+
+/// Every `reason` of `sdwand_vip_failovers_total` ([`crate::vip::ClaimReason::as_str`]).
+pub const CLAIM_REASONS: [&str; 8] = [
+    "initial",
+    "restart",
+    "holder_dead",
+    "manual",
+    "shutdown",
+    "health",
+    "preempt",
+    "renew",
+];
+
+/// Every `kind` of `sdwand_vip_datagrams_total` ([`crate::vip::wire::Body::name`]).
+pub const DATAGRAM_KINDS: [&str; 4] = ["heartbeat", "claim", "ack", "handover"];
 
 /// Reasons a datagram may be rejected, so every series exists from the start.
 pub const REJECT_REASONS: [&str; 16] = [
@@ -106,9 +124,15 @@ impl VipMetrics {
             ),
             claim_to_confirmed: histogram(
                 "sdwand_vip_claim_to_confirmed_seconds",
-                "Time from this node's claim to the acknowledgement of the last peer.",
+                "Time from this node's claim to the acknowledgement of the last peer that was live at the claim (candidates dead then are not waited for).",
                 &["vip"],
                 latency.clone(),
+            ),
+            outage: histogram(
+                "sdwand_vip_outage_seconds",
+                "Client-visible outage ended by this node's claim: from the last heartbeat heard from the dead holder (or the handover request) to the claim.",
+                &["vip"],
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0],
             ),
             rtt: histogram(
                 "sdwand_vip_heartbeat_rtt_seconds",
@@ -164,6 +188,7 @@ impl VipMetrics {
             Box::new(m.failovers.clone()),
             Box::new(m.detection_to_claim.clone()),
             Box::new(m.claim_to_confirmed.clone()),
+            Box::new(m.outage.clone()),
             Box::new(m.rtt.clone()),
             Box::new(m.rejected.clone()),
             Box::new(m.datagrams.clone()),
@@ -179,6 +204,11 @@ impl VipMetrics {
         }
         for reason in REJECT_REASONS {
             m.rejected.with_label_values(&[reason]);
+        }
+        for direction in ["sent", "received"] {
+            for kind in DATAGRAM_KINDS {
+                m.datagrams.with_label_values(&[direction, kind]);
+            }
         }
         m
     }
@@ -199,17 +229,14 @@ impl VipMetrics {
         self.single_candidate
             .with_label_values(&[vip])
             .set(i64::from(state.single_candidate));
-        for reason in [
-            "initial",
-            "restart",
-            "holder_dead",
-            "manual",
-            "shutdown",
-            "health",
-            "preempt",
-        ] {
+        // Every series of the VIP exists from the first scrape, so rate() and increase() see the first event.
+        for reason in CLAIM_REASONS {
             self.failovers.with_label_values(&[vip, reason]);
         }
+        for h in [&self.detection_to_claim, &self.claim_to_confirmed, &self.outage] {
+            h.with_label_values(&[vip]);
+        }
+        self.handovers_failed.with_label_values(&[vip]);
     }
 
     /// Publishes whether the failover socket is bound.
@@ -238,6 +265,9 @@ impl VipMetrics {
             let _ = self.role.remove_label_values(&[vip, r.as_str()]);
         }
         self.set_holder(vip, holder, None);
+        for h in [&self.detection_to_claim, &self.claim_to_confirmed, &self.outage] {
+            let _ = h.remove_label_values(&[vip]);
+        }
         for g in [
             &self.epoch_term,
             &self.peers_confirmed,
@@ -265,4 +295,73 @@ pub struct VipGauges {
     pub healthy: bool,
     /// Only one candidate.
     pub single_candidate: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vip::{ClaimReason, HandoverReason};
+
+    fn render(registry: &Registry) -> String {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn every_claim_reason_is_pre_registered() {
+        let reasons = [
+            ClaimReason::Initial,
+            ClaimReason::Restart,
+            ClaimReason::HolderDead,
+            ClaimReason::Renew,
+            ClaimReason::Handover(HandoverReason::Manual),
+            ClaimReason::Handover(HandoverReason::Shutdown),
+            ClaimReason::Handover(HandoverReason::Health),
+            ClaimReason::Handover(HandoverReason::Preempt),
+        ];
+        let mut names: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+        let mut listed = CLAIM_REASONS.to_vec();
+        names.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(names, listed);
+    }
+
+    #[test]
+    fn a_vips_series_exist_from_the_first_scrape_and_go_with_it() {
+        let registry = Registry::new();
+        let m = VipMetrics::register(&registry);
+        m.set_vip(
+            "fd00::f",
+            &VipGauges {
+                role: PeerState::Standby,
+                term: 0,
+                confirmed: 0,
+                peers: 2,
+                healthy: true,
+                single_candidate: false,
+            },
+        );
+        let text = render(&registry);
+        for series in [
+            "sdwand_vip_failovers_total{reason=\"renew\",vip=\"fd00::f\"} 0",
+            "sdwand_vip_failovers_total{reason=\"holder_dead\",vip=\"fd00::f\"} 0",
+            "sdwand_vip_detection_to_claim_seconds_count{vip=\"fd00::f\"} 0",
+            "sdwand_vip_claim_to_confirmed_seconds_count{vip=\"fd00::f\"} 0",
+            "sdwand_vip_outage_seconds_count{vip=\"fd00::f\"} 0",
+            "sdwand_vip_outage_seconds_bucket{vip=\"fd00::f\",le=\"0.25\"} 0",
+            "sdwand_vip_handovers_failed_total{vip=\"fd00::f\"} 0",
+            "sdwand_vip_datagrams_total{direction=\"received\",kind=\"handover\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        m.outage.with_label_values(&["fd00::f"]).observe(0.2);
+        assert!(render(&registry).contains("sdwand_vip_outage_seconds_bucket{vip=\"fd00::f\",le=\"0.25\"} 1"));
+        m.forget_vip("fd00::f", None);
+        let text = render(&registry);
+        assert!(
+            !text.contains("sdwand_vip_outage_seconds_count{vip=\"fd00::f\"}"),
+            "{text}"
+        );
+    }
 }

@@ -95,6 +95,9 @@ struct Hold {
     epoch: Epoch,
     /// When the hold began (its claim or its resumption).
     since: Instant,
+    /// Peers that were live at the claim and have not acknowledged yet; [`Note::LiveConfirmed`] when it
+    /// empties.
+    live: BTreeSet<Ipv6Addr>,
     /// Members that acknowledged this claim (only members of `p.peers`: `update` prunes the rest).
     acked: BTreeSet<Ipv6Addr>,
     /// Peers that have not acknowledged: next re-send and current backoff (doubling up to the

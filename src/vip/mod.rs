@@ -223,12 +223,26 @@ pub enum Note {
         epoch: Epoch,
         /// Time from noticing the holder was gone (or from the handover request) to the claim.
         detection_to_claim: Duration,
+        /// The client-visible outage this claim ended: from the last heartbeat this node heard from the
+        /// previous holder (a dead holder) or from the handover request, to the claim (the address is
+        /// added and the claim sent in the same step). `None` for a claim that replaced no holder
+        /// (initial, restart, renew).
+        outage: Option<Duration>,
     },
     /// Every peer acknowledged this node's claim.
     Confirmed {
         /// The epoch.
         epoch: Epoch,
         /// Time from the claim to the last acknowledgement.
+        claim_to_confirmed: Duration,
+    },
+    /// Every peer that was live when this node claimed (or resumed) acknowledged the claim: candidates
+    /// dead at that moment are not waited for, peers that are not candidates always are (their liveness
+    /// is not known here). Noted once per hold, at once when no live peer is left to wait for.
+    LiveConfirmed {
+        /// The epoch.
+        epoch: Epoch,
+        /// Time from the claim to the last of those acknowledgements.
         claim_to_confirmed: Duration,
     },
     /// A heartbeat round trip to a candidate.

@@ -16,6 +16,7 @@ mod down;
 mod http_limits;
 mod members;
 mod mesh;
+mod metrics_scrape;
 mod prometheus;
 mod registry;
 mod registry_hostile_view;

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{parse_abs_path, parse_duration_in, parse_host, valid_ifname, Ctx, PartialInterface};
 use crate::config::raw::{RawBackend, RawDaemon, RawInterface};
-use crate::config::{BackendConfig, BackendKind, DaemonConfig};
+use crate::config::{BackendConfig, BackendKind, DaemonConfig, PeerMetrics};
 
 impl Ctx<'_> {
     /// `[interface]`; `from_registry`: address and overlay_prefix may be left out (enrollment assigns them).
@@ -167,6 +167,8 @@ impl Ctx<'_> {
             resync_interval: Duration::from_secs(10),
             teardown_on_exit: false,
             control_socket: PathBuf::from("/run/sdwand/sdwand.sock"),
+            peer_metrics: PeerMetrics::All,
+            metrics_overlay_port: None,
         };
         let Some(raw) = raw else { return Some(out) };
         let r = raw.get_ref();
@@ -215,6 +217,21 @@ impl Ctx<'_> {
                 parse_abs_path,
             ) {
                 Some(p) => out.control_socket = p,
+                None => ok = false,
+            }
+        }
+        if let Some(mode) = &r.peer_metrics {
+            match self.parse_str(mode, "daemon.peer_metrics", "\"all\" or \"none\"", |s| {
+                PeerMetrics::parse(s).ok_or_else(|| "is not a per-peer metrics setting".to_owned())
+            }) {
+                Some(m) => out.peer_metrics = m,
+                None => ok = false,
+            }
+        }
+        if let Some(port) = &r.metrics_overlay_port {
+            let hint = "a free TCP port such as 9581, or remove the key to serve metrics only on daemon.metrics_listen";
+            match self.int_in(port, "daemon.metrics_overlay_port", 1, 65535, hint) {
+                Some(p) => out.metrics_overlay_port = Some(p),
                 None => ok = false,
             }
         }

@@ -96,6 +96,21 @@ impl Machine {
                 .any(|a| self.cands.get(a).is_some_and(|c| self.live(c, now) && c.healthy))
     }
 
+    /// Where the client-visible outage a claim for `reason` ends began: a dead holder's last heartbeat
+    /// heard here (directly, else reported by another candidate), or the handover request. `None` when the
+    /// claim replaces no holder, or nothing was ever heard from it.
+    fn outage_start(&self, reason: ClaimReason) -> Option<Instant> {
+        match reason {
+            ClaimReason::HolderDead => {
+                let holder = self.best.map(|c| c.holder).filter(|h| *h != self.p.me)?;
+                let c = self.cands.get(&holder)?;
+                c.direct.or(c.indirect)
+            }
+            ClaimReason::Handover(_) => self.holder_gone_since,
+            ClaimReason::Initial | ClaimReason::Restart | ClaimReason::Renew => None,
+        }
+    }
+
     pub(super) fn claim_now(&mut self, now: Instant, reason: ClaimReason) {
         let Some(rank) = self.rank() else { return };
         if self.max_term >= MAX_TERM {
@@ -106,6 +121,9 @@ impl Machine {
             return;
         }
         self.max_term += 1;
+        let outage = self
+            .outage_start(reason)
+            .map(|start| now.saturating_duration_since(start));
         let epoch = Epoch {
             term: self.max_term,
             rank: rank as u16,
@@ -125,6 +143,7 @@ impl Machine {
             reason,
             epoch,
             detection_to_claim: now.saturating_duration_since(since),
+            outage,
         });
         self.set_role(PeerState::Holding, reason.as_str());
     }

@@ -31,6 +31,14 @@ impl Machine {
         if !self.peer_set.contains(&from) || !h.acked.insert(from) {
             return;
         }
+        if h.live.remove(&from) && h.live.is_empty() {
+            let (epoch, took) = (h.epoch, now.saturating_duration_since(h.since));
+            self.note(Note::LiveConfirmed {
+                epoch,
+                claim_to_confirmed: took,
+            });
+        }
+        let Some(h) = self.hold.as_mut() else { return };
         if h.acked.len() == peers && h.confirmed_at.is_none() {
             h.confirmed_at = Some(now);
             let (epoch, took) = (h.epoch, now.saturating_duration_since(h.since));
@@ -140,9 +148,19 @@ impl Machine {
     /// Starts holding at `epoch`: fans the claim out and tracks acknowledgements.
     pub(super) fn begin_hold(&mut self, now: Instant, epoch: Epoch) {
         let first = self.p.timers.interval;
+        // The peers a live confirmation waits for: every peer but the candidates dead right now.
+        let live: BTreeSet<Ipv6Addr> = self
+            .p
+            .peers
+            .iter()
+            .filter(|p| self.cands.get(p).is_none_or(|c| self.live(c, now)))
+            .copied()
+            .collect();
+        let nobody_live = live.is_empty();
         self.hold = Some(Hold {
             epoch,
             since: now,
+            live,
             acked: BTreeSet::new(),
             pending: self.p.peers.iter().map(|p| (*p, (now + first, first))).collect(),
             confirmed_at: None,
@@ -156,6 +174,12 @@ impl Machine {
             if let Some(h) = self.hold.as_mut() {
                 h.confirmed_at = Some(now);
             }
+        }
+        if nobody_live {
+            self.note(Note::LiveConfirmed {
+                epoch,
+                claim_to_confirmed: std::time::Duration::ZERO,
+            });
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{Cand, Machine};
 use crate::vip::replay::Verdict;
-use crate::vip::{ClaimReason, Header, Params, PeerState};
+use crate::vip::{ClaimReason, Header, Note, Params, PeerState};
 
 impl Machine {
     /// Replay, membership and VIP checks common to every datagram; `Some(label)` rejects it.
@@ -70,13 +70,26 @@ impl Machine {
             }
         }
         let peers = &self.peer_set;
+        let mut live_confirmed = None;
         if let Some(h) = self.hold.as_mut() {
+            // A removed peer that was still awaited no longer holds up the live confirmation.
+            let awaited = !h.live.is_empty();
+            h.live.retain(|a| peers.contains(a));
+            if awaited && h.live.is_empty() {
+                live_confirmed = Some((h.epoch, now.saturating_duration_since(h.since)));
+            }
             h.acked.retain(|a| peers.contains(a));
             h.pending.retain(|a, _| peers.contains(a));
             let first = self.p.timers.interval;
             for p in &new_peers {
                 h.pending.insert(*p, (now + first, first));
             }
+        }
+        if let Some((epoch, took)) = live_confirmed {
+            self.note(Note::LiveConfirmed {
+                epoch,
+                claim_to_confirmed: took,
+            });
         }
         if self.hold.is_some() {
             for p in new_peers {

@@ -111,8 +111,12 @@ pub(super) fn observe(
             reason,
             epoch,
             detection_to_claim,
+            outage,
         } => {
             m.failovers.with_label_values(&[vip, reason.as_str()]).inc();
+            if let Some(outage) = outage {
+                m.outage.with_label_values(&[vip]).observe(outage.as_secs_f64());
+            }
             // An initial or restart claim follows the start-up listening period, not a detection.
             if !matches!(reason, ClaimReason::Initial | ClaimReason::Restart) {
                 m.detection_to_claim
@@ -130,13 +134,19 @@ pub(super) fn observe(
                 tracing::debug!(vip, reason = reason.as_str(), %epoch, "claimed the VIP (repeat)");
             }
         }
-        Note::Confirmed {
+        Note::LiveConfirmed {
             epoch,
             claim_to_confirmed,
         } => {
             m.claim_to_confirmed
                 .with_label_values(&[vip])
                 .observe(claim_to_confirmed.as_secs_f64());
+            tracing::debug!(vip, %epoch, claim_to_confirmed_ms = claim_to_confirmed.as_secs_f64() * 1e3, "every live peer routes the VIP here");
+        }
+        Note::Confirmed {
+            epoch,
+            claim_to_confirmed,
+        } => {
             tracing::info!(vip, %epoch, claim_to_confirmed_ms = claim_to_confirmed.as_secs_f64() * 1e3, "every peer routes the VIP here");
         }
         Note::Rtt { peer, rtt } => m

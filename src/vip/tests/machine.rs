@@ -298,3 +298,64 @@ mod floor_tests {
         assert_eq!(m.claim().map(|c| c.epoch.term), Some(42));
     }
 }
+
+/// The outage (and live confirmation) noted with node `i`'s claims since `t`.
+fn outages(c: &Cluster, i: usize, t: std::time::Duration) -> Vec<Option<std::time::Duration>> {
+    c.actions(i, t)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Note(Note::Claimed { outage, .. }) => Some(*outage),
+            _ => None,
+        })
+        .collect()
+}
+
+fn live_confirmations(c: &Cluster, i: usize, t: std::time::Duration) -> Vec<std::time::Duration> {
+    c.actions(i, t)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Note(Note::LiveConfirmed { claim_to_confirmed, .. }) => Some(*claim_to_confirmed),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failover_notes_the_outage_from_the_dead_holders_last_heartbeat() {
+    let mut c = Cluster::booted(3, 1, timers());
+    let t = c.elapsed();
+    c.kill(0);
+    c.run(ms(400));
+    assert_eq!(c.claims_since(t), vec![(1, ClaimReason::HolderDead)]);
+    let outage = outages(&c, 1, t)[0].expect("a holder_dead claim notes an outage");
+    // Silence since the last heartbeat (sent at most half an interval before the kill) for a dead time.
+    let dead = timers().dead_time(timers().interval);
+    assert!(outage >= dead && outage <= dead + timers().interval, "{outage:?}");
+    // The initial claim replaced no holder.
+    assert_eq!(outages(&c, 0, ms(0)), vec![None]);
+}
+
+#[test]
+fn a_handover_notes_no_outage_and_live_confirmation_skips_dead_candidates() {
+    let mut c = Cluster::booted(3, 1, timers());
+    let t = c.elapsed();
+    assert_eq!(c.with(0, |m, now| m.request_move(now, Some(addr(1)))), Ok(addr(1)));
+    c.run(ms(500));
+    assert_eq!(outages(&c, 1, t), vec![Some(ms(0))]);
+    // Kill the new holder and the old one: rank 2 claims with one live peer left (the follower); it does
+    // not wait for the two dead candidates, while the full confirmation never comes.
+    let t = c.elapsed();
+    c.kill(0);
+    c.kill(1);
+    c.run(ms(2_000));
+    assert_eq!(c.claims_since(t), vec![(2, ClaimReason::HolderDead)]);
+    let live = live_confirmations(&c, 2, t);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(live[0] < ms(50), "{live:?}");
+    assert!(
+        !c.actions(2, t)
+            .iter()
+            .any(|a| matches!(a, Action::Note(Note::Confirmed { .. }))),
+        "the dead candidates never acknowledge"
+    );
+}
