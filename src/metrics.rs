@@ -303,12 +303,7 @@ pub async fn bind(addr: SocketAddr, setting: &str) -> Result<tokio::net::TcpList
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use wireguard_control::Key;
-
     use super::*;
-    use crate::mesh::{ActualPeer, PeerSpec};
 
     /// What a scrape does with a device read: the desired state's peers, the read, the render.
     fn observe_device(m: &Metrics, desired: &Desired, device: &ActualDevice) {
@@ -317,31 +312,7 @@ mod tests {
     }
 
     fn scene(rx: u64) -> (Desired, ActualDevice) {
-        let key = Key::generate_private();
-        let spec = PeerSpec {
-            name: "b".into(),
-            public_key: key.clone(),
-            address: "fd00::2".parse().unwrap(),
-            endpoint: None,
-            allowed_ips: BTreeSet::new(),
-            keepalive: None,
-        };
-        let mut desired = Desired::new("wg0", &Key::generate_private(), 1, 1420, "fd00::/64".parse().unwrap());
-        desired.set_peers(vec![(spec, BTreeSet::new())]);
-        let peer = ActualPeer {
-            public_key: key.clone(),
-            endpoint: None,
-            allowed_ips: BTreeSet::new(),
-            keepalive: None,
-            last_handshake: Some(SystemTime::UNIX_EPOCH),
-            rx_bytes: rx,
-            tx_bytes: 0,
-        };
-        let device = ActualDevice {
-            private_key: None,
-            listen_port: None,
-            peers: BTreeMap::from([(key.0, peer)]),
-        };
+        let (desired, device, _) = peers::one_peer(Some(SystemTime::UNIX_EPOCH), rx, 0);
         (desired, device)
     }
 

@@ -436,45 +436,62 @@ impl PeerSeries {
     }
 }
 
+/// Test fixture shared with the metrics tests: a desired state with one peer `b` (`fd00::2`) and a device
+/// read where `b` handshook at `handshake` and moved `rx`/`tx` bytes; also `b`'s key.
 #[cfg(test)]
-mod tests {
+pub(crate) fn one_peer(
+    handshake: Option<SystemTime>,
+    rx: u64,
+    tx: u64,
+) -> (Desired, ActualDevice, wireguard_control::Key) {
+    use crate::mesh::{ActualPeer, PeerSpec};
     use std::collections::BTreeSet;
-
     use wireguard_control::Key;
 
+    let key = Key::generate_private().get_public();
+    let spec = PeerSpec {
+        name: "b".into(),
+        public_key: key.clone(),
+        address: "fd00::2".parse().expect("constant address"),
+        endpoint: None,
+        allowed_ips: BTreeSet::new(),
+        keepalive: None,
+    };
+    let mut desired = Desired::new(
+        "wg0",
+        &Key::generate_private(),
+        1,
+        1420,
+        "fd00::/64".parse().expect("constant prefix"),
+    );
+    desired.set_peers(vec![(spec, BTreeSet::new())]);
+    let peer = ActualPeer {
+        public_key: key.clone(),
+        endpoint: None,
+        allowed_ips: BTreeSet::new(),
+        keepalive: None,
+        last_handshake: handshake,
+        rx_bytes: rx,
+        tx_bytes: tx,
+    };
+    let device = ActualDevice {
+        private_key: None,
+        listen_port: None,
+        peers: BTreeMap::from([(key.0, peer)]),
+    };
+    (desired, device, key)
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
-    use crate::mesh::{ActualPeer, PeerSpec};
 
     /// A registry with the series, a desired state with peer `b` and a device where `b` handshook at
     /// `handshake`.
     fn scene(handshake: Option<SystemTime>) -> (Registry, PeerSeries, Desired, ActualDevice, String) {
         let registry = Registry::new();
         let series = PeerSeries::register(&registry);
-        let key = Key::generate_private().get_public();
-        let spec = PeerSpec {
-            name: "b".into(),
-            public_key: key.clone(),
-            address: "fd00::2".parse().unwrap(),
-            endpoint: None,
-            allowed_ips: BTreeSet::new(),
-            keepalive: None,
-        };
-        let mut desired = Desired::new("wg0", &Key::generate_private(), 1, 1420, "fd00::/64".parse().unwrap());
-        desired.set_peers(vec![(spec, BTreeSet::new())]);
-        let peer = ActualPeer {
-            public_key: key.clone(),
-            endpoint: None,
-            allowed_ips: BTreeSet::new(),
-            keepalive: None,
-            last_handshake: handshake,
-            rx_bytes: 300,
-            tx_bytes: 700,
-        };
-        let device = ActualDevice {
-            private_key: None,
-            listen_port: None,
-            peers: BTreeMap::from([(key.0, peer)]),
-        };
+        let (desired, device, key) = one_peer(handshake, 300, 700);
         (registry, series, desired, device, key.to_base64())
     }
 
