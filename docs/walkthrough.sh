@@ -91,7 +91,7 @@ S="sdwanctl registry --url https://registry.example.net:7443 --ca-file /etc/sdwa
     --token-file /root/acme.token"
 $S clusters                        # NAME  ID  STATE  API  HOLDER  MEMBERS
 $S vips                            # ADDRESS  ID  CLUSTER  HOLDER  EPOCH  CONFIRMED  CANDIDATES  MOVE
-$S peers                           # NAME  ID  ADDRESS  CLASS  ROLES  CLUSTER  LAST SEEN  STATE
+$S peers                           # NAME  ID  ADDRESS  V4  PREFIXES  CLASS  ROLES  CLUSTER  LAST SEEN  STATE
 $S move fd00:5d:f::1 --to node-b   # the holder hands the VIP over, make-before-break
 # <<< watch
 ;;
