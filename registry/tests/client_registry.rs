@@ -684,6 +684,9 @@ impl Fake {
                 peer_token: "peer-token".into(),
                 revision: 0,
                 members: vec![me, p2],
+                overlay_prefix_v4: None,
+                pod_pools: vec![],
+                site_ranges: vec![],
             })
         }
         async fn watch(State(fake): State<Fake>, Query(q): Query<WatchQuery>) -> axum::response::Response {

@@ -145,6 +145,12 @@ async fn enrollment_allocates_the_lowest_free_shares_of_both_families() {
         ["192.0.2.1", "192.0.2.2", "192.0.2.3"],
         "the network address .0 is skipped"
     );
+    // The enrollment answer carries the ranges its members' prefixes are checked against, so the daemon's
+    // first view keeps them.
+    let last = &answers[2];
+    assert_eq!(last["overlay_prefix_v4"], "192.0.2.0/24", "{last}");
+    assert_eq!(last["pod_pools"].as_array().map(Vec::len), Some(2), "{last}");
+    assert_eq!(last["site_ranges"].as_array().map(Vec::len), Some(2), "{last}");
 
     let view = members(&r, &t).await;
     assert_eq!(view.overlay_prefix_v4, Some("192.0.2.0/24".parse().expect("prefix")));

@@ -114,9 +114,9 @@ pub(super) async fn enroll(
         revision: 0,
         overlay_prefix: Some(resp.overlay_prefix),
         vip_pool: None,
-        overlay_prefix_v4: None,
-        pod_pools: Vec::new(),
-        site_ranges: Vec::new(),
+        overlay_prefix_v4: resp.overlay_prefix_v4,
+        pod_pools: resp.pod_pools,
+        site_ranges: resp.site_ranges,
         members: resp.members,
         vips: Vec::new(),
     };

@@ -196,6 +196,15 @@ pub struct EnrollResponse {
     pub revision: u64,
     /// Every member, this peer included, in enrollment order.
     pub members: Vec<MemberView>,
+    /// The network's IPv4 overlay prefix (the members' `address_v4` are in it).
+    #[serde(default)]
+    pub overlay_prefix_v4: Option<Ipv4Net>,
+    /// The network's pod pools (the members' pod prefixes are shares of them).
+    #[serde(default)]
+    pub pod_pools: Vec<PodPool>,
+    /// The network's site ranges (the members' site prefixes are in them).
+    #[serde(default)]
+    pub site_ranges: Vec<IpNet>,
 }
 
 /// `GET /v1/networks/{id}/members` (peer token of the network, or its account's admin token), and the

@@ -117,6 +117,9 @@ pub fn enroll(
         peer_token,
         revision: network.revision,
         members: Vec::new(),
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
     })
 }
 
@@ -174,6 +177,9 @@ fn retry(
         peer_token,
         revision: network.revision,
         members: Vec::new(),
+        overlay_prefix_v4: None,
+        pod_pools: Vec::new(),
+        site_ranges: Vec::new(),
     })
 }
 
@@ -231,12 +237,16 @@ fn issue_peer_token(tx: &mut dyn WriteTx, grant: &TokenRecord, peer: &Peer, now_
     Ok(issued.text)
 }
 
-/// Completes an [`enroll`] answer after its commit: the network's member list and the revision it is at
-/// (the enrollment's or a later one).
+/// Completes an [`enroll`] answer after its commit: the network's member list, the revision it is at
+/// (the enrollment's or a later one) and the ranges the members' prefixes are checked against (without
+/// them the daemon would drop every member's prefixes from its first view).
 pub fn enrolled_members(tx: &mut dyn ReadTx, answer: &mut EnrollResponse) -> Result<(), ApiError> {
     let network = tx.network(&answer.network_id)?.ok_or_else(ApiError::unauthorized)?;
     answer.members = tx.peers(&network.id)?.iter().map(member_view).collect();
     answer.revision = answer.revision.max(network.revision);
+    answer.overlay_prefix_v4 = network.overlay_prefix_v4;
+    answer.pod_pools = network.pod_pools;
+    answer.site_ranges = network.site_ranges;
     Ok(())
 }
 
