@@ -1,6 +1,8 @@
 //! `sdwanctl`: asks a running sdwand over its control socket ([`sdwand::control`]) and prints the answer.
 //!
 //! `sdwanctl registry …` asks the registry's admin routes instead ([`sdwand::client::admin`]).
+//! `sdwanctl docker-network` asks the daemon for this node's prefixes, then prints or runs the `docker` and
+//! `iptables` commands that put containers on them ([`sdwand::control::docker`]).
 //!
 //! Exit codes: 0 done, 1 the daemon (or registry) answered with an error, 2 bad usage or no answer.
 

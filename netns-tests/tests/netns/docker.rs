@@ -7,6 +7,7 @@
 //! - with Docker's usual `FORWARD` policy (`DROP`, which Docker sets when it enables forwarding itself), a
 //!   container on p1 pings the container on p2 by address and fetches a file from its HTTP server, which
 //!   sees the client's own address (no NAT between the shares);
+//! - the server's published port answers on p2's overlay address from p1 (docker-proxy);
 //! - counters on both underlay links see WireGuard UDP and never a container address.
 //!
 //! The image is built locally from Debian's busybox-static (`docker import`): no registry pull. Everything
@@ -21,7 +22,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use sdwan_lab::layout::LISTEN_PORT;
 use sdwan_lab::process::ProcId;
-use sdwan_lab::{Background, Lab, UpOptions};
+use sdwan_lab::{Background, Lab, Layout, UpOptions};
 use sdwand::control::docker::gateway_v4;
 use sdwand::control::DaemonStatus;
 use sdwand::vocab::PodPool;
@@ -452,6 +453,8 @@ fn containers_on_two_nodes_reach_each_other_by_address_over_the_overlay() {
         "sdwan",
         "--ip",
         &server_ip,
+        "-p",
+        "8081:8080",
         IMAGE,
         "/bin/httpd",
         "-f",
@@ -521,6 +524,15 @@ fn containers_on_two_nodes_reach_each_other_by_address_over_the_overlay() {
     assert!(page.starts_with("HTTP/1.") && page.ends_with(PAGE), "{page}");
     // The server saw the client's own address: no NAT between the shares.
     assert!(log.contains(&client_ip), "the server did not see {client_ip}:\n{log}");
+    // A published port stays on p2's own addresses, its overlay /128 included (docker-proxy on [::]).
+    let published = format!("http://[{}]:8081/hello", Layout::overlay_addr(2));
+    let fetched = lab.exec(1, &["curl", "-sS", "-m", "5", "-g", &published]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout),
+        PAGE,
+        "p1 cannot fetch {published}: {}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
 
     for i in 1..=2 {
         assert_eq!(
