@@ -74,6 +74,8 @@ pub struct UpOptions {
     pub registry: bool,
     /// The registry's `ephemeral_ttl`: how long an ephemeral peer may be silent before it is reaped.
     pub ephemeral_ttl: Duration,
+    /// The pod pools of the registry's network (each peer gets a share of each at enrollment); empty: none.
+    pub pod_pools: Vec<sdwand::vocab::PodPool>,
 }
 
 impl UpOptions {
@@ -94,6 +96,7 @@ impl UpOptions {
             responders: true,
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
+            pod_pools: Vec::new(),
         }
     }
 
@@ -229,7 +232,7 @@ impl Lab {
         self.save()?;
         self.build_network()?;
         if let Some(bin) = registry_bin {
-            self.build_registry(bin, opts.ephemeral_ttl)?;
+            self.build_registry(bin, opts.ephemeral_ttl, &opts.pod_pools)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;

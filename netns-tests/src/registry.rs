@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sdwand::vocab::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
-use sdwand::vocab::ClusterState;
+use sdwand::vocab::{ClusterState, PodPool};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wireguard_control::Key;
@@ -145,8 +145,13 @@ impl Lab {
     }
 
     /// The registry's namespace, its veth into the hub bridge and its configuration; then `init-account`,
-    /// the start, the network and the enrollment token.
-    pub(crate) fn build_registry(&mut self, bin: PathBuf, ephemeral_ttl: Duration) -> Result<()> {
+    /// the start, the network (with `pod_pools`) and the enrollment token.
+    pub(crate) fn build_registry(
+        &mut self,
+        bin: PathBuf,
+        ephemeral_ttl: Duration,
+        pod_pools: &[PodPool],
+    ) -> Result<()> {
         let l = self.layout.clone();
         let dir = l.registry_dir();
         fs::DirBuilder::new()
@@ -206,6 +211,7 @@ impl Lab {
                 "name": self.name(),
                 "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
                 "vip_pool": layout::REGISTRY_VIP_POOL,
+                "pod_pools": pod_pools,
             })),
         )?;
         let token: EnrollmentTokenView =

@@ -1,6 +1,8 @@
 //! `sdwanctl`: asks a running sdwand over its control socket ([`sdwand::control`]) and prints the answer.
 //!
 //! `sdwanctl registry …` asks the registry's admin routes instead ([`sdwand::client::admin`]).
+//! `sdwanctl docker-network` asks the daemon for this node's prefixes, then prints or runs the `docker` and
+//! `iptables` commands that put containers on them ([`sdwand::control::docker`]).
 //!
 //! Exit codes: 0 done, 1 the daemon (or registry) answered with an error, 2 bad usage or no answer.
 
@@ -15,7 +17,7 @@ use sdwand::cli::Invocation;
 use sdwand::client::admin::{parse_pod_pool, AdminClient};
 use sdwand::client::http::ClientError;
 use sdwand::control::registry;
-use sdwand::control::{self, render, NamedAddr, Request, Response};
+use sdwand::control::{self, docker, render, NamedAddr, Request, Response};
 use sdwand::vocab::name::PeerName;
 use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
 use sdwand::vocab::{ClusterState, PodPool, Role};
@@ -45,6 +47,28 @@ enum Command {
     /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, site
     /// prefixes, enrollment tokens, cluster state.
     Registry(RegistryArgs),
+    /// Put Docker containers on this node's pod share: a bridge network without masquerade at the tunnel's
+    /// MTU, and the DOCKER-USER rules that let the other nodes' traffic in (idempotent).
+    DockerNetwork(DockerArgs),
+}
+
+#[derive(clap::Args)]
+struct DockerArgs {
+    /// The Docker network's name.
+    #[arg(long, default_value = "sdwan")]
+    name: String,
+    /// The Linux bridge Docker creates for it (at most 15 characters).
+    #[arg(long, default_value = "sdwan-docker")]
+    bridge: String,
+    /// Which pod shares to use: ipv4, ipv6 or all (every share the node has).
+    #[arg(long, default_value = "all")]
+    family: docker::Family,
+    /// The Docker daemon to create the network on (sets DOCKER_HOST for `docker`, e.g. unix:///run/docker.sock).
+    #[arg(long)]
+    docker_host: Option<String>,
+    /// Only print the commands (docker, iptables), change nothing.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(clap::Args)]
@@ -183,6 +207,7 @@ fn main() -> ExitCode {
         Command::Vip(VipCommand::List) => Request::VipList,
         Command::Vip(VipCommand::Move { vip, to }) => Request::VipMove { vip, to },
         Command::Registry(args) => return registry_main(&args, cli.json),
+        Command::DockerNetwork(args) => return docker_main(&cli.socket, &args),
     };
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -222,6 +247,59 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `sdwanctl docker-network`: asks the daemon for this node's prefixes, then prints or applies the plan.
+fn docker_main(socket: &std::path::Path, args: &DockerArgs) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(control::call(socket, &Request::Status))
+                .map_err(|e| e.to_string())
+        });
+    let status = match answer {
+        Ok(Response::Status(status)) => status,
+        Ok(Response::Error { code, message }) => {
+            eprintln!("sdwanctl: {message} ({code})");
+            return ExitCode::from(1);
+        }
+        Ok(other) => {
+            eprintln!("sdwanctl: unexpected answer to a status request: {other:?}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("sdwanctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(workload) = &status.workload else {
+        eprintln!(
+            "sdwanctl: sdwand has not started its data plane yet (or predates workload prefixes): see sdwanctl status"
+        );
+        return ExitCode::from(1);
+    };
+    let planned = docker::Network::plan(&args.name, &args.bridge, &status.interface, workload, args.family);
+    let result = planned.and_then(|network| {
+        if args.print {
+            Ok(network.commands())
+        } else {
+            network
+                .apply(args.docker_host.as_deref())
+                .map(|done| done.iter().map(|l| format!("{l}\n")).collect())
+        }
+    });
+    match result {
+        Ok(text) => {
+            print(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sdwanctl: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `sdwanctl registry …`: calls the registry and prints its answer.

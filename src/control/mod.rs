@@ -17,7 +17,9 @@ use std::net::{Ipv6Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::vip::{Epoch, MoveError, VipStatus};
+use crate::vocab::{PrefixKind, RoutedPrefix};
 
+pub mod docker;
 pub mod registry;
 pub mod render;
 mod socket;
@@ -342,6 +344,10 @@ pub struct DaemonStatus {
     /// The registry link, with `[registry]`; absent without (and from daemons that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryView>,
+    /// This node's workload prefixes and the interface MTU, once the data plane runs; absent while
+    /// starting (and from daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadView>,
     /// Peers in configuration order.
     pub peers: Vec<NodePeer>,
     /// VIPs in configuration order.
@@ -381,4 +387,25 @@ pub struct EndpointView {
     pub serving: bool,
     /// Why it is not (the daemon keeps retrying), when it is not.
     pub error: Option<String>,
+}
+
+/// This node's own workload prefixes as the daemon routes them: what `sdwanctl docker-network` (and an
+/// operator) builds a container network from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadView {
+    /// The WireGuard interface's MTU (configured or derived from the underlay): containers and pods
+    /// behind this node use it so their packets fit the tunnel.
+    pub mtu: u32,
+    /// This node's pod shares and site prefixes, as the registry gave them (empty without any).
+    pub prefixes: Vec<RoutedPrefix>,
+}
+
+impl WorkloadView {
+    /// This node's pod shares (its pods' and containers' addresses), IPv4 and IPv6.
+    pub fn pods(&self) -> impl Iterator<Item = ipnet::IpNet> + '_ {
+        self.prefixes
+            .iter()
+            .filter(|p| p.kind == PrefixKind::Pod)
+            .map(|p| p.prefix)
+    }
 }

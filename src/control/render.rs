@@ -34,6 +34,14 @@ pub fn status(s: &DaemonStatus) -> String {
     if let Some(metrics) = &s.metrics_overlay {
         let _ = writeln!(out, "metrics    {} (overlay)", endpoint(metrics));
     }
+    if let Some(workload) = s.workload.as_ref().filter(|w| !w.prefixes.is_empty()) {
+        let prefixes: Vec<String> = workload
+            .prefixes
+            .iter()
+            .map(|p| format!("{} ({})", p.prefix, p.kind))
+            .collect();
+        let _ = writeln!(out, "prefixes   {}, mtu {}", prefixes.join(", "), workload.mtu);
+    }
     out.push('\n');
     if s.peers.is_empty() {
         out.push_str("no peers\n");
@@ -342,6 +350,36 @@ fd00:5d::200  listening  no       none known      -      single candidate
             text.contains("  1     b       fd00:5d::2  dead     no    yes      120ms ago   1.2ms\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_shows_the_nodes_workload_prefixes_and_mtu() {
+        let mut s = daemon_status();
+        assert!(!status(&s).contains("prefixes"));
+        s.workload = Some(crate::control::WorkloadView {
+            mtu: 1380,
+            prefixes: vec![
+                crate::vocab::RoutedPrefix {
+                    prefix: "198.51.100.16/28".parse().unwrap(),
+                    kind: crate::vocab::PrefixKind::Pod,
+                },
+                crate::vocab::RoutedPrefix {
+                    prefix: "203.0.113.0/24".parse().unwrap(),
+                    kind: crate::vocab::PrefixKind::Site,
+                },
+            ],
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("prefixes   198.51.100.16/28 (pod), 203.0.113.0/24 (site), mtu 1380\n"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains(r#""workload":{"mtu":1380,"prefixes":[{"prefix":"198.51.100.16/28","kind":"pod"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<DaemonStatus>(&json).unwrap(), s);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
         }),
         metrics_overlay: None,
         registry: None,
+        workload: None,
         peers: vec![
             NodePeer {
                 name: "b".to_owned(),

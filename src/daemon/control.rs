@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::control::{
-    self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
+    self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView, WorkloadView,
 };
 use crate::metrics::Metrics;
 use crate::vip::runtime::VipRuntime;
@@ -65,6 +65,10 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
         metrics: Some(facts.metrics.clone()),
         metrics_overlay: facts.metrics_overlay.clone(),
         registry: facts.registry.clone(),
+        workload: Some(WorkloadView {
+            mtu: plane.desired.mtu,
+            prefixes: plane.desired.workload.own.clone(),
+        }),
         peers: peers(plane),
         vips,
     }))

@@ -205,6 +205,7 @@ fn answer_starting(request: Request, starting: Starting<'_>, registry: &control:
             metrics: Some(starting.endpoint.borrow().clone()),
             metrics_overlay: None,
             registry: Some(registry.clone()),
+            workload: None,
             peers: Vec::new(),
             vips: Vec::new(),
         })),

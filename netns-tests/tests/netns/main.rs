@@ -12,6 +12,7 @@
 
 mod bad_config;
 mod common;
+mod docker;
 mod down;
 mod http_limits;
 mod members;
