@@ -58,7 +58,7 @@ pub struct PodPlan {
 }
 
 /// The drop-in for the answer `resp` to a handshake of `k3s`: `cluster-init` for the bootstrap server,
-/// `server` on the VIP otherwise; the join token; `tls-san` with the VIP for servers. With `pods`, also
+/// `server` on the VIP otherwise; the k3s tokens (see [`tokens`]); `tls-san` with the VIP for servers. With `pods`, also
 /// `node-ip`, and for servers `flannel-backend: none` and the cluster (and service) CIDRs: sdwand routes
 /// the pod prefixes and the CNI configuration of [`super::cni`] attaches the pods.
 pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>) -> String {
@@ -68,7 +68,11 @@ pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>)
     } else {
         out.push_str(&format!("server: {}\n", yaml_str(&resp.api_endpoint)));
     }
-    out.push_str(&format!("token: {}\n", yaml_str(&resp.join_token)));
+    let (token, agent_token) = tokens(k3s.role, resp);
+    out.push_str(&format!("token: {}\n", yaml_str(token)));
+    if let Some(agent_token) = agent_token {
+        out.push_str(&format!("agent-token: {}\n", yaml_str(agent_token)));
+    }
     if k3s.role == Role::Server {
         out.push_str(&format!("tls-san:\n  - {}\n", yaml_str(&resp.vip.to_string())));
     }
@@ -95,6 +99,17 @@ pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>)
         }
     }
     out
+}
+
+/// The drop-in's `token` and `agent-token` for `role`: a server gets the server token and, from a registry
+/// that has agent tokens, the agent token k3s then accepts from agents; an agent gets only the agent token
+/// (k3s refuses it to servers), or the server token from a registry without agent tokens.
+fn tokens(role: Role, resp: &HandshakeResponse) -> (&str, Option<&str>) {
+    let agent = resp.agent_token.as_deref();
+    match role {
+        Role::Server => (&resp.join_token, agent),
+        Role::Agent => (agent.unwrap_or(&resp.join_token), None),
+    }
 }
 
 /// A YAML double-quoted scalar.
@@ -225,6 +240,7 @@ mod tests {
             role: Role::Server,
             api_endpoint: "https://[fd00:5d:f::1]:6443".into(),
             join_token: token.into(),
+            agent_token: None,
             vip: "fd00:5d:f::1".parse().unwrap(),
             vip_candidates: vec![],
         }
@@ -262,6 +278,42 @@ mod tests {
             agent.lines().skip(1).collect::<Vec<_>>(),
             ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"abc\""]
         );
+    }
+
+    /// From a registry with agent tokens: a server's answer has the server token and the agent token.
+    fn resp_with_agent_token() -> HandshakeResponse {
+        HandshakeResponse {
+            agent_token: Some("agt".into()),
+            ..resp("srv")
+        }
+    }
+
+    #[test]
+    fn servers_get_both_tokens_and_agents_only_the_agent_token() {
+        let bootstrap = render(&k3s(Role::Server, true), &resp_with_agent_token(), None);
+        assert_eq!(
+            bootstrap.lines().skip(1).take(3).collect::<Vec<_>>(),
+            ["cluster-init: true", "token: \"srv\"", "agent-token: \"agt\""],
+            "{bootstrap}"
+        );
+        let server = render(&k3s(Role::Server, false), &resp_with_agent_token(), None);
+        assert!(
+            server.contains("\ntoken: \"srv\"\nagent-token: \"agt\"\ntls-san:\n"),
+            "{server}"
+        );
+        // The registry answers an agent with the agent token in both fields.
+        let agent_resp = HandshakeResponse {
+            join_token: "agt".into(),
+            ..resp_with_agent_token()
+        };
+        let agent = render(&k3s(Role::Agent, false), &agent_resp, None);
+        assert_eq!(
+            agent.lines().skip(1).collect::<Vec<_>>(),
+            ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"agt\""]
+        );
+        // Even an answer that carried the server token too never puts it in an agent's drop-in.
+        let agent = render(&k3s(Role::Agent, false), &resp_with_agent_token(), None);
+        assert!(agent.contains("token: \"agt\"\n") && !agent.contains("srv"), "{agent}");
     }
 
     fn plan() -> PodPlan {
