@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::control::{
-    self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
+    self, DaemonStatus, EndpointView, K3sView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
 };
 use crate::metrics::Metrics;
 use crate::vip::runtime::VipRuntime;
@@ -23,6 +23,8 @@ pub(super) struct Facts<'a> {
     pub(super) metrics_overlay: Option<EndpointView>,
     /// The registry link's state, with `[registry]`.
     pub(super) registry: Option<RegistryView>,
+    /// The k3s handshake and drop-in, with `[k3s]`.
+    pub(super) k3s: Option<K3sView>,
 }
 
 /// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
@@ -65,6 +67,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
         metrics: Some(facts.metrics.clone()),
         metrics_overlay: facts.metrics_overlay.clone(),
         registry: facts.registry.clone(),
+        k3s: facts.k3s.clone(),
         peers: peers(plane),
         vips,
     }))

@@ -205,6 +205,8 @@ fn answer_starting(request: Request, starting: Starting<'_>, registry: &control:
             metrics: Some(starting.endpoint.borrow().clone()),
             metrics_overlay: None,
             registry: Some(registry.clone()),
+            // The k3s handshake starts once enrolled.
+            k3s: None,
             peers: Vec::new(),
             vips: Vec::new(),
         })),
