@@ -7,8 +7,8 @@
 //! more than one census every few seconds.
 //!
 //! **What a scrape reveals.** Without `metrics_token_file` the endpoint is public. It then shows only
-//! registry-wide figures: request counts and latencies by route template, connections, waiting watches,
-//! and the totals of peers by class and state and of clusters by state summed over every account. No
+//! registry-wide figures: the registry's version, request counts and latencies by route template,
+//! connections, waiting watches, and the totals of peers by class and state and of clusters by state summed over every account. No
 //! series carries an account, network, peer or cluster name or id, so a scrape tells nothing about any one
 //! tenant beyond the sum of all. A registry whose operators count even that total as confidential (the
 //! size of a shared registry) sets `metrics_token_file`: then every scrape must present that token.
@@ -77,6 +77,7 @@ pub struct RegistryMetrics {
     watch_clients: IntGauge,
     connections_open: IntGauge,
     connections_refused: IntCounter,
+    build_info: IntGaugeVec,
 }
 
 impl Default for RegistryMetrics {
@@ -131,8 +132,14 @@ impl RegistryMetrics {
                 "Connections closed at accept because max_connections were open.",
             )
             .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("sdwan_registry_build_info", "Always 1: the registry's version."),
+                &["version"],
+            )
+            .expect("valid metric"),
             registry,
         };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.duration.clone()),
@@ -141,6 +148,7 @@ impl RegistryMetrics {
             Box::new(m.watch_clients.clone()),
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.build_info.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
