@@ -62,8 +62,10 @@ pub struct K3sDropIn {
     pub cluster_init: bool,
     /// `server:` (joining servers and agents): the API endpoint on the cluster VIP.
     pub server: Option<String>,
-    /// `token:`: the cluster's join token.
+    /// `token:`: the cluster's server token on servers, its agent token on agents.
     pub token: Option<String>,
+    /// `agent-token:` (servers): the cluster's agent token.
+    pub agent_token: Option<String>,
     /// `tls-san:` entries (servers).
     pub tls_san: Vec<String>,
 }
@@ -84,6 +86,7 @@ impl K3sDropIn {
                 Some(("cluster-init", v)) => d.cluster_init = v.trim() == "true",
                 Some(("server", v)) => d.server = Some(unquote(v)),
                 Some(("token", v)) => d.token = Some(unquote(v)),
+                Some(("agent-token", v)) => d.agent_token = Some(unquote(v)),
                 Some(("tls-san", _)) => in_san = true,
                 _ => {}
             }
@@ -562,13 +565,14 @@ mod tests {
 
     #[test]
     fn parses_the_daemons_drop_ins() {
-        let boot = "# Written by sdwand\ncluster-init: true\ntoken: \"abc\"\ntls-san:\n  - \"fd00:5d:f::1\"\n";
+        let boot = "# Written by sdwand\ncluster-init: true\ntoken: \"abc\"\nagent-token: \"def\"\ntls-san:\n  - \"fd00:5d:f::1\"\n";
         assert_eq!(
             K3sDropIn::parse(boot),
             K3sDropIn {
                 cluster_init: true,
                 server: None,
                 token: Some("abc".into()),
+                agent_token: Some("def".into()),
                 tls_san: vec!["fd00:5d:f::1".into()],
             }
         );

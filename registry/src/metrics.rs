@@ -7,11 +7,14 @@
 //! more than one census every few seconds.
 //!
 //! **What a scrape reveals.** Without `metrics_token_file` the endpoint is public. It then shows only
-//! registry-wide figures: request counts and latencies by route template, connections, waiting watches,
-//! and the totals of peers by class and state and of clusters by state summed over every account. No
+//! registry-wide figures: the registry's version, request counts and latencies by route template,
+//! connections, waiting watches, and the totals of peers by class and state and of clusters by state summed over every account. No
 //! series carries an account, network, peer or cluster name or id, so a scrape tells nothing about any one
 //! tenant beyond the sum of all. A registry whose operators count even that total as confidential (the
-//! size of a shared registry) sets `metrics_token_file`: then every scrape must present that token.
+//! size of a shared registry) sets `metrics_token_file`: then every scrape must present that token, and
+//! the endpoint also shows per-object gauges ([`Detail`]): each VIP's holder and epoch term, and each
+//! peer's last-seen time, labelled by network id, VIP address and peer name; at most
+//! [`MAX_DETAIL_SERIES`] of them (the rest are counted in `sdwan_registry_detail_series_dropped`).
 //!
 //! Metric names are part of the user-facing surface: keep them stable.
 
@@ -64,6 +67,22 @@ pub struct Census {
     pub peers: Vec<(Lifecycle, bool, u64)>,
     /// (state, count): every state, zeros included.
     pub clusters: Vec<(ClusterState, u64)>,
+    /// Per-object figures: `Some` only when the endpoint requires a token.
+    pub detail: Option<Detail>,
+}
+
+/// The most per-object series (VIPs and peers together) a scrape shows.
+pub const MAX_DETAIL_SERIES: usize = 10_000;
+
+/// Per-object figures, only with `metrics_token_file` (they name networks, VIPs and peers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// (network id, VIP address, holder's peer name or `""` for none, epoch term or `None`).
+    pub vips: Vec<(String, String, String, Option<u64>)>,
+    /// (network id, peer name, last seen, Unix ms).
+    pub peers: Vec<(String, String, u64)>,
+    /// Objects left out beyond [`MAX_DETAIL_SERIES`].
+    pub dropped: u64,
 }
 
 /// Every metric of the registry, in its own Prometheus registry.
@@ -77,6 +96,11 @@ pub struct RegistryMetrics {
     watch_clients: IntGauge,
     connections_open: IntGauge,
     connections_refused: IntCounter,
+    build_info: IntGaugeVec,
+    vip_holder: IntGaugeVec,
+    vip_epoch_term: IntGaugeVec,
+    peer_last_seen: prometheus::GaugeVec,
+    detail_dropped: IntGauge,
 }
 
 impl Default for RegistryMetrics {
@@ -131,8 +155,46 @@ impl RegistryMetrics {
                 "Connections closed at accept because max_connections were open.",
             )
             .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("sdwan_registry_build_info", "Always 1: the registry's version."),
+                &["version"],
+            )
+            .expect("valid metric"),
+            vip_holder: IntGaugeVec::new(
+                Opts::new(
+                    "sdwan_registry_vip_holder",
+                    "Always 1: the peer the registry last heard holding the VIP (holder=\"\": none). Only with \
+                     metrics_token_file.",
+                ),
+                &["network", "vip", "holder"],
+            )
+            .expect("valid metric"),
+            vip_epoch_term: IntGaugeVec::new(
+                Opts::new(
+                    "sdwan_registry_vip_epoch_term",
+                    "The term of the highest epoch reported for the VIP (absent before the first). Only with \
+                     metrics_token_file.",
+                ),
+                &["network", "vip"],
+            )
+            .expect("valid metric"),
+            peer_last_seen: prometheus::GaugeVec::new(
+                Opts::new(
+                    "sdwan_registry_peer_last_seen_timestamp_seconds",
+                    "Unix time the registry last heard from the peer. Only with metrics_token_file.",
+                ),
+                &["network", "peer"],
+            )
+            .expect("valid metric"),
+            detail_dropped: IntGauge::new(
+                "sdwan_registry_detail_series_dropped",
+                "VIPs and peers left out of the per-object gauges beyond their bound (only with \
+                 metrics_token_file).",
+            )
+            .expect("valid metric"),
             registry,
         };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.duration.clone()),
@@ -141,6 +203,11 @@ impl RegistryMetrics {
             Box::new(m.watch_clients.clone()),
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.build_info.clone()),
+            Box::new(m.vip_holder.clone()),
+            Box::new(m.vip_epoch_term.clone()),
+            Box::new(m.peer_last_seen.clone()),
+            Box::new(m.detail_dropped.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -167,6 +234,24 @@ impl RegistryMetrics {
         }
         for (state, n) in &census.clusters {
             self.clusters.with_label_values(&[state.as_str()]).set(gauge(*n));
+        }
+        // Objects gone since the last scrape leave no series behind.
+        self.vip_holder.reset();
+        self.vip_epoch_term.reset();
+        self.peer_last_seen.reset();
+        if let Some(detail) = &census.detail {
+            for (network, vip, holder, term) in &detail.vips {
+                self.vip_holder.with_label_values(&[network, vip, holder]).set(1);
+                if let Some(term) = term {
+                    self.vip_epoch_term.with_label_values(&[network, vip]).set(gauge(*term));
+                }
+            }
+            for (network, peer, seen_ms) in &detail.peers {
+                self.peer_last_seen
+                    .with_label_values(&[network, peer])
+                    .set(*seen_ms as f64 / 1000.0);
+            }
+            self.detail_dropped.set(gauge(detail.dropped));
         }
         self.watch_clients.set(gauge(watch_clients as u64));
         self.connections_open.set(gauge(connections.open() as u64));

@@ -194,6 +194,9 @@ pub struct Cluster {
     pub vip_id: String,
     /// The k3s join token handed to joiners (a k3s secret, so kept readable, unlike bearer tokens).
     pub join_token: String,
+    /// The k3s agent token (`agent-token` on servers, `token` on agents): it joins agents, not servers.
+    /// `None` for clusters created before agent tokens; the next handshake gives them one.
+    pub agent_token: Option<String>,
     /// Creation time, Unix ms.
     pub created_at_ms: u64,
 }

@@ -107,7 +107,8 @@ async fn joining_servers_become_candidates_in_join_order() {
     let (s, v) = join(&r, &agent, "agent", Some(&cluster)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!((v["role"].clone(), candidates(&v).len()), (json!("agent"), 4));
-    assert_eq!(v["join_token"], last["join_token"]);
+    // An agent's token is the cluster's agent token, not the servers' join token.
+    assert_eq!(v["join_token"], last["agent_token"]);
 }
 
 #[tokio::test]
@@ -426,4 +427,81 @@ async fn an_operator_takes_a_cluster_out_of_error() {
     // An operator may also stop joins on purpose.
     let (s, v) = r.post(&path, &t.account.admin_token, json!({"state": "error"})).await;
     assert_eq!((s, &v["state"]), (StatusCode::OK, &json!("error")));
+}
+
+/// The k3s tokens of an answer: (`join_token`, `agent_token`).
+fn tokens(v: &Value) -> (String, Option<String>) {
+    let join = v["join_token"].as_str().expect("join_token").to_owned();
+    (join, v["agent_token"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn servers_get_both_tokens_and_agents_only_the_agent_token() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    let boot = r.bootstrap(&s1).await;
+    let (server_token, agent_token) = tokens(&boot);
+    let agent_token = agent_token.expect("a server's answer carries the agent token");
+    assert_eq!(agent_token.len(), 64);
+    assert_ne!(server_token, agent_token);
+    let cluster = id(&boot);
+    let s2 = r.enroll(&t.enrollment, "s2", &["server"]).await;
+    let (s, joined) = join(&r, &s2, "server", Some(&cluster)).await;
+    assert_eq!(s, StatusCode::OK, "{joined}");
+    assert_eq!(tokens(&joined), (server_token.clone(), Some(agent_token.clone())));
+    let a1 = r.enroll(&t.enrollment, "a1", &["agent"]).await;
+    let (s, agent) = join(&r, &a1, "agent", Some(&cluster)).await;
+    assert_eq!(s, StatusCode::OK, "{agent}");
+    assert_eq!(tokens(&agent), (agent_token.clone(), Some(agent_token)));
+    assert!(
+        !agent.to_string().contains(&server_token),
+        "an agent never sees the server token: {agent}"
+    );
+}
+
+#[tokio::test]
+async fn two_clusters_have_different_tokens() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    let s2 = r.enroll(&t.enrollment, "s2", &["server"]).await;
+    let (first, second) = (r.bootstrap(&s1).await, r.bootstrap(&s2).await);
+    assert_ne!(id(&first), id(&second));
+    let ((j1, a1), (j2, a2)) = (tokens(&first), tokens(&second));
+    let all = [j1, a1.expect("agent token"), j2, a2.expect("agent token")];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b, "every token is the cluster's own");
+        }
+    }
+}
+
+/// A cluster stored before agent tokens (its `agent_token` NULL, as the schema 5 migration leaves it) gets
+/// one at its next handshake, keeps it, and keeps its server token.
+#[tokio::test]
+async fn a_cluster_from_before_agent_tokens_gets_one_at_its_next_handshake() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    let boot = r.bootstrap(&s1).await;
+    let (server_token, first) = tokens(&boot);
+    let conn = rusqlite::Connection::open(r.dir.path().join(sdwan_registry::store::sqlite::DB_FILE)).expect("open");
+    let cleared = conn
+        .execute("UPDATE clusters SET agent_token = NULL", [])
+        .expect("clear");
+    assert_eq!(cleared, 1);
+    let again = r.bootstrap(&s1).await;
+    let (join_token, agent_token) = tokens(&again);
+    let agent_token = agent_token.expect("given one");
+    assert_eq!(join_token, server_token);
+    assert_ne!(Some(&agent_token), first.as_ref(), "a new one, not the cleared one");
+    let stored: Option<String> = conn
+        .query_row("SELECT agent_token FROM clusters", [], |r| r.get(0))
+        .expect("read");
+    assert_eq!(stored.as_ref(), Some(&agent_token), "stored, not made up per answer");
+    let a1 = r.enroll(&t.enrollment, "a1", &["agent"]).await;
+    let (s, agent) = join(&r, &a1, "agent", Some(&id(&boot))).await;
+    assert_eq!(s, StatusCode::OK, "{agent}");
+    assert_eq!(tokens(&agent).0, agent_token);
 }

@@ -345,6 +345,77 @@ async fn metrics_are_cached_and_can_require_a_token() {
     assert_eq!(scrape(&guarded, Some("m3trics")).await.0, StatusCode::OK);
 }
 
+/// Per-object gauges (VIP holder and epoch term, peer last seen) appear only behind `metrics_token_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_object_gauges_only_behind_the_metrics_token() {
+    let guarded = |dir: tempfile::TempDir| {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
+        let state = api::AppState::new(store.clone()).with_metrics_token(MetricsToken::new("m3trics").expect("token"));
+        Registry {
+            router: api::router_with(state.clone()),
+            state,
+            store,
+            dir,
+        }
+    };
+    for (r, token) in [
+        (Registry::new(), None),
+        (guarded(tempfile::tempdir().expect("tempdir")), Some("m3trics")),
+    ] {
+        let t = r.tenant("acme", 1).await;
+        let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+        let boot = r.bootstrap(&s1).await;
+        let vip = boot["vip"].as_str().expect("vip").to_owned();
+        if token.is_some() {
+            // s1 holds the VIP at term 7 (before the first scrape: a census serves scrapes for seconds).
+            let report = json!({"vips": [{"address": vip, "role": "holding", "holder": "s1",
+                                          "epoch": {"term": 7, "rank": 0}}]});
+            let (s, v) = r.post("/v1/peers/self/report", &s1.token, report).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+        let (status, text) = scrape(r.router.clone(), token).await;
+        assert_eq!(status, StatusCode::OK);
+        let holder = format!(
+            r#"sdwan_registry_vip_holder{{holder="",network="{}",vip="{vip}"}} 1"#,
+            t.network_id
+        );
+        let seen = format!(
+            r#"sdwan_registry_peer_last_seen_timestamp_seconds{{network="{}",peer="s1"}} "#,
+            t.network_id
+        );
+        if token.is_none() {
+            assert!(
+                !text.contains(&t.network_id),
+                "the public endpoint names no network: {text}"
+            );
+            assert!(!text.contains("sdwan_registry_vip_holder{"), "{text}");
+            assert!(
+                !text.contains("sdwan_registry_peer_last_seen_timestamp_seconds{"),
+                "{text}"
+            );
+            continue;
+        }
+        let holder = holder.replace(r#"holder="""#, r#"holder="s1""#);
+        let term = format!(
+            r#"sdwan_registry_vip_epoch_term{{network="{}",vip="{vip}"}} 7"#,
+            t.network_id
+        );
+        assert!(text.contains(&holder), "missing {holder:?} in\n{text}");
+        assert!(text.contains(&term), "missing {term:?} in\n{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&seen))
+            .unwrap_or_else(|| panic!("no {seen:?} in\n{text}"));
+        let secs: f64 = line[seen.len()..].parse().expect("a number");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert!((now - 600.0..=now + 1.0).contains(&secs), "last seen {secs}, now {now}");
+        assert!(text.contains("sdwan_registry_detail_series_dropped 0"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_run_on_a_bounded_pool() {
     let dir = tempfile::tempdir().expect("tempdir");

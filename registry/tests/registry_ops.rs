@@ -538,6 +538,10 @@ async fn metrics_count_requests_by_route_template_and_census_peers_and_clusters(
         r#"sdwan_registry_clusters{state="active"} 1"#,
         r#"sdwan_registry_clusters{state="bootstrapping"} 0"#,
         "sdwan_registry_watch_clients 0",
+        &format!(
+            r#"sdwan_registry_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        ),
     ] {
         assert!(has(&text, line), "missing {line:?} in\n{text}");
     }

@@ -58,7 +58,7 @@ fn migrations_run_from_empty_and_reopening_is_a_no_op() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let tables: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
@@ -85,7 +85,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 4 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 5 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }

@@ -1,10 +1,15 @@
 //! The k3s handshake (bootstrap or join) and the configuration drop-in it produces.
 //!
 //! Rendering is pure; the file is written atomically and only when its content changes, so k3s sees no
-//! spurious change on a daemon restart.
+//! spurious change on a daemon restart. The handshake records where it stands ([`K3sProgress`]) for the
+//! k3s section of `sdwanctl status`.
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use ipnet::IpNet;
 use std::time::Duration;
@@ -13,6 +18,7 @@ use super::backoff::Backoff;
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
 use crate::config::K3sConfig;
+use crate::control::{K3sHandshake, K3sView};
 use crate::statedir::write_atomic;
 use crate::vocab::wire::{HandshakeRequest, HandshakeResponse, Phase};
 use crate::vocab::Role;
@@ -24,6 +30,78 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 /// jittered like the others.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
 const REFUSED_RETRY_CAP: Duration = Duration::from_secs(120);
+
+/// How many hex digits of the drop-in's SHA-256 `sdwanctl status` shows.
+const HASH_DIGITS: usize = 12;
+
+/// Where the handshake of `[k3s]` and its drop-in stand: recorded by [`handshake`], read for `sdwanctl
+/// status` ([`K3sProgress::view`]). Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct K3sProgress(Arc<Mutex<Progress>>);
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    handshake: Option<K3sHandshake>,
+    refused_code: Option<String>,
+    problem: Option<String>,
+    /// The accepted answer's cluster: id, name, state.
+    cluster: Option<(String, String, String)>,
+    drop_in_sha256: Option<String>,
+    written_at: Option<SystemTime>,
+}
+
+impl K3sProgress {
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The k3s section of `sdwanctl status` for the handshake of `k3s`.
+    pub fn view(&self, k3s: &K3sConfig) -> K3sView {
+        let p = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (cluster_id, cluster_name, cluster_state) = match p.cluster {
+            Some((id, name, state)) => (Some(id), Some(name), Some(state)),
+            None => (None, None, None),
+        };
+        K3sView {
+            role: k3s.role.to_string(),
+            bootstrap: k3s.bootstrap,
+            handshake: p.handshake.unwrap_or(K3sHandshake::Pending),
+            refused_code: p.refused_code,
+            problem: p.problem,
+            cluster_id,
+            cluster_name,
+            cluster_state,
+            drop_in: k3s.config_path.display().to_string(),
+            drop_in_sha256: p.drop_in_sha256,
+            written_at_unix: p
+                .written_at
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+        }
+    }
+}
+
+impl super::Link {
+    /// The k3s section of `sdwanctl status`; `None` without `[k3s]`.
+    pub fn k3s_view(&self) -> Option<K3sView> {
+        let (k3s, _) = self.handshake.as_ref()?;
+        Some(self.metrics.k3s.view(k3s))
+    }
+}
+
+/// The first [`HASH_DIGITS`] hex digits of the SHA-256 of `content`.
+fn short_hash(content: &str) -> String {
+    let digest = Sha256::digest(content.as_bytes());
+    let mut out = String::with_capacity(HASH_DIGITS);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+        if out.len() >= HASH_DIGITS {
+            break;
+        }
+    }
+    out.truncate(HASH_DIGITS);
+    out
+}
 
 /// The handshake request for `k3s`.
 pub fn request(k3s: &K3sConfig) -> HandshakeRequest {
@@ -58,7 +136,7 @@ pub struct PodPlan {
 }
 
 /// The drop-in for the answer `resp` to a handshake of `k3s`: `cluster-init` for the bootstrap server,
-/// `server` on the VIP otherwise; the join token; `tls-san` with the VIP for servers. With `pods`, also
+/// `server` on the VIP otherwise; the k3s tokens (see [`tokens`]); `tls-san` with the VIP for servers. With `pods`, also
 /// `node-ip`, and for servers `flannel-backend: none` and the cluster (and service) CIDRs: sdwand routes
 /// the pod prefixes and the CNI configuration of [`super::cni`] attaches the pods.
 pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>) -> String {
@@ -68,7 +146,11 @@ pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>)
     } else {
         out.push_str(&format!("server: {}\n", yaml_str(&resp.api_endpoint)));
     }
-    out.push_str(&format!("token: {}\n", yaml_str(&resp.join_token)));
+    let (token, agent_token) = tokens(k3s.role, resp);
+    out.push_str(&format!("token: {}\n", yaml_str(token)));
+    if let Some(agent_token) = agent_token {
+        out.push_str(&format!("agent-token: {}\n", yaml_str(agent_token)));
+    }
     if k3s.role == Role::Server {
         out.push_str(&format!("tls-san:\n  - {}\n", yaml_str(&resp.vip.to_string())));
     }
@@ -95,6 +177,17 @@ pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>)
         }
     }
     out
+}
+
+/// The drop-in's `token` and `agent-token` for `role`: a server gets the server token and, from a registry
+/// that has agent tokens, the agent token k3s then accepts from agents; an agent gets only the agent token
+/// (k3s refuses it to servers), or the server token from a registry without agent tokens.
+fn tokens(role: Role, resp: &HandshakeResponse) -> (&str, Option<&str>) {
+    let agent = resp.agent_token.as_deref();
+    match role {
+        Role::Server => (&resp.join_token, agent),
+        Role::Agent => (agent.unwrap_or(&resp.join_token), None),
+    }
 }
 
 /// A YAML double-quoted scalar.
@@ -129,8 +222,9 @@ pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
 
 /// Performs the handshake of `k3s` until the registry accepts it, then writes the drop-in. Unanswered
 /// attempts are retried with a capped backoff; refusals (4xx) are logged with the registry's code and
-/// message and retried every one to two minutes. Cancel it to stop.
-pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeResponse {
+/// message and retried every one to two minutes. Cancel it to stop. Each step is recorded in `progress`.
+pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig, progress: &K3sProgress) -> HandshakeResponse {
+    progress.update(|p| *p = Progress::default());
     let req = request(k3s);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut refused = Backoff::new(REFUSED_RETRY, REFUSED_RETRY_CAP);
@@ -145,6 +239,20 @@ pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeRes
                     backoff.fail()
                 };
                 log_failure(&mut failures, &e, &req, delay);
+                progress.update(|p| match &e {
+                    ClientError::Refused {
+                        status, code, message, ..
+                    } if e.is_definitive() => {
+                        p.handshake = Some(K3sHandshake::Refused);
+                        p.refused_code = Some(format!("{status} {code}"));
+                        p.problem = Some(message.clone());
+                    }
+                    e => {
+                        p.handshake = Some(K3sHandshake::Pending);
+                        p.refused_code = None;
+                        p.problem = Some(e.to_string());
+                    }
+                });
                 tokio::time::sleep(delay).await;
             }
         }
@@ -154,21 +262,46 @@ pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig) -> HandshakeRes
         state = %resp.state, vip = %resp.vip, api_endpoint = %resp.api_endpoint,
         "k3s handshake accepted"
     );
+    progress.update(|p| {
+        *p = Progress {
+            handshake: Some(K3sHandshake::Accepted),
+            cluster: Some((
+                resp.cluster_id.clone(),
+                resp.cluster_name.clone(),
+                resp.state.to_string(),
+            )),
+            ..Progress::default()
+        }
+    });
     let content = render(k3s, &resp, None);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     loop {
-        match write_if_changed(&k3s.config_path, &content) {
-            Ok(true) => {
-                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in written");
-                break;
-            }
-            Ok(false) => {
-                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in unchanged");
+        let written = write_if_changed(&k3s.config_path, &content);
+        let written_at = match &written {
+            Ok(true) => Some(SystemTime::now()),
+            // Unchanged: written when the file last changed.
+            Ok(false) => std::fs::metadata(&k3s.config_path).and_then(|m| m.modified()).ok(),
+            Err(_) => None,
+        };
+        match written {
+            Ok(changed) => {
+                let what = if changed { "written" } else { "unchanged" };
+                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in {what}");
+                progress.update(|p| {
+                    p.drop_in_sha256 = Some(short_hash(&content));
+                    p.written_at = written_at;
+                    p.problem = None;
+                });
                 break;
             }
             Err(e) => {
                 let delay = backoff.fail();
                 tracing::error!(path = %k3s.config_path.display(), error = %e, retry_in = ?delay, "writing the k3s drop-in failed (fix: make k3s.config_path writable)");
+                progress.update(|p| {
+                    p.problem = Some(format!(
+                        "cannot write the drop-in: {e} (fix: make k3s.config_path writable)"
+                    ))
+                });
                 tokio::time::sleep(delay).await;
             }
         }
@@ -225,6 +358,7 @@ mod tests {
             role: Role::Server,
             api_endpoint: "https://[fd00:5d:f::1]:6443".into(),
             join_token: token.into(),
+            agent_token: None,
             vip: "fd00:5d:f::1".parse().unwrap(),
             vip_candidates: vec![],
         }
@@ -262,6 +396,42 @@ mod tests {
             agent.lines().skip(1).collect::<Vec<_>>(),
             ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"abc\""]
         );
+    }
+
+    /// From a registry with agent tokens: a server's answer has the server token and the agent token.
+    fn resp_with_agent_token() -> HandshakeResponse {
+        HandshakeResponse {
+            agent_token: Some("agt".into()),
+            ..resp("srv")
+        }
+    }
+
+    #[test]
+    fn servers_get_both_tokens_and_agents_only_the_agent_token() {
+        let bootstrap = render(&k3s(Role::Server, true), &resp_with_agent_token(), None);
+        assert_eq!(
+            bootstrap.lines().skip(1).take(3).collect::<Vec<_>>(),
+            ["cluster-init: true", "token: \"srv\"", "agent-token: \"agt\""],
+            "{bootstrap}"
+        );
+        let server = render(&k3s(Role::Server, false), &resp_with_agent_token(), None);
+        assert!(
+            server.contains("\ntoken: \"srv\"\nagent-token: \"agt\"\ntls-san:\n"),
+            "{server}"
+        );
+        // The registry answers an agent with the agent token in both fields.
+        let agent_resp = HandshakeResponse {
+            join_token: "agt".into(),
+            ..resp_with_agent_token()
+        };
+        let agent = render(&k3s(Role::Agent, false), &agent_resp, None);
+        assert_eq!(
+            agent.lines().skip(1).collect::<Vec<_>>(),
+            ["server: \"https://[fd00:5d:f::1]:6443\"", "token: \"agt\""]
+        );
+        // Even an answer that carried the server token too never puts it in an agent's drop-in.
+        let agent = render(&k3s(Role::Agent, false), &resp_with_agent_token(), None);
+        assert!(agent.contains("token: \"agt\"\n") && !agent.contains("srv"), "{agent}");
     }
 
     fn plan() -> PodPlan {
@@ -325,6 +495,63 @@ mod tests {
             (j.phase, j.role, j.target_cluster_id.as_deref()),
             (Phase::JoinRequest, Role::Agent, Some("c9"))
         );
+    }
+
+    #[test]
+    fn the_status_view_follows_the_progress() {
+        let cfg = K3sConfig {
+            config_path: PathBuf::from("/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml"),
+            ..k3s(Role::Agent, false)
+        };
+        let progress = K3sProgress::default();
+        let v = progress.view(&cfg);
+        assert_eq!(
+            (v.role.as_str(), v.bootstrap, v.handshake, v.drop_in.as_str()),
+            (
+                "agent",
+                false,
+                K3sHandshake::Pending,
+                "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml"
+            )
+        );
+        assert_eq!((v.cluster_id, v.drop_in_sha256, v.written_at_unix), (None, None, None));
+        progress.update(|p| {
+            p.handshake = Some(K3sHandshake::Refused);
+            p.refused_code = Some("409 cluster_error".into());
+        });
+        let v = progress.view(&cfg);
+        assert_eq!(
+            (v.handshake, v.refused_code.as_deref()),
+            (K3sHandshake::Refused, Some("409 cluster_error"))
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        progress.update(|p| {
+            *p = Progress {
+                handshake: Some(K3sHandshake::Accepted),
+                cluster: Some(("c1".into(), "prod".into(), "active".into())),
+                drop_in_sha256: Some(short_hash("a: 1\n")),
+                written_at: Some(at),
+                ..Progress::default()
+            }
+        });
+        let v = progress.view(&cfg);
+        assert_eq!(
+            (
+                v.handshake,
+                v.refused_code,
+                v.cluster_name.as_deref(),
+                v.written_at_unix
+            ),
+            (K3sHandshake::Accepted, None, Some("prod"), Some(1_796_000_000))
+        );
+        assert_eq!(v.drop_in_sha256.as_deref().map(str::len), Some(HASH_DIGITS));
+    }
+
+    #[test]
+    fn the_short_hash_is_the_sha256_prefix() {
+        // `printf '' | sha256sum`, `printf 'abc' | sha256sum`.
+        assert_eq!(short_hash(""), "e3b0c44298fc");
+        assert_eq!(short_hash("abc"), "ba7816bf8f01");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The registry link's metrics: whether the registry answers, whether this node is enrolled, the last
 //! error, the revision in force, and what the screening of views refused or dropped. Also the link's
 //! state as `sdwanctl status` shows it ([`RegistryView`]): the same facts, with the one-line problem and
-//! its fix. Owns only the series, that state and the reachability transition log; the link decides when
-//! to record.
+//! its fix; the k3s handshake's progress ([`K3sProgress`]) travels with them. Owns only the series, that
+//! state and the reachability transition log; the link decides when to record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use super::http::ClientError;
+use super::k3s::K3sProgress;
 use crate::control::RegistryView;
 
 /// The registry metrics.
@@ -35,6 +36,8 @@ pub struct ClientMetrics {
     pub entries_dropped: IntCounterVec,
     /// `sdwand_registry_floors_refused_total`: epoch floors of report answers above the highest term.
     pub floors_refused: IntCounter,
+    /// Where the k3s handshake and its drop-in stand, for `sdwanctl status` (the handshake task records).
+    pub k3s: K3sProgress,
     reachable: Arc<AtomicBool>,
     /// The problem `sdwanctl status` shows: what failed and how to fix it; `None` after a success.
     problem: Arc<Mutex<Option<String>>>,
@@ -100,6 +103,7 @@ impl ClientMetrics {
                 "Epoch floors from the registry refused because they are above the highest term.",
             )
             .expect("valid metric"),
+            k3s: K3sProgress::default(),
             reachable: Arc::new(AtomicBool::new(true)),
             problem: Arc::new(Mutex::new(None)),
         }

@@ -320,8 +320,9 @@ impl Link {
         let client = self.client.clone();
         let tx = self.joined_tx.clone();
         let cfg = k3s.clone();
+        let progress = self.metrics.k3s.clone();
         let task = tokio::spawn(async move {
-            let resp = k3s::handshake(&client, &cfg).await;
+            let resp = k3s::handshake(&client, &cfg, &progress).await;
             let _ = tx.send((cfg, resp)).await;
         });
         self.handshake = Some((k3s, task));

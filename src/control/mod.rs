@@ -348,6 +348,9 @@ pub struct DaemonStatus {
     /// starting (and from daemons that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadView>,
+    /// The k3s handshake and drop-in, with `[k3s]`; absent without (and from daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sView>,
     /// Peers in configuration order.
     pub peers: Vec<NodePeer>,
     /// VIPs in configuration order.
@@ -376,6 +379,46 @@ pub struct RegistryView {
     pub up: bool,
     /// What the last call ran into and how to fix it, while calls keep failing.
     pub problem: Option<String>,
+}
+
+/// Where the k3s handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum K3sHandshake {
+    /// Not answered yet (the registry was not reached, or the request is under way): retried.
+    Pending,
+    /// The registry accepted it: the drop-in follows from its answer.
+    Accepted,
+    /// The registry refused it (a 4xx with a code): retried every minute or two, until fixed.
+    Refused,
+}
+
+/// The k3s integration as `sdwanctl status` shows it: the handshake of `[k3s]` and the drop-in it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K3sView {
+    /// The k3s role (`server` or `agent`).
+    pub role: String,
+    /// `k3s.bootstrap`: this server creates the cluster (`false`: it joins one).
+    pub bootstrap: bool,
+    /// The handshake's state.
+    pub handshake: K3sHandshake,
+    /// The registry's error code, while refused.
+    pub refused_code: Option<String>,
+    /// What the last attempt ran into, while not accepted; or why the drop-in cannot be written.
+    pub problem: Option<String>,
+    /// The cluster's id, once accepted.
+    pub cluster_id: Option<String>,
+    /// The cluster's name, once accepted.
+    pub cluster_name: Option<String>,
+    /// The cluster's state as the accepted answer gave it (`bootstrapping`, `active`, `error`).
+    pub cluster_state: Option<String>,
+    /// The drop-in's path (`k3s.config_path`).
+    pub drop_in: String,
+    /// The first 12 hex digits of the SHA-256 of the drop-in as sdwand wrote it (or found it, unchanged);
+    /// `None` before it is written. `sha256sum` of the file shows whether it was edited since.
+    pub drop_in_sha256: Option<String>,
+    /// When the drop-in was written, Unix seconds (an unchanged file: its modification time).
+    pub written_at_unix: Option<u64>,
 }
 
 /// The Prometheus endpoint (`daemon.metrics_listen`).

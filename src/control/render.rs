@@ -5,7 +5,10 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use super::{DaemonStatus, EndpointView, NamedAddr, NodeCandidate, NodePeer, NodeVip, RegistryView, SocketView};
+use super::{
+    DaemonStatus, EndpointView, K3sHandshake, K3sView, NamedAddr, NodeCandidate, NodePeer, NodeVip, RegistryView,
+    SocketView,
+};
 
 /// `sdwanctl status`: the daemon, a peer table and a one-line summary per VIP.
 pub fn status(s: &DaemonStatus) -> String {
@@ -24,6 +27,9 @@ pub fn status(s: &DaemonStatus) -> String {
     );
     if let Some(registry) = &s.registry {
         let _ = writeln!(out, "registry   {}", registry_line(registry));
+    }
+    if let Some(k3s) = &s.k3s {
+        out += &k3s_lines(k3s);
     }
     if let Some(socket) = &s.failover_socket {
         let _ = writeln!(out, "failover   {}", failover_socket(socket, s.vips.is_empty()));
@@ -99,6 +105,46 @@ fn registry_line(r: &RegistryView) -> String {
         Some(problem) => format!("{} {state}: {problem}", r.url),
         None => format!("{} {state}", r.url),
     }
+}
+
+/// The k3s lines of [`status`]: the role and the handshake (with the cluster once accepted, the
+/// registry's code and the problem otherwise), then the drop-in.
+fn k3s_lines(k: &K3sView) -> String {
+    let how = if k.bootstrap { "bootstrap" } else { "join" };
+    let mut out = format!("k3s        {} ({how}), handshake ", k.role);
+    match k.handshake {
+        K3sHandshake::Accepted => {
+            let _ = write!(
+                out,
+                "accepted: cluster {} ({}) {}",
+                k.cluster_name.as_deref().unwrap_or("?"),
+                k.cluster_id.as_deref().unwrap_or("?"),
+                k.cluster_state.as_deref().unwrap_or("?")
+            );
+        }
+        K3sHandshake::Refused => {
+            let _ = write!(out, "REFUSED ({})", k.refused_code.as_deref().unwrap_or("no code"));
+        }
+        K3sHandshake::Pending => out.push_str("pending"),
+    }
+    match &k.problem {
+        Some(problem) => {
+            let _ = writeln!(out, ": {problem}");
+        }
+        None => out.push('\n'),
+    }
+    let _ = write!(out, "drop-in    {}", k.drop_in);
+    match (&k.drop_in_sha256, k.written_at_unix) {
+        (Some(hash), Some(at)) => {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(at);
+            let _ = writeln!(out, " sha256:{hash} written {}", humantime::format_rfc3339_seconds(at));
+        }
+        (Some(hash), None) => {
+            let _ = writeln!(out, " sha256:{hash}");
+        }
+        (None, _) => out.push_str(" not written yet\n"),
+    }
+    out
 }
 
 /// The metrics endpoint's line of [`status`].
@@ -285,7 +331,58 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::tests::{daemon_status, vip_views};
+    use crate::control::tests::{daemon_status, k3s_view, vip_views};
+
+    #[test]
+    fn status_shows_the_k3s_handshake_and_drop_in() {
+        let mut s = daemon_status();
+        s.k3s = Some(k3s_view());
+        let text = status(&s);
+        assert!(
+            text.contains(
+                "ready      yes\n\
+                 k3s        server (bootstrap), handshake accepted: cluster prod (9b164fe3) active\n\
+                 drop-in    /etc/rancher/k3s/config.yaml.d/50-sdwand.yaml sha256:0123456789ab written \
+                 2026-11-30T00:53:20Z\n\
+                 failover   "
+            ),
+            "{text}"
+        );
+        s.k3s = Some(K3sView {
+            role: "agent".into(),
+            bootstrap: false,
+            handshake: K3sHandshake::Refused,
+            refused_code: Some("409 cluster_error".into()),
+            problem: Some("cluster \"c9\" is in error state".into()),
+            cluster_id: None,
+            cluster_name: None,
+            cluster_state: None,
+            drop_in_sha256: None,
+            written_at_unix: None,
+            ..k3s_view()
+        });
+        let text = status(&s);
+        assert!(
+            text.contains(
+                "k3s        agent (join), handshake REFUSED (409 cluster_error): cluster \"c9\" is in error state\n\
+                 drop-in    /etc/rancher/k3s/config.yaml.d/50-sdwand.yaml not written yet\n"
+            ),
+            "{text}"
+        );
+        s.k3s = Some(K3sView {
+            handshake: K3sHandshake::Pending,
+            refused_code: None,
+            problem: Some("registry unreachable".into()),
+            ..s.k3s.unwrap()
+        });
+        assert!(
+            status(&s).contains("k3s        agent (join), handshake pending: registry unreachable\n"),
+            "{}",
+            status(&s)
+        );
+        s.k3s = None;
+        assert!(!status(&s).contains("k3s"));
+    }
 
     #[test]
     fn vip_list_fixture() {

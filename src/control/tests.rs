@@ -110,6 +110,7 @@ pub(super) fn daemon_status() -> DaemonStatus {
         metrics_overlay: None,
         registry: None,
         workload: None,
+        k3s: None,
         peers: vec![
             NodePeer {
                 name: "b".to_owned(),
@@ -216,10 +217,54 @@ fn requests_have_the_documented_wire_shape() {
     }
 }
 
+/// The k3s section of an accepted bootstrap handshake whose drop-in is written.
+pub(super) fn k3s_view() -> K3sView {
+    K3sView {
+        role: "server".to_owned(),
+        bootstrap: true,
+        handshake: K3sHandshake::Accepted,
+        refused_code: None,
+        problem: None,
+        cluster_id: Some("9b164fe3".to_owned()),
+        cluster_name: Some("prod".to_owned()),
+        cluster_state: Some("active".to_owned()),
+        drop_in: "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml".to_owned(),
+        drop_in_sha256: Some("0123456789ab".to_owned()),
+        written_at_unix: Some(1_796_000_000),
+    }
+}
+
+#[test]
+fn the_k3s_section_has_the_documented_json_shape() {
+    let mut s = daemon_status();
+    s.k3s = Some(k3s_view());
+    let json = serde_json::to_value(Response::Status(Box::new(s))).unwrap();
+    assert_eq!(
+        json["data"]["k3s"],
+        serde_json::json!({
+            "role": "server", "bootstrap": true, "handshake": "accepted", "refused_code": null, "problem": null,
+            "cluster_id": "9b164fe3", "cluster_name": "prod", "cluster_state": "active",
+            "drop_in": "/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml", "drop_in_sha256": "0123456789ab",
+            "written_at_unix": 1_796_000_000u64
+        })
+    );
+    // Without `[k3s]` (and from daemons that predate it) there is no section.
+    let without = serde_json::to_value(Response::Status(Box::new(daemon_status()))).unwrap();
+    assert!(without["data"].get("k3s").is_none(), "{without}");
+    let mut old = without.clone();
+    old["data"].as_object_mut().unwrap().remove("k3s");
+    assert!(matches!(serde_json::from_value::<Response>(old).unwrap(), Response::Status(s) if s.k3s.is_none()));
+}
+
 #[test]
 fn responses_round_trip_through_json() {
+    let with_k3s = DaemonStatus {
+        k3s: Some(k3s_view()),
+        ..daemon_status()
+    };
     let responses = [
         Response::Status(Box::new(daemon_status())),
+        Response::Status(Box::new(with_k3s)),
         Response::Vips(vip_views()),
         Response::Moved {
             vip: addr("fd00:5d::100"),

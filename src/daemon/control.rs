@@ -5,7 +5,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::control::{
-    self, DaemonStatus, EndpointView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView, WorkloadView,
+    self, DaemonStatus, EndpointView, K3sView, NodePeer, NodeVip, RegistryView, Request, Response, SocketView,
+    WorkloadView,
 };
 use crate::metrics::Metrics;
 use crate::vip::runtime::VipRuntime;
@@ -23,6 +24,8 @@ pub(super) struct Facts<'a> {
     pub(super) metrics_overlay: Option<EndpointView>,
     /// The registry link's state, with `[registry]`.
     pub(super) registry: Option<RegistryView>,
+    /// The k3s handshake and drop-in, with `[k3s]`.
+    pub(super) k3s: Option<K3sView>,
 }
 
 /// The answer to `request`. A move starts the handover; the caller flushes the VIP runtime afterwards.
@@ -69,6 +72,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
             mtu: plane.desired.mtu,
             prefixes: plane.desired.workload.own.clone(),
         }),
+        k3s: facts.k3s.clone(),
         peers: peers(plane),
         vips,
     }))

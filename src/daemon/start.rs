@@ -206,6 +206,8 @@ fn answer_starting(request: Request, starting: Starting<'_>, registry: &control:
             metrics_overlay: None,
             registry: Some(registry.clone()),
             workload: None,
+            // The k3s handshake starts once enrolled.
+            k3s: None,
             peers: Vec::new(),
             vips: Vec::new(),
         })),

@@ -480,8 +480,13 @@ pub struct HandshakeResponse {
     pub role: Role,
     /// `https://[VIP]:6443`.
     pub api_endpoint: String,
-    /// The k3s join token.
+    /// The k3s token for the caller's role: the cluster's server token for a server, its agent token for an
+    /// agent (from registries that predate agent tokens: the server token for both).
     pub join_token: String,
+    /// The cluster's agent token (k3s `agent-token`: joins agents, not servers). Servers set it as
+    /// `agent-token`, agents use it as their `token`. Absent from registries that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
     /// The cluster's VIP.
     pub vip: Ipv6Addr,
     /// The VIP's candidates in rank order.

@@ -87,11 +87,23 @@ fn servers_join_in_order_and_agents_join_with_or_without_a_target() {
     assert_eq!(boot.tls_san, [VIP_ADDR.to_string()], "{boot:?}");
     let token = boot.token.clone().expect("p1's token");
     assert!(!token.is_empty());
+    let agent_token = boot.agent_token.clone().expect("p1's agent token");
+    assert_ne!(agent_token, token, "the agent token is not the server token");
     for i in 2..=5 {
         let d = dropin(&lab, i);
         assert!(!d.cluster_init, "p{i}: {d:?}");
         assert_eq!(d.server.as_deref(), Some(endpoint.as_str()), "p{i}: {d:?}");
-        assert_eq!(d.token.as_deref(), Some(token.as_str()), "p{i}: {d:?}");
+        // Servers (p2, p3) get both tokens, agents (p4, p5) only the agent token.
+        let (own, agent) = if i <= 3 {
+            (token.as_str(), Some(agent_token.as_str()))
+        } else {
+            (agent_token.as_str(), None)
+        };
+        assert_eq!(
+            (d.token.as_deref(), d.agent_token.as_deref()),
+            (Some(own), agent),
+            "p{i}: {d:?}"
+        );
         let san: &[String] = if i <= 3 { &[VIP_ADDR.to_string()] } else { &[] };
         assert_eq!(d.tls_san, san, "p{i}: {d:?}");
     }
@@ -136,8 +148,12 @@ fn two_clusters_in_one_account_and_another_account_refused() {
     let d4 = dropin(&lab, p4);
     assert!(d3.cluster_init, "{d3:?}");
     assert_eq!(d4.server.as_deref(), Some("https://[fd00:5d:f::2]:6443"), "{d4:?}");
-    assert_eq!(d4.token, d3.token);
-    assert_ne!(d4.token, dropin(&lab, 1).token, "the two clusters share a token");
+    assert_eq!(
+        d4.token, d3.agent_token,
+        "the agent gets the second cluster's agent token"
+    );
+    assert_eq!(d4.agent_token, None, "{d4:?}");
+    assert_ne!(d4.token, dropin(&lab, 1).agent_token, "the two clusters share a token");
     let second = cluster_of(&lab, second_vip);
     assert_eq!(second.members.len(), 2, "{:?}", second.members);
     assert_eq!(cluster_of(&lab, &VIP_ADDR.to_string()).members.len(), 2);

@@ -297,11 +297,12 @@ pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Re
             return Err(ApiError::unauthorized());
         }
     }
-    let (store, ttls) = (s.store.clone(), s.ttls);
+    // Per-object gauges only behind the token: they name networks, VIPs and peers.
+    let (store, ttls, detailed) = (s.store.clone(), s.ttls, s.metrics_token.is_some());
     let census = s
         .census
         .get(std::time::Instant::now(), || {
-            store.read(move |tx| service::census(tx, &ttls, now_ms()))
+            store.read(move |tx| service::census(tx, &ttls, now_ms(), detailed))
         })
         .await?;
     let text = s

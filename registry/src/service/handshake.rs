@@ -1,13 +1,17 @@
 //! k3s bootstrap and join handshakes, and the k3s state a server reports (peer token).
 //!
 //! A peer is a member of at most one cluster. Bootstrap creates the cluster, its VIP (the caller its first
-//! candidate) and the join token; a retry by the same server returns the same cluster and VIP. A join adds
+//! candidate), its join (server) token and its agent token; a retry by the same server returns the same cluster and VIP. A join adds
 //! the caller as server or agent; a joining server is appended to the VIP's candidates, so candidate order
 //! is join order (the store serializes writes). A retried join returns the same answer without appending
 //! again. An agent joining another cluster than its own (named, or the most recent active one when no
 //! target is named) moves there; a server stays where it is (409 `already_member`). A VIP has at most
 //! [`MAX_CANDIDATES`] candidates (what the failover protocol carries): one more server is refused (409
 //! `too_many_candidates`). A peer sees only the clusters of its own network: any other id is 404.
+//!
+//! A server's answer carries both k3s tokens (`token` and `agent-token` of its drop-in), an agent's only the
+//! agent token, which k3s accepts for agents and refuses for servers: an agent's drop-in cannot join a
+//! server. A cluster from before agent tokens gets one at its first handshake. Tokens are never logged.
 
 use super::{authenticate, check_name, scope};
 use crate::error::{code, ApiError};
@@ -140,6 +144,7 @@ fn bootstrap(
         state: ClusterState::Bootstrapping,
         vip_id: vip.id.clone(),
         join_token: token::new_join_secret()?,
+        agent_token: Some(token::new_join_secret()?),
         created_at_ms: now_ms,
     };
     network.next_vip_offset = next;
@@ -269,7 +274,25 @@ fn cluster_error(cluster: &Cluster) -> ApiError {
     )
 }
 
-fn answer(tx: &mut dyn ReadTx, cluster: &Cluster, vip: &Vip, role: Role) -> Result<HandshakeResponse, ApiError> {
+/// The handshake answer for a member of `cluster` in `role`; gives the cluster its agent token first if it
+/// has none yet (a cluster from before agent tokens).
+fn answer(tx: &mut dyn WriteTx, cluster: &Cluster, vip: &Vip, role: Role) -> Result<HandshakeResponse, ApiError> {
+    let agent_token = match &cluster.agent_token {
+        Some(t) => t.clone(),
+        None => {
+            let t = token::new_join_secret()?;
+            tx.put_cluster(&Cluster {
+                agent_token: Some(t.clone()),
+                ..cluster.clone()
+            })?;
+            tracing::info!(cluster = %cluster.id, "cluster given an agent token (created before agent tokens)");
+            t
+        }
+    };
+    let join_token = match role {
+        Role::Server => cluster.join_token.clone(),
+        Role::Agent => agent_token.clone(),
+    };
     let mut vip_candidates = Vec::with_capacity(vip.candidates.len());
     for id in &vip.candidates {
         let p = tx.peer(id)?.ok_or_else(|| dangling("vip_candidates", id))?;
@@ -285,7 +308,8 @@ fn answer(tx: &mut dyn ReadTx, cluster: &Cluster, vip: &Vip, role: Role) -> Resu
         state: cluster.state,
         role,
         api_endpoint: format!("https://[{}]:{K3S_API_PORT}", vip.address),
-        join_token: cluster.join_token.clone(),
+        join_token,
+        agent_token: Some(agent_token),
         vip: vip.address,
         vip_candidates,
     })

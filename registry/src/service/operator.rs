@@ -6,7 +6,7 @@ use super::prefixes;
 use super::reap::{prefix_list, remove_peer, Ttls};
 use super::views::{self, member_view};
 use crate::error::{code, ApiError};
-use crate::metrics::Census;
+use crate::metrics::{Census, Detail, MAX_DETAIL_SERIES};
 use crate::model::{Network, Peer, TokenKind, TokenRecord, Vip};
 use crate::store::{ReadTx, WriteTx};
 use crate::token::Presented;
@@ -230,8 +230,9 @@ fn visible_peer(tx: &mut dyn ReadTx, caller: &TokenRecord, peer_id: &str) -> Res
     }
 }
 
-/// Peers by class and staleness, clusters by state, over every account (the metrics' gauges).
-pub fn census(tx: &mut dyn ReadTx, ttls: &Ttls, now_ms: u64) -> Result<Census, ApiError> {
+/// Peers by class and staleness, clusters by state, over every account (the metrics' gauges); with
+/// `detailed` (the endpoint requires a token), also each VIP and peer ([`Detail`]).
+pub fn census(tx: &mut dyn ReadTx, ttls: &Ttls, now_ms: u64, detailed: bool) -> Result<Census, ApiError> {
     let peers = tx.all_peers()?;
     let clusters = tx.all_clusters()?;
     let mut census = Census::default();
@@ -249,5 +250,43 @@ pub fn census(tx: &mut dyn ReadTx, ttls: &Ttls, now_ms: u64) -> Result<Census, A
             .clusters
             .push((state, clusters.iter().filter(|c| c.state == state).count() as u64));
     }
+    if detailed {
+        census.detail = Some(detail(tx, &peers)?);
+    }
     Ok(census)
+}
+
+/// The per-object figures of [`census`]: every VIP, then every peer, up to [`MAX_DETAIL_SERIES`].
+fn detail(tx: &mut dyn ReadTx, peers: &[Peer]) -> Result<Detail, ApiError> {
+    let names: std::collections::HashMap<&str, &str> = peers.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
+    let networks: std::collections::BTreeSet<&str> = peers.iter().map(|p| p.network_id.as_str()).collect();
+    let mut detail = Detail::default();
+    let mut room = MAX_DETAIL_SERIES;
+    for network in networks {
+        for vip in tx.vips(network)? {
+            if room == 0 {
+                detail.dropped += 1;
+                continue;
+            }
+            room -= 1;
+            let holder = vip.holder.as_deref().and_then(|h| names.get(h).copied()).unwrap_or("");
+            detail.vips.push((
+                network.to_owned(),
+                vip.address.to_string(),
+                holder.to_owned(),
+                vip.epoch.map(|e| e.term),
+            ));
+        }
+    }
+    for p in peers {
+        if room == 0 {
+            detail.dropped += 1;
+            continue;
+        }
+        room -= 1;
+        detail
+            .peers
+            .push((p.network_id.clone(), p.name.clone(), p.last_seen_ms));
+    }
+    Ok(detail)
 }

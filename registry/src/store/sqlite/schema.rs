@@ -131,6 +131,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (network_id, prefix)
     );
     ",
+    // 5: a k3s agent token per cluster, beside the join (server) token; NULL for earlier clusters, which
+    // get one at their next handshake.
+    "
+    ALTER TABLE clusters ADD COLUMN agent_token TEXT;
+    ",
 ];
 
 /// The newest schema version this build knows.
@@ -245,5 +250,41 @@ mod tests {
         assert_eq!(peer2.as_ref().map(|p| p.prefixes()[0].kind), Some(PrefixKind::Site));
         assert_eq!(peer2, Some(peer));
         assert_eq!(holds, [hold]);
+    }
+    /// A cluster a registry of schema 4 stored (before agent tokens) opens with no agent token, and takes one.
+    #[tokio::test]
+    async fn a_schema_4_cluster_opens_without_an_agent_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .expect("version table");
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(
+            "INSERT INTO schema_version (version) VALUES (4);
+             INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
+             INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset,
+                 next_vip_offset, created_at) VALUES ('n', 'a', 'net', 'fd00:1::/64', 'fd00:1::ffff:0/112', 7, 2, 2, 1);
+             INSERT INTO vips (id, network_id, address) VALUES ('v', 'n', 'fd00:1::ffff:1');
+             INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at)
+                 VALUES ('c', 'a', 'n', 'prod', 'active', 'v', 'server-secret', 3);",
+        )
+        .expect("schema 4 rows");
+        drop(conn);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("migrate"));
+        let cluster = store.read(|tx| tx.cluster("c")).await.expect("read").expect("cluster");
+        assert_eq!(
+            (cluster.join_token.as_str(), cluster.agent_token.as_deref()),
+            ("server-secret", None)
+        );
+        let given = crate::model::Cluster {
+            agent_token: Some("agent-secret".into()),
+            ..cluster
+        };
+        let put = given.clone();
+        store.write(move |tx| tx.put_cluster(&put)).await.expect("write");
+        let back = store.read(|tx| tx.cluster("c")).await.expect("read back");
+        assert_eq!(back, Some(given));
     }
 }

@@ -90,7 +90,7 @@ const NETWORK_COLUMNS: &str = "account_id, name, overlay_prefix, vip_pool, revis
                                next_vip_offset, created_at, overlay_prefix_v4, pod_pools, site_ranges";
 const TOKEN_COLUMNS: &str = "key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, expires_at, \
                              max_uses, uses, roles, revoked_at";
-const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at";
+const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at, agent_token";
 const VIP_COLUMNS: &str = "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq";
 
 /// The raw columns of a VIP row (read with rusqlite's `TryFrom<&Row>` for tuples).
@@ -217,10 +217,20 @@ fn optional_signed(v: Option<u64>) -> Result<Option<i64>, StoreError> {
     v.map(signed).transpose()
 }
 
-type ClusterRow = (String, String, String, String, String, String, String, i64);
+type ClusterRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+);
 
 fn cluster(row: ClusterRow) -> Result<Cluster, StoreError> {
-    let (id, account_id, network_id, name, state, vip_id, join_token, created) = row;
+    let (id, account_id, network_id, name, state, vip_id, join_token, created, agent_token) = row;
     Ok(Cluster {
         id,
         account_id,
@@ -229,6 +239,7 @@ fn cluster(row: ClusterRow) -> Result<Cluster, StoreError> {
         state: parse("clusters", &state)?,
         vip_id,
         join_token,
+        agent_token,
         created_at_ms: unsigned("clusters", created)?,
     })
 }

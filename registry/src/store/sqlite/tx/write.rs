@@ -119,9 +119,10 @@ impl WriteTx for SqlTx<'_> {
     fn put_cluster(&mut self, c: &Cluster) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET account_id = ?2, \
-                 network_id = ?3, name = ?4, state = ?5, vip_id = ?6, join_token = ?7, created_at = ?8",
+                "INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at, \
+                 agent_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET \
+                 account_id = ?2, network_id = ?3, name = ?4, state = ?5, vip_id = ?6, join_token = ?7, \
+                 created_at = ?8, agent_token = ?9",
             )?
             .execute(params![
                 c.id,
@@ -132,6 +133,7 @@ impl WriteTx for SqlTx<'_> {
                 c.vip_id,
                 c.join_token,
                 signed(c.created_at_ms)?,
+                c.agent_token,
             ])?;
         Ok(())
     }
