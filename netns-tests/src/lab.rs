@@ -74,6 +74,11 @@ pub struct UpOptions {
     pub registry: bool,
     /// The registry's `ephemeral_ttl`: how long an ephemeral peer may be silent before it is reaped.
     pub ephemeral_ttl: Duration,
+    /// Pods per peer (see [`crate::pods`]; registry labs only, at most [`crate::pods::MAX_PODS`]): the
+    /// network gets pod pools of `pod_family` and every peer `[k3s] pod_network = "sdwan"`. 0: none.
+    pub pods: usize,
+    /// The families of the network's pod pools.
+    pub pod_family: crate::pods::PodFamily,
 }
 
 impl UpOptions {
@@ -94,6 +99,8 @@ impl UpOptions {
             responders: true,
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
+            pods: 0,
+            pod_family: crate::pods::PodFamily::Dual,
         }
     }
 
@@ -104,6 +111,7 @@ impl UpOptions {
             resync_interval: self.resync_interval.clone(),
             teardown_on_exit: self.teardown_on_exit,
             registry: self.registry,
+            pods: self.pods > 0,
             vip: self.vip_params(),
         }
     }
@@ -147,6 +155,7 @@ impl Lab {
         let layout = Layout::new(&opts.name)?;
         layout::validate_peer_count(opts.peers)?;
         crate::vip::validate(&opts)?;
+        crate::pods::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -201,6 +210,7 @@ impl Lab {
                 } else {
                     Vec::new()
                 },
+                pods: Vec::new(),
             },
             layout,
             children: HashMap::new(),
@@ -229,7 +239,8 @@ impl Lab {
         self.save()?;
         self.build_network()?;
         if let Some(bin) = registry_bin {
-            self.build_registry(bin, opts.ephemeral_ttl)?;
+            let pools = (opts.pods > 0).then(|| opts.pod_family.pools());
+            self.build_registry(bin, opts.ephemeral_ttl, pools)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;
@@ -264,6 +275,9 @@ impl Lab {
         }
         if !self.vips().is_empty() {
             self.wait_vip_settled(left().max(Duration::from_secs(10)))?;
+        }
+        if opts.pods > 0 {
+            self.build_pods(opts.pods)?;
         }
         Ok(())
     }
@@ -415,6 +429,7 @@ impl Lab {
                 wg_pid,
                 config: self.config_path(i).display().to_string(),
                 log: self.log_path(i).display().to_string(),
+                prefixes: self.pod_prefixes(i),
             });
         }
         Ok(LabDoc {
@@ -422,6 +437,7 @@ impl Lab {
             hub_netns: self.layout.hub_netns(),
             peers,
             vips: self.vip_docs(),
+            pods: self.state.pods.clone(),
             state_dir: self.layout.state_dir().display().to_string(),
             registry: self.state.registry.as_ref().map(|r| RegistryDoc {
                 netns: self.layout.registry_netns(),

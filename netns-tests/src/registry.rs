@@ -146,7 +146,12 @@ impl Lab {
 
     /// The registry's namespace, its veth into the hub bridge and its configuration; then `init-account`,
     /// the start, the network and the enrollment token.
-    pub(crate) fn build_registry(&mut self, bin: PathBuf, ephemeral_ttl: Duration) -> Result<()> {
+    pub(crate) fn build_registry(
+        &mut self,
+        bin: PathBuf,
+        ephemeral_ttl: Duration,
+        pod_pools: Option<Vec<serde_json::Value>>,
+    ) -> Result<()> {
         let l = self.layout.clone();
         let dir = l.registry_dir();
         fs::DirBuilder::new()
@@ -199,15 +204,17 @@ impl Lab {
         });
         self.save()?;
         self.start_registry()?;
-        let network: NetworkView = self.registry_admin(
-            "POST",
-            "/v1/networks",
-            Some(&serde_json::json!({
-                "name": self.name(),
-                "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
-                "vip_pool": layout::REGISTRY_VIP_POOL,
-            })),
-        )?;
+        let mut create = serde_json::json!({
+            "name": self.name(),
+            "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
+            "vip_pool": layout::REGISTRY_VIP_POOL,
+        });
+        if let Some(pools) = pod_pools {
+            // Pods: each peer gets a /32 (its IPv4 node-ip) and a share of each pool.
+            create["overlay_prefix_v4"] = serde_json::json!(layout::REGISTRY_OVERLAY_PREFIX_V4);
+            create["pod_pools"] = serde_json::json!(pools);
+        }
+        let network: NetworkView = self.registry_admin("POST", "/v1/networks", Some(&create))?;
         let token: EnrollmentTokenView =
             self.registry_admin("POST", &format!("/v1/networks/{}/enrollment-tokens", network.id), None)?;
         write_new(

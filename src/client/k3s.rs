@@ -158,8 +158,9 @@ pub fn service_cidr_problem(k3s: &K3sConfig, plan: &PodPlan) -> Option<String> {
 /// what changed and logs a problem once until it changes.
 #[derive(Debug, Default)]
 pub struct Files {
-    /// The problems last logged, by file: not logged again while they stay the same.
-    problems: [Option<String>; 2],
+    /// The problems last logged (the CNI configuration, the drop-in, the service CIDRs): not logged again
+    /// while they stay the same.
+    problems: [Option<String>; 3],
 }
 
 impl Files {
@@ -196,8 +197,9 @@ impl Files {
         if k3s.pod_network == PodNetworkKind::Sdwan {
             // Without the pod plan, a drop-in would start k3s on flannel: wait for it.
             let Some(plan) = &plan else { return };
-            if let Some(problem) = service_cidr_problem(k3s, plan) {
-                self.problem(1, problem, true);
+            match service_cidr_problem(k3s, plan) {
+                Some(problem) => self.problem(2, problem, true),
+                None => self.problems[2] = None,
             }
         }
         let content = render(k3s, resp, plan.as_ref());
