@@ -109,6 +109,18 @@ pub(super) async fn enroll(
         registry_url: reg.url.clone(),
     };
     // Revision 0: this view has no VIPs yet, so the first watch (also after a restart) asks for everything.
+    // The enrollment answer does not carry the network's workload ranges: the members' /32s and prefixes
+    // could not be checked against them (and would be dropped as outside them, with an error logged).
+    // They come with the first watch answer, moments later.
+    let members = resp
+        .members
+        .into_iter()
+        .map(|mut m| {
+            m.address_v4 = None;
+            m.prefixes.clear();
+            m
+        })
+        .collect();
     let view = MembersResponse {
         network_id: resp.network_id,
         revision: 0,
@@ -117,7 +129,7 @@ pub(super) async fn enroll(
         overlay_prefix_v4: None,
         pod_pools: Vec::new(),
         site_ranges: Vec::new(),
-        members: resp.members,
+        members,
         vips: Vec::new(),
     };
     Ok((identity, view))
