@@ -96,7 +96,7 @@ pub enum LinkEvent {
     View,
     /// The registry's highest epoch per VIP (none above [`MAX_TERM`]): never claim a term at or below it.
     Floors(Vec<VipEpochView>),
-    /// The k3s handshake was accepted: write the k3s files ([`Link::write_k3s_files`]).
+    /// The k3s handshake was accepted (and the drop-in written, unless it waits for this node's pod share).
     Joined(HandshakeResponse),
 }
 
@@ -161,6 +161,10 @@ pub struct Link {
     tasks: Vec<JoinHandle<()>>,
     /// The drop-in and the CNI configuration.
     k3s_files: k3s::Files,
+    /// What the k3s files were last written from: the configuration in force and the interface MTU (the
+    /// file's configuration until the daemon first calls [`Link::write_k3s_files`]). A handshake answer is
+    /// written with them as soon as it arrives.
+    k3s_inputs: (Config, u32),
 }
 
 impl Drop for Link {
@@ -291,6 +295,7 @@ impl Link {
             joined: None,
             tasks,
             k3s_files: k3s::Files::default(),
+            k3s_inputs: (file.clone(), file.interface.mtu),
         };
         link.set_k3s(file.k3s.as_ref());
         Ok(link)
@@ -346,6 +351,9 @@ impl Link {
     /// the drop-in once the handshake was accepted and, with `pod_network = "sdwan"`, the CNI configuration
     /// for this node's pod prefixes (see [`k3s::Files`]). Cheap when nothing changed.
     pub fn write_k3s_files(&mut self, cfg: &Config, mtu: u32) {
+        if self.k3s_inputs.0 != *cfg || self.k3s_inputs.1 != mtu {
+            self.k3s_inputs = (cfg.clone(), mtu);
+        }
         let joined = self.joined.as_ref().map(|(_, resp)| resp);
         self.k3s_files.write(cfg, joined, mtu);
     }
@@ -365,6 +373,7 @@ impl Link {
                 Some((cfg, resp)) = self.joined_rx.recv() => {
                     // An answer to a handshake replaced since (SIGHUP) is stale.
                     if self.handshake.as_ref().is_some_and(|(k3s, _)| k3s.same_handshake(&cfg)) {
+                        self.k3s_files.write(&self.k3s_inputs.0, Some(&resp), self.k3s_inputs.1);
                         self.joined = Some((cfg, resp.clone()));
                         return LinkEvent::Joined(resp);
                     }
