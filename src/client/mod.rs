@@ -533,6 +533,20 @@ pub fn check_start(file: &Config) -> Result<Vec<String>, ConfigErrors> {
                 identity.address,
                 state.identity_path().display()
             ));
+            // The stored view tells the network's pod pools: a k3s server on them needs service ranges of
+            // the same families.
+            let sdwan = file
+                .k3s
+                .as_ref()
+                .filter(|k| k.pod_network == crate::config::PodNetworkKind::Sdwan);
+            if let (Some(k3s), Ok(Some(view))) = (sdwan, state.network()) {
+                let plan = k3s::PodPlan {
+                    cluster_cidrs: view.pod_pools.iter().map(|p| p.prefix).collect(),
+                    service_cidrs: k3s.service_cidrs.clone(),
+                    node_ips: Vec::new(),
+                };
+                notes.extend(k3s::service_cidr_problem(k3s, &plan).map(|p| format!("warning: {p}")));
+            }
         }
         Ok(None) => match enroll::first_token(file, reg) {
             Ok((path, _)) => {
