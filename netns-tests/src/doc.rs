@@ -14,6 +14,8 @@ pub struct LabDoc {
     pub peers: Vec<PeerDoc>,
     /// Virtual IPs (empty in a lab built without `--vip-candidates`).
     pub vips: Vec<VipDoc>,
+    /// The pods (`--pods`): name, peer, namespace, addresses (`null` for a family not in use).
+    pub pods: Vec<crate::pods::PodState>,
     /// The lab's state directory (configs, keys, logs).
     pub state_dir: String,
     /// The lab's registry; `null` in a static lab (`--no-registry`).
@@ -63,6 +65,8 @@ pub struct PeerDoc {
     pub config: String,
     /// Its `sdwand` log file.
     pub log: String,
+    /// Its pod prefixes (`--pods`), as its daemon's CNI configuration has them; empty without pods.
+    pub prefixes: Vec<String>,
 }
 
 /// A virtual IP of a [`LabDoc`].

@@ -76,6 +76,8 @@ impl Lab {
             }
         };
         if let Some(state) = &state {
+            // While the peers' namespaces still hold the bridge and the host ends of the veths.
+            crate::pods::del_all(&layout, &state.pods, &mut report.warnings);
             stop_recorded(state, &mut report);
         }
         stop_serving_wireguard_go(&layout, &mut report);

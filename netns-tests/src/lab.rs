@@ -76,6 +76,11 @@ pub struct UpOptions {
     pub ephemeral_ttl: Duration,
     /// The pod pools of the registry's network (each peer gets a share of each at enrollment); empty: none.
     pub pod_pools: Vec<sdwand::vocab::PodPool>,
+    /// Pods per peer (see [`crate::pods`]; registry labs only, at most [`crate::pods::MAX_PODS`]): the
+    /// network gets pod pools of `pod_family` and every peer `[k3s] pod_network = "sdwan"`. 0: none.
+    pub pods: usize,
+    /// The families of the network's pod pools.
+    pub pod_family: crate::pods::PodFamily,
 }
 
 impl UpOptions {
@@ -97,6 +102,8 @@ impl UpOptions {
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
             pod_pools: Vec::new(),
+            pods: 0,
+            pod_family: crate::pods::PodFamily::Dual,
         }
     }
 
@@ -107,6 +114,7 @@ impl UpOptions {
             resync_interval: self.resync_interval.clone(),
             teardown_on_exit: self.teardown_on_exit,
             registry: self.registry,
+            pods: self.pods > 0,
             vip: self.vip_params(),
         }
     }
@@ -150,6 +158,7 @@ impl Lab {
         let layout = Layout::new(&opts.name)?;
         layout::validate_peer_count(opts.peers)?;
         crate::vip::validate(&opts)?;
+        crate::pods::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -204,6 +213,7 @@ impl Lab {
                 } else {
                     Vec::new()
                 },
+                pods: Vec::new(),
             },
             layout,
             children: HashMap::new(),
@@ -232,7 +242,13 @@ impl Lab {
         self.save()?;
         self.build_network()?;
         if let Some(bin) = registry_bin {
-            self.build_registry(bin, opts.ephemeral_ttl, &opts.pod_pools)?;
+            let (pools, overlay_v4) = if opts.pods > 0 {
+                // Pods: each peer also gets a /32, its IPv4 node-ip.
+                (opts.pod_family.pools(), true)
+            } else {
+                (opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect(), false)
+            };
+            self.build_registry(bin, opts.ephemeral_ttl, pools, overlay_v4)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;
@@ -267,6 +283,9 @@ impl Lab {
         }
         if !self.vips().is_empty() {
             self.wait_vip_settled(left().max(Duration::from_secs(10)))?;
+        }
+        if opts.pods > 0 {
+            self.build_pods(opts.pods)?;
         }
         Ok(())
     }
@@ -418,6 +437,7 @@ impl Lab {
                 wg_pid,
                 config: self.config_path(i).display().to_string(),
                 log: self.log_path(i).display().to_string(),
+                prefixes: self.pod_prefixes(i),
             });
         }
         Ok(LabDoc {
@@ -425,6 +445,7 @@ impl Lab {
             hub_netns: self.layout.hub_netns(),
             peers,
             vips: self.vip_docs(),
+            pods: self.state.pods.clone(),
             state_dir: self.layout.state_dir().display().to_string(),
             registry: self.state.registry.as_ref().map(|r| RegistryDoc {
                 netns: self.layout.registry_netns(),

@@ -30,6 +30,9 @@ pub const MAX_VIP_CANDIDATES: usize = sdwand::vocab::MAX_CANDIDATES;
 pub const REGISTRY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// TCP port of the registry's HTTP API.
 pub const REGISTRY_PORT: u16 = 7443;
+/// The IPv4 overlay prefix of a registry network with pods (each peer's /32, its IPv4 `node-ip`).
+pub const REGISTRY_OVERLAY_PREFIX_V4: &str = "203.0.113.0/24";
+
 /// The overlay prefix of the registry's network (peers' /128s are allocated from it in enrollment order).
 /// A /32, not the /48 the contract says: the registry needs the VIP pool strictly inside the overlay
 /// prefix, and `fd00:5d:f::/64` is not inside `fd00:5d::/48` (that is `fd00:5d:0::/48`).
@@ -182,9 +185,18 @@ impl Layout {
         self.peer_dir(i).join("responder.log")
     }
 
-    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg` or `NAME-p<digits>`.
+    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg`, `NAME-p<digits>` or a
+    /// pod's `NAME-p<digits>q<digits>`.
     pub fn owns_netns(&self, netns: &str) -> bool {
-        netns == self.hub_netns() || netns == self.registry_netns() || self.peer_index_of(netns).is_some()
+        netns == self.hub_netns()
+            || netns == self.registry_netns()
+            || self.peer_index_of(netns).is_some()
+            || netns.rsplit_once('q').is_some_and(|(peer, pod)| {
+                self.peer_index_of(peer).is_some()
+                    && !pod.is_empty()
+                    && pod.bytes().all(|b| b.is_ascii_digit())
+                    && !pod.starts_with('0')
+            })
     }
 
     /// The peer index in a `NAME-p<digits>` name (namespace or WireGuard interface).
@@ -252,6 +264,8 @@ mod tests {
         assert!(!l.owns_netns("ab-p"));
         assert!(!l.owns_netns("ab-p01"));
         assert!(!l.owns_netns("ab-px"));
+        assert!(l.owns_netns("ab-p2q13"), "a pod");
+        assert!(!l.owns_netns("ab-p2q") && !l.owns_netns("ab-p2q0") && !l.owns_netns("ab1-p2q1"));
         assert_eq!(l.peer_index_of("ab-p7"), Some(7));
     }
 

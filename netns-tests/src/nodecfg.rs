@@ -143,6 +143,15 @@ pub struct K3sSection {
     pub cluster_name: String,
     /// Where the daemon writes the k3s config drop-in (inside the peer's lab directory).
     pub config_path: PathBuf,
+    /// `pod_network` (absent: the daemon's default, flannel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_network: Option<String>,
+    /// `cni_conf_dir` (with `pod_network = "sdwan"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// `cni_ipam_data_dir` (with `pod_network = "sdwan"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_ipam_data_dir: Option<PathBuf>,
     /// `[k3s.health]`: the health check of the cluster's VIP on this node (absent: always healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSection>,
@@ -185,6 +194,9 @@ impl K3sSection {
             target_cluster_id: String::new(),
             cluster_name: cluster_name.to_owned(),
             config_path,
+            pod_network: None,
+            cni_conf_dir: None,
+            cni_ipam_data_dir: None,
             health: None,
         }
     }
@@ -198,6 +210,9 @@ impl K3sSection {
             target_cluster_id: target.to_owned(),
             cluster_name: String::new(),
             config_path,
+            pod_network: None,
+            cni_conf_dir: None,
+            cni_ipam_data_dir: None,
             health: None,
         }
     }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sdwand::vocab::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
-use sdwand::vocab::{ClusterState, PodPool};
+use sdwand::vocab::ClusterState;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wireguard_control::Key;
@@ -148,12 +148,14 @@ impl Lab {
     }
 
     /// The registry's namespace, its veth into the hub bridge and its configuration; then `init-account`,
-    /// the start, the network (with `pod_pools`) and the enrollment token.
+    /// the start, the network (with `pod_pools` and, with `overlay_v4`, an IPv4 overlay prefix) and the
+    /// enrollment token.
     pub(crate) fn build_registry(
         &mut self,
         bin: PathBuf,
         ephemeral_ttl: Duration,
-        pod_pools: &[PodPool],
+        pod_pools: Vec<serde_json::Value>,
+        overlay_v4: bool,
     ) -> Result<()> {
         let l = self.layout.clone();
         let dir = l.registry_dir();
@@ -207,16 +209,16 @@ impl Lab {
         });
         self.save()?;
         self.start_registry()?;
-        let network: NetworkView = self.registry_admin(
-            "POST",
-            "/v1/networks",
-            Some(&serde_json::json!({
-                "name": self.name(),
-                "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
-                "vip_pool": layout::REGISTRY_VIP_POOL,
-                "pod_pools": pod_pools,
-            })),
-        )?;
+        let mut create = serde_json::json!({
+            "name": self.name(),
+            "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
+            "vip_pool": layout::REGISTRY_VIP_POOL,
+            "pod_pools": pod_pools,
+        });
+        if overlay_v4 {
+            create["overlay_prefix_v4"] = serde_json::json!(layout::REGISTRY_OVERLAY_PREFIX_V4);
+        }
+        let network: NetworkView = self.registry_admin("POST", "/v1/networks", Some(&create))?;
         let token: EnrollmentTokenView =
             self.registry_admin("POST", &format!("/v1/networks/{}/enrollment-tokens", network.id), None)?;
         write_new(

@@ -36,6 +36,9 @@ pub struct LabState {
     /// peer's `[[vip]]`).
     #[serde(default)]
     pub vips: Vec<VipSection>,
+    /// The pods (`--pods`), each recorded before its namespace is created.
+    #[serde(default)]
+    pub pods: Vec<crate::pods::PodState>,
 }
 
 /// The lab's `sdwan-registry` in `lab.json`.

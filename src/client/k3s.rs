@@ -1,8 +1,10 @@
-//! The k3s handshake (bootstrap or join) and the configuration drop-in it produces.
+//! The k3s handshake (bootstrap or join), the configuration drop-in it produces and, with
+//! `[k3s] pod_network = "sdwan"`, the CNI configuration for this node's pod prefixes ([`super::cni`]).
 //!
-//! Rendering is pure; the file is written atomically and only when its content changes, so k3s sees no
-//! spurious change on a daemon restart. The handshake records where it stands ([`K3sProgress`]) for the
-//! k3s section of `sdwanctl status`.
+//! [`Files`] owns both files: rendering is pure ([`render`], [`pod_files`]); they are written atomically
+//! and only when their content changes, so k3s and its container runtime see no spurious change on a daemon
+//! restart. The handshake and the drop-in's writes record where they stand ([`K3sProgress`]) for the k3s
+//! section of `sdwanctl status`.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,13 +17,14 @@ use ipnet::IpNet;
 use std::time::Duration;
 
 use super::backoff::Backoff;
+use super::cni::{self, CniError, PodNetwork};
 use super::http::{ClientError, RegistryClient};
 use super::repeats::{Log, Repeats, SUMMARY_INTERVAL};
-use crate::config::K3sConfig;
+use crate::config::{Config, K3sConfig, PodNetworkKind};
 use crate::control::{K3sHandshake, K3sView};
 use crate::statedir::write_atomic;
 use crate::vocab::wire::{HandshakeRequest, HandshakeResponse, Phase};
-use crate::vocab::Role;
+use crate::vocab::{PrefixKind, Role};
 
 /// Retry delays of a handshake the registry did not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -190,6 +193,188 @@ fn tokens(role: Role, resp: &HandshakeResponse) -> (&str, Option<&str>) {
     }
 }
 
+/// What `pod_network = "sdwan"` writes for `cfg` (the effective configuration) on an interface of MTU
+/// `mtu`: the CNI configuration for this node's pod prefixes (its own member's prefixes of kind pod) and
+/// the drop-in's [`PodPlan`]. An error when this node has no usable pod prefix (yet).
+pub fn pod_files(k3s: &K3sConfig, cfg: &Config, mtu: u32) -> Result<(String, PodPlan), CniError> {
+    let own = cfg.members.iter().find(|m| m.address == cfg.interface.address);
+    let prefixes: Vec<IpNet> = own
+        .map(|m| {
+            m.workload
+                .iter()
+                .filter(|p| p.kind == PrefixKind::Pod)
+                .map(|p| p.prefix)
+                .collect()
+        })
+        .unwrap_or_default();
+    let conflist = cni::render(&PodNetwork {
+        prefixes,
+        mtu,
+        ipam_data_dir: k3s.cni_ipam_data_dir.clone(),
+    })?;
+    let mut cluster_cidrs: Vec<IpNet> = cfg.prefixes.pod_pools.iter().map(|p| p.prefix).collect();
+    cluster_cidrs.sort_by_key(|n| matches!(n, IpNet::V6(_)));
+    let node_ips = own
+        .and_then(|m| m.address_v4)
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain([IpAddr::V6(cfg.interface.address)])
+        .collect();
+    Ok((
+        conflist,
+        PodPlan {
+            cluster_cidrs,
+            service_cidrs: k3s.service_cidrs.clone(),
+            node_ips,
+        },
+    ))
+}
+
+/// Why a k3s server on the SD-WAN will not start with `plan`, if it will not: k3s refuses a dual-stack or
+/// IPv6 cluster CIDR without a service CIDR of the same families (its default is IPv4 only).
+pub fn service_cidr_problem(k3s: &K3sConfig, plan: &PodPlan) -> Option<String> {
+    let v6_pool = plan.cluster_cidrs.iter().find(|c| matches!(c, IpNet::V6(_)))?;
+    let v6_service = plan.service_cidrs.iter().any(|c| matches!(c, IpNet::V6(_)));
+    (k3s.role == Role::Server && !v6_service).then(|| {
+        format!(
+            "the network's pod pools include the IPv6 {v6_pool} but [k3s] service_cidrs has no IPv6 range: k3s \
+             needs a dual-stack (or IPv6) service CIDR for that and will not start (fix: set [k3s] service_cidrs, \
+             e.g. [\"10.43.0.0/16\", \"fd00:43::/112\"], the same on every server)"
+        )
+    })
+}
+
+/// The owner of the files k3s reads from sdwand: the drop-in (once the handshake was accepted) at
+/// `[k3s] config_path` and, with `pod_network = "sdwan"`, the CNI configuration [`cni::FILE_NAME`] in
+/// `[k3s] cni_conf_dir`. [`Files::write`] is called whenever what they are made of may have changed (a
+/// view, a reload, the handshake's answer, and every resync, which retries a failed write); it writes only
+/// what changed and logs a problem once until it changes.
+#[derive(Debug, Default)]
+pub struct Files {
+    /// The problems last logged (the CNI configuration, the drop-in, the service CIDRs): not logged again
+    /// while they stay the same.
+    problems: [Option<String>; 3],
+    /// Where the drop-in stands, for `sdwanctl status` (shared with the handshake task).
+    progress: K3sProgress,
+}
+
+impl Files {
+    /// Files whose drop-in writes are recorded in `progress`.
+    pub fn new(progress: K3sProgress) -> Self {
+        Self {
+            problems: Default::default(),
+            progress,
+        }
+    }
+
+    /// Writes what `cfg` (the effective configuration, with `[k3s]`) and `joined` (the handshake's answer,
+    /// once accepted) make of the two files, for an interface of MTU `mtu`.
+    pub fn write(&mut self, cfg: &Config, joined: Option<&HandshakeResponse>, mtu: u32) {
+        let Some(k3s) = &cfg.k3s else { return };
+        let mut plan = None;
+        if k3s.pod_network == PodNetworkKind::Sdwan {
+            let path = k3s.cni_conf_dir.join(cni::FILE_NAME);
+            match pod_files(k3s, cfg, mtu) {
+                Ok((conflist, p)) => {
+                    self.write_file(
+                        0,
+                        &path,
+                        &conflist,
+                        "CNI configuration",
+                        "make k3s.cni_conf_dir writable",
+                    );
+                    plan = Some(p);
+                }
+                Err(e) => self.problem(
+                    0,
+                    format!(
+                        "pod_network = \"sdwan\" but no CNI configuration can be written to {} yet: {e}",
+                        path.display()
+                    ),
+                    // Before the registry's first view this node has no prefix: a wait, not a fault.
+                    e != CniError::NoPrefix,
+                ),
+            }
+        }
+        let Some(resp) = joined else { return };
+        if k3s.pod_network == PodNetworkKind::Sdwan {
+            // Without the pod plan, a drop-in would start k3s on flannel: wait for it.
+            let Some(plan) = &plan else {
+                let waiting = self.problems[0]
+                    .clone()
+                    .unwrap_or_else(|| "waiting for this node's pod share before writing the drop-in".to_owned());
+                self.progress.update(|p| p.problem = Some(waiting));
+                return;
+            };
+            match service_cidr_problem(k3s, plan) {
+                Some(problem) => self.problem(2, problem, true),
+                None => self.problems[2] = None,
+            }
+        }
+        let content = render(k3s, resp, plan.as_ref());
+        let written = self.write_file(
+            1,
+            &k3s.config_path,
+            &content,
+            "k3s configuration drop-in",
+            "make k3s.config_path writable",
+        );
+        let problem = self.problems[1].clone().or_else(|| self.problems[2].clone());
+        self.progress.update(|p| {
+            p.problem = problem;
+            match written {
+                Some(true) => {
+                    p.drop_in_sha256 = Some(short_hash(&content));
+                    p.written_at = Some(SystemTime::now());
+                }
+                // Unchanged: written when the file last changed.
+                Some(false) if p.drop_in_sha256.is_none() => {
+                    p.drop_in_sha256 = Some(short_hash(&content));
+                    p.written_at = std::fs::metadata(&k3s.config_path).and_then(|m| m.modified()).ok();
+                }
+                _ => {}
+            }
+        });
+    }
+
+    /// Writes `content` to `path` when it changed; logs a write and a failure (`what`, `fix`). Whether it
+    /// was written (`None`: it failed).
+    fn write_file(&mut self, slot: usize, path: &Path, content: &str, what: &str, fix: &str) -> Option<bool> {
+        match write_if_changed(path, content) {
+            Ok(written) => {
+                self.problems[slot] = None;
+                if written {
+                    tracing::info!(path = %path.display(), "{what} written");
+                }
+                Some(written)
+            }
+            Err(e) => {
+                self.problem(
+                    slot,
+                    format!(
+                        "writing the {what} {} failed: {e} (fix: {fix}; retried at every resync)",
+                        path.display()
+                    ),
+                    true,
+                );
+                None
+            }
+        }
+    }
+
+    /// Logs `message` (at error, or warning) unless it is the one last logged for `slot`.
+    fn problem(&mut self, slot: usize, message: String, error: bool) {
+        if self.problems[slot].as_ref() != Some(&message) {
+            if error {
+                tracing::error!("{message}");
+            } else {
+                tracing::warn!("{message}");
+            }
+            self.problems[slot] = Some(message);
+        }
+    }
+}
+
 /// A YAML double-quoted scalar.
 fn yaml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -220,7 +405,7 @@ pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Performs the handshake of `k3s` until the registry accepts it, then writes the drop-in. Unanswered
+/// Performs the handshake of `k3s` until the registry accepts it (the drop-in is written by [`Files`]). Unanswered
 /// attempts are retried with a capped backoff; refusals (4xx) are logged with the registry's code and
 /// message and retried every one to two minutes. Cancel it to stop. Each step is recorded in `progress`.
 pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig, progress: &K3sProgress) -> HandshakeResponse {
@@ -273,39 +458,6 @@ pub async fn handshake(client: &RegistryClient, k3s: &K3sConfig, progress: &K3sP
             ..Progress::default()
         }
     });
-    let content = render(k3s, &resp, None);
-    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
-    loop {
-        let written = write_if_changed(&k3s.config_path, &content);
-        let written_at = match &written {
-            Ok(true) => Some(SystemTime::now()),
-            // Unchanged: written when the file last changed.
-            Ok(false) => std::fs::metadata(&k3s.config_path).and_then(|m| m.modified()).ok(),
-            Err(_) => None,
-        };
-        match written {
-            Ok(changed) => {
-                let what = if changed { "written" } else { "unchanged" };
-                tracing::info!(path = %k3s.config_path.display(), "k3s configuration drop-in {what}");
-                progress.update(|p| {
-                    p.drop_in_sha256 = Some(short_hash(&content));
-                    p.written_at = written_at;
-                    p.problem = None;
-                });
-                break;
-            }
-            Err(e) => {
-                let delay = backoff.fail();
-                tracing::error!(path = %k3s.config_path.display(), error = %e, retry_in = ?delay, "writing the k3s drop-in failed (fix: make k3s.config_path writable)");
-                progress.update(|p| {
-                    p.problem = Some(format!(
-                        "cannot write the drop-in: {e} (fix: make k3s.config_path writable)"
-                    ))
-                });
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
     resp
 }
 
@@ -347,6 +499,10 @@ mod tests {
             cluster_name: None,
             config_path: PathBuf::from("/tmp/x.yaml"),
             health: None,
+            pod_network: crate::config::PodNetworkKind::Flannel,
+            cni_conf_dir: PathBuf::from("/tmp/net.d"),
+            cni_ipam_data_dir: None,
+            service_cidrs: Vec::new(),
         }
     }
 
@@ -495,6 +651,152 @@ mod tests {
             (j.phase, j.role, j.target_cluster_id.as_deref()),
             (Phase::JoinRequest, Role::Agent, Some("c9"))
         );
+    }
+
+    /// A k3s server on `pod_network` with this node (fd00:5d::1, 203.0.113.1) owning `own` and a second
+    /// member owning other prefixes; the network's pools are given IPv6 first.
+    fn pods_config(dir: &Path, pod_network: &str, own: &[&str]) -> Config {
+        let text = format!(
+            "[interface]\nname = \"sdw0\"\n[registry]\nurl = \"https://reg\"\n[k3s]\nrole = \"server\"\n\
+             pod_network = \"{pod_network}\"\nconfig_path = \"{d}/k3s.yaml\"\n{extra}",
+            d = dir.display(),
+            extra = if pod_network == "sdwan" {
+                format!(
+                    "cni_conf_dir = \"{}/net.d\"\ncni_ipam_data_dir = \"{}/ipam\"\n",
+                    dir.display(),
+                    dir.display()
+                )
+            } else {
+                String::new()
+            }
+        );
+        let mut cfg = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+        cfg.interface.address = "fd00:5d::1".parse().unwrap();
+        cfg.prefixes.pod_pools = vec![
+            crate::vocab::PodPool {
+                prefix: "fd00:42::/48".parse().unwrap(),
+                node_len: 64,
+            },
+            crate::vocab::PodPool {
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                node_len: 28,
+            },
+        ];
+        let prefix = |p: &str, kind| crate::vocab::RoutedPrefix {
+            prefix: p.parse().unwrap(),
+            kind,
+        };
+        let member = |name: &str, addr: &str, v4: &str, workload| crate::config::Member {
+            name: name.into(),
+            public_key: wireguard_control::Key::generate_private().get_public(),
+            endpoint: None,
+            address: addr.parse().unwrap(),
+            routed_prefixes: vec![],
+            address_v4: Some(v4.parse().unwrap()),
+            workload,
+            line: 0,
+        };
+        let mut mine: Vec<_> = own.iter().map(|p| prefix(p, PrefixKind::Pod)).collect();
+        mine.push(prefix("192.0.2.0/28", PrefixKind::Site));
+        cfg.members = vec![
+            member(
+                "b",
+                "fd00:5d::2",
+                "203.0.113.2",
+                vec![prefix("198.51.100.16/28", PrefixKind::Pod)],
+            ),
+            member("a", "fd00:5d::1", "203.0.113.1", mine),
+        ];
+        cfg
+    }
+
+    #[test]
+    fn pod_files_use_this_nodes_pod_prefixes_and_the_networks_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = pods_config(dir.path(), "sdwan", &["198.51.100.0/28", "fd00:42::/64"]);
+        let server = cfg.k3s.clone().unwrap();
+        let (conflist, plan) = pod_files(&server, &cfg, 1380).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&conflist).unwrap();
+        let bridge = &v["plugins"][0];
+        assert_eq!(bridge["mtu"], 1380);
+        assert_eq!(
+            bridge["ipam"]["ranges"],
+            serde_json::json!([[{"subnet": "198.51.100.0/28"}], [{"subnet": "fd00:42::/64"}]]),
+            "only this node's pod shares: not its site prefix, not another node's"
+        );
+        assert_eq!(bridge["ipam"]["dataDir"], format!("{}/ipam", dir.path().display()));
+        let shown = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            shown(&plan.cluster_cidrs),
+            ["198.51.100.0/24", "fd00:42::/48"],
+            "IPv4 first"
+        );
+        assert_eq!(
+            plan.node_ips,
+            ["203.0.113.1".parse::<IpAddr>().unwrap(), "fd00:5d::1".parse().unwrap()]
+        );
+        let problem = service_cidr_problem(&server, &plan).expect("an IPv6 pool without an IPv6 service range");
+        assert!(
+            problem.contains("service_cidrs") && problem.contains("fd00:42::/48"),
+            "{problem}"
+        );
+        let with_services = PodPlan {
+            service_cidrs: vec!["203.0.113.0/24".parse().unwrap(), "fd00:43::/112".parse().unwrap()],
+            ..plan.clone()
+        };
+        assert_eq!(service_cidr_problem(&server, &with_services), None);
+        assert_eq!(
+            service_cidr_problem(&k3s(Role::Agent, false), &plan),
+            None,
+            "agents take the servers'"
+        );
+        assert_eq!(
+            pod_files(&server, &pods_config(dir.path(), "sdwan", &[]), 1380).unwrap_err(),
+            CniError::NoPrefix
+        );
+    }
+
+    #[test]
+    fn files_follow_the_prefixes_and_the_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let conflist = dir.path().join("net.d").join(cni::FILE_NAME);
+        let drop_in = dir.path().join("k3s.yaml");
+        let mut files = Files::default();
+        // No prefix yet: nothing, and no drop-in that would start k3s on flannel.
+        files.write(&pods_config(dir.path(), "sdwan", &[]), Some(&resp("abc")), 1420);
+        assert!(!conflist.exists() && !drop_in.exists());
+        // The prefix is known before the handshake answers: the CNI configuration only.
+        let cfg = pods_config(dir.path(), "sdwan", &["198.51.100.0/28"]);
+        files.write(&cfg, None, 1420);
+        assert!(std::fs::read_to_string(&conflist).unwrap().contains("198.51.100.0/28"));
+        assert!(!drop_in.exists());
+        files.write(&cfg, Some(&resp("abc")), 1420);
+        let text = std::fs::read_to_string(&drop_in).unwrap();
+        for line in [
+            "flannel-backend: \"none\"\n",
+            "cluster-cidr: \"198.51.100.0/24,fd00:42::/48\"\n",
+            "node-ip: \"203.0.113.1,fd00:5d::1\"\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // A new share and MTU rewrite the CNI configuration.
+        files.write(
+            &pods_config(dir.path(), "sdwan", &["198.51.100.32/28"]),
+            Some(&resp("abc")),
+            1380,
+        );
+        let text = std::fs::read_to_string(&conflist).unwrap();
+        assert!(text.contains("198.51.100.32/28") && text.contains("1380"), "{text}");
+        // On flannel: the drop-in has no pod settings and no CNI configuration is written.
+        let other = tempfile::tempdir().unwrap();
+        files.write(
+            &pods_config(other.path(), "flannel", &["198.51.100.0/28"]),
+            Some(&resp("abc")),
+            1420,
+        );
+        let text = std::fs::read_to_string(other.path().join("k3s.yaml")).unwrap();
+        assert!(!text.contains("flannel-backend") && !text.contains("node-ip"), "{text}");
+        assert!(!other.path().join("net.d").exists());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! - [`view`] (pure): pinning, the validation of a view, the effective configuration, manual moves.
-//! - [`k3s`]: the handshake request, the drop-in rendering (pure) and writing.
+//! - [`k3s`]: the handshake request, the drop-in and the pod network's files (rendering pure; [`k3s::Files`]
+//!   writes them).
+//! - [`cni`] (pure): the CNI configuration for this node's pod prefixes.
 //! - [`backoff`] (pure): capped backoff with jitter.
 //! - [`repeats`] (pure): rate limiting of repeated failure logs.
 //! - [`state`]: `identity.json`, `network.json`, `pins.json` (atomic, 0600).
@@ -94,7 +96,7 @@ pub enum LinkEvent {
     View,
     /// The registry's highest epoch per VIP (none above [`MAX_TERM`]): never claim a term at or below it.
     Floors(Vec<VipEpochView>),
-    /// The k3s handshake was accepted (and the drop-in written).
+    /// The k3s handshake was accepted (and the drop-in written, unless it waits for this node's pod share).
     Joined(HandshakeResponse),
 }
 
@@ -157,6 +159,12 @@ pub struct Link {
     joined: Option<(K3sConfig, HandshakeResponse)>,
     /// The watch and report tasks; aborted, with the handshake, when the link is dropped.
     tasks: Vec<JoinHandle<()>>,
+    /// The drop-in and the CNI configuration.
+    k3s_files: k3s::Files,
+    /// What the k3s files were last written from: the configuration in force and the interface MTU (the
+    /// file's configuration until the daemon first calls [`Link::write_k3s_files`]). A handshake answer is
+    /// written with them as soon as it arrives.
+    k3s_inputs: (Config, u32),
 }
 
 impl Drop for Link {
@@ -266,6 +274,7 @@ impl Link {
                 removed,
             )),
         ];
+        let k3s_files = k3s::Files::new(metrics.k3s.clone());
         let mut link = Link {
             moves_seen: view::seen_moves(&view),
             identity,
@@ -286,6 +295,8 @@ impl Link {
             handshake: None,
             joined: None,
             tasks,
+            k3s_files,
+            k3s_inputs: (file.clone(), file.interface.mtu),
         };
         link.set_k3s(file.k3s.as_ref());
         Ok(link)
@@ -306,10 +317,20 @@ impl Link {
         Ok(cfg)
     }
 
-    /// (Re)starts the k3s handshake when `k3s` differs from the one last started (a SIGHUP changing
-    /// `target_cluster_id` re-runs the join); stops it when `[k3s]` is gone.
+    /// (Re)starts the k3s handshake when `k3s` asks for another one than the one last started (a SIGHUP
+    /// changing `target_cluster_id` re-runs the join, one changing only the files' settings does not);
+    /// stops it when `[k3s]` is gone.
     pub fn set_k3s(&mut self, k3s: Option<&K3sConfig>) {
-        if self.handshake.as_ref().map(|(k, _)| k) == k3s {
+        if let (Some((old, _)), Some(new)) = (self.handshake.as_mut(), k3s) {
+            if old.same_handshake(new) {
+                *old = new.clone();
+                if let Some((cfg, _)) = self.joined.as_mut() {
+                    *cfg = new.clone();
+                }
+                return;
+            }
+        }
+        if self.handshake.is_none() && k3s.is_none() {
             return;
         }
         if let Some((_, task)) = self.handshake.take() {
@@ -328,6 +349,17 @@ impl Link {
         self.handshake = Some((k3s, task));
     }
 
+    /// Writes the k3s files for `cfg` (the effective configuration in force) on an interface of MTU `mtu`:
+    /// the drop-in once the handshake was accepted and, with `pod_network = "sdwan"`, the CNI configuration
+    /// for this node's pod prefixes (see [`k3s::Files`]). Cheap when nothing changed.
+    pub fn write_k3s_files(&mut self, cfg: &Config, mtu: u32) {
+        if self.k3s_inputs.0 != *cfg || self.k3s_inputs.1 != mtu {
+            self.k3s_inputs = (cfg.clone(), mtu);
+        }
+        let joined = self.joined.as_ref().map(|(_, resp)| resp);
+        self.k3s_files.write(cfg, joined, mtu);
+    }
+
     /// Waits for the next event. Cancel-safe. A new view is validated, pinned and persisted before it is
     /// returned; a refused view is not returned at all (the last good one stays). Floors above
     /// [`MAX_TERM`] are dropped.
@@ -342,7 +374,8 @@ impl Link {
                 Some(floors) = self.floors.recv() => return LinkEvent::Floors(self.plausible_floors(floors)),
                 Some((cfg, resp)) = self.joined_rx.recv() => {
                     // An answer to a handshake replaced since (SIGHUP) is stale.
-                    if self.handshake.as_ref().is_some_and(|(k3s, _)| *k3s == cfg) {
+                    if self.handshake.as_ref().is_some_and(|(k3s, _)| k3s.same_handshake(&cfg)) {
+                        self.k3s_files.write(&self.k3s_inputs.0, Some(&resp), self.k3s_inputs.1);
                         self.joined = Some((cfg, resp.clone()));
                         return LinkEvent::Joined(resp);
                     }
@@ -502,6 +535,20 @@ pub fn check_start(file: &Config) -> Result<Vec<String>, ConfigErrors> {
                 identity.address,
                 state.identity_path().display()
             ));
+            // The stored view tells the network's pod pools: a k3s server on them needs service ranges of
+            // the same families.
+            let sdwan = file
+                .k3s
+                .as_ref()
+                .filter(|k| k.pod_network == crate::config::PodNetworkKind::Sdwan);
+            if let (Some(k3s), Ok(Some(view))) = (sdwan, state.network()) {
+                let plan = k3s::PodPlan {
+                    cluster_cidrs: view.pod_pools.iter().map(|p| p.prefix).collect(),
+                    service_cidrs: k3s.service_cidrs.clone(),
+                    node_ips: Vec::new(),
+                };
+                notes.extend(k3s::service_cidr_problem(k3s, &plan).map(|p| format!("warning: {p}")));
+            }
         }
         Ok(None) => match enroll::first_token(file, reg) {
             Ok((path, _)) => {

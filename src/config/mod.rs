@@ -26,8 +26,8 @@ pub use crate::problem::{ConfigError, ConfigErrors};
 use raw::RawConfig;
 pub use schema::{
     host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, HealthCheck, HealthConfig,
-    InterfaceConfig, K3sConfig, Member, NetworkPrefixes, PeerMetrics, RegistryConfig, VipConfig, DEFAULT_FAILOVER_PORT,
-    DEFAULT_K3S_CONFIG_PATH,
+    InterfaceConfig, K3sConfig, Member, NetworkPrefixes, PeerMetrics, PodNetworkKind, RegistryConfig, VipConfig,
+    DEFAULT_CNI_CONF_DIR, DEFAULT_FAILOVER_PORT, DEFAULT_K3S_CONFIG_PATH,
 };
 pub use validate::valid_ifname;
 use validate::Ctx;

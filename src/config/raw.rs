@@ -118,4 +118,9 @@ pub(super) struct RawK3s {
     pub(super) cluster_name: Option<Spanned<String>>,
     pub(super) config_path: Option<Spanned<String>>,
     pub(super) health: Option<Spanned<RawHealth>>,
+    pub(super) pod_network: Option<Spanned<String>>,
+    pub(super) cni_conf_dir: Option<Spanned<String>>,
+    pub(super) cni_ipam_data_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) service_cidrs: Vec<Spanned<String>>,
 }

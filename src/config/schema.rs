@@ -436,4 +436,51 @@ pub struct K3sConfig {
     pub config_path: PathBuf,
     /// Health check applied to the VIP of this node's cluster.
     pub health: Option<HealthConfig>,
+    /// What carries the pods' traffic between nodes.
+    pub pod_network: PodNetworkKind,
+    /// Where the CNI configuration is written with `pod_network = "sdwan"`.
+    pub cni_conf_dir: PathBuf,
+    /// Where `host-local` keeps its address leases; `None`: the plugin's default (`/var/lib/cni/networks`).
+    pub cni_ipam_data_dir: Option<PathBuf>,
+    /// k3s's `service-cidr` (servers, `pod_network = "sdwan"`), IPv4 first; empty: k3s's default (IPv4).
+    pub service_cidrs: Vec<IpNet>,
+}
+
+impl K3sConfig {
+    /// Whether `other` asks for the same handshake (role, bootstrap, target, name): a change to anything
+    /// else (the drop-in's path, the pod network) rewrites files but does not join again.
+    pub fn same_handshake(&self, other: &K3sConfig) -> bool {
+        (self.role, self.bootstrap, &self.target_cluster_id, &self.cluster_name)
+            == (
+                other.role,
+                other.bootstrap,
+                &other.target_cluster_id,
+                &other.cluster_name,
+            )
+    }
+}
+
+/// Where the CNI configuration goes when `[k3s] cni_conf_dir` is not set: the directory k3s's containerd
+/// reads.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
+
+/// `[k3s] pod_network`: what carries the pods' traffic between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodNetworkKind {
+    /// k3s's own flannel (the default): sdwand writes no CNI configuration and leaves the pod network to k3s.
+    #[default]
+    Flannel,
+    /// The SD-WAN: sdwand writes the CNI configuration for this node's pod prefixes, routes every node's,
+    /// and the drop-in turns flannel off.
+    Sdwan,
+}
+
+impl PodNetworkKind {
+    /// The name in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodNetworkKind::Flannel => "flannel",
+            PodNetworkKind::Sdwan => "sdwan",
+        }
+    }
 }

@@ -613,6 +613,92 @@ fn k3s_section() {
 }
 
 #[test]
+fn k3s_pod_network_defaults_to_flannel_and_sdwan_takes_its_keys() {
+    let k = parse(Path::new("t.toml"), &reg("[k3s]\nrole = \"agent\"\n"))
+        .unwrap()
+        .k3s
+        .unwrap();
+    assert_eq!(k.pod_network, PodNetworkKind::Flannel);
+    assert_eq!(k.cni_conf_dir, PathBuf::from(DEFAULT_CNI_CONF_DIR));
+    assert_eq!((k.cni_ipam_data_dir, k.service_cidrs), (None, vec![]));
+    let text = reg("[k3s]\nrole = \"server\"\nbootstrap = true\npod_network = \"sdwan\"\n\
+         cni_conf_dir = \"/run/lab/p1/net.d\"\ncni_ipam_data_dir = \"/run/lab/p1/ipam\"\n\
+         service_cidrs = [\"fd00:43::/112\", \"203.0.113.0/24\"]\n");
+    let k = parse(Path::new("t.toml"), &text).unwrap().k3s.unwrap();
+    assert_eq!(k.pod_network, PodNetworkKind::Sdwan);
+    assert_eq!(k.cni_conf_dir, PathBuf::from("/run/lab/p1/net.d"));
+    assert_eq!(k.cni_ipam_data_dir, Some(PathBuf::from("/run/lab/p1/ipam")));
+    let cidrs: Vec<String> = k.service_cidrs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        cidrs,
+        ["203.0.113.0/24", "fd00:43::/112"],
+        "IPv4 first, as k3s wants the primary family"
+    );
+    let mut other = k.clone();
+    other.cni_conf_dir = PathBuf::from("/elsewhere");
+    assert!(k.same_handshake(&other), "a pod setting does not re-run the join");
+    other.target_cluster_id = Some("c2".into());
+    assert!(!k.same_handshake(&other));
+}
+
+#[test]
+fn k3s_pod_network_problems() {
+    let server = "[k3s]\nrole = \"server\"\n";
+    let cases: &[(String, &str, usize)] = &[
+        (
+            reg(&format!("{server}pod_network = \"calico\"\n")),
+            "k3s.pod_network",
+            7,
+        ),
+        (reg(&format!("{server}cni_conf_dir = \"/x\"\n")), "k3s.cni_conf_dir", 7),
+        (
+            reg(&format!(
+                "{server}pod_network = \"sdwan\"\ncni_ipam_data_dir = \"rel/dir\"\n"
+            )),
+            "k3s.cni_ipam_data_dir",
+            8,
+        ),
+        (
+            reg(&format!("{server}service_cidrs = [\"203.0.113.0/24\"]\n")),
+            "k3s.service_cidrs[0]",
+            7,
+        ),
+        (
+            reg("[k3s]\nrole = \"agent\"\npod_network = \"sdwan\"\nservice_cidrs = [\"203.0.113.0/24\"]\n"),
+            "k3s.service_cidrs[0]",
+            8,
+        ),
+        (
+            reg(&format!(
+                "{server}pod_network = \"sdwan\"\nservice_cidrs = [\"203.0.113.1/24\"]\n"
+            )),
+            "k3s.service_cidrs[0]",
+            8,
+        ),
+        (
+            reg(&format!(
+                "{server}pod_network = \"sdwan\"\nservice_cidrs = [\"203.0.113.0/25\", \"203.0.113.128/25\"]\n"
+            )),
+            "k3s.service_cidrs[1]",
+            8,
+        ),
+    ];
+    for (text, key, line) in cases {
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{text}: {e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), (*key, *line), "{text}: {e:?}");
+        assert!(!e[0].hint.is_empty(), "{e:?}");
+    }
+    let host_bits = errors(&reg(&format!(
+        "{server}pod_network = \"sdwan\"\nservice_cidrs = [\"203.0.113.1/24\"]\n"
+    )));
+    assert!(
+        host_bits[0].message.contains("did you mean 203.0.113.0/24?"),
+        "{host_bits:?}"
+    );
+}
+
+#[test]
 fn k3s_problems() {
     let cases: &[(String, &str, usize)] = &[
         (format!("{}[k3s]\nrole = \"agent\"\n", minimal("")), "k3s", 5),

@@ -227,6 +227,15 @@ impl Daemon {
         }
         self.loaded = new;
         apply(&self.loaded, self.link.as_ref(), &mut self.plane, &mut self.vip).await;
+        self.write_k3s_files();
+    }
+
+    /// Writes the k3s drop-in and the CNI configuration for the configuration in force and the interface's
+    /// MTU (only what changed; see [`Link::write_k3s_files`]).
+    pub(super) fn write_k3s_files(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            link.write_k3s_files(&self.loaded.config, self.plane.desired.mtu);
+        }
     }
 
     /// An event of the registry link: a new view, term floors, or the k3s handshake.
@@ -244,6 +253,7 @@ impl Daemon {
                     apply(&self.loaded, Some(link), &mut self.plane, &mut self.vip).await;
                     raise_floors(&mut self.vip, link);
                     manual_moves(link, &mut self.vip, &mut self.plane).await;
+                    self.write_k3s_files();
                 }
                 Err(e) => tracing::error!("registry view refused, the previous one stays in force: {e}"),
             },
@@ -255,6 +265,7 @@ impl Daemon {
             }
             LinkEvent::Joined(resp) => {
                 tracing::debug!(cluster = %resp.cluster_id, "k3s handshake done");
+                self.write_k3s_files();
             }
         }
     }
@@ -312,6 +323,7 @@ impl Daemon {
         let net = self.plane.pass_net().await;
         self.plane.pass_workload(true).await;
         bind_vip(&mut self.vip, &mut self.plane).await;
+        self.write_k3s_files();
         // Ready once the device is configured and a kernel pass reached the interface, even if
         // some of its items failed (they are reported): a conflicting route must not keep the
         // rest of the data plane unmanaged under a restart loop.

@@ -365,6 +365,51 @@ mod tests {
     }
 
     #[test]
+    fn check_config_warns_a_k3s_server_on_an_ipv6_pod_pool_without_an_ipv6_service_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let text = |services: &str| {
+            format!(
+                "[interface]\nname = \"sdw0\"\nprivate_key_file = \"{d}/private.key\"\n[daemon]\nstate_dir = \"{d}/state\"\n\
+                 [registry]\nurl = \"https://reg.example:7443\"\n[k3s]\nrole = \"server\"\npod_network = \"sdwan\"\n{services}"
+            )
+        };
+        let state = StateDir::new(&dir.path().join("state"));
+        std::fs::create_dir_all(state.path()).unwrap();
+        state
+            .save_identity(&Identity {
+                peer_id: "p".into(),
+                name: "n1".into(),
+                network_id: "net".into(),
+                address: "fd00:5d::4".parse().unwrap(),
+                overlay_prefix: "fd00:5d::/64".parse().unwrap(),
+                peer_token: "t".into(),
+                registry_url: "https://reg.example:7443".into(),
+            })
+            .unwrap();
+        let mut view: crate::vocab::wire::MembersResponse =
+            serde_json::from_str(r#"{"network_id": "net", "revision": 3, "members": [], "vips": []}"#).unwrap();
+        view.pod_pools = vec![crate::vocab::PodPool {
+            prefix: "fd00:42::/48".parse().unwrap(),
+            node_len: 64,
+        }];
+        state.save_network(&view).unwrap();
+        let notes = |services: &str| {
+            let cfg = crate::config::parse(Path::new("t.toml"), &text(services)).unwrap();
+            crate::client::check_start(&cfg).unwrap()
+        };
+        let without = notes("");
+        assert!(
+            without
+                .iter()
+                .any(|n| n.starts_with("warning:") && n.contains("service_cidrs")),
+            "{without:?}"
+        );
+        let with = notes("service_cidrs = [\"203.0.113.0/24\", \"fd00:43::/112\"]\n");
+        assert!(!with.iter().any(|n| n.contains("service_cidrs")), "{with:?}");
+    }
+
+    #[test]
     fn check_config_finds_a_member_on_this_nodes_address_before_the_key_exists() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();

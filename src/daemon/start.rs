@@ -119,6 +119,7 @@ pub(super) async fn start(
         bind_due: None,
         stop_by: None,
     };
+    daemon.write_k3s_files();
     if early {
         daemon.on_reload().await;
     }

@@ -25,6 +25,8 @@ pub(crate) struct PeerParams {
     pub teardown_on_exit: bool,
     /// Whether the peers enroll with a registry instead of carrying static members and VIPs.
     pub registry: bool,
+    /// Whether the peers run pods (`[k3s] pod_network = "sdwan"`; registry labs only).
+    pub pods: bool,
     /// The lab's VIP.
     pub vip: VipParams,
 }
@@ -87,6 +89,16 @@ pub(crate) fn peer_config(
         config.members.clear();
         config.registry = Some(registry_section(layout, i, "persistent"));
         config.k3s = k3s_section(layout, i, opts.vip.candidates);
+        if opts.pods {
+            // Pods need [k3s] (pod_network lives there): without a cluster, an agent whose handshake the
+            // registry refuses until one exists (the CNI configuration does not wait for it).
+            let k3s = config
+                .k3s
+                .get_or_insert_with(|| K3sSection::join("agent", "", layout.k3s_config(i)));
+            k3s.pod_network = Some("sdwan".to_owned());
+            k3s.cni_conf_dir = Some(crate::pods::cni_conf_dir(layout, i));
+            k3s.cni_ipam_data_dir = Some(crate::pods::cni_ipam_dir(layout, i));
+        }
     }
     config
 }
@@ -195,6 +207,7 @@ mod tests {
                 resync_interval: "2s".to_owned(),
                 teardown_on_exit: true,
                 registry,
+                pods: false,
                 vip: VipParams {
                     candidates: 2,
                     interval: Duration::from_millis(50),

@@ -18,6 +18,7 @@ mod http_limits;
 mod members;
 mod mesh;
 mod metrics_scrape;
+mod pods;
 mod prometheus;
 mod registry;
 mod registry_hostile_view;

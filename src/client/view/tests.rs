@@ -682,3 +682,20 @@ fn a_dropped_prefix_leaves_its_legacy_copy_too() {
         .iter()
         .all(|m| m.workload.iter().all(|p| p.prefix.to_string() != "fd00:43::/64")));
 }
+
+#[test]
+fn this_nodes_own_slash32_on_its_interface_does_not_void_the_ipv4_overlay() {
+    // From its second view on, this node's /32 (a's 203.0.113.1) is one of the host's addresses.
+    let (rules_own, _, x_v4) = check_x(
+        workload_view(vec![x_with(Some("203.0.113.3"), vec![])]),
+        &["203.0.113.1".parse().unwrap()],
+    );
+    assert_eq!((rules_own, x_v4), (vec![], Some("203.0.113.3".parse().unwrap())));
+    // Any other local address inside it still voids it.
+    let (rules_other, _, x_v4) = check_x(
+        workload_view(vec![x_with(Some("203.0.113.3"), vec![])]),
+        &["203.0.113.9".parse().unwrap()],
+    );
+    assert!(rules_other.contains(&Rule::Underlay), "{rules_other:?}");
+    assert_eq!(x_v4, None);
+}

@@ -89,13 +89,20 @@ pub(super) fn check(
         .map(|a| (*a, "this node's own address".to_owned()))
         .collect();
 
-    // The network's ranges.
+    // The network's ranges. This node's own /32 is on its interface (a local address) from its first run
+    // on: the prefix holding it captures nothing.
+    let own_v4 = view
+        .members
+        .iter()
+        .find(|m| m.address == id.address)
+        .and_then(|m| m.address_v4)
+        .map(IpAddr::V4);
     if let Some(v4) = view.overlay_prefix_v4 {
         let net = IpNet::V4(v4);
         let problem = shape(&net).or_else(|| {
             underlay
                 .iter()
-                .chain(&local)
+                .chain(local.iter().filter(|(a, _)| Some(*a) != own_v4))
                 .find(|(a, _)| net.contains(a))
                 .map(|(a, what)| (Rule::Underlay, format!("{net} captures {what} {a}")))
         });

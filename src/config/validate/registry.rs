@@ -7,12 +7,12 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use toml::Spanned;
 
 use super::{line_of, parse_abs_path, parse_duration_in, Ctx};
 use crate::config::raw::{RawK3s, RawRegistry};
-use crate::config::{K3sConfig, RegistryConfig, DEFAULT_K3S_CONFIG_PATH};
+use crate::config::{K3sConfig, PodNetworkKind, RegistryConfig, DEFAULT_CNI_CONF_DIR, DEFAULT_K3S_CONFIG_PATH};
 use crate::vocab::name::{self, PeerName};
 use crate::vocab::{Lifecycle, Role};
 
@@ -194,9 +194,12 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        let pods = self.k3s_pods(r, role);
+        ok &= pods.is_some();
         if !ok {
             return None;
         }
+        let (pod_network, cni_conf_dir, cni_ipam_data_dir, service_cidrs) = pods?;
         Some(K3sConfig {
             role: role?,
             bootstrap,
@@ -204,9 +207,101 @@ impl Ctx<'_> {
             cluster_name: r.cluster_name.as_ref().map(|n| n.get_ref().clone()),
             config_path: config_path?,
             health,
+            pod_network,
+            cni_conf_dir,
+            cni_ipam_data_dir,
+            service_cidrs,
         })
     }
+
+    /// The pod network keys of `[k3s]`: `pod_network`, `cni_conf_dir`, `cni_ipam_data_dir`,
+    /// `service_cidrs` (servers on the SD-WAN only; at most one per family, IPv4 first once parsed).
+    fn k3s_pods(&mut self, r: &RawK3s, role: Option<Role>) -> Option<K3sPods> {
+        let pod_network = match &r.pod_network {
+            Some(p) => self.parse_str(p, "k3s.pod_network", "one of \"flannel\", \"sdwan\"", |s| match s {
+                "flannel" => Ok(PodNetworkKind::Flannel),
+                "sdwan" => Ok(PodNetworkKind::Sdwan),
+                _ => Err("is not a pod network".to_owned()),
+            }),
+            None => Some(PodNetworkKind::Flannel),
+        };
+        let mut ok = pod_network.is_some();
+        let sdwan = pod_network == Some(PodNetworkKind::Sdwan);
+        let mut dir = |key: &str, field: &Option<Spanned<String>>, example: &str| -> Option<Option<PathBuf>> {
+            let f = field.as_ref()?;
+            if pod_network == Some(PodNetworkKind::Flannel) {
+                self.error(
+                    f.span(),
+                    key,
+                    "is used only with pod_network = \"sdwan\"",
+                    format!("set pod_network = \"sdwan\", or remove {key}"),
+                );
+                return Some(None);
+            }
+            Some(self.parse_str(f, key, &format!("an absolute path, e.g. \"{example}\""), parse_abs_path))
+        };
+        let conf_dir = dir("k3s.cni_conf_dir", &r.cni_conf_dir, DEFAULT_CNI_CONF_DIR);
+        let ipam_dir = dir("k3s.cni_ipam_data_dir", &r.cni_ipam_data_dir, "/var/lib/cni/networks");
+        ok &= !matches!(conf_dir, Some(None)) && !matches!(ipam_dir, Some(None));
+        let mut service_cidrs: Vec<IpNet> = Vec::new();
+        let mut families: [Option<usize>; 2] = [None, None];
+        for (j, c) in r.service_cidrs.iter().enumerate() {
+            let key = format!("k3s.service_cidrs[{j}]");
+            if !sdwan || role != Some(Role::Server) {
+                self.error(
+                    c.span(),
+                    &key,
+                    "is used only by a server with pod_network = \"sdwan\" (with flannel, or on an agent, k3s's own \
+                     settings apply)",
+                    "remove service_cidrs, or set role = \"server\" and pod_network = \"sdwan\"",
+                );
+                ok = false;
+                continue;
+            }
+            let Some(net) = self.parse_str(c, &key, "a prefix such as \"10.43.0.0/16\" or \"fd00:43::/112\"", |s| {
+                let net: IpNet = s.parse().map_err(|_| "is not an IP prefix".to_owned())?;
+                (net == net.trunc())
+                    .then_some(net)
+                    .ok_or_else(|| format!("has host bits set (did you mean {}?)", net.trunc()))
+            }) else {
+                ok = false;
+                continue;
+            };
+            let family = usize::from(matches!(net, IpNet::V6(_)));
+            if let Some(first) = families[family] {
+                self.error(
+                    c.span(),
+                    &key,
+                    format!(
+                        "is a second {} range (k3s.service_cidrs[{first}] is one)",
+                        if family == 0 { "IPv4" } else { "IPv6" }
+                    ),
+                    "give at most one IPv4 and one IPv6 service range",
+                );
+                ok = false;
+                continue;
+            }
+            families[family] = Some(j);
+            service_cidrs.push(net);
+        }
+        service_cidrs.sort_by_key(|n| matches!(n, IpNet::V6(_)));
+        if !ok {
+            return None;
+        }
+        Some((
+            pod_network?,
+            conf_dir
+                .flatten()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CNI_CONF_DIR)),
+            ipam_dir.flatten(),
+            service_cidrs,
+        ))
+    }
 }
+
+/// The pod network keys of `[k3s]`, validated: kind, CNI configuration directory, IPAM data directory,
+/// service CIDRs.
+type K3sPods = (PodNetworkKind, PathBuf, Option<PathBuf>, Vec<IpNet>);
 
 fn parse_registry_url(s: &str, insecure: bool) -> Result<String, String> {
     let url = reqwest::Url::parse(s).map_err(|e| format!("is not a valid URL ({e})"))?;

@@ -1,7 +1,8 @@
 //! `sdwan-lab demo`, the quick start: a lab called `demo`, its mesh (a table of handshakes and pings between
 //! every pair of peers), then, with VIP candidates, a live failover: a client in the last peer's namespace
 //! probes the VIP every 5 ms while the holder's node is killed, and the demo prints the outage the client saw
-//! and the new holder. The lab is removed on every path: success, failure, Ctrl-C, panic (by the guard).
+//! and the new holder. Up to 16 peers, each also runs a pod (attached by the real CNI plugins from the
+//! configuration its daemon wrote), and the demo pings p1's pod to every other pod, IPv4 and IPv6. The lab is removed on every path: success, failure, Ctrl-C, panic (by the guard).
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -21,6 +22,9 @@ pub fn run(peers: usize, vip_candidates: usize, cancel: Arc<AtomicBool>) -> Exit
     let mut opts = UpOptions::new(NAME, peers);
     opts.cancel = Some(cancel.clone());
     opts.vip_candidates = vip_candidates;
+    if peers <= sdwan_lab::pods::MAX_POD_PEERS {
+        opts.pods = 1;
+    }
     let vip = if vip_candidates > 0 {
         format!(", VIP {VIP_ADDR} with candidates p1..p{vip_candidates}")
     } else {
@@ -64,6 +68,7 @@ fn show(mut lab: LabGuard, cancel: &AtomicBool) -> sdwan_lab::Result<bool> {
     println!();
     table(&lab)?;
     let mut all_ok = pings(&lab, cancel)?;
+    all_ok &= pod_pings(&doc.pods, cancel)?;
     if !lab.vips().is_empty() {
         all_ok &= failover(&mut lab, cancel)?;
     }
@@ -173,6 +178,53 @@ fn pings(lab: &LabGuard, cancel: &AtomicBool) -> sdwan_lab::Result<bool> {
             "some pings FAILED"
         }
     );
+    Ok(ok)
+}
+
+/// Pings every other pod from the first one (3 each, IPv4 and IPv6): pod traffic between nodes over the
+/// overlay, with the pods' own addresses. Whether all came back (true without pods).
+fn pod_pings(pods: &[sdwan_lab::PodState], cancel: &AtomicBool) -> sdwan_lab::Result<bool> {
+    let Some((from, others)) = pods.split_first() else {
+        return Ok(true);
+    };
+    println!();
+    println!("pod to pod across nodes (3 each, from {} on {}):", from.name, from.peer);
+    let mut ok = true;
+    for to in others {
+        for addr in [&to.ipv4, &to.ipv6].into_iter().flatten() {
+            check(cancel)?;
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &from.netns,
+                    "ping",
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    addr,
+                ])
+                .output()
+                .map_err(|e| LabError::io("cannot run ping", e))?;
+            let good = out.status.success();
+            ok &= good;
+            let summary = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("no answer")
+                .to_owned();
+            println!(
+                "  {} -> {} on {} ({addr}): {} {summary}",
+                from.name,
+                to.name,
+                to.peer,
+                if good { "ok  " } else { "FAIL" }
+            );
+        }
+    }
     Ok(ok)
 }
 

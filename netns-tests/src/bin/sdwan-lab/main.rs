@@ -55,6 +55,15 @@ enum Command {
         /// The registry's ephemeral_ttl: how long an ephemeral peer may be silent before it is reaped.
         #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
         ephemeral_ttl: Duration,
+        /// Pods per peer (at most 13, 16 peers): the network gets pod pools (198.51.100.0/24 in /28s and
+        /// fd00:42::/48 in /64s), every peer `[k3s] pod_network = "sdwan"`, and the lab attaches N pod
+        /// namespaces NAME-pIqJ per peer with the real CNI plugins (/usr/lib/cni) from the configuration
+        /// the daemon wrote. 0: none.
+        #[arg(long, default_value_t = 0)]
+        pods: usize,
+        /// The pod pools' families: ipv4, ipv6 or dual.
+        #[arg(long, default_value = "dual")]
+        pod_family: sdwan_lab::PodFamily,
     },
     /// Print a lab's JSON document, with its PIDs and VIP holders re-read (a dead process is null).
     Status {
@@ -149,6 +158,8 @@ fn main() -> ExitCode {
             timeout,
             no_registry,
             ephemeral_ttl,
+            pods,
+            pod_family,
         } => {
             let mut opts = UpOptions::new(&name, peers);
             opts.handshake_timeout = Duration::from_secs(timeout);
@@ -156,6 +167,8 @@ fn main() -> ExitCode {
             opts.vip_interval = vip_interval;
             opts.registry = !no_registry;
             opts.ephemeral_ttl = ephemeral_ttl;
+            opts.pods = pods;
+            opts.pod_family = pod_family;
             up(opts)
         }
         Command::Status { name } => Lab::load(&name)
