@@ -800,6 +800,38 @@ mod tests {
     }
 
     #[test]
+    fn files_record_the_drop_in_for_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = K3sProgress::default();
+        let mut files = Files::new(progress.clone());
+        let cfg = pods_config(dir.path(), "sdwan", &[]);
+        let k3s = cfg.k3s.clone().unwrap();
+        files.write(&cfg, Some(&resp("abc")), 1420);
+        let v = progress.view(&k3s);
+        assert_eq!(v.drop_in_sha256, None);
+        assert!(
+            v.problem.as_deref().is_some_and(|p| p.contains("no pod prefix")),
+            "{:?}",
+            v.problem
+        );
+        files.write(
+            &pods_config(dir.path(), "sdwan", &["198.51.100.0/28"]),
+            Some(&resp("abc")),
+            1420,
+        );
+        let v = progress.view(&k3s);
+        let written = std::fs::read_to_string(&k3s.config_path).unwrap();
+        assert_eq!(v.drop_in_sha256, Some(short_hash(&written)));
+        assert!(v.written_at_unix.is_some());
+        // The IPv6 pool without an IPv6 service range is the problem left.
+        assert!(
+            v.problem.as_deref().is_some_and(|p| p.contains("service_cidrs")),
+            "{:?}",
+            v.problem
+        );
+    }
+
+    #[test]
     fn the_status_view_follows_the_progress() {
         let cfg = K3sConfig {
             config_path: PathBuf::from("/etc/rancher/k3s/config.yaml.d/50-sdwand.yaml"),
