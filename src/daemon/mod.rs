@@ -316,6 +316,24 @@ mod tests {
         path
     }
 
+    /// A state directory under `dir` holding the identity of peer n1 enrolled at fd00:5d::4.
+    fn enrolled_state(dir: &Path) -> StateDir {
+        let state = StateDir::new(&dir.join("state"));
+        std::fs::create_dir_all(state.path()).unwrap();
+        state
+            .save_identity(&Identity {
+                peer_id: "p".into(),
+                name: "n1".into(),
+                network_id: "net".into(),
+                address: "fd00:5d::4".parse().unwrap(),
+                overlay_prefix: "fd00:5d::/64".parse().unwrap(),
+                peer_token: "t".into(),
+                registry_url: "https://reg.example:7443".into(),
+            })
+            .unwrap();
+        state
+    }
+
     fn problem_keys(e: &DaemonError) -> Vec<String> {
         match e {
             DaemonError::Config(errors) => errors.0.iter().map(|p| p.key.clone()).collect(),
@@ -333,19 +351,7 @@ mod tests {
         assert!(e.to_string().contains("2 problems"), "{e}");
 
         // A stored identity whose address the file contradicts.
-        let state = StateDir::new(&dir.path().join("state"));
-        std::fs::create_dir_all(state.path()).unwrap();
-        state
-            .save_identity(&Identity {
-                peer_id: "p".into(),
-                name: "n1".into(),
-                network_id: "net".into(),
-                address: "fd00:5d::4".parse().unwrap(),
-                overlay_prefix: "fd00:5d::/64".parse().unwrap(),
-                peer_token: "t".into(),
-                registry_url: "https://reg.example:7443".into(),
-            })
-            .unwrap();
+        enrolled_state(dir.path());
         let key = dir.path().join("private.key");
         std::fs::write(&key, wireguard_control::Key::generate_private().to_base64()).unwrap();
         {
@@ -374,19 +380,7 @@ mod tests {
                  [registry]\nurl = \"https://reg.example:7443\"\n[k3s]\nrole = \"server\"\npod_network = \"sdwan\"\n{services}"
             )
         };
-        let state = StateDir::new(&dir.path().join("state"));
-        std::fs::create_dir_all(state.path()).unwrap();
-        state
-            .save_identity(&Identity {
-                peer_id: "p".into(),
-                name: "n1".into(),
-                network_id: "net".into(),
-                address: "fd00:5d::4".parse().unwrap(),
-                overlay_prefix: "fd00:5d::/64".parse().unwrap(),
-                peer_token: "t".into(),
-                registry_url: "https://reg.example:7443".into(),
-            })
-            .unwrap();
+        let state = enrolled_state(dir.path());
         let mut view: crate::vocab::wire::MembersResponse =
             serde_json::from_str(r#"{"network_id": "net", "revision": 3, "members": [], "vips": []}"#).unwrap();
         view.pod_pools = vec![crate::vocab::PodPool {
