@@ -193,29 +193,38 @@ mod tests {
     use crate::store::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
     use crate::store::Store;
 
+    /// The store over a database that a registry of schema `version` wrote, holding `rows` (SQL inserts),
+    /// opened (and so migrated) by this registry.
+    fn old_database(dir: &std::path::Path, version: usize, rows: &str) -> Arc<dyn Store> {
+        let conn = Connection::open(dir.join(DB_FILE)).expect("open");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .expect("version table");
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(&format!(
+            "INSERT INTO schema_version (version) VALUES ({version}); {rows}"
+        ))
+        .expect("old rows");
+        drop(conn);
+        Arc::new(SqliteStore::open(dir, SqliteOptions::default()).expect("migrate"))
+    }
+
     /// A database a registry of schema 3 wrote (before workload prefixes) opens, reads its networks and
     /// peers with no prefixes, and takes the new ones.
     #[tokio::test]
     async fn a_schema_3_database_opens_and_takes_prefixes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
-        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            .expect("version table");
-        for sql in &MIGRATIONS[..3] {
-            conn.execute_batch(sql).expect("old migration");
-        }
-        conn.execute_batch(
-            "INSERT INTO schema_version (version) VALUES (3);
-             INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
+        let store = old_database(
+            dir.path(),
+            3,
+            "INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
              INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset,
                  next_vip_offset, created_at) VALUES ('n', 'a', 'net', 'fd00:1::/64', 'fd00:1::ffff:0/112', 7, 2, 1, 1);
              INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles,
                  routed_prefixes, last_seen, created_at, enrolled_by)
                  VALUES ('p', 'n', 'edge', 'k', NULL, 'fd00:1::1', 'persistent', '', '', 5, 1, NULL);",
-        )
-        .expect("schema 3 rows");
-        drop(conn);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("migrate"));
+        );
         let (network, peer) = store
             .read(|tx| Ok::<_, StoreError>((tx.network("n")?, tx.peer("p")?)))
             .await
@@ -251,28 +260,21 @@ mod tests {
         assert_eq!(peer2, Some(peer));
         assert_eq!(holds, [hold]);
     }
+
     /// A cluster a registry of schema 4 stored (before agent tokens) opens with no agent token, and takes one.
     #[tokio::test]
     async fn a_schema_4_cluster_opens_without_an_agent_token() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
-        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            .expect("version table");
-        for sql in &MIGRATIONS[..4] {
-            conn.execute_batch(sql).expect("old migration");
-        }
-        conn.execute_batch(
-            "INSERT INTO schema_version (version) VALUES (4);
-             INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
+        let store = old_database(
+            dir.path(),
+            4,
+            "INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
              INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset,
                  next_vip_offset, created_at) VALUES ('n', 'a', 'net', 'fd00:1::/64', 'fd00:1::ffff:0/112', 7, 2, 2, 1);
              INSERT INTO vips (id, network_id, address) VALUES ('v', 'n', 'fd00:1::ffff:1');
              INSERT INTO clusters (id, account_id, network_id, name, state, vip_id, join_token, created_at)
                  VALUES ('c', 'a', 'n', 'prod', 'active', 'v', 'server-secret', 3);",
-        )
-        .expect("schema 4 rows");
-        drop(conn);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("migrate"));
+        );
         let cluster = store.read(|tx| tx.cluster("c")).await.expect("read").expect("cluster");
         assert_eq!(
             (cluster.join_token.as_str(), cluster.agent_token.as_deref()),
