@@ -11,6 +11,7 @@
 //!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
 //!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
 //!              I <= K: echo responder on [fd00:5d:f::1]:9099
+//!   NAME-pIqJ: pod J of peer I (see crate::pods)   NAME-pIs: a host on a LAN behind peer I (crate::sites)
 //!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
 //!                                     state/sdwand.sock, k3s/50-sdwand.yaml}, registry/
 //! ```
@@ -81,6 +82,10 @@ pub struct UpOptions {
     pub pods: usize,
     /// The families of the network's pod pools.
     pub pod_family: crate::pods::PodFamily,
+    /// The network's site ranges (registry labs only): where operators may assign site prefixes to peers
+    /// (`sdwanctl registry site-prefixes`; see [`crate::sites`]). With pods, an IPv4 range must lie in
+    /// [`layout::SITE_RANGE_V4`] (the IPv4 overlay holds the rest of 203.0.113.0/24). Empty: none.
+    pub site_ranges: Vec<ipnet::IpNet>,
 }
 
 impl UpOptions {
@@ -104,6 +109,7 @@ impl UpOptions {
             pod_pools: Vec::new(),
             pods: 0,
             pod_family: crate::pods::PodFamily::Dual,
+            site_ranges: Vec::new(),
         }
     }
 
@@ -159,6 +165,7 @@ impl Lab {
         layout::validate_peer_count(opts.peers)?;
         crate::vip::validate(&opts)?;
         crate::pods::validate(&opts)?;
+        crate::sites::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -248,7 +255,7 @@ impl Lab {
             } else {
                 (opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect(), false)
             };
-            self.build_registry(bin, opts.ephemeral_ttl, pools, overlay_v4)?;
+            self.build_registry(bin, opts.ephemeral_ttl, pools, overlay_v4, &opts.site_ranges)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;

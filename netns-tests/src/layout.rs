@@ -30,8 +30,12 @@ pub const MAX_VIP_CANDIDATES: usize = sdwand::vocab::MAX_CANDIDATES;
 pub const REGISTRY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// TCP port of the registry's HTTP API.
 pub const REGISTRY_PORT: u16 = 7443;
-/// The IPv4 overlay prefix of a registry network with pods (each peer's /32, its IPv4 `node-ip`).
-pub const REGISTRY_OVERLAY_PREFIX_V4: &str = "203.0.113.0/24";
+/// The IPv4 overlay prefix of a registry network with pods (each peer's /32, its IPv4 `node-ip`): the
+/// lower half of 203.0.113.0/24, so that [`SITE_RANGE_V4`] is free for site ranges.
+pub const REGISTRY_OVERLAY_PREFIX_V4: &str = "203.0.113.0/25";
+/// The IPv4 test range a lab's network can take site ranges from (`--site-range`): the upper half of
+/// 203.0.113.0/24, beside [`REGISTRY_OVERLAY_PREFIX_V4`] (the registry refuses ranges that overlap it).
+pub const SITE_RANGE_V4: &str = "203.0.113.128/25";
 
 /// The overlay prefix of the registry's network (peers' /128s are allocated from it in enrollment order).
 /// A /32, not the /48 the contract says: the registry needs the VIP pool strictly inside the overlay
@@ -185,12 +189,20 @@ impl Layout {
         self.peer_dir(i).join("responder.log")
     }
 
-    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg`, `NAME-p<digits>` or a
-    /// pod's `NAME-p<digits>q<digits>`.
+    /// Peer `i`'s site namespace: a host on a LAN behind the peer (see [`crate::sites`]).
+    pub fn site_netns(&self, i: usize) -> String {
+        format!("{}-p{i}s", self.name)
+    }
+
+    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg`, `NAME-p<digits>`, a
+    /// site's `NAME-p<digits>s` or a pod's `NAME-p<digits>q<digits>`.
     pub fn owns_netns(&self, netns: &str) -> bool {
         netns == self.hub_netns()
             || netns == self.registry_netns()
             || self.peer_index_of(netns).is_some()
+            || netns
+                .strip_suffix('s')
+                .is_some_and(|peer| self.peer_index_of(peer).is_some())
             || netns.rsplit_once('q').is_some_and(|(peer, pod)| {
                 self.peer_index_of(peer).is_some()
                     && !pod.is_empty()
@@ -266,6 +278,8 @@ mod tests {
         assert!(!l.owns_netns("ab-px"));
         assert!(l.owns_netns("ab-p2q13"), "a pod");
         assert!(!l.owns_netns("ab-p2q") && !l.owns_netns("ab-p2q0") && !l.owns_netns("ab1-p2q1"));
+        assert!(l.owns_netns(&l.site_netns(3)), "a site");
+        assert!(!l.owns_netns("ab-ps") && !l.owns_netns("ab1-p3s") && !l.owns_netns("ab-p3ss"));
         assert_eq!(l.peer_index_of("ab-p7"), Some(7));
     }
 

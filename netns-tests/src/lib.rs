@@ -58,6 +58,9 @@
 //!   holder, epoch, counters), [`Lab::wait_vip_settled`], `sdwanctl`.
 //! - [`registry`]: the lab's `sdwan-registry` (namespace, account, network, enrollment token), its API, the
 //!   peers' enrollment identities.
+//! - [`pods`]: pods attached with the real CNI plugins from the configuration each daemon wrote (`--pods`).
+//! - [`sites`]: the network's site ranges, `sdwanctl registry` with the lab's admin token, a host on a LAN
+//!   behind a peer.
 //! - [`responder`]: the echo service behind the VIP (hidden `sdwan-lab responder`), tracked like the daemons.
 //! - [`probe`]: the client that probes the VIP from an observer and reports outages and who answered.
 //! - [`faults`]: node death and revival, daemon crash/freeze, nftables partitions and random loss.
@@ -93,6 +96,7 @@ pub mod probe;
 pub mod process;
 pub mod registry;
 pub mod responder;
+pub mod sites;
 pub mod state;
 pub mod vip;
 pub mod wait;
@@ -113,5 +117,6 @@ pub use ops::Reload;
 pub use ping::PingStats;
 pub use pods::{PodFamily, PodState};
 pub use probe::{ProbeHandle, ProbeOptions, ProbeReport};
+pub use sites::SiteHost;
 pub use vip::VipView;
 pub use wait::{wait_for, wait_until, WaitTimeout};

@@ -216,6 +216,15 @@ impl K3sSection {
             health: None,
         }
     }
+
+    /// This section with `pod_network = "sdwan"` and peer `i`'s CNI directories in lab `l` (see
+    /// [`crate::pods`]).
+    pub fn with_pods(mut self, l: &crate::layout::Layout, i: usize) -> Self {
+        self.pod_network = Some("sdwan".to_owned());
+        self.cni_conf_dir = Some(crate::pods::cni_conf_dir(l, i));
+        self.cni_ipam_data_dir = Some(crate::pods::cni_ipam_dir(l, i));
+        self
+    }
 }
 
 /// `[[members]]`.

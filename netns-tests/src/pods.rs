@@ -201,6 +201,11 @@ pub fn validate(opts: &crate::lab::UpOptions) -> Result<()> {
 }
 
 impl Lab {
+    /// The lab's pods, in order of creation.
+    pub fn pods(&self) -> &[PodState] {
+        &self.state.pods
+    }
+
     /// Peer `i`'s pod prefixes as its daemon's CNI configuration has them (empty when it has none).
     pub fn pod_prefixes(&self, i: usize) -> Vec<String> {
         let path = cni_conf_dir(&self.layout, i).join(CONFLIST);
@@ -231,32 +236,50 @@ impl Lab {
         }
     }
 
-    /// Creates `n` pods on every peer (see the module's docs), recording each in `lab.json` before its
-    /// namespace exists, so a failure half-way is cleaned up by `down`.
+    /// Creates `n` pods on every peer (see the module's docs).
     pub(crate) fn build_pods(&mut self, n: usize) -> Result<()> {
         for i in 1..=self.peer_count() {
-            let conf = self.wait_conflist(i, CONFLIST_TIMEOUT)?;
-            for j in 1..=n {
-                self.check_cancel()?;
-                let name = format!("p{i}q{j}");
-                let netns = format!("{}-{name}", self.name());
-                self.state.pods.push(PodState {
-                    name,
-                    peer: Layout::peer_name(i),
-                    netns: netns.clone(),
-                    ipv4: None,
-                    ipv6: None,
-                });
-                self.save()?;
-                cmd::ip(&["netns", "add", netns.as_str()])?;
-                let (ipv4, ipv6) = cni_add(&self.layout.peer_netns(i), &conf, &netns)?;
-                if let Some(pod) = self.state.pods.last_mut() {
-                    (pod.ipv4, pod.ipv6) = (ipv4, ipv6);
-                }
-                self.save()?;
-            }
+            self.add_pods(i, n)?;
         }
         Ok(())
+    }
+
+    /// Attaches `n` more pods to peer `i` (e.g. one added with [`Lab::add_peer`] and a `[k3s]` section
+    /// [`crate::nodecfg::K3sSection::with_pods`]), once its daemon has written its CNI configuration;
+    /// returns them. Each is recorded in `lab.json` before its namespace exists, so a failure half-way is
+    /// cleaned up by `down`.
+    pub fn add_pods(&mut self, i: usize, n: usize) -> Result<Vec<PodState>> {
+        let conf = self.wait_conflist(i, CONFLIST_TIMEOUT)?;
+        let peer = Layout::peer_name(i);
+        let first = self.state.pods.iter().filter(|p| p.peer == peer).count() + 1;
+        if first + n - 1 > MAX_PODS {
+            return Err(LabError::InvalidOption(format!(
+                "{peer} would have {} pods: at most {MAX_PODS} (a peer's IPv4 share is a /28)",
+                first + n - 1
+            )));
+        }
+        let mut added = Vec::new();
+        for j in first..first + n {
+            self.check_cancel()?;
+            let name = format!("p{i}q{j}");
+            let netns = format!("{}-{name}", self.name());
+            self.state.pods.push(PodState {
+                name,
+                peer: peer.clone(),
+                netns: netns.clone(),
+                ipv4: None,
+                ipv6: None,
+            });
+            self.save()?;
+            cmd::ip(&["netns", "add", netns.as_str()])?;
+            let (ipv4, ipv6) = cni_add(&self.layout.peer_netns(i), &conf, &netns)?;
+            if let Some(pod) = self.state.pods.last_mut() {
+                (pod.ipv4, pod.ipv6) = (ipv4, ipv6);
+                added.push(pod.clone());
+            }
+            self.save()?;
+        }
+        Ok(added)
     }
 }
 

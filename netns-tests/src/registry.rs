@@ -2,8 +2,8 @@
 //! (`NAME-ureg` 192.0.2.2/24, API on port 7443, plain HTTP), with one account, one network (overlay
 //! `fd00:5d::/32`, VIP pool `fd00:5d:f::/64`) and one enrollment token that every peer's `[registry]` points at.
 //!
-//! Files, in `/run/sdwan-lab/NAME/registry/`: `registry.toml`, `registry.log`, `state/` (the store) and
-//! `enrollment-token`. The account's admin token and the ids are in `lab.json` (a lab keeps them in clear).
+//! Files, in `/run/sdwan-lab/NAME/registry/`: `registry.toml`, `registry.log`, `state/` (the store),
+//! `enrollment-token`, and `admin-token` once `sdwanctl registry` has been run ([`crate::sites`]). The account's admin token and the ids are in `lab.json` (a lab keeps them in clear).
 //!
 //! Requests to the API go from a thread inside the registry's namespace ([`Lab::registry_call`]); what each
 //! daemon made of its enrollment is in `pI/state/registry/identity.json` ([`Lab::identity`]).
@@ -148,14 +148,15 @@ impl Lab {
     }
 
     /// The registry's namespace, its veth into the hub bridge and its configuration; then `init-account`,
-    /// the start, the network (with `pod_pools` and, with `overlay_v4`, an IPv4 overlay prefix) and the
-    /// enrollment token.
+    /// the start, the network (with `pod_pools`, `site_ranges` and, with `overlay_v4`, an IPv4 overlay
+    /// prefix) and the enrollment token.
     pub(crate) fn build_registry(
         &mut self,
         bin: PathBuf,
         ephemeral_ttl: Duration,
         pod_pools: Vec<serde_json::Value>,
         overlay_v4: bool,
+        site_ranges: &[ipnet::IpNet],
     ) -> Result<()> {
         let l = self.layout.clone();
         let dir = l.registry_dir();
@@ -214,6 +215,7 @@ impl Lab {
             "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
             "vip_pool": layout::REGISTRY_VIP_POOL,
             "pod_pools": pod_pools,
+            "site_ranges": site_ranges,
         });
         if overlay_v4 {
             create["overlay_prefix_v4"] = serde_json::json!(layout::REGISTRY_OVERLAY_PREFIX_V4);

@@ -94,10 +94,9 @@ pub(crate) fn peer_config(
             // registry refuses until one exists (the CNI configuration does not wait for it).
             let k3s = config
                 .k3s
-                .get_or_insert_with(|| K3sSection::join("agent", "", layout.k3s_config(i)));
-            k3s.pod_network = Some("sdwan".to_owned());
-            k3s.cni_conf_dir = Some(crate::pods::cni_conf_dir(layout, i));
-            k3s.cni_ipam_data_dir = Some(crate::pods::cni_ipam_dir(layout, i));
+                .take()
+                .unwrap_or_else(|| K3sSection::join("agent", "", layout.k3s_config(i)));
+            config.k3s = Some(k3s.with_pods(layout, i));
         }
     }
     config

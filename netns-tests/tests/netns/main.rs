@@ -18,6 +18,7 @@ mod http_limits;
 mod members;
 mod mesh;
 mod metrics_scrape;
+mod pod_prefixes;
 mod pods;
 mod prometheus;
 mod registry;

@@ -67,7 +67,7 @@ fn captured(lab: &Lab, i: usize, counter: &str) -> u64 {
 
 /// Whether `ping` from namespace `ns` to `to` gets an answer, trying for up to 10 s (the first packets may
 /// wait for a handshake).
-fn pings(ns: &str, to: &str) -> bool {
+pub(crate) fn pings(ns: &str, to: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let ok = std::process::Command::new("ip")

@@ -64,6 +64,11 @@ enum Command {
         /// The pod pools' families: ipv4, ipv6 or dual.
         #[arg(long, default_value = "dual")]
         pod_family: sdwan_lab::PodFamily,
+        /// A site range of the registry's network (repeatable): where `sdwanctl registry site-prefixes`
+        /// may assign a peer a LAN behind it. With --pods, IPv4 ranges come from 203.0.113.128/25 (the
+        /// IPv4 overlay is 203.0.113.0/25); IPv6 ones e.g. from 2001:db8::/32.
+        #[arg(long)]
+        site_range: Vec<ipnet::IpNet>,
     },
     /// Print a lab's JSON document, with its PIDs and VIP holders re-read (a dead process is null).
     Status {
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
             ephemeral_ttl,
             pods,
             pod_family,
+            site_range,
         } => {
             let mut opts = UpOptions::new(&name, peers);
             opts.handshake_timeout = Duration::from_secs(timeout);
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
             opts.ephemeral_ttl = ephemeral_ttl;
             opts.pods = pods;
             opts.pod_family = pod_family;
+            opts.site_ranges = site_range;
             up(opts)
         }
         Command::Status { name } => Lab::load(&name)
