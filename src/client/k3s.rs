@@ -139,7 +139,7 @@ pub struct PodPlan {
 }
 
 /// The drop-in for the answer `resp` to a handshake of `k3s`: `cluster-init` for the bootstrap server,
-/// `server` on the VIP otherwise; the k3s tokens (see [`tokens`]); `tls-san` with the VIP for servers. With `pods`, also
+/// `server` on the VIP otherwise; the k3s tokens (see `tokens`); `tls-san` with the VIP for servers. With `pods`, also
 /// `node-ip`, and for servers `flannel-backend: none` and the cluster (and service) CIDRs: sdwand routes
 /// the pod prefixes and the CNI configuration of [`super::cni`] attaches the pods.
 pub fn render(k3s: &K3sConfig, resp: &HandshakeResponse, pods: Option<&PodPlan>) -> String {

@@ -10,7 +10,7 @@
 //! loop share: loading and reloading the configuration and applying it.
 //!
 //! Nothing outside the daemon's control stops it or blinds it silently: a metrics port that is taken is
-//! retried ([`endpoint`]), a failover socket that cannot bind is retried every [`RETRY`] while the VIP
+//! retried (`endpoint`), a failover socket that cannot bind is retried every `RETRY` while the VIP
 //! machines are told they cannot hear anyone, a kernel pass applies what it can, a crashing userspace
 //! implementation is restarted with a growing delay, and once stopping no reload starts new machines.
 

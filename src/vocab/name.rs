@@ -5,8 +5,8 @@
 //! labels, member lists and as the target of an operator's VIP move, so it must print without quoting and
 //! stay short; case is kept as given (`Web-1` and `web-1` are two names).
 //!
-//! [`PeerName`] can only hold a name that follows the rule: it is built by [`PeerName::parse`] (or
-//! [`FromStr`], [`TryFrom<String>`]) and checked again wherever it is deserialised.
+//! [`PeerName`](crate::vocab::name::PeerName) can only hold a name that follows the rule: it is built by
+//! `PeerName::parse` (or `FromStr`, `TryFrom<String>`) and checked again wherever it is deserialised.
 
 use std::fmt;
 use std::ops::Deref;

@@ -1,4 +1,4 @@
-//! Building the `sdwand.toml` of a lab peer from [`PeerParams`] and [`Layout`]: every section the lab
+//! Building the `sdwand.toml` of a lab peer from `PeerParams` and [`Layout`]: every section the lab
 //! writes (`[interface]`, `[backend]`, `[daemon]`, `[failover]`/`[[vip]]`, `[registry]`, `[k3s]`).
 //!
 //! Pure: nothing here touches the file system, a namespace or a process; the [`Lab`](crate::Lab) builds
