@@ -81,6 +81,9 @@ pub struct UpOptions {
     pub pods: usize,
     /// The families of the network's pod pools.
     pub pod_family: crate::pods::PodFamily,
+    /// The registry's `prefix_hold_down` (how long a removed peer's prefixes stay unallocated); `None`:
+    /// the registry's default.
+    pub prefix_hold_down: Option<Duration>,
 }
 
 impl UpOptions {
@@ -104,6 +107,7 @@ impl UpOptions {
             pod_pools: Vec::new(),
             pods: 0,
             pod_family: crate::pods::PodFamily::Dual,
+            prefix_hold_down: None,
         }
     }
 
@@ -248,7 +252,7 @@ impl Lab {
             } else {
                 (opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect(), false)
             };
-            self.build_registry(bin, opts.ephemeral_ttl, pools, overlay_v4)?;
+            self.build_registry(bin, opts, pools, overlay_v4)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;
