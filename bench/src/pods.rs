@@ -171,7 +171,7 @@ impl PodsReport {
             opt(self.mtu.pod),
         );
         out.push_str(&format!(
-            "{:<22} {:>24} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10}\n",
+            "{:<22} {:>24} {:>8} {:>8} {:>8} {:>9} {:>10} {:>14} {:>10}\n",
             "path",
             "Mbit/s median (min–max)",
             "RTT p50",
@@ -179,13 +179,13 @@ impl PodsReport {
             "mean",
             "lost",
             "wg CPU/GB",
-            "host CPU/GB",
+            "machine CPU/GB",
             "softirq/GB"
         ));
         for p in &self.paths {
             let m = &p.mbit_s;
             out.push_str(&format!(
-                "{:<22} {:>24} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9.2}s {:>10.2}s {:>9.2}s\n",
+                "{:<22} {:>24} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9.2}s {:>13.2}s {:>9.2}s\n",
                 p.path.name,
                 format!("{:.0} ({:.0}–{:.0})", m.median, m.min, m.max),
                 p.rtt_ms.median,
@@ -198,7 +198,7 @@ impl PodsReport {
             ));
         }
         out.push_str(
-            "\nRTT in ms; CPU in seconds per GB received: wg = both wireguard-go processes, host = the whole \
+            "\nRTT in ms; CPU in seconds per GB received: wg = both wireguard-go processes, machine = the whole \
              machine's busy time (other work included)\n",
         );
         out.push_str(&format!(
