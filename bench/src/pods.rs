@@ -519,7 +519,10 @@ fn iperf(p: &PathSpec, seconds: u64, wg: (u32, u32), stop: &dyn Fn() -> bool) ->
     let mut server = start_in(&p.server_netns, &["iperf3", "-s", "-1", "-B", &addr, "-p", &port], None)?;
     let deadline = Instant::now() + LISTEN_TIMEOUT;
     while !listening(server.0.id(), IPERF_PORT) {
-        if Instant::now() > deadline || stop() || matches!(server.0.try_wait(), Ok(Some(_))) {
+        if stop() {
+            return Err(BenchError::Interrupted);
+        }
+        if Instant::now() > deadline || matches!(server.0.try_wait(), Ok(Some(_))) {
             return Err(BenchError::Usage(format!(
                 "iperf3 server in {} did not listen on [{addr}]:{port} within {LISTEN_TIMEOUT:?}",
                 p.server_netns
@@ -559,7 +562,10 @@ fn iperf(p: &PathSpec, seconds: u64, wg: (u32, u32), stop: &dyn Fn() -> bool) ->
         {
             break status;
         }
-        if start.elapsed() > limit || stop() {
+        if stop() {
+            return Err(BenchError::Interrupted);
+        }
+        if start.elapsed() > limit {
             return Err(BenchError::Usage(format!(
                 "iperf3 {} did not finish within {limit:?}",
                 p.name
