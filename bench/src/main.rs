@@ -8,7 +8,9 @@
 //! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death and planned
 //!   handover, and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
 //! - [`propagation`]: the `propagation` benchmark — a registry membership change → applied on the WireGuard
-//!   devices of every daemon of a 50-peer lab.
+//!   devices of every daemon of a 50-peer lab (and, with `--pods`, a new node's pod shares → routed there).
+//! - [`pods`]: the `pods` benchmark — throughput, latency and CPU pod to pod across nodes, against node to
+//!   node over the overlay and on the underlay.
 //! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).
 //! - [`workload`]: the peers a benchmark applies, as sdwand's desired state and as a `wg` config file.
 //! - [`stats`]: samples, medians, CPU clocks.
@@ -26,6 +28,7 @@ use clap::{Parser, Subcommand};
 mod error;
 mod failover;
 mod handshake;
+mod pods;
 mod propagation;
 mod reconcile;
 mod report;
@@ -58,6 +61,9 @@ enum Bench {
     /// Membership propagation on a lab of real sdwand daemons enrolled through sdwan-registry: a peer
     /// enrolled / removed over the registry's API → applied on every daemon's WireGuard device.
     Propagation(propagation::Options),
+    /// Pod traffic on a 2-peer lab with pods attached by the real CNI plugins: iperf3 throughput, ping
+    /// latency and CPU pod to pod (IPv4, IPv6), node to node over the overlay, and on the underlay.
+    Pods(pods::Options),
 }
 
 /// Set by SIGINT/SIGTERM; the benchmarks stop between trials and clean up.
@@ -115,6 +121,15 @@ fn run(cli: Cli) -> Result<(), BenchError> {
         }
         Bench::Handshake(opts) => {
             let report = handshake::run(&opts, &interrupted)?;
+            if opts.json {
+                let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+                println!("{json}");
+            } else {
+                print!("{}", report.table());
+            }
+        }
+        Bench::Pods(opts) => {
+            let report = pods::run(&opts, &interrupted)?;
             if opts.json {
                 let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 println!("{json}");

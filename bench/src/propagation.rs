@@ -10,16 +10,27 @@
 //! and measures, for each, the time from just before the request is sent to the moment the last of the
 //! peers' devices shows the new state (the key present, then gone), read over each device's UAPI socket.
 //! Devices are polled by [`POLLERS`] threads, each sweeping the devices it has not yet seen change; a
-//! device's time is when the sweep saw it, so every figure is late by at most one sweep ([`Resolution`]).
+//! device's time is when the sweep saw it, so every figure is late by at most one sweep (the report's
+//! `resolution_ms`).
+//!
+//! With `--pods` the network has pod pools ([`POD_POOLS`], hold-down 0 so that the pool never runs dry);
+//! each daemon and each trial's new node get a share of each pool at enrollment. Besides the key, a
+//! daemon counts as done with the new node only when both of its shares are in the node's allowed IPs on
+//! the device *and* routed through the WireGuard interface in the daemon's kernel table (its routes with
+//! sdwand's protocol, dumped over an rtnetlink socket opened in the daemon's namespace); on removal, when
+//! both routes are gone too. Only then does the next trial start, so a share handed out again is never
+//! mistaken for a route left over.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use sdwan_lab::{Lab, LabGuard, UpOptions};
+use sdwand::net::Netlink;
 use serde::Serialize;
-use wireguard_control::Key;
+use wireguard_control::{Device, Key};
 
 use crate::error::{BenchError, Result};
 use crate::failover::neigh::NeighLimits;
@@ -35,10 +46,19 @@ pub struct Options {
     /// Trials (each one enrollment and one removal).
     #[arg(long, default_value_t = 20)]
     pub trials: usize,
+    /// Give the network pod pools and measure also until the new node's pod shares are routed (allowed
+    /// IPs and kernel routes) on every daemon (at most 63 peers: the IPv4 pool has 64 shares).
+    #[arg(long)]
+    pub pods: bool,
     /// Print the report as JSON (with every trial's values) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
+
+/// The pod pools of `--pods`: `198.51.100.0/24` in /30s (64 shares) and `fd00:42::/48` in /64s.
+pub const POD_POOLS: [(&str, u8); 2] = [("198.51.100.0/24", 30), ("fd00:42::/48", 64)];
+/// Shares of the IPv4 pool: the lab's peers plus one trial's node must fit.
+const POD_SHARES_V4: usize = 64;
 
 /// Threads polling the devices.
 const POLLERS: usize = 5;
@@ -66,12 +86,20 @@ pub struct PropagationReport {
     pub enroll: Figures,
     /// Removal → gone from every device, milliseconds.
     pub remove: Figures,
+    /// With `--pods`: enrollment → both pod shares in the allowed IPs and kernel routes of every daemon.
+    pub enroll_routed: Option<Figures>,
+    /// With `--pods`: removal → both routes gone from every daemon's kernel table.
+    pub remove_unrouted: Option<Figures>,
     /// How late a device's time can be: the longest sweep over the devices seen in the run, milliseconds.
     pub resolution_ms: f64,
     /// Every trial's enrollment figure, milliseconds, in order.
     pub enroll_ms: Vec<f64>,
     /// Every trial's removal figure, milliseconds, in order.
     pub remove_ms: Vec<f64>,
+    /// With `--pods`: every trial's enrollment → routed figure, milliseconds, in order.
+    pub enroll_routed_ms: Vec<f64>,
+    /// With `--pods`: every trial's removal → unrouted figure, milliseconds, in order.
+    pub remove_unrouted_ms: Vec<f64>,
 }
 
 impl PropagationReport {
@@ -88,10 +116,15 @@ impl PropagationReport {
             "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
             "change → applied on every device", "min", "median", "p90", "p99", "max"
         ));
-        for (what, f) in [
+        let mut rows = vec![
             ("enroll (POST /v1/peers/enroll)", &self.enroll),
             ("remove (DELETE /v1/peers/{id})", &self.remove),
-        ] {
+        ];
+        if let (Some(routed), Some(unrouted)) = (&self.enroll_routed, &self.remove_unrouted) {
+            rows.insert(1, ("enroll → pod shares routed", routed));
+            rows.push(("remove → pod routes gone", unrouted));
+        }
+        for (what, f) in rows {
             out.push_str(&format!(
                 "{what:<34} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
                 fmt_ms(f.min),
@@ -121,6 +154,12 @@ pub fn run(opts: &Options, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Pr
             sdwan_lab::layout::MAX_PEERS - 1
         )));
     }
+    if opts.pods && opts.peers >= POD_SHARES_V4 {
+        return Err(BenchError::Usage(format!(
+            "--pods: at most {} peers (the IPv4 pod pool has {POD_SHARES_V4} shares)",
+            POD_SHARES_V4 - 1
+        )));
+    }
     // Declared before the lab, so the limits are restored after the lab is gone.
     let _neigh = NeighLimits::ensure(opts.peers + 1)?;
     let name = format!("pg{}", std::process::id() % 10_000);
@@ -135,11 +174,28 @@ pub fn run(opts: &Options, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Pr
     up.cancel = Some(cancel.clone());
     // Nobody is reaped during the run.
     up.ephemeral_ttl = Duration::from_secs(3600);
+    if opts.pods {
+        up.pod_pools = POD_POOLS
+            .iter()
+            .map(|(prefix, node_len)| {
+                serde_json::from_value(serde_json::json!({"prefix": prefix, "node_len": node_len}))
+                    .expect("a valid pod pool")
+            })
+            .collect();
+        // A trial waits until the removed node's routes are gone everywhere before the next one starts.
+        up.prefix_hold_down = Some(Duration::ZERO);
+    }
     let t0 = Instant::now();
     let mut lab = LabGuard::up(up)?;
     let lab_up = t0.elapsed();
     eprintln!("propagation: lab up in {:.1} s", lab_up.as_secs_f64());
+    let routes = if opts.pods {
+        Some(Routes::open(lab.lab()?)?)
+    } else {
+        None
+    };
     let (mut enroll_ms, mut remove_ms) = (Vec::new(), Vec::new());
+    let (mut routed_ms, mut unrouted_ms) = (Vec::new(), Vec::new());
     let mut resolution = Duration::ZERO;
     for t in 1..=opts.trials {
         if interrupted() {
@@ -147,20 +203,36 @@ pub fn run(opts: &Options, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Pr
             return Err(BenchError::Interrupted);
         }
         let lab: &Lab = lab.lab()?;
-        let enrolled = trial_enroll(lab, t, interrupted)?;
-        resolution = resolution.max(enrolled.sweep);
-        let (removed, sweep) = trial_remove(lab, t, &enrolled, interrupted)?;
-        resolution = resolution.max(sweep);
+        let enrolled = trial_enroll(lab, t, routes.as_ref(), interrupted)?;
+        resolution = resolution.max(enrolled.took.sweep);
+        let removed = trial_remove(lab, t, &enrolled, routes.as_ref(), interrupted)?;
+        resolution = resolution.max(removed.sweep);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let routed = if routes.is_some() {
+            let shares: Vec<String> = enrolled.shares.iter().map(ToString::to_string).collect();
+            format!(
+                " (pod shares {} routed {}, routes gone {})",
+                shares.join(" "),
+                fmt_ms(ms(enrolled.took.routed)),
+                fmt_ms(ms(removed.routed))
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "propagation: trial {t}/{}: enroll {}, remove {}",
+            "propagation: trial {t}/{}: enroll {}, remove {}{routed}",
             opts.trials,
-            fmt_ms(ms(enrolled.took)),
-            fmt_ms(ms(removed))
+            fmt_ms(ms(enrolled.took.key)),
+            fmt_ms(ms(removed.key))
         );
-        enroll_ms.push(ms(enrolled.took));
-        remove_ms.push(ms(removed));
+        enroll_ms.push(ms(enrolled.took.key));
+        remove_ms.push(ms(removed.key));
+        if routes.is_some() {
+            routed_ms.push(ms(enrolled.took.routed));
+            unrouted_ms.push(ms(removed.routed));
+        }
     }
+    drop(routes);
     let down = lab.down()?;
     for w in down.warnings {
         eprintln!("lab {name} down: {w}");
@@ -173,9 +245,13 @@ pub fn run(opts: &Options, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Pr
         lab_up_s: lab_up.as_secs_f64(),
         enroll: Figures::of(enroll_ms.iter().copied()),
         remove: Figures::of(remove_ms.iter().copied()),
+        enroll_routed: opts.pods.then(|| Figures::of(routed_ms.iter().copied())),
+        remove_unrouted: opts.pods.then(|| Figures::of(unrouted_ms.iter().copied())),
         resolution_ms: resolution.as_secs_f64() * 1e3,
         enroll_ms,
         remove_ms,
+        enroll_routed_ms: routed_ms,
+        remove_unrouted_ms: unrouted_ms,
     })
 }
 
@@ -185,14 +261,31 @@ struct Enrolled {
     key: String,
     /// Its id in the registry.
     peer_id: String,
-    /// Enrollment request → on every device.
-    took: Duration,
+    /// Its pod shares (with `--pods`).
+    shares: Vec<IpNet>,
+    /// Enrollment request → on every device (and routed).
+    took: Took,
+}
+
+/// How long a change took to reach every daemon.
+#[derive(Debug, Clone, Copy)]
+struct Took {
+    /// Until the key was on (or gone from) the last device.
+    key: Duration,
+    /// Until the pod shares were routed on (or unrouted from) the last daemon; `key` without shares.
+    routed: Duration,
     /// The longest sweep of the wait.
     sweep: Duration,
 }
 
-/// Enrolls a new peer over the registry's API and waits until it is on every device.
-fn trial_enroll(lab: &Lab, t: usize, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<Enrolled> {
+/// Enrolls a new peer over the registry's API and waits until it is on every device (and, with `routes`,
+/// its pod shares routed on every daemon).
+fn trial_enroll(
+    lab: &Lab,
+    t: usize,
+    routes: Option<&Routes>,
+    interrupted: &(dyn Fn() -> bool + Sync),
+) -> Result<Enrolled> {
     let key = Key::generate_private().get_public().to_base64();
     let endpoint = format!("{}:51820", sdwan_lab::Layout::underlay_addr(lab.peer_count() + 1));
     let body = serde_json::json!({
@@ -220,33 +313,69 @@ fn trial_enroll(lab: &Lab, t: usize, interrupted: &(dyn Fn() -> bool + Sync)) ->
         .as_str()
         .ok_or_else(|| trial_error(t, format!("no peer_id in {}", answer.body.trim())))?
         .to_owned();
-    let (took, sweep) = wait_all(lab, &key, true, start, interrupted).map_err(|e| trial_error(t, e))?;
+    let shares = if routes.is_some() {
+        let shares = shares_of(&v, &peer_id);
+        if shares.len() != POD_POOLS.len() {
+            return Err(trial_error(
+                t,
+                format!("the new node got pod shares {shares:?}, not one of each pool {POD_POOLS:?}"),
+            ));
+        }
+        shares
+    } else {
+        Vec::new()
+    };
+    let want = Want {
+        key: &key,
+        present: true,
+        shares: &shares,
+    };
+    let took = wait_all(lab, &want, routes, start, interrupted).map_err(|e| trial_error(t, e))?;
     Ok(Enrolled {
         key,
         peer_id,
+        shares,
         took,
-        sweep,
     })
 }
 
-/// Removes the trial's peer; returns the time until it is gone from every device, and the longest sweep.
+/// The `prefixes` of member `peer_id` in an enrollment answer.
+fn shares_of(answer: &serde_json::Value, peer_id: &str) -> Vec<IpNet> {
+    answer["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["peer_id"].as_str() == Some(peer_id))
+        .filter_map(|m| m["prefixes"].as_array())
+        .flatten()
+        .filter_map(|p| p["prefix"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// Removes the trial's peer; returns the time until it is gone from every device (and its routes from
+/// every daemon).
 fn trial_remove(
     lab: &Lab,
     t: usize,
     peer: &Enrolled,
+    routes: Option<&Routes>,
     interrupted: &(dyn Fn() -> bool + Sync),
-) -> Result<(Duration, Duration)> {
-    let (key, peer_id) = (&peer.key, &peer.peer_id);
+) -> Result<Took> {
     let admin = lab.admin_token()?;
     let start = Instant::now();
-    let answer = lab.registry_call("DELETE", &format!("/v1/peers/{peer_id}"), Some(&admin), None)?;
+    let answer = lab.registry_call("DELETE", &format!("/v1/peers/{}", peer.peer_id), Some(&admin), None)?;
     if answer.status != 204 {
         return Err(trial_error(
             t,
             format!("removal answered {}: {}", answer.status, answer.body.trim()),
         ));
     }
-    wait_all(lab, key, false, start, interrupted).map_err(|e| trial_error(t, e))
+    let want = Want {
+        key: &peer.key,
+        present: false,
+        shares: &peer.shares,
+    };
+    wait_all(lab, &want, routes, start, interrupted).map_err(|e| trial_error(t, e))
 }
 
 fn trial_error(trial: usize, message: String) -> BenchError {
@@ -257,77 +386,179 @@ fn trial_error(trial: usize, message: String) -> BenchError {
     }
 }
 
-/// Waits until `key` is (`present`) or is not on every peer's device; returns the time from `start` to the
-/// last device seen changed, and the longest sweep of any poller.
+/// What a wait waits for on every daemon.
+struct Want<'a> {
+    /// The peer's key, base64.
+    key: &'a str,
+    /// Whether it should be there (with its shares routed) or gone (with its routes).
+    present: bool,
+    /// Its pod shares.
+    shares: &'a [IpNet],
+}
+
+/// Waits until every daemon shows `want`; the time from `start` to the last device with the key in the
+/// wanted state, to the last daemon with the routes in it, and the longest sweep of any poller.
 fn wait_all(
     lab: &Lab,
-    key: &str,
-    present: bool,
+    want: &Want<'_>,
+    routes: Option<&Routes>,
     start: Instant,
     interrupted: &(dyn Fn() -> bool + Sync),
-) -> std::result::Result<(Duration, Duration), String> {
+) -> std::result::Result<Took, String> {
     let peers: Vec<usize> = (1..=lab.peer_count()).collect();
     let chunks: Vec<Vec<usize>> = peers
         .chunks(peers.len().div_ceil(POLLERS))
         .map(<[usize]>::to_vec)
         .collect();
-    let results: Vec<std::result::Result<(Duration, Duration), String>> = std::thread::scope(|s| {
+    let results: Vec<std::result::Result<Took, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = chunks
             .into_iter()
-            .map(|mine| s.spawn(move || poll_devices(lab, &mine, key, present, start, interrupted)))
+            .map(|mine| s.spawn(move || poll_daemons(lab, &mine, want, routes, start, interrupted)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("a poller panicked".to_owned())))
             .collect()
     });
-    let mut last = Duration::ZERO;
-    let mut sweep = Duration::ZERO;
+    let mut all = Took {
+        key: Duration::ZERO,
+        routed: Duration::ZERO,
+        sweep: Duration::ZERO,
+    };
     for r in results {
-        let (l, s) = r?;
-        last = last.max(l);
-        sweep = sweep.max(s);
+        let t = r?;
+        all.key = all.key.max(t.key);
+        all.routed = all.routed.max(t.routed);
+        all.sweep = all.sweep.max(t.sweep);
     }
-    Ok((last, sweep))
+    Ok(all)
 }
 
-/// One poller: sweeps `mine` until every device shows the state, at most [`DEADLINE`] after `start`.
-fn poll_devices(
+/// One poller: sweeps `mine` until every daemon shows `want`, at most [`DEADLINE`] after `start`. A
+/// daemon's key time is the first sweep that saw the key in the wanted state; its routed time the first
+/// sweep that saw that and the routes (allowed IPs and kernel routes) in the wanted state.
+fn poll_daemons(
     lab: &Lab,
     mine: &[usize],
-    key: &str,
-    present: bool,
+    want: &Want<'_>,
+    routes: Option<&Routes>,
     start: Instant,
     interrupted: &(dyn Fn() -> bool + Sync),
-) -> std::result::Result<(Duration, Duration), String> {
-    let mut left: Vec<usize> = mine.to_vec();
-    let mut last = Duration::ZERO;
-    let mut longest = Duration::ZERO;
+) -> std::result::Result<Took, String> {
+    // (peer, whether its key is already seen in the wanted state)
+    let mut left: Vec<(usize, bool)> = mine.iter().map(|&i| (i, false)).collect();
+    let mut took = Took {
+        key: Duration::ZERO,
+        routed: Duration::ZERO,
+        sweep: Duration::ZERO,
+    };
     while !left.is_empty() {
         if start.elapsed() > DEADLINE || interrupted() {
             return Err(format!(
-                "peers {left:?} did not {} the new peer within {DEADLINE:?}",
-                if present { "get" } else { "drop" }
+                "peers {:?} did not {} the new peer{} within {DEADLINE:?}",
+                left.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                if want.present { "get" } else { "drop" },
+                if want.shares.is_empty() {
+                    ""
+                } else {
+                    " and its pod routes"
+                }
             ));
         }
         let sweep = Instant::now();
         let mut still = Vec::with_capacity(left.len());
-        for &i in &left {
-            let has = lab
-                .device(i)
-                .map(|d| d.peers.iter().any(|p| p.config.public_key.to_base64() == key))
-                .map_err(|e| format!("p{i}: {e}"))?;
-            if has == present {
-                last = last.max(start.elapsed());
+        for &(i, key_seen) in &left {
+            let device = lab.device(i).map_err(|e| format!("p{i}: {e}"))?;
+            let (key_ok, allowed_ok) = device_state(&device, want);
+            let now = start.elapsed();
+            if key_ok && !key_seen {
+                took.key = took.key.max(now);
+            }
+            let key_seen = key_seen || key_ok;
+            let routed = key_ok
+                && allowed_ok
+                && match routes {
+                    Some(r) if !want.shares.is_empty() => {
+                        let table = r.of(i).map_err(|e| format!("p{i}: {e}"))?;
+                        want.shares.iter().all(|s| table.contains(s) == want.present)
+                    }
+                    _ => true,
+                };
+            if routed {
+                took.routed = took.routed.max(now);
             } else {
-                still.push(i);
+                still.push((i, key_seen));
             }
         }
-        longest = longest.max(sweep.elapsed());
+        took.sweep = took.sweep.max(sweep.elapsed());
         left = still;
         if !left.is_empty() {
             sleep(Duration::from_millis(2));
         }
     }
-    Ok((last, longest))
+    Ok(took)
+}
+
+/// Whether `device` has the key in the wanted state, and whether the peer's allowed IPs hold every share
+/// (when it should be present; trivially true when it should be gone).
+fn device_state(device: &Device, want: &Want<'_>) -> (bool, bool) {
+    let peer = device
+        .peers
+        .iter()
+        .find(|p| p.config.public_key.to_base64() == want.key);
+    match (peer, want.present) {
+        (Some(p), true) => {
+            let allowed: Vec<IpNet> = p
+                .config
+                .allowed_ips
+                .iter()
+                .filter_map(|a| IpNet::new(a.address, a.cidr).ok())
+                .collect();
+            (true, want.shares.iter().all(|s| allowed.contains(s)))
+        }
+        (None, false) => (true, true),
+        _ => (false, false),
+    }
+}
+
+/// An rtnetlink socket in every daemon's namespace and the index of its WireGuard interface there.
+struct Routes {
+    /// Drives the sockets (one worker thread; the pollers block on it).
+    runtime: tokio::runtime::Runtime,
+    /// Per peer, in order: the socket and the interface index.
+    links: Vec<(Netlink, u32)>,
+}
+
+impl Routes {
+    /// Opens one socket per peer, each from a thread inside the peer's namespace.
+    fn open(lab: &Lab) -> Result<Routes> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| BenchError::io("starting a tokio runtime", e))?;
+        let mut links = Vec::with_capacity(lab.peer_count());
+        for i in 1..=lab.peer_count() {
+            let handle = runtime.handle().clone();
+            let nl = sdwan_lab::netns::run_in(&lab.netns(i)?, "opening an rtnetlink socket", move || {
+                let _in_runtime = handle.enter();
+                Netlink::connect().map_err(std::io::Error::other)
+            })?;
+            let iface = lab.wg_if(i)?;
+            let link = runtime
+                .block_on(nl.link_by_name(&iface))
+                .map_err(|e| BenchError::Usage(format!("p{i}: reading link {iface}: {e}")))?
+                .ok_or_else(|| BenchError::Usage(format!("p{i} has no link {iface}")))?;
+            links.push((nl, link.index));
+        }
+        Ok(Routes { runtime, links })
+    }
+
+    /// Peer `i`'s routes through its WireGuard interface with sdwand's protocol.
+    fn of(&self, i: usize) -> std::result::Result<Vec<IpNet>, String> {
+        let (nl, index) = &self.links[i - 1];
+        self.runtime
+            .block_on(nl.owned_routes(*index))
+            .map_err(|e| e.to_string())
+    }
 }

@@ -86,6 +86,9 @@ pub struct UpOptions {
     /// (`sdwanctl registry site-prefixes`; see [`crate::sites`]). With pods, an IPv4 range must lie in
     /// [`layout::SITE_RANGE_V4`] (the IPv4 overlay holds the rest of 203.0.113.0/24). Empty: none.
     pub site_ranges: Vec<ipnet::IpNet>,
+    /// The registry's `prefix_hold_down` (how long a removed peer's prefixes stay unallocated); `None`:
+    /// the registry's default.
+    pub prefix_hold_down: Option<Duration>,
 }
 
 impl UpOptions {
@@ -110,6 +113,7 @@ impl UpOptions {
             pods: 0,
             pod_family: crate::pods::PodFamily::Dual,
             site_ranges: Vec::new(),
+            prefix_hold_down: None,
         }
     }
 
@@ -255,7 +259,7 @@ impl Lab {
             } else {
                 (opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect(), false)
             };
-            self.build_registry(bin, opts.ephemeral_ttl, pools, overlay_v4, &opts.site_ranges)?;
+            self.build_registry(bin, opts, pools, overlay_v4)?;
         }
         for i in 1..=self.peer_count() {
             self.write_peer_files(i, &keys[i - 1])?;

@@ -153,10 +153,9 @@ impl Lab {
     pub(crate) fn build_registry(
         &mut self,
         bin: PathBuf,
-        ephemeral_ttl: Duration,
+        opts: &crate::lab::UpOptions,
         pod_pools: Vec<serde_json::Value>,
         overlay_v4: bool,
-        site_ranges: &[ipnet::IpNet],
     ) -> Result<()> {
         let l = self.layout.clone();
         let dir = l.registry_dir();
@@ -164,7 +163,8 @@ impl Lab {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| LabError::io(format!("cannot create {}", dir.display()), e))?;
-        let config = format!(
+        let ephemeral_ttl = opts.ephemeral_ttl;
+        let mut config = format!(
             "# Written by sdwan-lab.\nlisten = \"0.0.0.0:{port}\"\nstate_dir = \"{state}\"\ninsecure = true\n\
              ephemeral_ttl = \"{ttl}\"\nspot_ttl = \"{spot}\"\n",
             port = layout::REGISTRY_PORT,
@@ -173,6 +173,9 @@ impl Lab {
             // The registry wants spot peers reaped first.
             spot = build::humantime((ephemeral_ttl / 2).max(Duration::from_secs(1))),
         );
+        if let Some(hold) = opts.prefix_hold_down {
+            config.push_str(&format!("prefix_hold_down = \"{}\"\n", build::humantime(hold)));
+        }
         write_new(&dir.join("registry.toml"), config.as_bytes(), 0o600)?;
         cmd::ip(&["netns", "add", &l.registry_netns()])?;
         cmd::ip_in(
@@ -215,7 +218,7 @@ impl Lab {
             "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
             "vip_pool": layout::REGISTRY_VIP_POOL,
             "pod_pools": pod_pools,
-            "site_ranges": site_ranges,
+            "site_ranges": opts.site_ranges,
         });
         if overlay_v4 {
             create["overlay_prefix_v4"] = serde_json::json!(layout::REGISTRY_OVERLAY_PREFIX_V4);
