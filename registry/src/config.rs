@@ -330,7 +330,8 @@ fn store(raw: Option<RawStore>, beside: &dyn Fn(PathBuf) -> PathBuf, problems: &
             if etcd_keys {
                 problems.keyed(
                     "backend",
-                    "[store] sets etcd keys (endpoints, key_prefix, ca_file, cert_file, key_file) but the backend                      is sqlite"
+                    "[store] sets etcd keys (endpoints, key_prefix, ca_file, cert_file, key_file) but the backend \
+                     is sqlite"
                         .into(),
                     "set backend = \"etcd\" to use etcd, or remove those keys".into(),
                 );
@@ -694,6 +695,56 @@ mod tests {
     /// The problems as their lines (without the "N problems" heading).
     fn check(text: &str) -> Result<ServerConfig, String> {
         parse(Path::new("r.toml"), text).map_err(|e| e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_store_names_etcd() {
+        let base = "insecure = true\nstate_dir = \"/tmp/r\"\n";
+        assert_eq!(check(base).expect("valid").store, StoreConfig::Sqlite);
+        let c = check(&format!(
+            "{base}[store]\nbackend = \"etcd\"\nendpoints = [\"https://192.0.2.1:2379\"]\nca_file = \"ca.pem\"\n\
+             cert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.store,
+            StoreConfig::Etcd(EtcdOptions {
+                endpoints: vec!["https://192.0.2.1:2379".into()],
+                key_prefix: DEFAULT_KEY_PREFIX.into(),
+                tls: Some(EtcdTls {
+                    ca: "ca.pem".into(),
+                    identity: Some(("c.pem".into(), "k.pem".into())),
+                }),
+            })
+        );
+        let plain = check(&format!(
+            "{base}[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nkey_prefix = \"/lab/\"\n"
+        ))
+        .expect("valid");
+        assert!(
+            matches!(plain.store, StoreConfig::Etcd(EtcdOptions { ref key_prefix, tls: None, .. }) if key_prefix == "/lab/")
+        );
+    }
+
+    #[test]
+    fn etcd_settings_are_checked_with_a_fix() {
+        let base = "insecure = true\nstate_dir = \"/tmp/r\"\n[store]\n";
+        let problems = |store: &str| check(&format!("{base}{store}")).expect_err(store);
+        let e = problems("backend = \"etcd\"\n");
+        assert!(e.contains("endpoints") && e.contains("client URLs"), "{e}");
+        let e = problems("backend = \"etcd\"\nendpoints = [\"https://192.0.2.1:2379\"]\n");
+        assert!(
+            e.contains("not a usable etcd client URL") && e.contains("ca_file"),
+            "{e}"
+        );
+        let e = problems("backend = \"etcd\"\nendpoints = [\"http://192.0.2.1:2379\"]\ncert_file = \"c.pem\"\n");
+        assert!(e.contains("key_file is missing"), "{e}");
+        let e = problems("backend = \"etcd\"\nendpoints = [\"http://192.0.2.1:2379\"]\nkey_prefix = \"reg\"\n");
+        assert!(e.contains("key_prefix") && e.contains("start and end with /"), "{e}");
+        let e = problems("backend = \"mysql\"\n");
+        assert!(e.contains("unknown store backend"), "{e}");
+        let e = problems("endpoints = [\"http://192.0.2.1:2379\"]\n");
+        assert!(e.contains("backend is sqlite"), "{e}");
     }
 
     #[test]

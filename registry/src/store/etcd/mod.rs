@@ -13,27 +13,37 @@
 //! `account-name/<name>`. Lists come in creation order (etcd's `create_revision` of the record, which an
 //! update keeps, like SQLite's rowid).
 //!
-//! **Transactions** ([`tx`]). A request's closure runs against a transaction that reads through etcd at one
-//! revision (the first read's), remembers the `mod_revision` of every key it read (0 for an absent one),
-//! buffers its writes (later reads see them) and commits them in one etcd `Txn` whose compares are those
-//! revisions: if anything the closure read changed meanwhile, nothing is written and the closure runs again
-//! on fresh reads, at most [`ATTEMPTS`] times with a jittered, growing pause, then the request fails with
-//! [`StoreError::Commit`]. A closure that fails, or a read that fails, writes nothing. The answer is sent
-//! after etcd acknowledged the `Txn`, that is once a majority of its members wrote it to their logs.
+//! **Transactions** ([`tx`]). A transaction reads through etcd at one revision (the first read's),
+//! remembers the `mod_revision` of every key it read (0 for an absent one), buffers its writes (later reads
+//! see them) and commits them in one etcd `Txn` whose compares are those revisions: if anything it read
+//! changed meanwhile, nothing is written and it runs again on fresh reads, at most [`ATTEMPTS`] times with a
+//! jittered, growing pause, then its requests fail with [`StoreError::Commit`]. The answer is sent after etcd
+//! acknowledged the `Txn`, that is once a majority of its members wrote it to their logs.
 //!
-//! **Why scans are safe.** A list of an owner's records is not covered by the revisions of the keys it
+//! **Writes** go to one writer thread per store (per replica), which runs whatever is queued (up to
+//! [`MAX_BATCH`] requests) in one transaction, one request after the other, like the SQLite backend's group
+//! commit: requests of one replica never conflict with each other, only with other replicas, and a busy
+//! replica sends one `Txn` per batch. A request whose closure fails has its writes taken back (an undo log
+//! plays the savepoint) and the others keep theirs; one whose read failed answers at once with nothing
+//! written. A batch stops before the request that would take it past [`MAX_OPS`] writes or compares (etcd
+//! refuses more than `--max-txn-ops`, 128 by default); that request starts the next batch.
+//!
+//! **Why lists are safe.** A list of an owner's records is not covered by the revisions of the keys it
 //! returned: a record added (or removed) meanwhile changes no key the closure read. So every write to
 //! `<coll>/<owner>/…` also writes the version key `ver/<coll>/<owner>` (a blind put: it compares nothing,
 //! so writers never conflict over it), and a list compares that version key's `mod_revision`: any insert,
-//! update or delete in the listed scope makes the lister's commit fail and re-run. The registry-wide lists
-//! (`all_peers`, `silent_peers`, `all_clusters`) compare the whole `ver/<coll>/` range with `mod_revision <
-//! read revision + 1` (version keys are never deleted, so a touched or new one is always seen). Keys read
-//! one by one compare their own `mod_revision`; keys that came from a list are covered by its version key.
+//! update or delete in the listed scope makes the lister's commit fail and run again. The registry-wide
+//! lists (`all_peers`, `silent_peers`, `all_clusters`) compare the whole `ver/<coll>/` range with
+//! `mod_revision < read revision + 1` (version keys are never deleted, so a touched or new one is always
+//! seen). Keys read one by one compare their own `mod_revision`; keys that came from a list are covered by
+//! its version key. The cost: a write that lists a network's peers (an enrollment allocating prefixes)
+//! conflicts with any concurrent change to a peer of that network made through another replica.
 //!
-//! **Threads.** The closures are synchronous and read as they go, so they run on [`WORKERS`] threads of the
-//! store, which wait for etcd with `block_on` on the store's own small tokio runtime: the server's runtime
-//! workers never block. etcd's `--max-txn-ops` (128 by default) bounds the compares and writes of one
-//! request; the registry's requests stay far below it.
+//! **Reads** run on [`READERS`] threads at one revision, without compares (nothing to commit).
+//!
+//! **Threads.** The closures are synchronous and read as they go, so they run on the store's own threads,
+//! which wait for etcd with `block_on` on the store's own small tokio runtime: the server's runtime workers
+//! never block.
 //!
 //! Not here yet (issue 12): watch wake-ups across replicas (a replica wakes only its own watchers), a single
 //! reaper among several replicas, and resolving an ambiguous commit (etcd unreachable while a `Txn` was in
@@ -59,7 +69,7 @@ use tx::EtcdTx;
 /// The version of the key layout and record format under the key prefix.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// Threads running read requests (each waits for etcd while its closure reads).
+/// Threads running read requests at once (each waits for etcd while its closure reads).
 pub const READERS: usize = 16;
 
 /// Runs of a write closure before its request fails with [`StoreError::Commit`].
