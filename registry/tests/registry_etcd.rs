@@ -144,9 +144,10 @@ async fn a_failed_request_undoes_only_its_own_writes() {
     }
 }
 
-/// The start-up path (`store::open`) refuses an etcd it cannot reach, naming the endpoint.
-#[test]
-fn an_unreachable_etcd_is_refused_at_open() {
+/// The start-up path (`store::open`, inside the server's runtime) refuses an etcd it cannot reach, naming
+/// the endpoint.
+#[tokio::test]
+async fn an_unreachable_etcd_is_refused_at_open() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);

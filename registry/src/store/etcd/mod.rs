@@ -113,7 +113,20 @@ pub struct EtcdStore {
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     reads: Option<mpsc::Sender<Box<dyn ReadJob>>>,
     threads: Vec<JoinHandle<()>>,
-    runtime: Option<Runtime>,
+    /// Dropped after the threads that use it (fields drop in order).
+    _runtime: ClientRuntime,
+}
+
+/// The etcd client's runtime, shut down without waiting when dropped: the store may be opened or dropped
+/// inside another runtime, where dropping a runtime the usual way would block (and panics).
+struct ClientRuntime(Option<Runtime>);
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl EtcdStore {
@@ -128,14 +141,16 @@ impl EtcdStore {
             .build()
             .map_err(|e| StoreError::Etcd(format!("cannot start the etcd client's runtime: {e}")))?;
         let handle = runtime.handle().clone();
+        let runtime = ClientRuntime(Some(runtime));
         let opening = options.clone();
         // A thread of its own: the caller may be a runtime's worker, where `block_on` is not allowed.
-        let client = std::thread::spawn(move || handle.block_on(connect(&opening)))
+        let connecting = handle.clone();
+        let client = std::thread::spawn(move || connecting.block_on(connect(&opening)))
             .join()
             .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
         let connection = |client: &Client| Connection {
             client: client.clone(),
-            runtime: runtime.handle().clone(),
+            runtime: handle.clone(),
             prefix: options.key_prefix.clone(),
         };
         let spawn = |name: String, work: Box<dyn FnOnce() + Send>| {
@@ -164,7 +179,7 @@ impl EtcdStore {
             writes: Some(writes),
             reads: Some(reads),
             threads,
-            runtime: Some(runtime),
+            _runtime: runtime,
         })
     }
 }
@@ -177,10 +192,6 @@ impl Drop for EtcdStore {
             if thread.join().is_err() {
                 tracing::error!("a registry etcd thread panicked");
             }
-        }
-        // The store may be dropped inside another runtime, where dropping this one would block.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
         }
     }
 }
