@@ -1,6 +1,7 @@
 //! The etcd backend's own behaviour, beyond the API suite it also passes (`SDWAN_REGISTRY_TEST_STORE=etcd`):
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
-//! own writes, and the refusals at open (unreachable etcd, a newer or foreign key prefix).
+//! own writes, lists whose change makes the lister run again, and the refusals at open (unreachable etcd, a
+//! newer or foreign key prefix).
 
 mod registry_support;
 
@@ -9,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use registry_support::etcd::{self, Etcd};
-use sdwan_registry::model::Account;
+use sdwan_registry::model::{Account, Lifecycle, Peer};
 use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore};
 use sdwan_registry::store::{Store, StoreConfig, StoreError};
 
@@ -197,4 +198,89 @@ fn a_newer_or_foreign_key_prefix_is_refused_at_open() {
     }
     drop(EtcdStore::open(&options(&etcd, "/fresh/")).expect("an empty prefix is claimed"));
     drop(EtcdStore::open(&options(&etcd, "/fresh/")).expect("and opens again"));
+}
+
+fn peer(id: &str, network_id: &str) -> Peer {
+    Peer {
+        id: id.to_owned(),
+        network_id: network_id.to_owned(),
+        name: id.to_owned(),
+        public_key: format!("key-{id}"),
+        endpoint: None,
+        address: format!("fd00:1::{}", id.trim_start_matches('p'))
+            .parse()
+            .expect("address"),
+        lifecycle: Lifecycle::Persistent,
+        roles: Vec::new(),
+        address_v4: None,
+        pod_prefixes: Vec::new(),
+        site_prefixes: Vec::new(),
+        last_seen_ms: 1,
+        created_at_ms: 1,
+        enrolled_by: None,
+    }
+}
+
+/// A write that counted a list commits only if the list is unchanged: replica b adds a peer after replica
+/// a listed (the peers of a network, or every peer), so a's commit fails its compare and a counts again.
+#[test]
+fn a_list_changed_by_another_replica_makes_the_lister_run_again() {
+    if !etcd::installed_or_skip("a_list_changed") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (case, everywhere) in [("net", false), ("all", true)] {
+        let prefix = format!("/lists-{case}/");
+        let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica a"));
+        let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica b"));
+        runtime
+            .block_on(a.write(|tx| {
+                tx.put_account(&account("acc", ""))?;
+                tx.put_peer(&peer("p1", "n"))
+            }))
+            .expect("seed");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (listed, seen_listed) = mpsc::channel::<()>();
+        let (added, seen_added) = mpsc::channel::<()>();
+        let rendezvous = Mutex::new(Some((listed, seen_added)));
+        let counted = runs.clone();
+        let count = a.write(move |tx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let peers = if everywhere { tx.all_peers()? } else { tx.peers("n")? };
+            if let Some((listed, added)) = rendezvous.lock().expect("lock").take() {
+                listed.send(()).expect("replica b");
+                added.recv_timeout(Duration::from_secs(10)).expect("replica b added");
+            }
+            tx.put_account(&account("acc", &peers.len().to_string()))
+        });
+        let add = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                seen_listed.recv_timeout(Duration::from_secs(10)).expect("a listed");
+                let added_peer = runtime_for_thread().block_on(b.write(|tx| tx.put_peer(&peer("p2", "n"))));
+                added.send(()).expect("replica a");
+                added_peer
+            })
+        };
+        runtime.block_on(count).expect("count");
+        add.join().expect("replica b's thread").expect("add");
+        let stored = runtime
+            .block_on(a.read(|tx| tx.account("acc")))
+            .expect("read")
+            .expect("account");
+        assert_eq!(stored.name, "2", "{case}: counted after b's peer");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "{case}: a ran again");
+    }
+}
+
+fn runtime_for_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
