@@ -17,6 +17,14 @@
 //! watches_per_token = 4                  # concurrent long-poll watches of one token (429 beyond)
 //! report_min_interval = "500ms"          # one report write per peer token per interval (429 sooner)
 //! # metrics_token_file = "/etc/sdwan-registry/metrics-token"  # then GET /metrics needs this bearer token
+//!
+//! # [store]                             # where the records live; without it: SQLite in state_dir
+//! # backend = "etcd"                    # "sqlite" (default) or "etcd"
+//! # endpoints = ["https://192.0.2.1:2379", "https://192.0.2.2:2379", "https://192.0.2.3:2379"]
+//! # key_prefix = "/sdwan-registry/"     # every key of this registry starts with it
+//! # ca_file = "etcd-ca.pem"             # TLS to etcd (https:// endpoints need it)
+//! # cert_file = "etcd-client.pem"       # a client certificate, if etcd asks for one (with key_file)
+//! # key_file = "etcd-client-key.pem"
 //! ```
 //!
 //! Plain HTTP carries bearer tokens in clear, so it needs `insecure = true`; without it the registry serves
@@ -39,6 +47,8 @@ use serde::Deserialize;
 
 use super::api;
 use super::service::Ttls;
+use super::store::etcd::{EtcdOptions, EtcdTls};
+use super::store::StoreConfig;
 use sdwand::http_serve;
 use std::time::Duration;
 
@@ -52,8 +62,10 @@ pub struct ServerConfig {
     pub source: PathBuf,
     /// Address of the HTTP API.
     pub listen: SocketAddr,
-    /// The store's directory.
+    /// The store's directory (SQLite).
     pub state_dir: PathBuf,
+    /// Which backend holds the records (`[store]`).
+    pub store: StoreConfig,
     /// The certificate and key to serve HTTPS with; `None` serves plain HTTP (`insecure = true`).
     pub tls: Option<TlsFiles>,
     /// When silent peers are stale or reaped (`ephemeral_ttl`, `spot_ttl`), and how long released
@@ -137,7 +149,25 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     report_min_interval: Option<Duration>,
     metrics_token_file: Option<PathBuf>,
+    store: Option<RawStore>,
 }
+
+/// `[store]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    key_prefix: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+/// The key prefix when `[store]` names none.
+pub const DEFAULT_KEY_PREFIX: &str = "/sdwan-registry/";
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0u16; 8], 7443))
@@ -163,11 +193,22 @@ pub fn check(path: &Path) -> Result<ServerConfig, ServerConfigError> {
     let credentials = credentials_dir();
     let config = parse_in(path, &text, credentials.as_deref())?;
     let mut problems = Problems::new(path, &text);
+    let etcd_tls = match &config.store {
+        StoreConfig::Etcd(EtcdOptions { tls: Some(tls), .. }) => Some(tls),
+        _ => None,
+    };
     let files = config
         .tls
         .iter()
         .flat_map(|t| [("tls_cert", &t.cert), ("tls_key", &t.key)])
-        .chain(config.metrics_token_file.iter().map(|f| ("metrics_token_file", f)));
+        .chain(config.metrics_token_file.iter().map(|f| ("metrics_token_file", f)))
+        .chain(etcd_tls.iter().map(|t| ("ca_file", &t.ca)))
+        .chain(
+            etcd_tls
+                .iter()
+                .flat_map(|t| t.identity.iter())
+                .flat_map(|(cert, key)| [("cert_file", cert), ("key_file", key)]),
+        );
     for (key, file) in files {
         if let Err(e) = std::fs::File::open(file) {
             let hint = match &credentials {
@@ -260,15 +301,137 @@ pub fn parse_in(path: &Path, text: &str, credentials: Option<&Path>) -> Result<S
             "name the token's file, or remove the line to serve /metrics without a token".into(),
         );
     }
+    let store = store(raw.store, &beside, &mut problems);
     problems.finish()?;
     Ok(ServerConfig {
         source: path.to_owned(),
         listen: raw.listen,
         state_dir: raw.state_dir,
+        store,
         tls,
         ttls,
         limits,
         metrics_token_file: raw.metrics_token_file.map(beside),
+    })
+}
+
+/// The backend `[store]` names (SQLite without it), with its settings validated.
+fn store(raw: Option<RawStore>, beside: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Problems<'_>) -> StoreConfig {
+    let Some(raw) = raw else {
+        return StoreConfig::Sqlite;
+    };
+    let etcd_keys = !raw.endpoints.is_empty()
+        || raw.key_prefix.is_some()
+        || raw.ca_file.is_some()
+        || raw.cert_file.is_some()
+        || raw.key_file.is_some();
+    match raw.backend.as_deref() {
+        None | Some("sqlite") => {
+            if etcd_keys {
+                problems.keyed(
+                    "backend",
+                    "[store] sets etcd keys (endpoints, key_prefix, ca_file, cert_file, key_file) but the backend \
+                     is sqlite"
+                        .into(),
+                    "set backend = \"etcd\" to use etcd, or remove those keys".into(),
+                );
+            }
+            return StoreConfig::Sqlite;
+        }
+        Some("etcd") => {}
+        Some(other) => {
+            problems.keyed(
+                "backend",
+                format!("unknown store backend {other:?}"),
+                "backend = \"sqlite\" (the embedded default) or backend = \"etcd\"".into(),
+            );
+            return StoreConfig::Sqlite;
+        }
+    }
+    let example =
+        "e.g. endpoints = [\"https://192.0.2.1:2379\", \"https://192.0.2.2:2379\", \"https://192.0.2.3:2379\"]";
+    if raw.endpoints.is_empty() {
+        problems.keyed(
+            "endpoints",
+            "backend = \"etcd\" needs the client URLs of the etcd members".into(),
+            example.into(),
+        );
+    }
+    let tls_files = [&raw.ca_file, &raw.cert_file, &raw.key_file];
+    if tls_files
+        .iter()
+        .any(|f| f.as_ref().is_some_and(|f| f.as_os_str().is_empty()))
+    {
+        problems.keyed(
+            "ca_file",
+            "ca_file, cert_file and key_file must name files, not be empty".into(),
+            "name the PEM files, or remove the lines to reach etcd without TLS".into(),
+        );
+    }
+    let tls = raw.ca_file.is_some() || raw.cert_file.is_some() || raw.key_file.is_some();
+    for endpoint in &raw.endpoints {
+        let scheme_ok = match endpoint.split_once("://") {
+            Some(("https", rest)) => tls && !rest.is_empty(),
+            Some(("http", rest)) => !tls && !rest.is_empty(),
+            _ => false,
+        };
+        if !scheme_ok {
+            let hint = if tls {
+                "with ca_file set, every endpoint is https://host:port".to_owned()
+            } else {
+                format!("http://host:port, or https://host:port with ca_file set ({example})")
+            };
+            problems.keyed(
+                "endpoints",
+                format!("{endpoint:?} is not a usable etcd client URL"),
+                hint,
+            );
+        }
+    }
+    let identity = match (raw.cert_file, raw.key_file) {
+        (Some(cert), Some(key)) => Some((beside(cert), beside(key))),
+        (None, None) => None,
+        (cert, _) => {
+            let (set, missing) = if cert.is_some() {
+                ("cert_file", "key_file")
+            } else {
+                ("key_file", "cert_file")
+            };
+            problems.keyed(
+                set,
+                format!("cert_file and key_file must be set together: {missing} is missing"),
+                format!("add {missing}, the other half of etcd's client identity"),
+            );
+            None
+        }
+    };
+    let tls = match raw.ca_file {
+        Some(ca) => Some(EtcdTls {
+            ca: beside(ca),
+            identity,
+        }),
+        None if identity.is_some() => {
+            problems.keyed(
+                "ca_file",
+                "a client certificate is set but no ca_file".into(),
+                "set ca_file to the CA that signed etcd's certificates (TLS to etcd needs it)".into(),
+            );
+            None
+        }
+        None => None,
+    };
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
+    if !key_prefix.starts_with('/') || !key_prefix.ends_with('/') || key_prefix.len() < 2 {
+        problems.keyed(
+            "key_prefix",
+            format!("key_prefix {key_prefix:?} must start and end with / and name something"),
+            format!("e.g. key_prefix = \"{DEFAULT_KEY_PREFIX}\" (one prefix per registry sharing an etcd)"),
+        );
+    }
+    StoreConfig::Etcd(EtcdOptions {
+        endpoints: raw.endpoints,
+        key_prefix,
+        tls,
     })
 }
 
@@ -532,6 +695,56 @@ mod tests {
     /// The problems as their lines (without the "N problems" heading).
     fn check(text: &str) -> Result<ServerConfig, String> {
         parse(Path::new("r.toml"), text).map_err(|e| e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_store_names_etcd() {
+        let base = "insecure = true\nstate_dir = \"/tmp/r\"\n";
+        assert_eq!(check(base).expect("valid").store, StoreConfig::Sqlite);
+        let c = check(&format!(
+            "{base}[store]\nbackend = \"etcd\"\nendpoints = [\"https://192.0.2.1:2379\"]\nca_file = \"ca.pem\"\n\
+             cert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.store,
+            StoreConfig::Etcd(EtcdOptions {
+                endpoints: vec!["https://192.0.2.1:2379".into()],
+                key_prefix: DEFAULT_KEY_PREFIX.into(),
+                tls: Some(EtcdTls {
+                    ca: "ca.pem".into(),
+                    identity: Some(("c.pem".into(), "k.pem".into())),
+                }),
+            })
+        );
+        let plain = check(&format!(
+            "{base}[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nkey_prefix = \"/lab/\"\n"
+        ))
+        .expect("valid");
+        assert!(
+            matches!(plain.store, StoreConfig::Etcd(EtcdOptions { ref key_prefix, tls: None, .. }) if key_prefix == "/lab/")
+        );
+    }
+
+    #[test]
+    fn etcd_settings_are_checked_with_a_fix() {
+        let base = "insecure = true\nstate_dir = \"/tmp/r\"\n[store]\n";
+        let problems = |store: &str| check(&format!("{base}{store}")).expect_err(store);
+        let e = problems("backend = \"etcd\"\n");
+        assert!(e.contains("endpoints") && e.contains("client URLs"), "{e}");
+        let e = problems("backend = \"etcd\"\nendpoints = [\"https://192.0.2.1:2379\"]\n");
+        assert!(
+            e.contains("not a usable etcd client URL") && e.contains("ca_file"),
+            "{e}"
+        );
+        let e = problems("backend = \"etcd\"\nendpoints = [\"http://192.0.2.1:2379\"]\ncert_file = \"c.pem\"\n");
+        assert!(e.contains("key_file is missing"), "{e}");
+        let e = problems("backend = \"etcd\"\nendpoints = [\"http://192.0.2.1:2379\"]\nkey_prefix = \"reg\"\n");
+        assert!(e.contains("key_prefix") && e.contains("start and end with /"), "{e}");
+        let e = problems("backend = \"mysql\"\n");
+        assert!(e.contains("unknown store backend"), "{e}");
+        let e = problems("endpoints = [\"http://192.0.2.1:2379\"]\n");
+        assert!(e.contains("backend is sqlite"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`model`]: the records (accounts, networks, peers, VIPs, clusters, members, tokens).
-//! - [`store`]: the transactional storage trait and the embedded SQLite backend (group commit).
+//! - [`store`]: the transactional storage trait, the embedded SQLite backend (group commit) and the etcd
+//!   backend (optimistic transactions).
 //! - [`token`]: bearer tokens (hashed at rest, compared in constant time) and random ids.
 //! - [`service`]: what each request does, as functions over a store transaction (no I/O, no clock).
 //! - The JSON request and response bodies are [`sdwand::vocab::wire`], shared with the clients.

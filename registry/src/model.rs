@@ -3,18 +3,22 @@
 //! Identifiers are random UUID-shaped strings ([`crate::token::new_id`]), so an id reveals nothing
 //! about how many objects exist and cannot be guessed. Times are Unix milliseconds, read once per request by
 //! the API layer and passed in, so the logic reads no clock.
+//!
+//! The records are `serde` types: the etcd backend ([`crate::store::etcd`]) stores them as JSON. Renaming a
+//! field changes that stored form (a new etcd schema version); adding one needs `#[serde(default)]`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
 
 use sdwand::vocab::Epoch;
 pub use sdwand::vocab::{ClusterState, Lifecycle, PodPool, PrefixKind, Role, RoutedPrefix, UnknownName};
 
 /// An account: the trust boundary. Nothing of one account is visible to, or changeable by, another.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// Random id.
     pub id: String,
@@ -25,7 +29,7 @@ pub struct Account {
 }
 
 /// An overlay network of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     /// Random id.
     pub id: String,
@@ -57,7 +61,8 @@ pub struct Network {
 }
 
 /// What a bearer token lets its holder do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     /// An account's operator: networks, enrollment tokens, read access to everything of the account.
     Admin,
@@ -68,7 +73,7 @@ pub enum TokenKind {
 }
 
 /// A peer of a network: one node with a WireGuard key and a /128.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// Random id.
     pub id: String,
@@ -142,7 +147,7 @@ impl Peer {
 /// A prefix (or /32) a removed peer held, not handed out again before `until_ms`: daemons that have not
 /// yet heard of the removal (one watch round trip) or are cut off from the registry still route it to the
 /// old node, and a new node must never receive traffic meant for it (see [`crate::service::Ttls`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrefixHold {
     /// The network whose space it is.
     pub network_id: String,
@@ -155,7 +160,7 @@ pub struct PrefixHold {
 }
 
 /// A virtual IP of a network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vip {
     /// Random id.
     pub id: String,
@@ -168,6 +173,7 @@ pub struct Vip {
     /// The peer holding it, as last reported; `None` until a daemon reports.
     pub holder: Option<String>,
     /// The highest epoch reported for it, kept so epochs stay monotonic across full restarts.
+    #[serde(with = "stored_epoch")]
     pub epoch: Option<Epoch>,
     /// Peers the holder said route the VIP to it, as reported with the highest epoch.
     pub confirmed_peers: Option<u32>,
@@ -178,7 +184,7 @@ pub struct Vip {
 }
 
 /// A k3s cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     /// Random id (the `target_cluster_id` of joins).
     pub id: String,
@@ -202,7 +208,7 @@ pub struct Cluster {
 }
 
 /// A peer's membership of a cluster. A peer is a member of at most one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMember {
     /// The cluster.
     pub cluster_id: String,
@@ -215,7 +221,7 @@ pub struct ClusterMember {
 }
 
 /// A stored bearer token: only a hash of its secret is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// Public lookup key, part of the token text.
     pub key_id: String,
@@ -253,7 +259,7 @@ impl TokenRecord {
 
 /// The limits of an enrollment token, and how much of them is used. The default is what every token
 /// stored before limits existed keeps: no expiry, unlimited uses, every role, not revoked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenLimits {
     /// After this time (Unix ms) the token answers 401 `token_expired`; `None`: never.
     pub expires_at_ms: Option<u64>,
@@ -329,6 +335,20 @@ impl FromStr for TokenKind {
 impl fmt::Display for TokenKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A VIP's epoch as stored: `[term, rank]` (the wire's [`Epoch`] is serialized only).
+mod stored_epoch {
+    use sdwand::vocab::Epoch;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(epoch: &Option<Epoch>, s: S) -> Result<S::Ok, S::Error> {
+        epoch.map(|e| (e.term, e.rank)).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Epoch>, D::Error> {
+        Ok(Option::<(u64, u16)>::deserialize(d)?.map(|(term, rank)| Epoch { term, rank }))
     }
 }
 

@@ -20,8 +20,7 @@ use super::api;
 use super::config::ServerConfig;
 use super::error::ApiError;
 use super::service;
-use super::store::sqlite::{SqliteOptions, SqliteStore};
-use super::store::{Store, StoreError};
+use super::store::{self, Opened, StoreError};
 use sdwand::http_serve::{self, ConnectionStats};
 use sdwand::vocab::wire::AccountCreated;
 
@@ -81,9 +80,10 @@ pub async fn run(config: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// Creates an account in the store of `config` and returns its admin token (`sdwan-registry
-/// init-account`). Safe while the server runs: SQLite serializes the two writers.
+/// init-account`). Safe while the server runs: SQLite serializes the two writers, etcd's transactions
+/// conflict and retry.
 pub async fn init_account(config: &ServerConfig, name: &str, now_ms: u64) -> Result<AccountCreated, ServerError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.state_dir, SqliteOptions::default())?);
+    let store = store::open(&config.store, &config.state_dir)?.store;
     let name = name.to_owned();
     store
         .write(move |tx| service::create_account(tx, &name, now_ms))
@@ -115,21 +115,24 @@ pub async fn serve_on(
 ) -> Result<(), ServerError> {
     // The TLS files first: a bad certificate stops the start before anything is opened.
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let store = SqliteStore::open(&config.state_dir, SqliteOptions::default())?;
+    let store = store::open(&config.store, &config.state_dir)?;
     serve_store(config, store, acceptor, listener, shutdown).await
 }
 
 /// [`serve_on`] over a store the caller opened, with the TLS acceptor of `config` (if any).
 pub async fn serve_store(
     config: &ServerConfig,
-    store: SqliteStore,
+    store: impl Into<Opened>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let writer_died = store.writer_died();
+    let Opened {
+        store,
+        died: writer_died,
+    } = store.into();
     let connections = Arc::new(ConnectionStats::default());
-    let mut state = api::AppState::new(Arc::new(store))
+    let mut state = api::AppState::new(store)
         .with_ttls(config.ttls)
         .with_limits(config.limits.api)
         .with_connections(connections.clone());
@@ -139,7 +142,10 @@ pub async fn serve_store(
     let _reaper = super::reaper::spawn(state.clone());
     let watchers = state.watchers.clone();
     let router = TowerToHyperService::new(api::router_with(state));
-    let state_dir = config.state_dir.display();
+    let stored_in = match &config.store {
+        store::StoreConfig::Sqlite => config.state_dir.display().to_string(),
+        store::StoreConfig::Etcd(etcd) => format!("etcd {} {}", etcd.endpoints.join(","), etcd.key_prefix),
+    };
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let died = Arc::new(AtomicBool::new(false));
     let stop = {
@@ -156,12 +162,12 @@ pub async fn serve_store(
     let limits = config.limits.http;
     match acceptor {
         Some(acceptor) => {
-            tracing::info!(listen = %local, %state_dir, "sdwan-registry serving HTTPS");
+            tracing::info!(listen = %local, store = %stored_in, "sdwan-registry serving HTTPS");
             let handshake = move |tcp: TcpStream| tls::accept(acceptor.clone(), tcp);
             http_serve::serve_with(listener, router, limits, connections, stop, handshake).await;
         }
         None => {
-            tracing::info!(listen = %local, %state_dir, "sdwan-registry serving plain HTTP (insecure)");
+            tracing::info!(listen = %local, store = %stored_in, "sdwan-registry serving plain HTTP (insecure)");
             http_serve::serve(listener, router, limits, connections, stop).await;
         }
     }

@@ -5,6 +5,7 @@ mod registry_support;
 
 use axum::http::StatusCode;
 use registry_support::{code, Enrolled, Registry};
+use sdwan_registry::store::StoreError;
 use serde_json::{json, Value};
 
 fn id(v: &Value) -> String {
@@ -477,7 +478,7 @@ async fn two_clusters_have_different_tokens() {
     }
 }
 
-/// A cluster stored before agent tokens (its `agent_token` NULL, as the schema 5 migration leaves it) gets
+/// A cluster stored before agent tokens (its `agent_token` unset, as the schema 5 migration leaves it) gets
 /// one at its next handshake, keeps it, and keeps its server token.
 #[tokio::test]
 async fn a_cluster_from_before_agent_tokens_gets_one_at_its_next_handshake() {
@@ -486,19 +487,29 @@ async fn a_cluster_from_before_agent_tokens_gets_one_at_its_next_handshake() {
     let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
     let boot = r.bootstrap(&s1).await;
     let (server_token, first) = tokens(&boot);
-    let conn = rusqlite::Connection::open(r.dir.path().join(sdwan_registry::store::sqlite::DB_FILE)).expect("open");
-    let cleared = conn
-        .execute("UPDATE clusters SET agent_token = NULL", [])
+    let cluster_id = id(&boot);
+    let stored_token = |cluster_id: String| {
+        r.store.read(move |tx| {
+            let cluster = tx.cluster(&cluster_id)?.expect("the cluster");
+            Ok::<_, StoreError>(cluster.agent_token)
+        })
+    };
+    let cleared = cluster_id.clone();
+    r.store
+        .write(move |tx| {
+            let mut cluster = tx.cluster(&cleared)?.expect("the cluster");
+            cluster.agent_token = None;
+            tx.put_cluster(&cluster)
+        })
+        .await
         .expect("clear");
-    assert_eq!(cleared, 1);
+    assert_eq!(stored_token(cluster_id.clone()).await.expect("read"), None);
     let again = r.bootstrap(&s1).await;
     let (join_token, agent_token) = tokens(&again);
     let agent_token = agent_token.expect("given one");
     assert_eq!(join_token, server_token);
     assert_ne!(Some(&agent_token), first.as_ref(), "a new one, not the cleared one");
-    let stored: Option<String> = conn
-        .query_row("SELECT agent_token FROM clusters", [], |r| r.get(0))
-        .expect("read");
+    let stored = stored_token(cluster_id).await.expect("read");
     assert_eq!(stored.as_ref(), Some(&agent_token), "stored, not made up per answer");
     let a1 = r.enroll(&t.enrollment, "a1", &["agent"]).await;
     let (s, agent) = join(&r, &a1, "agent", Some(&id(&boot))).await;

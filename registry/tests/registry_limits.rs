@@ -80,6 +80,7 @@ fn registry_config(dir: &std::path::Path, limits: Limits) -> ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),
+        store: sdwan_registry::store::StoreConfig::Sqlite,
         tls: None,
         ttls: Ttls::default(),
         limits,
@@ -217,19 +218,11 @@ async fn scrape(router: axum::Router, token: Option<&str>) -> (StatusCode, Strin
 
 /// A registry in process with the server's default per-token limits, `report_min_interval` aside.
 fn limited(report_min_interval: Duration) -> Registry {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
     let limits = api::Limits {
         report_min_interval,
         ..api::Limits::default()
     };
-    let state = api::AppState::new(store.clone()).with_limits(limits);
-    Registry {
-        router: api::router_with(state.clone()),
-        state,
-        store,
-        dir,
-    }
+    Registry::with_state(|state| state.with_limits(limits))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,15 +324,7 @@ async fn metrics_are_cached_and_can_require_a_token() {
         "the second scrape within seconds reuses the census: {text}"
     );
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
-    let state = api::AppState::new(store.clone()).with_metrics_token(MetricsToken::new("m3trics").expect("token"));
-    let guarded = Registry {
-        router: api::router_with(state.clone()),
-        state,
-        store,
-        dir,
-    };
+    let guarded = Registry::with_state(|state| state.with_metrics_token(MetricsToken::new("m3trics").expect("token")));
     assert_eq!(scrape(&guarded, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(scrape(&guarded, Some("wrong")).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(scrape(&guarded, Some("m3trics")).await.0, StatusCode::OK);
@@ -348,20 +333,9 @@ async fn metrics_are_cached_and_can_require_a_token() {
 /// Per-object gauges (VIP holder and epoch term, peer last seen) appear only behind `metrics_token_file`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_object_gauges_only_behind_the_metrics_token() {
-    let guarded = |dir: tempfile::TempDir| {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("store"));
-        let state = api::AppState::new(store.clone()).with_metrics_token(MetricsToken::new("m3trics").expect("token"));
-        Registry {
-            router: api::router_with(state.clone()),
-            state,
-            store,
-            dir,
-        }
-    };
-    for (r, token) in [
-        (Registry::new(), None),
-        (guarded(tempfile::tempdir().expect("tempdir")), Some("m3trics")),
-    ] {
+    let guarded =
+        || Registry::with_state(|state| state.with_metrics_token(MetricsToken::new("m3trics").expect("token")));
+    for (r, token) in [(Registry::new(), None), (guarded(), Some("m3trics"))] {
         let t = r.tenant("acme", 1).await;
         let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
         let boot = r.bootstrap(&s1).await;
@@ -477,11 +451,13 @@ async fn requests_but_the_watch_time_out() {
         ..api::Limits::IN_PROCESS
     };
     let state = api::AppState::new(store.clone()).with_limits(limits);
+    // SQLite's reader pool is what this test fills: SQLite whatever the requested backend.
     let r = Registry {
         router: api::router_with(state.clone()),
         state,
         store,
         dir,
+        etcd: None,
     };
     let t = r.tenant("acme", 1).await;
     let a = r.enroll(&t.enrollment, "a", &[]).await;

@@ -302,6 +302,7 @@ async fn a_waiting_watch_ends_at_once_when_the_server_stops() {
         source: dir.path().join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.path().join("state"),
+        store: sdwan_registry::store::StoreConfig::Sqlite,
         tls: None,
         ttls: Ttls::default(),
         limits: Limits::default(),

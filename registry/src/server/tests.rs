@@ -27,6 +27,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),
+        store: crate::store::StoreConfig::Sqlite,
         tls: None,
         ttls: Ttls::default(),
         limits: Limits::default(),

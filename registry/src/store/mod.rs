@@ -3,15 +3,18 @@
 //! The service logic runs as a closure over a transaction ([`ReadTx`] for reads, [`WriteTx`] for writes) and
 //! sees typed records only; it never sees SQL. A backend decides how transactions are executed: the embedded
 //! [`sqlite`] backend funnels every write to one thread that commits whatever is queued as one transaction
-//! (group commit), with a savepoint per request; a distributed backend (etcd) would run the same closures as
-//! optimistic transactions and retry them on conflict, which is why a write closure is `FnMut` and must not
-//! have effects outside the transaction.
+//! (group commit), with a savepoint per request; the distributed [`etcd`] backend runs the same closures as
+//! optimistic transactions and retries them on conflict, which is why a write closure is `FnMut` and must not
+//! have effects outside the transaction. [`open`] opens the backend a configuration names.
 //!
 //! Contract of [`Store::write`]: the closure's `Ok` is returned only once its writes are durable; its `Err`
 //! (or a store error inside it) undoes exactly its own writes and nothing else of the batch.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -19,6 +22,7 @@ use ipnet::IpNet;
 
 use super::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 
+pub mod etcd;
 pub mod sqlite;
 
 /// A storage failure.
@@ -57,9 +61,76 @@ pub enum StoreError {
     /// The store is shut down (or its writer thread died).
     #[error("the store is closed")]
     Closed,
+    /// etcd failed a read or could not be asked (the request is not done).
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// etcd could not be reached when the store opened.
+    #[error("cannot reach etcd at {endpoints}: {message} (check [store] endpoints and TLS files, and that etcd runs)")]
+    Unreachable {
+        /// The configured endpoints.
+        endpoints: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The etcd key prefix holds something this registry cannot use.
+    #[error("the etcd key prefix {prefix:?} {message} (set [store] key_prefix to this registry's own prefix)")]
+    Incompatible {
+        /// The prefix.
+        prefix: String,
+        /// What it holds.
+        message: String,
+    },
+    /// A write would break a rule the store keeps (a unique peer name, key or address; a peer a VIP names).
+    #[error("the write breaks a rule of the store: {0}")]
+    Constraint(String),
     /// The request's closure panicked; its writes were rolled back.
     #[error("internal error while handling the request")]
     Panicked,
+}
+
+/// Which backend holds the registry's records, and where (`[store]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite file in `state_dir` (the default).
+    Sqlite,
+    /// etcd.
+    Etcd(etcd::EtcdOptions),
+}
+
+/// An opened backend, with what tells the server it can no longer write.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Completes if the store can no longer write (the SQLite writer thread died); never for etcd, whose
+    /// failures fail single requests.
+    pub died: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl From<sqlite::SqliteStore> for Opened {
+    fn from(store: sqlite::SqliteStore) -> Self {
+        Opened {
+            died: Box::pin(store.writer_died()),
+            store: Arc::new(store),
+        }
+    }
+}
+
+impl From<etcd::EtcdStore> for Opened {
+    fn from(store: etcd::EtcdStore) -> Self {
+        Opened {
+            store: Arc::new(store),
+            died: Box::pin(std::future::pending()),
+        }
+    }
+}
+
+/// Opens the backend `config` names (SQLite in `state_dir`). Opening etcd blocks the calling thread until
+/// etcd answered (a few seconds at most) and refuses an unreachable etcd or a foreign key prefix.
+pub fn open(config: &StoreConfig, state_dir: &Path) -> Result<Opened, StoreError> {
+    Ok(match config {
+        StoreConfig::Sqlite => sqlite::SqliteStore::open(state_dir, sqlite::SqliteOptions::default())?.into(),
+        StoreConfig::Etcd(options) => etcd::EtcdStore::open(options)?.into(),
+    })
 }
 
 /// Reads inside a transaction: a consistent snapshot.

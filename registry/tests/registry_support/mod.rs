@@ -1,8 +1,12 @@
 //! Shared by the registry tests: a registry on a fresh store in a temporary directory, called in process
 //! through `tower::ServiceExt::oneshot`, and helpers for the usual setup steps.
+//!
+//! [`Registry::new`] stores in SQLite, or with `SDWAN_REGISTRY_TEST_STORE=etcd` in etcd under a key prefix
+//! of its own, on an etcd the harness starts ([`etcd`]): the same tests run on both backends.
 
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,6 +14,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use sdwan_registry::api;
 use sdwan_registry::service;
+use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore};
 use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwan_registry::store::Store;
 use sdwand::vocab::wire::AccountCreated;
@@ -17,12 +22,29 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use wireguard_control::Key;
 
+pub mod etcd;
+
 /// A registry over its own store.
 pub struct Registry {
     pub router: Router,
     pub state: api::AppState,
     pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
+    /// The etcd the store lives in (etcd runs), kept running while the registry lives.
+    pub etcd: Option<Arc<etcd::Etcd>>,
+}
+
+/// A fresh store on etcd: its own key prefix on the test binary's etcd.
+pub fn etcd_store() -> (Arc<dyn Store>, Arc<etcd::Etcd>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let etcd = etcd::shared();
+    let options = EtcdOptions {
+        endpoints: vec![etcd.endpoint.clone()],
+        key_prefix: format!("/test-{}/", NEXT.fetch_add(1, Ordering::Relaxed)),
+        tls: None,
+    };
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&options).expect("open the etcd store"));
+    (store, etcd)
 }
 
 /// An account with one network and an enrollment token for it.
@@ -60,19 +82,37 @@ impl Registry {
         Self::with_options(SqliteOptions::default())
     }
 
+    /// A registry on the requested backend (`options` tune SQLite only).
     pub fn with_options(options: SqliteOptions) -> Self {
+        if etcd::requested() {
+            let (store, etcd) = etcd_store();
+            return Self::over(store, tempfile::tempdir().expect("tempdir"), Some(etcd));
+        }
         Self::in_dir(tempfile::tempdir().expect("tempdir"), options)
     }
 
-    /// A registry whose store lives in `dir` (benchmarks put it on a real disk: /tmp may be tmpfs).
+    /// A registry on the requested backend whose state `configure` sets up (limits, metrics token).
+    pub fn with_state(configure: impl FnOnce(api::AppState) -> api::AppState) -> Self {
+        let mut r = Self::new();
+        r.state = configure(r.state);
+        r.router = api::router_with(r.state.clone());
+        r
+    }
+
+    /// A registry on SQLite in `dir` (benchmarks put it on a real disk: /tmp may be tmpfs).
     pub fn in_dir(dir: tempfile::TempDir, options: SqliteOptions) -> Self {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), options).expect("open store"));
+        Self::over(store, dir, None)
+    }
+
+    fn over(store: Arc<dyn Store>, dir: tempfile::TempDir, etcd: Option<Arc<etcd::Etcd>>) -> Self {
         let state = api::AppState::new(store.clone());
         Registry {
             router: api::router_with(state.clone()),
             state,
             store,
             dir,
+            etcd,
         }
     }
 

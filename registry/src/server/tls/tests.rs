@@ -32,6 +32,7 @@ fn config(dir: &Path, tls: TlsFiles) -> ServerConfig {
         source: dir.join("registry.toml"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.join("state"),
+        store: crate::store::StoreConfig::Sqlite,
         tls: Some(tls),
         ttls: Ttls::default(),
         limits: Limits::default(),

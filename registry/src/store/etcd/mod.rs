@@ -1,0 +1,444 @@
+//! The distributed backend: the registry's records in etcd, as optimistic transactions.
+//!
+//! **Layout.** Every key starts with the configured key prefix (several registries can share one etcd).
+//! `<prefix>schema` holds the layout's version ([`SCHEMA_VERSION`]), checked when the store opens: an empty
+//! prefix gets it, a prefix holding other data or another version is refused. Records are JSON (the
+//! `serde` form of [`crate::model`]). A collection whose records are listed by an owner (peers, VIPs and
+//! clusters of a network, networks of an account, members of a cluster, hold-downs of a network) keeps
+//! each record at `<coll>/<owner>/<id>`, a pointer `<coll>-id/<id>` holding the owner (lookups by id) and a
+//! version key `ver/<coll>/<owner>` that every write to the collection of that owner touches. Tokens live at
+//! `token/<key id>`, listed through `token-acct/<account>/<kind>/<key id>` and `token-peer/<peer>/<key id>`;
+//! unique peer keys, names and addresses through `peer-key/`, `peer-name/` and `peer-addr/<network>/…`
+//! (each holding the peer id); accounts at `account/<id>`, the first account of a name at
+//! `account-name/<name>`. Lists come in creation order (etcd's `create_revision` of the record, which an
+//! update keeps, like SQLite's rowid).
+//!
+//! **Transactions** ([`tx`]). A transaction reads through etcd at one revision (the first read's),
+//! remembers the `mod_revision` of every key it read (0 for an absent one), buffers its writes (later reads
+//! see them) and commits them in one etcd `Txn` whose compares are those revisions: if anything it read
+//! changed meanwhile, nothing is written and it runs again on fresh reads, at most [`ATTEMPTS`] times with a
+//! jittered, growing pause, then its requests fail with [`StoreError::Commit`]. The answer is sent after etcd
+//! acknowledged the `Txn`, that is once a majority of its members wrote it to their logs.
+//!
+//! **Writes** go to one writer thread per store (per replica), which runs whatever is queued (up to
+//! [`MAX_BATCH`] requests) in one transaction, one request after the other, like the SQLite backend's group
+//! commit: requests of one replica never conflict with each other, only with other replicas, and a busy
+//! replica sends one `Txn` per batch. A request whose closure fails has its writes taken back (an undo log
+//! plays the savepoint) and the others keep theirs; one whose read failed answers at once with nothing
+//! written. A batch stops before the request that would take it past [`MAX_OPS`] writes or compares (etcd
+//! refuses more than `--max-txn-ops`, 128 by default); that request starts the next batch.
+//!
+//! **Why lists are safe.** A list of an owner's records is not covered by the revisions of the keys it
+//! returned: a record added (or removed) meanwhile changes no key the closure read. So every write to
+//! `<coll>/<owner>/…` also writes the version key `ver/<coll>/<owner>` (a blind put: it compares nothing,
+//! so writers never conflict over it), and a list compares that version key's `mod_revision`: any insert,
+//! update or delete in the listed scope makes the lister's commit fail and run again. The registry-wide
+//! lists (`all_peers`, `silent_peers`, `all_clusters`) compare the whole `ver/<coll>/` range with
+//! `mod_revision < read revision + 1` (version keys are never deleted, so a touched or new one is always
+//! seen). Keys read one by one compare their own `mod_revision`; keys that came from a list are covered by
+//! its version key. The cost: a write that lists a network's peers (an enrollment allocating prefixes)
+//! conflicts with any concurrent change to a peer of that network made through another replica.
+//!
+//! **Reads** run on [`READERS`] threads at one revision, without compares (nothing to commit).
+//!
+//! **Threads.** The closures are synchronous and read as they go, so they run on the store's own threads,
+//! which wait for etcd with `block_on` on the store's own small tokio runtime: the server's runtime workers
+//! never block.
+//!
+//! Not here yet (issue 12): watch wake-ups across replicas (a replica wakes only its own watchers), a single
+//! reaper among several replicas, and resolving an ambiguous commit (etcd unreachable while a `Txn` was in
+//! flight): such a request answers an error although its writes may have landed.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+};
+use tokio::runtime::{Handle, Runtime};
+
+use super::{ReadJob, Store, StoreError, WriteJob};
+
+mod tx;
+
+use tx::EtcdTx;
+
+/// The version of the key layout and record format under the key prefix.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Threads running read requests at once (each waits for etcd while its closure reads).
+pub const READERS: usize = 16;
+
+/// Runs of a write closure before its request fails with [`StoreError::Commit`].
+pub const ATTEMPTS: u32 = 16;
+
+/// Most write requests committed in one etcd transaction.
+pub const MAX_BATCH: usize = 64;
+
+/// Most writes, and most compares, of one etcd transaction: a batch stops before a request that would go
+/// past it (etcd refuses more than `--max-txn-ops`, 128 by default).
+pub const MAX_OPS: usize = 112;
+
+/// How long one etcd call may take before the request fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long opening the store may wait for etcd.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the etcd store is and how to reach it (`[store]` with `backend = "etcd"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members (`http://` or, with TLS, `https://`).
+    pub endpoints: Vec<String>,
+    /// Every key of this registry starts with it; ends with `/`.
+    pub key_prefix: String,
+    /// TLS to etcd; `None`: plain `http://` endpoints.
+    pub tls: Option<EtcdTls>,
+}
+
+/// The PEM files of TLS to etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed the members' certificates (`ca_file`).
+    pub ca: PathBuf,
+    /// A client certificate and its key (`cert_file`, `key_file`), when etcd asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The etcd store. Dropping it lets the threads finish what is queued, then closes the connections.
+pub struct EtcdStore {
+    writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
+    reads: Option<mpsc::Sender<Box<dyn ReadJob>>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Dropped after the threads that use it (fields drop in order).
+    _runtime: ClientRuntime,
+}
+
+/// The etcd client's runtime, shut down without waiting when dropped: the store may be opened or dropped
+/// inside another runtime, where dropping a runtime the usual way would block (and panics).
+struct ClientRuntime(Option<Runtime>);
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd and checks (or, on an empty key prefix, writes) the schema version. Blocks the
+    /// calling thread until etcd answered, at most a few seconds; refuses an unreachable etcd and a prefix
+    /// holding data of another version or of something else.
+    pub fn open(options: &EtcdOptions) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("registry-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Etcd(format!("cannot start the etcd client's runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let runtime = ClientRuntime(Some(runtime));
+        let opening = options.clone();
+        // A thread of its own: the caller may be a runtime's worker, where `block_on` is not allowed.
+        let connecting = handle.clone();
+        let client = std::thread::spawn(move || connecting.block_on(connect(&opening)))
+            .join()
+            .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
+        let connection = |client: &Client| Connection {
+            client: client.clone(),
+            runtime: handle.clone(),
+            prefix: options.key_prefix.clone(),
+        };
+        let spawn = |name: String, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(work)
+                .map_err(|e| StoreError::Etcd(format!("cannot start a thread: {e}")))
+        };
+        let (writes, write_queue) = mpsc::channel();
+        let writer = connection(&client);
+        let mut threads = vec![spawn(
+            "registry-etcd-writer".into(),
+            Box::new(move || writer.write_loop(&write_queue)),
+        )?];
+        let (reads, read_queue) = mpsc::channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        for i in 0..READERS {
+            let reader = connection(&client);
+            let queue = read_queue.clone();
+            threads.push(spawn(
+                format!("registry-etcd-reader-{i}"),
+                Box::new(move || reader.read_loop(&queue)),
+            )?);
+        }
+        Ok(EtcdStore {
+            writes: Some(writes),
+            reads: Some(reads),
+            threads,
+            _runtime: runtime,
+        })
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.writes = None;
+        self.reads = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a registry etcd thread panicked");
+            }
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    fn submit_write(&self, job: Box<dyn WriteJob>) {
+        match &self.writes {
+            Some(writes) => {
+                if let Err(mpsc::SendError(job)) = writes.send(job) {
+                    job.finish(Err(StoreError::Closed));
+                }
+            }
+            None => job.finish(Err(StoreError::Closed)),
+        }
+    }
+
+    fn submit_read(&self, job: Box<dyn ReadJob>) {
+        match &self.reads {
+            Some(reads) => {
+                if let Err(mpsc::SendError(job)) = reads.send(job) {
+                    job.fail(StoreError::Closed);
+                }
+            }
+            None => job.fail(StoreError::Closed),
+        }
+    }
+}
+
+/// A thread's way to etcd.
+struct Connection {
+    client: Client,
+    runtime: Handle,
+    prefix: String,
+}
+
+impl Connection {
+    fn tx(&self) -> EtcdTx<'_> {
+        EtcdTx::new(self.client.kv_client(), &self.runtime, &self.prefix)
+    }
+
+    fn read_loop(&self, queue: &Mutex<mpsc::Receiver<Box<dyn ReadJob>>>) {
+        loop {
+            let job = match queue.lock() {
+                Ok(queue) => queue.recv(),
+                Err(_) => return,
+            };
+            match job {
+                Ok(job) => job.run(&mut self.tx()),
+                Err(mpsc::RecvError) => return,
+            }
+        }
+    }
+
+    /// Takes what is queued (up to [`MAX_BATCH`] requests) and commits it as one transaction.
+    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
+        let mut pending: VecDeque<Box<dyn WriteJob>> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                match queue.recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(mpsc::RecvError) => return,
+                }
+            }
+            while pending.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            let batch: Vec<_> = pending.drain(..).collect();
+            let deferred = self.commit_batch(batch);
+            for job in deferred.into_iter().rev() {
+                pending.push_front(job);
+            }
+        }
+    }
+
+    /// Runs `batch` in one transaction and commits it, again on a conflict; answers every request it
+    /// committed or failed and gives back those that did not fit ([`MAX_OPS`]) for the next batch.
+    fn commit_batch(&self, mut batch: Vec<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
+        for attempt in 0..ATTEMPTS {
+            let mut tx = self.tx();
+            let mut ran = Vec::with_capacity(batch.len());
+            let mut deferred = Vec::new();
+            for mut job in batch.drain(..) {
+                if !deferred.is_empty() {
+                    deferred.push(job);
+                    continue;
+                }
+                let mark = tx.mark();
+                let keep = job.run(&mut tx);
+                if let Some(e) = tx.take_failure() {
+                    // A read failed: nothing of it is kept, and it answers now.
+                    tx.undo_writes(mark);
+                    job.finish(Err(e));
+                } else if !ran.is_empty() && !tx.within(MAX_OPS) {
+                    tx.undo_all(mark);
+                    deferred.push(job);
+                } else {
+                    if !keep {
+                        tx.undo_writes(mark);
+                    }
+                    ran.push(job);
+                }
+            }
+            match tx.commit() {
+                Ok(true) => {
+                    for job in ran {
+                        job.finish(Ok(()));
+                    }
+                    return deferred;
+                }
+                Ok(false) => {
+                    batch = ran;
+                    batch.extend(deferred);
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(e) => {
+                    for job in ran {
+                        job.finish(Err(StoreError::Commit(e.to_string())));
+                    }
+                    return deferred;
+                }
+            }
+        }
+        for job in batch {
+            job.finish(Err(StoreError::Commit(format!(
+                "{ATTEMPTS} attempts conflicted with concurrent writes"
+            ))));
+        }
+        Vec::new()
+    }
+}
+
+/// A random pause before attempt `attempt + 1`: up to 1 ms, doubling per attempt up to 64 ms.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_us = 1_000u64 << attempt.min(6);
+    let mut random = [0u8; 8];
+    let jitter = match getrandom::fill(&mut random) {
+        Ok(()) => u64::from_le_bytes(random) % ceiling_us,
+        Err(_) => ceiling_us / 2,
+    };
+    Duration::from_micros(jitter + 1)
+}
+
+/// Connects and checks the schema version under the key prefix.
+async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
+    let endpoints = options.endpoints.join(", ");
+    let unreachable = |e: &dyn std::fmt::Display| StoreError::Unreachable {
+        endpoints: endpoints.clone(),
+        message: e.to_string(),
+    };
+    let mut connect = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = &options.tls {
+        connect = connect.with_tls(tls_options(tls)?);
+    }
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let client = Client::connect(&options.endpoints, Some(connect))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        check_schema(&client, &options.key_prefix).await.map_err(|e| match e {
+            CheckError::Etcd(e) => unreachable(&e),
+            CheckError::Store(e) => e,
+        })?;
+        Ok(client)
+    })
+    .await;
+    opened.unwrap_or_else(|_| Err(unreachable(&format!("no answer within {CONNECT_TIMEOUT:?}"))))
+}
+
+fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| StoreError::Etcd(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+    if let Some((cert, key)) = &tls.identity {
+        options = options.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(options)
+}
+
+enum CheckError {
+    Etcd(etcd_client::Error),
+    Store(StoreError),
+}
+
+impl From<etcd_client::Error> for CheckError {
+    fn from(e: etcd_client::Error) -> Self {
+        CheckError::Etcd(e)
+    }
+}
+
+/// Accepts a prefix of this schema version; gives an empty prefix the version; refuses anything else.
+async fn check_schema(client: &Client, prefix: &str) -> Result<(), CheckError> {
+    let mut kv = client.kv_client();
+    let key = format!("{prefix}schema");
+    let incompatible = |message: String| {
+        CheckError::Store(StoreError::Incompatible {
+            prefix: prefix.to_owned(),
+            message,
+        })
+    };
+    for _ in 0..2 {
+        let found = kv.get(key.as_str(), None).await?;
+        if let Some(stored) = found.kvs().first() {
+            let text = String::from_utf8_lossy(stored.value()).into_owned();
+            return match text.trim().parse::<i64>() {
+                Ok(SCHEMA_VERSION) => Ok(()),
+                Ok(v) if v > SCHEMA_VERSION => Err(CheckError::Store(StoreError::SchemaTooNew {
+                    found: v,
+                    known: SCHEMA_VERSION,
+                })),
+                Ok(v) => Err(incompatible(format!(
+                    "holds schema version {v}, which this registry (version {SCHEMA_VERSION}) cannot read"
+                ))),
+                Err(_) => Err(incompatible(format!(
+                    "has {key} = {text:?}, not a schema version: it is not a registry's data"
+                ))),
+            };
+        }
+        let any = kv
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)),
+            )
+            .await?;
+        if let Some(other) = any.kvs().first() {
+            return Err(incompatible(format!(
+                "holds keys (e.g. {:?}) but no schema version: it is not a registry's data",
+                String::from_utf8_lossy(other.key())
+            )));
+        }
+        // An empty prefix: claim it, unless another registry just did (then check what it wrote).
+        let claimed = kv
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.as_str(), SCHEMA_VERSION.to_string(), None)]),
+            )
+            .await?;
+        if claimed.succeeded() {
+            tracing::info!(prefix, version = SCHEMA_VERSION, "registry etcd store initialized");
+            return Ok(());
+        }
+    }
+    Err(incompatible("changed while it was being initialized: retry".into()))
+}
