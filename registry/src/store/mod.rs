@@ -239,6 +239,19 @@ pub trait Store: Send + Sync + 'static {
     fn submit_read(&self, job: Box<dyn ReadJob>);
 }
 
+/// Hands `job` to a backend's writer queue, or answers it [`StoreError::Closed`] when the queue is gone
+/// (the store is shutting down) or its writer stopped.
+pub(crate) fn queue_write(queue: Option<&std::sync::mpsc::Sender<Box<dyn WriteJob>>>, job: Box<dyn WriteJob>) {
+    match queue {
+        Some(queue) => {
+            if let Err(std::sync::mpsc::SendError(job)) = queue.send(job) {
+                job.finish(Err(StoreError::Closed));
+            }
+        }
+        None => job.finish(Err(StoreError::Closed)),
+    }
+}
+
 impl dyn Store {
     /// Runs `f` in a write transaction and returns its result once its writes are durable.
     ///

@@ -165,14 +165,7 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn submit_write(&self, job: Box<dyn WriteJob>) {
-        match &self.writes {
-            Some(writes) => {
-                if let Err(mpsc::SendError(job)) = writes.send(job) {
-                    job.finish(Err(StoreError::Closed));
-                }
-            }
-            None => job.finish(Err(StoreError::Closed)),
-        }
+        super::queue_write(self.writes.as_ref(), job);
     }
 
     fn submit_read(&self, job: Box<dyn ReadJob>) {
