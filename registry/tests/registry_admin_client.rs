@@ -13,18 +13,44 @@ use sdwand::client::http::ClientError;
 use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
 use sdwand::vocab::{ClusterState, Role};
 
-#[tokio::test]
-async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
-    let r = Registry::new();
-    let t = r.tenant("acme", 1).await;
+/// An admin client against `r`, served on 127.0.0.1, reading `admin_token` from a file of its own; the
+/// server stops when it is dropped.
+struct Served {
+    client: AdminClient,
+    url: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn serve(r: &Registry, admin_token: &str) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let router = r.router.clone();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{}\n", t.account.admin_token)).expect("write");
+    std::fs::write(&token_file, format!("{admin_token}\n")).expect("write");
     let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+    Served {
+        client,
+        url,
+        server,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    let served = serve(&r, &t.account.admin_token).await;
+    let client = &served.client;
 
     let req = CreateEnrollmentTokenRequest {
         expires_in_s: Some(3600),
@@ -54,7 +80,7 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
 
     // A client of the days before token limits posts no body at all (Content-Length: 0): still a token.
     let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/networks/{}/enrollment-tokens", t.network_id))
+        .post(format!("{}/v1/networks/{}/enrollment-tokens", served.url, t.network_id))
         .bearer_auth(&t.account.admin_token)
         .send()
         .await
@@ -69,7 +95,6 @@ async fn operators_issue_list_and_revoke_tokens_and_recover_clusters() {
         .await
         .expect("recover");
     assert_eq!(view.state, ClusterState::Active);
-    server.abort();
 }
 
 /// `sdwanctl registry networks` / `create-network` through the admin client: an account sees and creates
@@ -79,14 +104,8 @@ async fn operators_create_and_list_their_networks_only() {
     let r = Registry::new();
     let acme = r.tenant("acme", 1).await;
     let other = r.tenant("other", 2).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = r.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{}\n", acme.account.admin_token)).expect("write");
-    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+    let served = serve(&r, &acme.account.admin_token).await;
+    let client = &served.client;
 
     let req = CreateNetworkRequest {
         name: "lab".into(),
@@ -125,7 +144,6 @@ async fn operators_create_and_list_their_networks_only() {
     assert_eq!(s.as_u16(), 403);
     let (s, _) = r.get("/v1/networks", "sdwa_nope_nope").await;
     assert_eq!(s.as_u16(), 401);
-    server.abort();
 }
 
 /// `sdwan-registry --config C init-account …` run as the operator runs it.
@@ -204,14 +222,8 @@ fn init_account_refuses_a_taken_name_and_writes_the_token_to_a_new_0600_file() {
 async fn vips_resolve_by_address_and_peers_by_name() {
     let r = Registry::new();
     let t = r.tenant("acme", 1).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = r.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{}\n", t.account.admin_token)).expect("write");
-    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+    let served = serve(&r, &t.account.admin_token).await;
+    let client = &served.client;
 
     let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
     r.bootstrap(&s1).await;
@@ -246,7 +258,6 @@ async fn vips_resolve_by_address_and_peers_by_name() {
         .await
         .expect("remove");
     assert!(client.peers().await.expect("peers").peers.is_empty());
-    server.abort();
 }
 
 /// `sdwanctl registry create-network --pod-pool … --site-range …` and `site-prefixes NAME [PREFIX…]`
@@ -256,14 +267,8 @@ async fn vips_resolve_by_address_and_peers_by_name() {
 async fn operators_create_pod_networks_and_set_site_prefixes() {
     let r = Registry::new();
     let account = r.account("acme").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = r.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, format!("{}\n", account.admin_token)).expect("write");
-    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+    let served = serve(&r, &account.admin_token).await;
+    let client = &served.client;
 
     let req = CreateNetworkRequest {
         name: "pods".into(),
@@ -315,5 +320,4 @@ async fn operators_create_pod_networks_and_set_site_prefixes() {
     assert_eq!(cleared.member.prefixes.len(), 1, "only the pod share is left");
     let peers = client.peers().await.expect("peers");
     assert_eq!(peers.peers[0].member.prefixes, cleared.member.prefixes);
-    server.abort();
 }
