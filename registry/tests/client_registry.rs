@@ -661,6 +661,7 @@ fn fake_vip(address: &str, candidates: &[&str]) -> VipView {
         epoch: None,
         confirmed_peers: None,
         move_request: None,
+        quorum: None,
     }
 }
 
@@ -756,6 +757,7 @@ fn fake_view(revision: u64, key: &Key, extra: Vec<MemberView>, vips: Vec<VipView
         site_ranges: vec![],
         members,
         vips,
+        floating: Vec::new(),
     }
 }
 

@@ -277,6 +277,7 @@ mod tests {
             epoch: None,
             confirmed_peers: None,
             move_request: None,
+            quorum: None,
         }
     }
 

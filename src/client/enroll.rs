@@ -119,6 +119,7 @@ pub(super) async fn enroll(
         site_ranges: resp.site_ranges,
         members: resp.members,
         vips: Vec::new(),
+        floating: Vec::new(),
     };
     Ok((identity, view))
 }

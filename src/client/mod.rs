@@ -584,6 +584,7 @@ fn empty_view(identity: &Identity) -> MembersResponse {
         site_ranges: Vec::new(),
         members: Vec::new(),
         vips: Vec::new(),
+        floating: Vec::new(),
     }
 }
 

@@ -370,6 +370,7 @@ mod tests {
                 })
                 .collect(),
             vips: vec![],
+            floating: Vec::new(),
         }
     }
 

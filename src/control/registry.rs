@@ -397,6 +397,7 @@ mod tests {
                 to: "s2".into(),
                 seq: 2,
             }),
+            quorum: None,
         }
     }
 

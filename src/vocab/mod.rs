@@ -12,6 +12,6 @@ mod role;
 mod term;
 pub mod wire;
 
-pub use prefix::{PodPool, PrefixKind, RoutedPrefix};
+pub use prefix::{floating_key, PodPool, PrefixKind, RoutedPrefix};
 pub use role::{ClusterState, Lifecycle, PeerState, Role, UnknownName, MAX_CANDIDATES};
 pub use term::{Epoch, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use std::net::Ipv6Addr;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -53,4 +55,28 @@ pub struct PodPool {
     /// The length of each node's share, e.g. 24 in an IPv4 /16, 64 in an IPv6 /48; longer than the pool's
     /// and at most 30 (IPv4) or 120 (IPv6) so a share holds a gateway and pods.
     pub node_len: u8,
+}
+
+/// The key that names a floating prefix in the failover protocol (the header's VIP field, one machine per
+/// key): the prefix's network address, IPv4 prefixes as IPv4-mapped IPv6 addresses. Keys are unique within a
+/// network because floating prefixes and VIPs never overlap (the registry and the daemon refuse it), and a
+/// VIP's key is its own address.
+pub fn floating_key(prefix: IpNet) -> Ipv6Addr {
+    match prefix.trunc() {
+        IpNet::V4(n) => n.network().to_ipv6_mapped(),
+        IpNet::V6(n) => n.network(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floating_keys_are_network_addresses() {
+        let v4: IpNet = "203.0.113.0/24".parse().unwrap();
+        assert_eq!(floating_key(v4), "::ffff:203.0.113.0".parse::<Ipv6Addr>().unwrap());
+        let v6: IpNet = "2001:db8:5::/48".parse().unwrap();
+        assert_eq!(floating_key(v6), "2001:db8:5::".parse::<Ipv6Addr>().unwrap());
+    }
 }

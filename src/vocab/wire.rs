@@ -4,7 +4,7 @@
 //! Requests refuse unknown fields: a misspelt `target_cluster_id` must fail loudly, not join the wrong
 //! cluster. Responses only ever gain fields.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -235,6 +235,9 @@ pub struct MembersResponse {
     /// Every VIP of the network, in creation order, with its candidates in rank order.
     #[serde(default)]
     pub vips: Vec<VipView>,
+    /// Every floating prefix of the network, in creation order, with its candidates in rank order.
+    #[serde(default)]
+    pub floating: Vec<FloatingView>,
 }
 
 /// `GET /v1/networks/{id}/watch?since=R&wait_ms=W` (same tokens as members): a long poll. Answers at once
@@ -287,6 +290,48 @@ pub struct VipView {
     /// An operator's pending manual move, if any.
     #[serde(default)]
     pub move_request: Option<MoveRequestView>,
+    /// Quorum mode (`None`: off, the default). See "Quorum mode" in `docs/protocol.md`.
+    #[serde(default)]
+    pub quorum: Option<QuorumView>,
+}
+
+/// Quorum mode of a VIP or a floating prefix: a candidate claims, and a holder keeps holding, only while a
+/// majority of the voters (the candidates and these witnesses) back it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    /// Members that vote without being candidates (for example one witness beside two gateways), in the
+    /// order the operator gave; never a candidate of the same VIP or prefix.
+    #[serde(default)]
+    pub witnesses: Vec<CandidateView>,
+}
+
+/// A floating prefix of a network: a LAN or range behind several gateways (its candidates), routed by every
+/// member to the one that holds it, and moved by the VIP failover protocol (a VIP is the special case of a
+/// /128 whose holder puts it on its interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingView {
+    /// Id.
+    pub floating_id: String,
+    /// The prefix, IPv4 or IPv6, in canonical form (host bits zero).
+    pub prefix: IpNet,
+    /// An address in the prefix that the holder puts on its interface toward the prefix (the gateway the
+    /// site's hosts route the overlay through), if any.
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Candidates in rank order.
+    pub candidates: Vec<CandidateView>,
+    /// The holder's peer name, as last reported by a daemon.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// The highest epoch any daemon reported.
+    #[serde(default)]
+    pub epoch: Option<EpochView>,
+    /// An operator's pending manual move, if any.
+    #[serde(default)]
+    pub move_request: Option<MoveRequestView>,
+    /// Quorum mode (`None`: off, the default).
+    #[serde(default)]
+    pub quorum: Option<QuorumView>,
 }
 
 /// An operator's request to move a VIP (`POST /v1/vips/{id}/move`). The holder's daemon sees it through the

@@ -307,6 +307,7 @@ fn snapshot_of(tx: &mut dyn ReadTx, network: &Network, peers: &[Peer]) -> Result
         site_ranges: network.site_ranges.clone(),
         members: peers.iter().map(member_view).collect(),
         vips,
+        floating: Vec::new(),
     })
 }
 

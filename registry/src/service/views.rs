@@ -71,6 +71,7 @@ pub(super) fn vip_view(vip: &Vip, peers: &PeerIndex<'_>, cluster_id: Option<&str
         }),
         confirmed_peers: vip.confirmed_peers,
         move_request,
+        quorum: None,
     })
 }
 

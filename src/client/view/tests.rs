@@ -43,6 +43,7 @@ fn vip(addr: &str, cluster: Option<&str>, candidates: &[&str]) -> VipView {
         epoch: None,
         confirmed_peers: None,
         move_request: None,
+        quorum: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn view(members: Vec<MemberView>, vips: Vec<VipView>) -> MembersResponse {
         site_ranges: Vec::new(),
         members,
         vips,
+        floating: Vec::new(),
     }
 }
 
