@@ -1,8 +1,10 @@
 //! Faults to inject into a running lab, each one removable: node death and revival, daemon signals
-//! (crash, freeze, thaw, planned stop), underlay partitions and random underlay loss with nftables.
+//! (crash, freeze, thaw, planned stop), underlay partitions, random underlay loss and a peer cut off from
+//! the registry, with nftables.
 //!
 //! nftables rules live in tables of their own in each peer's namespace (`inet sdwanlab_part`,
-//! `inet sdwanlab_loss`), match only underlay UDP (the WireGuard traffic), and vanish with the namespace,
+//! `inet sdwanlab_loss`, `inet sdwanlab_reg`), match only underlay UDP (the WireGuard traffic) or, for the
+//! registry cut, only traffic to and from the registry's address, and vanish with the namespace,
 //! so `down` needs no record of them. There is no `netem` on these machines: loss is
 //! `numgen random mod 100 < N drop`.
 
@@ -19,6 +21,8 @@ use crate::layout::Layout;
 const PARTITION_TABLE: &str = "sdwanlab_part";
 /// The nftables table of random loss.
 const LOSS_TABLE: &str = "sdwanlab_loss";
+/// The nftables table that cuts one peer off from the registry.
+const REGISTRY_CUT_TABLE: &str = "sdwanlab_reg";
 
 /// Which way a partition cuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,20 @@ pub fn partition_script(b_addrs: &[Ipv4Addr], cut: Cut) -> String {
         ));
     }
     s
+}
+
+/// The nft script that drops, silently, everything between a peer and the registry's underlay address
+/// (TCP to it and its answers): the peer's requests hang as they would behind a broken path.
+pub fn registry_cut_script() -> String {
+    let t = REGISTRY_CUT_TABLE;
+    let addr = crate::layout::REGISTRY_ADDR;
+    format!(
+        "add table inet {t}\n\
+         add chain inet {t} out {{ type filter hook output priority 0; policy accept; }}\n\
+         add chain inet {t} in {{ type filter hook input priority 0; policy accept; }}\n\
+         add rule inet {t} out ip daddr {addr} counter drop\n\
+         add rule inet {t} in ip saddr {addr} counter drop\n"
+    )
 }
 
 /// The nft script that drops `percent` % of the UDP packets entering and leaving underlay interface
@@ -202,6 +220,23 @@ impl Lab {
     /// Packets dropped so far by the random loss (shows that it really bit).
     pub fn loss_dropped(&self) -> Result<u64> {
         self.nft_dropped(LOSS_TABLE)
+    }
+
+    /// Cuts peer `i` off from the registry: everything between its namespace and the registry's address is
+    /// dropped without an answer, while the rest of the lab still reaches the registry. Undo with
+    /// [`Lab::restore_registry`].
+    pub fn cut_registry(&self, i: usize) -> Result<()> {
+        self.nft(i, &registry_cut_script())
+    }
+
+    /// Removes peer `i`'s registry cut (idempotent).
+    pub fn restore_registry(&self, i: usize) -> Result<()> {
+        self.nft(i, &remove_script(REGISTRY_CUT_TABLE))
+    }
+
+    /// Packets dropped so far by the registry cuts (shows that the cut really bit).
+    pub fn registry_cut_dropped(&self) -> Result<u64> {
+        self.nft_dropped(REGISTRY_CUT_TABLE)
     }
 }
 

@@ -318,6 +318,43 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGSTOP to the registry: it keeps its sockets (connections are accepted by the kernel, and a watch
+    /// already waiting stays open) but answers nothing, as a registry whose host stalled would. Undo with
+    /// [`Lab::thaw_registry`] (`down` kills it either way).
+    pub fn freeze_registry(&self) -> Result<()> {
+        self.signal_registry(libc::SIGSTOP)
+    }
+
+    /// SIGCONT to the registry.
+    pub fn thaw_registry(&self) -> Result<()> {
+        self.signal_registry(libc::SIGCONT)
+    }
+
+    /// Whether the registry process is stopped by a signal (state `T` in `/proc/PID/stat`).
+    pub fn registry_frozen(&self) -> Result<bool> {
+        let Some(pid) = self.registry_pid()? else {
+            return Ok(false);
+        };
+        let path = format!("/proc/{pid}/stat");
+        let stat = fs::read_to_string(&path).map_err(|e| LabError::io(format!("cannot read {path}"), e))?;
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        Ok(state == Some("T"))
+    }
+
+    fn signal_registry(&self, signal: libc::c_int) -> Result<()> {
+        let Some(id) = self.registry()?.process.filter(ProcId::is_alive) else {
+            return Err(LabError::Process("the registry is not running".into()));
+        };
+        match id.signal(signal) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LabError::Process(format!("the registry (pid {}) is gone", id.pid))),
+            Err(e) => Err(LabError::io(format!("cannot signal the registry (pid {})", id.pid), e)),
+        }
+    }
+
     /// One request to the registry's API from inside its namespace: `method path`, with `token` as bearer
     /// and `body` as JSON. Any status is an answer.
     pub fn registry_call(
