@@ -36,7 +36,7 @@ async fn serve(r: &Registry, admin_token: &str) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{admin_token}\n")).expect("write");
-    let client = AdminClient::new(&url, &token_file, true, None).expect("client");
+    let client = AdminClient::new(std::slice::from_ref(&url), &token_file, true, None).expect("client");
     Served {
         client,
         url,

@@ -73,9 +73,10 @@ struct DockerArgs {
 
 #[derive(clap::Args)]
 struct RegistryArgs {
-    /// The registry's URL (https://…; http:// only with --insecure).
-    #[arg(long)]
-    url: String,
+    /// The registry's URL (https://…; http:// only with --insecure). Repeat it for each replica of an
+    /// HA registry: a request goes to the first that answers.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// File holding the account's admin token.
     #[arg(long)]
     token_file: PathBuf,

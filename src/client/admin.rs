@@ -27,21 +27,34 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// A client of the registry at `url` with the admin token in `token_file`; `insecure` allows plain
-    /// HTTP, `ca_file` replaces the system roots.
-    pub fn new(url: &str, token_file: &Path, insecure: bool, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+    /// A client of the registry whose replicas answer at `urls` (tried in order, the next when one does not
+    /// answer) with the admin token in `token_file`; `insecure` allows plain HTTP, `ca_file` replaces the
+    /// system roots.
+    pub fn new(
+        urls: &[String],
+        token_file: &Path,
+        insecure: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let setup = ClientError::Setup;
-        let parsed = reqwest::Url::parse(url).map_err(|e| setup(format!("--url {url:?} is not a URL ({e})")))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if insecure => {}
-            "http" => {
-                return Err(setup(format!(
-                    "--url {url} is plain HTTP: the admin token would travel in clear; use https:// or add \
-                     --insecure (labs only)"
-                )))
+        if urls.is_empty() {
+            return Err(setup(
+                "--url is missing: give the registry's URL (repeat --url for each replica)".into(),
+            ));
+        }
+        for url in urls {
+            let parsed = reqwest::Url::parse(url).map_err(|e| setup(format!("--url {url:?} is not a URL ({e})")))?;
+            match parsed.scheme() {
+                "https" => {}
+                "http" if insecure => {}
+                "http" => {
+                    return Err(setup(format!(
+                        "--url {url} is plain HTTP: the admin token would travel in clear; use https:// or add \
+                         --insecure (labs only)"
+                    )))
+                }
+                other => return Err(setup(format!("--url {url}: scheme {other:?} is not http(s)"))),
             }
-            other => return Err(setup(format!("--url {url}: scheme {other:?} is not http(s)"))),
         }
         let token = std::fs::read_to_string(token_file)
             .map_err(|e| setup(format!("--token-file {}: cannot read: {e}", token_file.display())))?
@@ -54,7 +67,7 @@ impl AdminClient {
             )));
         }
         let agent = concat!("sdwanctl/", env!("CARGO_PKG_VERSION"));
-        let client = RegistryClient::connect(url, ca_file, "--ca-file", agent)?.with_token(&token);
+        let client = RegistryClient::connect(urls, ca_file, "--ca-file", agent)?.with_token(&token);
         Ok(AdminClient { client })
     }
 
@@ -259,10 +272,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("token");
         std::fs::write(&token, "sdwa_x_y\n").expect("write");
-        let e = AdminClient::new("http://127.0.0.1:1", &token, false, None).expect_err("plain HTTP");
+        let e = AdminClient::new(&["http://127.0.0.1:1".to_owned()], &token, false, None).expect_err("plain HTTP");
         assert!(e.to_string().contains("--insecure"), "{e}");
-        assert!(AdminClient::new("http://127.0.0.1:1", &token, true, None).is_ok());
-        let e = AdminClient::new("https://r", &dir.path().join("none"), false, None).expect_err("no file");
+        assert!(AdminClient::new(&["http://127.0.0.1:1".to_owned()], &token, true, None).is_ok());
+        let e =
+            AdminClient::new(&["https://r".to_owned()], &dir.path().join("none"), false, None).expect_err("no file");
         assert!(e.to_string().contains("--token-file"), "{e}");
         assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
     }

@@ -106,7 +106,7 @@ pub(super) async fn enroll(
         address: resp.address,
         overlay_prefix: resp.overlay_prefix,
         peer_token: resp.peer_token,
-        registry_url: reg.url.clone(),
+        registry_url: client.base(),
     };
     // Revision 0: this view has no VIPs yet, so the first watch (also after a restart) asks for everything.
     let view = MembersResponse {

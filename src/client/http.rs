@@ -1,8 +1,17 @@
 //! The registry's HTTP API as async functions. Every request has a timeout and every answer a size cap
 //! (checked while it streams in, so a hostile registry cannot make the daemon buffer gigabytes); tokens go
 //! in the `Authorization` header only and are never logged or put in an error.
+//!
+//! A client knows every replica of the registry (each serves the same store). A call goes to the replica that
+//! answered last; when that one does not answer (unreachable, timed out, or 502/503/504 from a proxy or a
+//! replica that lost its store), the call moves on to the next replica after a random pause of up to
+//! [`FAILOVER_JITTER`], so a fleet whose replica died does not land on the next one in lockstep, and stays
+//! there for later calls. Each call tries each replica at most once. A watch moves with its `since`, so it
+//! resumes on the other replica where it left off.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -19,6 +28,8 @@ use crate::vocab::wire::{
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time a watch request gets beyond the wait it asks for.
 const WATCH_SLACK: Duration = Duration::from_secs(10);
+/// The longest random pause before a call moves on to the next replica.
+pub const FAILOVER_JITTER: Duration = Duration::from_millis(250);
 /// The largest watch answer (a whole network view) the client reads.
 pub const MAX_VIEW_BYTES: usize = 64 << 20;
 /// The largest answer of every other call (and of any error answer); the enrollment answer, which lists
@@ -75,13 +86,33 @@ impl ClientError {
     pub fn is_definitive(&self) -> bool {
         matches!(self, ClientError::Refused { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
     }
+
+    /// Whether another replica may answer where this one failed: it did not answer at all, or a proxy or
+    /// the replica said it cannot serve now (502, 503, 504). A refusal on the request's merits is the same
+    /// on every replica.
+    pub fn is_replica_failure(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
 }
 
-/// A client of one registry, optionally with a bearer token.
+/// A random pause in `[0, max]`.
+fn jitter(max: Duration) -> Duration {
+    let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(getrandom::u64().unwrap_or(0) % (micros + 1))
+}
+
+/// A client of one registry (one or several replicas), optionally with a bearer token.
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
-    base: String,
+    /// The replicas' base URLs, in the configured order; never empty.
+    bases: Arc<[String]>,
+    /// Index into `bases` of the replica calls go to (shared by the clones: a move holds for every task).
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     /// What to do when the registry's certificate is not trusted: names the CA setting.
     untrusted_fix: String,
@@ -90,28 +121,36 @@ pub struct RegistryClient {
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .finish_non_exhaustive()
     }
 }
 
 impl RegistryClient {
-    /// A client for the registry of `cfg` (sdwand's link). See [`RegistryClient::connect`].
+    /// A client for the registry of `cfg` (sdwand's link). See [`RegistryClient::connect`]. With several
+    /// replicas it starts at a random one, so a fleet spreads over them.
     pub fn new(cfg: &RegistryConfig) -> Result<RegistryClient, ClientError> {
         let agent = concat!("sdwand/", env!("CARGO_PKG_VERSION"));
-        RegistryClient::connect(&cfg.url, cfg.ca_file.as_deref(), "registry.ca_file", agent)
+        let client = RegistryClient::connect(&cfg.urls, cfg.ca_file.as_deref(), "registry.ca_file", agent)?;
+        let start = getrandom::u64().unwrap_or(0) as usize % client.bases.len();
+        client.current.store(start, Ordering::Relaxed);
+        Ok(client)
     }
 
-    /// A client of the registry at `url`, sending `user_agent`. With `ca_file` (named `ca_setting` in
+    /// A client of the registry whose replicas answer at `urls` (the first is used first; at least one),
+    /// sending `user_agent`. With `ca_file` (named `ca_setting` in
     /// errors: the setting or option the operator wrote it in), only the certificates in it are trusted
     /// for the registry, not the system roots: a certificate any public CA issued for the registry's name
     /// must not be able to impersonate it. Without, the system roots.
     pub fn connect(
-        url: &str,
+        urls: &[String],
         ca_file: Option<&Path>,
         ca_setting: &str,
         user_agent: &str,
     ) -> Result<RegistryClient, ClientError> {
+        if urls.is_empty() {
+            return Err(ClientError::Setup("no registry URL given".into()));
+        }
         // reqwest is built without a bundled crypto provider (see `crate::vip::health`); installing fails
         // only when one is installed already, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -154,7 +193,8 @@ impl RegistryClient {
         };
         Ok(RegistryClient {
             http,
-            base: url.trim_end_matches('/').to_owned(),
+            bases: urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: None,
             untrusted_fix,
         })
@@ -168,12 +208,13 @@ impl RegistryClient {
         }
     }
 
-    /// The registry's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The base URL of the replica calls go to now.
+    pub fn base(&self) -> String {
+        self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()].clone()
     }
 
-    /// One call whose answer may be up to `limit` bytes. `Ok(None)` on 204.
+    /// One call whose answer may be up to `limit` bytes, to the current replica and, when it does not
+    /// answer, to the next ones (each at most once; see the module's docs). `Ok(None)` on 204.
     pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -182,7 +223,45 @@ impl RegistryClient {
         timeout: Duration,
         limit: usize,
     ) -> Result<Option<T>, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let n = self.bases.len();
+        let mut attempt = 0;
+        loop {
+            let idx = self.current.load(Ordering::Relaxed) % n;
+            let base = &self.bases[idx];
+            let result = self.call_one(base, method.clone(), path, body, timeout, limit).await;
+            match result {
+                Err(e) if n > 1 && e.is_replica_failure() => {
+                    let next = (idx + 1) % n;
+                    // Concurrent calls that failed on the same replica move on once, together.
+                    if self
+                        .current
+                        .compare_exchange(idx, next, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        tracing::warn!(from = %base, to = %self.bases[next], error = %e, "registry replica does not answer; moving to the next");
+                    }
+                    attempt += 1;
+                    if attempt >= n {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(jitter(FAILOVER_JITTER)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One call to the replica at `base`.
+    async fn call_one<B: Serialize, T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Option<T>, ClientError> {
+        let url = format!("{base}{path}");
         let mut req = self.http.request(method, &url).timeout(timeout);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -255,7 +334,7 @@ impl RegistryClient {
         self.call(method, path, body, REQUEST_TIMEOUT, limit)
             .await?
             .ok_or_else(|| ClientError::Decode {
-                url: format!("{}{path}", self.base),
+                url: format!("{}{path}", self.base()),
                 reason: "204 without a body".into(),
             })
     }
@@ -363,13 +442,11 @@ async fn read_capped(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn config(url: String, ca_file: Option<std::path::PathBuf>) -> RegistryConfig {
         RegistryConfig {
-            url,
+            urls: vec![url],
             insecure: true,
             enrollment_token_file: None,
             name: None,
@@ -411,6 +488,106 @@ mod tests {
             }
         });
         (url, sent)
+    }
+
+    /// A server that answers every request with `answer` and counts the requests; its URL.
+    async fn answering(answer: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, served)
+    }
+
+    /// A URL where nothing listens (connections are refused).
+    async fn closed() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    }
+
+    fn replicas(urls: &[&String]) -> RegistryClient {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).clone()).collect();
+        RegistryClient::connect(&urls, None, "registry.ca_file", "test").expect("client")
+    }
+
+    const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_call_moves_to_the_next_replica_and_stays_there() {
+        let down = closed().await;
+        let (good, served) = answering(NO_CONTENT).await;
+        let c = replicas(&[&down, &good]);
+        assert_eq!(c.base(), down);
+        let got = c
+            .watch("n1", 7, Duration::from_millis(10))
+            .await
+            .expect("the second replica answers");
+        assert_eq!(got, None);
+        assert_eq!(c.base(), good, "later calls go to the replica that answered");
+        // Clones (the daemon's tasks) share the move.
+        let clone = c.with_token("t");
+        clone.watch("n1", 7, Duration::from_millis(10)).await.expect("answers");
+        assert_eq!(served.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn unavailable_moves_on_but_a_refusal_on_the_merits_does_not() {
+        let (busy, _) = answering("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await;
+        let (good, served) = answering(NO_CONTENT).await;
+        let c = replicas(&[&busy, &good]);
+        c.watch("n1", 0, Duration::from_millis(10))
+            .await
+            .expect("moved past the 503");
+        assert_eq!((c.base(), served.load(Ordering::Relaxed)), (good.clone(), 1));
+
+        let (refusing, asked) = answering(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 54\r\n\r\n\
+             {\"error\":{\"code\":\"unauthorized\",\"message\":\"bad token!!\"}}",
+        )
+        .await;
+        let (other, untouched) = answering(NO_CONTENT).await;
+        let c = replicas(&[&refusing, &other]);
+        let err = c.watch("n1", 0, Duration::from_millis(10)).await.expect_err("refused");
+        assert!(matches!(err, ClientError::Refused { status: 401, .. }), "{err:?}");
+        assert_eq!(
+            (asked.load(Ordering::Relaxed), untouched.load(Ordering::Relaxed)),
+            (1, 0)
+        );
+        assert_eq!(c.base(), refusing, "a refusal does not move the client");
+    }
+
+    #[tokio::test]
+    async fn every_replica_failing_is_tried_once_and_reported() {
+        const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+        let (a, asked_a) = answering(BUSY).await;
+        let (b, asked_b) = answering(BUSY).await;
+        let down = closed().await;
+        let c = replicas(&[&a, &b, &down]);
+        let err = c.watch("n1", 0, Duration::from_millis(10)).await.expect_err("all fail");
+        assert!(
+            matches!(err, ClientError::Unreachable { .. }),
+            "the last replica's error: {err:?}"
+        );
+        assert_eq!(
+            (asked_a.load(Ordering::Relaxed), asked_b.load(Ordering::Relaxed)),
+            (1, 1)
+        );
+        assert_eq!(
+            c.base(),
+            a,
+            "after a full round the client is back at the first replica"
+        );
     }
 
     #[tokio::test]

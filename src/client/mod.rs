@@ -127,7 +127,7 @@ pub struct Link {
     /// This node's public key (base64): no member but this node may carry it or its address.
     own_key: String,
     /// The registry's address when its URL names one (see [`view::Trust::registry`]).
-    registry_addr: Option<IpAddr>,
+    registry_addr: Vec<IpAddr>,
     /// Repeated re-keys and view refusals are logged once, then summarised.
     refusal_logs: ScreenLogs,
     /// Repeated absurd floors likewise.
@@ -211,7 +211,7 @@ impl Link {
         let client = base.with_token(&identity.peer_token);
         let mut pins = state.pins_or_rebuild(loaded.as_ref().unwrap_or(&empty_view(&identity)), now);
         let own_key = key.get_public().to_base64();
-        let registry_addr = registry_address(&reg.url);
+        let registry_addr = registry_addresses(&reg.urls);
         let mut refusal_logs = ScreenLogs::new();
         // The stored view is checked like a fresh one (an older sdwand persisted views unchecked); when it
         // is refused, or absent, the first watch asks for everything.
@@ -220,7 +220,7 @@ impl Link {
             identity: &identity,
             own_key: &own_key,
             pins: &pins,
-            registry: registry_addr,
+            registry: &registry_addr,
             local: &local,
         };
         let (view, contested, write) = match loaded {
@@ -441,7 +441,7 @@ impl Link {
             identity: &self.identity,
             own_key: &self.own_key,
             pins: &self.pins,
-            registry: self.registry_addr,
+            registry: &self.registry_addr,
             local: &local,
         };
         let Some((view, contested)) = screen(view, &trust, &self.metrics, &mut self.refusal_logs) else {
@@ -599,12 +599,15 @@ fn persist(state: &StateDir, view: &MembersResponse, pins: Option<&Pins>, networ
     }
 }
 
-/// The registry's address when `url` names one literally (IPv6 in brackets, or IPv4).
-pub fn registry_address(url: &str) -> Option<IpAddr> {
-    let url = reqwest::Url::parse(url).ok()?;
-    let host = url.host_str()?;
-    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    literal.parse().ok()
+/// The registry replicas' addresses, for those of `urls` that name one literally (IPv6 in brackets, or IPv4).
+pub fn registry_addresses(urls: &[String]) -> Vec<IpAddr> {
+    let address = |url: &String| -> Option<IpAddr> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let host = url.host_str()?;
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        literal.parse().ok()
+    };
+    urls.iter().filter_map(address).collect()
 }
 
 /// This host's addresses, for the view's checks; none (and a warning) when they cannot be read.

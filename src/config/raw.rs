@@ -100,6 +100,7 @@ pub(super) struct RawHealth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRegistry {
     pub(super) url: Option<Spanned<String>>,
+    pub(super) urls: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) insecure: Option<bool>,
     pub(super) enrollment_token_file: Option<Spanned<String>>,
     pub(super) name: Option<Spanned<String>>,

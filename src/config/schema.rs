@@ -248,7 +248,7 @@ impl Config {
             ),
             ("failover.port", shown(Some(self.failover.port))),
             ("[registry]", shown(reg.map(|_| "set"))),
-            ("registry.url", shown(reg.map(|r| &r.url))),
+            ("registry.url", shown(reg.map(|r| r.urls_shown()))),
             ("registry.insecure", shown(reg.map(|r| r.insecure))),
             (
                 "registry.enrollment_token_file",
@@ -382,8 +382,10 @@ pub const DEFAULT_K3S_CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml.d/50-sdw
 /// `[registry]`: this node's identity, members and VIPs come from an `sdwan-registry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
-    /// Base URL (`https://`, or `http://` with `insecure`), without a trailing slash.
-    pub url: String,
+    /// Base URLs of the registry's replicas (`https://`, or `http://` with `insecure`), without a trailing
+    /// slash; never empty, each once (`registry.url` gives one, `registry.urls` several). A request goes to
+    /// the replica that answered last and moves to the next one when it does not answer.
+    pub urls: Vec<String>,
     /// Plain HTTP is accepted (labs only).
     pub insecure: bool,
     /// The enrollment token's file; read at the first enrollment only.
@@ -411,6 +413,16 @@ pub struct RegistryConfig {
 }
 
 impl RegistryConfig {
+    /// The first replica's URL: what messages name when they need one.
+    pub fn url(&self) -> &str {
+        &self.urls[0]
+    }
+
+    /// The URLs, comma-separated, for logs and status lines.
+    pub fn urls_shown(&self) -> String {
+        self.urls.join(", ")
+    }
+
     /// The line of `key` (a dotted key such as `interface.address`) in the file, or the `[registry]`
     /// table's line when the file does not set it: what a message about that key points at.
     pub fn line_of(&self, key: &str) -> usize {

@@ -58,7 +58,7 @@ fn registry_example_config_parses() {
     ));
     let cfg = load(path).unwrap();
     let registry = cfg.registry.expect("[registry]");
-    assert_eq!(registry.url, "https://registry.example.net:7443");
+    assert_eq!(registry.url(), "https://registry.example.net:7443");
     assert_eq!(registry.name.as_deref(), Some("node-a"));
     let k3s = cfg.k3s.expect("[k3s]");
     assert!(!k3s.bootstrap);
@@ -489,7 +489,7 @@ fn registry_config_defaults_and_identity_from_enrollment() {
     );
     let cfg = parse(Path::new("t.toml"), &text).unwrap();
     let r = cfg.registry.as_ref().unwrap();
-    assert_eq!(r.url, "https://reg.example:7443");
+    assert_eq!(r.url(), "https://reg.example:7443");
     assert_eq!(r.name.as_deref(), Some("node-1"));
     assert_eq!(r.lifecycle, crate::vocab::Lifecycle::Persistent);
     assert_eq!(r.report_interval, Duration::from_secs(5));
@@ -500,6 +500,16 @@ fn registry_config_defaults_and_identity_from_enrollment() {
     // Candidates name registry peers: not checked against [[members]].
     assert_eq!(cfg.vips[0].candidates, ["node-2", "node-3"]);
     assert!(cfg.k3s.is_none());
+}
+
+#[test]
+fn registry_replicas_are_listed_in_order() {
+    let text = format!("{REG_IFACE}[registry]\nurls = [\"https://r1.example:7443/\", \"https://r2.example:7443\"]\n");
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    let r = cfg.registry.as_ref().unwrap();
+    assert_eq!(r.urls, ["https://r1.example:7443", "https://r2.example:7443"]);
+    assert_eq!(r.url(), "https://r1.example:7443");
+    assert_eq!(r.line_of("registry.url"), 4);
 }
 
 #[test]
@@ -528,6 +538,22 @@ fn registry_problems() {
             "registry.url",
             "scheme",
         ),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\nurls = []\n",
+            "registry.urls",
+            "empty",
+        ),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\nurls = [\"https://a:1\", \"https://a:1/\"]\n",
+            "registry.urls",
+            "twice",
+        ),
+        (
+            "[interface]\nname = \"sdw0\"\n[registry]\nurls = [\"https://a:1\", \"http://b:1\"]\n",
+            "registry.urls",
+            "insecure",
+        ),
+        (&reg("urls = [\"https://b:1\"]\n"), "registry.url", "together"),
         (&reg("lifecycle = \"forever\"\n"), "registry.lifecycle", "lifecycle"),
         (
             &reg("enrollment_token_file = \"token\"\n"),

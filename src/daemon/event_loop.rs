@@ -297,7 +297,7 @@ impl Daemon {
                 .link
                 .as_ref()
                 .zip(self.loaded.file.registry.as_ref())
-                .map(|(link, reg)| link.registry_view(&reg.url)),
+                .map(|(link, reg)| link.registry_view(&reg.urls_shown())),
             k3s: self.link.as_ref().and_then(|link| link.k3s_view()),
         };
         let mut response = control::answer(request, &mut self.vip, &self.plane, &facts);

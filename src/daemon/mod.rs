@@ -203,7 +203,7 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
         return Err(config::ConfigErrors(problems).into());
     }
     let identity = match &config.registry {
-        Some(r) => format!("address and members from the registry {}", r.url),
+        Some(r) => format!("address and members from the registry {}", r.urls_shown()),
         None => format!(
             "address {}, {} member(s)",
             config.interface.address,

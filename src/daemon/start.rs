@@ -149,16 +149,16 @@ async fn start_link(
     if let Err(e) = client_metrics.register(starting.metrics.prometheus_registry()) {
         tracing::error!(error = %e, "registering the registry metrics failed");
     }
-    tracing::info!(url = %reg.url, "starting the registry link");
+    tracing::info!(urls = %reg.urls_shown(), "starting the registry link");
     let mut link_start = pin!(Link::start(&loaded.file, &loaded.key, client_metrics.clone()));
     let mut reload = false;
     let mut tell_systemd = tokio::time::interval_at(Instant::now() + STARTING_NOTICE, STARTING_NOTICE);
     loop {
         tokio::select! {
             link = &mut link_start => return Ok((Some(link?), Early::Run { reload })),
-            _ = tell_systemd.tick() => tell_systemd_starting(&client_metrics.view(&reg.url)),
+            _ = tell_systemd.tick() => tell_systemd_starting(&client_metrics.view(&reg.urls_shown())),
             Some((request, reply)) = control_rx.recv() => {
-                let _ = reply.send(answer_starting(request, starting, &client_metrics.view(&reg.url)));
+                let _ = reply.send(answer_starting(request, starting, &client_metrics.view(&reg.urls_shown())));
             }
             trigger = triggers.recv() => match trigger {
                 Some(Trigger::Reload) => reload = true,
@@ -286,7 +286,8 @@ async fn derive_mtu(cfg: &Config, netlink: &Netlink) -> Option<u32> {
     let registry = cfg
         .registry
         .as_ref()
-        .and_then(|r| crate::client::registry_address(&r.url));
+        .map(|r| crate::client::registry_addresses(&r.urls))
+        .unwrap_or_default();
     let targets: BTreeSet<IpAddr> = cfg
         .members
         .iter()

@@ -60,8 +60,9 @@ pub struct Trust<'a> {
     pub own_key: &'a str,
     /// The pins: a member whose (address, key) is pinned is an established one.
     pub pins: &'a Pins,
-    /// The registry's own address when its URL names one: nothing may route it into the tunnel.
-    pub registry: Option<IpAddr>,
+    /// The registry replicas' own addresses, where their URLs name one: nothing may route them into the
+    /// tunnel.
+    pub registry: &'a [IpAddr],
     /// This host's own addresses (underlay included, [`crate::net::local_addresses`]): no other member's
     /// prefix may capture one, or this node's WireGuard UDP would be routed into its own tunnel.
     pub local: &'a [IpAddr],
@@ -245,10 +246,10 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
             Some(IpAddr::V6(a)) => Some((a, format!("member {}'s underlay endpoint", m.name))),
             _ => None,
         })
-        .chain(match trust.registry {
-            Some(IpAddr::V6(a)) => Some((a, "the registry's address".to_owned())),
-            _ => None,
-        })
+        .chain(trust.registry.iter().filter_map(|a| match a {
+            IpAddr::V6(a) => Some((*a, "the registry's address".to_owned())),
+            IpAddr::V4(_) => None,
+        }))
         .collect();
     let local_v6: Vec<(Ipv6Addr, String)> = trust
         .local
@@ -451,13 +452,19 @@ pub fn check_identity(file: &Config, identity: &Identity) -> Result<(), ConfigEr
             identity.overlay_prefix.to_string(),
         );
     }
-    if identity.registry_url != reg.url {
+    if !reg.urls.contains(&identity.registry_url) {
         errors.push(ConfigError {
             path: file.source.clone(),
             line: reg.line_of("registry.url"),
             key: "registry.url".into(),
-            message: format!("is {} but this node enrolled with {}", reg.url, identity.registry_url),
-            hint: "set registry.url back, or remove the registry state directory to enroll again".into(),
+            message: format!(
+                "is {} but this node enrolled with {}",
+                reg.urls_shown(),
+                identity.registry_url
+            ),
+            hint: "keep the URL this node enrolled with among the registry's URLs (replicas of one registry may be \
+                   added beside it), or remove the registry state directory to enroll again"
+                .into(),
         });
     }
     if errors.is_empty() {

@@ -131,7 +131,7 @@ fn check(v: MembersResponse, pins: &Pins) -> Result<(MembersResponse, Vec<Proble
             identity: &id,
             own_key: K1,
             pins,
-            registry: Some("2001:db8::100".parse().unwrap()),
+            registry: &["2001:db8::100".parse().unwrap()],
             local: &[],
         },
     )
@@ -396,7 +396,7 @@ fn identity_must_match_the_file() {
     check_identity(&f, &identity()).unwrap();
     let reg = f.registry.as_mut().unwrap();
     reg.file_address = Some("fd00:5d::7".parse().unwrap());
-    reg.url = "https://other".into();
+    reg.urls = vec!["https://other".into()];
     let e = check_identity(&f, &identity()).unwrap_err().0;
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["interface.address", "registry.url"]);
@@ -483,7 +483,7 @@ fn check_x(v: MembersResponse, local: &[IpAddr]) -> (Vec<Rule>, Vec<String>, Opt
         identity: &id,
         own_key: K1,
         pins: &pinned(),
-        registry: Some("2001:db8::100".parse().unwrap()),
+        registry: &["2001:db8::100".parse().unwrap()],
         local,
     };
     let (kept, dropped) = validate(v, &trust).expect("workload problems never refuse a view");
@@ -620,7 +620,7 @@ fn no_prefix_captures_an_underlay_endpoint_the_registry_or_this_hosts_addresses(
         identity: &id,
         own_key: K1,
         pins: &pins,
-        registry: Some("2001:db8::100".parse().unwrap()),
+        registry: &["2001:db8::100".parse().unwrap()],
         local: &[],
     };
     let (_, dropped) = validate(v, &registry).unwrap();
@@ -634,7 +634,7 @@ fn no_prefix_captures_an_underlay_endpoint_the_registry_or_this_hosts_addresses(
         identity: &id,
         own_key: K1,
         pins: &pins,
-        registry: None,
+        registry: &[],
         local: &local,
     };
     let v = workload_view(vec![]);

@@ -82,7 +82,7 @@ pub(super) fn check(
         .iter()
         .filter_map(|m| Some((m.endpoint?.ip(), format!("member {}'s underlay endpoint", m.name))))
         .collect();
-    underlay.extend(trust.registry.map(|a| (a, "the registry's address".to_owned())));
+    underlay.extend(trust.registry.iter().map(|a| (*a, "the registry's address".to_owned())));
     let local: Vec<(IpAddr, String)> = trust
         .local
         .iter()

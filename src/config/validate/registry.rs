@@ -26,19 +26,56 @@ impl Ctx<'_> {
     ) -> Option<RegistryConfig> {
         let r = raw.get_ref();
         let insecure = r.insecure.unwrap_or(false);
-        let url = match &r.url {
-            Some(url) => self.parse_str(
-                url,
-                "registry.url",
-                "the registry's base URL, e.g. \"https://registry.example:7443\"",
-                |s| parse_registry_url(s, insecure),
-            ),
-            None => {
+        let hint = "the registry's base URL, e.g. \"https://registry.example:7443\"";
+        let urls: Option<Vec<String>> = match (&r.url, &r.urls) {
+            (Some(url), None) => self
+                .parse_str(url, "registry.url", hint, |s| parse_registry_url(s, insecure))
+                .map(|u| vec![u]),
+            (None, Some(list)) if list.get_ref().is_empty() => {
+                self.error(
+                    list.span(),
+                    "registry.urls",
+                    "is empty",
+                    "list the base URL of every registry replica, e.g. urls = [\"https://r1.example:7443\", \"https://r2.example:7443\"]",
+                );
+                None
+            }
+            (None, Some(list)) => {
+                let mut all = Some(Vec::new());
+                for u in list.get_ref() {
+                    let parsed = self.parse_str(u, "registry.urls", hint, |s| parse_registry_url(s, insecure));
+                    match (parsed, all.as_mut()) {
+                        (Some(p), Some(v)) if v.contains(&p) => {
+                            self.error(
+                                u.span(),
+                                "registry.urls",
+                                format!("{p:?} is listed twice"),
+                                "list each replica once",
+                            );
+                            all = None;
+                        }
+                        (Some(p), Some(v)) => v.push(p),
+                        (None, _) => all = None,
+                        (Some(_), None) => {}
+                    }
+                }
+                all
+            }
+            (Some(url), Some(_)) => {
+                self.error(
+                    url.span(),
+                    "registry.url",
+                    "is set together with registry.urls",
+                    "keep one: url for one registry, urls for several replicas (tried in order, the next on failure)",
+                );
+                None
+            }
+            (None, None) => {
                 self.error(
                     raw.span(),
                     "registry.url",
                     "is missing",
-                    "add url = \"https://registry.example:7443\" (the registry's base URL)",
+                    "add url = \"https://registry.example:7443\" (the registry's base URL), or urls = [...] for several replicas",
                 );
                 None
             }
@@ -96,7 +133,7 @@ impl Ctx<'_> {
             return None;
         }
         Some(RegistryConfig {
-            url: url?,
+            urls: urls?,
             insecure,
             enrollment_token_file: token_file,
             name,
@@ -108,13 +145,19 @@ impl Ctx<'_> {
             file_overlay_prefix: prefix,
             line: line_of(self.text, raw.span().start),
             key_lines: [
-                ("registry.url", &r.url),
-                ("registry.name", &r.name),
-                ("registry.enrollment_token_file", &r.enrollment_token_file),
-                ("registry.ca_file", &r.ca_file),
+                (
+                    "registry.url",
+                    r.url.as_ref().map(|f| f.span()).or(r.urls.as_ref().map(|f| f.span())),
+                ),
+                ("registry.name", r.name.as_ref().map(|f| f.span())),
+                (
+                    "registry.enrollment_token_file",
+                    r.enrollment_token_file.as_ref().map(|f| f.span()),
+                ),
+                ("registry.ca_file", r.ca_file.as_ref().map(|f| f.span())),
             ]
             .into_iter()
-            .filter_map(|(key, field)| field.as_ref().map(|f| (key, line_of(self.text, f.span().start))))
+            .filter_map(|(key, span)| span.map(|s| (key, line_of(self.text, s.start))))
             .collect(),
         })
     }
