@@ -45,9 +45,12 @@
 //! which wait for etcd with `block_on` on the store's own small tokio runtime: the server's runtime workers
 //! never block.
 //!
-//! Not here yet (issue 12): watch wake-ups across replicas (a replica wakes only its own watchers), a single
-//! reaper among several replicas, and resolving an ambiguous commit (etcd unreachable while a `Txn` was in
-//! flight): such a request answers an error although its writes may have landed.
+//! **Replicas** ([`Replicas`], from [`EtcdStore::replicas`]): several processes on one key prefix follow
+//! each other's network changes through an etcd watch (the server announces them to its watchers) and
+//! elect the one that runs the reaper through a lease.
+//!
+//! Not here yet (issue 12): resolving an ambiguous commit (etcd unreachable while a `Txn` was in flight):
+//! such a request answers an error although its writes may have landed.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -62,8 +65,10 @@ use tokio::runtime::{Handle, Runtime};
 
 use super::{ReadJob, Store, StoreError, WriteJob};
 
+mod replicas;
 mod tx;
 
+pub use replicas::{Election, Follower, Replicas, CAMPAIGN_PERIOD, LEADER_TTL};
 use tx::EtcdTx;
 
 /// The version of the key layout and record format under the key prefix.
@@ -113,17 +118,27 @@ pub struct EtcdStore {
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     reads: Option<mpsc::Sender<Box<dyn ReadJob>>>,
     threads: Vec<JoinHandle<()>>,
-    /// Dropped after the threads that use it (fields drop in order).
-    _runtime: ClientRuntime,
+    /// What [`EtcdStore::replicas`] hands out.
+    replicas: Replicas,
 }
 
-/// The etcd client's runtime, shut down without waiting when dropped: the store may be opened or dropped
-/// inside another runtime, where dropping a runtime the usual way would block (and panics).
-struct ClientRuntime(Option<Runtime>);
+/// The etcd client's runtime, shut down without waiting when its last holder drops it: the store may be
+/// opened or dropped inside another runtime, where dropping a runtime the usual way would block (and
+/// panics).
+struct ClientRuntime {
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
+
+impl ClientRuntime {
+    fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
 
 impl Drop for ClientRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
@@ -141,7 +156,10 @@ impl EtcdStore {
             .build()
             .map_err(|e| StoreError::Etcd(format!("cannot start the etcd client's runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        let runtime = ClientRuntime(Some(runtime));
+        let runtime = Arc::new(ClientRuntime {
+            runtime: Some(runtime),
+            handle: handle.clone(),
+        });
         let opening = options.clone();
         // A thread of its own: the caller may be a runtime's worker, where `block_on` is not allowed.
         let connecting = handle.clone();
@@ -175,12 +193,24 @@ impl EtcdStore {
                 Box::new(move || reader.read_loop(&queue)),
             )?);
         }
+        let id = crate::token::new_id().map_err(|e| StoreError::Etcd(format!("cannot draw a replica id: {e}")))?;
         Ok(EtcdStore {
             writes: Some(writes),
             reads: Some(reads),
             threads,
-            _runtime: runtime,
+            replicas: Replicas {
+                client,
+                prefix: options.key_prefix.clone(),
+                id,
+                runtime,
+            },
         })
+    }
+
+    /// What this replica shares with the others on its key prefix: the watch of network changes and the
+    /// election of the replica that runs background work. It keeps the etcd client alive while it lives.
+    pub fn replicas(&self) -> Replicas {
+        self.replicas.clone()
     }
 }
 
