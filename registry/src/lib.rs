@@ -14,6 +14,7 @@
 //! - [`api`]: the axum routes and extractors.
 //! - [`config`] and [`server`]: the configuration file and the serving loop of the binary.
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`migrate`]: `sdwan-registry migrate`, a SQLite registry copied into etcd and compared.
 //! - [`reaper`]: the periodic removal of silent ephemeral and spot peers (on the elected replica only).
 //!
 //! The data plane never depends on the registry: it is needed for enrollment, joins and membership
@@ -25,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod reaper;
 pub mod server;

@@ -231,6 +231,30 @@ impl EtcdStore {
         })
     }
 
+    /// Whether an account is stored under the key prefix (every other record belongs to one): a prefix
+    /// that holds a registry (`migrate` refuses to copy into one).
+    pub async fn has_accounts(&self) -> Result<bool, StoreError> {
+        let mut kv = self.replicas.client.kv_client();
+        let accounts = format!("{}account/", self.replicas.prefix);
+        let found = self
+            .replicas
+            .runtime
+            .handle()
+            .spawn(async move {
+                let options = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.get(accounts, Some(options))).await
+            })
+            .await
+            .map_err(|e| StoreError::Etcd(format!("the etcd client's runtime stopped: {e}")))?;
+        match found {
+            Ok(Ok(answer)) => Ok(!answer.kvs().is_empty()),
+            Ok(Err(e)) => Err(StoreError::Etcd(format!("etcd read failed: {e}"))),
+            Err(_) => Err(StoreError::Etcd(format!(
+                "etcd did not answer a read within {REQUEST_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// What this replica shares with the others on its key prefix: the watch of network changes and the
     /// election of the replica that runs background work. It keeps the etcd client alive while it lives.
     pub fn replicas(&self) -> Replicas {
