@@ -5,7 +5,8 @@
 //!
 //! - [`model`]: the records (accounts, networks, peers, VIPs, clusters, members, tokens).
 //! - [`store`]: the transactional storage trait, the embedded SQLite backend (group commit) and the etcd
-//!   backend (optimistic transactions).
+//!   backend (optimistic transactions; several replicas on one etcd follow each other's changes and elect
+//!   the one that runs the reaper).
 //! - [`token`]: bearer tokens (hashed at rest, compared in constant time) and random ids.
 //! - [`service`]: what each request does, as functions over a store transaction (no I/O, no clock).
 //! - The JSON request and response bodies are [`sdwand::vocab::wire`], shared with the clients.
@@ -13,7 +14,8 @@
 //! - [`api`]: the axum routes and extractors.
 //! - [`config`] and [`server`]: the configuration file and the serving loop of the binary.
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
-//! - [`reaper`]: the periodic removal of silent ephemeral and spot peers.
+//! - [`migrate`]: `sdwan-registry migrate`, a SQLite registry copied into etcd and compared.
+//! - [`reaper`]: the periodic removal of silent ephemeral and spot peers (on the elected replica only).
 //!
 //! The data plane never depends on the registry: it is needed for enrollment, joins and membership
 //! changes only. This crate depends on `sdwand` (for the shared vocabulary and the hardened HTTP serving),
@@ -24,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod reaper;
 pub mod server;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sdwan_registry::{config, server};
+use sdwan_registry::{config, server, store};
 use sdwand::cli::Invocation;
 
 #[derive(Parser)]
@@ -38,6 +38,17 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Copy a stopped SQLite registry into an empty etcd key prefix, compare the copy with the source and
+    /// print what was copied (--config is not read).
+    Migrate {
+        /// The SQLite registry's state directory (its state_dir, holding registry.db).
+        #[arg(long)]
+        from: PathBuf,
+        /// A registry configuration whose [store] names the etcd (backend = "etcd"), e.g. the one the
+        /// replicas will run with.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +58,9 @@ fn main() -> ExitCode {
     };
     sdwand::init_logging();
     let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Migrate { from, to } = &command {
+        return migrate(from, to);
+    }
     let loaded = match command {
         Command::CheckConfig => config::check(&cli.config),
         _ => config::load(&cli.config),
@@ -83,6 +97,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // Handled before the configuration is read.
+        Command::Migrate { .. } => ExitCode::FAILURE,
         Command::InitAccount { name, json, token_file } => {
             match init_account(&runtime, &config, &name, json, token_file.as_deref()) {
                 Ok(text) => {
@@ -94,6 +110,51 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `migrate`: copies the SQLite registry in `from` to the etcd `[store]` of the configuration `to`.
+fn migrate(from: &Path, to: &Path) -> ExitCode {
+    let target = match config::load(to) {
+        Ok(config) => match config.store {
+            store::StoreConfig::Etcd(etcd) => etcd,
+            store::StoreConfig::Sqlite => {
+                eprintln!(
+                    "sdwan-registry: --to {}: its [store] is not etcd (set backend = \"etcd\" and endpoints)",
+                    to.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("sdwan-registry: --to: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sdwan-registry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    match runtime.block_on(sdwan_registry::migrate::migrate(from, &target)) {
+        Ok(copied) => {
+            println!(
+                "copied {} from {} to etcd {} {} and compared every record ({:.1} s)",
+                copied,
+                from.display(),
+                target.endpoints.join(","),
+                target.key_prefix,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sdwan-registry: migrate: {e}");
+            ExitCode::FAILURE
         }
     }
 }

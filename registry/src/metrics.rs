@@ -101,6 +101,7 @@ pub struct RegistryMetrics {
     vip_epoch_term: IntGaugeVec,
     peer_last_seen: prometheus::GaugeVec,
     detail_dropped: IntGauge,
+    leader: IntGauge,
 }
 
 impl Default for RegistryMetrics {
@@ -192,6 +193,12 @@ impl RegistryMetrics {
                  metrics_token_file).",
             )
             .expect("valid metric"),
+            leader: IntGauge::new(
+                "sdwan_registry_leader",
+                "1 while this replica runs the background work (the reaper): always on SQLite, on exactly one \
+                 replica on etcd.",
+            )
+            .expect("valid metric"),
             registry,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -208,6 +215,7 @@ impl RegistryMetrics {
             Box::new(m.vip_epoch_term.clone()),
             Box::new(m.peer_last_seen.clone()),
             Box::new(m.detail_dropped.clone()),
+            Box::new(m.leader.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -218,6 +226,11 @@ impl RegistryMetrics {
     pub fn observe(&self, route: &str, code: u16, elapsed: Duration) {
         self.requests.with_label_values(&[route, &code.to_string()]).inc();
         self.duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets `sdwan_registry_leader`: whether this replica runs the background work now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Sets the gauges from `census`, `watch_clients` and `connections`, and renders every metric in the

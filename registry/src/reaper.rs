@@ -11,9 +11,13 @@
 //! measured on it, against the `last_seen` it stamped). After each, every peer has a full TTL to be heard
 //! again before it can be reaped. A pass also removes at most a tenth of a network's peers
 //! ([`crate::service::reap`]), so no mistake empties a network at once.
+//!
+//! **One replica.** Several replicas on one etcd run the reaper on the elected one only ([`spawn_led`]);
+//! a lone registry (SQLite) always runs it ([`spawn`]).
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::api::AppState;
@@ -99,15 +103,40 @@ impl SilenceClock {
     }
 }
 
-/// Starts the reaper over `state`'s store, with `state`'s TTLs.
+/// Starts the reaper over `state`'s store, with `state`'s TTLs, on a registry that is the only replica.
 pub fn spawn(state: AppState) -> Reaper {
-    let period = period(&state);
-    let mut clock = SilenceClock::new(period, Instant::now(), sdwand::now_ms(), state.store_failures());
+    let (always, leading) = watch::channel(true);
     Reaper(tokio::spawn(async move {
+        let _always = always;
+        run(state, leading).await;
+    }))
+}
+
+/// Starts the reaper over `state`'s store, with `state`'s TTLs, working only while `leading` is `true`
+/// (one replica among several: [`crate::store::etcd::Replicas::elect`]). It stops a pass in flight as soon
+/// as leadership is lost, and on each gain starts its silence clock afresh: the replica that led before may
+/// have been deaf (its store failures are not counted here), so no peer is reaped for a TTL after a
+/// failover. `sdwan_registry_leader` shows whether it works here.
+pub fn spawn_led(state: AppState, leading: watch::Receiver<bool>) -> Reaper {
+    Reaper(tokio::spawn(run(state, leading)))
+}
+
+async fn run(state: AppState, mut leading: watch::Receiver<bool>) {
+    let period = period(&state);
+    loop {
+        state.metrics.set_leader(false);
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        state.metrics.set_leader(true);
+        let mut clock = SilenceClock::new(period, Instant::now(), sdwand::now_ms(), state.store_failures());
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = leading.wait_for(|l| !*l) => break,
+            }
             let (ttls, now) = (state.ttls, sdwand::now_ms());
             let (counts_from, deaf) = clock.pass(Instant::now(), now, state.store_failures());
             if let Some(reason) = deaf {
@@ -117,11 +146,15 @@ pub fn spawn(state: AppState) -> Reaper {
                 );
                 continue;
             }
-            if let Err(e) = state.write(move |tx| service::reap(tx, &ttls, now, counts_from)).await {
-                tracing::warn!(error = %e, "reaper pass failed; retrying at the next one");
+            let pass = state.write(move |tx| service::reap(tx, &ttls, now, counts_from));
+            tokio::select! {
+                passed = pass => if let Err(e) = passed {
+                    tracing::warn!(error = %e, "reaper pass failed; retrying at the next one");
+                },
+                _ = leading.wait_for(|l| !*l) => break,
             }
         }
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ pub async fn serve_store(
     let Opened {
         store,
         died: writer_died,
+        replicas,
     } = store.into();
     let connections = Arc::new(ConnectionStats::default());
     let mut state = api::AppState::new(store)
@@ -139,8 +140,19 @@ pub async fn serve_store(
     if let Some(path) = &config.metrics_token_file {
         state = state.with_metrics_token(metrics_token(path)?);
     }
-    let _reaper = super::reaper::spawn(state.clone());
     let watchers = state.watchers.clone();
+    // Several replicas: changes committed through the others wake this one's watchers, and the reaper runs
+    // on the elected one only. Dropped at the end of serving (the election gives leadership up).
+    let (_reaper, _follower, _election) = match &replicas {
+        Some(replicas) => {
+            let woken = watchers.clone();
+            let follower = replicas.follow(move |network_id, revision| woken.announce(network_id, revision));
+            let election = replicas.elect();
+            let reaper = super::reaper::spawn_led(state.clone(), election.leading());
+            (reaper, Some(follower), Some(election))
+        }
+        None => (super::reaper::spawn(state.clone()), None, None),
+    };
     let router = TowerToHyperService::new(api::router_with(state));
     let stored_in = match &config.store {
         store::StoreConfig::Sqlite => config.state_dir.display().to_string(),

@@ -1,7 +1,7 @@
 //! The etcd backend's own behaviour, beyond the API suite it also passes (`SDWAN_REGISTRY_TEST_STORE=etcd`):
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
-//! own writes, lists whose change makes the lister run again, and the refusals at open (unreachable etcd, a
-//! newer or foreign key prefix).
+//! own writes, lists whose change makes the lister run again, the refusals at open (unreachable etcd, a
+//! newer or foreign key prefix), and the exact resolution of a transaction whose answer was lost.
 
 mod registry_support;
 
@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use etcd_client::{Txn, TxnOp};
 use registry_support::etcd::{self, Etcd};
 use sdwan_registry::model::{Account, Lifecycle, Peer};
-use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore};
+use sdwan_registry::store::etcd::{CommitMarker, EtcdOptions, EtcdStore, Outcome};
 use sdwan_registry::store::{Store, StoreConfig, StoreError};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
@@ -283,4 +284,193 @@ fn runtime_for_thread() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// A transaction whose answer was lost is resolved exactly through the writer's marker: one that committed
+/// is found landed; one that had not reached etcd is fenced off, and when it arrives late it applies
+/// nothing; the writer goes on committing after either; a marker key written by something else is refused,
+/// not guessed.
+#[tokio::test]
+async fn a_lost_answer_is_resolved_exactly() {
+    if !etcd::installed_or_skip("a_lost_answer") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    let mut kv = client.kv_client();
+    let mut marker = CommitMarker::claim(&mut kv, "/ambiguous/", "replica")
+        .await
+        .expect("claim");
+    let reader = client.kv_client();
+    let exists = |key: &'static str| {
+        let mut kv = reader.clone();
+        async move { !kv.get(key, None).await.expect("get").kvs().is_empty() }
+    };
+
+    // Committed, answer lost.
+    let (compare, mark) = marker.guard();
+    kv.txn(
+        Txn::new()
+            .when([compare])
+            .and_then([mark, TxnOp::put("/ambiguous/landed", "1", None)]),
+    )
+    .await
+    .expect("txn");
+    assert!(marker.pending());
+    assert_eq!(marker.resolve(&mut kv).await, Ok(Outcome::Landed));
+    assert!(!marker.pending());
+    assert!(exists("/ambiguous/landed").await);
+
+    // Lost on the way, arriving after the resolution.
+    let (compare, mark) = marker.guard();
+    let late = Txn::new()
+        .when([compare])
+        .and_then([mark, TxnOp::put("/ambiguous/late", "2", None)]);
+    assert_eq!(marker.resolve(&mut kv).await, Ok(Outcome::Fenced));
+    let arrived = kv.txn(late).await.expect("late txn");
+    assert!(!arrived.succeeded(), "a fenced transaction never applies");
+    assert!(!exists("/ambiguous/late").await);
+
+    // The writer goes on.
+    for i in 0..2 {
+        let (compare, mark) = marker.guard();
+        let answer = kv
+            .txn(
+                Txn::new()
+                    .when([compare])
+                    .and_then([mark, TxnOp::put("/ambiguous/next", i.to_string(), None)]),
+            )
+            .await
+            .expect("txn");
+        assert!(answer.succeeded(), "commit {i} after a resolution");
+        marker.answered(true, answer.header().expect("header").revision());
+    }
+
+    // Nobody else may write the marker key: then the outcome is not guessed.
+    let _ = marker.guard();
+    kv.put(marker.key(), "999", None).await.expect("put");
+    let refused = marker.resolve(&mut kv).await.expect_err("not guessed");
+    assert!(refused.contains("something else"), "{refused}");
+    assert!(marker.pending());
+}
+
+/// A commit whose answer is lost (etcd stopped by SIGSTOP between the reads and the `Txn`, continued after
+/// the store's request timeout) answers what etcd holds: success if the late `Txn` landed, a failure if it
+/// was fenced off, never one while the other is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_answers_what_etcd_holds() {
+    if !etcd::installed_or_skip("a_commit_whose_answer_is_lost") {
+        return;
+    }
+    // Its own etcd: the others' tests must not stop with it.
+    let etcd = Etcd::start();
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/lost/")).expect("store"));
+    let pid = libc::pid_t::try_from(etcd.pid()).expect("pid");
+    let signal = move |signal| {
+        // SAFETY: kill has no memory preconditions; the PID is the test's own etcd child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    };
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let stops = stopped.clone();
+    let write = store.write(move |tx| {
+        // Every read put_account makes, first: after the stop only the commit goes to etcd.
+        tx.account("acc")?;
+        tx.account_by_name("lost")?;
+        if stops.fetch_add(1, Ordering::SeqCst) == 0 {
+            signal(libc::SIGSTOP);
+        }
+        tx.put_account(&account("acc", "lost"))
+    });
+    // The fault lasts past the store's 5 s request timeout, so the `Txn`'s answer is lost.
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(7));
+        signal(libc::SIGCONT);
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(60), write)
+        .await
+        .expect("answered once etcd is back");
+    resume.join().expect("the resuming thread");
+    let stored = store.read(|tx| tx.account("acc")).await.expect("read");
+    eprintln!("lost answer: {answer:?}; stored: {stored:?}");
+    assert_eq!(
+        answer.is_ok(),
+        stored.is_some(),
+        "the answer ({answer:?}) matches etcd ({stored:?})"
+    );
+    assert_eq!(stopped.load(Ordering::SeqCst), 1, "the closure ran once");
+}
+
+/// A TCP proxy to `upstream` whose answers (upstream to client) can be held back: requests still reach etcd
+/// and are applied, their answers wait until released. Dropped with the test's runtime.
+async fn holding_proxy(upstream: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let (hold, held) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(&upstream).await.expect("etcd");
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_etcd, mut to_etcd) = upstream.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut from_client, &mut to_etcd).await });
+            let mut held = held.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_etcd.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if held.wait_for(|h| !*h).await.is_err() || to_client.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, hold)
+}
+
+/// A commit applied by etcd whose answer is held back past the store's request timeout (and the first
+/// resolution attempts with it) answers success once etcd can be asked again: it landed, and the record is
+/// there. (Answering the transport error instead would tell the client a stored request failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_applied_but_unanswered_answers_success() {
+    if !etcd::installed_or_skip("a_commit_applied_but_unanswered") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let (endpoint, hold) = holding_proxy(etcd.endpoint.trim_start_matches("http://").to_owned()).await;
+    let proxied = EtcdOptions {
+        endpoints: vec![endpoint],
+        key_prefix: "/unanswered/".into(),
+        tls: None,
+    };
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&proxied).expect("store"));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let holding = hold.clone();
+    let write = store.write(move |tx| {
+        tx.account("acc")?;
+        tx.account_by_name("kept")?;
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            holding.send_replace(true);
+        }
+        tx.put_account(&account("acc", "kept"))
+    });
+    // The fault lasts past the store's 5 s request timeout.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        hold.send_replace(false);
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(60), write)
+        .await
+        .expect("answered once etcd answers again");
+    release.await.expect("release");
+    let stored = store.read(|tx| tx.account("acc")).await.expect("read");
+    assert!(answer.is_ok(), "the applied commit answers success: {answer:?}");
+    assert_eq!(stored.map(|a| a.name).as_deref(), Some("kept"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the closure ran once");
 }

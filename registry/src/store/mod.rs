@@ -104,6 +104,8 @@ pub struct Opened {
     /// Completes if the store can no longer write (the SQLite writer thread died); never for etcd, whose
     /// failures fail single requests.
     pub died: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// What several replicas of one store coordinate (etcd); `None`: this process is the only one (SQLite).
+    pub replicas: Option<etcd::Replicas>,
 }
 
 impl From<sqlite::SqliteStore> for Opened {
@@ -111,6 +113,7 @@ impl From<sqlite::SqliteStore> for Opened {
         Opened {
             died: Box::pin(store.writer_died()),
             store: Arc::new(store),
+            replicas: None,
         }
     }
 }
@@ -118,6 +121,7 @@ impl From<sqlite::SqliteStore> for Opened {
 impl From<etcd::EtcdStore> for Opened {
     fn from(store: etcd::EtcdStore) -> Self {
         Opened {
+            replicas: Some(store.replicas()),
             store: Arc::new(store),
             died: Box::pin(std::future::pending()),
         }

@@ -87,6 +87,11 @@ impl Etcd {
         }
     }
 
+    /// The member's PID (tests stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn healthy(&self, port: u16) -> bool {
         let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
             return false;

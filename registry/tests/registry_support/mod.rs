@@ -105,7 +105,8 @@ impl Registry {
         Self::over(store, dir, None)
     }
 
-    fn over(store: Arc<dyn Store>, dir: tempfile::TempDir, etcd: Option<Arc<etcd::Etcd>>) -> Self {
+    /// A registry over `store` (kept in `dir`; on `etcd`, which stays up while it lives).
+    pub fn over(store: Arc<dyn Store>, dir: tempfile::TempDir, etcd: Option<Arc<etcd::Etcd>>) -> Self {
         let state = api::AppState::new(store.clone());
         Registry {
             router: api::router_with(state.clone()),

@@ -11,7 +11,8 @@
 //! unique peer keys, names and addresses through `peer-key/`, `peer-name/` and `peer-addr/<network>/…`
 //! (each holding the peer id); accounts at `account/<id>`, the first account of a name at
 //! `account-name/<name>`. Lists come in creation order (etcd's `create_revision` of the record, which an
-//! update keeps, like SQLite's rowid).
+//! update keeps, like SQLite's rowid). Beside the records: `leader` names the replica that runs the reaper
+//! (under a lease, [`replicas`]) and `writer/<replica id>` is each replica's commit marker ([`commit`]).
 //!
 //! **Transactions** ([`tx`]). A transaction reads through etcd at one revision (the first read's),
 //! remembers the `mod_revision` of every key it read (0 for an absent one), buffers its writes (later reads
@@ -45,9 +46,16 @@
 //! which wait for etcd with `block_on` on the store's own small tokio runtime: the server's runtime workers
 //! never block.
 //!
-//! Not here yet (issue 12): watch wake-ups across replicas (a replica wakes only its own watchers), a single
-//! reaper among several replicas, and resolving an ambiguous commit (etcd unreachable while a `Txn` was in
-//! flight): such a request answers an error although its writes may have landed.
+//! **Replicas** ([`Replicas`], from [`EtcdStore::replicas`]): several processes on one key prefix follow
+//! each other's network changes through an etcd watch (the server announces them to its watchers) and
+//! elect the one that runs the reaper through a lease.
+//!
+//! **Lost answers** ([`commit`]): a `Txn` whose answer never came (a broken connection, a timeout) may have
+//! committed. Each writer guards its `Txn`s with its own marker key ([`CommitMarker`]), and the batch's
+//! requests are answered only once the marker says which: committed (success), or fenced off so that it
+//! never applies (their failure, with nothing written). Should etcd stay silent for [`RESOLVE_WITHIN`],
+//! the requests answer that their outcome is unknown, and the writer resolves the marker before its next
+//! `Txn`.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -62,9 +70,13 @@ use tokio::runtime::{Handle, Runtime};
 
 use super::{ReadJob, Store, StoreError, WriteJob};
 
+pub mod commit;
+pub mod replicas;
 mod tx;
 
-use tx::EtcdTx;
+pub use commit::{CommitMarker, Outcome};
+pub use replicas::{Election, Follower, Replicas, CAMPAIGN_PERIOD, LEADER_TTL};
+use tx::{Committed, EtcdTx};
 
 /// The version of the key layout and record format under the key prefix.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -81,6 +93,10 @@ pub const MAX_BATCH: usize = 64;
 /// Most writes, and most compares, of one etcd transaction: a batch stops before a request that would go
 /// past it (etcd refuses more than `--max-txn-ops`, 128 by default).
 pub const MAX_OPS: usize = 112;
+
+/// How long the writer keeps asking whether a `Txn` whose answer was lost committed, before it answers its
+/// requests that it does not know (and asks again before its next `Txn`).
+pub const RESOLVE_WITHIN: Duration = Duration::from_secs(30);
 
 /// How long one etcd call may take before the request fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,17 +129,27 @@ pub struct EtcdStore {
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     reads: Option<mpsc::Sender<Box<dyn ReadJob>>>,
     threads: Vec<JoinHandle<()>>,
-    /// Dropped after the threads that use it (fields drop in order).
-    _runtime: ClientRuntime,
+    /// What [`EtcdStore::replicas`] hands out.
+    replicas: Replicas,
 }
 
-/// The etcd client's runtime, shut down without waiting when dropped: the store may be opened or dropped
-/// inside another runtime, where dropping a runtime the usual way would block (and panics).
-struct ClientRuntime(Option<Runtime>);
+/// The etcd client's runtime, shut down without waiting when its last holder drops it: the store may be
+/// opened or dropped inside another runtime, where dropping a runtime the usual way would block (and
+/// panics).
+struct ClientRuntime {
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
+
+impl ClientRuntime {
+    fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
 
 impl Drop for ClientRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
@@ -141,13 +167,30 @@ impl EtcdStore {
             .build()
             .map_err(|e| StoreError::Etcd(format!("cannot start the etcd client's runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        let runtime = ClientRuntime(Some(runtime));
+        let runtime = Arc::new(ClientRuntime {
+            runtime: Some(runtime),
+            handle: handle.clone(),
+        });
         let opening = options.clone();
         // A thread of its own: the caller may be a runtime's worker, where `block_on` is not allowed.
         let connecting = handle.clone();
-        let client = std::thread::spawn(move || connecting.block_on(connect(&opening)))
-            .join()
-            .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
+        let id = crate::token::new_id().map_err(|e| StoreError::Etcd(format!("cannot draw a replica id: {e}")))?;
+        let replica = id.clone();
+        let opened = std::thread::spawn(move || {
+            connecting.block_on(async {
+                let client = connect(&opening).await?;
+                let marker = CommitMarker::claim(&mut client.kv_client(), &opening.key_prefix, &replica)
+                    .await
+                    .map_err(|e| StoreError::Unreachable {
+                        endpoints: opening.endpoints.join(", "),
+                        message: format!("cannot write this replica's commit marker: {e}"),
+                    })?;
+                Ok::<_, StoreError>((client, marker))
+            })
+        })
+        .join()
+        .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
+        let (client, marker) = opened;
         let connection = |client: &Client| Connection {
             client: client.clone(),
             runtime: handle.clone(),
@@ -163,7 +206,7 @@ impl EtcdStore {
         let writer = connection(&client);
         let mut threads = vec![spawn(
             "registry-etcd-writer".into(),
-            Box::new(move || writer.write_loop(&write_queue)),
+            Box::new(move || writer.write_loop(&write_queue, marker)),
         )?];
         let (reads, read_queue) = mpsc::channel();
         let read_queue = Arc::new(Mutex::new(read_queue));
@@ -179,8 +222,43 @@ impl EtcdStore {
             writes: Some(writes),
             reads: Some(reads),
             threads,
-            _runtime: runtime,
+            replicas: Replicas {
+                client,
+                prefix: options.key_prefix.clone(),
+                id,
+                runtime,
+            },
         })
+    }
+
+    /// Whether an account is stored under the key prefix (every other record belongs to one): a prefix
+    /// that holds a registry (`migrate` refuses to copy into one).
+    pub async fn has_accounts(&self) -> Result<bool, StoreError> {
+        let mut kv = self.replicas.client.kv_client();
+        let accounts = format!("{}account/", self.replicas.prefix);
+        let found = self
+            .replicas
+            .runtime
+            .handle()
+            .spawn(async move {
+                let options = GetOptions::new().with_prefix().with_keys_only().with_limit(1);
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.get(accounts, Some(options))).await
+            })
+            .await
+            .map_err(|e| StoreError::Etcd(format!("the etcd client's runtime stopped: {e}")))?;
+        match found {
+            Ok(Ok(answer)) => Ok(!answer.kvs().is_empty()),
+            Ok(Err(e)) => Err(StoreError::Etcd(format!("etcd read failed: {e}"))),
+            Err(_) => Err(StoreError::Etcd(format!(
+                "etcd did not answer a read within {REQUEST_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// What this replica shares with the others on its key prefix: the watch of network changes and the
+    /// election of the replica that runs background work. It keeps the etcd client alive while it lives.
+    pub fn replicas(&self) -> Replicas {
+        self.replicas.clone()
     }
 }
 
@@ -238,14 +316,23 @@ impl Connection {
         }
     }
 
-    /// Takes what is queued (up to [`MAX_BATCH`] requests) and commits it as one transaction.
-    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>) {
+    /// Takes what is queued (up to [`MAX_BATCH`] requests) and commits it as one transaction guarded by
+    /// `marker`; once the queue is closed, deletes the marker key.
+    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>, mut marker: CommitMarker) {
         let mut pending: VecDeque<Box<dyn WriteJob>> = VecDeque::new();
         loop {
             if pending.is_empty() {
                 match queue.recv() {
                     Ok(job) => pending.push_back(job),
-                    Err(mpsc::RecvError) => return,
+                    Err(mpsc::RecvError) => {
+                        if !marker.pending() {
+                            let (mut kv, key) = (self.client.kv_client(), marker.key().to_owned());
+                            let _ = self.runtime.block_on(async move {
+                                tokio::time::timeout(REQUEST_TIMEOUT, kv.delete(key, None)).await
+                            });
+                        }
+                        return;
+                    }
                 }
             }
             while pending.len() < MAX_BATCH {
@@ -255,7 +342,7 @@ impl Connection {
                 }
             }
             let batch: Vec<_> = pending.drain(..).collect();
-            let deferred = self.commit_batch(batch);
+            let deferred = self.commit_batch(batch, &mut marker);
             for job in deferred.into_iter().rev() {
                 pending.push_front(job);
             }
@@ -264,7 +351,17 @@ impl Connection {
 
     /// Runs `batch` in one transaction and commits it, again on a conflict; answers every request it
     /// committed or failed and gives back those that did not fit ([`MAX_OPS`]) for the next batch.
-    fn commit_batch(&self, mut batch: Vec<Box<dyn WriteJob>>) -> Vec<Box<dyn WriteJob>> {
+    fn commit_batch(&self, mut batch: Vec<Box<dyn WriteJob>>, marker: &mut CommitMarker) -> Vec<Box<dyn WriteJob>> {
+        if marker.pending() && self.resolve(marker).is_none() {
+            for job in batch {
+                job.finish(Err(StoreError::Commit(
+                    "etcd has not said yet whether an earlier transaction of this replica committed; nothing \
+                     of this request was written"
+                        .into(),
+                )));
+            }
+            return Vec::new();
+        }
         for attempt in 0..ATTEMPTS {
             let mut tx = self.tx();
             let mut ran = Vec::with_capacity(batch.len());
@@ -290,25 +387,30 @@ impl Connection {
                     ran.push(job);
                 }
             }
-            match tx.commit() {
-                Ok(true) => {
-                    for job in ran {
-                        job.finish(Ok(()));
-                    }
-                    return deferred;
-                }
-                Ok(false) => {
+            let answer = match tx.commit(marker) {
+                Committed::Yes => Ok(()),
+                Committed::Conflict => {
                     batch = ran;
                     batch.extend(deferred);
                     std::thread::sleep(backoff(attempt));
+                    continue;
                 }
-                Err(e) => {
-                    for job in ran {
-                        job.finish(Err(StoreError::Commit(e.to_string())));
+                Committed::Lost(e) => match self.resolve(marker) {
+                    Some(Outcome::Landed) => {
+                        tracing::info!(error = %e, "an etcd transaction's answer was lost; it committed");
+                        Ok(())
                     }
-                    return deferred;
-                }
+                    Some(Outcome::Fenced) => Err(format!("{e}; nothing of it was written")),
+                    None => Err(format!(
+                        "{e}, and etcd did not say within {RESOLVE_WITHIN:?} whether it committed: the request \
+                         may be done"
+                    )),
+                },
+            };
+            for job in ran {
+                job.finish(answer.clone().map_err(StoreError::Commit));
             }
+            return deferred;
         }
         for job in batch {
             job.finish(Err(StoreError::Commit(format!(
@@ -316,6 +418,33 @@ impl Connection {
             ))));
         }
         Vec::new()
+    }
+
+    /// Asks etcd, again and again for at most [`RESOLVE_WITHIN`], whether the marker's pending `Txn`
+    /// committed ([`CommitMarker::resolve`]); `None`: no answer (it stays pending).
+    fn resolve(&self, marker: &mut CommitMarker) -> Option<Outcome> {
+        let deadline = std::time::Instant::now() + RESOLVE_WITHIN;
+        let mut attempt = 0u32;
+        loop {
+            let mut kv = self.client.kv_client();
+            let asked = self
+                .runtime
+                .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, marker.resolve(&mut kv)).await });
+            match asked {
+                Ok(Ok(outcome)) => return Some(outcome),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot learn whether an etcd transaction committed"),
+                Err(_) => tracing::warn!("etcd did not answer whether a transaction committed"),
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::error!(
+                    "etcd did not say within {RESOLVE_WITHIN:?} whether a transaction committed; asking again \
+                     before the next one"
+                );
+                return None;
+            }
+            attempt = attempt.saturating_add(1);
+            std::thread::sleep(backoff(attempt.saturating_add(4)) * 4);
+        }
     }
 }
 

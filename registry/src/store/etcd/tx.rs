@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
+use super::commit::CommitMarker;
 use super::REQUEST_TIMEOUT;
 use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 use crate::store::{ReadTx, StoreError, WriteTx};
@@ -428,13 +429,14 @@ impl<'a> EtcdTx<'a> {
         ]
     }
 
-    /// Commits the buffered writes if nothing read changed: `Ok(false)` on a conflict. A transaction
-    /// without writes has nothing to commit (its reads were one consistent revision).
-    pub(super) fn commit(&mut self) -> Result<bool, StoreError> {
+    /// Commits the buffered writes if nothing read changed, guarded by the writer's `marker`. A
+    /// transaction without writes has nothing to commit (its reads were one consistent revision).
+    pub(super) fn commit(&mut self, marker: &mut CommitMarker) -> Committed {
         if self.writes.is_empty() && self.touched.is_empty() {
-            return Ok(true);
+            return Committed::Yes;
         }
         let revision = self.revision.unwrap_or(0);
+        let (guard, mark) = marker.guard();
         let mut compares: Vec<Compare> = self
             .compares
             .iter()
@@ -445,6 +447,7 @@ impl<'a> EtcdTx<'a> {
                 .iter()
                 .map(|p| Compare::mod_revision(p.as_str(), CompareOp::Less, revision + 1).with_prefix()),
         );
+        compares.push(guard);
         let mut ops: Vec<TxnOp> = self
             .writes
             .iter()
@@ -459,19 +462,38 @@ impl<'a> EtcdTx<'a> {
                 .filter(|key| !self.writes.contains_key(*key))
                 .map(|key| TxnOp::put(key.as_str(), Vec::new(), None)),
         );
+        ops.push(mark);
         let txn = Txn::new().when(compares).and_then(ops);
         let mut kv = self.kv.clone();
         let answer = self
             .runtime
             .block_on(async move { tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn)).await });
         match answer {
-            Ok(Ok(response)) => Ok(response.succeeded()),
-            Ok(Err(e)) => Err(StoreError::Commit(format!("etcd transaction failed: {e}"))),
-            Err(_) => Err(StoreError::Commit(format!(
+            Ok(Ok(response)) => {
+                let succeeded = response.succeeded();
+                marker.answered(succeeded, response.header().map_or(0, |h| h.revision()));
+                if succeeded {
+                    Committed::Yes
+                } else {
+                    Committed::Conflict
+                }
+            }
+            Ok(Err(e)) => Committed::Lost(format!("etcd transaction failed: {e}")),
+            Err(_) => Committed::Lost(format!(
                 "etcd did not answer the transaction within {REQUEST_TIMEOUT:?}"
-            ))),
+            )),
         }
     }
+}
+
+/// What became of a commit.
+pub(super) enum Committed {
+    /// Written (or nothing to write).
+    Yes,
+    /// A compare failed: nothing was written; run again.
+    Conflict,
+    /// No answer: the `Txn` may or may not have committed (resolve it through the marker).
+    Lost(String),
 }
 
 impl ReadTx for EtcdTx<'_> {
