@@ -37,8 +37,8 @@ fn env(name: &str) -> Option<u64> {
 }
 
 /// One seed, with panics turned into failures so the seed is always reported.
-fn run_one(seed: u64, trace: bool) -> Result<Outcome, String> {
-    match panic::catch_unwind(|| schedule::run(seed, trace)) {
+fn run_one(seed: u64, trace: bool, quorum: bool) -> Result<Outcome, String> {
+    match panic::catch_unwind(|| schedule::run(seed, trace, quorum)) {
         Ok(r) => r,
         Err(p) => Err(format!(
             "panicked: {}",
@@ -50,11 +50,15 @@ fn run_one(seed: u64, trace: bool) -> Result<Outcome, String> {
     }
 }
 
-/// Runs every seed of `class` among the configured ones on all cores; fails listing the failing seeds.
-fn run_class(class: Class) {
+/// Runs every seed of `class` among the configured ones on all cores (every seed, as a chaos schedule
+/// in quorum mode, when `class` is `None`); fails listing the failing seeds.
+fn run_class(class: Option<Class>) {
+    let quorum = class.is_none();
+    let name = class.map_or("Quorum".to_owned(), |c| format!("{c:?}"));
+    let filter = if quorum { "quorum" } else { "" };
     if let Some(seed) = env("VIP_SIM_SEED") {
-        if Class::of(seed) == class {
-            match run_one(seed, true) {
+        if class.is_none_or(|c| Class::of(seed) == c) {
+            match run_one(seed, true, quorum) {
                 Ok(o) => eprintln!("seed {seed}: ok {o:?}"),
                 Err(e) => panic!("seed {seed}: {e}"),
             }
@@ -63,7 +67,9 @@ fn run_class(class: Class) {
     }
     let first = env("VIP_SIM_FIRST_SEED").unwrap_or(0);
     let count = env("VIP_SIM_SCHEDULES").unwrap_or(DEFAULT_SCHEDULES);
-    let seeds: Vec<u64> = (first..first + count).filter(|&s| Class::of(s) == class).collect();
+    let seeds: Vec<u64> = (first..first + count)
+        .filter(|&s| class.is_none_or(|c| Class::of(s) == c))
+        .collect();
     let next = AtomicU64::new(0);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
@@ -76,7 +82,7 @@ fn run_class(class: Class) {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(&seed) = seeds.get(k) else { break };
-                match run_one(seed, false) {
+                match run_one(seed, false, quorum) {
                     Ok(o) => outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(o),
                     Err(e) => failures.lock().unwrap_or_else(|e| e.into_inner()).push((seed, e)),
                 }
@@ -91,7 +97,7 @@ fn run_class(class: Class) {
         .filter_map(|o| Some((o.converged_after? as f64 / o.bound.max(1) as f64, o)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     eprintln!(
-        "vip_sim {class:?}: {} schedules in {:.1} s; claims {}, datagrams {}, rejected {}, moves {}",
+        "vip_sim {name}: {} schedules in {:.1} s; claims {}, datagrams {}, rejected {}, moves {}",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         outcomes.iter().map(|o| o.claims).sum::<usize>(),
@@ -113,11 +119,13 @@ fn run_class(class: Class) {
     let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
     failures.sort();
     for (seed, e) in &failures {
-        eprintln!("FAILED seed {seed}: {e}\n  re-run: VIP_SIM_SEED={seed} cargo test --test vip_sim -- --nocapture");
+        eprintln!(
+            "FAILED seed {seed}: {e}\n  re-run: VIP_SIM_SEED={seed} cargo test --test vip_sim {filter} -- --nocapture"
+        );
     }
     assert!(
         failures.is_empty(),
-        "{} of {} {class:?} schedules failed (see above)",
+        "{} of {} {name} schedules failed (see above)",
         failures.len(),
         seeds.len()
     );
@@ -125,20 +133,25 @@ fn run_class(class: Class) {
 
 #[test]
 fn chaos_converges_within_bound() {
-    run_class(Class::Chaos);
+    run_class(Some(Class::Chaos));
 }
 
 #[test]
 fn no_failover_under_moderate_loss() {
-    run_class(Class::Steady);
+    run_class(Some(Class::Steady));
 }
 
 #[test]
 fn returning_rank0_and_preemption() {
-    run_class(Class::Return);
+    run_class(Some(Class::Return));
 }
 
 #[test]
 fn restarting_the_holder_never_flaps() {
-    run_class(Class::Restart);
+    run_class(Some(Class::Restart));
+}
+
+#[test]
+fn quorum_never_two_running_holders() {
+    run_class(None);
 }

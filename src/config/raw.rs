@@ -79,6 +79,8 @@ pub(super) struct RawVip {
     pub(super) address: Spanned<String>,
     pub(super) candidates: Spanned<Vec<Spanned<String>>>,
     pub(super) health: Option<Spanned<RawHealth>>,
+    pub(super) quorum: Option<bool>,
+    pub(super) witnesses: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

@@ -318,6 +318,9 @@ pub struct VipConfig {
     pub candidates: Vec<String>,
     /// The local service check; `None` counts this node as always healthy.
     pub health: Option<HealthConfig>,
+    /// `quorum = true`: `Some(witnesses)`, the names of `[[members]]` entries that vote without being
+    /// candidates (none of them a candidate, each once); `None`: quorum mode off.
+    pub quorum: Option<Vec<String>>,
     /// Line of the entry in the file, for messages raised after parsing.
     pub line: usize,
 }

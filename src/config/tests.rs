@@ -789,3 +789,36 @@ fn a_registry_change_on_reload_names_each_key_without_debug_dumps() {
         "{with:?}"
     );
 }
+
+#[test]
+fn vip_quorum_and_witnesses() {
+    let text = three(
+        "[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\", \"b\"]\nquorum = true\nwitnesses = [\"c\"]\n\
+         [[vip]]\naddress = \"fd00:5d:f::2\"\ncandidates = [\"a\"]\nquorum = true\n\
+         [[vip]]\naddress = \"fd00:5d:f::3\"\ncandidates = [\"a\"]\nquorum = false\n",
+    );
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    let quorum: Vec<Option<Vec<String>>> = cfg.vips.iter().map(|v| v.quorum.clone()).collect();
+    assert_eq!(quorum, [Some(vec!["c".to_owned()]), Some(vec![]), None]);
+    let e = errors(&three(
+        "[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\", \"b\"]\nwitnesses = [\"c\"]\n\
+         [[vip]]\naddress = \"fd00:5d:f::2\"\ncandidates = [\"a\", \"b\"]\nquorum = true\n\
+         witnesses = [\"b\", \"c\", \"c\", \"x\"]\n",
+    ));
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "vip[0].witnesses",
+            "vip[1].witnesses[0]",
+            "vip[1].witnesses[2]",
+            "vip[1].witnesses[3]"
+        ],
+        "{e:?}"
+    );
+    let messages: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages[0].contains("quorum mode is off"), "{messages:?}");
+    assert!(messages[1].contains("is a candidate"), "{messages:?}");
+    assert!(messages[2].contains("also witnesses[1]"), "{messages:?}");
+    assert!(messages[3].contains("not the name"), "{messages:?}");
+}

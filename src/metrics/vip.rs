@@ -70,7 +70,7 @@ pub const CLAIM_REASONS: [&str; 8] = [
 pub const DATAGRAM_KINDS: [&str; 4] = ["heartbeat", "claim", "ack", "handover"];
 
 /// Reasons a datagram may be rejected, so every series exists from the start.
-pub const REJECT_REASONS: [&str; 16] = [
+pub const REJECT_REASONS: [&str; 18] = [
     "truncated",
     "bad_magic",
     "bad_version",
@@ -80,6 +80,8 @@ pub const REJECT_REASONS: [&str; 16] = [
     "forged_sender",
     "not_member",
     "not_candidate",
+    "bad_vote",
+    "stale_vote",
     "unknown_vip",
     "replayed",
     "stale",

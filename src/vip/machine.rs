@@ -11,7 +11,8 @@
 //! beside it: the claim rule and what a learned claim changes in `machine/claim.rs`, the holder's side
 //! (claim fan-out, handovers, drain) in `machine/hold.rs`, heartbeats and liveness in
 //! `machine/liveness.rs`, the member and candidate lists and the admission of datagrams in
-//! `machine/members.rs`, the timers and the per-run evaluation in `machine/tick.rs`, and who may say what
+//! `machine/members.rs`, quorum mode (votes, promises, the holder's lease and release) in
+//! `machine/quorum.rs`, the timers and the per-run evaluation in `machine/tick.rs`, and who may say what
 //! (the checks on claims, followers' reports, the transport state) in `machine/trust.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -27,6 +28,7 @@ mod claim;
 mod hold;
 mod liveness;
 mod members;
+mod quorum;
 mod tick;
 mod trust;
 
@@ -48,8 +50,9 @@ pub enum MoveError {
     /// The target is this node.
     #[error("{0} is this node, which already holds the VIP")]
     SelfTarget(Ipv6Addr),
-    /// The target is not live, not healthy, or holding or draining a claim itself.
-    #[error("{0} is not a live, healthy standby, so it cannot take the VIP")]
+    /// The target is not live, not healthy, or holding or draining a claim itself; in quorum mode, also
+    /// when it is not the best-placed such candidate (the one the voters turn to).
+    #[error("{0} is not a live, healthy standby (in quorum mode: the best-placed one), so it cannot take the VIP")]
     NotReady(Ipv6Addr),
     /// No other candidate is live and healthy.
     #[error("no other candidate is live and healthy")]
@@ -77,9 +80,30 @@ struct Cand {
     view: Option<Claim>,
     /// `(incarnation, seq)` of that newest heartbeat.
     newest: (u64, u64),
-    /// Its last heartbeat's `sent_at_us` and when it arrived (echoed back for RTT).
-    echo: Option<(u64, Instant)>,
+    /// Its newest heartbeat: `sent_at_us`, when it arrived and the sender's incarnation (echoed back
+    /// for RTT, and named by a vote in quorum mode).
+    echo: Option<Echo>,
     rtt: Option<Duration>,
+}
+
+/// The newest heartbeat of a candidate, as echoed back to it.
+#[derive(Debug, Clone, Copy)]
+struct Echo {
+    /// Its `sent_at_us`.
+    at: u64,
+    /// When it arrived here.
+    received: Instant,
+    /// The sender's incarnation.
+    incarnation: u64,
+}
+
+/// Quorum mode: this voter's promise not to vote for any candidate but `to` before `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Promise {
+    /// The candidate voted for (this node itself included).
+    to: Ipv6Addr,
+    /// Until when (this node's clock).
+    until: Instant,
 }
 
 impl Cand {
@@ -202,6 +226,27 @@ pub struct Machine {
     last_renew: Option<Instant>,
     /// [`Note::TermExhausted`] was given (it is given once).
     exhausted_noted: bool,
+    /// Quorum mode: the witnesses (voters that are not candidates, this node included if it is one);
+    /// empty otherwise. Kept in step with `p` by `sync_candidates`.
+    witnesses: BTreeSet<Ipv6Addr>,
+    /// Quorum mode: this voter's promise (see [`Promise`]); a candidate's vote for itself is a promise to
+    /// itself. Cleared when the candidate it names stops holding (`quorum.rs`).
+    promise: Option<Promise>,
+    /// Quorum mode, a candidate: the votes it received, by voter, with the instant each stops counting.
+    /// Emptied whenever this node stops holding.
+    votes: BTreeMap<Ipv6Addr, Instant>,
+    /// Quorum mode, a candidate: `sent_at_us` of its latest heartbeat rounds since it last stopped holding
+    /// (at most `quorum::RING`): only a vote echoing one of them counts.
+    sent: VecDeque<u64>,
+    /// Quorum mode: this node casts no vote before this instant (one promise time after it started, so a
+    /// promise made by an earlier run of this node has run out).
+    vote_after: Instant,
+    /// Quorum mode, a holder that handed over: until then it reports itself unhealthy, neither votes for
+    /// itself nor claims, so the voters pick its successor.
+    yield_until: Option<Instant>,
+    /// Quorum mode, a successor: the holder's claim it was asked to take over, and why (it claims through
+    /// the claim rule once a majority votes for it).
+    handed: Option<(Claim, HandoverReason)>,
 }
 
 impl Machine {
@@ -242,12 +287,21 @@ impl Machine {
             transport_down_since: None,
             last_renew: None,
             exhausted_noted: false,
+            witnesses: BTreeSet::new(),
+            promise: None,
+            votes: BTreeMap::new(),
+            sent: VecDeque::new(),
+            vote_after: now + params.timers.vote_promise(),
+            yield_until: None,
+            handed: None,
             p: params,
         };
         m.sync_candidates(now);
         let candidate = m.rank().is_some();
         match adopt {
             Adopt::Nothing => {}
+            // Quorum mode: the lease of the run that left the address is gone; claim it afresh.
+            Adopt::HeldHere if m.p.quorum.is_some() => m.actions.push_back(Action::RemoveAddress),
             // The device may still route the VIP to a successor (a crash while draining): say where it goes.
             Adopt::HeldHere if candidate => {
                 m.has_address = true;
@@ -259,6 +313,8 @@ impl Machine {
         if candidate {
             m.role = PeerState::Listening;
             m.listen_until = Some(now + m.p.timers.listen());
+            m.next_heartbeat = Some(now);
+        } else if m.witnesses.contains(&m.p.me) {
             m.next_heartbeat = Some(now);
         }
         m.evaluate(now);
@@ -324,6 +380,8 @@ impl Machine {
                 if self.hold.is_some() && self.handover.is_none() {
                     match self.successor(now) {
                         Some(to) => self.start_handover(now, to, HandoverReason::Shutdown),
+                        // Quorum mode: nobody may serve the VIP without a lease, so it leaves with the daemon.
+                        None if self.p.quorum.is_some() => self.release_hold(now, "stopping"),
                         None => self.stop(),
                     }
                 }
@@ -347,7 +405,7 @@ impl Machine {
             Some(to) if to == self.p.me => return Err(MoveError::SelfTarget(to)),
             Some(to) => {
                 let c = self.cands.get(&to).ok_or(MoveError::NotCandidate(to))?;
-                if !self.ready(c, now) {
+                if !self.ready(c, now) || self.p.quorum.is_some() && self.successor(now) != Some(to) {
                     return Err(MoveError::NotReady(to));
                 }
                 to
@@ -400,7 +458,12 @@ impl Machine {
                 let can_take = matches!(self.role, PeerState::Standby | PeerState::Listening);
                 if from_holder && can_take && self.healthy && !self.shutting_down && self.transport_up {
                     self.holder_gone_since = Some(now);
-                    self.claim_now(now, ClaimReason::Handover(reason));
+                    if self.p.quorum.is_some() {
+                        // It claims through the claim rule once a majority votes for it (`tick.rs`).
+                        self.handed = Some((Claim { epoch, holder: from }, reason));
+                    } else {
+                        self.claim_now(now, ClaimReason::Handover(reason));
+                    }
                 }
             }
         }
@@ -447,6 +510,10 @@ impl Machine {
     fn set_role(&mut self, to: PeerState, why: &'static str) {
         if self.role != to {
             let from = std::mem::replace(&mut self.role, to);
+            if from == PeerState::Holding {
+                // Before any heartbeat says so: the voters take "no longer holding" as a release.
+                self.release_votes();
+            }
             self.note(Note::Role {
                 from,
                 to,

@@ -133,6 +133,29 @@ impl Timers {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(2).max(40 * self.interval)
     }
+    /// Quorum mode: how long a voter keeps its promise after receiving the heartbeat its vote echoes
+    /// (`S`, one dead time: a voter that sees the holder dead may vote for another at once).
+    pub fn vote_promise(&self) -> Duration {
+        self.dead_time(self.interval)
+    }
+    /// Quorum mode: how long a candidate counts a vote after sending the heartbeat it echoes (`Lh`,
+    /// fifteen sixteenths of the promise, so promises outlast leases on clocks that differ in rate by up to
+    /// 3 %: see "Quorum mode" in `docs/protocol.md`).
+    pub fn vote_lease(&self) -> Duration {
+        self.vote_promise() * 15 / 16
+    }
+    /// Quorum mode: a holder steps down this long before its majority of votes runs out (`E`, a quarter
+    /// interval), so the address is off the interface by then.
+    pub fn lease_margin(&self) -> Duration {
+        self.interval / 4
+    }
+}
+
+/// Quorum mode of a VIP (see "Quorum mode" in `docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Quorum {
+    /// Members that vote without being candidates (a candidate listed here counts once).
+    pub witnesses: Vec<Ipv6Addr>,
 }
 
 /// Who takes part in one VIP, as this node sees it.
@@ -148,6 +171,9 @@ pub struct Params {
     pub peers: Vec<Ipv6Addr>,
     /// Timers.
     pub timers: Timers,
+    /// `Some`: quorum mode (a candidate claims and holds only with the votes of a majority of the
+    /// candidates and witnesses). `None`: no quorum, a partition may elect a holder on each side.
+    pub quorum: Option<Quorum>,
 }
 
 /// How a machine finds the world when it starts (a restarted daemon adopts the data plane it left).
@@ -258,6 +284,14 @@ pub enum Note {
     HandoverFailed {
         /// The intended successor.
         to: Ipv6Addr,
+    },
+    /// Quorum mode: this holder's votes from a majority of the voters were about to run out, so it removed
+    /// the address and stepped down.
+    LeaseLost {
+        /// The epoch it held.
+        epoch: Epoch,
+        /// How long it held.
+        held: Duration,
     },
     /// The claim rule picked this node, but the highest term seen is already [`MAX_TERM`]: it cannot
     /// claim a higher epoch, so it does not claim. Noted once per machine (an operator must reset the

@@ -1,11 +1,12 @@
 //! Unit tests of the VIP core: the wire format (`tests/wire.rs`) and the state machine, on a small
 //! hand-wired cluster with a fake clock (`tests/cluster.rs`, `tests/machine.rs`, `tests/faults.rs`), and
-//! the trust rules and the transport state (`tests/trust.rs`, `tests/transport.rs`), and restarts of the
-//! holder (`tests/restart.rs`).
+//! the trust rules and the transport state (`tests/trust.rs`, `tests/transport.rs`), restarts of the
+//! holder (`tests/restart.rs`) and quorum mode (`tests/quorum.rs`).
 
 mod cluster;
 mod faults;
 mod machine;
+mod quorum;
 mod restart;
 mod transport;
 mod trust;

@@ -10,8 +10,9 @@
 //!          vip [16] | sender [16] | incarnation u64 | seq u64
 //! epoch    term u64 | rank u16                              (term 0 = no claim; then holder must be ::)
 //! claim    epoch | holder [16]
-//! 1 heartbeat  state u8 | flags u8 (bit 0 healthy) | interval_ms u16 | view: claim
+//! 1 heartbeat  state u8 | flags u8 (bit 0 healthy, bit 1 vote) | interval_ms u16 | view: claim
 //!              sent_at_us u64 | echo_at_us u64 | echo_held_us u32 | n u8 | n × (candidate [16] | age_ms u16)
+//!              [vote_incarnation u64: only with bit 1, which needs echo_at_us ≠ 0]
 //! 2 claim      epoch | confirmed u16 | peers u16
 //! 3 ack        view: claim                                  (never "no claim")
 //! 4 handover   epoch | reason u8
@@ -29,12 +30,13 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 56;
 pub use crate::vocab::MAX_CANDIDATES;
 /// Largest datagram this format produces.
-pub const MAX_DATAGRAM: usize = HEADER_LEN + HEARTBEAT_FIXED + MAX_CANDIDATES * LIVENESS_ENTRY;
+pub const MAX_DATAGRAM: usize = HEADER_LEN + HEARTBEAT_FIXED + MAX_CANDIDATES * LIVENESS_ENTRY + VOTE_LEN;
 
 const EPOCH_LEN: usize = 10;
 const CLAIM_LEN: usize = EPOCH_LEN + 16;
 const HEARTBEAT_FIXED: usize = 1 + 1 + 2 + CLAIM_LEN + 8 + 8 + 4 + 1;
 const LIVENESS_ENTRY: usize = 16 + 2;
+const VOTE_LEN: usize = 8;
 
 /// Who sent a datagram, and where it sits in the sender's stream (replay protection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,9 @@ pub struct Heartbeat {
     pub echo_held_us: u32,
     /// How long ago, in milliseconds (saturating at `u16::MAX`), the sender last heard each candidate.
     pub liveness: Vec<(Ipv6Addr, u16)>,
+    /// Quorum mode: `Some(incarnation)` is the sender's vote for the receiver, whose heartbeat of that
+    /// incarnation with `sent_at_us == echo_at_us` it answers (flag bit 1; needs `echo_at_us != 0`).
+    pub vote: Option<u64>,
 }
 
 /// The body of a datagram.
@@ -160,7 +165,7 @@ impl Message {
         match &self.body {
             Body::Heartbeat(hb) => {
                 out.push(hb.state as u8);
-                out.push(u8::from(hb.healthy));
+                out.push(u8::from(hb.healthy) | u8::from(hb.vote.is_some()) << 1);
                 out.extend_from_slice(&hb.interval_ms.to_be_bytes());
                 put_claim(out, hb.view);
                 out.extend_from_slice(&hb.sent_at_us.to_be_bytes());
@@ -171,6 +176,9 @@ impl Message {
                 for (addr, age) in &hb.liveness[..n] {
                     out.extend_from_slice(&addr.octets());
                     out.extend_from_slice(&age.to_be_bytes());
+                }
+                if let Some(incarnation) = hb.vote {
+                    out.extend_from_slice(&incarnation.to_be_bytes());
                 }
             }
             Body::Claim {
@@ -235,9 +243,10 @@ impl Message {
                 }
                 let state = PeerState::from_u8(r.u8()?).ok_or(WireError::BadField("heartbeat state"))?;
                 let flags = r.u8()?;
-                if flags & !1 != 0 {
+                if flags & !3 != 0 {
                     return Err(WireError::BadField("heartbeat flags"));
                 }
+                let voted = flags & 2 != 0;
                 let interval_ms = r.u16()?;
                 if interval_ms == 0 {
                     return Err(WireError::BadField("heartbeat interval_ms is 0"));
@@ -250,7 +259,10 @@ impl Message {
                 if n > MAX_CANDIDATES {
                     return Err(WireError::BadField("heartbeat reports more than 32 candidates"));
                 }
-                if body_len != HEARTBEAT_FIXED + n * LIVENESS_ENTRY {
+                if voted && echo_at_us == 0 {
+                    return Err(WireError::BadField("heartbeat vote without an echo"));
+                }
+                if body_len != HEARTBEAT_FIXED + n * LIVENESS_ENTRY + if voted { VOTE_LEN } else { 0 } {
                     return Err(WireError::BadLength(
                         "heartbeat body does not match its candidate count",
                     ));
@@ -259,6 +271,7 @@ impl Message {
                 for _ in 0..n {
                     liveness.push((r.addr()?, r.u16()?));
                 }
+                let vote = if voted { Some(r.u64()?) } else { None };
                 Body::Heartbeat(Heartbeat {
                     state,
                     healthy: flags & 1 == 1,
@@ -268,6 +281,7 @@ impl Message {
                     echo_at_us,
                     echo_held_us,
                     liveness,
+                    vote,
                 })
             }
             2 => {

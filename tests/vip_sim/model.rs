@@ -52,6 +52,8 @@ pub struct Setup {
     pub candidates: usize,
     /// Followers (the nodes after the candidates).
     pub followers: usize,
+    /// `Some(w)`: quorum mode, with the first `w` followers as witnesses.
+    pub quorum: Option<usize>,
     /// Timers of every node.
     pub timers: Timers,
 }
@@ -60,6 +62,14 @@ impl Setup {
     /// Total node count.
     pub fn nodes(&self) -> usize {
         self.candidates + self.followers
+    }
+    /// Whether node `i` votes in quorum mode (a candidate or a witness).
+    pub fn voter(&self, i: usize) -> bool {
+        self.quorum.is_some_and(|w| i < self.candidates + w)
+    }
+    /// Voters in quorum mode (0 without it).
+    pub fn voters(&self) -> usize {
+        self.quorum.map_or(0, |w| self.candidates + w)
     }
 }
 

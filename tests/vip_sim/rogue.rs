@@ -4,12 +4,17 @@
 //! above `MAX_TERM`, just below it, on either side of `CATCH_UP_TERM` and a step up (claims it never
 //! made: its own machine does not hold them; sent to whoever the network delivers them to, so the
 //! others are left behind and must climb), relays such views in its heartbeats, and always reports every other candidate as
-//! heard just now (the indirect-liveness lie about a dead holder). Forgeries stop when the faults end;
-//! the liveness lie goes on for the whole run.
+//! heard just now (the indirect-liveness lie about a dead holder). In quorum mode a rogue voter also
+//! forges votes (for an incarnation the receiver does not run, or echoing a heartbeat it never sent), and
+//! where the number of voters is even votes for every candidate at once; a rogue that does not vote
+//! sends heartbeats with votes. Forgeries stop when the faults end; the liveness lie goes on for the
+//! whole run.
 
 use std::net::Ipv6Addr;
 
-use sdwand::vip::{Body, Claim, Epoch, HandoverReason, Message, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
+use sdwand::vip::{
+    Body, Claim, Epoch, HandoverReason, Heartbeat, Message, PeerState, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP,
+};
 
 use super::{addr, Rng, World};
 
@@ -31,9 +36,17 @@ impl Rogue {
 }
 
 impl World {
-    /// Rewrites a datagram node `from` is about to send, if it is the rogue.
-    pub(super) fn tamper(&mut self, from: usize, mut msg: Message) -> Message {
+    /// Rewrites a datagram node `from` is about to send to `to`, if it is the rogue.
+    pub(super) fn tamper(&mut self, from: usize, to: Ipv6Addr, mut msg: Message) -> Message {
         let cands = self.setup.candidates;
+        let setup = &self.setup;
+        // Quorum mode: what the receiver would accept as a vote (its incarnation), if it is a candidate.
+        let receiver = (0..cands)
+            .find(|&j| addr(j) == to && setup.quorum.is_some())
+            .map(|j| self.nodes[j].incarnation);
+        // A voter may vote for two candidates only where that cannot decide anything: with an even number
+        // of voters, two majorities share at least two voters, so one more honest voter is in both.
+        let double = setup.voter(from) && setup.voters() % 2 == 0;
         let forging = !self.auto_restart;
         let base = self.nodes[from]
             .machine
@@ -50,6 +63,20 @@ impl World {
                 hb.liveness = (0..cands).filter(|&j| j != from).map(|j| (addr(j), 0)).collect();
                 if forging && rng.chance(0.5) {
                     hb.view = Some(forged(rng, from, cands, base));
+                }
+                if let (Some(inc), true) = (receiver, forging && hb.echo_at_us != 0) {
+                    match rng.pick(4) {
+                        // Votes for everyone it heartbeats, on genuine echoes.
+                        0 | 1 if double => hb.vote = Some(inc),
+                        // A vote for an incarnation the receiver does not run.
+                        0 => hb.vote = Some(inc + 1 + rng.range(0, 3)),
+                        // An echo of a heartbeat the receiver never sent (no sim clock reaches 2^63 µs).
+                        1 => {
+                            hb.vote = Some(inc);
+                            hb.echo_at_us = (1 << 63) | rng.next();
+                        }
+                        _ => {}
+                    }
                 }
             }
             Body::Claim { epoch, .. } if forging && rng.chance(0.5) => {
@@ -68,6 +95,22 @@ impl World {
                 } else {
                     Epoch { term, rank: epoch.rank }
                 };
+            }
+            // A member that does not vote sends a heartbeat with a vote (quorum mode).
+            Body::Ack { .. } if forging && setup.quorum.is_some() && !setup.voter(from) && rng.chance(0.2) => {
+                if let Some(inc) = receiver {
+                    msg.body = Body::Heartbeat(Heartbeat {
+                        state: PeerState::Follower,
+                        healthy: true,
+                        interval_ms: 50,
+                        view: None,
+                        sent_at_us: 1 + rng.range(0, 1 << 40),
+                        echo_at_us: 1 + rng.range(0, 1 << 40),
+                        echo_held_us: 0,
+                        liveness: Vec::new(),
+                        vote: Some(inc),
+                    });
+                }
             }
             Body::Ack { view } if forging && rng.chance(0.5) => {
                 let claim = forged(rng, from, cands, base);

@@ -105,15 +105,29 @@ fn random_setup(rng: &mut Rng, defaults: bool) -> Setup {
     Setup {
         candidates: rng.range(2, 5) as usize,
         followers: rng.range(0, 6) as usize,
+        quorum: None,
         timers,
     }
 }
 
-/// Runs one schedule; `Err` says which invariant broke.
-pub fn run(seed: u64, trace: bool) -> Result<Outcome, String> {
+/// Quorum mode on `setup`, drawn from `side` (so the schedule is the one the seed runs without it): 0–2
+/// of the followers are witnesses, at least one with two candidates (two voters cannot lose one).
+fn with_quorum(setup: &mut Setup, side: &mut Rng) {
+    let least = usize::from(setup.candidates == 2);
+    let witnesses = (side.range(0, 2) as usize).max(least);
+    setup.followers = setup.followers.max(witnesses);
+    setup.quorum = Some(witnesses);
+}
+
+/// Runs one schedule; `Err` says which invariant broke. With `quorum`, every seed runs a chaos schedule
+/// in quorum mode (invariant Q after every input, then invariant 2).
+pub fn run(seed: u64, trace: bool, quorum: bool) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
-    let class = Class::of(seed);
-    let setup = random_setup(&mut rng, class != Class::Chaos);
+    let class = if quorum { Class::Chaos } else { Class::of(seed) };
+    let mut setup = random_setup(&mut rng, class != Class::Chaos);
+    if quorum {
+        with_quorum(&mut setup, &mut Rng::new(seed ^ 0x0009_0a0a_0b0b_0c0c));
+    }
     if trace {
         eprintln!("seed {seed}: {class:?} {setup:?}");
     }
@@ -225,7 +239,9 @@ fn chaos(setup: &Setup, rng: &mut Rng, trace: bool, seed: u64) -> Result<Outcome
         }
     }
     let survivor = rng.pick(c);
-    let keep_dead: Vec<usize> = (0..n).filter(|&i| i != survivor && rng.chance(0.1)).collect();
+    let mut keep_dead: Vec<usize> = (0..n).filter(|&i| i != survivor && rng.chance(0.1)).collect();
+    // Quorum mode needs a majority of the voters up to converge: only non-voters stay dead.
+    keep_dead.retain(|&i| !setup.voter(i));
     w.at(t_f, Op::FaultsEnd { keep_dead });
     let b = bound(&setup.timers);
     let settle = us(setup.timers.refresh());

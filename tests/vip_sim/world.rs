@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use sdwand::vip::{
-    Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState, CATCH_UP_TERM, MAX_TERM,
+    Action, Adopt, Claim, Epoch, LocalEvent, Machine, Message, Note, Params, PeerState, Quorum, CATCH_UP_TERM, MAX_TERM,
 };
 
 use super::model::{addr, ClaimRec, Link, Op, Rng, Setup, MS, T};
@@ -320,6 +320,9 @@ impl World {
             candidates: (0..self.setup.candidates).map(addr).collect(),
             peers: (0..self.setup.nodes()).filter(|&j| j != i).map(addr).collect(),
             timers: self.setup.timers,
+            quorum: self.setup.quorum.map(|w| Quorum {
+                witnesses: (self.setup.candidates..self.setup.candidates + w).map(addr).collect(),
+            }),
         };
         // Like the runtime, a candidate that adopted the address is assumed healthy until its check has
         // failed `fall` times; whatever the service's state, the check reports it after that.
@@ -369,7 +372,7 @@ impl World {
         while let Some(action) = self.nodes[i].machine.as_mut().and_then(Machine::poll_action) {
             match action {
                 Action::Send { to, msg } => {
-                    let msg = self.tamper(i, msg);
+                    let msg = self.tamper(i, to, msg);
                     self.send(i, to, &msg)?;
                 }
                 Action::AddAddress => self.nodes[i].has_addr = true,
@@ -417,6 +420,9 @@ impl World {
             }
             self.record_holder(i, c.epoch)?;
         }
+        if self.setup.quorum.is_some() {
+            self.one_running_holder()?;
+        }
         if stopped {
             self.log(|| format!("n{i} stopped"));
             let n = &mut self.nodes[i];
@@ -437,6 +443,18 @@ impl World {
                 let gen = n.timer_gen;
                 self.push(t.max(self.now), Ev::Timer { node: i, gen });
             }
+        }
+        Ok(())
+    }
+
+    /// Quorum mode: at no instant do two running nodes (daemon up, not frozen) have the address.
+    fn one_running_holder(&self) -> Result<(), String> {
+        let running = |n: &Node| n.up && n.machine.is_some() && n.frozen_until.is_none();
+        let holders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&j| running(&self.nodes[j]) && self.nodes[j].has_addr)
+            .collect();
+        if holders.len() > 1 {
+            return Err(format!("invariant Q: running nodes {holders:?} all have the address"));
         }
         Ok(())
     }

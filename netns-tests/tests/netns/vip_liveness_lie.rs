@@ -49,6 +49,7 @@ fn a_lie_about_a_dead_holder_delays_the_takeover_only_boundedly() {
             echo_at_us: 0,
             echo_held_us: 0,
             liveness: vec![(held, 0), (Layout::overlay_addr(successor), 0)],
+            vote: None,
         };
         datagram(VIP_ADDR, me, incarnation, n + 1, Body::Heartbeat(hb))
     };

@@ -530,6 +530,7 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
             address: v.address,
             candidates,
             health: if mine { health.clone() } else { None },
+            quorum: None,
             line: 0,
         });
     }

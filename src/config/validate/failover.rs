@@ -163,18 +163,69 @@ impl Ctx<'_> {
                 .health
                 .as_ref()
                 .and_then(|h| self.health(h, &format!("vip[{i}].health")));
+            let quorum = self.quorum(r, candidates.as_deref(), (!from_registry).then_some(&names), i);
             if self.errors.len() == before {
                 if let (Some(address), Some(candidates)) = (address, candidates) {
                     out.push(VipConfig {
                         address,
                         candidates,
                         health,
+                        quorum,
                         line: super::line_of(self.text, spanned.span().start),
                     });
                 }
             }
         }
         (out.len() == raw.len()).then_some(out)
+    }
+
+    /// `quorum` and `witnesses` of `vip[i]`: witnesses only with `quorum = true`, each a member (when
+    /// `names` is known) named once, and none of them a candidate.
+    fn quorum(
+        &mut self,
+        r: &RawVip,
+        candidates: Option<&[String]>,
+        names: Option<&HashSet<&str>>,
+        i: usize,
+    ) -> Option<Vec<String>> {
+        let key = format!("vip[{i}].witnesses");
+        let on = r.quorum.unwrap_or(false);
+        let Some(raw) = &r.witnesses else {
+            return on.then(Vec::new);
+        };
+        if !on {
+            self.error(
+                raw.span(),
+                &key,
+                "witnesses are set but quorum mode is off".to_owned(),
+                "add `quorum = true` to this [[vip]], or remove `witnesses`",
+            );
+            return None;
+        }
+        let mut out: Vec<String> = Vec::with_capacity(raw.get_ref().len());
+        for (j, name) in raw.get_ref().iter().enumerate() {
+            let n = name.get_ref();
+            let problem = if let Some(first) = out.iter().position(|o| o == n) {
+                Some((format!("{n:?} is also witnesses[{first}]"), "name every witness once"))
+            } else if candidates.is_some_and(|c| c.contains(n)) {
+                Some((
+                    format!("{n:?} is a candidate of this VIP"),
+                    "a candidate votes already: name only members that are not candidates",
+                ))
+            } else if names.is_some_and(|names| !names.contains(n.as_str())) {
+                Some((
+                    format!("{n:?} is not the name of a [[members]] entry"),
+                    "use the name of a member",
+                ))
+            } else {
+                None
+            };
+            if let Some((what, fix)) = problem {
+                self.error(name.span(), format!("{key}[{j}]"), what, fix);
+            }
+            out.push(n.clone());
+        }
+        Some(out)
     }
 
     fn candidates(

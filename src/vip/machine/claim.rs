@@ -81,12 +81,15 @@ impl Machine {
         }
     }
 
-    /// The claim rule: healthy, the holder gone, and no live healthy candidate ranked above this node.
+    /// The claim rule: healthy, the holder gone, and no live healthy candidate ranked above this node; in
+    /// quorum mode also not handing over, and backed by a majority of voters.
     pub(super) fn should_claim(&self, now: Instant) -> bool {
         let Some(rank) = self.rank() else { return false };
         self.healthy
             && self.transport_up
             && !self.shutting_down
+            && !self.yielding(now)
+            && self.has_quorum(now)
             && self.settle_until.is_none()
             && self.hold.is_none()
             && self.drain.is_none()
@@ -138,6 +141,7 @@ impl Machine {
         }
         self.route(self.p.me);
         self.begin_hold(now, epoch);
+        self.handed = None;
         let since = self.holder_gone_since.take().unwrap_or(now);
         self.note(Note::Claimed {
             reason,

@@ -184,6 +184,10 @@ impl Machine {
     }
 
     pub(super) fn start_handover(&mut self, now: Instant, to: Ipv6Addr, reason: HandoverReason) {
+        if self.p.quorum.is_some() {
+            self.quorum_handover(now, to, reason);
+            return;
+        }
         self.handover = Some(Handover {
             to,
             reason,

@@ -4,7 +4,7 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use super::{Cand, Machine};
+use super::{Cand, Echo, Machine};
 use crate::vip::{Body, CandidateStatus, Header, Heartbeat, Note, PeerState, VipStatus};
 
 impl Machine {
@@ -70,19 +70,31 @@ impl Machine {
 
     pub(super) fn on_heartbeat(&mut self, now: Instant, header: &Header, hb: Heartbeat) {
         let (me, from) = (self.p.me, header.sender);
+        if self.witnesses.contains(&from) {
+            // A witness's heartbeat carries its vote and nothing this node relies on otherwise.
+            self.take_vote(from, &hb);
+            return;
+        }
         let Some(c) = self.cands.get_mut(&from) else {
             self.note(Note::Rejected("not_candidate"));
             return;
         };
         c.direct = Some(now);
+        let mut released = false;
         if (header.incarnation, header.seq) > c.newest {
+            released = c.state == Some(PeerState::Holding) && hb.state != PeerState::Holding;
             c.newest = (header.incarnation, header.seq);
             c.interval = Duration::from_millis(u64::from(hb.interval_ms));
             c.state = Some(hb.state);
             c.healthy = hb.healthy;
             c.view = hb.view;
-            c.echo = Some((hb.sent_at_us, now));
+            c.echo = Some(Echo {
+                at: hb.sent_at_us,
+                received: now,
+                incarnation: header.incarnation,
+            });
         }
+
         let mut rtt = None;
         if hb.echo_at_us != 0 {
             let now_us = now.saturating_duration_since(self.origin).as_micros() as u64;
@@ -92,6 +104,10 @@ impl Machine {
             c.rtt = Some(Duration::from_micros(us));
             rtt = c.rtt;
         }
+        if released {
+            self.released_by(from);
+        }
+        self.take_vote(from, &hb);
         for (addr, age_ms) in hb.liveness {
             if addr == me || addr == from {
                 continue;
@@ -133,27 +149,36 @@ impl Machine {
             })
             .collect();
         let interval_ms = u16::try_from(self.p.timers.interval.as_millis().max(1)).unwrap_or(u16::MAX);
-        let targets: Vec<(Ipv6Addr, Option<(u64, Instant)>)> = self.cands.iter().map(|(a, c)| (*a, c.echo)).collect();
+        let sent_at_us = now_us.max(1);
+        let mut targets: Vec<(Ipv6Addr, Option<Echo>)> = self.cands.iter().map(|(a, c)| (*a, c.echo)).collect();
+        // Quorum mode: a candidate heartbeats the witnesses too (they echo it in their votes).
+        if self.rank().is_some() {
+            targets.extend(self.witnesses.iter().map(|w| (*w, None)));
+        }
+        self.record_round(sent_at_us);
         for (to, echo) in targets {
             let (echo_at_us, echo_held_us) = match echo {
-                Some((at, received)) => {
-                    let held = now.saturating_duration_since(received).as_micros();
-                    (at, u32::try_from(held).unwrap_or(u32::MAX))
+                Some(e) => {
+                    let held = now.saturating_duration_since(e.received).as_micros();
+                    (e.at, u32::try_from(held).unwrap_or(u32::MAX))
                 }
                 None => (0, 0),
             };
+            let vote = self.vote_for(now, to);
             self.send(
                 to,
                 Body::Heartbeat(Heartbeat {
                     state,
-                    // A stopping node will not claim: candidates below it need not wait for it.
-                    healthy: self.healthy && !self.shutting_down,
+                    // A stopping (or, in quorum mode, yielding) node will not claim: candidates below it
+                    // need not wait for it, and voters turn to another.
+                    healthy: self.fit(now),
                     interval_ms,
                     view: self.best,
-                    sent_at_us: now_us.max(1),
+                    sent_at_us,
                     echo_at_us,
                     echo_held_us,
                     liveness: liveness.clone(),
+                    vote,
                 }),
             );
         }

@@ -62,6 +62,14 @@ impl Machine {
             self.next_heartbeat = Some(now);
             self.set_role(PeerState::Listening, "became a candidate");
         }
+        // A witness heartbeats the candidates (quorum mode); a follower does not.
+        if !is_candidate {
+            let witness = self.witnesses.contains(&self.p.me);
+            if witness != self.next_heartbeat.is_some() {
+                self.next_heartbeat = witness.then_some(now);
+            }
+        }
+        self.prune_votes();
         // A holder whose rank changed renews its claim: others check a claim's rank against its holder's.
         if let (Some(h), Some(rank)) = (&self.hold, self.rank()) {
             if usize::from(h.epoch.rank) != rank {
@@ -102,6 +110,13 @@ impl Machine {
     /// new ranks).
     pub(super) fn sync_candidates(&mut self, now: Instant) {
         let me = self.p.me;
+        let (candidates, quorum) = (&self.p.candidates, &self.p.quorum);
+        self.witnesses = quorum
+            .iter()
+            .flat_map(|q| q.witnesses.iter())
+            .filter(|w| !candidates.contains(w))
+            .copied()
+            .collect();
         let interval = self.p.timers.interval;
         self.cands.retain(|a, _| self.p.candidates.contains(a));
         for (rank, a) in self.p.candidates.iter().enumerate().filter(|(_, a)| **a != me) {

@@ -28,6 +28,12 @@ impl Machine {
         if self.settle_until.is_some_and(|t| now >= t) {
             self.settle_until = None;
         }
+        if self.yield_until.is_some_and(|t| now >= t) {
+            self.yield_until = None;
+        }
+        // Quorum mode: a holder whose majority of votes is about to run out steps down first of all.
+        self.vote_for_self(now);
+        self.check_lease(now);
         if self.deaf_for_dead_time(now) {
             self.step_down_deaf();
         }
@@ -58,10 +64,10 @@ impl Machine {
             self.holder_gone_since = None;
         }
         if self.role == PeerState::Standby && self.should_claim(now) {
-            let reason = if self.best.is_none() {
-                ClaimReason::Initial
-            } else {
-                ClaimReason::HolderDead
+            let reason = match (self.best, self.handed) {
+                (None, _) => ClaimReason::Initial,
+                (Some(b), Some((c, why))) if b == c => ClaimReason::Handover(why),
+                _ => ClaimReason::HolderDead,
             };
             self.claim_now(now, reason);
         }
@@ -103,6 +109,7 @@ impl Machine {
             t.push(Some(h.next_refresh));
             t.push(h.pending.values().map(|(n, _)| *n).min());
         }
+        t.extend(self.quorum_wakes(now));
         if let (Some(since), Some(delay)) = (self.preempt_since, self.p.timers.preempt) {
             t.push(Some(since + delay));
         }

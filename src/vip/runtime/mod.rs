@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 
 use super::health;
 use super::wire::MAX_DATAGRAM;
-use super::{Action, Adopt, LocalEvent, Machine, MoveError, Params, VipStatus};
-use crate::config::{Config, HealthConfig};
+use super::{Action, Adopt, LocalEvent, Machine, MoveError, Params, Quorum, VipStatus};
+use crate::config::{Config, HealthConfig, VipConfig};
 use crate::metrics::{VipGauges, VipMetrics};
 
 mod incarnation;
@@ -187,7 +187,7 @@ impl VipRuntime {
         };
         let now = Instant::now();
         for v in &config.vips {
-            let params = rt.params(config, v.address, &v.candidates);
+            let params = rt.params(config, v);
             rt.start_machine(params, now, v.health.clone(), adopt(v.address));
         }
         rt
@@ -208,11 +208,12 @@ impl VipRuntime {
         self.insert_slot(machine, health, healthy);
     }
 
-    fn params(&self, config: &Config, vip: Ipv6Addr, candidates: &[String]) -> Params {
+    fn params(&self, config: &Config, v: &VipConfig) -> Params {
+        let addresses = |names: &[String]| names.iter().filter_map(|n| config.member_address(n)).collect();
         Params {
-            vip,
+            vip: v.address,
             me: self.me,
-            candidates: candidates.iter().filter_map(|n| config.member_address(n)).collect(),
+            candidates: addresses(&v.candidates),
             peers: config
                 .members
                 .iter()
@@ -220,6 +221,9 @@ impl VipRuntime {
                 .filter(|a| *a != self.me)
                 .collect(),
             timers: config.failover.timers(),
+            quorum: v.quorum.as_deref().map(|w| Quorum {
+                witnesses: addresses(w),
+            }),
         }
     }
 
@@ -455,7 +459,7 @@ impl VipRuntime {
             }
         }
         for (vip, v) in wanted {
-            let params = self.params(config, vip, &v.candidates);
+            let params = self.params(config, v);
             match self.slots.get_mut(&vip) {
                 Some(slot) => {
                     slot.dirty = true;

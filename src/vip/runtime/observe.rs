@@ -161,6 +161,9 @@ pub(super) fn observe(
             m.handovers_failed.with_label_values(&[vip]).inc();
             tracing::warn!(vip, to = %name_of(to), "handover timed out; keeping the VIP");
         }
+        Note::LeaseLost { epoch, held } => {
+            tracing::warn!(vip, %epoch, held_ms = held.as_secs_f64() * 1e3, "quorum mode: lost the votes of a majority; removed the VIP address");
+        }
         Note::TermExhausted { term } => {
             tracing::error!(
                 vip,

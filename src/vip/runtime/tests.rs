@@ -100,6 +100,7 @@ impl Scene {
                 echo_at_us: 0,
                 echo_held_us: 0,
                 liveness: Vec::new(),
+                vote: None,
             }),
         };
         let bytes = msg.to_bytes();
@@ -301,6 +302,7 @@ fn only_the_sole_candidate_warns_that_the_vip_cannot_fail_over() {
         candidates,
         peers: vec![],
         timers: config("sc0", 51900, &[]).failover.timers(),
+        quorum: None,
     };
     assert!(warns_single_candidate(&params(ME, vec![ME])));
     // A server that joins sees the first server alone before the view with its own candidacy arrives.

@@ -57,13 +57,29 @@ pub struct Cluster {
     wire: VecDeque<(Instant, usize, usize, Message)>,
     /// Nodes cut off the network.
     pub cut: Vec<bool>,
+    /// Directed links that lose everything: (from, to).
+    pub blocked: Vec<(usize, usize)>,
     /// Every action but `Send`: when, which node.
     pub log: Vec<(Duration, usize, Action)>,
+    /// Quorum mode of every node (off unless [`Cluster::quorum`] started the cluster).
+    pub quorum: Option<Quorum>,
 }
 
 impl Cluster {
     /// `candidates` + `followers` nodes, all started now, healthy, with nothing to adopt.
     pub fn new(candidates: usize, followers: usize, timers: Timers) -> Cluster {
+        Cluster::build(candidates, followers, timers, None)
+    }
+
+    /// Like [`Cluster::new`] in quorum mode, the first `witnesses` followers being witnesses.
+    pub fn quorum(candidates: usize, followers: usize, witnesses: usize, timers: Timers) -> Cluster {
+        let quorum = Quorum {
+            witnesses: (candidates..candidates + witnesses).map(addr).collect(),
+        };
+        Cluster::build(candidates, followers, timers, Some(quorum))
+    }
+
+    fn build(candidates: usize, followers: usize, timers: Timers, quorum: Option<Quorum>) -> Cluster {
         let t0 = Instant::now();
         let n = candidates + followers;
         let mut c = Cluster {
@@ -81,7 +97,9 @@ impl Cluster {
             timers,
             wire: VecDeque::new(),
             cut: vec![false; n],
+            blocked: Vec::new(),
             log: Vec::new(),
+            quorum,
         };
         for i in 0..n {
             c.start(i, Adopt::Nothing, true);
@@ -106,6 +124,7 @@ impl Cluster {
             candidates: (0..self.candidates).map(addr).collect(),
             peers: (0..n).filter(|&j| j != i).map(addr).collect(),
             timers: self.timers,
+            quorum: self.quorum.clone(),
         };
         self.nodes[i].incarnation += 1;
         self.nodes[i].m = Some(Machine::new(
@@ -158,7 +177,7 @@ impl Cluster {
                     let j = (0..self.nodes.len())
                         .find(|&j| addr(j) == to)
                         .expect("sends to a member");
-                    if !self.cut[i] && !self.cut[j] {
+                    if !self.cut[i] && !self.cut[j] && !self.blocked.contains(&(i, j)) {
                         self.wire.push_back((self.now + ms(1), i, j, msg));
                     }
                     continue;

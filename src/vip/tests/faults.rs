@@ -27,6 +27,7 @@ pub(super) fn heartbeat(state: PeerState, view: Option<Claim>) -> Body {
         echo_at_us: 0,
         echo_held_us: 0,
         liveness: Vec::new(),
+        vote: None,
     })
 }
 

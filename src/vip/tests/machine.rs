@@ -283,6 +283,7 @@ mod floor_tests {
                 dead_after: 4,
                 preempt: None,
             },
+            quorum: None,
         };
         let mut now = Instant::now();
         let mut m = Machine::new(params, now, 1, true, Adopt::Nothing);

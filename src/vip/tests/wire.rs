@@ -37,6 +37,7 @@ fn heartbeat(n: usize, view: Option<Claim>) -> Body {
         echo_at_us: 987_654,
         echo_held_us: u32::MAX,
         liveness: (0..n).map(|i| (addr(i as u16 + 10), i as u16 * 1000)).collect(),
+        vote: None,
     })
 }
 
@@ -81,6 +82,13 @@ fn samples() -> Vec<Message> {
             bodies.push(Body::Heartbeat(hb));
         }
     }
+    // Votes, with the largest candidate list too.
+    for n in [0, MAX_CANDIDATES] {
+        if let Body::Heartbeat(mut hb) = heartbeat(n, Some(claim(3, 1, 2))) {
+            hb.vote = Some(u64::MAX - n as u64);
+            bodies.push(Body::Heartbeat(hb));
+        }
+    }
     bodies
         .into_iter()
         .map(|body| Message { header: header(), body })
@@ -121,6 +129,20 @@ fn layout_matches_the_documented_table() {
         body: heartbeat(3, None),
     };
     assert_eq!(hb.to_bytes().len(), HEADER_LEN + 51 + 3 * 18);
+    // A vote: flag bit 1, and the receiver's incarnation after the candidate list.
+    let Body::Heartbeat(mut vote) = heartbeat(1, None) else {
+        unreachable!()
+    };
+    vote.healthy = false;
+    vote.vote = Some(0x0a0b);
+    let b = Message {
+        header: header(),
+        body: Body::Heartbeat(vote),
+    }
+    .to_bytes();
+    assert_eq!(b[HEADER_LEN + 1], 2);
+    assert_eq!(b.len(), HEADER_LEN + 51 + 18 + 8);
+    assert_eq!(&b[b.len() - 8..], &0x0a0bu64.to_be_bytes());
 }
 
 #[test]
@@ -214,6 +236,12 @@ fn body_lengths_must_match_the_kind() {
         b.truncate(B + 10);
         fix_len(b);
     })));
+    // The vote flag without the vote's incarnation after the list, or the incarnation without the flag.
+    assert!(len(corrupt(heartbeat(2, None), |b| b[B + 1] = 3)));
+    assert!(len(corrupt(heartbeat(2, None), |b| {
+        b.extend_from_slice(&[0; 8]);
+        fix_len(b);
+    })));
     // The candidate count says 2 but 1 entry follows, or 3 follow.
     assert!(len(corrupt(heartbeat(2, None), |b| {
         b.truncate(b.len() - 18);
@@ -233,7 +261,16 @@ fn bad_fields_are_rejected() {
     };
     // Heartbeat: state, flags, interval, view, count.
     field(corrupt(heartbeat(0, None), |b| b[B] = 5), "state");
-    field(corrupt(heartbeat(0, None), |b| b[B + 1] = 2), "flags");
+    field(corrupt(heartbeat(0, None), |b| b[B + 1] = 4), "flags");
+    field(
+        corrupt(heartbeat(0, None), |b| {
+            b[B + 1] = 3;
+            b[B + 38..B + 46].fill(0);
+            b.extend_from_slice(&[0; 8]);
+            fix_len(b);
+        }),
+        "vote without an echo",
+    );
     field(corrupt(heartbeat(0, None), |b| b[B + 2..B + 4].fill(0)), "interval");
     field(corrupt(heartbeat(0, None), |b| b[B + 4 + 9] = 1), "term 0 and a rank");
     field(
