@@ -113,8 +113,10 @@ pub fn spawn(state: AppState) -> Reaper {
 }
 
 /// Starts the reaper over `state`'s store, with `state`'s TTLs, working only while `leading` is `true`
-/// (one replica among several: [`crate::store::etcd::Replicas::elect`]). It stops a pass in flight as soon
-/// as leadership is lost, and on each gain starts its silence clock afresh: the replica that led before may
+/// (one replica among several: [`crate::store::etcd::Replicas::elect`]). It stops as soon as leadership is
+/// lost, without waiting for a pass in flight (that transaction may still commit: it reaps only what is
+/// silent in the records it read, so a pass of the next leader finds it done), and on each gain starts its
+/// silence clock afresh: the replica that led before may
 /// have been deaf (its store failures are not counted here), so no peer is reaped for a TTL after a
 /// failover. `sdwan_registry_leader` shows whether it works here.
 pub fn spawn_led(state: AppState, leading: watch::Receiver<bool>) -> Reaper {

@@ -1,6 +1,10 @@
 //! The registry server: opens the store, binds the listener and serves the API (HTTPS, or plain HTTP with
 //! `insecure = true`) until shut down, within the configured limits ([`sdwand::http_serve`]).
 //!
+//! On etcd the server is one replica among any number on the same key prefix: it wakes its watchers for
+//! changes committed through the others ([`crate::store::etcd::Replicas::follow`]) and runs the reaper
+//! only while elected ([`crate::store::etcd::Replicas::elect`]).
+//!
 //! Should the store's writer thread die, the server stops and [`serve`] answers
 //! [`ServerError::WriterDied`]: the process exits non-zero and its service manager restarts it, instead
 //! of answering every write with 503 forever.
@@ -156,7 +160,12 @@ pub async fn serve_store(
     let router = TowerToHyperService::new(api::router_with(state));
     let stored_in = match &config.store {
         store::StoreConfig::Sqlite => config.state_dir.display().to_string(),
-        store::StoreConfig::Etcd(etcd) => format!("etcd {} {}", etcd.endpoints.join(","), etcd.key_prefix),
+        store::StoreConfig::Etcd(etcd) => format!(
+            "etcd {} {} (replica {})",
+            etcd.endpoints.join(","),
+            etcd.key_prefix,
+            replicas.as_ref().map_or("?", |r| r.id())
+        ),
     };
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     let died = Arc::new(AtomicBool::new(false));
