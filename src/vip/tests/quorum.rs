@@ -290,3 +290,27 @@ fn a_stopping_holder_without_a_successor_takes_the_address_with_it() {
     c.with(0, |m, now| m.handle_local(now, LocalEvent::Shutdown));
     assert!(!c.nodes[0].has_addr);
 }
+
+#[test]
+fn a_witness_heartbeats_the_candidates_and_stops_when_it_is_no_longer_one() {
+    let (mut m, t0) = witness();
+    let sent = |m: &mut Machine| {
+        let mut to = Vec::new();
+        while let Some(a) = m.poll_action() {
+            if let Action::Send { to: t, msg } = a {
+                if let Body::Heartbeat(hb) = msg.body {
+                    assert_eq!(hb.state, PeerState::Follower);
+                    to.push(t);
+                }
+            }
+        }
+        to
+    };
+    assert_eq!(sent(&mut m), [0, 1, 2].map(addr), "at start");
+    let mut params = m.params().clone();
+    params.quorum = Some(Quorum::default());
+    m.handle_local(t0 + ms(10), LocalEvent::Update(params));
+    m.handle_timeout(t0 + ms(100));
+    m.handle_timeout(t0 + ms(400));
+    assert!(sent(&mut m).is_empty(), "a follower does not heartbeat");
+}
