@@ -526,11 +526,27 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
             continue;
         }
         let mine = v.cluster_id.is_some() && candidates.contains(&identity.name);
+        // The registry never makes a candidate a witness; a view that does is not followed there.
+        let quorum = v.quorum.as_ref().map(|q| {
+            let (kept, both): (Vec<String>, Vec<String>) = q
+                .witnesses
+                .iter()
+                .map(|w| w.name.clone())
+                .partition(|w| !candidates.contains(w));
+            if !both.is_empty() {
+                notes.push(format!(
+                    "VIP {}: {} listed as witness and as candidate; counted as candidate only",
+                    v.address,
+                    both.join(", ")
+                ));
+            }
+            kept
+        });
         cfg.vips.push(VipConfig {
             address: v.address,
             candidates,
             health: if mine { health.clone() } else { None },
-            quorum: None,
+            quorum,
             line: 0,
         });
     }

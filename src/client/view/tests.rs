@@ -391,6 +391,30 @@ fn invalid_keys_are_left_out_with_a_note() {
 }
 
 #[test]
+fn a_registry_vip_in_quorum_mode_keeps_its_witnesses() {
+    let mut q = vip("fd00:5d:f::1", None, &["a", "b"]);
+    let witness = |n: &str| CandidateView {
+        peer_id: format!("id-{n}"),
+        name: n.into(),
+        address: "fd00:5d::98".parse().unwrap(),
+    };
+    q.quorum = Some(crate::vocab::wire::QuorumView {
+        witnesses: vec![witness("w"), witness("b")],
+    });
+    let v = view(
+        vec![member("a", "fd00:5d::1", K1)],
+        vec![q, vip("fd00:5d:f::2", None, &["a"])],
+    );
+    let (cfg, notes) = effective_config(&file(""), &identity(), &v);
+    assert_eq!(cfg.vips[0].quorum.as_deref(), Some(&["w".to_owned()][..]));
+    assert!(
+        notes.iter().any(|n| n.contains("b listed as witness and as candidate")),
+        "{notes:?}"
+    );
+    assert_eq!(cfg.vips[1].quorum, None);
+}
+
+#[test]
 fn identity_must_match_the_file() {
     let mut f = file("");
     check_identity(&f, &identity()).unwrap();
