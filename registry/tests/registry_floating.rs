@@ -1,6 +1,6 @@
 //! Floating prefixes and quorum mode in the registry: create, list, change, move and delete (admin token,
 //! account tenancy), every refusal of the checks, the revision bump a watch sees, the cascade of a peer's
-//! removal, daemon reports recording the holder, and quorum mode of VIPs.
+//! removal, daemon reports recording the holder, the per-object gauges, and quorum mode of VIPs.
 //!
 //! Runs on SQLite, and on etcd with `SDWAN_REGISTRY_TEST_STORE=etcd`.
 
@@ -802,5 +802,41 @@ async fn quorum_mode_of_a_vip_is_set_with_witnesses_and_cleared() {
         "vip_not_found",
         "no VIP",
         "other account",
+    );
+}
+
+/// Behind `metrics_token_file`, each floating prefix has a holder and an epoch-term gauge, as VIPs do.
+#[tokio::test]
+async fn floating_prefixes_have_holder_and_epoch_gauges_behind_the_metrics_token() {
+    use sdwan_registry::api::MetricsToken;
+    use tower::ServiceExt;
+    let r = Registry::with_state(|state| state.with_metrics_token(MetricsToken::new("m3trics").expect("token")));
+    let t = tenant(&r, "acme", 1).await;
+    let gw = r.enroll(&t.enrollment, "gw", &[]).await;
+    created(&r, &t, json!({"prefix": "203.0.113.0/24", "candidates": ["gw"]})).await;
+    created(&r, &t, json!({"prefix": "2001:db8:6::/48", "candidates": ["gw"]})).await;
+    // Reported before the first scrape: a census serves scrapes for seconds.
+    report(&r, &gw, "::ffff:203.0.113.0", "gw", 4).await;
+    let req = axum::http::Request::get("/metrics")
+        .header(axum::http::header::AUTHORIZATION, "Bearer m3trics")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = r.router.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let text = String::from_utf8_lossy(&bytes);
+    let n = &t.network_id;
+    for line in [
+        format!(r#"sdwan_registry_floating_holder{{holder="gw",network="{n}",prefix="203.0.113.0/24"}} 1"#),
+        format!(r#"sdwan_registry_floating_epoch_term{{network="{n}",prefix="203.0.113.0/24"}} 4"#),
+        format!(r#"sdwan_registry_floating_holder{{holder="",network="{n}",prefix="2001:db8:6::/48"}} 1"#),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains(&format!(
+            r#"sdwan_registry_floating_epoch_term{{network="{n}",prefix="2001:db8:6::/48"}}"#
+        )),
+        "no term before the first report: {text}"
     );
 }
