@@ -440,4 +440,25 @@ mod tests {
         assert_eq!(revoked.spent(0, false), Some(TokenSpent::Revoked));
         assert!(limits.allows(Role::Agent) && !limits.allows(Role::Server));
     }
+
+    /// A VIP stored in etcd before quorum mode (no `quorum` field) reads as quorum off, and one with it
+    /// round-trips.
+    #[test]
+    fn a_vip_stored_before_quorum_mode_reads_with_quorum_off() {
+        let old = r#"{"id":"v","network_id":"n","address":"fd00:1::ffff:1","candidates":["p"],"holder":null,
+                      "epoch":[3,0],"confirmed_peers":null,"move_to":null,"move_seq":0}"#;
+        let vip: Vip = serde_json::from_str(old).expect("old VIP");
+        assert_eq!(
+            (vip.quorum.as_ref(), vip.epoch),
+            (None, Some(Epoch { term: 3, rank: 0 }))
+        );
+        let quorate = Vip {
+            quorum: Some(Quorum {
+                witnesses: vec!["w".into()],
+            }),
+            ..vip
+        };
+        let json = serde_json::to_string(&quorate).expect("encode");
+        assert_eq!(serde_json::from_str::<Vip>(&json).ok(), Some(quorate));
+    }
 }
