@@ -73,9 +73,13 @@ pub mod code {
     pub const PEER_NOT_FOUND: &str = "peer_not_found";
     /// No such VIP (in the caller's scope).
     pub const VIP_NOT_FOUND: &str = "vip_not_found";
+    /// No such floating prefix (in the caller's scope).
+    pub const FLOATING_NOT_FOUND: &str = "floating_not_found";
+    /// The network has the most floating prefixes a network can have.
+    pub const TOO_MANY_FLOATING: &str = "too_many_floating";
     /// No such enrollment token (in the caller's scope).
     pub const TOKEN_NOT_FOUND: &str = "token_not_found";
-    /// A manual move names a peer that is not a candidate of the VIP.
+    /// A manual move names a peer that is not a candidate of the VIP or floating prefix.
     pub const NOT_A_CANDIDATE: &str = "not_a_candidate";
     /// A join without a target found no active cluster in the caller's network.
     pub const NO_ACTIVE_CLUSTER: &str = "no_active_cluster";
@@ -93,10 +97,10 @@ pub mod code {
     /// A pod pool or the IPv4 overlay prefix of the network has no free share or address left (the
     /// message names it and when the first hold-down ends).
     pub const POOL_EXHAUSTED: &str = "pool_exhausted";
-    /// A site prefix overlaps a prefix another peer of the network holds (the message names it and the
-    /// peer).
+    /// A site or floating prefix overlaps a prefix the network already routes (another peer's, a floating
+    /// prefix, the overlay prefixes, the VIP pool or a pod pool; the message names it).
     pub const PREFIX_CONFLICT: &str = "prefix_conflict";
-    /// A site prefix overlaps a prefix a removed peer held, still in its hold-down.
+    /// A site or floating prefix overlaps a prefix a removed peer held, still in its hold-down.
     pub const PREFIX_HELD_DOWN: &str = "prefix_held_down";
     /// The network's VIP pool has no address left.
     pub const VIP_POOL_EXHAUSTED: &str = "vip_pool_exhausted";

@@ -12,8 +12,8 @@
 //! series carries an account, network, peer or cluster name or id, so a scrape tells nothing about any one
 //! tenant beyond the sum of all. A registry whose operators count even that total as confidential (the
 //! size of a shared registry) sets `metrics_token_file`: then every scrape must present that token, and
-//! the endpoint also shows per-object gauges ([`Detail`]): each VIP's holder and epoch term, and each
-//! peer's last-seen time, labelled by network id, VIP address and peer name; at most
+//! the endpoint also shows per-object gauges ([`Detail`]): each VIP's and floating prefix's holder and epoch
+//! term, and each peer's last-seen time, labelled by network id, VIP address or prefix, and peer name; at most
 //! [`MAX_DETAIL_SERIES`] of them (the rest are counted in `sdwan_registry_detail_series_dropped`).
 //!
 //! Metric names are part of the user-facing surface: keep them stable.
@@ -79,6 +79,8 @@ pub const MAX_DETAIL_SERIES: usize = 10_000;
 pub struct Detail {
     /// (network id, VIP address, holder's peer name or `""` for none, epoch term or `None`).
     pub vips: Vec<(String, String, String, Option<u64>)>,
+    /// (network id, floating prefix, holder's peer name or `""` for none, epoch term or `None`).
+    pub floating: Vec<(String, String, String, Option<u64>)>,
     /// (network id, peer name, last seen, Unix ms).
     pub peers: Vec<(String, String, u64)>,
     /// Objects left out beyond [`MAX_DETAIL_SERIES`].
@@ -99,6 +101,8 @@ pub struct RegistryMetrics {
     build_info: IntGaugeVec,
     vip_holder: IntGaugeVec,
     vip_epoch_term: IntGaugeVec,
+    floating_holder: IntGaugeVec,
+    floating_epoch_term: IntGaugeVec,
     peer_last_seen: prometheus::GaugeVec,
     detail_dropped: IntGauge,
     leader: IntGauge,
@@ -179,6 +183,24 @@ impl RegistryMetrics {
                 &["network", "vip"],
             )
             .expect("valid metric"),
+            floating_holder: IntGaugeVec::new(
+                Opts::new(
+                    "sdwan_registry_floating_holder",
+                    "Always 1: the peer the registry last heard holding the floating prefix (holder=\"\": none). \
+                     Only with metrics_token_file.",
+                ),
+                &["network", "prefix", "holder"],
+            )
+            .expect("valid metric"),
+            floating_epoch_term: IntGaugeVec::new(
+                Opts::new(
+                    "sdwan_registry_floating_epoch_term",
+                    "The term of the highest epoch reported for the floating prefix (absent before the first). \
+                     Only with metrics_token_file.",
+                ),
+                &["network", "prefix"],
+            )
+            .expect("valid metric"),
             peer_last_seen: prometheus::GaugeVec::new(
                 Opts::new(
                     "sdwan_registry_peer_last_seen_timestamp_seconds",
@@ -213,6 +235,8 @@ impl RegistryMetrics {
             Box::new(m.build_info.clone()),
             Box::new(m.vip_holder.clone()),
             Box::new(m.vip_epoch_term.clone()),
+            Box::new(m.floating_holder.clone()),
+            Box::new(m.floating_epoch_term.clone()),
             Box::new(m.peer_last_seen.clone()),
             Box::new(m.detail_dropped.clone()),
             Box::new(m.leader.clone()),
@@ -251,12 +275,24 @@ impl RegistryMetrics {
         // Objects gone since the last scrape leave no series behind.
         self.vip_holder.reset();
         self.vip_epoch_term.reset();
+        self.floating_holder.reset();
+        self.floating_epoch_term.reset();
         self.peer_last_seen.reset();
         if let Some(detail) = &census.detail {
             for (network, vip, holder, term) in &detail.vips {
                 self.vip_holder.with_label_values(&[network, vip, holder]).set(1);
                 if let Some(term) = term {
                     self.vip_epoch_term.with_label_values(&[network, vip]).set(gauge(*term));
+                }
+            }
+            for (network, prefix, holder, term) in &detail.floating {
+                self.floating_holder
+                    .with_label_values(&[network, prefix, holder])
+                    .set(1);
+                if let Some(term) = term {
+                    self.floating_epoch_term
+                        .with_label_values(&[network, prefix])
+                        .set(gauge(*term));
                 }
             }
             for (network, peer, seen_ms) in &detail.peers {

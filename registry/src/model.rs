@@ -8,7 +8,7 @@
 //! field changes that stored form (a new etcd schema version); adding one needs `#[serde(default)]`.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -181,6 +181,53 @@ pub struct Vip {
     pub move_to: Option<String>,
     /// Sequence number of the last move request (0: none ever); grows with every request.
     pub move_seq: u64,
+    /// Quorum mode (`None`: off, the default and what every VIP stored before it existed).
+    #[serde(default)]
+    pub quorum: Option<Quorum>,
+}
+
+/// Quorum mode of a VIP or floating prefix: the candidates and these witnesses vote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quorum {
+    /// Peer ids of the witnesses, in the order the operator gave; never a candidate of the same object.
+    pub witnesses: Vec<String>,
+}
+
+/// A floating prefix of a network: routed by every member to the candidate that holds it, moved by the VIP
+/// failover protocol under its key ([`sdwand::vocab::floating_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floating {
+    /// Random id.
+    pub id: String,
+    /// The network it belongs to.
+    pub network_id: String,
+    /// The prefix (canonical).
+    pub prefix: IpNet,
+    /// The address the holder puts on its interface, if any (inside the prefix, not its network address).
+    pub gateway: Option<IpAddr>,
+    /// Candidate peer ids in rank order. Empty only after every candidate was removed from the network:
+    /// then nobody holds or routes it until an operator names new candidates.
+    pub candidates: Vec<String>,
+    /// The peer holding it, as last reported; `None` until a daemon reports.
+    pub holder: Option<String>,
+    /// The highest epoch reported for it.
+    #[serde(with = "stored_epoch")]
+    pub epoch: Option<Epoch>,
+    /// The candidate (peer id) an operator asked it to move to; `None` when no move is pending.
+    pub move_to: Option<String>,
+    /// Sequence number of the last move request (0: none ever).
+    pub move_seq: u64,
+    /// Quorum mode (`None`: off).
+    pub quorum: Option<Quorum>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+}
+
+impl Floating {
+    /// Its key in the failover protocol: what daemons report it under.
+    pub fn key(&self) -> Ipv6Addr {
+        sdwand::vocab::floating_key(self.prefix)
+    }
 }
 
 /// A k3s cluster.
@@ -392,5 +439,26 @@ mod tests {
         };
         assert_eq!(revoked.spent(0, false), Some(TokenSpent::Revoked));
         assert!(limits.allows(Role::Agent) && !limits.allows(Role::Server));
+    }
+
+    /// A VIP stored in etcd before quorum mode (no `quorum` field) reads as quorum off, and one with it
+    /// round-trips.
+    #[test]
+    fn a_vip_stored_before_quorum_mode_reads_with_quorum_off() {
+        let old = r#"{"id":"v","network_id":"n","address":"fd00:1::ffff:1","candidates":["p"],"holder":null,
+                      "epoch":[3,0],"confirmed_peers":null,"move_to":null,"move_seq":0}"#;
+        let vip: Vip = serde_json::from_str(old).expect("old VIP");
+        assert_eq!(
+            (vip.quorum.as_ref(), vip.epoch),
+            (None, Some(Epoch { term: 3, rank: 0 }))
+        );
+        let quorate = Vip {
+            quorum: Some(Quorum {
+                witnesses: vec!["w".into()],
+            }),
+            ..vip
+        };
+        let json = serde_json::to_string(&quorate).expect("encode");
+        assert_eq!(serde_json::from_str::<Vip>(&json).ok(), Some(quorate));
     }
 }

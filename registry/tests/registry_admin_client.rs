@@ -1,6 +1,5 @@
-//! `sdwanctl registry networks`, `create-network` (with pod pools and site ranges), `site-prefixes`, `tokens …`
-//! and `cluster-state`, and `sdwan-registry
-//! init-account`, end to end: the admin client of
+//! `sdwanctl registry networks`, `create-network` (with pod pools and site ranges), `site-prefixes`, `tokens …`,
+//! `floating …`, `vip-quorum` and `cluster-state`, and `sdwan-registry init-account`, end to end: the admin client of
 //! [`sdwand::client::admin`] against a registry served on 127.0.0.1.
 
 mod registry_support;
@@ -320,4 +319,56 @@ async fn operators_create_pod_networks_and_set_site_prefixes() {
     assert_eq!(cleared.member.prefixes.len(), 1, "only the pod share is left");
     let peers = client.peers().await.expect("peers");
     assert_eq!(peers.peers[0].member.prefixes, cleared.member.prefixes);
+}
+
+#[tokio::test]
+async fn operators_create_set_move_and_delete_floating_prefixes_and_set_vip_quorum() {
+    use sdwand::vocab::wire::{CreateFloatingRequest, SetFloatingRequest, SetQuorumRequest};
+    let r = Registry::new();
+    let t = r.tenant("acme", 1).await;
+    for name in ["gw1", "gw2", "w"] {
+        r.enroll(&t.enrollment, name, &[]).await;
+    }
+    let s1 = r.enroll(&t.enrollment, "s1", &["server"]).await;
+    r.bootstrap(&s1).await;
+    let served = serve(&r, &t.account.admin_token).await;
+    let client = &served.client;
+
+    let network_id = client.resolve_network("net").await.expect("network by name");
+    assert_eq!(network_id, t.network_id);
+    let req = CreateFloatingRequest {
+        prefix: "203.0.113.0/24".parse().expect("prefix"),
+        gateway: Some("203.0.113.1".parse().expect("gateway")),
+        candidates: vec!["gw1".into(), "gw2".into()],
+        quorum: true,
+        witnesses: vec!["w".into()],
+    };
+    let created = client.create_floating(&network_id, &req).await.expect("create");
+    let id = client.resolve_floating("203.0.113.0/24").await.expect("by prefix");
+    assert_eq!(id, created.floating_id);
+    let set = SetFloatingRequest {
+        candidates: Some(vec!["gw2".into(), "gw1".into()]),
+        ..Default::default()
+    };
+    let changed = client.set_floating(&id, &set).await.expect("set");
+    assert_eq!(changed.candidates[0].name, "gw2");
+    let moved = client.move_floating(&id, "gw1").await.expect("move");
+    assert_eq!(moved.move_request.map(|m| m.to).as_deref(), Some("gw1"));
+    match client.move_floating(&id, "w").await {
+        Err(ClientError::Refused { status: 409, code, .. }) => assert_eq!(code, "not_a_candidate"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.floating().await.expect("list").floating.len(), 1);
+    client.delete_floating(&id).await.expect("delete");
+    assert!(client.floating().await.expect("list").floating.is_empty());
+    let e = client.resolve_floating("203.0.113.0/24").await.expect_err("gone");
+    assert!(e.to_string().contains("no floating prefix"), "{e}");
+
+    let vip_id = client.vips().await.expect("vips").vips[0].vip_id.clone();
+    let quorum = SetQuorumRequest {
+        enabled: true,
+        witnesses: vec!["w".into()],
+    };
+    let vip = client.set_vip_quorum(&vip_id, &quorum).await.expect("quorum");
+    assert_eq!(vip.quorum.map(|q| q.witnesses[0].name.clone()).as_deref(), Some("w"));
 }

@@ -7,7 +7,7 @@
 //! Exit codes: 0 done, 1 the daemon (or registry) answered with an error, 2 bad usage or no answer.
 
 use std::io::Write;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +19,9 @@ use sdwand::client::http::ClientError;
 use sdwand::control::registry;
 use sdwand::control::{self, docker, render, NamedAddr, Request, Response};
 use sdwand::vocab::name::PeerName;
-use sdwand::vocab::wire::{CreateEnrollmentTokenRequest, CreateNetworkRequest};
+use sdwand::vocab::wire::{
+    CreateEnrollmentTokenRequest, CreateFloatingRequest, CreateNetworkRequest, SetFloatingRequest, SetQuorumRequest,
+};
 use sdwand::vocab::{ClusterState, PodPool, Role};
 use serde::Serialize;
 
@@ -45,7 +47,7 @@ enum Command {
     #[command(subcommand)]
     Vip(VipCommand),
     /// The registry (admin token): networks, clusters, VIPs, peers, manual moves, peer removal, site
-    /// prefixes, enrollment tokens, cluster state.
+    /// prefixes, floating prefixes, quorum mode, enrollment tokens, cluster state.
     Registry(RegistryArgs),
     /// Put Docker containers on this node's pod share: a bridge network without masquerade at the tunnel's
     /// MTU, and the DOCKER-USER rules that let the other nodes' traffic in (idempotent).
@@ -146,6 +148,22 @@ enum RegistryCommand {
         #[arg(long, conflicts_with = "prefixes")]
         clear: bool,
     },
+    /// Floating prefixes (a LAN or range behind several gateways, moved between them by the VIP failover
+    /// protocol): list, create, set, delete, move.
+    #[command(subcommand)]
+    Floating(FloatingCommand),
+    /// Quorum mode of a VIP: on (with optional witnesses), or off with --off. In quorum mode a candidate
+    /// claims, and a holder keeps holding, only while it hears a majority of the voters.
+    VipQuorum {
+        /// The VIP: its address or its id (see `sdwanctl registry vips`).
+        vip: String,
+        /// A witness (peer name or id): votes without being a candidate; repeatable.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Turn quorum mode off.
+        #[arg(long, conflicts_with = "witnesses")]
+        off: bool,
+    },
     /// Enrollment tokens: issue (with limits), list, revoke.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -156,6 +174,90 @@ enum RegistryCommand {
         /// `active` or `error`.
         state: ClusterState,
     },
+}
+
+#[derive(Subcommand)]
+enum FloatingCommand {
+    /// Every floating prefix of the account: gateway, holder, epoch, candidates, quorum, pending move.
+    List,
+    /// Create a floating prefix in a network: every member routes it to the candidate holding it.
+    Create {
+        /// The prefix, IPv4 or IPv6 (e.g. `203.0.113.0/24`); it overlaps nothing else the network routes.
+        prefix: IpNet,
+        /// The network: its name or its id (see `sdwanctl registry networks`).
+        #[arg(long)]
+        network: String,
+        /// A candidate (peer name or id), best first; repeatable, at least one.
+        #[arg(long = "candidate", required = true)]
+        candidates: Vec<String>,
+        /// An address of the prefix that the holder puts on its interface (the site's hosts' gateway).
+        #[arg(long)]
+        gateway: Option<IpAddr>,
+        /// Quorum mode: claim and hold only while a majority of the voters (candidates and witnesses) is heard.
+        #[arg(long)]
+        quorum: bool,
+        /// A witness (peer name or id): votes without being a candidate; repeatable; needs --quorum.
+        #[arg(long = "witness", requires = "quorum")]
+        witnesses: Vec<String>,
+    },
+    /// Change a floating prefix's candidates, quorum mode or witnesses; what is not given is kept.
+    Set {
+        /// The floating prefix: its prefix or its id (see `sdwanctl registry floating list`).
+        floating: String,
+        /// The new candidates (peer names or ids), best first; repeatable; replaces the list.
+        #[arg(long = "candidate")]
+        candidates: Vec<String>,
+        /// Turn quorum mode on.
+        #[arg(long, conflicts_with = "no_quorum")]
+        quorum: bool,
+        /// Turn quorum mode off (drops the witnesses).
+        #[arg(long)]
+        no_quorum: bool,
+        /// The new witnesses (peer names or ids); repeatable; replaces the list.
+        #[arg(long = "witness", conflicts_with = "no_quorum")]
+        witnesses: Vec<String>,
+        /// Remove every witness (quorum mode stays as it is).
+        #[arg(long, conflicts_with_all = ["no_quorum", "witnesses"])]
+        clear_witnesses: bool,
+    },
+    /// Delete a floating prefix: every daemon stops routing it.
+    Delete {
+        /// The floating prefix: its prefix or its id.
+        floating: String,
+    },
+    /// Ask a floating prefix's holder to hand it over to one of its candidates.
+    Move {
+        /// The floating prefix: its prefix or its id.
+        floating: String,
+        /// The target candidate's peer name.
+        #[arg(long)]
+        to: PeerName,
+    },
+}
+
+/// The change `sdwanctl registry floating set` asks for; nothing to change is a usage error.
+fn set_floating_request(
+    candidates: &[String],
+    quorum: bool,
+    no_quorum: bool,
+    witnesses: &[String],
+    clear_witnesses: bool,
+) -> Result<SetFloatingRequest, String> {
+    let req = SetFloatingRequest {
+        candidates: (!candidates.is_empty()).then(|| candidates.to_vec()),
+        quorum: (quorum || no_quorum).then_some(quorum),
+        witnesses: if clear_witnesses {
+            Some(Vec::new())
+        } else {
+            (!witnesses.is_empty()).then(|| witnesses.to_vec())
+        },
+    };
+    if req == SetFloatingRequest::default() {
+        return Err(
+            "nothing to change: give --candidate, --quorum, --no-quorum, --witness or --clear-witnesses".to_owned(),
+        );
+    }
+    Ok(req)
 }
 
 #[derive(Subcommand)]
@@ -415,6 +517,20 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 Ok(registry::site_prefixes_set(&p))
             }
         }
+        RegistryCommand::Floating(command) => floating_call(&client, command, json).await,
+        RegistryCommand::VipQuorum { vip, witnesses, off } => {
+            let vip_id = client.resolve_vip(vip).await?;
+            let req = SetQuorumRequest {
+                enabled: !off,
+                witnesses: witnesses.clone(),
+            };
+            let v = client.set_vip_quorum(&vip_id, &req).await?;
+            if json {
+                encode(pretty(&v))
+            } else {
+                Ok(registry::vip_quorum(&v))
+            }
+        }
         RegistryCommand::Tokens(TokensCommand::Create {
             network,
             expires_in,
@@ -461,6 +577,82 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
     }
 }
 
+/// `sdwanctl registry floating …`.
+async fn floating_call(client: &AdminClient, command: &FloatingCommand, json: bool) -> Result<String, ClientError> {
+    let encode = |r: serde_json::Result<String>| {
+        r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
+    };
+    match command {
+        FloatingCommand::List => {
+            let f = client.floating().await?;
+            if json {
+                encode(pretty(&f))
+            } else {
+                Ok(registry::floating(&f))
+            }
+        }
+        FloatingCommand::Create {
+            prefix,
+            network,
+            candidates,
+            gateway,
+            quorum,
+            witnesses,
+        } => {
+            let network_id = client.resolve_network(network).await?;
+            let req = CreateFloatingRequest {
+                prefix: *prefix,
+                gateway: *gateway,
+                candidates: candidates.clone(),
+                quorum: *quorum,
+                witnesses: witnesses.clone(),
+            };
+            let f = client.create_floating(&network_id, &req).await?;
+            if json {
+                encode(pretty(&f))
+            } else {
+                Ok(registry::floating_changed(&f, "created"))
+            }
+        }
+        FloatingCommand::Set {
+            floating,
+            candidates,
+            quorum,
+            no_quorum,
+            witnesses,
+            clear_witnesses,
+        } => {
+            let req = set_floating_request(candidates, *quorum, *no_quorum, witnesses, *clear_witnesses)
+                .map_err(ClientError::Setup)?;
+            let id = client.resolve_floating(floating).await?;
+            let f = client.set_floating(&id, &req).await?;
+            if json {
+                encode(pretty(&f))
+            } else {
+                Ok(registry::floating_changed(&f, "set"))
+            }
+        }
+        FloatingCommand::Delete { floating } => {
+            let id = client.resolve_floating(floating).await?;
+            client.delete_floating(&id).await?;
+            if json {
+                encode(pretty(&serde_json::json!({ "deleted": id })))
+            } else {
+                Ok(registry::floating_deleted(floating, &id))
+            }
+        }
+        FloatingCommand::Move { floating, to } => {
+            let id = client.resolve_floating(floating).await?;
+            let f = client.move_floating(&id, to).await?;
+            if json {
+                encode(pretty(&f))
+            } else {
+                Ok(registry::floating_moved(&f))
+            }
+        }
+    }
+}
+
 /// `--roles agent,server` (empty items ignored, so `--roles ""` is no role).
 fn parse_roles(names: &[String]) -> Result<Vec<Role>, ClientError> {
     names
@@ -496,4 +688,136 @@ fn pretty(value: &impl Serialize) -> serde_json::Result<String> {
 /// Writes `text` to stdout; a closed pipe (`sdwanctl … | head`) is not an error.
 fn print(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(args: &[&str]) -> Result<RegistryCommand, clap::Error> {
+        let base = ["sdwanctl", "registry", "--url", "https://r", "--token-file", "t"];
+        let cli = Cli::try_parse_from(base.iter().chain(args))?;
+        match cli.command {
+            Command::Registry(args) => Ok(args.command),
+            _ => panic!("not a registry command"),
+        }
+    }
+
+    #[test]
+    fn floating_create_takes_candidates_gateway_quorum_and_witnesses() {
+        let parsed = registry(&[
+            "floating",
+            "create",
+            "203.0.113.0/24",
+            "--network",
+            "branch",
+            "--candidate",
+            "gw1",
+            "--candidate",
+            "gw2",
+            "--gateway",
+            "203.0.113.1",
+            "--quorum",
+            "--witness",
+            "w",
+        ])
+        .expect("parses");
+        let RegistryCommand::Floating(FloatingCommand::Create {
+            prefix,
+            network,
+            candidates,
+            gateway,
+            quorum,
+            witnesses,
+        }) = parsed
+        else {
+            panic!("not floating create");
+        };
+        assert_eq!(prefix.to_string(), "203.0.113.0/24");
+        assert_eq!(
+            (network.as_str(), candidates),
+            ("branch", vec!["gw1".to_owned(), "gw2".to_owned()])
+        );
+        assert_eq!(gateway.map(|g| g.to_string()).as_deref(), Some("203.0.113.1"));
+        assert!(quorum);
+        assert_eq!(witnesses, ["w"]);
+        // At least one candidate; witnesses need --quorum; the prefix must parse.
+        for bad in [
+            vec!["floating", "create", "203.0.113.0/24", "--network", "n"],
+            vec![
+                "floating",
+                "create",
+                "203.0.113.0/24",
+                "--network",
+                "n",
+                "--candidate",
+                "a",
+                "--witness",
+                "w",
+            ],
+            vec![
+                "floating",
+                "create",
+                "203.0.113.0/33",
+                "--network",
+                "n",
+                "--candidate",
+                "a",
+            ],
+        ] {
+            assert!(registry(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn floating_set_sends_only_what_is_given_and_refuses_nothing() {
+        let Ok(RegistryCommand::Floating(FloatingCommand::Set {
+            candidates,
+            quorum,
+            no_quorum,
+            witnesses,
+            clear_witnesses,
+            ..
+        })) = registry(&["floating", "set", "203.0.113.0/24", "--candidate", "gw2", "--quorum"])
+        else {
+            panic!("not floating set");
+        };
+        let req = set_floating_request(&candidates, quorum, no_quorum, &witnesses, clear_witnesses).expect("a change");
+        assert_eq!(
+            serde_json::to_value(&req).expect("json"),
+            serde_json::json!({"candidates": ["gw2"], "quorum": true, "witnesses": null})
+        );
+        let off = set_floating_request(&[], false, true, &[], false).expect("off");
+        assert_eq!((off.quorum, off.witnesses), (Some(false), None));
+        let cleared = set_floating_request(&[], false, false, &[], true).expect("cleared");
+        assert_eq!(cleared.witnesses, Some(vec![]));
+        let e = set_floating_request(&[], false, false, &[], false).expect_err("nothing");
+        assert!(e.contains("nothing to change"), "{e}");
+        for bad in [
+            vec!["floating", "set", "f", "--quorum", "--no-quorum"],
+            vec!["floating", "set", "f", "--no-quorum", "--witness", "w"],
+            vec!["floating", "set", "f", "--witness", "w", "--clear-witnesses"],
+        ] {
+            assert!(registry(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vip_quorum_is_on_with_witnesses_or_off() {
+        let Ok(RegistryCommand::VipQuorum { vip, witnesses, off }) =
+            registry(&["vip-quorum", "fd00:5d:f::1", "--witness", "w1", "--witness", "w2"])
+        else {
+            panic!("not vip-quorum");
+        };
+        assert_eq!(
+            (vip.as_str(), witnesses, off),
+            ("fd00:5d:f::1", vec!["w1".to_owned(), "w2".to_owned()], false)
+        );
+        assert!(matches!(
+            registry(&["vip-quorum", "v-1", "--off"]),
+            Ok(RegistryCommand::VipQuorum { off: true, .. })
+        ));
+        assert!(registry(&["vip-quorum", "v-1", "--off", "--witness", "w"]).is_err());
+        assert!(registry(&["floating", "move", "f", "--to", "not a name"]).is_err());
+    }
 }

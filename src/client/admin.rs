@@ -13,9 +13,10 @@ use reqwest::Method;
 
 use super::http::{segment, ClientError, RegistryClient};
 use crate::vocab::wire::{
-    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, CreateNetworkRequest,
-    EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, NetworkView, NetworksResponse, PeerView,
-    PeersResponse, SetSitePrefixesRequest, VipMoveRequest, VipView, VipsResponse,
+    ClusterStateRequest, ClusterStateView, ClustersResponse, CreateEnrollmentTokenRequest, CreateFloatingRequest,
+    CreateNetworkRequest, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, FloatingResponse,
+    FloatingView, NetworkView, NetworksResponse, PeerView, PeersResponse, SetFloatingRequest, SetQuorumRequest,
+    SetSitePrefixesRequest, VipMoveRequest, VipView, VipsResponse,
 };
 use crate::vocab::{ClusterState, PodPool};
 use ipnet::IpNet;
@@ -159,6 +160,62 @@ impl AdminClient {
         self.client.must::<(), _>(Method::DELETE, &path, None).await
     }
 
+    /// `PUT /v1/vips/{id}/quorum`.
+    pub async fn set_vip_quorum(&self, vip_id: &str, req: &SetQuorumRequest) -> Result<VipView, ClientError> {
+        let path = format!("/v1/vips/{}/quorum", segment(vip_id));
+        self.client.must(Method::PUT, &path, Some(req)).await
+    }
+
+    /// `GET /v1/floating`.
+    pub async fn floating(&self) -> Result<FloatingResponse, ClientError> {
+        self.client.must::<(), _>(Method::GET, "/v1/floating", None).await
+    }
+
+    /// `POST /v1/networks/{id}/floating`.
+    pub async fn create_floating(
+        &self,
+        network_id: &str,
+        req: &CreateFloatingRequest,
+    ) -> Result<FloatingView, ClientError> {
+        let path = format!("/v1/networks/{}/floating", segment(network_id));
+        self.client.must(Method::POST, &path, Some(req)).await
+    }
+
+    /// `PUT /v1/floating/{id}`.
+    pub async fn set_floating(&self, id: &str, req: &SetFloatingRequest) -> Result<FloatingView, ClientError> {
+        let path = format!("/v1/floating/{}", segment(id));
+        self.client.must(Method::PUT, &path, Some(req)).await
+    }
+
+    /// `DELETE /v1/floating/{id}`.
+    pub async fn delete_floating(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/floating/{}", segment(id));
+        let (timeout, limit) = (super::http::REQUEST_TIMEOUT, super::http::MAX_ANSWER_BYTES);
+        let _: Option<serde_json::Value> = self
+            .client
+            .call::<(), _>(Method::DELETE, &path, None, timeout, limit)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/floating/{id}/move`.
+    pub async fn move_floating(&self, id: &str, to: &str) -> Result<FloatingView, ClientError> {
+        let path = format!("/v1/floating/{}/move", segment(id));
+        let req = VipMoveRequest { to: to.to_owned() };
+        self.client.must(Method::POST, &path, Some(&req)).await
+    }
+
+    /// The id of the floating prefix `given` names: its id, or its prefix (looked up in `GET /v1/floating`).
+    /// Unknown or ambiguous (one prefix in two networks): a [`ClientError::Setup`] that lists what to use.
+    pub async fn resolve_floating(&self, given: &str) -> Result<String, ClientError> {
+        pick_floating(&self.floating().await?, given).map_err(ClientError::Setup)
+    }
+
+    /// The id of the network `given` names: its id, or its name (looked up in `GET /v1/networks`).
+    pub async fn resolve_network(&self, given: &str) -> Result<String, ClientError> {
+        pick_network(&self.networks().await?, given).map_err(ClientError::Setup)
+    }
+
     /// `POST /v1/clusters/{id}/state`.
     pub async fn set_cluster_state(
         &self,
@@ -199,6 +256,70 @@ fn pick_vip(vips: &VipsResponse, given: &str) -> Result<String, String> {
                 .collect();
             Err(format!(
                 "{given} is the address of {} VIPs (one per network); give the id: {}",
+                many.len(),
+                list(&ids)
+            ))
+        }
+    }
+}
+
+/// The floating prefix of `floating` whose id is `given`, or else whose prefix is `given`; the error lists
+/// the choices.
+fn pick_floating(floating: &FloatingResponse, given: &str) -> Result<String, String> {
+    if let Some(f) = floating.floating.iter().find(|f| f.floating_id == given) {
+        return Ok(f.floating_id.clone());
+    }
+    let prefix: Option<IpNet> = given.parse().ok();
+    let found: Vec<&FloatingView> = floating.floating.iter().filter(|f| Some(f.prefix) == prefix).collect();
+    match found.as_slice() {
+        [one] => Ok(one.floating_id.clone()),
+        [] => {
+            let known: Vec<String> = floating
+                .floating
+                .iter()
+                .map(|f| format!("{} ({})", f.prefix, f.floating_id))
+                .collect();
+            Err(format!(
+                "no floating prefix {given:?} (prefix or id) in this account; floating prefixes: {} (see \
+                 `sdwanctl registry floating list`)",
+                list(&known)
+            ))
+        }
+        many => {
+            let ids: Vec<String> = many.iter().map(|f| f.floating_id.clone()).collect();
+            Err(format!(
+                "{given} floats in {} networks; give the id: {}",
+                many.len(),
+                list(&ids)
+            ))
+        }
+    }
+}
+
+/// The network of `networks` whose id is `given`, or else whose name is `given`; the error lists the choices.
+fn pick_network(networks: &NetworksResponse, given: &str) -> Result<String, String> {
+    if let Some(n) = networks.networks.iter().find(|n| n.id == given) {
+        return Ok(n.id.clone());
+    }
+    let found: Vec<&NetworkView> = networks.networks.iter().filter(|n| n.name == given).collect();
+    match found.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => {
+            let known: Vec<String> = networks
+                .networks
+                .iter()
+                .map(|n| format!("{} ({})", n.name, n.id))
+                .collect();
+            Err(format!(
+                "no network with name or id {given:?} in this account; networks: {} (see `sdwanctl registry \
+                 networks`)",
+                list(&known)
+            ))
+        }
+        many => {
+            let ids: Vec<String> = many.iter().map(|n| n.id.clone()).collect();
+            Err(format!(
+                "{} networks are named {given:?}; give the id: {}",
                 many.len(),
                 list(&ids)
             ))
@@ -315,6 +436,56 @@ mod tests {
             stale: false,
             silent: false,
         }
+    }
+
+    #[test]
+    fn a_floating_prefix_is_named_by_prefix_or_id_and_a_network_by_name_or_id() {
+        let floating = |id: &str, prefix: &str| FloatingView {
+            floating_id: id.into(),
+            prefix: prefix.parse().expect("prefix"),
+            gateway: None,
+            candidates: vec![],
+            holder: None,
+            epoch: None,
+            move_request: None,
+            quorum: None,
+        };
+        let all = FloatingResponse {
+            floating: vec![
+                floating("f-1", "203.0.113.0/24"),
+                floating("f-2", "2001:db8:6::/48"),
+                floating("f-3", "2001:db8:6::/48"),
+            ],
+        };
+        assert_eq!(pick_floating(&all, "f-2").as_deref(), Ok("f-2"));
+        assert_eq!(pick_floating(&all, "203.0.113.0/24").as_deref(), Ok("f-1"));
+        let e = pick_floating(&all, "2001:db8:6::/48").expect_err("two networks");
+        assert!(e.contains("floats in 2 networks") && e.contains("f-2, f-3"), "{e}");
+        let e = pick_floating(&all, "203.0.113.0/25").expect_err("unknown");
+        assert!(
+            e.contains("203.0.113.0/24 (f-1)") && e.contains("sdwanctl registry floating list"),
+            "{e}"
+        );
+        let network = |id: &str, name: &str| NetworkView {
+            id: id.into(),
+            account_id: "a".into(),
+            name: name.into(),
+            overlay_prefix: "fd00:5d::/48".parse().expect("prefix"),
+            vip_pool: "fd00:5d:f::/64".parse().expect("prefix"),
+            overlay_prefix_v4: None,
+            pod_pools: vec![],
+            site_ranges: vec![],
+            revision: 1,
+        };
+        let networks = NetworksResponse {
+            networks: vec![network("n-1", "branch"), network("n-2", "lab"), network("n-3", "lab")],
+        };
+        assert_eq!(pick_network(&networks, "branch").as_deref(), Ok("n-1"));
+        assert_eq!(pick_network(&networks, "n-3").as_deref(), Ok("n-3"));
+        let e = pick_network(&networks, "lab").expect_err("two named lab");
+        assert!(e.contains("n-2, n-3"), "{e}");
+        let e = pick_network(&networks, "prod").expect_err("unknown");
+        assert!(e.contains("branch (n-1)"), "{e}");
     }
 
     #[test]

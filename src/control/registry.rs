@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::vocab::wire::{
-    ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView, EnrollmentTokensResponse, EpochView,
-    MemberView, NetworkView, NetworksResponse, PeerView, PeersResponse, VipView, VipsResponse,
+    CandidateView, ClusterStateView, ClustersResponse, EnrollmentTokenInfo, EnrollmentTokenView,
+    EnrollmentTokensResponse, EpochView, FloatingResponse, FloatingView, MemberView, MoveRequestView, NetworkView,
+    NetworksResponse, PeerView, PeersResponse, QuorumView, VipView, VipsResponse,
 };
 use crate::vocab::PrefixKind;
 
@@ -129,9 +130,8 @@ pub fn vips(v: &VipsResponse) -> String {
                 v.epoch.map_or_else(|| "-".to_owned(), epoch),
                 v.confirmed_peers.map_or_else(|| "-".to_owned(), |c| c.to_string()),
                 candidates.join(","),
-                v.move_request
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |m| format!("to {} (#{})", m.to, m.seq)),
+                move_request(v.move_request.as_ref()),
+                quorum(v.quorum.as_ref()),
             ]
         })
         .collect();
@@ -145,8 +145,117 @@ pub fn vips(v: &VipsResponse) -> String {
             "CONFIRMED",
             "CANDIDATES",
             "MOVE",
+            "QUORUM",
         ],
         &rows,
+    )
+}
+
+/// `sdwanctl registry floating list`.
+pub fn floating(f: &FloatingResponse) -> String {
+    if f.floating.is_empty() {
+        return "no floating prefixes\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = f
+        .floating
+        .iter()
+        .map(|f| {
+            vec![
+                f.prefix.to_string(),
+                f.floating_id.clone(),
+                or_dash(f.gateway.map(|g| g.to_string()).as_deref()),
+                or_dash(f.holder.as_deref()),
+                f.epoch.map_or_else(|| "-".to_owned(), epoch),
+                if f.candidates.is_empty() {
+                    "none (not routed)".to_owned()
+                } else {
+                    names(&f.candidates)
+                },
+                quorum(f.quorum.as_ref()),
+                move_request(f.move_request.as_ref()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PREFIX",
+            "ID",
+            "GATEWAY",
+            "HOLDER",
+            "EPOCH",
+            "CANDIDATES",
+            "QUORUM",
+            "MOVE",
+        ],
+        &rows,
+    )
+}
+
+/// Peer names, comma-separated.
+fn names(peers: &[CandidateView]) -> String {
+    peers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// Quorum mode in one cell: `off`, `on`, or `on (witnesses a,b)`.
+fn quorum(q: Option<&QuorumView>) -> String {
+    match q {
+        None => "off".to_owned(),
+        Some(q) if q.witnesses.is_empty() => "on".to_owned(),
+        Some(q) => format!("on (witnesses {})", names(&q.witnesses)),
+    }
+}
+
+/// A pending move in one cell: `to NAME (#SEQ)`, `-` for none.
+fn move_request(m: Option<&MoveRequestView>) -> String {
+    m.map_or_else(|| "-".to_owned(), |m| format!("to {} (#{})", m.to, m.seq))
+}
+
+/// `sdwanctl registry floating create|set`: the prefix now; `what` says what happened.
+pub fn floating_changed(f: &FloatingView, what: &str) -> String {
+    let gateway = f.gateway.map_or_else(String::new, |g| format!(", gateway {g}"));
+    let candidates = if f.candidates.is_empty() {
+        "none".to_owned()
+    } else {
+        names(&f.candidates)
+    };
+    format!(
+        "floating prefix {} ({}) {what}: candidates {candidates}{gateway}, quorum {}; every daemon routes it to \
+         its holder\n",
+        f.prefix,
+        f.floating_id,
+        quorum(f.quorum.as_ref())
+    )
+}
+
+/// `sdwanctl registry floating delete`: what was done (`given` is the prefix or id the operator typed).
+pub fn floating_deleted(given: &str, id: &str) -> String {
+    let which = if given == id {
+        id.to_owned()
+    } else {
+        format!("{given} ({id})")
+    };
+    format!("floating prefix {which} deleted; every daemon stops routing it\n")
+}
+
+/// `sdwanctl registry floating move`: what was requested.
+pub fn floating_moved(f: &FloatingView) -> String {
+    match &f.move_request {
+        Some(m) => format!(
+            "move of floating prefix {} to {} requested (#{}); its holder hands it over once it sees the request\n",
+            f.prefix, m.to, m.seq
+        ),
+        None => format!("floating prefix {}: no move pending\n", f.prefix),
+    }
+}
+
+/// `sdwanctl registry vip-quorum`: the VIP's quorum mode now.
+pub fn vip_quorum(v: &VipView) -> String {
+    format!(
+        "VIP {} ({}): quorum {}; the voters are its candidates ({}) and the witnesses\n",
+        v.address,
+        v.vip_id,
+        quorum(v.quorum.as_ref()),
+        names(&v.candidates)
     )
 }
 
@@ -373,7 +482,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::wire::{CandidateView, ClusterView, MemberView, MoveRequestView, PeerView};
+    use crate::vocab::wire::{ClusterView, MemberView, PeerView};
     use crate::vocab::{ClusterState, Lifecycle, Role};
 
     fn vip() -> VipView {
@@ -412,10 +521,88 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "fd00:5d:f::1  v-1  c-1      s1      4.0    3          s1,s2       to s2 (#2)"
+            "fd00:5d:f::1  v-1  c-1      s1      4.0    3          s1,s2       to s2 (#2)  off"
         );
         assert_eq!(vips(&VipsResponse { vips: vec![] }), "no VIPs\n");
         assert!(moved(&vip()).contains("to s2 requested (#2)"));
+    }
+
+    fn floating_view() -> FloatingView {
+        let v = vip();
+        FloatingView {
+            floating_id: "f-1".into(),
+            prefix: "203.0.113.0/24".parse().expect("prefix"),
+            gateway: Some("203.0.113.1".parse().expect("gateway")),
+            candidates: v.candidates.clone(),
+            holder: Some("s2".into()),
+            epoch: Some(EpochView { term: 7, rank: 1 }),
+            move_request: None,
+            quorum: Some(QuorumView {
+                witnesses: vec![CandidateView {
+                    peer_id: "p-9".into(),
+                    name: "w".into(),
+                    address: "fd00:5d::9".parse().expect("address"),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn floating_prefixes_render_holder_candidates_and_quorum() {
+        let f = floating_view();
+        let orphan = FloatingView {
+            floating_id: "f-2".into(),
+            prefix: "2001:db8:6::/48".parse().expect("prefix"),
+            gateway: None,
+            candidates: vec![],
+            holder: None,
+            epoch: None,
+            move_request: Some(MoveRequestView {
+                to: "s1".into(),
+                seq: 1,
+            }),
+            quorum: None,
+        };
+        let text = floating(&FloatingResponse {
+            floating: vec![f.clone(), orphan.clone()],
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].starts_with("PREFIX           ID   GATEWAY      HOLDER  EPOCH"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "203.0.113.0/24   f-1  203.0.113.1  s2      7.1    s1,s2              on (witnesses w)  -"
+        );
+        assert_eq!(
+            lines[2],
+            "2001:db8:6::/48  f-2  -            -       -      none (not routed)  off               to s1 (#1)"
+        );
+        assert_eq!(
+            floating(&FloatingResponse { floating: vec![] }),
+            "no floating prefixes\n"
+        );
+        assert_eq!(
+            floating_changed(&f, "created"),
+            "floating prefix 203.0.113.0/24 (f-1) created: candidates s1,s2, gateway 203.0.113.1, quorum on \
+             (witnesses w); every daemon routes it to its holder\n"
+        );
+        assert!(floating_moved(&orphan).contains("2001:db8:6::/48 to s1 requested (#1)"));
+        assert!(floating_moved(&f).contains("no move pending"));
+        assert_eq!(
+            floating_deleted("203.0.113.0/24", "f-1"),
+            "floating prefix 203.0.113.0/24 (f-1) deleted; every daemon stops routing it\n"
+        );
+        let quorate = VipView {
+            quorum: Some(QuorumView { witnesses: vec![] }),
+            ..vip()
+        };
+        assert_eq!(
+            vip_quorum(&quorate),
+            "VIP fd00:5d:f::1 (v-1): quorum on; the voters are its candidates (s1,s2) and the witnesses\n"
+        );
     }
 
     #[test]

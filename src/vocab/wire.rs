@@ -334,6 +334,61 @@ pub struct FloatingView {
     pub quorum: Option<QuorumView>,
 }
 
+/// `POST /v1/networks/{id}/floating` (admin token): a new floating prefix of the network. The answer is the
+/// prefix ([`FloatingView`]); the network's revision is bumped, so every daemon routes it to its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFloatingRequest {
+    /// The prefix, IPv4 or IPv6, canonical (host bits zero); it overlaps nothing else the network routes.
+    pub prefix: IpNet,
+    /// An address inside the prefix, not its network address, that the holder puts on its interface.
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Candidate peers (names or ids), best first: 1 to [`crate::vocab::MAX_CANDIDATES`], distinct.
+    pub candidates: Vec<String>,
+    /// Quorum mode on (default off).
+    #[serde(default)]
+    pub quorum: bool,
+    /// Witnesses (names or ids) that vote without being candidates; only with `quorum: true`.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+}
+
+/// `PUT /v1/floating/{id}` (admin token): changes a floating prefix; a field left out is kept. Bumps the
+/// network's revision when something changed; answers the prefix ([`FloatingView`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetFloatingRequest {
+    /// The new candidate list (names or ids), best first, replacing the old one.
+    #[serde(default)]
+    pub candidates: Option<Vec<String>>,
+    /// Quorum mode on or off (turning it off drops the witnesses).
+    #[serde(default)]
+    pub quorum: Option<bool>,
+    /// The new witness list (names or ids), replacing the old one; only while quorum mode is on.
+    #[serde(default)]
+    pub witnesses: Option<Vec<String>>,
+}
+
+/// `GET /v1/floating` (admin token): every floating prefix of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingResponse {
+    /// Floating prefixes, by network then creation order.
+    pub floating: Vec<FloatingView>,
+}
+
+/// `PUT /v1/vips/{id}/quorum` (admin token): quorum mode of a VIP. Bumps the network's revision when it
+/// changed; answers the VIP ([`VipView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuorumRequest {
+    /// Quorum mode on or off.
+    pub enabled: bool,
+    /// Witnesses (names or ids) that vote without being candidates; must be empty when `enabled` is false.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+}
+
 /// An operator's request to move a VIP (`POST /v1/vips/{id}/move`). The holder's daemon sees it through the
 /// watch and performs a planned handover, once per `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,7 +399,7 @@ pub struct MoveRequestView {
     pub seq: u64,
 }
 
-/// `POST /v1/vips/{id}/move` (admin token).
+/// `POST /v1/vips/{id}/move` and `POST /v1/floating/{id}/move` (admin token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipMoveRequest {

@@ -10,14 +10,14 @@
 //! | `POST /v1/networks` | admin | create a network of the account |
 //! | `GET /v1/networks` | admin | every network of the account, oldest first |
 //! | `POST /v1/networks/{id}/enrollment-tokens` | admin | issue an enrollment token for it |
-//! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs and the revision |
+//! | `GET /v1/networks/{id}/members` | peer of the network, or admin | members, VIPs, floating prefixes and the revision |
 //! | `GET /v1/networks/{id}/watch?since=R&wait_ms=W` | peer of the network, or admin | long poll: the network once its revision is not R (at once if it is not: above, or below after a restore from backup), or 204 after W ms (default 25 s, at most 60 s) |
 //! | `POST /v1/peers/enroll` | enrollment | enroll a peer: /128 (and /32 and pod shares, if the network has them), peer token, member list |
-//! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's highest epoch (no revision bump) |
+//! | `POST /v1/peers/self/report` | peer | liveness and VIP view; keeps each VIP's and floating prefix's highest epoch and holder (a floating prefix is reported under its key; no revision bump) |
 //! | `POST /v1/runtime/handshake` | peer | k3s `bootstrap` / `join_request` |
 //! | `POST /v1/clusters/{id}/report` | peer (server member) | k3s ready / failed |
 //! | `GET /v1/peers` | admin | every peer of the account: cluster membership, last seen, `stale` |
-//! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy; its prefixes held down); 204 |
+//! | `DELETE /v1/peers/{id}` | admin | remove a peer with its cascade (tokens, membership, candidacy and witness role in VIPs and floating prefixes; its prefixes held down); 204 |
 //! | `GET /v1/clusters` | admin | every cluster of the account, newest first, with VIP and members |
 //! | `GET /v1/vips` | admin | every VIP of the account: candidates, holder, epoch, pending move |
 //! | `GET /metrics` | none, or the metrics token | Prometheus text: requests by route and code, latency, connections, watch clients, peer and cluster totals |
@@ -25,6 +25,12 @@
 //! | `GET /v1/enrollment-tokens` | admin | every enrollment token of the account: id, network, limits, uses, revocation (never the secret) |
 //! | `DELETE /v1/enrollment-tokens/{id}` | admin | revoke an enrollment token: it answers 401 `token_revoked` from then on |
 //! | `POST /v1/clusters/{id}/state` | admin | set a cluster `active` (out of `error`: joins work again) or `error` |
+//! | `PUT /v1/vips/{id}/quorum` | admin | quorum mode of a VIP (`{"enabled": true, "witnesses": [names or ids]}`; bumps the revision); answers the VIP |
+//! | `POST /v1/networks/{id}/floating` | admin | create a floating prefix (`{"prefix", "gateway"?, "candidates": [names or ids], "quorum"?, "witnesses"?}`, overlapping nothing the network routes; bumps the revision); 201 with the prefix |
+//! | `GET /v1/floating` | admin | every floating prefix of the account: candidates, holder, epoch, pending move, quorum |
+//! | `PUT /v1/floating/{id}` | admin | change a floating prefix's `candidates`, `quorum` or `witnesses` (left out: kept; bumps the revision) |
+//! | `DELETE /v1/floating/{id}` | admin | delete a floating prefix (bumps the revision); 204 |
+//! | `POST /v1/floating/{id}/move` | admin | ask the holder to hand the prefix to candidate `to` (bumps the revision) |
 //! | `PUT /v1/peers/{id}/site-prefixes` | admin | replace a peer's site prefixes (`{"prefixes": [...]}`, in the network's site ranges, overlapping no other peer's; bumps the revision); answers the peer |
 //!
 //! **Limits** ([`Limits`]): every request but the watch is answered within `request_timeout` (503
@@ -175,7 +181,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
 
 /// The registry's routes over `state` (shared with the reaper, whose removals wake watchers too).
 pub fn router_with(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 18] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 23] = [
         ("/v1/networks", post(routes::create_network).get(routes::list_networks)),
         (
             "/v1/networks/{id}/enrollment-tokens",
@@ -197,6 +203,14 @@ pub fn router_with(state: AppState) -> Router {
         ("/v1/enrollment-tokens/{id}", delete(routes::revoke_enrollment_token)),
         ("/v1/clusters/{id}/state", post(routes::set_cluster_state)),
         ("/v1/peers/{id}/site-prefixes", put(routes::set_site_prefixes)),
+        ("/v1/vips/{id}/quorum", put(routes::set_vip_quorum)),
+        ("/v1/networks/{id}/floating", post(routes::create_floating)),
+        ("/v1/floating", get(routes::list_floating)),
+        (
+            "/v1/floating/{id}",
+            put(routes::set_floating).delete(routes::delete_floating),
+        ),
+        ("/v1/floating/{id}/move", post(routes::move_floating)),
     ];
     let request_timeout = state.limits.request_timeout;
     routes

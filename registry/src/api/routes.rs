@@ -20,7 +20,8 @@ use crate::token::Presented;
 use axum::body::HttpBody;
 use axum::extract::{FromRequest, Request};
 use sdwand::vocab::wire::{
-    ClusterStateRequest, CreateEnrollmentTokenRequest, EnrollmentTokenInfo, EnrollmentTokensResponse,
+    ClusterStateRequest, CreateEnrollmentTokenRequest, CreateFloatingRequest, EnrollmentTokenInfo,
+    EnrollmentTokensResponse, FloatingResponse, FloatingView, SetFloatingRequest, SetQuorumRequest,
 };
 use sdwand::vocab::wire::{
     ClusterStateView, ClustersResponse, CreateNetworkRequest, EnrollRequest, EnrollResponse, EnrollmentTokenView,
@@ -288,6 +289,66 @@ pub(super) async fn move_vip(
 ) -> Answer<VipView> {
     Ok(Json(
         s.write(move |tx| service::move_vip(tx, &token, &vip_id, &req)).await?,
+    ))
+}
+
+pub(super) async fn set_vip_quorum(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(vip_id): PathId,
+    JsonBody(req): JsonBody<SetQuorumRequest>,
+) -> Answer<VipView> {
+    Ok(Json(
+        s.write(move |tx| service::set_vip_quorum(tx, &token, &vip_id, &req))
+            .await?,
+    ))
+}
+
+pub(super) async fn create_floating(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(network_id): PathId,
+    JsonBody(req): JsonBody<CreateFloatingRequest>,
+) -> Created<FloatingView> {
+    let now = now_ms();
+    let view = s
+        .write(move |tx| service::create_floating(tx, &token, &network_id, &req, now))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub(super) async fn list_floating(State(s): State<AppState>, Bearer(token): Bearer) -> Answer<FloatingResponse> {
+    Ok(Json(s.store.read(move |tx| service::list_floating(tx, &token)).await?))
+}
+
+pub(super) async fn set_floating(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(id): PathId,
+    JsonBody(req): JsonBody<SetFloatingRequest>,
+) -> Answer<FloatingView> {
+    Ok(Json(
+        s.write(move |tx| service::set_floating(tx, &token, &id, &req)).await?,
+    ))
+}
+
+pub(super) async fn delete_floating(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    s.write(move |tx| service::delete_floating(tx, &token, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn move_floating(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    PathId(id): PathId,
+    JsonBody(req): JsonBody<VipMoveRequest>,
+) -> Answer<FloatingView> {
+    Ok(Json(
+        s.write(move |tx| service::move_floating(tx, &token, &id, &req)).await?,
     ))
 }
 

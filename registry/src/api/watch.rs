@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use tokio::sync::{watch, Notify, OnceCell};
 
 use crate::error::{code, ApiError, ErrorKind};
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
+use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 use crate::service;
 use crate::store::{ReadTx, Store, StoreError, WriteTx};
 
@@ -324,6 +324,12 @@ impl ReadTx for Recording<'_> {
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
         self.tx.prefix_holds(network_id)
     }
+    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError> {
+        self.tx.floating(id)
+    }
+    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError> {
+        self.tx.floatings(network_id)
+    }
 }
 
 impl WriteTx for Recording<'_> {
@@ -361,5 +367,11 @@ impl WriteTx for Recording<'_> {
     }
     fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
         self.tx.delete_prefix_hold(network_id, prefix)
+    }
+    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError> {
+        self.tx.put_floating(floating)
+    }
+    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
+        self.tx.delete_floating(id)
     }
 }

@@ -288,7 +288,7 @@ pub fn members(
     Ok((snapshot_of(tx, &network, &peers)?, unused))
 }
 
-/// The whole network as daemons see it, at its current revision: members and VIPs.
+/// The whole network as daemons see it, at its current revision: members, VIPs and floating prefixes.
 pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<MembersResponse, ApiError> {
     let peers = tx.peers(&network.id)?;
     snapshot_of(tx, network, &peers)
@@ -297,6 +297,7 @@ pub(super) fn snapshot(tx: &mut dyn ReadTx, network: &Network) -> Result<Members
 /// [`snapshot`] with the network's peers already read.
 fn snapshot_of(tx: &mut dyn ReadTx, network: &Network, peers: &[Peer]) -> Result<MembersResponse, ApiError> {
     let vips = views::network_vips(tx, &network.id, peers)?;
+    let floating = views::network_floating(tx, &network.id, peers)?;
     Ok(MembersResponse {
         network_id: network.id.clone(),
         revision: network.revision,
@@ -307,7 +308,7 @@ fn snapshot_of(tx: &mut dyn ReadTx, network: &Network, peers: &[Peer]) -> Result
         site_ranges: network.site_ranges.clone(),
         members: peers.iter().map(member_view).collect(),
         vips,
-        floating: Vec::new(),
+        floating,
     })
 }
 

@@ -134,6 +134,7 @@ fn bootstrap(
         confirmed_peers: None,
         move_to: None,
         move_seq: 0,
+        quorum: None,
     };
     let id = token::new_id()?;
     let cluster = Cluster {
@@ -217,6 +218,10 @@ fn join(
     })?;
     if req.role == Role::Server {
         vip.candidates.push(peer.id.clone());
+        // A witness that becomes a candidate votes as a candidate: one voter, never two.
+        if let Some(quorum) = &mut vip.quorum {
+            quorum.witnesses.retain(|w| *w != peer.id);
+        }
         tx.put_vip(&vip)?;
         let mut network = tx.network(&peer.network_id)?.ok_or_else(ApiError::unauthorized)?;
         network.revision += 1;

@@ -10,7 +10,7 @@
 //! rules. Refusals are logged through [`refusal`], once per token and reason (tokens with an unknown id
 //! share one caller, `unknown-token`). Successful operator and peer actions (account, network and token
 //! creation, token revocation, enrollment, cluster bootstrap and join, peer removal, reaping, site prefix
-//! changes) log one line each, with the account, network, peer and token ids and the prefixes allocated,
+//! changes, floating prefix and quorum changes) log one line each, with the account, network, peer and token ids and the prefixes allocated,
 //! assigned or held down: the registry's audit trail. Never a secret.
 
 use super::error::{code, ApiError};
@@ -23,6 +23,7 @@ mod admin;
 pub mod alloc;
 mod enroll;
 mod fanout;
+mod floating;
 mod handshake;
 mod operator;
 pub mod prefixes;
@@ -38,6 +39,10 @@ pub use admin::{
 };
 pub use enroll::{enroll, enrolled_members, first_use, members};
 pub use fanout::{network_snapshot, watch_started, watched_network};
+pub use floating::{
+    create_floating, delete_floating, list_floating, move_floating, set_floating, set_vip_quorum, MAX_FLOATING,
+    MAX_WITNESSES,
+};
 pub use handshake::{handshake, report};
 pub use operator::{
     census, delete_peer, list_clusters, list_peers, list_vips, move_vip, set_cluster_state, set_site_prefixes,

@@ -256,13 +256,14 @@ pub fn census(tx: &mut dyn ReadTx, ttls: &Ttls, now_ms: u64, detailed: bool) -> 
     Ok(census)
 }
 
-/// The per-object figures of [`census`]: every VIP, then every peer, up to [`MAX_DETAIL_SERIES`].
+/// The per-object figures of [`census`]: every VIP, then every floating prefix, then every peer, up to
+/// [`MAX_DETAIL_SERIES`].
 fn detail(tx: &mut dyn ReadTx, peers: &[Peer]) -> Result<Detail, ApiError> {
     let names: std::collections::HashMap<&str, &str> = peers.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
     let networks: std::collections::BTreeSet<&str> = peers.iter().map(|p| p.network_id.as_str()).collect();
     let mut detail = Detail::default();
     let mut room = MAX_DETAIL_SERIES;
-    for network in networks {
+    for network in &networks {
         for vip in tx.vips(network)? {
             if room == 0 {
                 detail.dropped += 1;
@@ -271,10 +272,30 @@ fn detail(tx: &mut dyn ReadTx, peers: &[Peer]) -> Result<Detail, ApiError> {
             room -= 1;
             let holder = vip.holder.as_deref().and_then(|h| names.get(h).copied()).unwrap_or("");
             detail.vips.push((
-                network.to_owned(),
+                (*network).to_owned(),
                 vip.address.to_string(),
                 holder.to_owned(),
                 vip.epoch.map(|e| e.term),
+            ));
+        }
+    }
+    for network in &networks {
+        for floating in tx.floatings(network)? {
+            if room == 0 {
+                detail.dropped += 1;
+                continue;
+            }
+            room -= 1;
+            let holder = floating
+                .holder
+                .as_deref()
+                .and_then(|h| names.get(h).copied())
+                .unwrap_or("");
+            detail.floating.push((
+                (*network).to_owned(),
+                floating.prefix.to_string(),
+                holder.to_owned(),
+                floating.epoch.map(|e| e.term),
             ));
         }
     }

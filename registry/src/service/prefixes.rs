@@ -308,8 +308,8 @@ pub(super) fn release(tx: &mut dyn WriteTx, peer: &Peer, until_ms: u64) -> Resul
 /// Checks the site prefixes an operator assigns to `peer` of `network` at `now_ms`: at most
 /// [`MAX_SITE_PREFIXES`], each passing [`check_prefix`], inside one of the network's site ranges (which
 /// overlap neither the overlay prefixes, the VIP pool nor the pod pools: [`check_network`]), none
-/// overlapping another of the list (400), another peer's /32, pod share or site prefix (409
-/// `prefix_conflict`), or a hold-down (409 `prefix_held_down`).
+/// overlapping another of the list (400), another peer's /32, pod share or site prefix, or a floating
+/// prefix (409 `prefix_conflict`), or a hold-down (409 `prefix_held_down`).
 pub(super) fn check_site_prefixes(
     tx: &mut dyn ReadTx,
     network: &Network,
@@ -364,6 +364,17 @@ pub(super) fn check_site_prefixes(
                     ),
                 ));
             }
+        }
+    }
+    for floating in tx.floatings(&network.id)? {
+        if let Some(i) = prefixes.iter().position(|p| overlap(*p, floating.prefix)) {
+            return Err(ApiError::conflict(
+                code::PREFIX_CONFLICT,
+                format!(
+                    "prefixes[{i}] {} overlaps floating prefix {} (id {}): delete it first, or give another prefix",
+                    prefixes[i], floating.prefix, floating.id
+                ),
+            ));
         }
     }
     for hold in tx.prefix_holds(&network.id)?.iter().filter(|h| h.until_ms > now_ms) {

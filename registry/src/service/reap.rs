@@ -2,8 +2,9 @@
 //! of silent peers.
 //!
 //! A removed peer leaves nothing behind: its tokens (refused from then on), its cluster membership, its
-//! VIP candidacy (the other candidates keep their order), any VIP's holder or move target naming it, and
-//! the peer row. Its network's revision is bumped, so every daemon drops it from its interface. Its /32,
+//! candidacy and witness role in VIPs and floating prefixes (the others keep their order), any holder or
+//! move target naming it, and the peer row. A floating prefix whose last candidate leaves stays, with no
+//! candidate: nobody holds or routes it until an operator names new candidates (or deletes it). Its network's revision is bumped, so every daemon drops it from its interface. Its /32,
 //! pod shares and site prefixes go into a hold-down ([`Ttls::prefix_hold_down`]).
 
 use std::collections::HashMap;
@@ -161,10 +162,14 @@ pub fn remove_peer(tx: &mut dyn WriteTx, peer: &Peer, hold_until_ms: u64) -> Res
         if vip.move_to.as_deref() == Some(peer.id.as_str()) {
             vip.move_to = None;
         }
+        if let Some(quorum) = &mut vip.quorum {
+            quorum.witnesses.retain(|id| *id != peer.id);
+        }
         if vip != before {
             tx.put_vip(&vip)?;
         }
     }
+    super::floating::forget_peer(tx, peer)?;
     let held_down = prefixes::release(tx, peer, hold_until_ms)?;
     tx.delete_peer(&peer.id)?;
     if let Some(mut network) = tx.network(&peer.network_id)? {

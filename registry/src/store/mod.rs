@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use ipnet::IpNet;
 
-use super::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
+use super::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 
 pub mod etcd;
 pub mod sqlite;
@@ -185,6 +185,10 @@ pub trait ReadTx {
     /// Every hold-down of a network's released prefixes, expired ones included (the caller compares
     /// `until_ms` with its time), in the order they were first stored.
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError>;
+    /// A floating prefix by id.
+    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError>;
+    /// Every floating prefix of a network, in creation order.
+    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError>;
 }
 
 /// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id, except
@@ -208,8 +212,13 @@ pub trait WriteTx: ReadTx {
     fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError>;
     /// Stores a VIP with its candidate list.
     fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError>;
+    /// Stores a floating prefix.
+    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError>;
+    /// Deletes the floating prefix with this id, if there is one.
+    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError>;
     /// Deletes a peer with its tokens and its cluster membership. The caller first takes it out of every
-    /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail.
+    /// VIP (candidacy, holder, move target): a VIP still naming it makes this fail. It takes it out of
+    /// every floating prefix too (candidacy, witness, holder, move target).
     fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError>;
     /// Stores a hold-down, replacing the one of the same network and prefix.
     fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError>;

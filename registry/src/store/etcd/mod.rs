@@ -3,8 +3,8 @@
 //! **Layout.** Every key starts with the configured key prefix (several registries can share one etcd).
 //! `<prefix>schema` holds the layout's version ([`SCHEMA_VERSION`]), checked when the store opens: an empty
 //! prefix gets it, a prefix holding other data or another version is refused. Records are JSON (the
-//! `serde` form of [`crate::model`]). A collection whose records are listed by an owner (peers, VIPs and
-//! clusters of a network, networks of an account, members of a cluster, hold-downs of a network) keeps
+//! `serde` form of [`crate::model`]). A collection whose records are listed by an owner (peers, VIPs,
+//! `float`s and clusters of a network, networks of an account, members of a cluster, hold-downs of a network) keeps
 //! each record at `<coll>/<owner>/<id>`, a pointer `<coll>-id/<id>` holding the owner (lookups by id) and a
 //! version key `ver/<coll>/<owner>` that every write to the collection of that owner touches. Tokens live at
 //! `token/<key id>`, listed through `token-acct/<account>/<kind>/<key id>` and `token-peer/<peer>/<key id>`;

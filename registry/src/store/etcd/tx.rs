@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 
 use super::commit::CommitMarker;
 use super::REQUEST_TIMEOUT;
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
+use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 use crate::store::{ReadTx, StoreError, WriteTx};
 
 /// A value as read at the transaction's revision.
@@ -619,6 +619,14 @@ impl ReadTx for EtcdTx<'_> {
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
         self.scoped("prefix_holds", "hold", network_id)
     }
+
+    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError> {
+        self.by_id("floating", "float", id)
+    }
+
+    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError> {
+        self.scoped("floating", "float", network_id)
+    }
 }
 
 impl WriteTx for EtcdTx<'_> {
@@ -735,6 +743,19 @@ impl WriteTx for EtcdTx<'_> {
         self.delete_scoped("peer", &peer.network_id, peer_id);
         let pointer = self.key(&["peer-id", peer_id]);
         self.delete(pointer);
+        Ok(())
+    }
+
+    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError> {
+        self.put_scoped("float", &floating.network_id, &floating.id, floating)
+    }
+
+    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
+        if let Some(owner) = self.owner("float", id)? {
+            self.delete_scoped("float", &owner, id);
+            let pointer = self.key(&["float-id", id]);
+            self.delete(pointer);
+        }
         Ok(())
     }
 

@@ -136,6 +136,29 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE clusters ADD COLUMN agent_token TEXT;
     ",
+    // 6: quorum mode of VIPs (off, no witnesses for every earlier VIP), and floating prefixes. Candidate
+    // and witness lists are peer ids, comma-separated, in order.
+    "
+    ALTER TABLE vips ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vips ADD COLUMN witnesses TEXT NOT NULL DEFAULT '';
+    CREATE TABLE floating (
+        id TEXT PRIMARY KEY,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        prefix TEXT NOT NULL,
+        gateway TEXT,
+        candidates TEXT NOT NULL,
+        holder TEXT REFERENCES peers(id),
+        epoch_term INTEGER,
+        epoch_rank INTEGER,
+        move_to TEXT REFERENCES peers(id),
+        move_seq INTEGER NOT NULL,
+        quorum INTEGER NOT NULL,
+        witnesses TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (network_id, prefix)
+    );
+    CREATE INDEX floating_by_network ON floating(network_id);
+    ",
 ];
 
 /// The newest schema version this build knows.
@@ -288,5 +311,59 @@ mod tests {
         store.write(move |tx| tx.put_cluster(&put)).await.expect("write");
         let back = store.read(|tx| tx.cluster("c")).await.expect("read back");
         assert_eq!(back, Some(given));
+    }
+
+    /// A VIP a registry of schema 5 stored (before quorum mode) opens with quorum off and takes it; the
+    /// new floating table stores and lists floating prefixes.
+    #[tokio::test]
+    async fn a_schema_5_vip_opens_without_quorum_and_floating_prefixes_are_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = old_database(
+            dir.path(),
+            5,
+            "INSERT INTO accounts (id, name, created_at) VALUES ('a', 'acme', 1);
+             INSERT INTO networks (id, account_id, name, overlay_prefix, vip_pool, revision, next_peer_offset,
+                 next_vip_offset, created_at) VALUES ('n', 'a', 'net', 'fd00:1::/64', 'fd00:1::ffff:0/112', 7, 2, 2, 1);
+             INSERT INTO peers (id, network_id, name, public_key, endpoint, address, lifecycle, roles,
+                 last_seen, created_at, enrolled_by) VALUES ('p', 'n', 'gw', 'k', NULL, 'fd00:1::1', 'persistent', '', 5, 1, NULL);
+             INSERT INTO vips (id, network_id, address) VALUES ('v', 'n', 'fd00:1::ffff:1');",
+        );
+        let vip = store.read(|tx| tx.vip("v")).await.expect("read").expect("vip");
+        assert_eq!(vip.quorum, None);
+        let vip = crate::model::Vip {
+            quorum: Some(crate::model::Quorum {
+                witnesses: vec!["p".into()],
+            }),
+            ..vip
+        };
+        let floating = crate::model::Floating {
+            id: "f".into(),
+            network_id: "n".into(),
+            prefix: "203.0.113.0/24".parse().expect("prefix"),
+            gateway: Some("203.0.113.1".parse().expect("gateway")),
+            candidates: vec!["p".into()],
+            holder: Some("p".into()),
+            epoch: Some(sdwand::vocab::Epoch { term: 3, rank: 0 }),
+            move_to: None,
+            move_seq: 2,
+            quorum: Some(crate::model::Quorum::default()),
+            created_at_ms: 9,
+        };
+        let (v, f) = (vip.clone(), floating.clone());
+        store
+            .write(move |tx| {
+                tx.put_vip(&v)?;
+                tx.put_floating(&f)
+            })
+            .await
+            .expect("write");
+        let (vip2, listed, one) = store
+            .read(|tx| Ok::<_, StoreError>((tx.vip("v")?, tx.floatings("n")?, tx.floating("f")?)))
+            .await
+            .expect("read back");
+        assert_eq!(vip2, Some(vip));
+        assert_eq!((listed, one), (vec![floating.clone()], Some(floating)));
+        store.write(|tx| tx.delete_floating("f")).await.expect("delete");
+        assert_eq!(store.read(|tx| tx.floatings("n")).await.expect("list"), []);
     }
 }

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::super::{ReadTx, StoreError};
 use crate::model::{
-    Account, Cluster, ClusterMember, Network, Peer, PodPool, PrefixHold, TokenKind, TokenLimits, TokenRecord, Vip,
+    Account, Cluster, ClusterMember, Floating, Network, Peer, PodPool, PrefixHold, Quorum, TokenKind, TokenLimits,
+    TokenRecord, Vip,
 };
 use sdwand::vocab::Epoch;
 
@@ -91,7 +92,10 @@ const NETWORK_COLUMNS: &str = "account_id, name, overlay_prefix, vip_pool, revis
 const TOKEN_COLUMNS: &str = "key_id, kind, secret_hash, account_id, network_id, peer_id, created_at, expires_at, \
                              max_uses, uses, roles, revoked_at";
 const CLUSTER_COLUMNS: &str = "id, account_id, network_id, name, state, vip_id, join_token, created_at, agent_token";
-const VIP_COLUMNS: &str = "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq";
+const VIP_COLUMNS: &str =
+    "id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, move_to, move_seq, quorum, witnesses";
+const FLOATING_COLUMNS: &str = "id, network_id, prefix, gateway, candidates, holder, epoch_term, epoch_rank, move_to, \
+                                move_seq, quorum, witnesses, created_at";
 
 /// The raw columns of a VIP row (read with rusqlite's `TryFrom<&Row>` for tuples).
 type VipRow = (
@@ -104,7 +108,64 @@ type VipRow = (
     Option<i64>,
     Option<String>,
     i64,
+    i64,
+    String,
 );
+
+/// The raw columns of a floating prefix row.
+type FloatingRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    i64,
+    String,
+    i64,
+);
+
+/// A stored epoch from its two columns (both or neither).
+fn epoch(table: &'static str, term: Option<i64>, rank: Option<i64>) -> Result<Option<Epoch>, StoreError> {
+    match (term, rank) {
+        (Some(term), Some(rank)) => Ok(Some(Epoch {
+            term: unsigned(table, term)?,
+            rank: u16::try_from(rank).map_err(|_| corrupt(table, format!("epoch rank {rank}")))?,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Quorum mode from its two columns: the flag and the witnesses' ids.
+fn quorum(table: &'static str, on: i64, witnesses: &str) -> Result<Option<Quorum>, StoreError> {
+    Ok((on != 0)
+        .then(|| list(table, witnesses))
+        .transpose()?
+        .map(|witnesses| Quorum { witnesses }))
+}
+
+fn floating(row: FloatingRow) -> Result<Floating, StoreError> {
+    const T: &str = "floating";
+    let (id, network_id, prefix, gateway, candidates, holder, term, rank, move_to, move_seq, on, witnesses, created) =
+        row;
+    Ok(Floating {
+        id,
+        network_id,
+        prefix: parse(T, &prefix)?,
+        gateway: gateway.map(|g| parse(T, &g)).transpose()?,
+        candidates: list(T, &candidates)?,
+        holder,
+        epoch: epoch(T, term, rank)?,
+        move_to,
+        move_seq: unsigned(T, move_seq)?,
+        quorum: quorum(T, on, &witnesses)?,
+        created_at_ms: unsigned(T, created)?,
+    })
+}
 
 /// The raw columns of a network row (without its id).
 type NetworkRow = (
@@ -265,14 +326,8 @@ impl SqlTx<'_> {
 
     fn vip_with_candidates(&self, row: VipRow) -> Result<Vip, StoreError> {
         const T: &str = "vips";
-        let (id, network_id, address, holder, term, rank, confirmed, move_to, move_seq) = row;
-        let epoch = match (term, rank) {
-            (Some(term), Some(rank)) => Some(Epoch {
-                term: unsigned(T, term)?,
-                rank: u16::try_from(rank).map_err(|_| corrupt(T, format!("epoch rank {rank}")))?,
-            }),
-            _ => None,
-        };
+        let (id, network_id, address, holder, term, rank, confirmed, move_to, move_seq, on, witnesses) = row;
+        let epoch = epoch(T, term, rank)?;
         let candidates = self
             .conn
             .prepare_cached("SELECT peer_id FROM vip_candidates WHERE vip_id = ?1 ORDER BY rank")?
@@ -289,6 +344,7 @@ impl SqlTx<'_> {
                 .transpose()?,
             move_to,
             move_seq: unsigned(T, move_seq)?,
+            quorum: quorum(T, on, &witnesses)?,
             id,
         })
     }
@@ -536,6 +592,26 @@ impl ReadTx for SqlTx<'_> {
             }
         }
         Ok(held)
+    }
+
+    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError> {
+        let sql = format!("SELECT {FLOATING_COLUMNS} FROM floating WHERE id = ?1");
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| FloatingRow::try_from(r))
+            .optional()?;
+        row.map(floating).transpose()
+    }
+
+    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError> {
+        let sql = format!("SELECT {FLOATING_COLUMNS} FROM floating WHERE network_id = ?1 ORDER BY rowid");
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map([network_id], |r| FloatingRow::try_from(r))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(floating).collect()
     }
 
     fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {

@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use rusqlite::params;
 
 use super::{corrupt, join, join_pools, optional_signed, signed, SqlTx};
-use crate::model::{Account, Cluster, ClusterMember, Network, Peer, PrefixHold, TokenRecord, Vip};
+use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, Quorum, TokenRecord, Vip};
 use crate::store::{StoreError, WriteTx};
 
 impl WriteTx for SqlTx<'_> {
@@ -154,16 +154,13 @@ impl WriteTx for SqlTx<'_> {
     }
 
     fn put_vip(&mut self, v: &Vip) -> Result<(), StoreError> {
-        let (term, rank) = match v.epoch {
-            Some(e) => (Some(signed(e.term)?), Some(i64::from(e.rank))),
-            None => (None, None),
-        };
+        let (term, rank) = epoch_columns(v.epoch)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO vips (id, network_id, address, holder, epoch_term, epoch_rank, confirmed_peers, \
-                 move_to, move_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET \
-                 network_id = ?2, address = ?3, holder = ?4, epoch_term = ?5, epoch_rank = ?6, \
-                 confirmed_peers = ?7, move_to = ?8, move_seq = ?9",
+                 move_to, move_seq, quorum, witnesses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT (id) DO UPDATE SET network_id = ?2, address = ?3, holder = ?4, epoch_term = ?5, \
+                 epoch_rank = ?6, confirmed_peers = ?7, move_to = ?8, move_seq = ?9, quorum = ?10, witnesses = ?11",
             )?
             .execute(params![
                 v.id,
@@ -174,7 +171,9 @@ impl WriteTx for SqlTx<'_> {
                 rank,
                 v.confirmed_peers,
                 v.move_to,
-                signed(v.move_seq)?
+                signed(v.move_seq)?,
+                v.quorum.is_some(),
+                witnesses(v.quorum.as_ref()),
             ])?;
         self.conn
             .prepare_cached("DELETE FROM vip_candidates WHERE vip_id = ?1")?
@@ -185,6 +184,41 @@ impl WriteTx for SqlTx<'_> {
         for (rank, peer_id) in v.candidates.iter().enumerate() {
             insert.execute(params![v.id, signed(rank as u64)?, peer_id])?;
         }
+        Ok(())
+    }
+
+    fn put_floating(&mut self, f: &Floating) -> Result<(), StoreError> {
+        let (term, rank) = epoch_columns(f.epoch)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO floating (id, network_id, prefix, gateway, candidates, holder, epoch_term, epoch_rank, \
+                 move_to, move_seq, quorum, witnesses, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO UPDATE SET \
+                 network_id = ?2, prefix = ?3, gateway = ?4, candidates = ?5, holder = ?6, epoch_term = ?7, \
+                 epoch_rank = ?8, move_to = ?9, move_seq = ?10, quorum = ?11, witnesses = ?12, created_at = ?13",
+            )?
+            .execute(params![
+                f.id,
+                f.network_id,
+                f.prefix.to_string(),
+                f.gateway.map(|g| g.to_string()),
+                join(&f.candidates),
+                f.holder,
+                term,
+                rank,
+                f.move_to,
+                signed(f.move_seq)?,
+                f.quorum.is_some(),
+                witnesses(f.quorum.as_ref()),
+                signed(f.created_at_ms)?,
+            ])?;
+        Ok(())
+    }
+
+    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM floating WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
@@ -220,4 +254,17 @@ impl WriteTx for SqlTx<'_> {
             .execute(params![network_id, prefix.to_string()])?;
         Ok(())
     }
+}
+
+/// An epoch as its two columns (term, rank), both NULL for none.
+fn epoch_columns(epoch: Option<sdwand::vocab::Epoch>) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    Ok(match epoch {
+        Some(e) => (Some(signed(e.term)?), Some(i64::from(e.rank))),
+        None => (None, None),
+    })
+}
+
+/// The witnesses column of quorum mode (empty when it is off).
+fn witnesses(quorum: Option<&Quorum>) -> String {
+    quorum.map_or_else(String::new, |q| join(&q.witnesses))
 }
