@@ -68,6 +68,10 @@ pub struct UpOptions {
     pub vip_interval: Duration,
     /// `failover.dead_after`: intervals without a heartbeat before a candidate is dead.
     pub vip_dead_after: u32,
+    /// Quorum mode for the lab's VIP (registry labs only; see "Quorum mode" in `docs/protocol.md`): `up`
+    /// turns it on through the registry once the candidates have joined, with the last peer as a witness
+    /// when the candidates are even (and it is not one of them).
+    pub quorum: bool,
     /// Whether `up` starts the echo responder (see [`crate::responder`]) in every candidate's namespace.
     pub responders: bool,
     /// Whether the lab runs a registry (see [`crate::registry`]) that the peers enroll with, and whose k3s
@@ -106,6 +110,7 @@ impl UpOptions {
             vip_candidates: 0,
             vip_interval: Duration::from_millis(50),
             vip_dead_after: 4,
+            quorum: false,
             responders: true,
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
@@ -285,6 +290,9 @@ impl Lab {
         }
         if self.state.registry.is_some() {
             self.check_registry_layout()?;
+        }
+        if opts.quorum {
+            self.turn_quorum_on(opts)?;
         }
         self.wait_mesh(handshake_timeout)?;
         let left = || handshake_timeout.saturating_sub(start.elapsed());

@@ -46,7 +46,42 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
     if k > 0 && opts.vip_dead_after == 0 {
         return Err(LabError::InvalidOption("vip_dead_after must be at least 1".to_owned()));
     }
+    if opts.quorum && (k == 0 || !opts.registry) {
+        return Err(LabError::InvalidOption(
+            "quorum mode needs a VIP (vip_candidates > 0) and the registry (it is turned on through it)".to_owned(),
+        ));
+    }
+    if opts.quorum && k % 2 == 0 && opts.peers == k {
+        return Err(LabError::InvalidOption(format!(
+            "quorum mode with {k} candidates needs a witness: add a peer beyond the candidates"
+        )));
+    }
     Ok(())
+}
+
+/// The witness of the lab's VIP in quorum mode: the last peer when the candidates are even (an even number
+/// of voters has no majority on either side of an even split), none otherwise.
+pub fn quorum_witness(opts: &UpOptions) -> Option<usize> {
+    (opts.quorum && opts.vip_candidates % 2 == 0 && opts.peers > opts.vip_candidates).then_some(opts.peers)
+}
+
+impl Lab {
+    /// Turns quorum mode on for the lab's VIP through the registry (`PUT /v1/vips/{id}/quorum`), with
+    /// [`quorum_witness`] as witness.
+    pub(crate) fn turn_quorum_on(&self, opts: &UpOptions) -> Result<()> {
+        let vips: sdwand::vocab::wire::VipsResponse = self.registry_admin("GET", "/v1/vips", None)?;
+        let Some(vip) = vips.vips.iter().find(|v| v.address == layout::VIP_ADDR) else {
+            return Err(LabError::Process(format!(
+                "the registry has no VIP {} to turn quorum mode on for",
+                layout::VIP_ADDR
+            )));
+        };
+        let witnesses: Vec<String> = quorum_witness(opts).map(Layout::peer_name).into_iter().collect();
+        let body = serde_json::json!({ "enabled": true, "witnesses": witnesses });
+        let path = format!("/v1/vips/{}/quorum", vip.vip_id);
+        let _: sdwand::vocab::wire::VipView = self.registry_admin("PUT", &path, Some(&body))?;
+        Ok(())
+    }
 }
 
 /// One peer's view of a VIP, for messages and the demo.

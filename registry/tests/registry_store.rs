@@ -58,17 +58,17 @@ fn migrations_run_from_empty_and_reopening_is_a_no_op() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let tables: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
              ('accounts', 'networks', 'peers', 'tokens', 'vips', 'vip_candidates', 'clusters', 'cluster_members', \
-             'prefix_holds')",
+             'prefix_holds', 'floating')",
             [],
             |r| r.get(0),
         )
         .expect("tables");
-    assert_eq!(tables, 9);
+    assert_eq!(tables, 10);
     drop(conn);
     drop(SqliteStore::open(&state, SqliteOptions::default()).expect("reopen"));
     let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
@@ -85,7 +85,7 @@ fn a_newer_schema_is_refused() {
         .expect("update");
     drop(conn);
     match SqliteStore::open(dir.path(), SqliteOptions::default()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 5 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, known: 6 }) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was opened"),
     }

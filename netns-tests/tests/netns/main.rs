@@ -35,6 +35,7 @@ mod vip_loss;
 mod vip_move;
 mod vip_node_death;
 mod vip_partition;
+mod vip_quorum;
 mod vip_registry_loss;
 mod vip_restart;
 mod vip_sigterm;

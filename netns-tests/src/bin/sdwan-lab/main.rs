@@ -42,6 +42,10 @@ enum Command {
         /// registry: p1 bootstraps the k3s cluster, p2..pK join it as servers, the others as agents.
         #[arg(long, default_value_t = 0)]
         vip_candidates: usize,
+        /// Quorum mode for the VIP (turned on through the registry once the candidates joined), with the
+        /// last peer as a witness when the candidates are even.
+        #[arg(long)]
+        quorum: bool,
         /// VIP heartbeat interval (failover.interval), at least 10ms.
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         vip_interval: Duration,
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
             name,
             peers,
             vip_candidates,
+            quorum,
             vip_interval,
             timeout,
             no_registry,
@@ -170,6 +175,7 @@ fn main() -> ExitCode {
             let mut opts = UpOptions::new(&name, peers);
             opts.handshake_timeout = Duration::from_secs(timeout);
             opts.vip_candidates = vip_candidates;
+            opts.quorum = quorum;
             opts.vip_interval = vip_interval;
             opts.registry = !no_registry;
             opts.ephemeral_ttl = ephemeral_ttl;
