@@ -51,7 +51,7 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
             "quorum mode needs a VIP (vip_candidates > 0) and the registry (it is turned on through it)".to_owned(),
         ));
     }
-    if opts.quorum && k % 2 == 0 && opts.peers == k {
+    if opts.quorum && k.is_multiple_of(2) && opts.peers == k {
         return Err(LabError::InvalidOption(format!(
             "quorum mode with {k} candidates needs a witness: add a peer beyond the candidates"
         )));
@@ -62,7 +62,7 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
 /// The witness of the lab's VIP in quorum mode: the last peer when the candidates are even (an even number
 /// of voters has no majority on either side of an even split), none otherwise.
 pub fn quorum_witness(opts: &UpOptions) -> Option<usize> {
-    (opts.quorum && opts.vip_candidates % 2 == 0 && opts.peers > opts.vip_candidates).then_some(opts.peers)
+    (opts.quorum && opts.vip_candidates.is_multiple_of(2) && opts.peers > opts.vip_candidates).then_some(opts.peers)
 }
 
 impl Lab {
