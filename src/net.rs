@@ -19,6 +19,7 @@ mod address;
 mod events;
 pub mod failover;
 pub mod forwarding;
+pub mod garp;
 mod link;
 mod local;
 pub mod nft;

@@ -181,7 +181,7 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPa
         keep(netlink.del_route(index, *r).await.map(drop));
     }
     for r in &plan.add_routes {
-        keep(netlink.add_route(index, *r).await.map(drop));
+        keep(netlink.add_route(index, *r, desired.route_metric(r)).await.map(drop));
     }
     Ok(NetPass { index, plan, failures })
 }

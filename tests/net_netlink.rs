@@ -435,8 +435,11 @@ fn ipv4_routes_and_addresses_are_idempotent_and_the_path_mtu_follows_the_route()
         nl.set_up(ours).await.expect("set_up");
         nl.set_up(other).await.expect("set_up");
         let pods: IpNet = "198.51.100.16/28".parse().unwrap();
-        assert_eq!(nl.add_route(ours, pods).await.expect("add"), Change::Applied);
-        assert_eq!(nl.add_route(ours, pods).await.expect("add again"), Change::Unchanged);
+        assert_eq!(nl.add_route(ours, pods, None).await.expect("add"), Change::Applied);
+        assert_eq!(
+            nl.add_route(ours, pods, None).await.expect("add again"),
+            Change::Unchanged
+        );
         ip("route add 198.51.100.32/28 dev sdt0 proto static");
         ip(&format!("route add 198.51.100.48/28 dev sdt1 proto {ROUTE_PROTOCOL}"));
         assert_eq!(nl.owned_routes(ours).await.expect("list"), vec![pods]);
@@ -447,7 +450,7 @@ fn ipv4_routes_and_addresses_are_idempotent_and_the_path_mtu_follows_the_route()
         );
         // The same prefix on another link with the same metric is someone else's: a conflict.
         let err = nl
-            .add_route(ours, "198.51.100.48/28".parse().unwrap())
+            .add_route(ours, "198.51.100.48/28".parse().unwrap(), None)
             .await
             .expect_err("conflict");
         assert!(matches!(err, NetError::Conflict { .. }), "{err:?}");

@@ -14,6 +14,9 @@ pub struct LabDoc {
     pub peers: Vec<PeerDoc>,
     /// Virtual IPs (empty in a lab built without `--vip-candidates`).
     pub vips: Vec<VipDoc>,
+    /// Floating prefixes (empty in a lab built without `--floating-candidates`).
+    #[serde(default)]
+    pub floating: Vec<crate::floating::FloatingDoc>,
     /// The pods (`--pods`): name, peer, namespace, addresses (`null` for a family not in use).
     pub pods: Vec<crate::pods::PodState>,
     /// The lab's state directory (configs, keys, logs).

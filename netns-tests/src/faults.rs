@@ -95,7 +95,7 @@ pub fn counted_packets(listing: &str) -> u64 {
 
 impl Lab {
     /// Runs an nft script in peer `i`'s namespace.
-    fn nft(&self, i: usize, script: &str) -> Result<()> {
+    pub(crate) fn nft(&self, i: usize, script: &str) -> Result<()> {
         let ns = self.netns(i)?;
         cmd::run_stdin(&mut in_netns(&ns, &["nft", "-f", "-"]), script).map(drop)
     }
@@ -122,11 +122,14 @@ impl Lab {
         cmd::ip_in(&ns, &["link", "set", &ul, if up { "up" } else { "down" }]).map(drop)
     }
 
-    /// Node death: peer `i`'s underlay link goes down, then its `sdwand` and the `wireguard-go` serving its
+    /// Node death: peer `i`'s underlay link (and its site LAN link, for a floating candidate) goes down, then its `sdwand` and the `wireguard-go` serving its
     /// interface are SIGKILLed (the interface, and any VIP on it, vanish with `wireguard-go`). Its echo
     /// responder stays, as a service would on a machine that comes back. Undo with [`Lab::revive_node`].
     pub fn kill_node(&mut self, i: usize) -> Result<()> {
         self.set_underlay(i, false)?;
+        if self.floating_candidates().contains(&i) {
+            self.set_lan(i, false)?;
+        }
         self.stop_sdwand(i, libc::SIGKILL)?;
         self.kill_wireguard_go(i)?;
         Ok(())
@@ -136,6 +139,9 @@ impl Lab {
     /// `wireguard-go`), and waits at most `timeout` for it to be ready.
     pub fn revive_node(&mut self, i: usize, timeout: Duration) -> Result<()> {
         self.set_underlay(i, true)?;
+        if self.floating_candidates().contains(&i) {
+            self.set_lan(i, true)?;
+        }
         self.start_sdwand(i)?;
         self.wait_ready(i, timeout)?;
         self.wg_pid(i)?;

@@ -93,6 +93,12 @@ pub struct UpOptions {
     /// The registry's `prefix_hold_down` (how long a removed peer's prefixes stay unallocated); `None`:
     /// the registry's default.
     pub prefix_hold_down: Option<Duration>,
+    /// Floating-prefix candidates: a site LAN bridged to the first K peers, with the floating prefix
+    /// [`crate::floating::PREFIX`] whose candidates they are (see [`crate::floating`]). 0: none.
+    pub floating_candidates: usize,
+    /// With a floating site: every candidate checks its health ([`crate::floating::HEALTH_TARGET`], its
+    /// own daemon's metrics port) so a test can fail one candidate's check.
+    pub floating_health: bool,
 }
 
 impl UpOptions {
@@ -119,6 +125,8 @@ impl UpOptions {
             pod_family: crate::pods::PodFamily::Dual,
             site_ranges: Vec::new(),
             prefix_hold_down: None,
+            floating_candidates: 0,
+            floating_health: false,
         }
     }
 
@@ -131,6 +139,8 @@ impl UpOptions {
             registry: self.registry,
             pods: self.pods > 0,
             vip: self.vip_params(),
+            floating: self.floating_candidates,
+            floating_health: self.floating_health,
         }
     }
 
@@ -175,6 +185,7 @@ impl Lab {
         crate::vip::validate(&opts)?;
         crate::pods::validate(&opts)?;
         crate::sites::validate(&opts)?;
+        crate::floating::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -257,12 +268,17 @@ impl Lab {
         let handshake_timeout = opts.handshake_timeout;
         self.save()?;
         self.build_network()?;
+        if opts.floating_candidates > 0 {
+            self.build_floating_site(opts.floating_candidates)?;
+        }
         if let Some(bin) = registry_bin {
             let (pools, overlay_v4) = if opts.pods > 0 {
                 // Pods: each peer also gets a /32, its IPv4 node-ip.
                 (opts.pod_family.pools(), true)
             } else {
-                (opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect(), false)
+                // A floating site: the /32s are the sources the site host answers through the tunnel.
+                let pools = opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect();
+                (pools, opts.floating_candidates > 0)
             };
             self.build_registry(bin, opts, pools, overlay_v4)?;
         }
@@ -302,6 +318,9 @@ impl Lab {
         }
         if !self.vips().is_empty() {
             self.wait_vip_settled(left().max(Duration::from_secs(10)))?;
+        }
+        if opts.floating_candidates > 0 {
+            self.wait_floating_settled(left().max(Duration::from_secs(10)))?;
         }
         if opts.pods > 0 {
             self.build_pods(opts.pods)?;
@@ -464,6 +483,7 @@ impl Lab {
             hub_netns: self.layout.hub_netns(),
             peers,
             vips: self.vip_docs(),
+            floating: self.floating_docs(),
             pods: self.state.pods.clone(),
             state_dir: self.layout.state_dir().display().to_string(),
             registry: self.state.registry.as_ref().map(|r| RegistryDoc {
@@ -699,7 +719,7 @@ pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// `ip [-n NETNS] -batch -` with `script` on stdin.
-fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
+pub(crate) fn ip_batch(netns: Option<&str>, script: &str) -> Result<()> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);

@@ -59,6 +59,8 @@
 //! - [`registry`]: the lab's `sdwan-registry` (namespace, account, network, enrollment token), its API, the
 //!   peers' enrollment identities.
 //! - [`pods`]: pods attached with the real CNI plugins from the configuration each daemon wrote (`--pods`).
+//! - [`floating`]: the HA branch site of `--floating-candidates K` (a LAN behind K gateways, one floating
+//!   prefix), its holder and the candidates' LAN links.
 //! - [`sites`]: the network's site ranges, `sdwanctl registry` with the lab's admin token, a host on a LAN
 //!   behind a peer.
 //! - [`responder`]: the echo service behind the VIP (hidden `sdwan-lab responder`), tracked like the daemons.
@@ -81,6 +83,7 @@ pub mod down;
 pub mod error;
 pub mod fake_registry;
 pub mod faults;
+pub mod floating;
 pub mod flood;
 pub mod forge;
 pub mod guard;

@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// `[[vip]]`: the virtual IPs; every node carries the same list, candidates and followers alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip: Vec<VipSection>,
+    /// `[[floating]]`: the floating prefixes; every node carries the same list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating: Vec<FloatingSection>,
     /// `[registry]`: where the daemon enrolls and watches the membership (absent in a static lab).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySection>,
@@ -104,6 +107,24 @@ pub struct VipSection {
     pub address: Ipv6Addr,
     /// Member names, in promotion order.
     pub candidates: Vec<String>,
+}
+
+/// `[[floating]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingSection {
+    /// The prefix.
+    pub prefix: String,
+    /// The address the holder puts on `interface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The LAN interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Member names, in promotion order.
+    pub candidates: Vec<String>,
+    /// `[floating.health]`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSection>,
 }
 
 /// `[registry]`.
@@ -303,6 +324,7 @@ mod tests {
             },
             failover: None,
             vip: Vec::new(),
+            floating: Vec::new(),
             registry: None,
             k3s: None,
             members: vec![Member {

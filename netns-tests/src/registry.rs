@@ -221,7 +221,12 @@ impl Lab {
             "site_ranges": opts.site_ranges,
         });
         if overlay_v4 {
-            create["overlay_prefix_v4"] = serde_json::json!(layout::REGISTRY_OVERLAY_PREFIX_V4);
+            let v4 = if opts.floating_candidates > 0 {
+                crate::floating::OVERLAY_PREFIX_V4
+            } else {
+                layout::REGISTRY_OVERLAY_PREFIX_V4
+            };
+            create["overlay_prefix_v4"] = serde_json::json!(v4);
         }
         let network: NetworkView = self.registry_admin("POST", "/v1/networks", Some(&create))?;
         let token: EnrollmentTokenView =

@@ -25,9 +25,9 @@ use crate::problem::toml_problem;
 pub use crate::problem::{ConfigError, ConfigErrors};
 use raw::RawConfig;
 pub use schema::{
-    host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, HealthCheck, HealthConfig,
-    InterfaceConfig, K3sConfig, Member, NetworkPrefixes, PeerMetrics, PodNetworkKind, RegistryConfig, VipConfig,
-    DEFAULT_CNI_CONF_DIR, DEFAULT_FAILOVER_PORT, DEFAULT_K3S_CONFIG_PATH,
+    host_net, BackendConfig, BackendKind, Config, DaemonConfig, FailoverConfig, FloatingConfig, HealthCheck,
+    HealthConfig, InterfaceConfig, K3sConfig, Member, NetworkPrefixes, PeerMetrics, PodNetworkKind, RegistryConfig,
+    VipConfig, DEFAULT_CNI_CONF_DIR, DEFAULT_FAILOVER_PORT, DEFAULT_K3S_CONFIG_PATH,
 };
 pub use validate::valid_ifname;
 use validate::Ctx;

@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     pub(super) failover: Option<Spanned<RawFailover>>,
     #[serde(default)]
     pub(super) vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    pub(super) floating: Vec<Spanned<RawFloating>>,
     pub(super) registry: Option<Spanned<RawRegistry>>,
     pub(super) k3s: Option<Spanned<RawK3s>>,
 }
@@ -81,6 +83,16 @@ pub(super) struct RawVip {
     pub(super) health: Option<Spanned<RawHealth>>,
     pub(super) quorum: Option<bool>,
     pub(super) witnesses: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFloating {
+    pub(super) prefix: Spanned<String>,
+    pub(super) gateway: Option<Spanned<String>>,
+    pub(super) interface: Option<Spanned<String>>,
+    pub(super) candidates: Spanned<Vec<Spanned<String>>>,
+    pub(super) health: Option<Spanned<RawHealth>>,
 }
 
 #[derive(Deserialize)]

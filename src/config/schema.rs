@@ -4,7 +4,7 @@
 //! Plain data with defaults already filled in. Nothing here parses text or reads a file: values are built
 //! only by the validator (`validate`), from the serde input in `raw`.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The VIPs, in file order.
     pub vips: Vec<VipConfig>,
+    /// The floating prefixes (`[[floating]]`, then with `[registry]` the registry's), in that order.
+    pub floating: Vec<FloatingConfig>,
     /// `[registry]`: identity, members and VIPs come from the registry (then `members` is empty in the
     /// file, and the daemon runs on the effective configuration built by `crate::client`).
     pub registry: Option<RegistryConfig>,
@@ -323,6 +325,39 @@ pub struct VipConfig {
     pub quorum: Option<Vec<String>>,
     /// Line of the entry in the file, for messages raised after parsing.
     pub line: usize,
+}
+
+/// One `[[floating]]` entry: a prefix (a site LAN, an egress range) behind several candidate gateways,
+/// moved between them by the VIP failover protocol under the key [`crate::vocab::floating_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingConfig {
+    /// The prefix, IPv4 or IPv6, canonical (host bits zero).
+    pub prefix: IpNet,
+    /// An address in the prefix the holder puts on `interface` (the site's hosts route through it).
+    pub gateway: Option<IpAddr>,
+    /// The LAN interface `gateway` goes on; set exactly when `gateway` is (in a file: from the registry
+    /// a gateway without the file's `interface` is not put anywhere).
+    pub interface: Option<String>,
+    /// Member names in promotion order (rank = index); 1..=32 of them, each once.
+    pub candidates: Vec<String>,
+    /// Whether this node may serve the prefix (e.g. reach the site's router); `None` counts it as always
+    /// healthy.
+    pub health: Option<HealthConfig>,
+    /// Line of the entry in the file (0 for one from the registry), for messages raised after parsing.
+    pub line: usize,
+}
+
+impl FloatingConfig {
+    /// The prefix's key in the failover protocol (the machine's and the metrics' VIP).
+    pub fn key(&self) -> Ipv6Addr {
+        crate::vocab::floating_key(self.prefix)
+    }
+
+    /// The gateway address with the prefix's length, as it goes on `interface`, when both are set.
+    pub fn gateway_net(&self) -> Option<(IpNet, &str)> {
+        let net = IpNet::new(self.gateway?, self.prefix.prefix_len()).ok()?;
+        Some((net, self.interface.as_deref()?))
+    }
 }
 
 /// `[vip.health]`: when this node is fit to hold the VIP.

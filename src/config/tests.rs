@@ -822,3 +822,66 @@ fn vip_quorum_and_witnesses() {
     assert!(messages[2].contains("also witnesses[1]"), "{messages:?}");
     assert!(messages[3].contains("not the name"), "{messages:?}");
 }
+
+#[test]
+fn floating_prefix_with_gateway_interface_and_health() {
+    let text = three(
+        "[[floating]]\nprefix = \"203.0.113.0/24\"\ngateway = \"203.0.113.1\"\ninterface = \"lan0\"\n\
+         candidates = [\"a\", \"b\"]\n[floating.health]\nkind = \"tcp\"\ntarget = \"203.0.113.254:80\"\n\
+         [[floating]]\nprefix = \"2001:db8:5::/64\"\ncandidates = [\"c\"]\n",
+    );
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    assert_eq!(cfg.floating.len(), 2);
+    let f = &cfg.floating[0];
+    assert_eq!(f.prefix, "203.0.113.0/24".parse::<ipnet::IpNet>().unwrap());
+    assert_eq!(f.key(), "::ffff:203.0.113.0".parse::<std::net::Ipv6Addr>().unwrap());
+    assert_eq!(f.candidates, ["a", "b"]);
+    assert_eq!(
+        f.gateway_net(),
+        Some(("203.0.113.1/24".parse().unwrap(), "lan0")),
+        "the gateway goes on the interface with the prefix's length"
+    );
+    assert!(matches!(f.health.as_ref().unwrap().check, HealthCheck::Tcp { .. }));
+    assert_eq!(
+        (cfg.floating[1].gateway_net(), cfg.floating[1].health.as_ref()),
+        (None, None)
+    );
+}
+
+#[test]
+fn floating_prefix_problems_name_the_entry_and_line() {
+    let text = three(
+        "[[vip]]\naddress = \"fd00:5d:f::1\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"0.0.0.0/0\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"203.0.113.1/24\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"fd00:5d::/48\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"fd00:5e:0:1::/64\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"198.51.100.0/24\"\ngateway = \"192.0.2.1\"\ninterface = \"lan0\"\ncandidates = [\"a\"]\n\
+         [[floating]]\nprefix = \"198.51.100.128/25\"\ngateway = \"198.51.100.129\"\ncandidates = [\"zz\"]\n\
+         [[floating]]\nprefix = \"fd00:5d:f::/64\"\ncandidates = [\"a\"]\n",
+    );
+    let e = errors(&text);
+    assert_eq!(
+        keys_and_lines(&e),
+        vec![
+            ("floating[0].prefix", 22),
+            ("floating[1].prefix", 25),
+            ("floating[2].prefix", 28),
+            ("floating[3].prefix", 31),
+            ("floating[4].gateway", 35),
+            ("floating[5].prefix", 39),
+            ("floating[5].gateway", 40),
+            ("floating[5].candidates[0]", 41),
+            ("floating[6].prefix", 43),
+        ]
+    );
+    let messages: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages[0].contains("shorter than /8"), "{messages:?}");
+    assert!(messages[1].contains("host bits"), "{messages:?}");
+    assert!(messages[2].contains("interface.overlay_prefix"), "{messages:?}");
+    assert!(messages[3].contains("routed prefix of members[1]"), "{messages:?}");
+    assert!(messages[4].contains("outside the prefix"), "{messages:?}");
+    assert!(messages[5].contains("floating[4].prefix"), "{messages:?}");
+    assert!(messages[6].contains("without interface"), "{messages:?}");
+    assert!(messages[8].contains("overlaps"), "{messages:?}");
+}

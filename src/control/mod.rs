@@ -240,11 +240,14 @@ pub struct NodeCandidate {
     pub rtt_us: Option<u64>,
 }
 
-/// One VIP as this node sees it.
+/// One VIP or floating prefix as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeVip {
-    /// The virtual address.
+    /// The virtual address; for a floating prefix its failover key ([`crate::vocab::floating_key`]).
     pub vip: Ipv6Addr,
+    /// The floating prefix, when this entry is one (`None`: a VIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<ipnet::IpNet>,
     /// This node's role (`listening`, `standby`, `holding`, `draining`, `follower`).
     pub role: String,
     /// This node's health as last reported.
@@ -264,10 +267,21 @@ pub struct NodeVip {
 }
 
 impl NodeVip {
-    /// The operator's view of `status`, with addresses named through `names`.
-    pub fn from_status(status: &VipStatus, names: &dyn Fn(Ipv6Addr) -> Option<String>) -> NodeVip {
+    /// What the entry moves, as operators name it: the VIP's address or the floating prefix.
+    pub fn target(&self) -> String {
+        self.prefix.map_or_else(|| self.vip.to_string(), |p| p.to_string())
+    }
+
+    /// The operator's view of `status`, with addresses named through `names` (`prefix`: the floating
+    /// prefix it is, if any).
+    pub fn from_status(
+        status: &VipStatus,
+        prefix: Option<ipnet::IpNet>,
+        names: &dyn Fn(Ipv6Addr) -> Option<String>,
+    ) -> NodeVip {
         NodeVip {
             vip: status.vip,
+            prefix,
             role: status.role.as_str().to_owned(),
             healthy: status.healthy,
             holder: status.claim.map(|c| NamedAddr::new(c.holder, names)),

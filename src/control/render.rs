@@ -68,7 +68,7 @@ pub fn status(s: &DaemonStatus) -> String {
             .iter()
             .map(|v| {
                 vec![
-                    v.vip.to_string(),
+                    v.target(),
                     v.role.clone(),
                     yes_no(v.healthy).to_owned(),
                     v.holder
@@ -172,7 +172,10 @@ pub fn moved(vip: Ipv6Addr, to: &NamedAddr) -> String {
 
 /// One VIP of [`vips`].
 fn vip(v: &NodeVip) -> String {
-    let mut out = format!("VIP {}\n", v.vip);
+    let mut out = match v.prefix {
+        Some(p) => format!("floating prefix {p} (key {})\n", v.vip),
+        None => format!("VIP {}\n", v.vip),
+    };
     let holder = v
         .holder
         .as_ref()

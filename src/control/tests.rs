@@ -87,7 +87,10 @@ pub(super) fn vip_statuses() -> Vec<VipStatus> {
 }
 
 pub(super) fn vip_views() -> Vec<NodeVip> {
-    vip_statuses().iter().map(|s| NodeVip::from_status(s, &names)).collect()
+    vip_statuses()
+        .iter()
+        .map(|s| NodeVip::from_status(s, None, &names))
+        .collect()
 }
 
 pub(super) fn daemon_status() -> DaemonStatus {

@@ -36,7 +36,7 @@ pub(super) fn answer(request: Request, vip: &mut VipRuntime, plane: &Plane, fact
         Request::VipList => Response::Vips(
             vip.statuses(now)
                 .iter()
-                .map(|s| NodeVip::from_status(s, &|a| vip.name_of(a)))
+                .map(|s| NodeVip::from_status(s, vip.prefix_of(s.vip), &|a| vip.name_of(a)))
                 .collect(),
         ),
         Request::VipMove { vip: address, to } => vip_move(vip, address, to.as_deref(), now),
@@ -49,7 +49,7 @@ fn status(vip: &VipRuntime, plane: &Plane, facts: &Facts<'_>, now: Instant) -> R
     let vips = vip
         .statuses(now)
         .iter()
-        .map(|s| NodeVip::from_status(s, &names))
+        .map(|s| NodeVip::from_status(s, vip.prefix_of(s.vip), &names))
         .collect();
     let transport = vip.transport();
     let me = facts.config.interface.address;

@@ -398,6 +398,7 @@ impl Daemon {
         self.control_task.abort();
         if self.loaded.config.daemon.teardown_on_exit {
             self.plane.remove_firewall().await;
+            self.plane.remove_gateways().await;
             teardown(
                 &self.plane.netlink,
                 &self.plane.desired.ifname,

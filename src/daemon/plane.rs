@@ -233,7 +233,7 @@ impl Plane {
         }
     }
 
-    /// One kernel pass. Returns the interface index when the pass reached the interface (and remembers
+    /// One kernel pass (the held floating gateway addresses included). Returns the interface index when the pass reached the interface (and remembers
     /// it), even if some of its items failed: those are logged (at error when they differ from the last
     /// pass's) and counted as one netlink reconcile error.
     pub(super) async fn pass_net(&mut self) -> Option<u32> {
@@ -277,6 +277,7 @@ impl Plane {
                     );
                 }
                 self.ifindex = Some(index);
+                self.pass_gateways().await;
                 Some(index)
             }
             Err(e) => {
@@ -326,6 +327,124 @@ impl DataPlane for Plane {
             return;
         }
         self.pass_peers(&changed);
+    }
+
+    async fn route_floating(&mut self, key: Ipv6Addr, prefix: IpNet, via: Option<Ipv6Addr>) {
+        let peer = via.and_then(|a| self.desired.key_of(a));
+        let was = self.desired.floating_routed(&prefix);
+        let changed = self.desired.route_floating(key, prefix, peer);
+        if !changed.is_empty() {
+            self.pass_peers(&changed);
+        }
+        let now = self.desired.floating_routed(&prefix);
+        let Some(index) = self.ifindex.filter(|_| was != now) else {
+            return;
+        };
+        let result = if now {
+            self.netlink
+                .add_route(index, prefix, self.desired.route_metric(&prefix))
+                .await
+        } else {
+            self.netlink.del_route(index, prefix).await
+        };
+        match result {
+            Ok(_) => {
+                let kind = if now { "route_added" } else { "route_removed" };
+                self.metrics.changes_applied.with_label_values(&[kind]).inc();
+                tracing::info!(%prefix, through_tunnel = now, "floating prefix re-routed");
+            }
+            Err(e) => {
+                tracing::error!(%prefix, error = %e, "changing the floating prefix's route failed; the next pass retries")
+            }
+        }
+    }
+
+    async fn add_gateway(&mut self, key: Ipv6Addr, gateway: IpNet, ifname: &str) {
+        if let Some((old, old_if)) = self.desired.hold_gateway(key, Some((gateway, ifname.to_owned()))) {
+            if (old, old_if.as_str()) != (gateway, ifname) {
+                self.del_gateway(old, &old_if).await;
+            }
+        }
+        self.put_gateway(gateway, ifname, true).await;
+    }
+
+    async fn remove_gateway(&mut self, key: Ipv6Addr) {
+        if let Some((net, ifname)) = self.desired.hold_gateway(key, None) {
+            self.del_gateway(net, &ifname).await;
+        }
+    }
+}
+
+impl Plane {
+    /// Puts a floating prefix's gateway address on its LAN interface; `announce`: also when it was there
+    /// already, tell the LAN (a gratuitous ARP for IPv4, so the hosts' caches point at this node at once).
+    /// A failure is logged; the next kernel pass retries.
+    async fn put_gateway(&mut self, gateway: IpNet, ifname: &str, announce: bool) {
+        let index = match self.netlink.link_by_name(ifname).await {
+            Ok(Some(link)) => link.index,
+            Ok(None) => {
+                tracing::error!(%gateway, interface = ifname, "the floating prefix's LAN interface does not exist; the gateway address is not served");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%gateway, interface = ifname, error = %e, "cannot find the floating prefix's LAN interface");
+                return;
+            }
+        };
+        match self.netlink.add_address(index, gateway).await {
+            Ok(change) => {
+                if change == crate::net::Change::Applied {
+                    self.metrics.changes_applied.with_label_values(&["address_added"]).inc();
+                    tracing::info!(%gateway, interface = ifname, "floating gateway address added");
+                } else if !announce {
+                    return;
+                }
+                if let IpNet::V4(net) = gateway {
+                    if let Err(e) = crate::net::garp::announce(ifname, net.addr()) {
+                        tracing::warn!(%gateway, interface = ifname, error = %e, "announcing the gateway address (gratuitous ARP) failed; hosts learn it when their ARP entry expires");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(%gateway, interface = ifname, error = %e, "adding the floating gateway address failed; the next pass retries")
+            }
+        }
+    }
+
+    /// Takes a floating prefix's gateway address off its LAN interface; a failure is logged.
+    async fn del_gateway(&mut self, gateway: IpNet, ifname: &str) {
+        let Ok(Some(link)) = self.netlink.link_by_name(ifname).await else {
+            return;
+        };
+        match self.netlink.del_address(link.index, gateway).await {
+            Ok(_) => {
+                self.metrics
+                    .changes_applied
+                    .with_label_values(&["address_removed"])
+                    .inc();
+                tracing::info!(%gateway, interface = ifname, "floating gateway address removed");
+            }
+            Err(e) => {
+                tracing::error!(%gateway, interface = ifname, error = %e, "removing the floating gateway address failed")
+            }
+        }
+    }
+
+    /// Takes every floating gateway address this node still holds off its LAN (teardown: the machines'
+    /// shutdown removed those they handed over already).
+    pub(super) async fn remove_gateways(&mut self) {
+        let held: Vec<(IpNet, String)> = self.desired.gateways().cloned().collect();
+        for (gateway, ifname) in held {
+            self.del_gateway(gateway, &ifname).await;
+        }
+    }
+
+    /// Puts back the gateway addresses this node holds that someone removed (part of every kernel pass).
+    pub(super) async fn pass_gateways(&mut self) {
+        let held: Vec<(IpNet, String)> = self.desired.gateways().cloned().collect();
+        for (gateway, ifname) in held {
+            self.put_gateway(gateway, &ifname, false).await;
+        }
     }
 }
 

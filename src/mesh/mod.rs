@@ -39,7 +39,7 @@ pub const FRESH_HANDSHAKE: Duration = Duration::from_secs(180);
 pub enum Owner {
     /// The member list: each member's /128 and routed prefixes.
     Membership,
-    /// VIP failover: each VIP's /128 on the peer that holds it.
+    /// VIP failover: each VIP's /128, and each floating prefix, on the peer that holds it.
     Vip,
     /// Workload prefixes: each member's /32 and its pod and site prefixes, IPv4 and IPv6.
     Workload,
@@ -157,8 +157,15 @@ pub struct Desired {
     pub workload: Workload,
     /// Allowed-IP claims by owner; `peers[k].allowed_ips` is always their union for `k`.
     allowed: AllowedIps,
-    /// Each VIP routed through a peer, by that peer's key (the VIP owner's claims, by VIP).
-    vip_routes: BTreeMap<Ipv6Addr, KeyBytes>,
+    /// Each VIP or floating prefix routed through a peer, by its failover key: the prefix (a VIP's /128)
+    /// and the peer's key (the VIP owner's claims, by key).
+    vip_routes: BTreeMap<Ipv6Addr, (IpNet, KeyBytes)>,
+    /// The floating prefixes routed through a peer: in `routes` too, installed with
+    /// [`FLOATING_ROUTE_METRIC`] so a candidate's connected route to its own LAN wins over them.
+    floating_routes: BTreeSet<IpNet>,
+    /// The gateway addresses of the floating prefixes this node holds, by failover key: the address
+    /// with the prefix's length and the LAN interface it goes on.
+    gateways: BTreeMap<Ipv6Addr, (IpNet, String)>,
     /// Peer keys by overlay address.
     by_address: HashMap<Ipv6Addr, KeyBytes>,
 }
@@ -181,6 +188,8 @@ impl Desired {
             workload: Workload::default(),
             allowed: AllowedIps::default(),
             vip_routes: BTreeMap::new(),
+            floating_routes: BTreeSet::new(),
+            gateways: BTreeMap::new(),
             by_address: HashMap::new(),
         }
     }
@@ -283,6 +292,9 @@ impl Desired {
             next.allowed.set_owner(Owner::Vip, vip.clone());
         }
         next.vip_routes = std::mem::take(&mut self.vip_routes);
+        next.floating_routes = std::mem::take(&mut self.floating_routes);
+        next.routes.extend(next.floating_routes.iter().copied());
+        next.gateways = std::mem::take(&mut self.gateways);
         for (key, spec) in &mut next.peers {
             spec.allowed_ips = next.allowed.for_peer(key);
         }
@@ -325,26 +337,77 @@ impl Desired {
     /// Routes `vip` through the peer `via` (`None`: through no peer, because this node holds it or the
     /// VIP is gone). Returns the peers whose allowed IPs changed: none, or the old and the new one.
     pub fn route_vip(&mut self, vip: Ipv6Addr, via: Option<KeyBytes>) -> ChangedPeers {
+        self.route_key(vip, IpNet::V6(host_net(vip)), via)
+    }
+
+    /// Routes the floating prefix `net` (failover key `key`) through the peer `via`, in its allowed IPs
+    /// and with a kernel route through the interface; `None` routes it through no peer and removes the
+    /// kernel route (this node holds it and delivers locally, or the prefix is gone). Returns the peers
+    /// whose allowed IPs changed; whether the kernel route changed is [`Desired::floating_routed`].
+    pub fn route_floating(&mut self, key: Ipv6Addr, net: IpNet, via: Option<KeyBytes>) -> ChangedPeers {
+        match via {
+            Some(_) => {
+                self.floating_routes.insert(net);
+                self.routes.insert(net);
+            }
+            None => {
+                self.floating_routes.remove(&net);
+                self.routes.remove(&net);
+            }
+        }
+        self.route_key(key, net, via)
+    }
+
+    /// Whether the floating prefix `net` has its kernel route through the interface.
+    pub fn floating_routed(&self, net: &IpNet) -> bool {
+        self.floating_routes.contains(net)
+    }
+
+    /// The metric of `route` when sdwand installs it: [`FLOATING_ROUTE_METRIC`] for a floating prefix,
+    /// the kernel's default otherwise.
+    pub fn route_metric(&self, route: &IpNet) -> Option<u32> {
+        self.floating_routes.contains(route).then_some(FLOATING_ROUTE_METRIC)
+    }
+
+    fn route_key(&mut self, key: Ipv6Addr, net: IpNet, via: Option<KeyBytes>) -> ChangedPeers {
         let old = match via {
-            Some(key) => self.vip_routes.insert(vip, key),
-            None => self.vip_routes.remove(&vip),
+            Some(peer) => self.vip_routes.insert(key, (net, peer)),
+            None => self.vip_routes.remove(&key),
         };
-        if old == via {
+        if old.map(|(_, k)| k) == via && old.is_none_or(|(n, _)| n == net) {
             return ChangedPeers::new();
         }
-        let net = IpNet::V6(host_net(vip));
-        if let Some(old) = &old {
-            self.allowed.release(Owner::Vip, old, &net);
+        if let Some((old_net, old_peer)) = &old {
+            self.allowed.release(Owner::Vip, old_peer, old_net);
         }
         if let Some(via) = via {
             self.allowed.claim(Owner::Vip, via, net);
         }
-        [old, via].into_iter().flatten().filter(|k| self.recompose(k)).collect()
+        [old.map(|(_, k)| k), via]
+            .into_iter()
+            .flatten()
+            .filter(|k| self.recompose(k))
+            .collect()
     }
 
-    /// The peer `vip` is routed through, if any.
+    /// The peer `vip` (or a floating prefix's key) is routed through, if any.
     pub fn vip_route(&self, vip: Ipv6Addr) -> Option<KeyBytes> {
-        self.vip_routes.get(&vip).copied()
+        self.vip_routes.get(&vip).map(|(_, k)| *k)
+    }
+
+    /// Records that this node holds the floating prefix with failover key `key` and puts its gateway
+    /// address `gateway` on the LAN interface `ifname` (`None`: it does not, or no longer). Returns the
+    /// gateway it replaced, if any.
+    pub fn hold_gateway(&mut self, key: Ipv6Addr, gateway: Option<(IpNet, String)>) -> Option<(IpNet, String)> {
+        match gateway {
+            Some(g) => self.gateways.insert(key, g),
+            None => self.gateways.remove(&key),
+        }
+    }
+
+    /// The gateway addresses this node holds, with their LAN interfaces.
+    pub fn gateways(&self) -> impl Iterator<Item = &(IpNet, String)> + '_ {
+        self.gateways.values()
     }
 
     /// Puts `vip` on (`true`) or takes it off this node's interface. Returns whether that changed
@@ -382,6 +445,11 @@ impl Desired {
     }
 }
 
+/// The metric of a floating prefix's route through the interface: above a connected route's (0 for
+/// IPv4, 256 for IPv6), so a candidate whose LAN is the prefix keeps reaching it directly while routing it
+/// to the holder for everything the tunnel delivers; at the IPv6 default for static routes.
+pub const FLOATING_ROUTE_METRIC: u32 = 1024;
+
 /// WireGuard's overhead over an IPv6 underlay: IPv6 header 40, UDP 8, WireGuard header 16, tag 16.
 pub const WG_OVERHEAD_V6: u32 = 80;
 /// WireGuard's overhead over an IPv4 underlay: IPv4 header 20, then as over IPv6.
@@ -416,9 +484,12 @@ pub struct Families {
 pub struct Workload {
     /// This node's own workload prefixes (pod shares and site prefixes behind it), as the registry gives them.
     pub own: Vec<RoutedPrefix>,
-    /// Destinations inside the network: its pod pools, its overlay prefixes (IPv6 and IPv4) and every
-    /// member's workload prefixes. Traffic from this node's pods to them is never masqueraded.
+    /// Destinations inside the network: its pod pools, its overlay prefixes (IPv6 and IPv4), every
+    /// member's workload prefixes and the floating prefixes. Traffic from this node's pods to them is never
+    /// masqueraded.
     pub internal: BTreeSet<IpNet>,
+    /// The floating prefixes this node is a candidate of: it forwards for them whenever it holds one.
+    pub floating: Vec<IpNet>,
 }
 
 impl Workload {
@@ -435,14 +506,32 @@ impl Workload {
         internal.insert(IpNet::V6(config.interface.overlay_prefix));
         internal.extend(config.prefixes.overlay_prefix_v4.map(IpNet::V4));
         internal.extend(config.members.iter().flat_map(|m| m.workload.iter().map(|p| p.prefix)));
-        Workload { own, internal }
+        internal.extend(config.floating.iter().map(|f| f.prefix));
+        let name = config
+            .members
+            .iter()
+            .find(|m| m.public_key == *own_public)
+            .map(|m| &m.name);
+        let floating = config
+            .floating
+            .iter()
+            .filter(|f| name.is_some_and(|n| f.candidates.contains(n)))
+            .map(|f| f.prefix)
+            .collect();
+        Workload {
+            own,
+            internal,
+            floating,
+        }
     }
 
-    /// The families this node forwards for: those of its own workload prefixes (nothing without any).
+    /// The families this node forwards for: those of its own workload prefixes and of the floating
+    /// prefixes it is a candidate of (nothing without any).
     pub fn forwarding(&self) -> Families {
+        let prefixes = || self.own.iter().map(|p| p.prefix).chain(self.floating.iter().copied());
         Families {
-            v4: self.own.iter().any(|p| matches!(p.prefix, IpNet::V4(_))),
-            v6: self.own.iter().any(|p| matches!(p.prefix, IpNet::V6(_))),
+            v4: prefixes().any(|p| matches!(p, IpNet::V4(_))),
+            v6: prefixes().any(|p| matches!(p, IpNet::V6(_))),
         }
     }
 

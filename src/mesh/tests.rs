@@ -544,3 +544,27 @@ table inet sdwand {
     config.members[0].workload.clear();
     assert_eq!(firewall::ruleset("wg0", &desired(&config, &me).workload), None);
 }
+
+#[test]
+fn a_floating_prefix_moves_with_its_kernel_route_and_survives_a_reload() {
+    let (config, me, b, c) = three();
+    let mut d = Desired::from_config(&config, &me);
+    let key: Ipv6Addr = "::ffff:203.0.113.0".parse().unwrap();
+    let site = net("203.0.113.0/24");
+    assert_eq!(d.route_floating(key, site, Some(b)), BTreeSet::from([b]));
+    assert!(d.peers[&b].allowed_ips.contains(&site));
+    assert!(d.routes.contains(&site) && d.floating_routed(&site));
+    assert_eq!(d.route_metric(&site), Some(FLOATING_ROUTE_METRIC));
+    assert_eq!(d.route_floating(key, site, Some(c)), BTreeSet::from([b, c]));
+    assert!(!d.peers[&b].allowed_ips.contains(&site));
+    assert!(d.peers[&c].allowed_ips.contains(&site));
+    // A reload keeps the route where the machine put it.
+    d.set_config(&config, &me);
+    assert!(d.peers[&c].allowed_ips.contains(&site));
+    assert!(d.routes.contains(&site));
+    // This node takes it: no peer and no kernel route (it delivers on its LAN).
+    assert_eq!(d.route_floating(key, site, None), BTreeSet::from([c]));
+    assert!(!d.peers[&c].allowed_ips.contains(&site));
+    assert!(!d.routes.contains(&site) && !d.floating_routed(&site));
+    assert_eq!(d.route_metric(&site), None);
+}

@@ -62,7 +62,7 @@ impl Netlink {
     /// `Unchanged` when exactly that route exists. [`NetError::Conflict`] when another route to the same
     /// prefix with the same metric exists (another device or protocol): IPv6 refuses to add beside it.
     pub async fn add_ipv6_route(&self, index: u32, dest: Ipv6Net) -> Result<Change, NetError> {
-        self.add_route(index, IpNet::V6(dest)).await
+        self.add_route(index, IpNet::V6(dest), None).await
     }
 
     /// Removes `dest dev <index> proto ROUTE_PROTOCOL` from the main table; a route to the same prefix on
@@ -72,11 +72,14 @@ impl Netlink {
     }
 
     /// [`Netlink::add_ipv6_route`] for a destination of either family (IPv4 refuses a second route to the
-    /// same prefix with the same metric in the same way).
-    pub async fn add_route(&self, index: u32, dest: IpNet) -> Result<Change, NetError> {
+    /// same prefix with the same metric in the same way), with `metric` (`None`: the kernel's default).
+    pub async fn add_route(&self, index: u32, dest: IpNet, metric: Option<u32>) -> Result<Change, NetError> {
         let dest = dest.trunc();
         let family = family_of(&dest);
-        let message = owned_route(index, dest);
+        let mut message = owned_route(index, dest);
+        if let Some(m) = metric {
+            message.attributes.push(RouteAttribute::Priority(m));
+        }
         match self.handle.route().add(message).execute().await {
             Ok(()) => {
                 tracing::debug!(ifindex = index, %dest, "added route");

@@ -29,6 +29,11 @@ pub(crate) struct PeerParams {
     pub pods: bool,
     /// The lab's VIP.
     pub vip: VipParams,
+    /// The lab's floating prefix: its candidates are the first `floating` peers; 0: none (see
+    /// [`crate::floating`]).
+    pub floating: usize,
+    /// Whether the floating prefix has a health check.
+    pub floating_health: bool,
 }
 
 /// The lab's one VIP, [`layout::VIP_ADDR`]: its candidates and failover timers.
@@ -78,10 +83,15 @@ pub(crate) fn peer_config(
         },
         failover,
         vip,
+        floating: Vec::new(),
         registry: None,
         k3s: None,
         members,
     };
+    if opts.floating > 0 {
+        config.floating = vec![crate::floating::section(opts.floating, opts.floating_health)];
+        config.failover.get_or_insert_with(|| failover_section(&opts.vip));
+    }
     if opts.registry {
         config.interface.address = None;
         config.interface.overlay_prefix = None;
@@ -107,18 +117,23 @@ pub(crate) fn failover_sections(vip: &VipParams) -> (Option<FailoverSection>, Ve
     if vip.candidates == 0 {
         return (None, Vec::new());
     }
-    let failover = FailoverSection {
-        port: layout::FAILOVER_PORT,
-        interval: humantime(vip.interval),
-        dead_after: vip.dead_after,
-        preempt: false,
-        preempt_delay: "5s".to_owned(),
-    };
+    let failover = failover_section(vip);
     let vip = VipSection {
         address: layout::VIP_ADDR,
         candidates: (1..=vip.candidates).map(Layout::peer_name).collect(),
     };
     (Some(failover), vec![vip])
+}
+
+/// The `[failover]` section with the lab's timers.
+fn failover_section(vip: &VipParams) -> FailoverSection {
+    FailoverSection {
+        port: layout::FAILOVER_PORT,
+        interval: humantime(vip.interval),
+        dead_after: vip.dead_after,
+        preempt: false,
+        preempt_delay: "5s".to_owned(),
+    }
 }
 
 /// A duration as the daemon's config writes it: `50ms`, or `1500us` below millisecond precision.
@@ -202,6 +217,8 @@ mod tests {
             .collect();
         for registry in [false, true] {
             let opts = PeerParams {
+                floating: 0,
+                floating_health: false,
                 persistent_keepalive: 25,
                 resync_interval: "2s".to_owned(),
                 teardown_on_exit: true,

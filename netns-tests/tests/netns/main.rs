@@ -14,6 +14,7 @@ mod bad_config;
 mod common;
 mod docker;
 mod down;
+mod floating;
 mod http_limits;
 mod members;
 mod mesh;

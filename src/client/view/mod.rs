@@ -10,13 +10,15 @@ use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
 use super::state::{Identity, Pins};
-use crate::config::{host_net, Config, ConfigError, ConfigErrors, Member, NetworkPrefixes, VipConfig};
+use crate::config::{host_net, Config, ConfigError, ConfigErrors, FloatingConfig, Member, NetworkPrefixes, VipConfig};
 use crate::vocab::wire::{MemberView, MembersResponse};
 use crate::vocab::MAX_CANDIDATES;
 use crate::vocab::MAX_TERM;
 use crate::vocab::{PrefixKind, RoutedPrefix};
 
+mod floating;
 mod workload;
+pub(crate) use workload::shape as prefix_shape;
 
 /// A member the registry re-keyed: its address was pinned to another public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +405,7 @@ pub fn validate(mut view: MembersResponse, trust: &Trust<'_>) -> Result<(Members
         i += 1;
         keep_vip[i - 1]
     });
+    floating::check(&mut view, trust, &mut out.dropped);
     Ok((view, out.dropped))
 }
 
@@ -547,6 +550,29 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
             candidates,
             health: if mine { health.clone() } else { None },
             quorum,
+            line: 0,
+        });
+    }
+    for f in &view.floating {
+        if file.floating.iter().any(|c| c.prefix == f.prefix) {
+            notes.push(format!(
+                "floating prefix {} is configured in the file and in the registry; the file's [[floating]] is used",
+                f.prefix
+            ));
+            continue;
+        }
+        let candidates: Vec<String> = f.candidates.iter().map(|c| c.name.clone()).collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        // The LAN interface is a local fact the registry cannot know: without the file's entry the
+        // gateway address is not put anywhere.
+        cfg.floating.push(FloatingConfig {
+            prefix: f.prefix,
+            gateway: None,
+            interface: None,
+            candidates,
+            health: None,
             line: 0,
         });
     }

@@ -725,3 +725,69 @@ fn this_nodes_own_slash32_on_its_interface_does_not_void_the_ipv4_overlay() {
     assert!(rules_other.contains(&Rule::Underlay), "{rules_other:?}");
     assert_eq!(x_v4, None);
 }
+
+fn floating(prefix: &str, gateway: Option<&str>) -> crate::vocab::wire::FloatingView {
+    crate::vocab::wire::FloatingView {
+        floating_id: format!("f-{prefix}"),
+        prefix: prefix.parse().unwrap(),
+        gateway: gateway.map(|g| g.parse().unwrap()),
+        candidates: vec![CandidateView {
+            peer_id: "id-a".into(),
+            name: "a".into(),
+            address: "fd00:5d::1".parse().unwrap(),
+        }],
+        holder: None,
+        epoch: None,
+        move_request: None,
+        quorum: None,
+    }
+}
+
+#[test]
+fn floating_prefixes_are_vetted_and_merged_after_the_files() {
+    let mut v = view(vec![member("a", "fd00:5d::1", K1)], vec![]);
+    v.floating = vec![
+        floating("203.0.113.0/24", Some("203.0.113.1")),
+        floating("203.0.113.128/25", None),
+        floating("0.0.0.0/0", None),
+        floating("fd00:5d:1::/48", None),
+        floating("198.51.100.0/24", Some("192.0.2.1")),
+        floating("2001:db8:5::/64", None),
+    ];
+    let id = identity();
+    // This node's own address inside its LAN's prefix is expected, never a reason to drop it.
+    let local = ["203.0.113.2".parse().unwrap()];
+    let trust = Trust {
+        identity: &id,
+        own_key: K1,
+        pins: &pinned(),
+        registry: &[],
+        local: &local,
+    };
+    let (kept, dropped) = validate(v, &trust).expect("floating problems never refuse a view");
+    let prefixes: Vec<String> = kept.floating.iter().map(|f| f.prefix.to_string()).collect();
+    assert_eq!(prefixes, ["203.0.113.0/24", "2001:db8:5::/64"], "{dropped:?}");
+    assert_eq!(
+        rules(&dropped),
+        [Rule::Overlap, Rule::ShortPrefix, Rule::Overlap, Rule::OutsideRange]
+    );
+
+    let file = file(
+        "[[floating]]\nprefix = \"2001:db8:5::/64\"\ngateway = \"2001:db8:5::1\"\ninterface = \"lan0\"\ncandidates = [\"b\"]\n",
+    );
+    let (cfg, notes) = effective_config(&file, &id, &kept);
+    let merged: Vec<(String, Vec<String>, bool)> = cfg
+        .floating
+        .iter()
+        .map(|f| (f.prefix.to_string(), f.candidates.clone(), f.gateway.is_some()))
+        .collect();
+    assert_eq!(
+        merged,
+        [
+            ("2001:db8:5::/64".to_owned(), vec!["b".to_owned()], true),
+            ("203.0.113.0/24".to_owned(), vec!["a".to_owned()], false),
+        ],
+        "the file's entry wins; the registry's has no gateway without the file's interface"
+    );
+    assert!(notes.iter().any(|n| n.contains("2001:db8:5::/64")), "{notes:?}");
+}

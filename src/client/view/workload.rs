@@ -34,7 +34,7 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 }
 
 /// What is wrong with `net` as a routed range on its own (not canonical, too short, special), if anything.
-fn shape(net: &IpNet) -> Option<(Rule, String)> {
+pub(crate) fn shape(net: &IpNet) -> Option<(Rule, String)> {
     if net.trunc() != *net {
         return Some((
             Rule::NotCanonical,

@@ -158,7 +158,12 @@ impl Ctx<'_> {
                     );
                 }
             }
-            let candidates = self.candidates(&r.candidates, (!from_registry).then_some(&names), i);
+            let candidates = self.candidates(
+                &r.candidates,
+                (!from_registry).then_some(&names),
+                &at("candidates"),
+                "VIP",
+            );
             let health = r
                 .health
                 .as_ref()
@@ -228,20 +233,22 @@ impl Ctx<'_> {
         Some(out)
     }
 
-    fn candidates(
+    /// A candidate list whose dotted key is `key`, for a `what` (`VIP`, `floating prefix`); the names are
+    /// checked against `names` when given.
+    pub(super) fn candidates(
         &mut self,
         raw: &Spanned<Vec<Spanned<String>>>,
         names: Option<&HashSet<&str>>,
-        i: usize,
+        key: &str,
+        what: &str,
     ) -> Option<Vec<String>> {
-        let key = format!("vip[{i}].candidates");
         let list = raw.get_ref();
         if list.is_empty() || list.len() > MAX_CANDIDATES {
             self.error(
                 raw.span(),
-                &key,
-                format!("has {} names; a VIP needs 1 to {MAX_CANDIDATES}", list.len()),
-                "list the members that may hold the VIP, in promotion order",
+                key,
+                format!("has {} names; a {what} needs 1 to {MAX_CANDIDATES}", list.len()),
+                format!("list the members that may hold the {what}, in promotion order"),
             );
             return None;
         }

@@ -17,6 +17,7 @@ use super::raw::RawConfig;
 use super::{host_net, Config, ConfigError, ConfigErrors, InterfaceConfig, NetworkPrefixes};
 
 mod failover;
+mod floating;
 mod interface;
 mod members;
 mod registry;
@@ -101,6 +102,15 @@ impl<'a> Ctx<'a> {
             interface.as_ref().and_then(|i| i.address),
             from_registry,
         );
+        let floating = self.floating(
+            &raw.floating,
+            &floating::Taken {
+                overlay: interface.as_ref().and_then(|i| i.overlay_prefix),
+                vips: vips.as_deref().unwrap_or_default(),
+                members: &raw.members,
+            },
+            from_registry,
+        );
         let registry = raw.registry.as_ref().map(|r| {
             if let Some(first) = raw.members.first() {
                 self.error(
@@ -128,36 +138,41 @@ impl<'a> Ctx<'a> {
         });
         let k3s = raw.k3s.as_ref().map(|k| self.k3s(k, from_registry));
         let registry_ok = registry.as_ref().is_none_or(|r| r.is_some()) && k3s.as_ref().is_none_or(|k| k.is_some());
-        match (interface, backend, daemon, members, failover, vips) {
-            (Some(interface), Some(backend), Some(daemon), Some(members), Some(failover), Some(vips))
-                if self.errors.is_empty() && registry_ok =>
-            {
-                Ok(Config {
-                    source: self.path.to_owned(),
-                    interface: InterfaceConfig {
-                        private_key_file: interface
-                            .private_key_file
-                            .unwrap_or_else(|| daemon.state_dir.join("private.key")),
-                        name: interface.name,
-                        listen_port: interface.listen_port,
-                        mtu: interface.mtu,
-                        mtu_from_file: interface.mtu_from_file,
-                        address: interface.address.unwrap_or(Ipv6Addr::UNSPECIFIED),
-                        overlay_prefix: interface
-                            .overlay_prefix
-                            .unwrap_or_else(|| host_net(Ipv6Addr::UNSPECIFIED)),
-                        persistent_keepalive: interface.persistent_keepalive,
-                    },
-                    backend,
-                    daemon,
-                    members,
-                    failover,
-                    vips,
-                    registry: registry.flatten(),
-                    k3s: k3s.flatten(),
-                    prefixes: NetworkPrefixes::default(),
-                })
-            }
+        match (interface, backend, daemon, members, failover, vips, floating) {
+            (
+                Some(interface),
+                Some(backend),
+                Some(daemon),
+                Some(members),
+                Some(failover),
+                Some(vips),
+                Some(floating),
+            ) if self.errors.is_empty() && registry_ok => Ok(Config {
+                source: self.path.to_owned(),
+                interface: InterfaceConfig {
+                    private_key_file: interface
+                        .private_key_file
+                        .unwrap_or_else(|| daemon.state_dir.join("private.key")),
+                    name: interface.name,
+                    listen_port: interface.listen_port,
+                    mtu: interface.mtu,
+                    mtu_from_file: interface.mtu_from_file,
+                    address: interface.address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                    overlay_prefix: interface
+                        .overlay_prefix
+                        .unwrap_or_else(|| host_net(Ipv6Addr::UNSPECIFIED)),
+                    persistent_keepalive: interface.persistent_keepalive,
+                },
+                backend,
+                daemon,
+                members,
+                failover,
+                vips,
+                floating,
+                registry: registry.flatten(),
+                k3s: k3s.flatten(),
+                prefixes: NetworkPrefixes::default(),
+            }),
             _ => {
                 self.errors.sort_by_key(|e| e.line);
                 Err(ConfigErrors(self.errors))

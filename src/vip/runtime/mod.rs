@@ -1,7 +1,14 @@
-//! The failover runtime: drives one [`Machine`] per configured VIP from a UDP socket, timers and health
-//! checks, and hands the data-plane effects (address, allowed-IP route) to the daemon through
-//! [`DataPlane`], in the order the machines asked for them (a peer acknowledges a claim only after it
-//! has re-routed the VIP).
+//! The failover runtime: drives one [`Machine`] per configured VIP and per floating prefix from a UDP
+//! socket, timers and health checks, and hands the data-plane effects (address, allowed-IP route) to the
+//! daemon through [`DataPlane`], in the order the machines asked for them (a peer acknowledges a claim
+//! only after it has re-routed the VIP).
+//!
+//! A floating prefix is a VIP to the machines: its machine is keyed by [`crate::vocab::floating_key`]
+//! (one key space with the VIPs, which never overlap a floating prefix). Only the effects differ
+//! ([`Kind`]): `Route(peer)` routes the whole prefix through that peer (allowed IPs and a kernel route),
+//! `Route(me)` routes it through no peer (the holder delivers it on its LAN), and the address actions put
+//! the prefix's gateway address on its LAN interface when one is configured. Metrics and logs label a
+//! floating prefix with the prefix itself (`vip="203.0.113.0/24"`).
 //!
 //! The socket ([`crate::net::failover`]) is bound to this node's overlay /128 and receives only what
 //! arrived through the WireGuard interface (not what a local process loops back); WireGuard's cryptokey
@@ -21,6 +28,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+
+use ipnet::IpNet;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -30,7 +39,7 @@ use tokio::task::JoinHandle;
 use super::health;
 use super::wire::MAX_DATAGRAM;
 use super::{Action, Adopt, LocalEvent, Machine, MoveError, Params, Quorum, VipStatus};
-use crate::config::{Config, HealthConfig, VipConfig};
+use crate::config::{Config, FloatingConfig, HealthConfig};
 use crate::metrics::{VipGauges, VipMetrics};
 
 mod incarnation;
@@ -51,6 +60,84 @@ pub(crate) trait DataPlane {
     /// Routes the VIP through the member with this overlay address; `None` routes it through no peer (this
     /// node holds it, or the VIP is gone). The data plane finds the member's key in its desired state.
     fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>);
+    /// Routes the floating prefix `prefix` (failover key `key`) through the member with this overlay
+    /// address, in its allowed IPs and with a kernel route through the interface; `None` through no peer
+    /// and no kernel route (this node holds it, or the prefix is gone).
+    async fn route_floating(&mut self, key: Ipv6Addr, prefix: IpNet, via: Option<Ipv6Addr>);
+    /// Puts the gateway address `gateway` (with its prefix's length) of the floating prefix with key
+    /// `key` on the LAN interface `ifname`, and announces it on that LAN.
+    async fn add_gateway(&mut self, key: Ipv6Addr, gateway: IpNet, ifname: &str);
+    /// Takes the gateway address of the floating prefix with key `key` off its LAN interface, if this
+    /// node put one there.
+    async fn remove_gateway(&mut self, key: Ipv6Addr);
+}
+
+/// What a slot's machine moves: a VIP, or a floating prefix with its optional gateway address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// A VIP: its /128 on the WireGuard interface, routed as a /128.
+    Vip,
+    /// A floating prefix, routed whole; the holder puts `gateway` (address with the prefix's length,
+    /// LAN interface) on its LAN when configured.
+    Floating {
+        prefix: IpNet,
+        gateway: Option<(IpNet, String)>,
+    },
+}
+
+impl Kind {
+    /// The kind of a configured floating prefix.
+    fn floating(f: &FloatingConfig) -> Kind {
+        Kind::Floating {
+            prefix: f.prefix,
+            gateway: f.gateway_net().map(|(net, ifname)| (net, ifname.to_owned())),
+        }
+    }
+
+    /// The metrics and log label of the slot with key `key`: the VIP's address, or the prefix.
+    fn label(&self, key: Ipv6Addr) -> String {
+        match self {
+            Kind::Vip => key.to_string(),
+            Kind::Floating { prefix, .. } => prefix.to_string(),
+        }
+    }
+}
+
+/// The effect of one address or route action of the machine with key `key` and kind `kind`.
+async fn apply<P: DataPlane>(plane: &mut P, key: Ipv6Addr, kind: &Kind, action: &Action, me: Ipv6Addr) {
+    match (action, kind) {
+        (Action::AddAddress, Kind::Vip) => plane.add_address(key).await,
+        (Action::RemoveAddress, Kind::Vip) => plane.remove_address(key).await,
+        (Action::Route(to), Kind::Vip) => plane.route(key, (*to != me).then_some(*to)),
+        (
+            Action::AddAddress,
+            Kind::Floating {
+                gateway: Some((net, ifname)),
+                ..
+            },
+        ) => plane.add_gateway(key, *net, ifname).await,
+        (Action::RemoveAddress, Kind::Floating { .. }) => plane.remove_gateway(key).await,
+        (Action::Route(to), Kind::Floating { prefix, .. }) => {
+            plane.route_floating(key, *prefix, (*to != me).then_some(*to)).await;
+        }
+        _ => {}
+    }
+}
+
+/// Takes everything of the slot with key `key` off the data plane (its machine is gone).
+async fn remove<P: DataPlane>(plane: &mut P, key: Ipv6Addr, kind: &Kind, held: bool) {
+    match kind {
+        Kind::Vip => {
+            if held {
+                plane.remove_address(key).await;
+            }
+            plane.route(key, None);
+        }
+        Kind::Floating { prefix, .. } => {
+            plane.remove_gateway(key).await;
+            plane.route_floating(key, *prefix, None).await;
+        }
+    }
 }
 
 /// One input for the machines.
@@ -71,10 +158,16 @@ pub(crate) enum Input {
 
 /// One VIP: its machine and what the runtime keeps beside it. Created by `insert_slot` (at start and for
 /// a VIP a reload adds), removed by `reload` when the VIP leaves the configuration.
+/// What the configuration asks for, by key: the kind, the candidates, the witnesses in quorum mode and the
+/// health check.
+type Wanted<'a> = BTreeMap<Ipv6Addr, (Kind, &'a [String], Option<&'a [String]>, Option<&'a HealthConfig>)>;
+
 struct Slot {
     /// The VIP's machine; `machine.params().vip` is the slot's key in [`VipRuntime::slots`].
     machine: Machine,
-    /// The VIP as a metrics and log label (its address, fixed for the slot's life).
+    /// What the machine moves (a floating prefix's gateway may change on reload).
+    kind: Kind,
+    /// The VIP as a metrics and log label (its address, or the floating prefix; fixed for the slot's life).
     label: String,
     /// The holder's name as last published in the holder gauge (`flush` moves it), so the old series
     /// can be cleared when the holder changes or the VIP goes.
@@ -187,8 +280,12 @@ impl VipRuntime {
         };
         let now = Instant::now();
         for v in &config.vips {
-            let params = rt.params(config, v);
-            rt.start_machine(params, now, v.health.clone(), adopt(v.address));
+            let params = rt.params(config, v.address, &v.candidates, v.quorum.as_deref());
+            rt.start_machine(params, Kind::Vip, now, v.health.clone(), adopt(v.address));
+        }
+        for f in &config.floating {
+            let params = rt.params(config, f.key(), &f.candidates, None);
+            rt.start_machine(params, Kind::floating(f), now, f.health.clone(), Adopt::Nothing);
         }
         rt
     }
@@ -197,7 +294,7 @@ impl VipRuntime {
     ///
     /// Its health starts as [`starts_healthy`] says, and so does its health check's debounced state (so
     /// `fall` failures in a row make an assumed-healthy node unhealthy, as for any healthy one).
-    fn start_machine(&mut self, params: Params, now: Instant, health: Option<HealthConfig>, adopt: Adopt) {
+    fn start_machine(&mut self, params: Params, kind: Kind, now: Instant, health: Option<HealthConfig>, adopt: Adopt) {
         let candidate = params.candidates.contains(&params.me);
         let healthy = starts_healthy(health.is_some(), candidate, adopt);
         if health.is_some() && healthy {
@@ -205,15 +302,17 @@ impl VipRuntime {
         }
         let mut machine = Machine::new(params, now, self.incarnations.next(), healthy, adopt);
         machine.handle_local(now, LocalEvent::Transport(self.transport));
-        self.insert_slot(machine, health, healthy);
+        self.insert_slot(machine, kind, health, healthy);
     }
 
-    fn params(&self, config: &Config, v: &VipConfig) -> Params {
+    /// The parameters of the machine for `key` (a VIP, or a floating prefix's key): `candidates` and, in
+    /// quorum mode, `witnesses` are member names.
+    fn params(&self, config: &Config, key: Ipv6Addr, candidates: &[String], witnesses: Option<&[String]>) -> Params {
         let addresses = |names: &[String]| names.iter().filter_map(|n| config.member_address(n)).collect();
         Params {
-            vip: v.address,
+            vip: key,
             me: self.me,
-            candidates: addresses(&v.candidates),
+            candidates: addresses(candidates),
             peers: config
                 .members
                 .iter()
@@ -221,20 +320,22 @@ impl VipRuntime {
                 .filter(|a| *a != self.me)
                 .collect(),
             timers: config.failover.timers(),
-            quorum: v.quorum.as_deref().map(|w| Quorum {
+            quorum: witnesses.map(|w| Quorum {
                 witnesses: addresses(w),
             }),
         }
     }
 
-    fn insert_slot(&mut self, machine: Machine, health: Option<HealthConfig>, healthy: bool) {
+    fn insert_slot(&mut self, machine: Machine, kind: Kind, health: Option<HealthConfig>, healthy: bool) {
         let vip = machine.params().vip;
+        let label = kind.label(vip);
         if warns_single_candidate(machine.params()) {
-            tracing::warn!(%vip, "VIP has a single candidate, this node: it cannot fail over (add a second k3s server)");
+            tracing::warn!(vip = %label, "VIP has a single candidate, this node: it cannot fail over (add a second candidate)");
         }
         let mut slot = Slot {
             machine,
-            label: vip.to_string(),
+            kind,
+            label,
             holder_label: None,
             health: None,
             stopped: false,
@@ -309,7 +410,7 @@ impl VipRuntime {
             } => {
                 if let Some(s) = self.slots.get_mut(&vip) {
                     if s.health.as_ref().is_some_and(|h| h.generation == generation) {
-                        tracing::info!(%vip, healthy, "VIP health changed");
+                        tracing::info!(vip = %s.label, healthy, "VIP health changed");
                         s.machine.handle_local(now, LocalEvent::Health(healthy));
                         s.dirty = true;
                     }
@@ -354,10 +455,8 @@ impl VipRuntime {
                             None => metrics.rejected.with_label_values(&["send_failed"]).inc(),
                         }
                     }
-                    Action::AddAddress => plane.add_address(vip).await,
-                    Action::RemoveAddress => plane.remove_address(vip).await,
-                    Action::Route(to) => {
-                        plane.route(vip, (to != *me).then_some(to));
+                    Action::AddAddress | Action::RemoveAddress | Action::Route(_) => {
+                        apply(plane, vip, &slot.kind, &action, *me).await;
                     }
                     Action::Note(note) => observe(metrics, log_limit, now, &slot.label, note, &name_of),
                     Action::Stopped => slot.stopped = true,
@@ -386,9 +485,17 @@ impl VipRuntime {
         }
     }
 
-    /// Every VIP as this node sees it.
+    /// Every VIP and floating prefix as this node sees it.
     pub(crate) fn statuses(&self, now: Instant) -> Vec<VipStatus> {
         self.slots.values().map(|s| s.machine.status(now)).collect()
+    }
+
+    /// The floating prefix whose failover key is `key`; `None` for a VIP or an unknown key.
+    pub(crate) fn prefix_of(&self, key: Ipv6Addr) -> Option<IpNet> {
+        match self.slots.get(&key)?.kind {
+            Kind::Floating { prefix, .. } => Some(prefix),
+            Kind::Vip => None,
+        }
     }
 
     /// The member name of an overlay address.
@@ -438,38 +545,63 @@ impl VipRuntime {
         self.slots.values().all(|s| s.stopped)
     }
 
-    /// Applies a reloaded configuration: updates candidates, peers, timers and health checks; starts
-    /// machines for new VIPs and removes the VIPs that are gone (address and route included).
+    /// Applies a reloaded configuration: updates candidates, peers, timers and health checks (and a
+    /// floating prefix's gateway); starts machines for new VIPs and floating prefixes and removes those
+    /// that are gone (address and route included).
     pub(crate) async fn reload<P: DataPlane>(&mut self, config: &Config, plane: &mut P, now: Instant) {
         (self.members, self.by_name) = members_of(config);
-        let wanted: BTreeMap<Ipv6Addr, _> = config.vips.iter().map(|v| (v.address, v)).collect();
-        let gone: Vec<Ipv6Addr> = self.slots.keys().filter(|v| !wanted.contains_key(v)).copied().collect();
+        let mut wanted: Wanted<'_> = config
+            .vips
+            .iter()
+            .map(|v| {
+                let entry = (
+                    Kind::Vip,
+                    v.candidates.as_slice(),
+                    v.quorum.as_deref(),
+                    v.health.as_ref(),
+                );
+                (v.address, entry)
+            })
+            .collect();
+        for f in &config.floating {
+            wanted
+                .entry(f.key())
+                .or_insert((Kind::floating(f), f.candidates.as_slice(), None, f.health.as_ref()));
+        }
+        let gone: Vec<Ipv6Addr> = self
+            .slots
+            .iter()
+            .filter(|(k, s)| wanted.get(k).is_none_or(|(kind, ..)| !same_target(kind, &s.kind)))
+            .map(|(k, _)| *k)
+            .collect();
         for vip in gone {
             if let Some(slot) = self.slots.remove(&vip) {
-                tracing::info!(%vip, "VIP removed from the configuration");
-                if matches!(
-                    slot.machine.role(),
-                    super::PeerState::Holding | super::PeerState::Draining
-                ) {
-                    plane.remove_address(vip).await;
-                }
-                plane.route(vip, None);
+                tracing::info!(vip = %slot.label, "VIP removed from the configuration");
+                remove(plane, vip, &slot.kind, holds(&slot.machine)).await;
                 self.metrics.forget_vip(&slot.label, slot.holder_label.as_deref());
                 self.log_limit.forget(&slot.label);
             }
         }
-        for (vip, v) in wanted {
-            let params = self.params(config, v);
+        for (vip, (kind, candidates, quorum, health)) in wanted {
+            let params = self.params(config, vip, candidates, quorum);
             match self.slots.get_mut(&vip) {
                 Some(slot) => {
                     slot.dirty = true;
+                    if slot.kind != kind {
+                        // The same prefix with another gateway: move the address if this node holds it.
+                        if holds(&slot.machine) {
+                            apply(plane, vip, &slot.kind, &Action::RemoveAddress, self.me).await;
+                            apply(plane, vip, &kind, &Action::AddAddress, self.me).await;
+                        }
+                        slot.kind = kind;
+                    }
                     if *slot.machine.params() != params {
                         slot.machine.handle_local(now, LocalEvent::Update(params));
                     }
-                    if slot.health.as_ref().map(|h| &h.config) != v.health.as_ref() {
+                    if slot.health.as_ref().map(|h| &h.config) != health {
                         slot.health = None;
-                        slot.machine.handle_local(now, LocalEvent::Health(v.health.is_none()));
-                        if let Some(cfg) = v.health.clone() {
+                        slot.machine.handle_local(now, LocalEvent::Health(health.is_none()));
+                        if let Some(cfg) = health.cloned() {
                             let task = self.spawn_health(vip, cfg, false);
                             if let Some(slot) = self.slots.get_mut(&vip) {
                                 slot.health = Some(task);
@@ -477,10 +609,25 @@ impl VipRuntime {
                         }
                     }
                 }
-                None => self.start_machine(params, now, v.health.clone(), Adopt::Nothing),
+                None => self.start_machine(params, kind, now, health.cloned(), Adopt::Nothing),
             }
         }
         self.flush(plane).await;
+    }
+}
+
+/// Whether `machine`'s node holds its VIP or prefix (holding, or draining it in a handover).
+fn holds(machine: &Machine) -> bool {
+    matches!(machine.role(), super::PeerState::Holding | super::PeerState::Draining)
+}
+
+/// Whether two kinds move the same thing (a VIP, or the same prefix whatever its gateway): a slot whose
+/// target changed is removed and started again.
+fn same_target(a: &Kind, b: &Kind) -> bool {
+    match (a, b) {
+        (Kind::Vip, Kind::Vip) => true,
+        (Kind::Floating { prefix: p, .. }, Kind::Floating { prefix: q, .. }) => p == q,
+        _ => false,
     }
 }
 

@@ -121,6 +121,9 @@ impl DataPlane for NoPlane {
     async fn add_address(&mut self, _: Ipv6Addr) {}
     async fn remove_address(&mut self, _: Ipv6Addr) {}
     fn route(&mut self, _: Ipv6Addr, _: Option<Ipv6Addr>) {}
+    async fn route_floating(&mut self, _: Ipv6Addr, _: IpNet, _: Option<Ipv6Addr>) {}
+    async fn add_gateway(&mut self, _: Ipv6Addr, _: IpNet, _: &str) {}
+    async fn remove_gateway(&mut self, _: Ipv6Addr) {}
 }
 
 #[test]

@@ -73,6 +73,12 @@ enum Command {
         /// IPv4 overlay is 203.0.113.0/25); IPv6 ones e.g. from 2001:db8::/32.
         #[arg(long)]
         site_range: Vec<ipnet::IpNet>,
+        /// An HA branch site behind the first K peers: a site namespace (NAME-p1s) on a LAN bridged to
+        /// p1..pK, site host 203.0.113.10/24 with its default route via the gateway address 203.0.113.1,
+        /// and the floating prefix 203.0.113.0/24 with candidates p1..pK in every peer's [[floating]]. 0:
+        /// none. Not with --pods or --site-range (they use 203.0.113.0/24 too).
+        #[arg(long, default_value_t = 0)]
+        floating_candidates: usize,
     },
     /// Print a lab's JSON document, with its PIDs and VIP holders re-read (a dead process is null).
     Status {
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
             pods,
             pod_family,
             site_range,
+            floating_candidates,
         } => {
             let mut opts = UpOptions::new(&name, peers);
             opts.handshake_timeout = Duration::from_secs(timeout);
@@ -182,6 +189,7 @@ fn main() -> ExitCode {
             opts.pods = pods;
             opts.pod_family = pod_family;
             opts.site_ranges = site_range;
+            opts.floating_candidates = floating_candidates;
             up(opts)
         }
         Command::Status { name } => Lab::load(&name)
