@@ -386,18 +386,8 @@ pub fn move_floating(
 ) -> Result<FloatingView, ApiError> {
     let caller = admin(tx, presented)?;
     let (mut floating, network) = visible(tx, &caller, id)?;
-    let target = tx
-        .peer_by_name(&network.id, &req.to)?
-        .ok_or_else(|| ApiError::bad_request(format!("no peer named {:?} in the floating prefix's network", req.to)))?;
-    if !floating.candidates.contains(&target.id) {
-        return Err(ApiError::conflict(
-            code::NOT_A_CANDIDATE,
-            format!(
-                "peer {:?} is not a candidate of floating prefix {}: only candidates can hold it",
-                req.to, floating.prefix
-            ),
-        ));
-    }
+    let what = format!("floating prefix {}", floating.prefix);
+    let target = super::operator::move_target(tx, &network.id, &req.to, &floating.candidates, &what)?;
     floating.move_to = Some(target.id.clone());
     floating.move_seq += 1;
     tx.put_floating(&floating)?;

@@ -151,6 +151,28 @@ pub fn set_site_prefixes(
     peer_view(tx, &peer, ttls, now_ms)
 }
 
+/// The peer named `to` in network `network_id` when it is one of `candidates` (ids) of `what` (`VIP …`,
+/// `floating prefix …`): the target of an operator's move. Not a peer of the network: 400; not a
+/// candidate: 409.
+pub(super) fn move_target(
+    tx: &mut dyn ReadTx,
+    network_id: &str,
+    to: &str,
+    candidates: &[String],
+    what: &str,
+) -> Result<Peer, ApiError> {
+    let target = tx
+        .peer_by_name(network_id, to)?
+        .ok_or_else(|| ApiError::bad_request(format!("no peer named {to:?} in the network of {what}")))?;
+    if !candidates.contains(&target.id) {
+        return Err(ApiError::conflict(
+            code::NOT_A_CANDIDATE,
+            format!("peer {to:?} is not a candidate of {what}: only candidates can hold it"),
+        ));
+    }
+    Ok(target)
+}
+
 /// `POST /v1/vips/{id}/move`: asks the VIP's holder to hand it over to the candidate named `to`. Records
 /// `to` with the next sequence number and bumps the revision, so the holder's daemon sees it through the
 /// watch. `to` not a peer of the network: 400; a peer but not a candidate: 409.
@@ -166,18 +188,13 @@ pub fn move_vip(
     let Some(mut network) = networks.into_iter().find(|n| n.id == vip.network_id) else {
         return Err(not_found());
     };
-    let target = tx
-        .peer_by_name(&network.id, &req.to)?
-        .ok_or_else(|| ApiError::bad_request(format!("no peer named {:?} in the VIP's network", req.to)))?;
-    if !vip.candidates.contains(&target.id) {
-        return Err(ApiError::conflict(
-            code::NOT_A_CANDIDATE,
-            format!(
-                "peer {:?} is not a candidate of VIP {}: only candidates can hold it",
-                req.to, vip.address
-            ),
-        ));
-    }
+    let target = move_target(
+        tx,
+        &network.id,
+        &req.to,
+        &vip.candidates,
+        &format!("VIP {}", vip.address),
+    )?;
     vip.move_to = Some(target.id.clone());
     vip.move_seq += 1;
     tx.put_vip(&vip)?;

@@ -50,12 +50,7 @@ pub(super) fn check(view: &mut MembersResponse, trust: &Trust<'_>, dropped: &mut
                 .map(|p| (IpNet::V6(*p), format!("member {}'s routed prefix", m.name))),
         );
     }
-    let mut underlay: Vec<(IpAddr, String)> = view
-        .members
-        .iter()
-        .filter_map(|m| Some((m.endpoint?.ip(), format!("member {}'s underlay endpoint", m.name))))
-        .collect();
-    underlay.extend(trust.registry.iter().map(|a| (*a, "the registry's address".to_owned())));
+    let underlay = super::workload::underlay_addresses(view, trust);
     view.floating.retain_mut(|f| {
         let net = f.prefix;
         let entry = format!("floating prefix {net}");

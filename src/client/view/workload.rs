@@ -29,6 +29,16 @@ fn special_nets_v4() -> [Ipv4Net; 5] {
     ]
 }
 
+/// The underlay addresses no prefix of the view may capture, each with what it is: every member's endpoint
+/// and the registry replicas' addresses.
+pub(super) fn underlay_addresses(view: &MembersResponse, trust: &Trust<'_>) -> Vec<(IpAddr, String)> {
+    view.members
+        .iter()
+        .filter_map(|m| Some((m.endpoint?.ip(), format!("member {}'s underlay endpoint", m.name))))
+        .chain(trust.registry.iter().map(|a| (*a, "the registry's address".to_owned())))
+        .collect()
+}
+
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
@@ -77,12 +87,7 @@ pub(super) fn check(
     let mut drop = |entry: String, rule: Rule, detail: String| dropped.push(Problem { entry, rule, detail });
     // The underlay: every member's endpoint and the registry, for every member; this host's own addresses,
     // for every member but this node (its own pod prefix holds its bridge's address).
-    let mut underlay: Vec<(IpAddr, String)> = view
-        .members
-        .iter()
-        .filter_map(|m| Some((m.endpoint?.ip(), format!("member {}'s underlay endpoint", m.name))))
-        .collect();
-    underlay.extend(trust.registry.iter().map(|a| (*a, "the registry's address".to_owned())));
+    let underlay = underlay_addresses(view, trust);
     let local: Vec<(IpAddr, String)> = trust
         .local
         .iter()
