@@ -72,12 +72,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sdwan-registry: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime() else {
+        return ExitCode::FAILURE;
     };
     match command {
         Command::CheckConfig => match config.tls.as_ref().map(server::tls::acceptor).transpose() {
@@ -132,12 +128,8 @@ fn migrate(from: &Path, to: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sdwan-registry: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = async_runtime() else {
+        return ExitCode::FAILURE;
     };
     let started = std::time::Instant::now();
     match runtime.block_on(sdwan_registry::migrate::migrate(from, &target)) {
@@ -228,4 +220,13 @@ fn init_account(
             account.account_id, account.name
         ))
     }
+}
+
+/// The multi-threaded tokio runtime the commands run on; `None` (the reason printed) when it cannot start.
+fn async_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("sdwan-registry: cannot start the async runtime: {e}"))
+        .ok()
 }
