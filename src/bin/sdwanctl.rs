@@ -22,7 +22,7 @@ use sdwand::vocab::name::PeerName;
 use sdwand::vocab::wire::{
     CreateEnrollmentTokenRequest, CreateFloatingRequest, CreateNetworkRequest, SetFloatingRequest, SetQuorumRequest,
 };
-use sdwand::vocab::{ClusterState, PodPool, Role};
+use sdwand::vocab::{floating_key, ClusterState, PodPool, Role};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -290,14 +290,29 @@ enum TokensCommand {
 enum VipCommand {
     /// Every VIP with its holder, epoch and candidates.
     List,
-    /// Hand a VIP this node holds over to another candidate.
+    /// Hand a VIP or floating prefix this node holds over to another candidate.
     Move {
-        /// The VIP.
+        /// The VIP (an IPv6 address) or the floating prefix (with its length, e.g. 203.0.113.0/24).
+        #[arg(value_parser = parse_move_key)]
         vip: Ipv6Addr,
         /// The successor, by member name or overlay address (default: the best-ranked live, healthy one).
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+/// The protocol key of `sdwanctl vip move`'s argument: a VIP is its own key, a floating prefix is named by
+/// [`floating_key`]. A bare IPv4 address is refused: no VIP is IPv4, and a floating prefix needs its length.
+fn parse_move_key(text: &str) -> Result<Ipv6Addr, String> {
+    if let Ok(vip) = text.parse::<Ipv6Addr>() {
+        return Ok(vip);
+    }
+    if let Ok(prefix) = text.parse::<IpNet>() {
+        return Ok(floating_key(prefix));
+    }
+    Err(format!(
+        "{text:?} is neither a VIP (an IPv6 address) nor a floating prefix with its length (e.g. 203.0.113.0/24)"
+    ))
 }
 
 fn main() -> ExitCode {
@@ -701,6 +716,23 @@ mod tests {
             Command::Registry(args) => Ok(args.command),
             _ => panic!("not a registry command"),
         }
+    }
+
+    #[test]
+    fn vip_move_takes_a_vip_or_a_floating_prefix_by_its_key() {
+        let key = |arg: &str| match Cli::try_parse_from(["sdwanctl", "vip", "move", arg]).map(|c| c.command) {
+            Ok(Command::Vip(VipCommand::Move { vip, .. })) => Ok(vip),
+            Ok(_) => panic!("not vip move"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(key("fd00:5d:f::1"), Ok("fd00:5d:f::1".parse().unwrap()));
+        assert_eq!(key("203.0.113.0/24"), Ok("::ffff:203.0.113.0".parse().unwrap()));
+        // A host address written with the prefix's length names the prefix.
+        assert_eq!(key("203.0.113.7/24"), Ok("::ffff:203.0.113.0".parse().unwrap()));
+        assert_eq!(key("2001:db8:7::/48"), Ok("2001:db8:7::".parse().unwrap()));
+        let refused = key("203.0.113.1").expect_err("a bare IPv4 address");
+        assert!(refused.contains("floating prefix with its length"), "{refused}");
+        assert!(key("p1").is_err());
     }
 
     #[test]
