@@ -699,6 +699,11 @@ async fn reports_under_the_floating_key_record_the_holder_and_epoch() {
     // An implausible term is refused, the rest kept.
     let answer = report(&r, &gw1, "::ffff:203.0.113.0", "gw1", 1 << 63).await;
     assert_eq!(answer["refused"].as_array().map(Vec::len), Some(1), "{answer}");
+    let line = answer["refused"][0].as_str().unwrap_or_default();
+    assert!(
+        line.starts_with("floating prefix 203.0.113.0/25: term "),
+        "names the prefix: {line}"
+    );
     assert_eq!(
         members(&r, &t).await.revision - revision,
         1,

@@ -65,20 +65,24 @@ pub fn peer_report(
                 move_to: &mut v.move_to,
             });
         let mut which = Which::Vip;
+        let mut what = format!("VIP {}", report.address);
         if claim.is_none() {
             claim = floating
                 .iter_mut()
                 .find(|f| f.key() == report.address && f.candidates.contains(&peer.id))
-                .map(|f| Claim {
-                    epoch: &mut f.epoch,
-                    holder: &mut f.holder,
-                    confirmed: None,
-                    move_to: &mut f.move_to,
+                .map(|f| {
+                    what = format!("floating prefix {}", f.prefix);
+                    Claim {
+                        epoch: &mut f.epoch,
+                        holder: &mut f.holder,
+                        confirmed: None,
+                        move_to: &mut f.move_to,
+                    }
                 });
             which = Which::Floating;
         }
         if let Err(why) = plausible(claim.as_ref().map(|c| *c.epoch), epoch) {
-            let line = format!("VIP {}: {why}", report.address);
+            let line = format!("{what}: {why}");
             refusal::log(&peer.id, "implausible_epoch", &format!("peer {:?}: {line}", peer.name));
             refused.push(line);
             continue;
