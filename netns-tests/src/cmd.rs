@@ -217,6 +217,16 @@ pub fn wireguard_go() -> Result<PathBuf> {
     })
 }
 
+/// Debian's `etcd` (package etcd-server), from `$PATH`: the lab's etcd cluster (`--registry-backend etcd`).
+pub fn etcd_bin() -> Result<PathBuf> {
+    which("etcd").ok_or_else(|| {
+        LabError::MissingProgram(
+            "etcd not found in PATH; install it (Debian: `apt-get install etcd-server`, or scripts/install-deps)"
+                .to_owned(),
+        )
+    })
+}
+
 /// Whether the process runs as root (namespaces and WireGuard need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

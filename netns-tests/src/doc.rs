@@ -43,6 +43,34 @@ pub struct RegistryDoc {
     pub network_id: String,
     /// Its log file.
     pub log: String,
+    /// Every replica, the first (the one above) included, in order.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaDoc>,
+    /// The etcd cluster's members the replicas store in; empty with SQLite (`--registry-backend sqlite`).
+    #[serde(default)]
+    pub etcd: Vec<EtcdDoc>,
+}
+
+/// One registry replica of a [`RegistryDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDoc {
+    /// Its namespace (`NAME-reg`, `NAME-reg2`, …).
+    pub netns: String,
+    /// Its API's URL over the underlay.
+    pub url: String,
+    /// PID of the running replica; `null` when it does not run.
+    pub pid: Option<u32>,
+}
+
+/// One etcd member of a [`RegistryDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdDoc {
+    /// Its member name (`e1`); its namespace is `NAME-e1`.
+    pub name: String,
+    /// PID of the running member; `null` when it does not run.
+    pub pid: Option<u32>,
+    /// Its client URL over the underlay.
+    pub client_url: String,
 }
 
 /// One peer of a [`LabDoc`].

@@ -45,7 +45,7 @@ impl Lab {
             }
             let _ = child.wait();
         }
-        if let Some(mut child) = self.registry_child.take() {
+        for (_, mut child) in self.registry_children.drain().chain(self.etcd_children.drain()) {
             if let Ok(None) = child.try_wait() {
                 let _ = child.kill();
             }
@@ -119,7 +119,8 @@ pub(crate) fn lab_sockets(layout: &Layout) -> Vec<PathBuf> {
 
 /// Stops the daemons and background processes recorded in the state file: SIGTERM to every daemon at once
 /// (then SIGCONT, so a daemon frozen by a test handles it), up to 5 s for them to exit (they tear down their
-/// data plane), then SIGKILL. Then the responders, background processes, the registry and `wireguard-go`s.
+/// data plane), then SIGKILL. Then the responders, background processes, the registry replicas, the etcd
+/// members and `wireguard-go`s. (etcd's data directories go with the state directory.)
 fn stop_recorded(state: &LabState, report: &mut DownReport) {
     let daemons: Vec<(String, ProcId)> = state
         .peers
@@ -144,11 +145,22 @@ fn stop_recorded(state: &LabState, report: &mut DownReport) {
         .peers
         .iter()
         .filter_map(|p| p.responder.map(|id| (format!("responder of p{}", p.index), id)));
-    let registry = state
-        .registry
-        .as_ref()
-        .and_then(|r| r.process)
-        .map(|id| ("the registry".to_owned(), id));
+    // The registry replicas before the etcd members they store in.
+    let registry = state.registry.iter().flat_map(|r| {
+        let replicas = (1..=r.replica_count()).filter_map(|i| {
+            let what = match i {
+                1 => "the registry".to_owned(),
+                _ => format!("registry replica {i}"),
+            };
+            r.replica_process(i).map(|id| (what, id))
+        });
+        let etcd = r
+            .etcd
+            .iter()
+            .enumerate()
+            .filter_map(|(m, id)| id.map(|id| (format!("etcd member e{}", m + 1), id)));
+        replicas.chain(etcd).collect::<Vec<_>>()
+    });
     let others = state
         .background
         .iter()

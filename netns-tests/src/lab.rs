@@ -6,14 +6,18 @@
 //! ```text
 //!   NAME-hub:  bridge NAME-br ── NAME-b1 … NAME-bN, NAME-breg   (hub ends of the veths)
 //!   NAME-reg:  NAME-ureg 192.0.2.2/24, sdwan-registry on port 7443 (see crate::registry; not in a
-//!              static lab)
+//!              static lab); replica R >= 2 of an etcd-backed registry: NAME-regR, NAME-uregR
+//!              192.0.2.(4+R)/24 (see crate::replicas)
+//!   NAME-eM:   etcd member eM (M = 1..3, --registry-backend etcd): NAME-ueM 192.0.2.(2+M)/24, client
+//!              port 2379, peer port 2380 (see crate::etcd)
 //!   NAME-pI:   NAME-uI 192.0.2.(10+I)/24  (underlay, veth into the hub bridge)
 //!              NAME-pI fd00:5d::I/128     (WireGuard, made by sdwand + wireguard-go, port 51820;
 //!                                          failover UDP 51821; the VIP fd00:5d:f::1/128 on its holder)
 //!              I <= K: echo responder on [fd00:5d:f::1]:9099
 //!   NAME-pIqJ: pod J of peer I (see crate::pods)   NAME-pIs: a host on a LAN behind peer I (crate::sites)
 //!   /run/sdwan-lab/NAME/lab.json, pI/{sdwand.toml, private.key, sdwand.log, responder.log,
-//!                                     state/sdwand.sock, k3s/50-sdwand.yaml}, registry/
+//!                                     state/sdwand.sock, k3s/50-sdwand.yaml}, registry/,
+//!                                     etcd/{eM/ (data), eM.log}
 //! ```
 
 use std::collections::HashMap;
@@ -79,6 +83,12 @@ pub struct UpOptions {
     pub registry: bool,
     /// The registry's `ephemeral_ttl`: how long an ephemeral peer may be silent before it is reaped.
     pub ephemeral_ttl: Duration,
+    /// Where the registry stores: SQLite in its state directory, or a 3-member etcd cluster the lab starts
+    /// (see [`crate::etcd`]).
+    pub registry_backend: crate::registry::RegistryBackend,
+    /// Registry replicas, 1..=[`layout::MAX_REGISTRY_REPLICAS`]; more than one needs the etcd backend. Every
+    /// daemon gets every replica's URL (see [`crate::replicas`]).
+    pub registry_replicas: usize,
     /// The pod pools of the registry's network (each peer gets a share of each at enrollment); empty: none.
     pub pod_pools: Vec<sdwand::vocab::PodPool>,
     /// Pods per peer (see [`crate::pods`]; registry labs only, at most [`crate::pods::MAX_PODS`]): the
@@ -120,6 +130,8 @@ impl UpOptions {
             responders: true,
             registry: true,
             ephemeral_ttl: crate::registry::DEFAULT_EPHEMERAL_TTL,
+            registry_backend: crate::registry::RegistryBackend::Sqlite,
+            registry_replicas: 1,
             pod_pools: Vec::new(),
             pods: 0,
             pod_family: crate::pods::PodFamily::Dual,
@@ -137,6 +149,7 @@ impl UpOptions {
             resync_interval: self.resync_interval.clone(),
             teardown_on_exit: self.teardown_on_exit,
             registry: self.registry,
+            registry_replicas: self.registry_replicas,
             pods: self.pods > 0,
             vip: self.vip_params(),
             floating: self.floating_candidates,
@@ -172,8 +185,10 @@ pub struct Lab {
     pub(crate) notify: HashMap<usize, crate::ops::Notify>,
     /// The echo responders this value started, kept to reap them.
     pub(crate) responders: HashMap<usize, Child>,
-    /// The registry this value started, kept to reap it.
-    pub(crate) registry_child: Option<Child>,
+    /// The registry replicas this value started, by replica index, kept to reap them.
+    pub(crate) registry_children: HashMap<usize, Child>,
+    /// The etcd members this value started, by member index, kept to reap them.
+    pub(crate) etcd_children: HashMap<usize, Child>,
 }
 
 impl Lab {
@@ -186,6 +201,7 @@ impl Lab {
         crate::pods::validate(&opts)?;
         crate::sites::validate(&opts)?;
         crate::floating::validate(&opts)?;
+        crate::replicas::validate(&opts)?;
         if !cmd::is_root() {
             return Err(LabError::NotRoot);
         }
@@ -201,6 +217,9 @@ impl Lab {
         } else {
             None
         };
+        if opts.registry_backend == crate::registry::RegistryBackend::Etcd {
+            cmd::etcd_bin()?;
+        }
         check_absent(&layout)?;
         create_state_dir(&layout)?;
         // From here on the state directory is ours: any failure removes everything of this name.
@@ -247,7 +266,8 @@ impl Lab {
             cancel: opts.cancel.clone(),
             notify: HashMap::new(),
             responders: HashMap::new(),
-            registry_child: None,
+            registry_children: HashMap::new(),
+            etcd_children: HashMap::new(),
         };
         match lab.build(&keys, &opts, registry_bin) {
             Ok(()) => Ok(lab),
@@ -415,6 +435,33 @@ impl Lab {
         Ok(())
     }
 
+    /// A namespace for a lab service (a registry replica, an etcd member): `netns` with the veth `ifname`
+    /// into the hub bridge (hub end `hub_port`) holding `addr` on the underlay subnet.
+    pub(crate) fn add_service_netns(
+        &self,
+        netns: &str,
+        ifname: &str,
+        hub_port: &str,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<()> {
+        let l = &self.layout;
+        cmd::ip(&["netns", "add", netns])?;
+        ip_batch(
+            Some(&l.hub_netns()),
+            &format!(
+                "link add {hub_port} type veth peer name {ifname} netns {netns}\nlink set {hub_port} master {br} up\n",
+                br = l.bridge()
+            ),
+        )?;
+        ip_batch(
+            Some(netns),
+            &format!(
+                "link set lo up\naddr add {addr}/{len} dev {ifname}\nlink set {ifname} up\n",
+                len = layout::UNDERLAY_PREFIX_LEN
+            ),
+        )
+    }
+
     /// The lab called `name`, from its state file. Processes keep running; this value did not start them,
     /// so it cannot read their exit status.
     pub fn load(name: &str) -> Result<Lab> {
@@ -434,7 +481,8 @@ impl Lab {
             cancel: None,
             notify: HashMap::new(),
             responders: HashMap::new(),
-            registry_child: None,
+            registry_children: HashMap::new(),
+            etcd_children: HashMap::new(),
         })
     }
 
@@ -494,6 +542,8 @@ impl Lab {
                 account_id: r.account_id.clone(),
                 network_id: r.network_id.clone(),
                 log: self.registry_log().display().to_string(),
+                replicas: self.replica_docs(r),
+                etcd: self.etcd_docs(r),
             }),
         })
     }

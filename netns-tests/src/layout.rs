@@ -30,6 +30,15 @@ pub const MAX_VIP_CANDIDATES: usize = sdwand::vocab::MAX_CANDIDATES;
 pub const REGISTRY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 /// TCP port of the registry's HTTP API.
 pub const REGISTRY_PORT: u16 = 7443;
+/// Most registry replicas a lab may have (`--registry-replicas`): replica 1 at [`REGISTRY_ADDR`], replica
+/// `r` >= 2 at 192.0.2.(4+r), between the etcd members' addresses and the peers'.
+pub const MAX_REGISTRY_REPLICAS: usize = 5;
+/// Members of the lab's etcd cluster (`--registry-backend etcd`), at 192.0.2.3 to 192.0.2.5.
+pub const ETCD_MEMBERS: usize = 3;
+/// TCP port of every etcd member's client API.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// TCP port of every etcd member's peer (raft) traffic.
+pub const ETCD_PEER_PORT: u16 = 2380;
 /// The IPv4 overlay prefix of a registry network with pods (each peer's /32, its IPv4 `node-ip`): the
 /// lower half of 203.0.113.0/24, so that [`SITE_RANGE_V4`] is free for site ranges.
 pub const REGISTRY_OVERLAY_PREFIX_V4: &str = "203.0.113.0/25";
@@ -154,6 +163,96 @@ impl Layout {
         format!("{}-breg", self.name)
     }
 
+    /// Registry replica `r`'s namespace: `NAME-reg` for the first, `NAME-regR` for the others.
+    pub fn replica_netns(&self, r: usize) -> String {
+        match r {
+            1 => self.registry_netns(),
+            _ => format!("{}-reg{r}", self.name),
+        }
+    }
+
+    /// Registry replica `r`'s end of its underlay veth.
+    pub fn replica_if(&self, r: usize) -> String {
+        match r {
+            1 => self.registry_if(),
+            _ => format!("{}-ureg{r}", self.name),
+        }
+    }
+
+    /// The hub's end of registry replica `r`'s underlay veth.
+    pub fn replica_hub_port(&self, r: usize) -> String {
+        match r {
+            1 => self.registry_hub_port(),
+            _ => format!("{}-breg{r}", self.name),
+        }
+    }
+
+    /// Registry replica `r`'s underlay address ([`REGISTRY_ADDR`] for the first).
+    pub fn replica_addr(r: usize) -> Ipv4Addr {
+        match r {
+            1 => REGISTRY_ADDR,
+            _ => Ipv4Addr::new(192, 0, 2, (4 + r) as u8),
+        }
+    }
+
+    /// The URL of registry replica `r`'s API over the underlay.
+    pub fn replica_url(r: usize) -> String {
+        format!("http://{}:{}", Self::replica_addr(r), REGISTRY_PORT)
+    }
+
+    /// Registry replica `r`'s log: `registry/registry.log` for the first, `registry/replicaR.log` for the others.
+    pub fn replica_log(&self, r: usize) -> PathBuf {
+        match r {
+            1 => self.registry_dir().join("registry.log"),
+            _ => self.registry_dir().join(format!("replica{r}.log")),
+        }
+    }
+
+    /// etcd member `m`'s name in the cluster: `e1`.
+    pub fn etcd_name(m: usize) -> String {
+        format!("e{m}")
+    }
+
+    /// etcd member `m`'s namespace: `NAME-eM`.
+    pub fn etcd_netns(&self, m: usize) -> String {
+        format!("{}-e{m}", self.name)
+    }
+
+    /// etcd member `m`'s end of its underlay veth.
+    pub fn etcd_if(&self, m: usize) -> String {
+        format!("{}-ue{m}", self.name)
+    }
+
+    /// The hub's end of etcd member `m`'s underlay veth.
+    pub fn etcd_hub_port(&self, m: usize) -> String {
+        format!("{}-be{m}", self.name)
+    }
+
+    /// etcd member `m`'s underlay address: 192.0.2.(2+m).
+    pub fn etcd_addr(m: usize) -> Ipv4Addr {
+        Ipv4Addr::new(192, 0, 2, (2 + m) as u8)
+    }
+
+    /// etcd member `m`'s client URL (what the registry replicas' `[store] endpoints` list).
+    pub fn etcd_client_url(m: usize) -> String {
+        format!("http://{}:{}", Self::etcd_addr(m), ETCD_CLIENT_PORT)
+    }
+
+    /// etcd member `m`'s peer URL.
+    pub fn etcd_peer_url(m: usize) -> String {
+        format!("http://{}:{}", Self::etcd_addr(m), ETCD_PEER_PORT)
+    }
+
+    /// The etcd cluster's directory: `eM/` (member `m`'s data) and `eM.log`.
+    pub fn etcd_dir(&self) -> PathBuf {
+        self.state_dir().join("etcd")
+    }
+
+    /// The etcd key prefix the lab's registry replicas share.
+    pub fn etcd_key_prefix(&self) -> String {
+        format!("/sdwan-lab/{}/", self.name)
+    }
+
     /// The registry's directory: its configuration, log, store and the network's enrollment token.
     pub fn registry_dir(&self) -> PathBuf {
         self.state_dir().join("registry")
@@ -194,11 +293,13 @@ impl Layout {
         format!("{}-p{i}s", self.name)
     }
 
-    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg`, `NAME-p<digits>`, a
-    /// site's `NAME-p<digits>s` or a pod's `NAME-p<digits>q<digits>`.
+    /// Whether `netns` is one of this lab's namespaces: `NAME-hub`, `NAME-reg`, a further registry
+    /// replica's `NAME-regR`, an etcd member's `NAME-eM`, `NAME-p<digits>`, a site's `NAME-p<digits>s` or a
+    /// pod's `NAME-p<digits>q<digits>`.
     pub fn owns_netns(&self, netns: &str) -> bool {
         netns == self.hub_netns()
-            || netns == self.registry_netns()
+            || (1..=MAX_REGISTRY_REPLICAS).any(|r| netns == self.replica_netns(r))
+            || (1..=ETCD_MEMBERS).any(|m| netns == self.etcd_netns(m))
             || self.peer_index_of(netns).is_some()
             || netns
                 .strip_suffix('s')
@@ -260,6 +361,10 @@ mod tests {
             l.bridge(),
             l.registry_if(),
             l.registry_hub_port(),
+            l.replica_if(MAX_REGISTRY_REPLICAS),
+            l.replica_hub_port(MAX_REGISTRY_REPLICAS),
+            l.etcd_if(ETCD_MEMBERS),
+            l.etcd_hub_port(ETCD_MEMBERS),
         ] {
             assert!(name.len() <= 15, "{name} too long");
         }
@@ -272,6 +377,11 @@ mod tests {
         assert!(l.owns_netns("ab-p12"));
         assert!(l.owns_netns("ab-reg"));
         assert!(!l.owns_netns("ab1-reg"));
+        assert!(
+            l.owns_netns("ab-reg2") && l.owns_netns("ab-e3"),
+            "a replica, an etcd member"
+        );
+        assert!(!l.owns_netns("ab-reg6") && !l.owns_netns("ab-e4") && !l.owns_netns("ab1-e1"));
         assert!(!l.owns_netns("ab1-p1"));
         assert!(!l.owns_netns("ab-p"));
         assert!(!l.owns_netns("ab-p01"));
@@ -289,6 +399,14 @@ mod tests {
         assert_eq!(Layout::underlay_addr(200).to_string(), "192.0.2.210");
         assert_eq!(Layout::overlay_addr(10).to_string(), "fd00:5d::a");
         assert_eq!(VIP_ADDR.to_string(), "fd00:5d:f::1");
+        // Registry replicas and etcd members sit between the registry's .2 and the first peer's .11.
+        let mut service: Vec<Ipv4Addr> = (1..=MAX_REGISTRY_REPLICAS).map(Layout::replica_addr).collect();
+        service.extend((1..=ETCD_MEMBERS).map(Layout::etcd_addr));
+        let count = service.len();
+        service.sort();
+        service.dedup();
+        assert_eq!(service.len(), count, "no address twice: {service:?}");
+        assert!(service.iter().all(|a| *a < Layout::underlay_addr(1)), "{service:?}");
         let overlay_64 = &Layout::overlay_addr(1).segments()[..4];
         assert_ne!(
             &VIP_ADDR.segments()[..4],

@@ -57,7 +57,9 @@
 //! - [`vip`]: the VIP's config sections, who holds it ([`Lab::holders`]), each daemon's view (role, believed
 //!   holder, epoch, counters), [`Lab::wait_vip_settled`], `sdwanctl`.
 //! - [`registry`]: the lab's `sdwan-registry` (namespace, account, network, enrollment token), its API, the
-//!   peers' enrollment identities.
+//!   peers' enrollment identities; starting, stopping and calling any replica.
+//! - [`replicas`]: the registry's further replicas (`--registry-replicas`, etcd backend), each in its namespace.
+//! - [`etcd`]: the 3-member etcd cluster of `--registry-backend etcd`: members' life cycle, the leader.
 //! - [`pods`]: pods attached with the real CNI plugins from the configuration each daemon wrote (`--pods`).
 //! - [`floating`]: the HA branch site of `--floating-candidates K` (a LAN behind K gateways, one floating
 //!   prefix), its holder and the candidates' LAN links.
@@ -81,6 +83,7 @@ pub mod cmd;
 pub mod doc;
 pub mod down;
 pub mod error;
+pub mod etcd;
 pub mod fake_registry;
 pub mod faults;
 pub mod floating;
@@ -98,6 +101,7 @@ pub mod pods;
 pub mod probe;
 pub mod process;
 pub mod registry;
+pub mod replicas;
 pub mod responder;
 pub mod sites;
 pub mod state;
@@ -106,7 +110,7 @@ pub mod wait;
 pub mod walkthrough;
 
 pub use background::{Background, Finished};
-pub use doc::{LabDoc, PeerDoc, VipDoc};
+pub use doc::{EtcdDoc, LabDoc, PeerDoc, ReplicaDoc, VipDoc};
 pub use down::DownReport;
 pub use error::{LabError, Result};
 pub use fake_registry::FakeRegistry;
@@ -120,6 +124,7 @@ pub use ops::Reload;
 pub use ping::PingStats;
 pub use pods::{PodFamily, PodState};
 pub use probe::{ProbeHandle, ProbeOptions, ProbeReport};
+pub use registry::RegistryBackend;
 pub use sites::SiteHost;
 pub use vip::VipView;
 pub use wait::{wait_for, wait_until, WaitTimeout};

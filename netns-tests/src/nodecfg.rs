@@ -130,8 +130,12 @@ pub struct FloatingSection {
 /// `[registry]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrySection {
-    /// The registry's URL over the underlay (`http://192.0.2.2:7443`).
-    pub url: String,
+    /// The registry's URL over the underlay (`http://192.0.2.2:7443`), with one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Every replica's URL, with several (the daemon refuses `url` and `urls` together).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
     /// Plain HTTP (the lab's registry serves no TLS).
     pub insecure: bool,
     /// The network's enrollment token, read for the first enrollment only.
@@ -394,7 +398,8 @@ mod tests {
         cfg.interface.overlay_prefix = None;
         cfg.members.clear();
         cfg.registry = Some(RegistrySection {
-            url: "http://192.0.2.2:7443".into(),
+            url: Some("http://192.0.2.2:7443".into()),
+            urls: Vec::new(),
             insecure: true,
             enrollment_token_file: "/run/sdwan-lab/t/registry/enrollment-token".into(),
             name: "p1".into(),

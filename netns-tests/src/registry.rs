@@ -7,12 +7,15 @@
 //!
 //! Requests to the API go from a thread inside the registry's namespace ([`Lab::registry_call`]); what each
 //! daemon made of its enrollment is in `pI/state/registry/identity.json` ([`Lab::identity`]).
+//!
+//! With [`RegistryBackend::Etcd`] the store is the lab's etcd cluster ([`crate::etcd`]) under the key prefix
+//! `/sdwan-lab/NAME/`, and the registry may have further replicas ([`crate::replicas`]) that share the one
+//! `registry.toml`; this module starts and stops any replica by index, replica 1 being the one above.
 
 use std::fs;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sdwand::vocab::wire::{AccountCreated, ClustersResponse, EnrollmentTokenView, MembersResponse, NetworkView};
@@ -41,6 +44,27 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The name of the lab's account in its registry.
 const ACCOUNT: &str = "lab";
+
+/// Where the lab's registry stores (`--registry-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegistryBackend {
+    /// SQLite in the registry's state directory (one replica).
+    #[default]
+    Sqlite,
+    /// The lab's 3-member etcd cluster (one or several replicas).
+    Etcd,
+}
+
+impl std::str::FromStr for RegistryBackend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sqlite" => Ok(RegistryBackend::Sqlite),
+            "etcd" => Ok(RegistryBackend::Etcd),
+            _ => Err(format!("{s:?} is not one of sqlite, etcd")),
+        }
+    }
+}
 
 /// What a daemon keeps of its enrollment (`state/registry/identity.json`; other fields are ignored here).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -130,16 +154,24 @@ impl Lab {
 
     /// The registry's log file.
     pub fn registry_log(&self) -> PathBuf {
-        self.layout.registry_dir().join("registry.log")
+        self.layout.replica_log(1)
     }
 
     /// The last `lines` lines of the registry's log, under a header.
     pub fn registry_log_tail(&self, lines: usize) -> String {
-        let path = self.registry_log();
+        self.replica_log_tail(1, lines)
+    }
+
+    /// The last `lines` lines of registry replica `r`'s log, under a header.
+    pub fn replica_log_tail(&self, r: usize, lines: usize) -> String {
+        let path = self.layout.replica_log(r);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| format!("(cannot read: {e})"));
         let all: Vec<&str> = text.lines().collect();
         let tail = all[all.len().saturating_sub(lines)..].join("\n");
-        format!("--- registry: {} (last {lines} lines) ---\n{tail}", path.display())
+        format!(
+            "--- registry replica {r}: {} (last {lines} lines) ---\n{tail}",
+            path.display()
+        )
     }
 
     /// PID of the running registry; `None` when it does not run.
@@ -176,43 +208,53 @@ impl Lab {
         if let Some(hold) = opts.prefix_hold_down {
             config.push_str(&format!("prefix_hold_down = \"{}\"\n", build::humantime(hold)));
         }
+        if opts.registry_backend == RegistryBackend::Etcd {
+            let endpoints: Vec<String> = (1..=layout::ETCD_MEMBERS).map(Layout::etcd_client_url).collect();
+            config.push_str(&format!(
+                "\n[store]\nbackend = \"etcd\"\nendpoints = {endpoints:?}\nkey_prefix = \"{}\"\n",
+                l.etcd_key_prefix()
+            ));
+        }
         write_new(&dir.join("registry.toml"), config.as_bytes(), 0o600)?;
-        cmd::ip(&["netns", "add", &l.registry_netns()])?;
-        cmd::ip_in(
-            &l.hub_netns(),
-            &[
-                "link",
-                "add",
-                &l.registry_hub_port(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &l.registry_if(),
-                "netns",
-                &l.registry_netns(),
-            ],
+        self.add_service_netns(
+            &l.registry_netns(),
+            &l.registry_if(),
+            &l.registry_hub_port(),
+            layout::REGISTRY_ADDR,
         )?;
-        cmd::ip_in(
-            &l.hub_netns(),
-            &["link", "set", &l.registry_hub_port(), "master", &l.bridge(), "up"],
-        )?;
-        let addr = format!("{}/{}", layout::REGISTRY_ADDR, layout::UNDERLAY_PREFIX_LEN);
-        cmd::ip_in(&l.registry_netns(), &["link", "set", "lo", "up"])?;
-        cmd::ip_in(&l.registry_netns(), &["addr", "add", &addr, "dev", &l.registry_if()])?;
-        cmd::ip_in(&l.registry_netns(), &["link", "set", &l.registry_if(), "up"])?;
-        let account = init_account(&bin, &dir.join("registry.toml"), ACCOUNT)?;
+        let etcd = opts.registry_backend == RegistryBackend::Etcd;
+        // Recorded before any process starts, so that a failure from here on stops them.
         self.state.registry = Some(RegistryState {
-            bin,
+            bin: bin.clone(),
             process: None,
             url: url(),
-            account_id: account.account_id,
-            admin_token: account.admin_token,
+            account_id: String::new(),
+            admin_token: String::new(),
             network_id: String::new(),
             enrollment_token_file: dir.join("enrollment-token"),
+            more_replicas: vec![None; opts.registry_replicas.saturating_sub(1)],
+            etcd: if etcd {
+                vec![None; layout::ETCD_MEMBERS]
+            } else {
+                Vec::new()
+            },
+            etcd_bin: if etcd { Some(cmd::etcd_bin()?) } else { None },
         });
         self.save()?;
+        if etcd {
+            self.build_etcd()?;
+        }
+        let account = init_account(&bin, &l.registry_netns(), &dir.join("registry.toml"), ACCOUNT)?;
+        if let Some(r) = self.state.registry.as_mut() {
+            r.account_id = account.account_id;
+            r.admin_token = account.admin_token;
+        }
+        self.save()?;
         self.start_registry()?;
+        for r in 2..=opts.registry_replicas {
+            self.check_cancel()?;
+            self.build_replica(r)?;
+        }
         let mut create = serde_json::json!({
             "name": self.name(),
             "overlay_prefix": layout::REGISTRY_OVERLAY_PREFIX,
@@ -246,58 +288,96 @@ impl Lab {
     /// server: the store is shared safely between processes) and returns it with its admin token.
     pub fn registry_init_account(&self, name: &str) -> Result<AccountCreated> {
         let bin = self.registry()?.bin.clone();
-        init_account(&bin, &self.layout.registry_dir().join("registry.toml"), name)
+        init_account(
+            &bin,
+            &self.layout.registry_netns(),
+            &self.layout.registry_dir().join("registry.toml"),
+            name,
+        )
     }
 
     /// Starts the registry (in its namespace, in a session of its own, log appended) and waits until it
     /// answers HTTP. Fails if it already runs.
     pub fn start_registry(&mut self) -> Result<ProcId> {
+        self.start_replica(1)
+    }
+
+    /// Starts registry replica `r` (1 is the registry of [`Lab::start_registry`]) in its namespace, in a
+    /// session of its own, log appended, and waits until it answers HTTP. Fails if it already runs.
+    pub fn start_replica(&mut self, r: usize) -> Result<ProcId> {
         let reg = self.registry()?.clone();
-        if let Some(id) = reg.process.filter(ProcId::is_alive) {
-            return Err(LabError::Process(format!("the registry already runs (pid {})", id.pid)));
+        self.check_replica(r)?;
+        if let Some(id) = reg.replica_process(r).filter(ProcId::is_alive) {
+            return Err(LabError::Process(format!(
+                "registry replica {r} already runs (pid {})",
+                id.pid
+            )));
         }
-        let dir = self.layout.registry_dir();
-        let log_path = self.registry_log();
+        let log_path = self.layout.replica_log(r);
         let bin = reg.bin.display().to_string();
-        let config = dir.join("registry.toml").display().to_string();
+        let config = self.layout.registry_dir().join("registry.toml").display().to_string();
         let mut command = in_netns(
-            &self.layout.registry_netns(),
+            &self.layout.replica_netns(r),
             &[bin.as_str(), "--config", &config, "run"],
         );
         cmd::log_to(&mut command, &log_path)?;
         let child = cmd::spawn_detached(&mut command)?;
-        let id = ProcId::of(child.id()).ok_or_else(|| LabError::Process("the registry vanished at once".into()))?;
-        if let Some(r) = self.state.registry.as_mut() {
-            r.process = Some(id);
+        let id = ProcId::of(child.id())
+            .ok_or_else(|| LabError::Process(format!("registry replica {r} vanished at once")))?;
+        if let Some(reg) = self.state.registry.as_mut() {
+            reg.set_replica_process(r, Some(id));
         }
-        if let Some(mut old) = self.registry_child.replace(child) {
+        if let Some(mut old) = self.registry_children.insert(r, child) {
             let _ = old.wait();
         }
         self.save()?;
-        self.wait_registry_answers(id)?;
+        self.wait_replica_answers(r, id)?;
         Ok(id)
     }
 
-    /// Waits until the registry answers any HTTP request; fails at once if it exits.
-    fn wait_registry_answers(&mut self, id: ProcId) -> Result<()> {
+    /// An error unless the registry has a replica `r`.
+    fn check_replica(&self, r: usize) -> Result<()> {
+        let count = self.registry()?.replica_count();
+        if (1..=count).contains(&r) {
+            Ok(())
+        } else {
+            Err(LabError::InvalidOption(format!(
+                "lab {:?} has registry replicas 1..={count}, not {r}",
+                self.name()
+            )))
+        }
+    }
+
+    /// Waits until replica `r` answers any HTTP request; fails at once if it exits.
+    fn wait_replica_answers(&mut self, r: usize, id: ProcId) -> Result<()> {
         let start = Instant::now();
         loop {
             self.check_cancel()?;
             if !id.is_alive() {
-                let status = self.registry_child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let status = self
+                    .registry_children
+                    .get_mut(&r)
+                    .and_then(|c| c.try_wait().ok().flatten());
                 return Err(LabError::ProcessDied {
-                    what: format!("the registry (pid {}, {})", id.pid, describe_status(status)),
-                    log_tail: Some(self.registry_log_tail(30)),
+                    what: format!("registry replica {r} (pid {}, {})", id.pid, describe_status(status)),
+                    log_tail: Some(self.replica_log_tail(r, 30)),
                 });
             }
-            if self.registry_call("GET", "/v1/networks/-/members", None, None).is_ok() {
+            if self
+                .replica_call(r, "GET", "/v1/networks/-/members", None, None)
+                .is_ok()
+            {
                 return Ok(());
             }
             if start.elapsed() >= START_TIMEOUT {
                 return Err(LabError::Timeout {
-                    what: format!("the registry of lab {:?} to answer on {}", self.name(), url()),
+                    what: format!(
+                        "registry replica {r} of lab {:?} to answer on {}",
+                        self.name(),
+                        Layout::replica_url(r)
+                    ),
                     waited: start.elapsed(),
-                    details: self.registry_log_tail(30),
+                    details: self.replica_log_tail(r, 30),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -306,18 +386,24 @@ impl Lab {
 
     /// SIGKILLs the registry (by its recorded PID and start time) and waits until it is gone.
     pub fn kill_registry(&mut self) -> Result<()> {
-        let Some(id) = self.registry()?.process else {
-            return Err(LabError::Process("the registry is not running".into()));
+        self.kill_replica(1)
+    }
+
+    /// SIGKILLs registry replica `r` (by its recorded PID and start time) and waits until it is gone.
+    pub fn kill_replica(&mut self, r: usize) -> Result<()> {
+        self.check_replica(r)?;
+        let Some(id) = self.registry()?.replica_process(r).filter(ProcId::is_alive) else {
+            return Err(LabError::Process(format!("registry replica {r} is not running")));
         };
         id.signal(libc::SIGKILL)
-            .map_err(|e| LabError::io(format!("cannot signal the registry (pid {})", id.pid), e))?;
+            .map_err(|e| LabError::io(format!("cannot signal registry replica {r} (pid {})", id.pid), e))?;
         if !id.wait_gone(Duration::from_secs(5)) {
             return Err(LabError::Process(format!(
-                "the registry (pid {}) survived SIGKILL",
+                "registry replica {r} (pid {}) survived SIGKILL",
                 id.pid
             )));
         }
-        if let Some(mut child) = self.registry_child.take() {
+        if let Some(mut child) = self.registry_children.remove(&r) {
             let _ = child.wait();
         }
         Ok(())
@@ -369,10 +455,22 @@ impl Lab {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> Result<HttpAnswer> {
-        let addr = SocketAddr::from((layout::REGISTRY_ADDR, layout::REGISTRY_PORT));
+        self.replica_call(1, method, path, token, body)
+    }
+
+    /// [`Lab::registry_call`] to registry replica `r`, from inside its namespace.
+    pub fn replica_call(
+        &self,
+        r: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<HttpAnswer> {
+        let addr = SocketAddr::from((Layout::replica_addr(r), layout::REGISTRY_PORT));
         let body = body.map(serde_json::Value::to_string);
         http_request_in_netns(
-            &self.layout.registry_netns(),
+            &self.layout.replica_netns(r),
             addr,
             method,
             path,
@@ -546,7 +644,8 @@ impl Lab {
         config.interface.private_key_file = dir.join("private.key");
         config.daemon.state_dir = dir.join("state");
         config.daemon.control_socket = l.control_socket(i);
-        config.registry = Some(build::registry_section(&l, i, lifecycle));
+        let replicas = self.registry()?.replica_count();
+        config.registry = Some(build::registry_section(&l, i, lifecycle, replicas));
         config.k3s = k3s;
         let key = Key::generate_private();
         self.state.peers.push(PeerState {
@@ -589,14 +688,12 @@ impl Lab {
     }
 }
 
-/// `sdwan-registry --config CONFIG init-account --name NAME --json`.
-fn init_account(bin: &std::path::Path, config: &std::path::Path, name: &str) -> Result<AccountCreated> {
-    let out = cmd::run(
-        Command::new(bin)
-            .arg("--config")
-            .arg(config)
-            .args(["init-account", "--name", name, "--json"]),
-    )?;
+/// `sdwan-registry --config CONFIG init-account --name NAME --json`, in `netns` (where an etcd store is
+/// reachable).
+fn init_account(bin: &std::path::Path, netns: &str, config: &std::path::Path, name: &str) -> Result<AccountCreated> {
+    let mut command = in_netns(netns, &[bin.as_os_str(), "--config".as_ref(), config.as_os_str()]);
+    command.args(["init-account", "--name", name, "--json"]);
+    let out = cmd::run(&mut command)?;
     parse_json("sdwan-registry init-account --json", &out)
 }
 

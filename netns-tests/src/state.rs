@@ -58,6 +58,40 @@ pub struct RegistryState {
     pub network_id: String,
     /// The file holding the network's enrollment token (what every peer's config points at).
     pub enrollment_token_file: PathBuf,
+    /// Registry replicas 2..R (replica `r` at position `r - 2`; replica 1 is `process`), each running or
+    /// not. Empty: one replica.
+    #[serde(default)]
+    pub more_replicas: Vec<Option<ProcId>>,
+    /// The etcd members the replicas store in (member `m` at position `m - 1`), each running or not.
+    /// Empty: the registry stores in SQLite.
+    #[serde(default)]
+    pub etcd: Vec<Option<ProcId>>,
+    /// The `etcd` binary (with an etcd store), kept so restarts from another process use the same one.
+    #[serde(default)]
+    pub etcd_bin: Option<PathBuf>,
+}
+
+impl RegistryState {
+    /// How many replicas the registry has.
+    pub fn replica_count(&self) -> usize {
+        1 + self.more_replicas.len()
+    }
+
+    /// Replica `r`'s process (`None`: not running, or no such replica).
+    pub fn replica_process(&self, r: usize) -> Option<ProcId> {
+        match r {
+            1 => self.process,
+            _ => self.more_replicas.get(r.wrapping_sub(2)).copied().flatten(),
+        }
+    }
+
+    /// Records replica `r`'s process (which must exist).
+    pub(crate) fn set_replica_process(&mut self, r: usize, id: Option<ProcId>) {
+        match r {
+            1 => self.process = id,
+            _ => self.more_replicas[r - 2] = id,
+        }
+    }
 }
 
 /// One peer in `lab.json`.

@@ -105,14 +105,29 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_micros(getrandom::u64().unwrap_or(0) % (micros + 1))
 }
 
-/// A client of one registry (one or several replicas), optionally with a bearer token.
-#[derive(Clone)]
-pub struct RegistryClient {
-    http: reqwest::Client,
+/// Which replica a client's calls go to: a read-only handle on the state every clone of that client shares
+/// (the client alone moves it), for the metrics (`sdwand_registry_replica_info`).
+#[derive(Debug, Clone)]
+pub struct ReplicaCursor {
     /// The replicas' base URLs, in the configured order; never empty.
     bases: Arc<[String]>,
     /// Index into `bases` of the replica calls go to (shared by the clones: a move holds for every task).
     current: Arc<AtomicUsize>,
+}
+
+impl ReplicaCursor {
+    /// The base URL of the replica calls go to now.
+    pub fn current(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+}
+
+/// A client of one registry (one or several replicas), optionally with a bearer token.
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    /// The replicas and the one calls go to (shared by the clones: a move holds for every task).
+    replicas: ReplicaCursor,
     token: Option<String>,
     /// What to do when the registry's certificate is not trusted: names the CA setting.
     untrusted_fix: String,
@@ -121,7 +136,7 @@ pub struct RegistryClient {
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("bases", &self.bases)
+            .field("bases", &self.replicas.bases)
             .finish_non_exhaustive()
     }
 }
@@ -132,8 +147,8 @@ impl RegistryClient {
     pub fn new(cfg: &RegistryConfig) -> Result<RegistryClient, ClientError> {
         let agent = concat!("sdwand/", env!("CARGO_PKG_VERSION"));
         let client = RegistryClient::connect(&cfg.urls, cfg.ca_file.as_deref(), "registry.ca_file", agent)?;
-        let start = getrandom::u64().unwrap_or(0) as usize % client.bases.len();
-        client.current.store(start, Ordering::Relaxed);
+        let start = getrandom::u64().unwrap_or(0) as usize % client.replicas.bases.len();
+        client.replicas.current.store(start, Ordering::Relaxed);
         Ok(client)
     }
 
@@ -193,8 +208,10 @@ impl RegistryClient {
         };
         Ok(RegistryClient {
             http,
-            bases: urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
-            current: Arc::new(AtomicUsize::new(0)),
+            replicas: ReplicaCursor {
+                bases: urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
+                current: Arc::new(AtomicUsize::new(0)),
+            },
             token: None,
             untrusted_fix,
         })
@@ -210,7 +227,12 @@ impl RegistryClient {
 
     /// The base URL of the replica calls go to now.
     pub fn base(&self) -> String {
-        self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()].clone()
+        self.replicas.current().to_owned()
+    }
+
+    /// A handle that follows which replica this client (and every clone) calls.
+    pub fn cursor(&self) -> ReplicaCursor {
+        self.replicas.clone()
     }
 
     /// One call whose answer may be up to `limit` bytes, to the current replica and, when it does not
@@ -223,22 +245,22 @@ impl RegistryClient {
         timeout: Duration,
         limit: usize,
     ) -> Result<Option<T>, ClientError> {
-        let n = self.bases.len();
+        let ReplicaCursor { bases, current } = &self.replicas;
+        let n = bases.len();
         let mut attempt = 0;
         loop {
-            let idx = self.current.load(Ordering::Relaxed) % n;
-            let base = &self.bases[idx];
+            let idx = current.load(Ordering::Relaxed) % n;
+            let base = &bases[idx];
             let result = self.call_one(base, method.clone(), path, body, timeout, limit).await;
             match result {
                 Err(e) if n > 1 && e.is_replica_failure() => {
                     let next = (idx + 1) % n;
                     // Concurrent calls that failed on the same replica move on once, together.
-                    if self
-                        .current
+                    if current
                         .compare_exchange(idx, next, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                     {
-                        tracing::warn!(from = %base, to = %self.bases[next], error = %e, "registry replica does not answer; moving to the next");
+                        tracing::warn!(from = %base, to = %bases[next], error = %e, "registry replica does not answer; moving to the next");
                     }
                     attempt += 1;
                     if attempt >= n {
@@ -529,12 +551,14 @@ mod tests {
         let (good, served) = answering(NO_CONTENT).await;
         let c = replicas(&[&down, &good]);
         assert_eq!(c.base(), down);
+        let cursor = c.cursor();
         let got = c
             .watch("n1", 7, Duration::from_millis(10))
             .await
             .expect("the second replica answers");
         assert_eq!(got, None);
         assert_eq!(c.base(), good, "later calls go to the replica that answered");
+        assert_eq!(cursor.current(), good, "a cursor taken before the move follows it");
         // Clones (the daemon's tasks) share the move.
         let clone = c.with_token("t");
         clone.watch("n1", 7, Duration::from_millis(10)).await.expect("answers");

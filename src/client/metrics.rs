@@ -1,15 +1,18 @@
 //! The registry link's metrics: whether the registry answers, whether this node is enrolled, the last
-//! error, the revision in force, and what the screening of views refused or dropped. Also the link's
-//! state as `sdwanctl status` shows it ([`RegistryView`]): the same facts, with the one-line problem and
-//! its fix; the k3s handshake's progress ([`K3sProgress`]) travels with them. Owns only the series, that
-//! state and the reachability transition log; the link decides when to record.
+//! error, the revision in force, which replica the link calls, and what the screening of views refused or
+//! dropped. Also the link's state as `sdwanctl status` shows it ([`RegistryView`]): the same facts, with
+//! the one-line problem and its fix; the k3s handshake's progress ([`K3sProgress`]) travels with them.
+//! Owns only the series, that state and the reachability transition log; the link decides when to record,
+//! and the client ([`super::http::RegistryClient`]) which replica is current (read at each scrape).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use super::http::ClientError;
+use super::http::{ClientError, ReplicaCursor};
 use super::k3s::K3sProgress;
 use crate::control::RegistryView;
 
@@ -38,6 +41,8 @@ pub struct ClientMetrics {
     pub floors_refused: IntCounter,
     /// Where the k3s handshake and its drop-in stand, for `sdwanctl status` (the handshake task records).
     pub k3s: K3sProgress,
+    /// `sdwand_registry_replica_info{url}`: 1 on the replica the link calls now (see [`ClientMetrics::follow`]).
+    replica: ReplicaInfo,
     reachable: Arc<AtomicBool>,
     /// The problem `sdwanctl status` shows: what failed and how to fix it; `None` after a success.
     problem: Arc<Mutex<Option<String>>>,
@@ -104,6 +109,17 @@ impl ClientMetrics {
             )
             .expect("valid metric"),
             k3s: K3sProgress::default(),
+            replica: ReplicaInfo {
+                gauge: IntGaugeVec::new(
+                    Opts::new(
+                        "sdwand_registry_replica_info",
+                        "1 on the registry replica (url, as configured) this node's calls go to now; one series.",
+                    ),
+                    &["url"],
+                )
+                .expect("valid metric"),
+                cursor: Arc::new(Mutex::new(None)),
+            },
             reachable: Arc::new(AtomicBool::new(true)),
             problem: Arc::new(Mutex::new(None)),
         }
@@ -118,7 +134,13 @@ impl ClientMetrics {
         registry.register(Box::new(self.refused_rekeys.clone()))?;
         registry.register(Box::new(self.views_refused.clone()))?;
         registry.register(Box::new(self.entries_dropped.clone()))?;
-        registry.register(Box::new(self.floors_refused.clone()))
+        registry.register(Box::new(self.floors_refused.clone()))?;
+        registry.register(Box::new(self.replica.clone()))
+    }
+
+    /// Shows the replica `cursor` points at in `sdwand_registry_replica_info` from now on (no series before).
+    pub fn follow(&self, cursor: ReplicaCursor) {
+        *self.replica.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(cursor);
     }
 
     /// Records the outcome of a call; logs only the transitions (unreachable, reachable again). A success
@@ -159,6 +181,31 @@ impl ClientMetrics {
             up: self.up.get() == 1,
             problem: self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
+    }
+}
+
+/// `sdwand_registry_replica_info`, rendered at each scrape from the client's cursor: the client owns which
+/// replica is current, the gauge only carries it into the exposition.
+#[derive(Clone)]
+struct ReplicaInfo {
+    gauge: IntGaugeVec,
+    /// The followed client's cursor; held locked while the gauge is rewritten and collected, so concurrent
+    /// scrapes each see one series.
+    cursor: Arc<Mutex<Option<ReplicaCursor>>>,
+}
+
+impl Collector for ReplicaInfo {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        self.gauge.reset();
+        if let Some(c) = cursor.as_ref() {
+            self.gauge.with_label_values(&[c.current()]).set(1);
+        }
+        self.gauge.collect()
     }
 }
 
@@ -203,5 +250,33 @@ mod tests {
         m.outcome(Ok(()));
         assert_eq!(m.up.get(), 1);
         assert_eq!(m.view("u").problem, None);
+    }
+
+    /// The exposition of `m`'s registered series.
+    fn render(m: &ClientMetrics) -> String {
+        let registry = prometheus::Registry::new();
+        m.register(&registry).expect("register");
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("encode")
+    }
+
+    #[test]
+    fn the_replica_info_names_the_followed_clients_current_replica_only() {
+        let m = ClientMetrics::new();
+        assert!(
+            !render(&m).contains("sdwand_registry_replica_info{"),
+            "no series before a client"
+        );
+        let urls = ["http://192.0.2.2:7443".to_owned(), "http://192.0.2.6:7443/".to_owned()];
+        let client =
+            super::super::http::RegistryClient::connect(&urls, None, "registry.ca_file", "test").expect("client");
+        m.follow(client.cursor());
+        let text = render(&m);
+        assert!(
+            text.contains("sdwand_registry_replica_info{url=\"http://192.0.2.2:7443\"} 1"),
+            "{text}"
+        );
+        assert_eq!(text.matches("sdwand_registry_replica_info{").count(), 1, "{text}");
     }
 }

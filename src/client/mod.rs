@@ -193,6 +193,7 @@ impl Link {
             }])
         })?;
         let base = RegistryClient::new(reg)?;
+        metrics.follow(base.cursor());
         let state = StateDir::new(&file.daemon.state_dir);
         let now = unix_now();
         let (identity, loaded, stored) = match state.identity()? {

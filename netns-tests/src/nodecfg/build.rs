@@ -25,6 +25,8 @@ pub(crate) struct PeerParams {
     pub teardown_on_exit: bool,
     /// Whether the peers enroll with a registry instead of carrying static members and VIPs.
     pub registry: bool,
+    /// The registry's replicas: every peer's `[registry]` lists them all (`urls`) when there are several.
+    pub registry_replicas: usize,
     /// Whether the peers run pods (`[k3s] pod_network = "sdwan"`; registry labs only).
     pub pods: bool,
     /// The lab's VIP.
@@ -97,7 +99,7 @@ pub(crate) fn peer_config(
         config.interface.overlay_prefix = None;
         config.vip.clear();
         config.members.clear();
-        config.registry = Some(registry_section(layout, i, "persistent"));
+        config.registry = Some(registry_section(layout, i, "persistent", opts.registry_replicas));
         config.k3s = k3s_section(layout, i, opts.vip.candidates);
         if opts.pods {
             // Pods need [k3s] (pod_network lives there): without a cluster, an agent whose handshake the
@@ -145,10 +147,16 @@ pub fn humantime(d: Duration) -> String {
     }
 }
 
-/// The `[registry]` section of peer `i` (persistent unless `lifecycle` says otherwise).
-pub(crate) fn registry_section(l: &Layout, i: usize, lifecycle: &str) -> RegistrySection {
+/// The `[registry]` section of peer `i` (persistent unless `lifecycle` says otherwise): `url` with one
+/// replica, `urls` with all of them (in replica order) with several.
+pub(crate) fn registry_section(l: &Layout, i: usize, lifecycle: &str, replicas: usize) -> RegistrySection {
+    let (url, urls) = match replicas {
+        0 | 1 => (Some(layout::registry_url()), Vec::new()),
+        n => (None, (1..=n).map(Layout::replica_url).collect()),
+    };
     RegistrySection {
-        url: layout::registry_url(),
+        url,
+        urls,
         insecure: true,
         enrollment_token_file: l.registry_dir().join("enrollment-token"),
         name: Layout::peer_name(i),
@@ -215,8 +223,9 @@ mod tests {
                 routed_prefixes: Vec::new(),
             })
             .collect();
-        for registry in [false, true] {
+        for (registry, registry_replicas) in [(false, 1), (true, 1), (true, 2)] {
             let opts = PeerParams {
+                registry_replicas,
                 floating: 0,
                 floating_health: false,
                 persistent_keepalive: 25,
@@ -236,6 +245,10 @@ mod tests {
                     .unwrap();
                 let parsed = sdwand::config::parse(Path::new("sdwand.toml"), &text);
                 assert!(parsed.is_ok(), "registry={registry} p{i}: {parsed:?}\n{text}");
+                if let Ok(parsed) = parsed.map(|c| c.registry) {
+                    let urls = parsed.map(|r| r.urls).unwrap_or_default();
+                    assert_eq!(urls.len(), if registry { registry_replicas } else { 0 }, "{text}");
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ mod pod_prefixes;
 mod pods;
 mod prometheus;
 mod registry;
+mod registry_ha;
 mod registry_hostile_view;
 mod repair;
 mod restart;

@@ -59,6 +59,15 @@ enum Command {
         /// The registry's ephemeral_ttl: how long an ephemeral peer may be silent before it is reaped.
         #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
         ephemeral_ttl: Duration,
+        /// Where the registry stores: sqlite (its state directory) or etcd (a 3-member etcd cluster the lab
+        /// starts, members e1..e3 in namespaces NAME-e1..NAME-e3 at 192.0.2.3-5, client port 2379).
+        #[arg(long, default_value = "sqlite")]
+        registry_backend: sdwan_lab::RegistryBackend,
+        /// Registry replicas (1-5; more than 1 needs --registry-backend etcd): replica 1 in NAME-reg at
+        /// 192.0.2.2, replica R in NAME-regR at 192.0.2.(4+R), all on port 7443; every daemon's [registry]
+        /// urls lists them all.
+        #[arg(long, default_value_t = 1)]
+        registry_replicas: usize,
         /// Pods per peer (at most 13, 16 peers): the network gets pod pools (198.51.100.0/24 in /28s and
         /// fd00:42::/48 in /64s), every peer `[k3s] pod_network = "sdwan"`, and the lab attaches N pod
         /// namespaces NAME-pIqJ per peer with the real CNI plugins (/usr/lib/cni) from the configuration
@@ -174,6 +183,8 @@ fn main() -> ExitCode {
             timeout,
             no_registry,
             ephemeral_ttl,
+            registry_backend,
+            registry_replicas,
             pods,
             pod_family,
             site_range,
@@ -186,6 +197,8 @@ fn main() -> ExitCode {
             opts.vip_interval = vip_interval;
             opts.registry = !no_registry;
             opts.ephemeral_ttl = ephemeral_ttl;
+            opts.registry_backend = registry_backend;
+            opts.registry_replicas = registry_replicas;
             opts.pods = pods;
             opts.pod_family = pod_family;
             opts.site_ranges = site_range;

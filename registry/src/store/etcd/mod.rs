@@ -50,6 +50,9 @@
 //! each other's network changes through an etcd watch (the server announces them to its watchers) and
 //! elect the one that runs the reaper through a lease.
 //!
+//! **Endpoints** ([`endpoints`]): a task takes the endpoints of members that refuse connections out of the
+//! client's balancing and puts them back once they accept again.
+//!
 //! **Lost answers** ([`commit`]): a `Txn` whose answer never came (a broken connection, a timeout) may have
 //! committed. Each writer guards its `Txn`s with its own marker key ([`CommitMarker`]), and the batch's
 //! requests are answered only once the marker says which: committed (success), or fenced off so that it
@@ -71,6 +74,7 @@ use tokio::runtime::{Handle, Runtime};
 use super::{ReadJob, Store, StoreError, WriteJob};
 
 pub mod commit;
+mod endpoints;
 pub mod replicas;
 mod tx;
 
@@ -191,6 +195,9 @@ impl EtcdStore {
         .join()
         .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
         let (client, marker) = opened;
+        if options.endpoints.len() > 1 {
+            handle.spawn(endpoints::keep(client.clone(), options.endpoints.clone()));
+        }
         let connection = |client: &Client| Connection {
             client: client.clone(),
             runtime: handle.clone(),
