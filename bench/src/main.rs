@@ -5,8 +5,9 @@
 //! - [`reconcile`]: the `reconcile` benchmark — sdwand's device reconciler against `wg setconf` / `wg set`.
 //! - [`handshake`]: the `handshake` benchmark — durable k3s join handshakes per second and their latency
 //!   against the registry's HTTP API (group commit and one commit per request).
-//! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death and planned
-//!   handover, and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
+//! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death (also in quorum
+//!   mode) and planned handover, a floating prefix's outage seen through it on its gateway's node death,
+//!   and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
 //! - [`propagation`]: the `propagation` benchmark — a registry membership change → applied on the WireGuard
 //!   devices of every daemon of a 50-peer lab (and, with `--pods`, a new node's pod shares → routed there).
 //! - [`pods`]: the `pods` benchmark — throughput, latency and CPU pod to pod across nodes, against node to
@@ -51,9 +52,10 @@ enum Bench {
     /// Apply 1k and 10k peers from empty and change one peer's allowed IPs on 10k, with sdwand's reconciler
     /// and with `wg setconf` / `wg set`, on a userspace WireGuard (wireguard-go) interface.
     Reconcile(reconcile::Options),
-    /// VIP failover on labs of real sdwand daemons: the outage a client probing the VIP every 5 ms sees when
-    /// the holder's node dies (50 ms and 10 ms heartbeats) or its daemon gets SIGTERM, and claim → last
-    /// peer confirmed on a 50-peer lab.
+    /// VIP and floating-prefix failover on labs of real sdwand daemons: the outage a client probing the VIP
+    /// every 5 ms sees when the holder's node dies (50 ms and 10 ms heartbeats, quorum mode) or its daemon
+    /// gets SIGTERM, the outage of a site host behind a floating prefix when its holding gateway dies, and
+    /// claim → last peer confirmed on a 50-peer lab.
     Failover(failover::Options),
     /// Durable k3s join handshakes against sdwan-registry's HTTP API served in process on 127.0.0.1, at 1,
     /// 16 and 64 concurrent clients, with group commit and with one commit per request (no root needed).

@@ -136,10 +136,12 @@ impl Lab {
     }
 
     /// Brings a node killed with [`Lab::kill_node`] back: underlay up, a new `sdwand` (which starts a new
-    /// `wireguard-go`), and waits at most `timeout` for it to be ready.
+    /// `wireguard-go`), and waits at most `timeout` for it to be ready. A floating candidate comes back as a
+    /// rebooted machine would: without the gateway address its killed daemon left on its LAN interface.
     pub fn revive_node(&mut self, i: usize, timeout: Duration) -> Result<()> {
         self.set_underlay(i, true)?;
         if self.floating_candidates().contains(&i) {
+            self.forget_gateway(i)?;
             self.set_lan(i, true)?;
         }
         self.start_sdwand(i)?;

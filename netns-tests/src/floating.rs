@@ -182,6 +182,17 @@ impl Lab {
         cmd::ip_in(&ns, &["link", "set", LAN_IF, if up { "up" } else { "down" }]).map(drop)
     }
 
+    /// Takes the gateway address off candidate `i`'s LAN interface, if it is there (what a reboot does to
+    /// the address a killed daemon left behind).
+    pub fn forget_gateway(&self, i: usize) -> Result<()> {
+        let ns = self.netns(i)?;
+        cmd::ip_in(
+            &ns,
+            &["-4", "addr", "flush", "dev", LAN_IF, "to", &format!("{GATEWAY}/32")],
+        )
+        .map(drop)
+    }
+
     /// The prefixes the WireGuard device of peer `i` routes to peer `j` (its allowed IPs).
     pub fn allowed_ips(&self, i: usize, j: usize) -> Result<Vec<ipnet::IpNet>> {
         let key = self.peer(j)?.public_key.clone();
@@ -217,6 +228,35 @@ impl Lab {
             site_netns: self.layout.site_netns(1),
             site_addr: SITE_ADDR.to_string(),
         }]
+    }
+
+    /// Peer `i`'s role for the floating prefix (`standby`, `holding`, `follower`, …; its metrics label the
+    /// prefix as `vip="203.0.113.0/24"`).
+    pub fn floating_role(&self, i: usize) -> Result<Option<String>> {
+        self.one_hot(i, PREFIX, "sdwand_vip_role", "role")
+    }
+
+    /// The holder (member name) of the floating prefix that peer `i` believes in.
+    pub fn floating_believed_holder(&self, i: usize) -> Result<Option<String>> {
+        self.one_hot(i, PREFIX, "sdwand_vip_holder", "holder")
+    }
+
+    /// The floating prefix's holder if it is settled: exactly one candidate serves the gateway address, its
+    /// role is `holding`, and every running peer believes it holds (as [`Lab::vip_settled`] for the VIP).
+    pub fn floating_settled(&self) -> Result<Option<usize>> {
+        let [h] = self.gateway_holders()?[..] else {
+            return Ok(None);
+        };
+        if self.floating_role(h)?.as_deref() != Some("holding") {
+            return Ok(None);
+        }
+        let name = Layout::peer_name(h);
+        for i in 1..=self.peer_count() {
+            if self.sdwand_pid(i)?.is_some() && self.floating_believed_holder(i)?.as_deref() != Some(name.as_str()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(h))
     }
 
     /// Waits, at most `timeout`, until exactly one candidate holds the gateway address.

@@ -202,11 +202,16 @@ impl Lab {
     }
 
     /// The label `label` of the first sample of `name{vip=…}` on peer `i` whose value is 1 (the "one-hot"
-    /// gauges `sdwand_vip_role` and `sdwand_vip_holder`).
+    /// gauges `sdwand_vip_role` and `sdwand_vip_holder`) for the lab's VIP.
     fn vip_one_hot(&self, i: usize, name: &str, label: &str) -> Result<Option<String>> {
-        let vip = layout::VIP_ADDR.to_string();
+        self.one_hot(i, &layout::VIP_ADDR.to_string(), name, label)
+    }
+
+    /// The label `label` of the first sample of `name{vip="VIP"}` on peer `i` whose value is 1. `vip` is
+    /// the metrics' label of a VIP or a floating prefix (the prefix itself, e.g. `203.0.113.0/24`).
+    pub(crate) fn one_hot(&self, i: usize, vip: &str, name: &str, label: &str) -> Result<Option<String>> {
         let text = self.metrics(i)?;
-        Ok(samples(&text, name, &[("vip", &vip)])
+        Ok(samples(&text, name, &[("vip", vip)])
             .into_iter()
             .find(|(_, v)| *v == 1.0)
             .and_then(|(mut labels, _)| labels.remove(label)))

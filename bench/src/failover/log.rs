@@ -13,7 +13,11 @@ use std::time::SystemTime;
 
 /// The claimant's event: the VIP is on its interface (logged before the claim datagrams are sent).
 pub const ADDRESS_ADDED: &str = "VIP address added";
-/// The claimant's event: it put the VIP on its interface and sent the claim to every peer.
+/// The claimant's event for a floating prefix: the gateway address is on its LAN interface (logged before
+/// the claim datagrams are sent, like [`ADDRESS_ADDED`]).
+pub const GATEWAY_ADDED: &str = "floating gateway address added";
+/// The claimant's event (a floating prefix's too): it put the address on its interface and sent the claim
+/// to every peer.
 pub const CLAIMED: &str = "claimed the VIP";
 /// The claimant's event: the last peer acknowledged the claim (each peer acknowledges after re-routing).
 pub const CONFIRMED: &str = "every peer routes the VIP here";

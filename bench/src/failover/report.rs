@@ -25,8 +25,12 @@ pub struct FailoverReport {
 pub struct Setup {
     /// Peers in the lab.
     pub peers: usize,
-    /// VIP candidates (p1..pK).
+    /// Candidates (p1..pK) of the VIP, or of the floating prefix in the floating case.
     pub candidates: usize,
+    /// Whether quorum mode is on for the VIP.
+    pub quorum: bool,
+    /// What the probe asks, if the case probes.
+    pub probed: Option<String>,
     /// The peer the probe runs from, if the case probes.
     pub observer: Option<usize>,
     /// `failover.interval`, ms.
@@ -104,7 +108,7 @@ pub struct TrialRecord {
     pub from: String,
     /// The holder afterwards.
     pub to: Option<String>,
-    /// Longest gap between two answered probes, ms.
+    /// Longest gap between two answered probes that ends after the fault, ms.
     pub outage_ms: Option<f64>,
     /// Probes not answered in time.
     pub lost: Option<usize>,
@@ -211,16 +215,19 @@ impl FailoverReport {
         for c in &self.cases {
             let s = &c.setup;
             out.push_str(&format!(
-                "\n{} [{}]\n  {} peers, candidates p1..p{}, interval {} ms × dead_after {}{}; {} trials in {:.0} s \
+                "\n{} [{}]\n  {} peers, candidates p1..p{}{}, interval {} ms × dead_after {}{}; {} trials in {:.0} s \
                  (lab up {:.1} s); load average {} → {}\n",
                 c.name,
                 c.case,
                 s.peers,
                 s.candidates,
+                if s.quorum { " (quorum mode)" } else { "" },
                 s.interval_ms,
                 s.dead_after,
-                s.observer
-                    .map_or(String::new(), |o| format!(", probe from p{o} every 5 ms")),
+                match (s.observer, &s.probed) {
+                    (Some(o), Some(what)) => format!(", probe of {what} from p{o} every 5 ms"),
+                    _ => String::new(),
+                },
                 c.trials,
                 c.took_s,
                 s.lab_up_s,
