@@ -13,7 +13,8 @@
 //! This file holds the connection ([`Netlink`]), the types every operation shares and the translation of
 //! rtnetlink errors; the operations are split by object: `net/link.rs`, `net/address.rs`,
 //! `net/route.rs`, and the notifications in `net/events.rs` ([`subscribe`]). `net/failover.rs` is the
-//! failover socket.
+//! failover socket; `net/garp.rs` and `net/ndisc.rs` announce a floating gateway address on its LAN
+//! (gratuitous ARP, unsolicited neighbour advertisement).
 
 mod address;
 mod events;
@@ -22,6 +23,7 @@ pub mod forwarding;
 pub mod garp;
 mod link;
 mod local;
+pub mod ndisc;
 pub mod nft;
 mod route;
 

@@ -157,6 +157,79 @@ fn errors_name_the_operation_the_interface_and_the_os_error() {
 }
 
 #[test]
+fn an_address_lifetime_is_set_cleared_and_runs_out_by_itself() {
+    in_netns(|| async {
+        let nl = Netlink::connect().expect("connecting");
+        let index = veth(&nl, "sdt0").await;
+        ip("link set sdt0 up");
+        for (addr, family) in [("2001:db8:7::1/64", "-6"), ("203.0.113.1/24", "-4")] {
+            let addr: IpNet = addr.parse().unwrap();
+            let show = || ip(&format!("{family} -o addr show dev sdt0 to {addr}"));
+            assert_eq!(nl.add_address(index, addr).await.expect("add"), Change::Applied);
+            assert!(show().contains("valid_lft forever"), "{}", show());
+            // A lifetime on an existing address, then forever again: the address stays throughout.
+            nl.set_address_lifetime(index, addr, Some(Duration::from_millis(30_500)))
+                .await
+                .expect("set a lifetime");
+            // Rounded up to 31 s; `ip` shows what is left, a second less once one has passed.
+            let shown = show();
+            assert!(
+                ["31sec", "30sec"]
+                    .iter()
+                    .any(|s| shown.contains(&format!("valid_lft {s} preferred_lft {s}"))),
+                "{shown}"
+            );
+            nl.set_address_lifetime(index, addr, None).await.expect("forever");
+            assert!(show().contains("valid_lft forever preferred_lft forever"), "{}", show());
+            // The kernel removes it by itself once the lifetime has run out (about a second late at most).
+            nl.set_address_lifetime(index, addr, Some(Duration::from_secs(1)))
+                .await
+                .expect("a short lifetime");
+            let deadline = std::time::Instant::now() + Duration::from_secs(4);
+            while show().contains(&addr.addr().to_string()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{addr} outlived its 1 s lifetime by 3 s: {}",
+                    show()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+}
+
+#[test]
+fn an_unsolicited_neighbour_advertisement_overrides_a_neighbours_entry() {
+    in_netns(|| async {
+        let nl = Netlink::connect().expect("connecting");
+        let index = veth(&nl, "sdt0").await;
+        ip("link set sdt0 up");
+        ip("link set sdt0p up");
+        let gateway: IpNet = "2001:db8:7::1/64".parse().unwrap();
+        assert_eq!(nl.add_address(index, gateway).await.expect("add"), Change::Applied);
+        // `ip -br link`: name, state, MAC, flags (this thread's /sys is the host's).
+        let brief = ip("-br link show dev sdt0");
+        let mac = brief.split_whitespace().nth(2).expect("sdt0's MAC").to_owned();
+        let mac = mac.as_str();
+        // The LAN host (sdt0p's side) has the gateway at an old holder's MAC.
+        ip("-6 neigh add 2001:db8:7::1 lladdr 02:00:00:00:00:99 dev sdt0p nud stale");
+        let entry = || ip("-6 neigh show dev sdt0p to 2001:db8:7::1");
+        assert!(entry().contains("02:00:00:00:00:99"), "{}", entry());
+
+        net::ndisc::announce("sdt0", "2001:db8:7::1".parse().unwrap()).expect("announce");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !entry().contains(mac) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the entry still points elsewhere than {mac}: {}",
+                entry()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+#[test]
 fn ipv6_address_add_and_delete_are_idempotent_and_nodad() {
     in_netns(|| async {
         let nl = Netlink::connect().expect("connecting");

@@ -6,8 +6,9 @@
 //! default route through the gateway address [`GATEWAY`]; peer `i` (1..=K) joins the bridge with a veth
 //! whose end in the peer is [`LAN_IF`], addressed `203.0.113.(1+i)/24` (a candidate has its own address on
 //! its LAN). Every peer's `sdwand.toml` carries the same `[[floating]]` entry (the registry API for
-//! floating prefixes is not used: a file entry works with and without `[registry]`); the holder puts
-//! [`GATEWAY`] on its [`LAN_IF`], every other peer routes the prefix to the holder.
+//! floating prefixes is not used: a file entry works with and without `[registry]`), in quorum mode with
+//! `--quorum` ([`quorum_witness`]); the holder puts [`GATEWAY`] on its [`LAN_IF`], every other peer routes
+//! the prefix to the holder.
 //!
 //! A floating site needs the registry: its network gets the IPv4 overlay prefix [`OVERLAY_PREFIX_V4`], so
 //! every peer has a /32 on its WireGuard interface, the source its traffic to the site host leaves with
@@ -69,6 +70,10 @@ pub fn validate(opts: &UpOptions) -> Result<()> {
             "the site host answers the peers' IPv4 overlay /32s, which the registry assigns: drop --no-registry"
                 .to_owned(),
         )
+    } else if opts.quorum && k.is_multiple_of(2) && opts.peers == k {
+        Some(format!(
+            "quorum mode with {k} candidates needs a witness: add a peer beyond the candidates"
+        ))
     } else if opts.pods > 0 || !opts.site_ranges.is_empty() || !opts.pod_pools.is_empty() {
         Some(format!(
             "the floating prefix {PREFIX} and the IPv4 overlay {OVERLAY_PREFIX_V4} overlap the pod and site ranges: drop --pods and --site-range"
@@ -86,16 +91,24 @@ pub fn validate(opts: &UpOptions) -> Result<()> {
 }
 
 /// The `[[floating]]` entry every peer gets: [`PREFIX`] with its gateway on [`LAN_IF`], candidates p1..pK,
-/// and with `health` a TCP check of [`HEALTH_TARGET`] every 100 ms (healthy after one pass, unhealthy
-/// after two failures).
-pub(crate) fn section(k: usize, health: bool) -> FloatingSection {
+/// with `health` a TCP check of [`HEALTH_TARGET`] every 100 ms (healthy after one pass, unhealthy after two
+/// failures), and with `quorum` (`Some(witnesses)`) quorum mode.
+pub(crate) fn section(k: usize, health: bool, quorum: Option<&[String]>) -> FloatingSection {
     FloatingSection {
         prefix: PREFIX.to_owned(),
         gateway: Some(GATEWAY.to_string()),
         interface: Some(LAN_IF.to_owned()),
         candidates: (1..=k).map(Layout::peer_name).collect(),
         health: health.then(|| HealthSection::tcp(HEALTH_TARGET.into(), "100ms", 1, 2)),
+        quorum: quorum.is_some(),
+        witnesses: quorum.map(<[String]>::to_vec).unwrap_or_default(),
     }
+}
+
+/// The witness of the floating prefix in quorum mode: the last peer when the candidates are even (see
+/// [`crate::vip::quorum_witness`]), none otherwise.
+pub fn quorum_witness(opts: &UpOptions) -> Option<usize> {
+    crate::vip::witness_of(opts, opts.floating_candidates)
 }
 
 /// The health check's target in every peer's namespace: its own daemon's metrics port (always

@@ -72,9 +72,10 @@ pub struct UpOptions {
     pub vip_interval: Duration,
     /// `failover.dead_after`: intervals without a heartbeat before a candidate is dead.
     pub vip_dead_after: u32,
-    /// Quorum mode for the lab's VIP (registry labs only; see "Quorum mode" in `docs/protocol.md`): `up`
-    /// turns it on through the registry once the candidates have joined, with the last peer as a witness
-    /// when the candidates are even (and it is not one of them).
+    /// Quorum mode for the lab's VIP and floating prefix (registry labs only; see "Quorum mode" in
+    /// `docs/protocol.md`): `up` turns it on for the VIP through the registry once the candidates have
+    /// joined, and writes it into every peer's `[[floating]]`; each has the last peer as a witness when its
+    /// candidates are even (and it is not one of them).
     pub quorum: bool,
     /// Whether `up` starts the echo responder (see [`crate::responder`]) in every candidate's namespace.
     pub responders: bool,
@@ -154,6 +155,12 @@ impl UpOptions {
             vip: self.vip_params(),
             floating: self.floating_candidates,
             floating_health: self.floating_health,
+            floating_quorum: self.quorum.then(|| {
+                crate::floating::quorum_witness(self)
+                    .map(Layout::peer_name)
+                    .into_iter()
+                    .collect()
+            }),
         }
     }
 
@@ -327,7 +334,7 @@ impl Lab {
         if self.state.registry.is_some() {
             self.check_registry_layout()?;
         }
-        if opts.quorum {
+        if opts.quorum && opts.vip_candidates > 0 {
             self.turn_quorum_on(opts)?;
         }
         self.wait_mesh(handshake_timeout)?;

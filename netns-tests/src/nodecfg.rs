@@ -125,6 +125,12 @@ pub struct FloatingSection {
     /// `[floating.health]`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSection>,
+    /// Quorum mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum: bool,
+    /// Members that vote without being candidates (quorum mode only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<String>,
 }
 
 /// `[registry]`.

@@ -46,12 +46,13 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
     if k > 0 && opts.vip_dead_after == 0 {
         return Err(LabError::InvalidOption("vip_dead_after must be at least 1".to_owned()));
     }
-    if opts.quorum && (k == 0 || !opts.registry) {
+    if opts.quorum && (k == 0 && opts.floating_candidates == 0 || !opts.registry) {
         return Err(LabError::InvalidOption(
-            "quorum mode needs a VIP (vip_candidates > 0) and the registry (it is turned on through it)".to_owned(),
+            "quorum mode needs a VIP (vip_candidates > 0) or a floating site, and the registry (it is turned on through it)"
+                .to_owned(),
         ));
     }
-    if opts.quorum && k.is_multiple_of(2) && opts.peers == k {
+    if opts.quorum && k > 0 && k.is_multiple_of(2) && opts.peers == k {
         return Err(LabError::InvalidOption(format!(
             "quorum mode with {k} candidates needs a witness: add a peer beyond the candidates"
         )));
@@ -62,7 +63,12 @@ pub(crate) fn validate(opts: &UpOptions) -> Result<()> {
 /// The witness of the lab's VIP in quorum mode: the last peer when the candidates are even (an even number
 /// of voters has no majority on either side of an even split), none otherwise.
 pub fn quorum_witness(opts: &UpOptions) -> Option<usize> {
-    (opts.quorum && opts.vip_candidates.is_multiple_of(2) && opts.peers > opts.vip_candidates).then_some(opts.peers)
+    witness_of(opts, opts.vip_candidates)
+}
+
+/// The witness of `k` candidates in quorum mode: the last peer when `k` is even and it is not one of them.
+pub(crate) fn witness_of(opts: &UpOptions, k: usize) -> Option<usize> {
+    (opts.quorum && k > 0 && k.is_multiple_of(2) && opts.peers > k).then_some(opts.peers)
 }
 
 impl Lab {

@@ -93,6 +93,8 @@ pub(super) struct RawFloating {
     pub(super) interface: Option<Spanned<String>>,
     pub(super) candidates: Spanned<Vec<Spanned<String>>>,
     pub(super) health: Option<Spanned<RawHealth>>,
+    pub(super) quorum: Option<bool>,
+    pub(super) witnesses: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

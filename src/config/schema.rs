@@ -343,6 +343,8 @@ pub struct FloatingConfig {
     /// Whether this node may serve the prefix (e.g. reach the site's router); `None` counts it as always
     /// healthy.
     pub health: Option<HealthConfig>,
+    /// `quorum = true`: `Some(witnesses)`, as for [`VipConfig::quorum`]; `None`: quorum mode off.
+    pub quorum: Option<Vec<String>>,
     /// Line of the entry in the file (0 for one from the registry), for messages raised after parsing.
     pub line: usize,
 }

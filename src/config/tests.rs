@@ -824,6 +824,38 @@ fn vip_quorum_and_witnesses() {
 }
 
 #[test]
+fn floating_quorum_and_witnesses_are_checked_like_a_vips() {
+    let text = three(
+        "[[floating]]\nprefix = \"203.0.113.0/24\"\ncandidates = [\"a\", \"b\"]\nquorum = true\nwitnesses = [\"c\"]\n\
+         [[floating]]\nprefix = \"2001:db8:5::/64\"\ncandidates = [\"a\"]\n",
+    );
+    let cfg = parse(Path::new("t.toml"), &text).unwrap();
+    let quorum: Vec<Option<Vec<String>>> = cfg.floating.iter().map(|f| f.quorum.clone()).collect();
+    assert_eq!(quorum, [Some(vec!["c".to_owned()]), None]);
+    let e = errors(&three(
+        "[[floating]]\nprefix = \"203.0.113.0/24\"\ncandidates = [\"a\", \"b\"]\nwitnesses = [\"c\"]\n\
+         [[floating]]\nprefix = \"2001:db8:5::/64\"\ncandidates = [\"a\", \"b\"]\nquorum = true\n\
+         witnesses = [\"b\", \"x\"]\n",
+    ));
+    // Each on the line of its `witnesses`: the first entry's, and five lines below it for the second's.
+    let base = e.first().map_or(0, |e| e.line);
+    assert!(base > 0, "{e:?}");
+    assert_eq!(
+        keys_and_lines(&e),
+        [
+            ("floating[0].witnesses", base),
+            ("floating[1].witnesses[0]", base + 5),
+            ("floating[1].witnesses[1]", base + 5)
+        ],
+        "{e:?}"
+    );
+    assert!(e[0].message.contains("quorum mode is off"), "{e:?}");
+    assert!(e[0].hint.contains("[[floating]]"), "{e:?}");
+    assert!(e[1].message.contains("is a candidate of this floating prefix"), "{e:?}");
+    assert!(e[2].message.contains("not the name"), "{e:?}");
+}
+
+#[test]
 fn floating_prefix_with_gateway_interface_and_health() {
     let text = three(
         "[[floating]]\nprefix = \"203.0.113.0/24\"\ngateway = \"203.0.113.1\"\ninterface = \"lan0\"\n\

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
@@ -320,6 +320,27 @@ impl DataPlane for Plane {
         }
     }
 
+    async fn address_lifetime(&mut self, vip: Ipv6Addr, lifetime: Option<Duration>) {
+        let Some(index) = self.ifindex else { return };
+        let net = IpNet::V6(host_net(vip));
+        if let Err(e) = self.netlink.set_address_lifetime(index, net, lifetime).await {
+            tracing::error!(%vip, error = %e, "setting the VIP address's lifetime failed; the next renewal retries");
+        }
+    }
+
+    async fn gateway_lifetime(&mut self, key: Ipv6Addr, lifetime: Option<Duration>) {
+        let Some((gateway, ifname)) = self.desired.gateway(key).cloned() else {
+            return;
+        };
+        let index = match self.netlink.link_by_name(&ifname).await {
+            Ok(Some(link)) => link.index,
+            _ => return,
+        };
+        if let Err(e) = self.netlink.set_address_lifetime(index, gateway, lifetime).await {
+            tracing::error!(%gateway, interface = ifname, error = %e, "setting the gateway address's lifetime failed; the next renewal retries");
+        }
+    }
+
     fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>) {
         let key = via.and_then(|a| self.desired.key_of(a));
         let changed = self.desired.route_vip(vip, key);
@@ -399,10 +420,12 @@ impl Plane {
                 } else if !announce {
                     return;
                 }
-                if let IpNet::V4(net) = gateway {
-                    if let Err(e) = crate::net::garp::announce(ifname, net.addr()) {
-                        tracing::warn!(%gateway, interface = ifname, error = %e, "announcing the gateway address (gratuitous ARP) failed; hosts learn it when their ARP entry expires");
-                    }
+                let announced = match gateway {
+                    IpNet::V4(net) => crate::net::garp::announce(ifname, net.addr()),
+                    IpNet::V6(net) => crate::net::ndisc::announce(ifname, net.addr()),
+                };
+                if let Err(e) = announced {
+                    tracing::warn!(%gateway, interface = ifname, error = %e, "announcing the gateway address (gratuitous ARP, unsolicited neighbour advertisement) failed; hosts learn it when their neighbour entry expires");
                 }
             }
             Err(e) => {
@@ -449,15 +472,15 @@ impl Plane {
 }
 
 /// What the data plane shows for each VIP at start (its address on this node's interface, or a peer the
-/// device routes it to), put straight into `desired` (held, or routed through that peer) and returned for
-/// the VIP machines.
+/// device routes it to) and for each floating prefix (its gateway address on its LAN interface), put
+/// straight into `desired` (held, or routed through that peer) and returned for the machines, by key.
 pub(super) async fn adopt(
     cfg: &Config,
     device: &wg::Device,
     netlink: &Netlink,
     desired: &mut Desired,
 ) -> BTreeMap<Ipv6Addr, Adopt> {
-    let mut found = BTreeMap::new();
+    let mut found = adopt_gateways(cfg, netlink, desired).await;
     if cfg.vips.is_empty() {
         return found;
     }
@@ -491,6 +514,31 @@ pub(super) async fn adopt(
             tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");
         }
         found.insert(v.address, adopt);
+    }
+    found
+}
+
+/// The floating prefixes whose gateway address a previous run left on its LAN interface: held in
+/// `desired` and returned as [`Adopt::HeldHere`] by key, so the machine either resumes serving it or takes
+/// it off (a successor holds it now) instead of leaving a second gateway on the LAN.
+async fn adopt_gateways(cfg: &Config, netlink: &Netlink, desired: &mut Desired) -> BTreeMap<Ipv6Addr, Adopt> {
+    let mut found = BTreeMap::new();
+    for f in &cfg.floating {
+        let Some((gateway, ifname)) = f.gateway_net() else {
+            continue;
+        };
+        let Ok(Some(link)) = netlink.link_by_name(ifname).await else {
+            continue;
+        };
+        let present = match gateway {
+            IpNet::V4(net) => netlink.ipv4_addresses(link.index).await.is_ok_and(|a| a.contains(&net)),
+            IpNet::V6(net) => netlink.ipv6_addresses(link.index).await.is_ok_and(|a| a.contains(&net)),
+        };
+        if present {
+            desired.hold_gateway(f.key(), Some((gateway, ifname.to_owned())));
+            tracing::info!(prefix = %f.prefix, %gateway, interface = ifname, "adopted the gateway address left by the previous run");
+            found.insert(f.key(), Adopt::HeldHere);
+        }
     }
     found
 }

@@ -405,6 +405,12 @@ impl Desired {
         }
     }
 
+    /// The gateway address, with its LAN interface, of the floating prefix with key `key`, if this node
+    /// holds it.
+    pub fn gateway(&self, key: Ipv6Addr) -> Option<&(IpNet, String)> {
+        self.gateways.get(&key)
+    }
+
     /// The gateway addresses this node holds, with their LAN interfaces.
     pub fn gateways(&self) -> impl Iterator<Item = &(IpNet, String)> + '_ {
         self.gateways.values()

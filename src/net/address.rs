@@ -1,11 +1,14 @@
 //! IPv6 and IPv4 address operations on one link: list the global ones, add one (IPv6 without duplicate
-//! address detection) and remove one, each idempotent. It must not touch links or routes.
+//! address detection), set one's lifetime and remove one, each idempotent. It must not touch links or routes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::AddressMessageBuilder;
 
@@ -87,6 +90,46 @@ impl Netlink {
                 }
             }
             Err(e) => Err(failure(op(self.who(index).await), e)),
+        }
+    }
+
+    /// Sets the valid and preferred lifetime of an address of either family to `lifetime` (whole
+    /// seconds, rounded up, at least one; `None`: forever), adding the address if it is not there (a
+    /// netlink replace, `ip addr replace … valid_lft N preferred_lft N`). The kernel removes an address
+    /// whose valid lifetime ran out by itself, within about a second of it.
+    pub async fn set_address_lifetime(
+        &self,
+        index: u32,
+        addr: IpNet,
+        lifetime: Option<Duration>,
+    ) -> Result<(), NetError> {
+        let secs = lifetime.map_or(u32::MAX, |l| {
+            let whole = l.as_secs() + u64::from(l.subsec_nanos() > 0);
+            u32::try_from(whole.max(1)).unwrap_or(u32::MAX - 1)
+        });
+        let mut request = self
+            .handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len())
+            .replace();
+        let message = request.message_mut();
+        if let IpNet::V6(_) = addr {
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = secs;
+        lifetimes.ifa_valid = secs;
+        message.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        match request.execute().await {
+            Ok(()) => {
+                tracing::debug!(ifindex = index, %addr, lifetime_s = secs, "set the address's lifetime");
+                Ok(())
+            }
+            Err(e) => Err(failure(
+                format!("setting the lifetime of address {addr} on {}", self.who(index).await),
+                e,
+            )),
         }
     }
 

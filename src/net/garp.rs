@@ -70,7 +70,7 @@ fn packet(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 28] {
 }
 
 /// The interface index and Ethernet address of `ifname`, from `getifaddrs(3)`'s `AF_PACKET` entry.
-fn link_layer(ifname: &str) -> io::Result<(i32, [u8; 6])> {
+pub(super) fn link_layer(ifname: &str) -> io::Result<(i32, [u8; 6])> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we own and free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {

@@ -247,6 +247,10 @@ pub struct Machine {
     /// Quorum mode, a successor: the holder's claim it was asked to take over, and why (it claims through
     /// the claim rule once a majority votes for it).
     handed: Option<(Claim, HandoverReason)>,
+    /// Quorum mode, while holding: when the address's kernel lifetime is renewed next
+    /// ([`Action::AddressLifetime`]); `None` while not holding and at a claim, which renews it at once
+    /// (`renew_lifetime` sets and clears it).
+    renew_at: Option<Instant>,
 }
 
 impl Machine {
@@ -294,6 +298,7 @@ impl Machine {
             vote_after: now + params.timers.vote_promise(),
             yield_until: None,
             handed: None,
+            renew_at: None,
             p: params,
         };
         m.sync_candidates(now);

@@ -149,6 +149,17 @@ impl Timers {
     pub fn lease_margin(&self) -> Duration {
         self.interval / 4
     }
+    /// Quorum mode: the kernel lifetime of a holder's address (`Lk`): the vote lease rounded up to whole
+    /// seconds (the kernel's unit), plus one second so that a renewal every
+    /// [`lifetime_renewal`](Self::lifetime_renewal) never lets it lapse under a running holder.
+    pub fn address_lifetime(&self) -> Duration {
+        let lease = self.vote_lease();
+        Duration::from_secs(lease.as_secs() + u64::from(lease.subsec_nanos() > 0) + 1)
+    }
+    /// Quorum mode: how often a holder renews its address's kernel lifetime (a quarter of it).
+    pub fn lifetime_renewal(&self) -> Duration {
+        self.address_lifetime() / 4
+    }
 }
 
 /// Quorum mode of a VIP (see "Quorum mode" in `docs/protocol.md`).
@@ -215,8 +226,15 @@ pub enum Action {
         /// Datagram.
         msg: Message,
     },
-    /// Put the VIP /128 on this node's interface.
+    /// Put the VIP /128 on this node's interface (permanent until [`Action::AddressLifetime`] says
+    /// otherwise).
     AddAddress,
+    /// Quorum mode: the address this node put on its interface may live this long from now and no
+    /// longer (`Some`: the kernel's valid and preferred lifetime, so the kernel removes it by itself if
+    /// this node stops running; a holder asks again well before it runs out), or again for good (`None`,
+    /// quorum mode turned off under a holder). Comes right after the [`Action::AddAddress`] of a claim,
+    /// then every [`Timers::lifetime_renewal`] while holding. See "Quorum mode" in `docs/protocol.md`.
+    AddressLifetime(Option<Duration>),
     /// Take the VIP /128 off this node's interface.
     RemoveAddress,
     /// Route the VIP through the WireGuard peer with this overlay address (`me` = deliver locally).

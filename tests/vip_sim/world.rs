@@ -39,6 +39,9 @@ struct Node {
     up: bool,
     /// The VIP /128 is on the interface.
     has_addr: bool,
+    /// Quorum mode: when the address's kernel lifetime runs out (`None`: never), as the last
+    /// `AddressLifetime` set it.
+    addr_until: Option<T>,
     /// Where the interface routes the VIP.
     route: Option<Ipv6Addr>,
     incarnation: u64,
@@ -150,6 +153,7 @@ impl World {
                 machine: None,
                 up: false,
                 has_addr: false,
+                addr_until: None,
                 route: None,
                 incarnation: 0,
                 healthy: true,
@@ -375,8 +379,14 @@ impl World {
                     let msg = self.tamper(i, to, msg);
                     self.send(i, to, &msg)?;
                 }
-                Action::AddAddress => self.nodes[i].has_addr = true,
+                Action::AddAddress => {
+                    self.nodes[i].has_addr = true;
+                    self.nodes[i].addr_until = None;
+                }
                 Action::RemoveAddress => self.nodes[i].has_addr = false,
+                Action::AddressLifetime(l) => {
+                    self.nodes[i].addr_until = l.map(|l| self.now + l.as_micros() as T);
+                }
                 Action::Route(to) => self.nodes[i].route = Some(to),
                 Action::Stopped => stopped = true,
                 Action::Note(note) => self.note(i, before, note)?,
@@ -417,6 +427,13 @@ impl World {
             };
             if !self.nodes[i].has_addr {
                 return Err(format!("node {i} holds {c:?} without the address"));
+            }
+            // Quorum mode: a running holder renews its address's lifetime before the kernel drops it.
+            if let Some(until) = self.nodes[i].addr_until.filter(|u| *u <= self.now) {
+                return Err(format!(
+                    "node {i} holds {c:?} but its address's lifetime ran out at {until} µs (now {})",
+                    self.now
+                ));
             }
             self.record_holder(i, c.epoch)?;
         }

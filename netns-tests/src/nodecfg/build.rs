@@ -36,6 +36,8 @@ pub(crate) struct PeerParams {
     pub floating: usize,
     /// Whether the floating prefix has a health check.
     pub floating_health: bool,
+    /// Quorum mode of the floating prefix: `Some(witnesses)` (peer names); `None`: off.
+    pub floating_quorum: Option<Vec<String>>,
 }
 
 /// The lab's one VIP, [`layout::VIP_ADDR`]: its candidates and failover timers.
@@ -91,7 +93,11 @@ pub(crate) fn peer_config(
         members,
     };
     if opts.floating > 0 {
-        config.floating = vec![crate::floating::section(opts.floating, opts.floating_health)];
+        config.floating = vec![crate::floating::section(
+            opts.floating,
+            opts.floating_health,
+            opts.floating_quorum.as_deref(),
+        )];
         config.failover.get_or_insert_with(|| failover_section(&opts.vip));
     }
     if opts.registry {
@@ -226,8 +232,9 @@ mod tests {
         for (registry, registry_replicas) in [(false, 1), (true, 1), (true, 2)] {
             let opts = PeerParams {
                 registry_replicas,
-                floating: 0,
+                floating: 2,
                 floating_health: false,
+                floating_quorum: Some(vec![Layout::peer_name(3)]),
                 persistent_keepalive: 25,
                 resync_interval: "2s".to_owned(),
                 teardown_on_exit: true,

@@ -2,6 +2,7 @@
 //! host 203.0.113.10 routing through the floating gateway address 203.0.113.1), observed from p3 and p4.
 //! The holding gateway dies (node death), or its health check fails: the other gateway takes the prefix,
 //! every observer reaches the site host through it, and no observer routes the prefix to the old holder.
+//! Its daemon alone crashes and restarts: the restart takes off the gateway address it left.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -100,4 +101,34 @@ fn a_failing_health_check_hands_the_prefix_over() {
     assert_site_reachable(&lab);
     assert_routed_to(&lab, 2, &[1]);
     lab.fail_floating_health(1, false).unwrap();
+}
+
+/// The holding gateway's daemon crashes (SIGKILL: its gateway address stays on its LAN interface) and p2
+/// takes over; the restarted daemon adopts the address it left and takes it off, since p2 holds the
+/// prefix now, so the LAN is left with one gateway.
+#[test]
+fn a_restarted_gateway_drops_the_gateway_address_it_left() {
+    let mut lab = site_lab("fr", false);
+    assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 1);
+    lab.kill_sdwand(1).unwrap();
+    assert!(
+        lab.has_gateway(1).unwrap(),
+        "the gateway address left p1 although only its daemon died"
+    );
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || lab.has_gateway(2).unwrap_or(false))
+        .unwrap_or_else(|e| panic!("p2 did not take the gateway address: {e}"));
+
+    lab.start_sdwand(1).unwrap();
+    lab.wait_ready(1, Duration::from_secs(10)).unwrap();
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        lab.gateway_holders().is_ok_and(|h| h == [2])
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the restarted p1 keeps the gateway address it left: {e}: holders {:?}",
+            lab.gateway_holders()
+        )
+    });
+    assert_site_reachable(&lab);
+    assert_routed_to(&lab, 2, &[1]);
 }

@@ -1,21 +1,29 @@
 //! Quorum mode (`docs/protocol.md` "Quorum mode") against a partition of the holder from the rest, with
-//! quorum mode on and off. Who has the VIP address is recorded by `ip -ts monitor address` in every
-//! candidate's namespace: each addition and removal with its kernel timestamp, finer than any sampling. With
-//! quorum on, at no instant do two candidates have the address, and the majority side serves; with quorum
-//! off, today's behaviour: both sides hold until the partition heals.
+//! quorum mode on and off, for the VIP and for a floating prefix's gateway address. Who has the address is
+//! recorded by `ip -ts monitor address` in every candidate's namespace: each addition and removal with its
+//! kernel timestamp, finer than any sampling. With quorum on, at no instant do two candidates have the
+//! address, and the majority side serves; with quorum off, today's behaviour: both sides hold until the
+//! partition heals.
 
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use sdwan_lab::background::Background;
+use sdwan_lab::floating::{GATEWAY, SITE_ADDR};
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::{Cut, Lab, UpOptions};
 
-use crate::common::{assert_answered_by, lab_with, unique_name, wait_holder, CANDIDATES, VIP_PEERS};
+use crate::common::{assert_answered_by, lab_with, unique_name, wait_holder, CANDIDATES, POLL, VIP_PEERS};
 
-/// Marker address each monitor must report before the test trusts it to be listening.
+/// Marker address each IPv6 monitor must report before the test trusts it to be listening.
 fn marker(i: usize) -> String {
     format!("fd00:5d:ee::{i}/128")
+}
+
+/// Marker address of an IPv4 monitor (an underlay address no peer has).
+fn marker_v4(i: usize) -> String {
+    format!("192.0.2.{}/32", 250 + i)
 }
 
 /// `ip` in peer `i`'s namespace; panics on failure.
@@ -34,35 +42,40 @@ fn ip(lab: &Lab, i: usize, args: &[&str]) {
     );
 }
 
-/// Starts an address monitor in each candidate's namespace and waits until each one reported a marker
-/// address added for the purpose (so no event after this returns is missed).
-fn monitors(lab: &mut Lab) -> Vec<(usize, Background)> {
+/// Starts an address monitor of `family` (`-4`, `-6`) in the namespace of each of `peers` and waits until
+/// each one reported the marker address `marker(i)` added for the purpose (so no event after this returns
+/// is missed).
+fn monitors(lab: &mut Lab, peers: &[usize], family: &str, marker: fn(usize) -> String) -> Vec<(usize, Background)> {
     let mut all = Vec::new();
-    for &i in &CANDIDATES {
+    for &i in peers {
         let bg = lab
-            .spawn_in(i, &["ip", "-ts", "-6", "monitor", "address"])
+            .spawn_in(i, &["ip", "-ts", family, "monitor", "address"])
             .expect("ip monitor starts");
         all.push((i, bg));
     }
+    // A monitor that has not subscribed yet misses the marker: add it again, at most five times.
     for (i, bg) in &all {
         let i = *i;
-        ip(lab, i, &["-6", "addr", "add", &marker(i), "dev", "lo"]);
-        sdwan_lab::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
-            bg.stdout_so_far().contains(marker(i).as_str())
-        })
-        .unwrap_or_else(|e| panic!("p{i}'s address monitor reports nothing: {e}: {}", bg.stderr_so_far()));
-        ip(lab, i, &["-6", "addr", "del", &marker(i), "dev", "lo"]);
+        let seen = (0..5).any(|_| {
+            ip(lab, i, &[family, "addr", "add", &marker(i), "dev", "lo"]);
+            let seen = sdwan_lab::wait_until(Duration::from_secs(1), Duration::from_millis(10), || {
+                bg.stdout_so_far().contains(marker(i).as_str())
+            });
+            ip(lab, i, &[family, "addr", "del", &marker(i), "dev", "lo"]);
+            seen.is_ok()
+        });
+        assert!(seen, "p{i}'s address monitor reports nothing: {}", bg.stderr_so_far());
     }
     all
 }
 
-/// The VIP address's additions and removals the monitors saw: `(timestamp, peer, added)`, in time order.
-/// `ip -ts` stamps are `[YYYY-MM-DDTHH:MM:SS.ffffff]`, so they order as strings.
-fn events(monitors: &[(usize, Background)]) -> Vec<(String, usize, bool)> {
-    let needle = format!("inet6 {VIP_ADDR}/128");
+/// The additions and removals of the address the monitors print as `needle` (`inet6 fd00:5d:f::1/128`):
+/// `(timestamp, peer, added)`, in time order. `ip -ts` stamps are `[YYYY-MM-DDTHH:MM:SS.ffffff]`, so they
+/// order as strings.
+fn events(monitors: &[(usize, Background)], needle: &str) -> Vec<(String, usize, bool)> {
     let mut all = Vec::new();
     for (i, bg) in monitors {
-        for line in bg.stdout_so_far().lines().filter(|l| l.contains(&needle)) {
+        for line in bg.stdout_so_far().lines().filter(|l| l.contains(needle)) {
             let Some(ts) = line
                 .strip_prefix('[')
                 .and_then(|l| l.split_once(']'))
@@ -75,6 +88,11 @@ fn events(monitors: &[(usize, Background)]) -> Vec<(String, usize, bool)> {
     }
     all.sort();
     all
+}
+
+/// The VIP's events (see [`events`]).
+fn vip_events(monitors: &[(usize, Background)]) -> Vec<(String, usize, bool)> {
+    events(monitors, &format!("inet6 {VIP_ADDR}/128"))
 }
 
 /// The longest stretch, as `(from, to, holders)`, during which more than one candidate had the address,
@@ -125,7 +143,7 @@ fn wait_p2_holds(lab: &Lab) {
 #[test]
 fn quorum_mode_never_has_two_holders_across_a_partition() {
     let mut lab = partition_lab("qp", true);
-    let mons = monitors(&mut lab);
+    let mons = monitors(&mut lab, &CANDIDATES, "-6", marker);
     let initial = lab.holders().expect("holders");
     assert_eq!(initial, [1], "{}", lab.vip_view());
 
@@ -141,7 +159,7 @@ fn quorum_mode_never_has_two_holders_across_a_partition() {
 
     lab.heal_partitions().expect("heal");
     wait_holder(&lab, 2, Duration::from_secs(10));
-    let seen = events(&mons);
+    let seen = vip_events(&mons);
     assert!(
         seen.iter().any(|(_, i, added)| *i == 1 && !added),
         "p1's removal not seen: {seen:?}"
@@ -156,7 +174,7 @@ fn quorum_mode_never_has_two_holders_across_a_partition() {
 #[test]
 fn without_quorum_both_sides_of_a_partition_hold_until_it_heals() {
     let mut lab = partition_lab("qo", false);
-    let mons = monitors(&mut lab);
+    let mons = monitors(&mut lab, &CANDIDATES, "-6", marker);
     let initial = lab.holders().expect("holders");
     assert_eq!(initial, [1], "{}", lab.vip_view());
 
@@ -169,9 +187,94 @@ fn without_quorum_both_sides_of_a_partition_hold_until_it_heals() {
         lab.holders().map(|h| h.len() == 1).unwrap_or(false)
     })
     .unwrap_or_else(|e| panic!("the partition healed, two holders remain: {e}\n{}", lab.vip_view()));
-    let seen = events(&mons);
+    let seen = vip_events(&mons);
     let Some((from, to, who)) = overlap(&initial, &seen) else {
         panic!("the monitors saw no overlap, yet both sides held: {seen:?}");
     };
     eprintln!("without quorum, {who:?} held the VIP together from {from} to {to}");
+}
+
+/// The kernel lifetime backstop: the quorum-mode holder p1's daemon is frozen (SIGSTOP). Its address has
+/// a kernel lifetime it can no longer renew, so it leaves p1's interface by itself within that lifetime
+/// (and the kernel's second of lateness), while the majority elects p2. The daemon is thawed whatever
+/// happens; it then finds its lease gone and stays off.
+#[test]
+fn a_frozen_quorum_holder_loses_the_address_within_its_lifetime() {
+    let lab = partition_lab("qz", true);
+    let opts = UpOptions::new("unused", VIP_PEERS);
+    let lifetime = sdwand::vip::Timers {
+        interval: opts.vip_interval,
+        dead_after: opts.vip_dead_after,
+        preempt: None,
+    }
+    .address_lifetime();
+    // The kernel checks lifetimes in whole seconds, late by up to about a second; the rest is polling.
+    let deadline = lifetime + Duration::from_secs(2);
+
+    lab.freeze_sdwand(1).expect("SIGSTOP p1's sdwand");
+    let frozen = std::time::Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sdwan_lab::wait_until(deadline, Duration::from_millis(20), || {
+            lab.holders().is_ok_and(|h| !h.contains(&1))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "the frozen p1 keeps the VIP address past {deadline:?}: {e}\n{}",
+                lab.vip_view()
+            )
+        });
+        let gone = frozen.elapsed();
+        eprintln!("the frozen holder's address left after {gone:?} (lifetime {lifetime:?})");
+        wait_p2_holds(&lab);
+    }));
+    lab.thaw_sdwand(1).expect("SIGCONT p1's sdwand");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    wait_holder(&lab, 2, Duration::from_secs(10));
+}
+
+/// A floating site behind the gateways p1 and p2 with the witness p4 (`--floating-candidates 2 --quorum`,
+/// four peers, observer p3), settled on p1; p1 is then cut off from everyone. At no instant do both
+/// gateways have the gateway address; p1 removes it, p2 takes it and serves the site to the observer.
+#[test]
+fn a_floating_prefix_in_quorum_mode_never_has_two_gateways_across_a_partition() {
+    let mut opts = UpOptions::new(&unique_name("qf"), 4);
+    opts.floating_candidates = 2;
+    opts.quorum = true;
+    let mut lab = lab_with(opts);
+    assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 1);
+    let mons = monitors(&mut lab, &[1, 2], "-4", marker_v4);
+    let initial = lab.gateway_holders().expect("holders");
+    assert_eq!(initial, [1]);
+
+    lab.partition(&[1], &[2, 3, 4], Cut::Both).expect("partition p1 off");
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        lab.gateway_holders().is_ok_and(|h| h == [2])
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "p2 alone does not serve the site: {e}: holders {:?}",
+            lab.gateway_holders()
+        )
+    });
+    let site = IpAddr::V4(SITE_ADDR);
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        lab.ping(3, site, 1, Duration::from_millis(200))
+            .is_ok_and(|s| s.lost() == 0)
+    })
+    .unwrap_or_else(|e| panic!("the observer p3 cannot reach the site host through p2: {e}"));
+
+    lab.heal_partitions().expect("heal");
+    assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 2);
+    let seen = events(&mons, &format!("inet {GATEWAY}/24"));
+    assert!(
+        seen.iter().any(|(_, i, added)| *i == 1 && !added),
+        "p1's removal not seen: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, i, added)| *i == 2 && *added),
+        "p2's addition not seen: {seen:?}"
+    );
+    assert_eq!(overlap(&initial, &seen), None, "two gateways at once: {seen:?}");
 }

@@ -11,7 +11,7 @@ use wireguard_control::Key;
 
 use super::state::{Identity, Pins};
 use crate::config::{host_net, Config, ConfigError, ConfigErrors, FloatingConfig, Member, NetworkPrefixes, VipConfig};
-use crate::vocab::wire::{MemberView, MembersResponse};
+use crate::vocab::wire::{MemberView, MembersResponse, QuorumView};
 use crate::vocab::MAX_CANDIDATES;
 use crate::vocab::MAX_TERM;
 use crate::vocab::{PrefixKind, RoutedPrefix};
@@ -529,22 +529,12 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
             continue;
         }
         let mine = v.cluster_id.is_some() && candidates.contains(&identity.name);
-        // The registry never makes a candidate a witness; a view that does is not followed there.
-        let quorum = v.quorum.as_ref().map(|q| {
-            let (kept, both): (Vec<String>, Vec<String>) = q
-                .witnesses
-                .iter()
-                .map(|w| w.name.clone())
-                .partition(|w| !candidates.contains(w));
-            if !both.is_empty() {
-                notes.push(format!(
-                    "VIP {}: {} listed as witness and as candidate; counted as candidate only",
-                    v.address,
-                    both.join(", ")
-                ));
-            }
-            kept
-        });
+        let quorum = witnesses_of(
+            v.quorum.as_ref(),
+            &candidates,
+            &format!("VIP {}", v.address),
+            &mut notes,
+        );
         cfg.vips.push(VipConfig {
             address: v.address,
             candidates,
@@ -565,6 +555,12 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
         if candidates.is_empty() {
             continue;
         }
+        let quorum = witnesses_of(
+            f.quorum.as_ref(),
+            &candidates,
+            &format!("floating prefix {}", f.prefix),
+            &mut notes,
+        );
         // The LAN interface is a local fact the registry cannot know: without the file's entry the
         // gateway address is not put anywhere.
         cfg.floating.push(FloatingConfig {
@@ -573,10 +569,35 @@ pub fn effective_config(file: &Config, identity: &Identity, view: &MembersRespon
             interface: None,
             candidates,
             health: None,
+            quorum,
             line: 0,
         });
     }
     (cfg, notes)
+}
+
+/// The witnesses of a registry VIP or floating prefix (`what`, for notes) in quorum mode, by name; `None`
+/// when quorum mode is off. The registry never makes a candidate a witness; a view that does is not
+/// followed there (a note says so).
+fn witnesses_of(
+    quorum: Option<&QuorumView>,
+    candidates: &[String],
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let q = quorum?;
+    let (kept, both): (Vec<String>, Vec<String>) = q
+        .witnesses
+        .iter()
+        .map(|w| w.name.clone())
+        .partition(|w| !candidates.contains(w));
+    if !both.is_empty() {
+        notes.push(format!(
+            "{what}: {} listed as witness and as candidate; counted as candidate only",
+            both.join(", ")
+        ));
+    }
+    Some(kept)
 }
 
 /// A member's workload prefixes: its `prefixes`, then the legacy `routed_prefixes` not among them, as

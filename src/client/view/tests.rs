@@ -791,3 +791,26 @@ fn floating_prefixes_are_vetted_and_merged_after_the_files() {
     );
     assert!(notes.iter().any(|n| n.contains("2001:db8:5::/64")), "{notes:?}");
 }
+
+#[test]
+fn a_registry_floating_prefix_in_quorum_mode_keeps_its_witnesses_unless_the_file_has_it() {
+    let mut v = view(vec![member("a", "fd00:5d::1", K1)], vec![]);
+    let mut q = floating("203.0.113.0/24", None);
+    q.quorum = Some(crate::vocab::wire::QuorumView {
+        witnesses: vec![CandidateView {
+            peer_id: "id-w".into(),
+            name: "w".into(),
+            address: "fd00:5d::98".parse().unwrap(),
+        }],
+    });
+    v.floating = vec![q, floating("2001:db8:5::/64", None)];
+    let (cfg, _) = effective_config(&file(""), &identity(), &v);
+    let quorum: Vec<Option<Vec<String>>> = cfg.floating.iter().map(|f| f.quorum.clone()).collect();
+    assert_eq!(quorum, [Some(vec!["w".to_owned()]), None]);
+
+    // The file's entry wins whole: its quorum setting (off here) over the registry's.
+    let file = file("[[floating]]\nprefix = \"203.0.113.0/24\"\ncandidates = [\"a\"]\n");
+    let (cfg, _) = effective_config(&file, &identity(), &v);
+    assert_eq!(cfg.floating[0].prefix.to_string(), "203.0.113.0/24");
+    assert_eq!(cfg.floating[0].quorum, None);
+}

@@ -16,6 +16,18 @@ use crate::config::raw::{RawFailover, RawHealth, RawInterface, RawMember, RawVip
 use crate::config::{FailoverConfig, HealthCheck, HealthConfig, VipConfig, DEFAULT_FAILOVER_PORT as DEFAULT_PORT};
 use crate::vocab::MAX_CANDIDATES;
 
+/// The quorum settings of one `[[vip]]` or `[[floating]]` entry, as [`Ctx::quorum`] checks them.
+pub(super) struct Voters<'a> {
+    /// `quorum`, if given.
+    pub(super) quorum: Option<bool>,
+    /// `witnesses`, if given.
+    pub(super) witnesses: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    /// The dotted key of `witnesses` (`vip[0].witnesses`).
+    pub(super) key: String,
+    /// The table and the thing it configures, for messages: `("[[vip]]", "VIP")`.
+    pub(super) what: (&'static str, &'static str),
+}
+
 const MS: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -168,7 +180,16 @@ impl Ctx<'_> {
                 .health
                 .as_ref()
                 .and_then(|h| self.health(h, &format!("vip[{i}].health")));
-            let quorum = self.quorum(r, candidates.as_deref(), (!from_registry).then_some(&names), i);
+            let quorum = self.quorum(
+                Voters {
+                    quorum: r.quorum,
+                    witnesses: r.witnesses.as_ref(),
+                    key: format!("vip[{i}].witnesses"),
+                    what: ("[[vip]]", "VIP"),
+                },
+                candidates.as_deref(),
+                (!from_registry).then_some(&names),
+            );
             if self.errors.len() == before {
                 if let (Some(address), Some(candidates)) = (address, candidates) {
                     out.push(VipConfig {
@@ -184,18 +205,22 @@ impl Ctx<'_> {
         (out.len() == raw.len()).then_some(out)
     }
 
-    /// `quorum` and `witnesses` of `vip[i]`: witnesses only with `quorum = true`, each a member (when
-    /// `names` is known) named once, and none of them a candidate.
-    fn quorum(
+    /// `quorum` and `witnesses` of a `[[vip]]` or `[[floating]]` entry: witnesses only with `quorum = true`,
+    /// each a member (when `names` is known) named once, and none of them a candidate.
+    pub(super) fn quorum(
         &mut self,
-        r: &RawVip,
+        v: Voters<'_>,
         candidates: Option<&[String]>,
         names: Option<&HashSet<&str>>,
-        i: usize,
     ) -> Option<Vec<String>> {
-        let key = format!("vip[{i}].witnesses");
-        let on = r.quorum.unwrap_or(false);
-        let Some(raw) = &r.witnesses else {
+        let Voters {
+            quorum,
+            witnesses,
+            key,
+            what: (table, thing),
+        } = v;
+        let on = quorum.unwrap_or(false);
+        let Some(raw) = witnesses else {
             return on.then(Vec::new);
         };
         if !on {
@@ -203,7 +228,7 @@ impl Ctx<'_> {
                 raw.span(),
                 &key,
                 "witnesses are set but quorum mode is off".to_owned(),
-                "add `quorum = true` to this [[vip]], or remove `witnesses`",
+                format!("add `quorum = true` to this {table}, or remove `witnesses`"),
             );
             return None;
         }
@@ -214,7 +239,7 @@ impl Ctx<'_> {
                 Some((format!("{n:?} is also witnesses[{first}]"), "name every witness once"))
             } else if candidates.is_some_and(|c| c.contains(n)) {
                 Some((
-                    format!("{n:?} is a candidate of this VIP"),
+                    format!("{n:?} is a candidate of this {thing}"),
                     "a candidate votes already: name only members that are not candidates",
                 ))
             } else if names.is_some_and(|names| !names.contains(n.as_str())) {

@@ -1,5 +1,5 @@
 //! `[[floating]]`: floating prefixes (a site LAN or range behind several gateways) with their gateway
-//! address, LAN interface, candidates and health checks.
+//! address, LAN interface, candidates, health checks and quorum mode (checked as `[[vip]]`'s).
 //!
 //! Validation only, like `failover.rs` for `[[vip]]`: candidate names stay names. A prefix must be a
 //! routable range on its own (canonical, not a default route, not special) and overlap nothing else the
@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::{IpNet, Ipv6Net};
 use toml::Spanned;
 
+use super::failover::Voters;
 use super::{valid_ifname, Ctx};
 use crate::config::raw::{RawFloating, RawMember};
 use crate::config::{host_net, FloatingConfig, VipConfig};
@@ -116,6 +117,16 @@ impl Ctx<'_> {
                 "floating prefix",
             );
             let health = r.health.as_ref().and_then(|h| self.health(h, &at("health")));
+            let quorum = self.quorum(
+                Voters {
+                    quorum: r.quorum,
+                    witnesses: r.witnesses.as_ref(),
+                    key: at("witnesses"),
+                    what: ("[[floating]]", "floating prefix"),
+                },
+                candidates.as_deref(),
+                (!from_registry).then_some(&names),
+            );
             if self.errors.len() == before {
                 if let (Some(prefix), Some(candidates)) = (prefix, candidates) {
                     out.push(FloatingConfig {
@@ -124,6 +135,7 @@ impl Ctx<'_> {
                         interface,
                         candidates,
                         health,
+                        quorum,
                         line: super::line_of(self.text, spanned.span().start),
                     });
                 }

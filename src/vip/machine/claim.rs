@@ -141,6 +141,8 @@ impl Machine {
         }
         self.route(self.p.me);
         self.begin_hold(now, epoch);
+        self.renew_at = None;
+        self.renew_lifetime(now);
         self.handed = None;
         let since = self.holder_gone_since.take().unwrap_or(now);
         self.note(Note::Claimed {

@@ -44,6 +44,7 @@ impl Machine {
             .filter(|p| !old_peers.contains(p))
             .copied()
             .collect();
+        let was_quorum = self.p.quorum.is_some();
         self.p = params;
         self.sync_candidates(now);
         let (peers, cands) = (&self.peer_set, &self.cands);
@@ -69,7 +70,7 @@ impl Machine {
                 self.next_heartbeat = witness.then_some(now);
             }
         }
-        self.prune_votes();
+        self.prune_votes(was_quorum);
         // A holder whose rank changed renews its claim: others check a claim's rank against its holder's.
         if let (Some(h), Some(rank)) = (&self.hold, self.rank()) {
             if usize::from(h.epoch.rank) != rank {

@@ -1,6 +1,7 @@
 //! Quorum mode (see "Quorum mode" in `docs/protocol.md`): whom this node votes for and the promise
-//! that binds it, the votes a candidate counts, the lease they make, and the holder's release (stepping
-//! down when the lease runs out, or handing over). It must not change the claim rule itself: `claim.rs`
+//! that binds it, the votes a candidate counts, the lease they make, the holder's release (stepping
+//! down when the lease runs out, or handing over), and the kernel lifetime of its address (the backstop
+//! for a holder that stops running). It must not change the claim rule itself: `claim.rs`
 //! asks [`Machine::has_quorum`], `tick.rs` applies [`Machine::check_lease`], `liveness.rs` carries the
 //! votes on heartbeats.
 
@@ -8,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use super::{Machine, Promise};
-use crate::vip::{Body, HandoverReason, Heartbeat, Note, PeerState};
+use crate::vip::{Action, Body, HandoverReason, Heartbeat, Note, PeerState};
 
 /// How many of its latest heartbeat rounds a candidate accepts echoes of: a vote echoes the newest
 /// heartbeat its voter received, and one older than the lease counts for nothing anyway.
@@ -210,6 +211,21 @@ impl Machine {
         self.release_hold(now, "handing over");
     }
 
+    /// A holder in quorum mode renews its address's kernel lifetime when it is due (when its hold begins,
+    /// then every [`crate::vip::Timers::lifetime_renewal`]): should this node stop running, the kernel removes
+    /// the address by itself at most [`crate::vip::Timers::address_lifetime`] after the last renewal.
+    pub(super) fn renew_lifetime(&mut self, now: Instant) {
+        if self.p.quorum.is_none() || self.hold.is_none() {
+            self.renew_at = None;
+            return;
+        }
+        if self.renew_at.is_none_or(|t| now >= t) {
+            self.actions
+                .push_back(Action::AddressLifetime(Some(self.p.timers.address_lifetime())));
+            self.renew_at = Some(now + self.p.timers.lifetime_renewal());
+        }
+    }
+
     /// Forgets every vote this node counted and the heartbeat rounds they may echo, and its vote for
     /// itself: run whenever it stops holding, before it sends another heartbeat.
     pub(super) fn release_votes(&mut self) {
@@ -223,9 +239,9 @@ impl Machine {
     /// The voters' instants that can change what this node does: its promise running out (it may vote
     /// for another, or for itself and claim), the end of its yield, the first moment it may vote, and a
     /// holder's step-down.
-    pub(super) fn quorum_wakes(&self, now: Instant) -> [Option<Instant>; 4] {
+    pub(super) fn quorum_wakes(&self, now: Instant) -> [Option<Instant>; 5] {
         if self.p.quorum.is_none() {
-            return [None; 4];
+            return [None; 5];
         }
         let step_down = self.hold.as_ref().and_then(|_| self.step_down_at(now));
         [
@@ -233,11 +249,17 @@ impl Machine {
             self.yield_until,
             Some(self.vote_after),
             step_down,
+            self.renew_at,
         ]
     }
 
-    /// Keeps the voters' state in step with the members (after an update): votes only from voters.
-    pub(super) fn prune_votes(&mut self) {
+    /// Keeps the voters' state in step with the members (after an update): votes only from voters. Quorum
+    /// mode turned off under a holder (`was_quorum`) makes its address permanent again.
+    pub(super) fn prune_votes(&mut self, was_quorum: bool) {
+        if was_quorum && self.p.quorum.is_none() && self.has_address {
+            self.renew_at = None;
+            self.actions.push_back(Action::AddressLifetime(None));
+        }
         let (cands, witnesses) = (&self.cands, &self.witnesses);
         self.votes.retain(|a, _| cands.contains_key(a) || witnesses.contains(a));
         if self.p.quorum.is_none() {

@@ -72,6 +72,7 @@ impl Machine {
             self.claim_now(now, reason);
         }
         self.holding_duties(now);
+        self.renew_lifetime(now);
         if self.drain.is_some_and(|(_, deadline)| now >= deadline) {
             self.finish_drain();
         }

@@ -7,7 +7,8 @@
 //! (one key space with the VIPs, which never overlap a floating prefix). Only the effects differ
 //! ([`Kind`]): `Route(peer)` routes the whole prefix through that peer (allowed IPs and a kernel route),
 //! `Route(me)` routes it through no peer (the holder delivers it on its LAN), and the address actions put
-//! the prefix's gateway address on its LAN interface when one is configured. Metrics and logs label a
+//! the prefix's gateway address on its LAN interface when one is configured (and its kernel lifetime in
+//! quorum mode). Metrics and logs label a
 //! floating prefix with the prefix itself (`vip="203.0.113.0/24"`).
 //!
 //! The socket ([`crate::net::failover`]) is bound to this node's overlay /128 and receives only what
@@ -30,7 +31,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use ipnet::IpNet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -57,6 +58,8 @@ pub(crate) trait DataPlane {
     async fn add_address(&mut self, vip: Ipv6Addr);
     /// Takes the VIP /128 off the interface.
     async fn remove_address(&mut self, vip: Ipv6Addr);
+    /// Gives the VIP /128 this kernel lifetime from now (`None`: forever; see [`Action::AddressLifetime`]).
+    async fn address_lifetime(&mut self, vip: Ipv6Addr, lifetime: Option<Duration>);
     /// Routes the VIP through the member with this overlay address; `None` routes it through no peer (this
     /// node holds it, or the VIP is gone). The data plane finds the member's key in its desired state.
     fn route(&mut self, vip: Ipv6Addr, via: Option<Ipv6Addr>);
@@ -70,6 +73,9 @@ pub(crate) trait DataPlane {
     /// Takes the gateway address of the floating prefix with key `key` off its LAN interface, if this
     /// node put one there.
     async fn remove_gateway(&mut self, key: Ipv6Addr);
+    /// Gives the gateway address of the floating prefix with key `key`, if this node put one on its LAN,
+    /// this kernel lifetime from now (`None`: forever).
+    async fn gateway_lifetime(&mut self, key: Ipv6Addr, lifetime: Option<Duration>);
 }
 
 /// What a slot's machine moves: a VIP, or a floating prefix with its optional gateway address.
@@ -108,6 +114,8 @@ async fn apply<P: DataPlane>(plane: &mut P, key: Ipv6Addr, kind: &Kind, action: 
     match (action, kind) {
         (Action::AddAddress, Kind::Vip) => plane.add_address(key).await,
         (Action::RemoveAddress, Kind::Vip) => plane.remove_address(key).await,
+        (Action::AddressLifetime(l), Kind::Vip) => plane.address_lifetime(key, *l).await,
+        (Action::AddressLifetime(l), Kind::Floating { .. }) => plane.gateway_lifetime(key, *l).await,
         (Action::Route(to), Kind::Vip) => plane.route(key, (*to != me).then_some(*to)),
         (
             Action::AddAddress,
@@ -248,8 +256,9 @@ pub(crate) struct VipRuntime {
 }
 
 impl VipRuntime {
-    /// A runtime for the VIPs of `config`, its socket not bound yet. `adopt` tells what the data plane
-    /// shows for each VIP (a restarted daemon finds the address or the route it left).
+    /// A runtime for the VIPs and floating prefixes of `config`, its socket not bound yet. `adopt` tells
+    /// what the data plane shows for each, by key (a restarted daemon finds the address, gateway address or
+    /// route it left).
     pub(crate) fn new(
         config: &Config,
         incarnations: Incarnations,
@@ -284,8 +293,8 @@ impl VipRuntime {
             rt.start_machine(params, Kind::Vip, now, v.health.clone(), adopt(v.address));
         }
         for f in &config.floating {
-            let params = rt.params(config, f.key(), &f.candidates, None);
-            rt.start_machine(params, Kind::floating(f), now, f.health.clone(), Adopt::Nothing);
+            let params = rt.params(config, f.key(), &f.candidates, f.quorum.as_deref());
+            rt.start_machine(params, Kind::floating(f), now, f.health.clone(), adopt(f.key()));
         }
         rt
     }
@@ -455,7 +464,7 @@ impl VipRuntime {
                             None => metrics.rejected.with_label_values(&["send_failed"]).inc(),
                         }
                     }
-                    Action::AddAddress | Action::RemoveAddress | Action::Route(_) => {
+                    Action::AddAddress | Action::RemoveAddress | Action::AddressLifetime(_) | Action::Route(_) => {
                         apply(plane, vip, &slot.kind, &action, *me).await;
                     }
                     Action::Note(note) => observe(metrics, log_limit, now, &slot.label, note, &name_of),
@@ -564,9 +573,12 @@ impl VipRuntime {
             })
             .collect();
         for f in &config.floating {
-            wanted
-                .entry(f.key())
-                .or_insert((Kind::floating(f), f.candidates.as_slice(), None, f.health.as_ref()));
+            wanted.entry(f.key()).or_insert((
+                Kind::floating(f),
+                f.candidates.as_slice(),
+                f.quorum.as_deref(),
+                f.health.as_ref(),
+            ));
         }
         let gone: Vec<Ipv6Addr> = self
             .slots
@@ -592,6 +604,10 @@ impl VipRuntime {
                         if holds(&slot.machine) {
                             apply(plane, vip, &slot.kind, &Action::RemoveAddress, self.me).await;
                             apply(plane, vip, &kind, &Action::AddAddress, self.me).await;
+                            if params.quorum.is_some() {
+                                let lifetime = Action::AddressLifetime(Some(params.timers.address_lifetime()));
+                                apply(plane, vip, &kind, &lifetime, self.me).await;
+                            }
                         }
                         slot.kind = kind;
                     }

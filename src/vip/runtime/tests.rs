@@ -124,6 +124,8 @@ impl DataPlane for NoPlane {
     async fn route_floating(&mut self, _: Ipv6Addr, _: IpNet, _: Option<Ipv6Addr>) {}
     async fn add_gateway(&mut self, _: Ipv6Addr, _: IpNet, _: &str) {}
     async fn remove_gateway(&mut self, _: Ipv6Addr) {}
+    async fn address_lifetime(&mut self, _: Ipv6Addr, _: Option<std::time::Duration>) {}
+    async fn gateway_lifetime(&mut self, _: Ipv6Addr, _: Option<std::time::Duration>) {}
 }
 
 #[test]

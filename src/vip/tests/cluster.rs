@@ -184,6 +184,7 @@ impl Cluster {
                 }
                 Action::AddAddress => self.nodes[i].has_addr = true,
                 Action::RemoveAddress => self.nodes[i].has_addr = false,
+                Action::AddressLifetime(_) => {}
                 Action::Route(to) => self.nodes[i].route = Some(to),
                 Action::Stopped => {}
                 Action::Note(_) => {}

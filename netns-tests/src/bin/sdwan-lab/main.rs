@@ -42,8 +42,9 @@ enum Command {
         /// registry: p1 bootstraps the k3s cluster, p2..pK join it as servers, the others as agents.
         #[arg(long, default_value_t = 0)]
         vip_candidates: usize,
-        /// Quorum mode for the VIP (turned on through the registry once the candidates joined), with the
-        /// last peer as a witness when the candidates are even.
+        /// Quorum mode for the VIP (turned on through the registry once the candidates joined) and the
+        /// floating prefix (in every peer's [[floating]]), each with the last peer as a witness when its
+        /// candidates are even.
         #[arg(long)]
         quorum: bool,
         /// VIP heartbeat interval (failover.interval), at least 10ms.
