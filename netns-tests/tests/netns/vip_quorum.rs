@@ -210,6 +210,15 @@ fn a_frozen_quorum_holder_loses_the_address_within_its_lifetime() {
     .address_lifetime();
     // The kernel checks lifetimes in whole seconds, late by up to about a second; the rest is polling.
     let deadline = lifetime + Duration::from_secs(2);
+    // Quorum mode is turned on through the registry once the candidates joined: the address p1 added
+    // before that is permanent until its first renewal gives it the lifetime.
+    let ns = lab.netns(1).expect("p1's namespace");
+    let vip = format!("{VIP_ADDR}/128");
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        sdwan_lab::cmd::ip_in(&ns, &["-6", "-o", "addr", "show", "to", &vip])
+            .is_ok_and(|line| line.contains("valid_lft") && !line.contains("valid_lft forever"))
+    })
+    .unwrap_or_else(|e| panic!("p1's VIP never gets a finite lifetime: {e}\n{}", lab.vip_view()));
 
     lab.freeze_sdwand(1).expect("SIGSTOP p1's sdwand");
     let frozen = std::time::Instant::now();
