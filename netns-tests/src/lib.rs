@@ -71,6 +71,8 @@
 //!   `nobody`, with or without `IPV6_FREEBIND`), once or as a periodic stream, and a squatter holding a
 //!   failover port.
 //! - [`flood`]: slow and idle HTTP clients (slowloris) and a process's open-file count.
+//! - [`etcd`]: a local etcd cluster (N members on 127.0.0.1) for the registry's tests and benchmarks: its
+//!   leader, SIGKILL of a member.
 //! - [`fake_registry`]: a stand-in registry that serves the daemons a view the test chose.
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
 //! - [`walkthrough`]: the README's walkthrough blocks and the steps of `docs/walkthrough.sh`.
@@ -81,6 +83,7 @@ pub mod cmd;
 pub mod doc;
 pub mod down;
 pub mod error;
+pub mod etcd;
 pub mod fake_registry;
 pub mod faults;
 pub mod floating;
