@@ -50,6 +50,10 @@
 //! each other's network changes through an etcd watch (the server announces them to its watchers) and
 //! elect the one that runs the reaper through a lease.
 //!
+//! **Members** ([`follow_members`]): the client's calls go only to members that accept connections; one
+//! that stops (killed, rebooting) leaves the client's channel within [`MEMBER_CHECK_PERIOD`] (calls in that
+//! window fail like any failed call), and comes back once it accepts connections again.
+//!
 //! **Lost answers** ([`commit`]): a `Txn` whose answer never came (a broken connection, a timeout) may have
 //! committed. Each writer guards its `Txn`s with its own marker key ([`CommitMarker`]), and the batch's
 //! requests are answered only once the marker says which: committed (success), or fenced off so that it
@@ -191,6 +195,7 @@ impl EtcdStore {
         .join()
         .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
         let (client, marker) = opened;
+        handle.spawn(follow_members(client.clone(), options.endpoints.clone()));
         let connection = |client: &Client| Connection {
             client: client.clone(),
             runtime: handle.clone(),
@@ -474,7 +479,18 @@ async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
         connect = connect.with_tls(tls_options(tls)?);
     }
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let client = Client::connect(&options.endpoints, Some(connect))
+        // Only members that accept connections, or a dead one would fail a share of the first calls
+        // ([`follow_members`] adds it back once it answers); all of them when none does (for the error).
+        let mut reachable = Vec::new();
+        for endpoint in &options.endpoints {
+            if accepts(endpoint).await {
+                reachable.push(endpoint.clone());
+            }
+        }
+        if reachable.is_empty() {
+            reachable.clone_from(&options.endpoints);
+        }
+        let client = Client::connect(&reachable, Some(connect))
             .await
             .map_err(|e| unreachable(&e))?;
         check_schema(&client, &options.key_prefix).await.map_err(|e| match e {
@@ -485,6 +501,57 @@ async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
     })
     .await;
     opened.unwrap_or_else(|_| Err(unreachable(&format!("no answer within {CONNECT_TIMEOUT:?}"))))
+}
+
+/// How often [`follow_members`] checks which members accept connections.
+const MEMBER_CHECK_PERIOD: Duration = Duration::from_millis(200);
+
+/// Whether the member at `endpoint` (a client URL) accepts a TCP connection within a second.
+async fn accepts(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(authority)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Keeps the client's channel on the members that accept connections. etcd-client balances every call
+/// over all the endpoints it holds, connected or not: with a member down (killed, rebooting), a share of
+/// the calls would fail with a connection error for as long as it stays down. So every
+/// [`MEMBER_CHECK_PERIOD`] a member that refuses connections leaves the channel (never the last one) and
+/// one that accepts them again comes back. Runs until the store's runtime stops.
+async fn follow_members(client: Client, endpoints: Vec<String>) {
+    let mut held: Vec<bool> = Vec::with_capacity(endpoints.len());
+    for endpoint in &endpoints {
+        held.push(accepts(endpoint).await || endpoints.len() == 1);
+    }
+    if !held.contains(&true) {
+        held.iter_mut().for_each(|h| *h = true);
+    }
+    loop {
+        tokio::time::sleep(MEMBER_CHECK_PERIOD).await;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let up = accepts(endpoint).await;
+            if up && !held[i] {
+                match client.add_endpoint(endpoint).await {
+                    Ok(()) => {
+                        tracing::info!(endpoint, "etcd member accepts connections again; calls go to it");
+                        held[i] = true;
+                    }
+                    Err(e) => tracing::warn!(endpoint, error = %e, "cannot add an etcd member back"),
+                }
+            } else if !up && held[i] && held.iter().filter(|h| **h).count() > 1 {
+                match client.remove_endpoint(endpoint).await {
+                    Ok(()) => {
+                        tracing::warn!(endpoint, "etcd member refuses connections; calls go to the others");
+                        held[i] = false;
+                    }
+                    Err(e) => tracing::warn!(endpoint, error = %e, "cannot take an etcd member out"),
+                }
+            }
+        }
+    }
 }
 
 fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
