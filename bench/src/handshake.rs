@@ -11,6 +11,11 @@
 //! each is a durable commit, answered only after its transaction's fsync.
 //!
 //! Commit modes: group commit (the default `SqliteOptions`) and one commit per request (`max_batch = 1`).
+//!
+//! With `--store etcd` ([`etcd`]), the same runs on a local etcd cluster (`--etcd-members`, 3 by default,
+//! `sdwan_lab::local_etcd`, data under `--dir`): through one replica (one `EtcdStore` and its server), through
+//! two (two stores, two servers, client k talking to replica k mod 2), and the store's floor: etcd's own
+//! rate for bare transactions the size of one join handshake's, sent at the same concurrencies.
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -18,12 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore};
 use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwan_registry::store::Store;
 use sdwan_registry::{api, service};
 use serde::Serialize;
 
 use crate::error::{BenchError, Result};
+use crate::etcd::{self, TxnShape};
 use crate::report::Machine;
 use crate::stats::{fmt_ms, Figures};
 
@@ -40,9 +47,36 @@ pub struct Options {
     /// disk: on tmpfs an fsync costs nothing. Default: the system's temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Stores to run on, comma-separated: `sqlite` (both commit modes) and `etcd` (a local cluster through
+    /// one and two replicas, and etcd's own rate for bare transactions of a handshake's size).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    store: Vec<StoreKind>,
+    /// Members of the etcd cluster of `--store etcd`.
+    #[arg(long, default_value_t = 3)]
+    etcd_members: usize,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A store of `--store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// SQLite, group commit and one commit per request.
+    Sqlite,
+    /// etcd through one and two replicas, and etcd's floor.
+    Etcd,
+}
+
+/// Where one run keeps its records.
+enum Backend {
+    Sqlite(SqliteOptions),
+    /// `replicas` stores on the cluster's `endpoints`, on a key prefix of the run's own.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        replicas: usize,
+    },
 }
 
 /// The runs of one invocation.
@@ -54,12 +88,15 @@ pub struct Report {
     pub command: String,
     /// One per client count and commit mode.
     pub runs: Vec<Run>,
+    /// The etcd transaction of one join handshake, which the floor's runs send (`--store etcd`).
+    pub etcd_txn: Option<TxnShape>,
 }
 
 /// One client count in one commit mode.
 #[derive(Debug, Serialize)]
 pub struct Run {
-    /// `group commit` or `one commit per request`.
+    /// `group commit`, `one commit per request`, `etcd, 1 replica`, `etcd, 2 replicas` or `etcd floor`
+    /// (bare transactions: no registry, no enrollments).
     pub mode: &'static str,
     /// Concurrent clients.
     pub clients: usize,
@@ -71,6 +108,8 @@ pub struct Run {
     pub handshakes_per_s: f64,
     /// Handshake latency, milliseconds.
     pub latency_ms: Figures,
+    /// Handshakes sent again after a 500 or 503 (on two etcd replicas: writes that kept conflicting).
+    pub retries: usize,
     /// What the machine did during the timed handshakes.
     pub load: Load,
 }
@@ -82,7 +121,8 @@ pub struct Load {
     pub machine_cpus: f64,
     /// This process: the server, the store's writer and the clients (`/proc/self/stat`).
     pub bench_cpus: f64,
-    /// The store's writer thread alone (`registry-writer`): near 1.0, it is the bottleneck.
+    /// The stores' writer threads (`registry-writer`, `registry-etcd-writer`, whose `comm` is cut to `registry-etcd-w`): near 1.0 per store, they are
+    /// the bottleneck.
     pub writer_cpus: f64,
     /// The 1-minute load average at the end.
     pub loadavg_1m: f64,
@@ -94,12 +134,12 @@ impl Report {
         let mut out = format!("{}\n{}\n\n", self.command, self.machine.line());
         out.push_str(
             "mode                    clients  enroll/s  handshakes/s   min     median  p90     p99     max     \
-             CPUs: machine bench writer  load1\n",
+             CPUs: machine bench writer  load1  retries\n",
         );
         for r in &self.runs {
             let l = &r.latency_ms;
             out.push_str(&format!(
-                "{:<23} {:>7}  {:>8.0}  {:>12.0}  {:<7} {:<7} {:<7} {:<7} {:<7}       {:>7.2} {:>5.2} {:>6.2} {:>6.2}\n",
+                "{:<23} {:>7}  {:>8.0}  {:>12.0}  {:<7} {:<7} {:<7} {:<7} {:<7}       {:>7.2} {:>5.2} {:>6.2} {:>6.2}  {:>7}\n",
                 r.mode,
                 r.clients,
                 r.enrollments_per_s,
@@ -113,18 +153,30 @@ impl Report {
                 r.load.bench_cpus,
                 r.load.writer_cpus,
                 r.load.loadavg_1m,
+                r.retries,
             ));
         }
-        out.push_str("latencies in ms; target: >= 5000 durable handshakes/s with p99 <= 20 ms at 64 clients\n");
+        if let Some(txn) = &self.etcd_txn {
+            out.push_str(&format!(
+                "etcd floor: bare transactions of {} compares, {} puts, {} bytes of keys and values (one join \
+                 handshake's)\n",
+                txn.compares, txn.puts, txn.bytes
+            ));
+        }
+        out.push_str("latencies in ms; target: >= 5000 durable handshakes/s with p99 <= 20 ms at 64 clients (SQLite)");
+        if self.etcd_txn.is_some() {
+            out.push_str("; on etcd >= 50 % of the floor's rate and p99 <= 50 ms at 64 clients");
+        }
+        out.push('\n');
         out
     }
 }
 
-/// Runs every client count in both commit modes.
+/// Runs every client count on every store of `--store`.
 pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
-    if opts.clients.is_empty() || opts.clients.contains(&0) || opts.requests == 0 {
+    if opts.clients.is_empty() || opts.clients.contains(&0) || opts.requests == 0 || opts.store.is_empty() {
         return Err(BenchError::Usage(
-            "--clients needs counts of at least 1 and --requests at least 1".into(),
+            "--clients needs counts of at least 1, --requests at least 1 and --store at least one store".into(),
         ));
     }
     // reqwest is built without a bundled crypto provider (sdwand uses ring); the clients speak plain HTTP,
@@ -135,12 +187,49 @@ pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
         .build()
         .map_err(|e| BenchError::io("starting the tokio runtime", e))?;
     let base = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let cluster = match opts.store.contains(&StoreKind::Etcd) {
+        true => {
+            eprintln!(
+                "handshake: starting an etcd cluster of {} in {}",
+                opts.etcd_members,
+                base.display()
+            );
+            Some(
+                sdwan_lab::local_etcd::EtcdCluster::start_in(opts.etcd_members, &base).map_err(|e| BenchError::Registry {
+                    case: "handshake, etcd".into(),
+                    detail: format!("starting the etcd cluster: {e}"),
+                })?,
+            )
+        }
+        false => None,
+    };
+    let mut cases: Vec<(&'static str, Backend)> = Vec::new();
     let mut runs = Vec::new();
+    let mut etcd_txn = None;
+    let mut prefixes = 0..;
+    let mut prefix = || format!("/bench-{}/", prefixes.next().unwrap_or(0));
     for &clients in &opts.clients {
-        for (mode, options) in [
-            ("group commit", SqliteOptions::default()),
-            ("one commit per request", SqliteOptions { max_batch: 1 }),
-        ] {
+        cases.clear();
+        if opts.store.contains(&StoreKind::Sqlite) {
+            cases.push(("group commit", Backend::Sqlite(SqliteOptions::default())));
+            cases.push((
+                "one commit per request",
+                Backend::Sqlite(SqliteOptions { max_batch: 1 }),
+            ));
+        }
+        if let Some(cluster) = &cluster {
+            for (mode, replicas) in [("etcd, 1 replica", 1), ("etcd, 2 replicas", 2)] {
+                cases.push((
+                    mode,
+                    Backend::Etcd {
+                        endpoints: cluster.endpoints(),
+                        prefix: prefix(),
+                        replicas,
+                    },
+                ));
+            }
+        }
+        for (mode, backend) in cases.drain(..) {
             if interrupted() {
                 return Err(BenchError::Interrupted);
             }
@@ -150,72 +239,163 @@ pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
                 .prefix("sdwand-bench-handshake-")
                 .tempdir_in(&base)
                 .map_err(|e| BenchError::io(format!("creating a store directory in {}", base.display()), e))?;
-            runs.push(runtime.block_on(one_run(&case, dir.path(), options, mode, clients, opts.requests))?);
+            runs.push(runtime.block_on(one_run(&case, dir.path(), backend, mode, clients, opts.requests))?);
+        }
+        if let Some(cluster) = &cluster {
+            let case = "handshake, etcd floor";
+            let shape = match etcd_txn {
+                Some(shape) => shape,
+                None => {
+                    eprintln!("handshake: measuring one join handshake's etcd transaction");
+                    let shape = runtime.block_on(handshake_txn(case, cluster, &prefix()))?;
+                    etcd_txn = Some(shape);
+                    shape
+                }
+            };
+            if interrupted() {
+                return Err(BenchError::Interrupted);
+            }
+            eprintln!(
+                "handshake: etcd floor, {clients} clients, {} transactions",
+                opts.requests
+            );
+            let before = CpuSnapshot::take();
+            let (elapsed, latencies) = runtime.block_on(etcd::floor(
+                case,
+                &cluster.endpoints(),
+                &prefix(),
+                shape,
+                clients,
+                opts.requests,
+            ))?;
+            let load = CpuSnapshot::take().since(&before, elapsed);
+            runs.push(Run {
+                mode: "etcd floor",
+                clients,
+                enrollments_per_s: 0.0,
+                handshakes: opts.requests,
+                handshakes_per_s: opts.requests as f64 / elapsed.as_secs_f64(),
+                latency_ms: Figures::of(latencies.iter().map(|d| d.as_secs_f64() * 1e3)),
+                retries: 0,
+                load,
+            });
         }
     }
     Ok(Report {
         machine: Machine::probe(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         runs,
+        etcd_txn,
     })
+}
+
+/// Opens the stores of `backend` (one per replica); the account is created through the first.
+fn open(backend: Backend, dir: &std::path::Path) -> std::result::Result<Vec<Arc<dyn Store>>, String> {
+    match backend {
+        Backend::Sqlite(options) => SqliteStore::open(dir, options)
+            .map(|s| vec![Arc::new(s) as Arc<dyn Store>])
+            .map_err(|e| e.to_string()),
+        Backend::Etcd {
+            endpoints,
+            prefix,
+            replicas,
+        } => (0..replicas)
+            .map(|_| {
+                let options = EtcdOptions {
+                    endpoints: endpoints.clone(),
+                    key_prefix: prefix.clone(),
+                    tls: None,
+                };
+                EtcdStore::open(&options)
+                    .map(|s| Arc::new(s) as Arc<dyn Store>)
+                    .map_err(|e| e.to_string())
+            })
+            .collect(),
+    }
 }
 
 async fn one_run(
     case: &str,
     dir: &std::path::Path,
-    options: SqliteOptions,
+    backend: Backend,
     mode: &'static str,
     clients: usize,
     requests: usize,
 ) -> Result<Run> {
+    serve(case, dir, backend, |api, admin| async move {
+        measure(&api, &admin, mode, clients, requests).await
+    })
+    .await
+}
+
+/// Opens the stores of `backend`, creates an account, serves each store's API on 127.0.0.1 and runs
+/// `work` against them with the admin token; then stops the servers and closes the stores.
+async fn serve<T, F, Fut>(case: &str, dir: &std::path::Path, backend: Backend, work: F) -> Result<T>
+where
+    F: FnOnce(Api, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let registry_err = |detail: String| BenchError::Registry {
         case: case.to_owned(),
         detail,
     };
-    let store = SqliteStore::open(dir, options).map_err(|e| registry_err(format!("opening the store: {e}")))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let stores = open(backend, dir).map_err(|e| registry_err(format!("opening the store: {e}")))?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let account = store
+    let account = stores[0]
         .write(move |tx| service::create_account(tx, "bench", now_ms))
         .await
         .map_err(|e| registry_err(format!("creating the account: {}", e.message)))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| BenchError::io("binding 127.0.0.1:0", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| BenchError::io("reading the bound address", e))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, api::router(store.clone()))
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .into_future(),
-    );
-    let api = Api {
-        base: format!("http://{addr}"),
-        case: case.to_owned(),
-    };
-    let measured = measure(&api, &account.admin_token, mode, clients, requests).await;
-    let _ = stop.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(BenchError::io("serving the API", e)),
-        Err(e) => return Err(registry_err(format!("the server task failed: {e}"))),
+    let mut bases = Vec::new();
+    let mut servers = Vec::new();
+    for store in &stores {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| BenchError::io("binding 127.0.0.1:0", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| BenchError::io("reading the bound address", e))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            axum::serve(listener, api::router(store.clone()))
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .into_future(),
+        );
+        bases.push(format!("http://{addr}"));
+        servers.push((stop, server));
     }
-    // Dropping the store joins its writer thread: off the runtime's workers.
-    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+    let api = Api {
+        bases,
+        case: case.to_owned(),
+        retries: Arc::new(AtomicUsize::new(0)),
+    };
+    let measured = work(api, account.admin_token).await;
+    for (stop, server) in servers {
+        let _ = stop.send(());
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(BenchError::io("serving the API", e)),
+            Err(e) => return Err(registry_err(format!("the server task failed: {e}"))),
+        }
+    }
+    // Dropping a store joins its threads: off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || drop(stores)).await;
     measured
 }
 
-/// The API under benchmark and the case name for errors.
+/// The API under benchmark (one base URL per replica) and the case name for errors.
 struct Api {
-    base: String,
+    bases: Vec<String>,
     case: String,
+    /// Requests sent again after a 500 or 503 ([`Api::post`]).
+    retries: Arc<AtomicUsize>,
 }
+
+/// Most sends of one request again after a 500 or 503.
+const RETRIES: usize = 5;
 
 impl Api {
     fn client(&self) -> Result<reqwest::Client> {
@@ -233,28 +413,41 @@ impl Api {
         }
     }
 
-    /// POSTs `body` with `token`; the JSON answer if the status is `expect`.
+    /// POSTs `body` with `token` to replica `replica` (modulo their number); the JSON answer if the status
+    /// is `expect`.
+    /// A 500 or 503 (the store gave up, e.g. on two replicas' conflicting writes) is sent again, at most
+    /// [`RETRIES`] times, each counted in `retries`; the latency includes them.
     async fn post(
         &self,
         client: &reqwest::Client,
+        replica: usize,
         path: &str,
         token: &str,
         body: String,
         expect: u16,
     ) -> Result<serde_json::Value> {
-        let resp = client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.error(format!("POST {path}: {e}")))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| self.error(format!("POST {path}: reading the answer: {e}")))?;
+        let mut sent = 0;
+        let (status, text) = loop {
+            let resp = client
+                .post(format!("{}{path}", self.bases[replica % self.bases.len()]))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| self.error(format!("POST {path}: {e}")))?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| self.error(format!("POST {path}: reading the answer: {e}")))?;
+            if sent < RETRIES && matches!(status, 500 | 503) {
+                sent += 1;
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            break (status, text);
+        };
         if status != expect {
             return Err(self.error(format!("POST {path}: {status} (expected {expect}): {text}")));
         }
@@ -269,11 +462,17 @@ fn field(api: &Api, v: &serde_json::Value, name: &str) -> Result<String> {
         .ok_or_else(|| api.error(format!("no {name:?} in {v}")))
 }
 
-async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, requests: usize) -> Result<Run> {
+/// The handshake's body.
+const JOIN: &str = r#"{"phase":"join_request","role":"agent"}"#;
+
+/// Untimed setup: a network, an enrollment token and a cluster bootstrapped by a server and reported
+/// ready. The enrollment token.
+async fn join_setup(api: &Api, admin: &str) -> Result<String> {
     let setup = api.client()?;
     let network = api
         .post(
             &setup,
+            0,
             "/v1/networks",
             admin,
             r#"{"name":"bench","overlay_prefix":"fd00:be::/64","vip_pool":"fd00:be::ffff:0/112"}"#.into(),
@@ -284,6 +483,7 @@ async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, req
     let enrollment = api
         .post(
             &setup,
+            0,
             &format!("/v1/networks/{network}/enrollment-tokens"),
             admin,
             "{}".into(),
@@ -291,13 +491,13 @@ async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, req
         )
         .await?;
     let enrollment = field(api, &enrollment, "token")?;
-    let key = || wireguard_control::Key::generate_private().get_public().to_base64();
     let server = api
         .post(
             &setup,
+            0,
             "/v1/peers/enroll",
             &enrollment,
-            format!(r#"{{"name":"server","public_key":"{}","roles":["server"]}}"#, key()),
+            format!(r#"{{"name":"server","public_key":"{}","roles":["server"]}}"#, new_key()),
             201,
         )
         .await?;
@@ -305,6 +505,7 @@ async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, req
     let cluster = api
         .post(
             &setup,
+            0,
             "/v1/runtime/handshake",
             &server,
             r#"{"phase":"bootstrap","role":"server"}"#.into(),
@@ -314,38 +515,50 @@ async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, req
     let cluster = field(api, &cluster, "cluster_id")?;
     api.post(
         &setup,
+        0,
         &format!("/v1/clusters/{cluster}/report"),
         &server,
         r#"{"k3s":"ready"}"#.into(),
         200,
     )
     .await?;
+    Ok(enrollment)
+}
+
+fn new_key() -> String {
+    wireguard_control::Key::generate_private().get_public().to_base64()
+}
+
+async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, requests: usize) -> Result<Run> {
+    let enrollment = join_setup(api, admin).await?;
 
     // Enrollments: `clients` at a time, each a new agent with its own key (generated before timing).
     let enroll_bodies: Vec<String> = (0..requests)
-        .map(|i| format!(r#"{{"name":"agent-{i}","public_key":"{}","roles":["agent"]}}"#, key()))
+        .map(|i| {
+            format!(
+                r#"{{"name":"agent-{i}","public_key":"{}","roles":["agent"]}}"#,
+                new_key()
+            )
+        })
         .collect();
-    let (tokens, enroll_elapsed, _) = concurrently(api, clients, enroll_bodies, move |api, client, body| {
+    let (tokens, enroll_elapsed, _) = concurrently(api, clients, enroll_bodies, move |api, client, replica, body| {
         let enrollment = enrollment.clone();
         async move {
-            let v = api.post(&client, "/v1/peers/enroll", &enrollment, body, 201).await?;
+            let v = api
+                .post(&client, replica, "/v1/peers/enroll", &enrollment, body, 201)
+                .await?;
             field(&api, &v, "peer_token")
         }
     })
     .await?;
 
     // Join handshakes: each enrolled agent once.
+    let retried_before = api.retries.load(Ordering::Relaxed);
     let before = CpuSnapshot::take();
-    let (_, join_elapsed, latencies) = concurrently(api, clients, tokens, |api, client, token| async move {
-        api.post(
-            &client,
-            "/v1/runtime/handshake",
-            &token,
-            r#"{"phase":"join_request","role":"agent"}"#.into(),
-            200,
-        )
-        .await
-        .map(drop)
+    let (_, join_elapsed, latencies) = concurrently(api, clients, tokens, |api, client, replica, token| async move {
+        api.post(&client, replica, "/v1/runtime/handshake", &token, JOIN.into(), 200)
+            .await
+            .map(drop)
     })
     .await?;
     let load = CpuSnapshot::take().since(&before, join_elapsed);
@@ -356,12 +569,37 @@ async fn measure(api: &Api, admin: &str, mode: &'static str, clients: usize, req
         handshakes: requests,
         handshakes_per_s: requests as f64 / join_elapsed.as_secs_f64(),
         latency_ms: Figures::of(latencies.iter().map(|d| d.as_secs_f64() * 1e3)),
+        retries: api.retries.load(Ordering::Relaxed) - retried_before,
         load,
     })
 }
 
-/// Runs `call` on every item with `clients` tasks, each with its own HTTP client (one keep-alive
-/// connection), taking the next item when its previous call answered. Answers the results in item order,
+/// The etcd transaction of one join handshake through a registry on `cluster` under `prefix`, sent alone
+/// after an untimed setup ([`etcd::observe_txn`]).
+async fn handshake_txn(case: &str, cluster: &sdwan_lab::local_etcd::EtcdCluster, prefix: &str) -> Result<TxnShape> {
+    let backend = Backend::Etcd {
+        endpoints: cluster.endpoints(),
+        prefix: prefix.to_owned(),
+        replicas: 1,
+    };
+    serve(case, &std::env::temp_dir(), backend, |api, admin| async move {
+        let enrollment = join_setup(&api, &admin).await?;
+        let client = api.client()?;
+        let body = format!(r#"{{"name":"agent","public_key":"{}","roles":["agent"]}}"#, new_key());
+        let agent = api.post(&client, 0, "/v1/peers/enroll", &enrollment, body, 201).await?;
+        let token = field(&api, &agent, "peer_token")?;
+        etcd::observe_txn(case, cluster, prefix, async {
+            api.post(&client, 0, "/v1/runtime/handshake", &token, JOIN.into(), 200)
+                .await
+                .map(drop)
+        })
+        .await
+    })
+    .await
+}
+
+/// Runs `call` on every item with `clients` tasks, task k with its own HTTP client (one keep-alive
+/// connection) to replica k (modulo their number), taking the next item when its previous call answered. Answers the results in item order,
 /// the wall time from the first call to the last answer, and every call's latency.
 async fn concurrently<T, R, F, Fut>(
     api: &Api,
@@ -372,18 +610,19 @@ async fn concurrently<T, R, F, Fut>(
 where
     T: Send + Sync + Clone + 'static,
     R: Send + 'static,
-    F: Fn(Arc<Api>, reqwest::Client, T) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(Arc<Api>, reqwest::Client, usize, T) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<R>> + Send,
 {
     let items = Arc::new(items);
     let next = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Api {
-        base: api.base.clone(),
+        bases: api.bases.clone(),
         case: api.case.clone(),
+        retries: api.retries.clone(),
     });
     let mut tasks = Vec::with_capacity(clients);
     let start = Instant::now();
-    for _ in 0..clients {
+    for replica in 0..clients {
         let (items, next, call, api) = (items.clone(), next.clone(), call.clone(), shared.clone());
         let client = api.client()?;
         tasks.push(tokio::spawn(async move {
@@ -394,7 +633,7 @@ where
                     return Ok::<_, BenchError>(done);
                 };
                 let t0 = Instant::now();
-                let r = call(api.clone(), client.clone(), item.clone()).await?;
+                let r = call(api.clone(), client.clone(), replica, item.clone()).await?;
                 done.push((i, r, t0.elapsed()));
             }
         }));
@@ -441,7 +680,10 @@ impl CpuSnapshot {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "registry-writer"))
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| ["registry-writer", "registry-etcd-w"].contains(&c.trim()))
+            })
             .filter_map(|t| cpu_jiffies(t.path().join("stat")))
             .sum();
         CpuSnapshot {

@@ -4,7 +4,10 @@
 //!
 //! - [`reconcile`]: the `reconcile` benchmark — sdwand's device reconciler against `wg setconf` / `wg set`.
 //! - [`handshake`]: the `handshake` benchmark — durable k3s join handshakes per second and their latency
-//!   against the registry's HTTP API (group commit and one commit per request).
+//!   against the registry's HTTP API (SQLite group commit and one commit per request; `--store etcd`:
+//!   etcd through one and two replicas, and etcd's floor).
+//! - [`etcd`]: the `handshake` benchmark's etcd parts: one handshake's etcd transaction, and etcd's own rate
+//!   for bare transactions of that size (the store's floor).
 //! - [`failover`]: the `failover` benchmark — VIP outage seen by a client on node death (also in quorum
 //!   mode) and planned handover, a floating prefix's outage seen through it on its gateway's node death,
 //!   and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 mod error;
+mod etcd;
 mod failover;
 mod handshake;
 mod pods;
@@ -58,7 +62,9 @@ enum Bench {
     /// claim → last peer confirmed on a 50-peer lab.
     Failover(failover::Options),
     /// Durable k3s join handshakes against sdwan-registry's HTTP API served in process on 127.0.0.1, at 1,
-    /// 16 and 64 concurrent clients, with group commit and with one commit per request (no root needed).
+    /// 16 and 64 concurrent clients, with group commit and with one commit per request (no root needed);
+    /// with `--store etcd`, on a local etcd cluster through one and two replicas, and etcd's own rate for bare
+    /// transactions of a handshake's size.
     Handshake(handshake::Options),
     /// Membership propagation on a lab of real sdwand daemons enrolled through sdwan-registry: a peer
     /// enrolled / removed over the registry's API → applied on every daemon's WireGuard device.

@@ -73,6 +73,8 @@
 //!   `nobody`, with or without `IPV6_FREEBIND`), once or as a periodic stream, and a squatter holding a
 //!   failover port.
 //! - [`flood`]: slow and idle HTTP clients (slowloris) and a process's open-file count.
+//! - [`local_etcd`]: a local etcd cluster (N members on 127.0.0.1) for the registry's tests and benchmarks:
+//!   its leader, SIGKILL of a member (the lab's own cluster, in namespaces, is [`etcd`]).
 //! - [`fake_registry`]: a stand-in registry that serves the daemons a view the test chose.
 //! - [`cmd`], [`ping`], [`background`]: running programs, ping summaries, background processes.
 //! - [`walkthrough`]: the README's walkthrough blocks and the steps of `docs/walkthrough.sh`.
@@ -92,6 +94,7 @@ pub mod forge;
 pub mod guard;
 pub mod lab;
 pub mod layout;
+pub mod local_etcd;
 pub mod metrics;
 pub mod netns;
 pub mod nodecfg;

@@ -2,16 +2,13 @@
 //! concurrent enrollments and joins, restarted on the same state directory, and then every request that was
 //! acknowledged (2xx) must be there exactly once, and nothing may be half-written.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod registry_support;
 
-use serde_json::{json, Value};
-use wireguard_control::Key;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use registry_support::crash::{self, Acked, Burst, RegistryProcess};
 
 /// Peers enrolling (and then joining) at once.
 const PEERS: usize = 1000;
@@ -22,160 +19,6 @@ const KILL_AFTER_ACKS: usize = 500;
 /// The whole test, both registry runs included.
 const TEST_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A running `sdwan-registry`, killed by its PID when dropped (also when the test fails).
-struct RegistryProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RegistryProcess {
-    /// Writes the configuration (insecure, on a free port of 127.0.0.1) and starts the binary on `state_dir`.
-    async fn start(dir: &Path, state_dir: &Path) -> RegistryProcess {
-        let addr = free_port();
-        let config = write_config(dir, state_dir, addr);
-        let child = Command::new(env!("CARGO_BIN_EXE_sdwan-registry"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sdwan-registry");
-        let mut registry = RegistryProcess { child, addr };
-        registry.wait_ready().await;
-        registry
-    }
-
-    /// Polls the port until it accepts connections (10 s at most); fails at once if the process exited.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("sdwan-registry exited before serving: {status}");
-            }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sdwan-registry not listening on {} after 10 s",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill has no memory preconditions; the PID is our own unreaped child.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
-    }
-
-    /// SIGKILL, and reap the process.
-    fn kill(mut self) {
-        self.signal(libc::SIGKILL);
-        self.child.wait().expect("wait");
-    }
-
-    /// SIGTERM, and the exit status (graceful shutdown within 10 s).
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sdwan-registry did not stop within 10 s of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
-fn write_config(dir: &Path, state_dir: &Path, addr: SocketAddr) -> PathBuf {
-    let path = dir.join("registry.toml");
-    let text = format!(
-        "listen = \"{addr}\"\nstate_dir = \"{}\"\ninsecure = true\n",
-        state_dir.display()
-    );
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-/// `sdwan-registry init-account`: the admin token.
-fn init_account(dir: &Path, state_dir: &Path) -> String {
-    let config = write_config(dir, state_dir, free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_sdwan-registry"))
-        .arg("--config")
-        .arg(&config)
-        .args(["init-account", "--name", "crash", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run init-account");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("init-account --json");
-    v["admin_token"].as_str().expect("admin_token").to_owned()
-}
-
-/// Sends a JSON request; the status and body, or the transport error.
-async fn call(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), reqwest::Error> {
-    let mut req = client.request(method, url).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.header("content-type", "application/json").body(body.to_string());
-    }
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-async fn ok(client: &reqwest::Client, url: String, token: &str, body: Value, expect: u16) -> Value {
-    let (status, v) = call(client, reqwest::Method::POST, url, token, Some(body))
-        .await
-        .expect("request");
-    assert_eq!(status, expect, "{v}");
-    v
-}
-
-/// What the burst got acknowledged.
-#[derive(Default)]
-struct Acked {
-    /// name -> (peer id, role)
-    enrolled: HashMap<String, (String, &'static str)>,
-    /// peer ids whose join was answered 200
-    joined: BTreeSet<String>,
-    /// the highest revision an enrollment answer showed
-    max_revision: u64,
-    /// requests that got no answer or a non-2xx one
-    failed: usize,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_joins_survive_sigkill_and_nothing_is_half_written() {
     tokio::time::timeout(TEST_DEADLINE, crash_and_check())
@@ -185,125 +28,28 @@ async fn acknowledged_joins_survive_sigkill_and_nothing_is_half_written() {
 
 async fn crash_and_check() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let state_dir = dir.path().join("state");
-    let admin = init_account(dir.path(), &state_dir);
-    let registry = RegistryProcess::start(dir.path(), &state_dir).await;
-    // reqwest is built without a bundled crypto provider (plain HTTP here, but the client needs one).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
-
-    let network = ok(
-        &client,
-        registry.url("/v1/networks"),
-        &admin,
-        json!({"name": "net", "overlay_prefix": "fd00:c::/64", "vip_pool": "fd00:c::ffff:0/112"}),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .expect("network id")
-        .to_owned();
-    let enrollment = ok(
-        &client,
-        registry.url(&format!("/v1/networks/{network}/enrollment-tokens")),
-        &admin,
-        json!({}),
-        201,
-    )
-    .await["token"]
-        .as_str()
-        .expect("enrollment token")
-        .to_owned();
-    let key = || Key::generate_private().get_public().to_base64();
-    let boot = ok(
-        &client,
-        registry.url("/v1/peers/enroll"),
-        &enrollment,
-        json!({"name": "boot", "public_key": key(), "roles": ["server"]}),
-        201,
-    )
-    .await;
-    let boot_token = boot["peer_token"].as_str().expect("peer token").to_owned();
-    let cluster = ok(
-        &client,
-        registry.url("/v1/runtime/handshake"),
-        &boot_token,
-        json!({"phase": "bootstrap", "role": "server"}),
-        200,
-    )
-    .await["cluster_id"]
-        .as_str()
-        .expect("cluster id")
-        .to_owned();
+    // The registry's configuration `registry.toml`, its state (the SQLite file) in `registry/`.
+    let config = |addr| crash::write_config(dir.path(), "registry", addr, "");
+    let state_dir = dir.path().join("registry");
+    let admin = crash::init_account(&config(crash::free_port()));
+    let addr = crash::free_port();
+    let registry = RegistryProcess::start(&config(addr), addr).await;
+    let client = crash::client();
+    let setup = crash::setup(&client, &registry.url(""), &admin).await;
 
     // The burst: every peer enrolls, then joins the cluster; the registry dies once KILL_AFTER_ACKS
     // answers came back.
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let enough = Arc::new(tokio::sync::Notify::new());
-    let base = registry.url("");
-    let tasks: Vec<_> = (0..PEERS)
-        .map(|i| {
-            let (client, acked, acks, enough) = (client.clone(), acked.clone(), acks.clone(), enough.clone());
-            let (base, enrollment, cluster) = (base.clone(), enrollment.clone(), cluster.clone());
-            let (role, name) = match i % SERVER_EVERY {
-                0 => ("server", format!("server-{i}")),
-                _ => ("agent", format!("agent-{i}")),
-            };
-            let public_key = key();
-            tokio::spawn(async move {
-                let ack = || {
-                    if acks.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER_ACKS {
-                        enough.notify_one();
-                    }
-                };
-                let body = json!({"name": name, "public_key": public_key, "roles": [role]});
-                let url = format!("{base}/v1/peers/enroll");
-                let enrolled = match call(&client, reqwest::Method::POST, url, &enrollment, Some(body)).await {
-                    Ok((201, v)) => v,
-                    _ => {
-                        acked.lock().expect("lock").failed += 1;
-                        return;
-                    }
-                };
-                ack();
-                let (Some(id), Some(token), Some(revision)) = (
-                    enrolled["peer_id"].as_str(),
-                    enrolled["peer_token"].as_str(),
-                    enrolled["revision"].as_u64(),
-                ) else {
-                    panic!("a 201 enrollment answer without peer_id, peer_token or revision: {enrolled}");
-                };
-                {
-                    let mut a = acked.lock().expect("lock");
-                    a.enrolled.insert(name, (id.to_owned(), role));
-                    a.max_revision = a.max_revision.max(revision);
-                }
-                let body = json!({"phase": "join_request", "role": role, "target_cluster_id": cluster});
-                let url = format!("{base}/v1/runtime/handshake");
-                match call(&client, reqwest::Method::POST, url, token, Some(body)).await {
-                    Ok((200, _)) => {
-                        ack();
-                        acked.lock().expect("lock").joined.insert(id.to_owned());
-                    }
-                    _ => acked.lock().expect("lock").failed += 1,
-                }
-            })
-        })
-        .collect();
-    enough.notified().await;
+    let burst = Burst::start(
+        &client,
+        &[registry.url("")],
+        &setup,
+        PEERS,
+        SERVER_EVERY,
+        KILL_AFTER_ACKS,
+    );
+    burst.acknowledged().await;
     registry.kill();
-    for t in tasks {
-        t.await.expect("a burst task panicked");
-    }
-    let acked = Arc::try_unwrap(acked)
-        .unwrap_or_else(|_| panic!("tasks done"))
-        .into_inner()
-        .expect("lock");
+    let acked = burst.finish().await;
     assert!(
         acked.failed > 0,
         "every request was answered before the kill: the crash did not hit the burst"
@@ -317,34 +63,16 @@ async fn crash_and_check() {
 
     // Restart on the same state directory: the store must open, and the API must show every
     // acknowledged enrollment once.
-    let registry = RegistryProcess::start(dir.path(), &state_dir).await;
-    let url = registry.url(&format!("/v1/networks/{network}/members"));
-    let (status, members) = call(&client, reqwest::Method::GET, url, &admin, None)
-        .await
-        .expect("members after restart");
-    assert_eq!(status, 200, "{members}");
-    let mut by_name: HashMap<&str, Vec<&str>> = HashMap::new();
-    for m in members["members"].as_array().expect("members") {
-        by_name
-            .entry(m["name"].as_str().expect("name"))
-            .or_default()
-            .push(m["peer_id"].as_str().expect("peer_id"));
-    }
-    for (name, (id, _)) in &acked.enrolled {
-        assert_eq!(
-            by_name.get(name.as_str()),
-            Some(&vec![id.as_str()]),
-            "acknowledged peer {name}"
-        );
-    }
-    let api_revision = members["revision"].as_u64().expect("revision");
+    let addr = crash::free_port();
+    let registry = RegistryProcess::start(&config(addr), addr).await;
+    let api_revision = crash::check_members(&client, &registry.url(""), &admin, &setup.network, &acked).await;
     let status = registry.terminate().await;
     assert!(
         status.success(),
         "the restarted registry did not stop cleanly: {status}"
     );
 
-    check_store(&state_dir, &network, &cluster, &acked, api_revision);
+    check_store(&state_dir, &setup.network, &setup.cluster, &acked, api_revision);
 }
 
 /// Reads the store file directly: integrity, references, and the acknowledged rows.

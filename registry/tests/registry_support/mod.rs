@@ -2,7 +2,8 @@
 //! through `tower::ServiceExt::oneshot`, and helpers for the usual setup steps.
 //!
 //! [`Registry::new`] stores in SQLite, or with `SDWAN_REGISTRY_TEST_STORE=etcd` in etcd under a key prefix
-//! of its own, on an etcd the harness starts ([`etcd`]): the same tests run on both backends.
+//! of its own, on an etcd the harness starts ([`etcd`]): the same tests run on both backends. The crash
+//! tests run the real binary instead ([`crash`]).
 
 #![allow(dead_code)] // each test crate uses a different subset
 
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use wireguard_control::Key;
 
+pub mod crash;
 pub mod etcd;
 
 /// A registry over its own store.

@@ -3,9 +3,10 @@
 //! The client balances its calls over every endpoint it was given and keeps sending a share of them to one
 //! whose member is down, each failing with "tcp connect error" (etcd-client does not skip a dead endpoint:
 //! etcdv3/etcd-client#39). So with one member of three killed, about a third of the registry's etcd calls
-//! failed, and a request of several calls mostly did. [`keep`] probes every endpoint each [`PERIOD`] with a
-//! TCP connect: one that refuses or stays silent for [`PROBE_TIMEOUT`] is taken out of the client's
-//! channel, one that accepts again is put back. The last endpoint in the channel always stays, so an etcd
+//! failed, and a request of several calls mostly did (and the schema check at open, with a member down
+//! when a replica starts). So the client is opened on the [`reachable`] endpoints, and [`keep`] probes every
+//! endpoint each [`PERIOD`] with a TCP connect: one that refuses or stays silent for [`PROBE_TIMEOUT`] is
+//! taken out of the client's channel, one that accepts again is put back. The last endpoint in the channel always stays, so an etcd
 //! that is down altogether still gives the calls' own errors. A member that accepts connections but does
 //! not answer (stopped, partitioned from its peers) is left to etcd: it answers "no leader" or times out.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use etcd_client::Client;
 
 /// Time between two probes of the endpoints.
-const PERIOD: Duration = Duration::from_millis(500);
+const PERIOD: Duration = Duration::from_millis(200);
 
 /// How long a probe's TCP connect may take before the endpoint counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,11 +34,34 @@ async fn accepts(url: &str) -> bool {
     )
 }
 
+/// The endpoints whose member accepts a connection now, to open the client on; all of them when none does
+/// (the client's own error then says why).
+pub(super) async fn reachable(endpoints: &[String]) -> Vec<String> {
+    let mut up = Vec::with_capacity(endpoints.len());
+    for url in endpoints {
+        if accepts(url).await {
+            up.push(url.clone());
+        }
+    }
+    if up.is_empty() {
+        endpoints.to_vec()
+    } else {
+        up
+    }
+}
+
 /// Runs until the client's runtime stops: every [`PERIOD`], takes the endpoints whose member does not
 /// accept connections out of `client`'s channel and puts back those that do again (see the module's docs).
-/// `endpoints` are the URLs the client was connected with, all in its channel at the start.
+/// `endpoints` are every configured URL; the client was opened on the [`reachable`] ones, which a first
+/// probe finds again.
 pub(super) async fn keep(client: Client, endpoints: Vec<String>) {
-    let mut inside = vec![true; endpoints.len()];
+    let mut inside = Vec::with_capacity(endpoints.len());
+    for url in &endpoints {
+        inside.push(accepts(url).await);
+    }
+    if !inside.contains(&true) {
+        inside.iter_mut().for_each(|x| *x = true);
+    }
     loop {
         tokio::time::sleep(PERIOD).await;
         for (i, url) in endpoints.iter().enumerate() {

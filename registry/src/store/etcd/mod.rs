@@ -50,8 +50,9 @@
 //! each other's network changes through an etcd watch (the server announces them to its watchers) and
 //! elect the one that runs the reaper through a lease.
 //!
-//! **Endpoints** ([`endpoints`]): a task takes the endpoints of members that refuse connections out of the
-//! client's balancing and puts them back once they accept again.
+//! **Endpoints** ([`endpoints`]): the client is opened on the members that accept connections, and a task
+//! takes the endpoints of members that stop accepting them out of the client's balancing and puts them
+//! back once they accept again.
 //!
 //! **Lost answers** ([`commit`]): a `Txn` whose answer never came (a broken connection, a timeout) may have
 //! committed. Each writer guards its `Txn`s with its own marker key ([`CommitMarker`]), and the batch's
@@ -481,7 +482,8 @@ async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
         connect = connect.with_tls(tls_options(tls)?);
     }
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let client = Client::connect(&options.endpoints, Some(connect))
+        let reachable = endpoints::reachable(&options.endpoints).await;
+        let client = Client::connect(&reachable, Some(connect))
             .await
             .map_err(|e| unreachable(&e))?;
         check_schema(&client, &options.key_prefix).await.map_err(|e| match e {
