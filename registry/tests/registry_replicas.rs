@@ -6,12 +6,12 @@
 
 mod registry_support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use registry_support::crash::{self, RegistryProcess};
 use registry_support::etcd::{self, Etcd};
 use sdwan_registry::service;
 use sdwan_registry::store::etcd::{Election, EtcdOptions, EtcdStore, Replicas, CAMPAIGN_PERIOD, LEADER_TTL};
@@ -210,60 +210,36 @@ async fn exactly_one_replica_leads_and_another_takes_over() {
     .await;
 }
 
-/// A running `sdwan-registry` on etcd, killed by its PID when dropped (also when the test fails).
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-}
+/// A running `sdwan-registry` replica on etcd (killed by its PID when dropped, also when the test fails).
+struct Replica(RegistryProcess);
 
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
+/// The configuration of replica `name` on `etcd`'s key prefix `prefix`, listening on `addr`.
 fn write_config(dir: &Path, name: &str, etcd: &Etcd, prefix: &str, addr: SocketAddr) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "listen = \"{addr}\"\nstate_dir = \"{}\"\ninsecure = true\nreport_min_interval = \"1ms\"\n\
-         [store]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nkey_prefix = \"{prefix}\"\n",
-        dir.join(name).display(),
+    let store = format!(
+        "report_min_interval = \"1ms\"\n[store]\nbackend = \"etcd\"\nendpoints = [\"{}\"]\nkey_prefix = \"{prefix}\"\n",
         etcd.endpoint
     );
-    std::fs::write(&path, text).expect("write config");
-    path
+    crash::write_config(dir, name, addr, &store)
 }
 
 impl Replica {
+    /// Starts replica `name` and waits until it serves its metrics (its election has started).
     async fn start(dir: &Path, name: &str, etcd: &Etcd, prefix: &str) -> Replica {
-        let addr = free_port();
-        let config = write_config(dir, name, etcd, prefix, addr);
-        let child = Command::new(env!("CARGO_BIN_EXE_sdwan-registry"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sdwan-registry");
-        let mut replica = Replica { child, addr };
+        let addr = crash::free_port();
+        let replica = Replica(RegistryProcess::start(&write_config(dir, name, etcd, prefix, addr), addr).await);
         let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = replica.child.try_wait().expect("try_wait") {
-                panic!("sdwan-registry {name} exited before serving: {status}");
-            }
-            if replica.leader().await.is_some() {
-                return replica;
-            }
+        while replica.leader().await.is_none() {
             assert!(
                 Instant::now() < deadline,
-                "sdwan-registry {name} not serving after 15 s"
+                "sdwan-registry {name}: no metrics after 15 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        replica
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.0.url(path)
     }
 
     /// `sdwan_registry_leader` from its metrics, `None` while it does not answer.
@@ -274,35 +250,9 @@ impl Replica {
     }
 
     /// SIGKILL, and reap the process: its lease is not revoked, it expires.
-    fn kill(mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill has no memory preconditions; the PID is our own unreaped child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill({pid})");
-        self.child.wait().expect("wait");
+    fn kill(self) {
+        self.0.kill();
     }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `sdwan-registry init-account` against the configuration `config`: the admin token.
-fn init_account(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdwan-registry"))
-        .arg("--config")
-        .arg(config)
-        .args(["init-account", "--name", "acme", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run init-account");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("init-account --json");
-    v["admin_token"].as_str().expect("admin_token").to_owned()
 }
 
 async fn post(url: String, token: &str, body: Value) -> Value {
@@ -336,7 +286,7 @@ async fn a_write_through_one_replica_wakes_another_and_a_killed_leader_is_replac
     let etcd = etcd::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let prefix = "/replicas/";
-    let admin = init_account(&write_config(dir.path(), "init", &etcd, prefix, free_port()));
+    let admin = crash::init_account(&write_config(dir.path(), "init", &etcd, prefix, crash::free_port()));
     let a = Replica::start(dir.path(), "a", &etcd, prefix).await;
     let b = Replica::start(dir.path(), "b", &etcd, prefix).await;
     let network = post(

@@ -1,4 +1,4 @@
-//! The crash tests' common parts (`registry_crash` on SQLite, `registry_crash_etcd` on etcd): the real
+//! The crash tests' common parts (`registry_crash` on SQLite, `registry_crash_etcd` on etcd; `registry_replicas` runs its replicas through [`RegistryProcess`] too): the real
 //! `sdwan-registry` binary as a child process ([`RegistryProcess`], killed by PID on drop), the setup of a
 //! network with a bootstrapped cluster ([`setup`]), the burst of concurrent enrollments and joins spread
 //! over one or more replicas ([`Burst`]), and the API-side check that every acknowledged enrollment is
