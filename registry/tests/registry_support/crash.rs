@@ -1,8 +1,9 @@
-//! The crash tests' common parts (`registry_crash` on SQLite, `registry_crash_etcd` on etcd; `registry_replicas` runs its replicas through [`RegistryProcess`] too): the real
-//! `sdwan-registry` binary as a child process ([`RegistryProcess`], killed by PID on drop), the setup of a
-//! network with a bootstrapped cluster ([`setup`]), the burst of concurrent enrollments and joins spread
-//! over one or more replicas ([`Burst`]), and the API-side check that every acknowledged enrollment is
-//! there exactly once ([`check_members`]). Each test checks its store's raw records itself.
+//! The crash tests' common parts (`registry_crash` on SQLite, `registry_crash_etcd` on etcd): the real
+//! `sdwan-registry` binary as a child process ([`RegistryProcess`], killed by PID on drop; the replicas of
+//! `registry_replicas` too), the setup of a network with a bootstrapped cluster ([`setup`]), the burst of
+//! concurrent enrollments and joins spread over one or more replicas ([`Burst`]), and the API-side check
+//! that every acknowledged enrollment is there exactly once ([`check_members`]). Each test checks its
+//! store's raw records itself.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener};
