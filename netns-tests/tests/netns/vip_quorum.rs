@@ -121,6 +121,19 @@ fn overlap(initial: &[usize], events: &[(String, usize, bool)]) -> Option<(Strin
     first.or(since.map(|(from, who)| (from, "(still)".to_owned(), who)))
 }
 
+/// The monitors saw p1 remove the address and p2 add it, and at no instant two candidates with it.
+fn assert_handed_over_alone(initial: &[usize], seen: &[(String, usize, bool)]) {
+    assert!(
+        seen.iter().any(|(_, i, added)| *i == 1 && !added),
+        "p1's removal not seen: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, i, added)| *i == 2 && *added),
+        "p2's addition not seen: {seen:?}"
+    );
+    assert_eq!(overlap(initial, seen), None, "two holders at once: {seen:?}");
+}
+
 /// A 5-peer lab, candidates p1..p3 (three voters), quorum mode as given, settled on p1.
 fn partition_lab(prefix: &str, quorum: bool) -> crate::common::TestLab {
     let mut opts = UpOptions::new(&unique_name(prefix), VIP_PEERS);
@@ -159,16 +172,7 @@ fn quorum_mode_never_has_two_holders_across_a_partition() {
 
     lab.heal_partitions().expect("heal");
     wait_holder(&lab, 2, Duration::from_secs(10));
-    let seen = vip_events(&mons);
-    assert!(
-        seen.iter().any(|(_, i, added)| *i == 1 && !added),
-        "p1's removal not seen: {seen:?}"
-    );
-    assert!(
-        seen.iter().any(|(_, i, added)| *i == 2 && *added),
-        "p2's addition not seen: {seen:?}"
-    );
-    assert_eq!(overlap(&initial, &seen), None, "two holders at once: {seen:?}");
+    assert_handed_over_alone(&initial, &vip_events(&mons));
 }
 
 #[test]
@@ -276,14 +280,5 @@ fn a_floating_prefix_in_quorum_mode_never_has_two_gateways_across_a_partition() 
 
     lab.heal_partitions().expect("heal");
     assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 2);
-    let seen = events(&mons, &format!("inet {GATEWAY}/24"));
-    assert!(
-        seen.iter().any(|(_, i, added)| *i == 1 && !added),
-        "p1's removal not seen: {seen:?}"
-    );
-    assert!(
-        seen.iter().any(|(_, i, added)| *i == 2 && *added),
-        "p2's addition not seen: {seen:?}"
-    );
-    assert_eq!(overlap(&initial, &seen), None, "two gateways at once: {seen:?}");
+    assert_handed_over_alone(&initial, &events(&mons, &format!("inet {GATEWAY}/24")));
 }
