@@ -12,7 +12,8 @@
 //!   mode) and planned handover, a floating prefix's outage seen through it on its gateway's node death,
 //!   and claim → last peer confirmed, on labs of real sdwand daemons (`sdwan_lab`).
 //! - [`propagation`]: the `propagation` benchmark — a registry membership change → applied on the WireGuard
-//!   devices of every daemon of a 50-peer lab (and, with `--pods`, a new node's pod shares → routed there).
+//!   devices of every daemon of a 50-peer lab (and, with `--pods`, a new node's pod shares → routed there;
+//!   with `--registry-backend etcd --registry-replicas R`, the registry on etcd, changes through each replica).
 //! - [`pods`]: the `pods` benchmark — throughput, latency and CPU pod to pod across nodes, against node to
 //!   node over the overlay and on the underlay.
 //! - [`wireguard_go`]: the `wireguard-go` the benchmarks drive, in a namespace of its own (a cleanup guard).

@@ -70,7 +70,7 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
-/// The spread of one quantity over a case's trials: count, min, median, p90, p99, max.
+/// The spread of one quantity over a case's trials: count, min, median, p90, p95, p99, max.
 ///
 /// Percentiles are nearest-rank (the smallest sample with at least p % of the samples at or below it), so
 /// every figure is a value that was measured; with fewer than 100 samples p99 is the maximum. The median of
@@ -85,6 +85,8 @@ pub struct Figures {
     pub median: f64,
     /// 90th percentile.
     pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
     /// Largest.
@@ -110,6 +112,7 @@ impl Figures {
             min: v[0],
             median,
             p90: nearest_rank(&v, 90.0),
+            p95: nearest_rank(&v, 95.0),
             p99: nearest_rank(&v, 99.0),
             max: v[n - 1],
         }
@@ -174,12 +177,12 @@ mod tests {
     fn figures_use_nearest_rank_percentiles() {
         let f = Figures::of((1..=100).map(f64::from));
         assert_eq!(
-            (f.count, f.min, f.median, f.p90, f.p99, f.max),
-            (100, 1.0, 50.5, 90.0, 99.0, 100.0)
+            (f.count, f.min, f.median, f.p90, f.p95, f.p99, f.max),
+            (100, 1.0, 50.5, 90.0, 95.0, 99.0, 100.0)
         );
-        // 30 trials: p90 is the 27th smallest, p99 the largest.
+        // 30 trials: p90 is the 27th smallest, p95 the 29th, p99 the largest.
         let f = Figures::of((1..=30).rev().map(f64::from));
-        assert_eq!((f.median, f.p90, f.p99, f.max), (15.5, 27.0, 30.0, 30.0));
+        assert_eq!((f.median, f.p90, f.p95, f.p99, f.max), (15.5, 27.0, 29.0, 30.0, 30.0));
         let f = Figures::of([7.0, f64::NAN]);
         assert_eq!((f.count, f.min, f.median, f.p90, f.p99), (1, 7.0, 7.0, 7.0, 7.0));
         assert_eq!(Figures::of([]), Figures::default());
