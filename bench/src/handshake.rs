@@ -195,9 +195,11 @@ pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
                 base.display()
             );
             Some(
-                sdwan_lab::local_etcd::EtcdCluster::start_in(opts.etcd_members, &base).map_err(|e| BenchError::Registry {
-                    case: "handshake, etcd".into(),
-                    detail: format!("starting the etcd cluster: {e}"),
+                sdwan_lab::local_etcd::EtcdCluster::start_in(opts.etcd_members, &base).map_err(|e| {
+                    BenchError::Registry {
+                        case: "handshake, etcd".into(),
+                        detail: format!("starting the etcd cluster: {e}"),
+                    }
                 })?,
             )
         }
