@@ -1,7 +1,8 @@
 //! The etcd backend's own behaviour, beyond the API suite it also passes (`SDWAN_REGISTRY_TEST_STORE=etcd`):
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
 //! own writes, lists whose change makes the lister run again, the refusals at open (unreachable etcd, a
-//! newer or foreign key prefix), and the exact resolution of a transaction whose answer was lost.
+//! newer or foreign key prefix), a writer's cached read of a key another replica changed, and the exact
+//! resolution of a transaction whose answer was lost.
 
 mod registry_support;
 
@@ -276,6 +277,64 @@ fn a_list_changed_by_another_replica_makes_the_lister_run_again() {
             .expect("account");
         assert_eq!(stored.name, "2", "{case}: counted after b's peer");
         assert_eq!(runs.load(Ordering::SeqCst), 2, "{case}: a ran again");
+    }
+}
+
+/// Replica a's writer remembers what it read and committed, and serves later reads from there: when
+/// replica b changes such a key, a's next write that read it (stale, from the cache) fails its compare and
+/// runs again on etcd's value. Both with writes and without (a closure that only reads).
+#[test]
+fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
+    if !etcd::installed_or_skip("a_key_changed") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    for (case, writes) in [("write", true), ("read-only", false)] {
+        let prefix = format!("/cache-{case}/");
+        let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica a"));
+        let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica b"));
+        runtime
+            .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
+            .expect("seed");
+        // a reads the account once: its writer caches it.
+        let seen = runtime
+            .block_on(a.write(|tx| tx.account("acc")))
+            .expect("a reads")
+            .expect("account");
+        assert_eq!(seen.name, "b0", "{case}");
+        runtime
+            .block_on(b.write(|tx| tx.put_account(&account("acc", "b1"))))
+            .expect("b renames");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let answer = runtime
+            .block_on(a.write(move |tx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut account = tx.account("acc")?.expect("account");
+                if writes {
+                    account.name.push('a');
+                    tx.put_account(&account)?;
+                }
+                Ok::<_, StoreError>(account.name)
+            }))
+            .expect("a's write");
+        let expected = if writes { "b1a" } else { "b1" };
+        assert_eq!(answer, expected, "{case}: a answered what etcd holds");
+        let stored = runtime
+            .block_on(b.read(|tx| tx.account("acc")))
+            .expect("read")
+            .expect("account");
+        assert_eq!(
+            stored.name,
+            if writes { "b1a" } else { "b1" },
+            "{case}: committed on b's rename"
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "{case}: the cached read conflicted once"
+        );
     }
 }
 

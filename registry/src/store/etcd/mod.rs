@@ -14,12 +14,24 @@
 //! update keeps, like SQLite's rowid). Beside the records: `leader` names the replica that runs the reaper
 //! (under a lease, [`replicas`]) and `writer/<replica id>` is each replica's commit marker ([`commit`]).
 //!
-//! **Transactions** ([`tx`]). A transaction reads through etcd at one revision (the first read's),
+//! **Transactions** ([`tx`]). A transaction reads through etcd at one revision (the first read's; the
+//! writer's also from its read cache, below),
 //! remembers the `mod_revision` of every key it read (0 for an absent one), buffers its writes (later reads
 //! see them) and commits them in one etcd `Txn` whose compares are those revisions: if anything it read
 //! changed meanwhile, nothing is written and it runs again on fresh reads, at most [`ATTEMPTS`] times with a
 //! jittered, growing pause, then its requests fail with [`StoreError::Commit`]. The answer is sent after etcd
 //! acknowledged the `Txn`, that is once a majority of its members wrote it to their logs.
+//!
+//! **The writer's read cache** ([`tx`]). A writer keeps, across its batches, every key it read or
+//! committed with the `mod_revision` it had (a commit remembers its writes at the `Txn`'s revision; a key
+//! written without being read, whose earlier state is unknown, is dropped), up to a bounded number of keys.
+//! A read served from there is compared at commit with that `mod_revision`, like one from etcd, so a key
+//! another replica changed meanwhile fails the `Txn`: the cache is emptied (also after a lost answer) and
+//! the batch runs again on fresh reads. A batch without writes that read from the cache sends its compares
+//! alone before answering. Lists always come from etcd (once per prefix and transaction: listing again
+//! answers the first answer, it is the same revision). Reads from the cache may be older than the
+//! transaction's revision; the compares make the commit see them as of the commit's revision, which is what
+//! a serializable answer needs.
 //!
 //! **Writes** go to one writer thread per store (per replica), which runs whatever is queued (up to
 //! [`MAX_BATCH`] requests) in one transaction, one request after the other, like the SQLite backend's group
@@ -81,7 +93,7 @@ mod tx;
 
 pub use commit::{CommitMarker, Outcome};
 pub use replicas::{Election, Follower, Replicas, CAMPAIGN_PERIOD, LEADER_TTL};
-use tx::{Committed, EtcdTx};
+use tx::{Committed, EtcdTx, ReadCache};
 
 /// The version of the key layout and record format under the key prefix.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -307,8 +319,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn tx(&self) -> EtcdTx<'_> {
-        EtcdTx::new(self.client.kv_client(), &self.runtime, &self.prefix)
+    fn tx<'a>(&'a self, cache: Option<&'a mut ReadCache>) -> EtcdTx<'a> {
+        EtcdTx::new(self.client.kv_client(), &self.runtime, &self.prefix, cache)
     }
 
     fn read_loop(&self, queue: &Mutex<mpsc::Receiver<Box<dyn ReadJob>>>) {
@@ -318,7 +330,7 @@ impl Connection {
                 Err(_) => return,
             };
             match job {
-                Ok(job) => job.run(&mut self.tx()),
+                Ok(job) => job.run(&mut self.tx(None)),
                 Err(mpsc::RecvError) => return,
             }
         }
@@ -328,6 +340,7 @@ impl Connection {
     /// `marker`; once the queue is closed, deletes the marker key.
     fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>, mut marker: CommitMarker) {
         let mut pending: VecDeque<Box<dyn WriteJob>> = VecDeque::new();
+        let mut cache = ReadCache::default();
         loop {
             if pending.is_empty() {
                 match queue.recv() {
@@ -350,7 +363,7 @@ impl Connection {
                 }
             }
             let batch: Vec<_> = pending.drain(..).collect();
-            let deferred = self.commit_batch(batch, &mut marker);
+            let deferred = self.commit_batch(batch, &mut marker, &mut cache);
             for job in deferred.into_iter().rev() {
                 pending.push_front(job);
             }
@@ -359,7 +372,12 @@ impl Connection {
 
     /// Runs `batch` in one transaction and commits it, again on a conflict; answers every request it
     /// committed or failed and gives back those that did not fit ([`MAX_OPS`]) for the next batch.
-    fn commit_batch(&self, mut batch: Vec<Box<dyn WriteJob>>, marker: &mut CommitMarker) -> Vec<Box<dyn WriteJob>> {
+    fn commit_batch(
+        &self,
+        mut batch: Vec<Box<dyn WriteJob>>,
+        marker: &mut CommitMarker,
+        cache: &mut ReadCache,
+    ) -> Vec<Box<dyn WriteJob>> {
         if marker.pending() && self.resolve(marker).is_none() {
             for job in batch {
                 job.finish(Err(StoreError::Commit(
@@ -371,7 +389,7 @@ impl Connection {
             return Vec::new();
         }
         for attempt in 0..ATTEMPTS {
-            let mut tx = self.tx();
+            let mut tx = self.tx(Some(&mut *cache));
             let mut ran = Vec::with_capacity(batch.len());
             let mut deferred = Vec::new();
             for mut job in batch.drain(..) {
@@ -396,7 +414,7 @@ impl Connection {
                 }
             }
             let answer = match tx.commit(marker) {
-                Committed::Yes => Ok(()),
+                Committed::Yes(_) => Ok(()),
                 Committed::Conflict => {
                     batch = ran;
                     batch.extend(deferred);

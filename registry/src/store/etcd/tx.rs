@@ -22,6 +22,35 @@ struct Stored {
     created: i64,
 }
 
+/// What the writer knows of one key from earlier transactions: its value (`None`: absent) and its
+/// `mod_revision` then (0: absent).
+#[derive(Clone)]
+struct Cached {
+    stored: Option<Stored>,
+    mod_revision: i64,
+}
+
+/// Most keys a writer's [`ReadCache`] holds; a full cache starts again empty.
+const CACHE_KEYS: usize = 16_384;
+
+/// The writer's read cache: keys its earlier transactions read or committed, each with the `mod_revision`
+/// it had. A read served from it is compared at commit with that `mod_revision`, like any read, so a key
+/// another replica changed since makes the commit fail; a conflict or a lost answer empties it, and the
+/// transaction runs again on fresh reads.
+#[derive(Default)]
+pub(super) struct ReadCache {
+    keys: HashMap<String, Cached>,
+}
+
+impl ReadCache {
+    fn remember(&mut self, key: &str, stored: Option<Stored>, mod_revision: i64) {
+        if self.keys.len() >= CACHE_KEYS && !self.keys.contains_key(key) {
+            self.keys.clear();
+        }
+        self.keys.insert(key.to_owned(), Cached { stored, mod_revision });
+    }
+}
+
 /// A buffered write: `None` deletes.
 #[derive(Clone)]
 struct Buffered {
@@ -35,8 +64,15 @@ pub(super) struct EtcdTx<'a> {
     kv: KvClient,
     runtime: &'a Handle,
     prefix: &'a str,
-    /// The revision every read is made at (the first read's).
+    /// The revision every read from etcd is made at (the first one's).
     revision: Option<i64>,
+    /// The writer's read cache (`None`: a reader's transaction, which reads everything from etcd).
+    cache: Option<&'a mut ReadCache>,
+    /// Whether a read came from the cache: then even a transaction without writes commits its compares.
+    cached_reads: bool,
+    /// What etcd answered for each prefix listed in this transaction (at its revision, so listing again
+    /// answers the same): key, stored value, `mod_revision`.
+    listed: HashMap<String, Vec<(String, Stored, i64)>>,
     /// Keys read one by one, with the `mod_revision` seen (0: absent): compared at commit.
     compares: HashMap<String, i64>,
     /// Prefixes of version keys read as a whole (registry-wide lists): compared at commit.
@@ -87,12 +123,15 @@ fn token_scope(account_id: &str, kind: TokenKind) -> String {
 }
 
 impl<'a> EtcdTx<'a> {
-    pub(super) fn new(kv: KvClient, runtime: &'a Handle, prefix: &'a str) -> Self {
+    pub(super) fn new(kv: KvClient, runtime: &'a Handle, prefix: &'a str, cache: Option<&'a mut ReadCache>) -> Self {
         EtcdTx {
             kv,
             runtime,
             prefix,
             revision: None,
+            cache,
+            cached_reads: false,
+            listed: HashMap::new(),
             compares: HashMap::new(),
             range_compares: BTreeSet::new(),
             seen: HashMap::new(),
@@ -221,6 +260,11 @@ impl<'a> EtcdTx<'a> {
         if let Some(seen) = self.seen.get(key) {
             return Ok(seen.as_ref().map(|s| s.value.clone()));
         }
+        if let Some(hit) = self.cached(key) {
+            self.compare(key.to_owned(), hit.mod_revision);
+            self.see(key.to_owned(), hit.stored.clone());
+            return Ok(hit.stored.map(|s| s.value));
+        }
         let response = self.fetch(key, false)?;
         let found = response.kvs().first();
         let mod_revision = found.map_or(0, |kv| kv.mod_revision());
@@ -228,9 +272,24 @@ impl<'a> EtcdTx<'a> {
             value: kv.value().to_vec(),
             created: kv.create_revision(),
         });
+        self.remember(key, stored.clone(), mod_revision);
         self.compare(key.to_owned(), mod_revision);
         self.see(key.to_owned(), stored.clone());
         Ok(stored.map(|s| s.value))
+    }
+
+    /// What the writer's cache knows of `key` (the read is then compared like one from etcd).
+    fn cached(&mut self, key: &str) -> Option<Cached> {
+        let hit = self.cache.as_ref()?.keys.get(key)?.clone();
+        self.cached_reads = true;
+        Some(hit)
+    }
+
+    /// Puts what etcd answered for `key` into the writer's cache.
+    fn remember(&mut self, key: &str, stored: Option<Stored>, mod_revision: i64) {
+        if let Some(cache) = self.cache.as_deref_mut() {
+            cache.remember(key, stored, mod_revision);
+        }
     }
 
     fn get_json<T: DeserializeOwned>(&mut self, table: &'static str, key: &str) -> Result<Option<T>, StoreError> {
@@ -261,15 +320,30 @@ impl<'a> EtcdTx<'a> {
     /// Every value under `prefix` as of the transaction's revision with its own writes applied, in creation
     /// order (stored ones by creation revision, then those created here in write order).
     fn list(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let response = self.fetch(prefix, true)?;
+        let stored = match self.listed.get(prefix) {
+            Some(stored) => stored.clone(),
+            None => {
+                let response = self.fetch(prefix, true)?;
+                let stored: Vec<_> = response
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let value = Stored {
+                            value: kv.value().to_vec(),
+                            created: kv.create_revision(),
+                        };
+                        (key, value, kv.mod_revision())
+                    })
+                    .collect();
+                self.listed.insert(prefix.to_owned(), stored.clone());
+                stored
+            }
+        };
         let mut found: BTreeMap<String, (i64, i64, Vec<u8>)> = BTreeMap::new();
-        for kv in response.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let stored = Stored {
-                value: kv.value().to_vec(),
-                created: kv.create_revision(),
-            };
+        for (key, stored, mod_revision) in stored {
             found.insert(key.clone(), (stored.created, 0, stored.value.clone()));
+            self.remember(&key, Some(stored.clone()), mod_revision);
             self.see(key, Some(stored));
         }
         for (key, buffered) in self.writes.range(prefix.to_owned()..) {
@@ -299,8 +373,18 @@ impl<'a> EtcdTx<'a> {
         if self.compares.contains_key(&version) {
             return Ok(());
         }
+        if let Some(hit) = self.cached(&version) {
+            self.compare(version, hit.mod_revision);
+            return Ok(());
+        }
         let response = self.fetch(&version, false)?;
-        let seen = response.kvs().first().map_or(0, |kv| kv.mod_revision());
+        let found = response.kvs().first();
+        let seen = found.map_or(0, |kv| kv.mod_revision());
+        let stored = found.map(|kv| Stored {
+            value: kv.value().to_vec(),
+            created: kv.create_revision(),
+        });
+        self.remember(&version, stored, seen);
         self.compare(version, seen);
         Ok(())
     }
@@ -430,13 +514,85 @@ impl<'a> EtcdTx<'a> {
     }
 
     /// Commits the buffered writes if nothing read changed, guarded by the writer's `marker`. A
-    /// transaction without writes has nothing to commit (its reads were one consistent revision).
+    /// transaction without writes whose reads all came from etcd has nothing to commit (they were one
+    /// consistent revision); one that read from the cache sends its compares alone. Keeps the writer's cache
+    /// current: what it committed is remembered, a conflict or a lost answer empties it.
     pub(super) fn commit(&mut self, marker: &mut CommitMarker) -> Committed {
-        if self.writes.is_empty() && self.touched.is_empty() {
-            return Committed::Yes;
+        let committed = if self.writes.is_empty() && self.touched.is_empty() {
+            if self.cached_reads {
+                self.validate()
+            } else {
+                Committed::Yes(None)
+            }
+        } else {
+            self.send(marker)
+        };
+        match &committed {
+            Committed::Yes(revision) => self.remember_commit(*revision),
+            Committed::Conflict | Committed::Lost(_) => {
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    cache.keys.clear();
+                }
+            }
         }
+        committed
+    }
+
+    /// Sends the compares of a transaction without writes: whether its cached reads still hold.
+    fn validate(&mut self) -> Committed {
+        let compares = self.compares();
+        let mut kv = self.kv.clone();
+        let txn = Txn::new().when(compares);
+        let answer = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn)).await });
+        match answer {
+            Ok(Ok(response)) if response.succeeded() => Committed::Yes(None),
+            Ok(Ok(_)) => Committed::Conflict,
+            Ok(Err(e)) => Committed::Lost(format!("etcd transaction failed: {e}")),
+            Err(_) => Committed::Lost(format!(
+                "etcd did not answer the transaction within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    /// Puts what a commit at `revision` wrote into the writer's cache: each written key whose earlier state
+    /// is known (its creation revision stays), and drops the others.
+    fn remember_commit(&mut self, revision: Option<i64>) {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return;
+        };
+        let Some(revision) = revision else {
+            return;
+        };
+        let written = self.writes.iter().map(|(key, b)| (key, b.value.clone())).chain(
+            self.touched
+                .iter()
+                .filter(|key| !self.writes.contains_key(*key))
+                .map(|key| (key, Some(Vec::new()))),
+        );
+        for (key, value) in written {
+            let before = match self.seen.get(key) {
+                Some(seen) => Some(seen.clone()),
+                None => cache.keys.get(key).map(|c| c.stored.clone()),
+            };
+            let Some(before) = before else {
+                cache.keys.remove(key);
+                continue;
+            };
+            match value {
+                Some(value) => {
+                    let created = before.map_or(revision, |s| s.created);
+                    cache.remember(key, Some(Stored { value, created }), revision);
+                }
+                None => cache.remember(key, None, 0),
+            }
+        }
+    }
+
+    /// The compares of everything read: each key's `mod_revision`, each registry-wide list's version range.
+    fn compares(&self) -> Vec<Compare> {
         let revision = self.revision.unwrap_or(0);
-        let (guard, mark) = marker.guard();
         let mut compares: Vec<Compare> = self
             .compares
             .iter()
@@ -447,6 +603,13 @@ impl<'a> EtcdTx<'a> {
                 .iter()
                 .map(|p| Compare::mod_revision(p.as_str(), CompareOp::Less, revision + 1).with_prefix()),
         );
+        compares
+    }
+
+    /// Sends the buffered writes in one `Txn` with the compares and the marker's guard.
+    fn send(&mut self, marker: &mut CommitMarker) -> Committed {
+        let (guard, mark) = marker.guard();
+        let mut compares = self.compares();
         compares.push(guard);
         let mut ops: Vec<TxnOp> = self
             .writes
@@ -471,9 +634,10 @@ impl<'a> EtcdTx<'a> {
         match answer {
             Ok(Ok(response)) => {
                 let succeeded = response.succeeded();
-                marker.answered(succeeded, response.header().map_or(0, |h| h.revision()));
+                let revision = response.header().map_or(0, |h| h.revision());
+                marker.answered(succeeded, revision);
                 if succeeded {
-                    Committed::Yes
+                    Committed::Yes(Some(revision))
                 } else {
                     Committed::Conflict
                 }
@@ -488,8 +652,8 @@ impl<'a> EtcdTx<'a> {
 
 /// What became of a commit.
 pub(super) enum Committed {
-    /// Written (or nothing to write).
-    Yes,
+    /// Written at this etcd revision (`None`: nothing to write).
+    Yes(Option<i64>),
     /// A compare failed: nothing was written; run again.
     Conflict,
     /// No answer: the `Txn` may or may not have committed (resolve it through the marker).
