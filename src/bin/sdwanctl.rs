@@ -446,17 +446,10 @@ fn registry_main(args: &RegistryArgs, json: bool) -> ExitCode {
 
 async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, ClientError> {
     let client = AdminClient::new(&args.url, &args.token_file, args.insecure, args.ca_file.as_deref())?;
-    let encode = |r: serde_json::Result<String>| {
-        r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
-    };
     match &args.command {
         RegistryCommand::Networks => {
             let n = client.networks().await?;
-            if json {
-                encode(pretty(&n))
-            } else {
-                Ok(registry::networks(&n))
-            }
+            shown(json, &n, || registry::networks(&n))
         }
         RegistryCommand::CreateNetwork {
             name,
@@ -475,62 +468,36 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 site_ranges: site_range.clone(),
             };
             let n = client.create_network(&req).await?;
-            if json {
-                encode(pretty(&n))
-            } else {
-                Ok(registry::network_created(&n))
-            }
+            shown(json, &n, || registry::network_created(&n))
         }
         RegistryCommand::Clusters => {
             let c = client.clusters().await?;
-            if json {
-                encode(pretty(&c))
-            } else {
-                Ok(registry::clusters(&c))
-            }
+            shown(json, &c, || registry::clusters(&c))
         }
         RegistryCommand::Vips => {
             let v = client.vips().await?;
-            if json {
-                encode(pretty(&v))
-            } else {
-                Ok(registry::vips(&v))
-            }
+            shown(json, &v, || registry::vips(&v))
         }
         RegistryCommand::Peers => {
             let p = client.peers().await?;
-            if json {
-                encode(pretty(&p))
-            } else {
-                Ok(registry::peers(&p, sdwand::now_ms()))
-            }
+            shown(json, &p, || registry::peers(&p, sdwand::now_ms()))
         }
         RegistryCommand::Move { vip, to } => {
             let vip_id = client.resolve_vip(vip).await?;
             let v = client.move_vip(&vip_id, to).await?;
-            if json {
-                encode(pretty(&v))
-            } else {
-                Ok(registry::moved(&v))
-            }
+            shown(json, &v, || registry::moved(&v))
         }
         RegistryCommand::RemovePeer { peer } => {
             let peer_id = client.resolve_peer(peer).await?;
             client.remove_peer(&peer_id).await?;
-            if json {
-                encode(pretty(&serde_json::json!({ "removed": peer_id })))
-            } else {
-                Ok(registry::removed(peer, &peer_id))
-            }
+            shown(json, &serde_json::json!({ "removed": peer_id }), || {
+                registry::removed(peer, &peer_id)
+            })
         }
         RegistryCommand::SitePrefixes { peer, prefixes, .. } => {
             let peer_id = client.resolve_peer(peer).await?;
             let p = client.set_site_prefixes(&peer_id, prefixes).await?;
-            if json {
-                encode(pretty(&p))
-            } else {
-                Ok(registry::site_prefixes_set(&p))
-            }
+            shown(json, &p, || registry::site_prefixes_set(&p))
         }
         RegistryCommand::Floating(command) => floating_call(&client, command, json).await,
         RegistryCommand::VipQuorum { vip, witnesses, off } => {
@@ -540,11 +507,7 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 witnesses: witnesses.clone(),
             };
             let v = client.set_vip_quorum(&vip_id, &req).await?;
-            if json {
-                encode(pretty(&v))
-            } else {
-                Ok(registry::vip_quorum(&v))
-            }
+            shown(json, &v, || registry::vip_quorum(&v))
         }
         RegistryCommand::Tokens(TokensCommand::Create {
             network,
@@ -559,52 +522,29 @@ async fn registry_call(args: &RegistryArgs, json: bool) -> Result<String, Client
                 roles: roles.as_deref().map(parse_roles).transpose()?,
             };
             let t = client.create_enrollment_token(network, &req).await?;
-            if json {
-                encode(pretty(&t))
-            } else {
-                Ok(registry::token_created(&t, sdwand::now_ms()))
-            }
+            shown(json, &t, || registry::token_created(&t, sdwand::now_ms()))
         }
         RegistryCommand::Tokens(TokensCommand::List) => {
             let t = client.enrollment_tokens().await?;
-            if json {
-                encode(pretty(&t))
-            } else {
-                Ok(registry::tokens(&t, sdwand::now_ms()))
-            }
+            shown(json, &t, || registry::tokens(&t, sdwand::now_ms()))
         }
         RegistryCommand::Tokens(TokensCommand::Revoke { token_id }) => {
             let t = client.revoke_enrollment_token(token_id).await?;
-            if json {
-                encode(pretty(&t))
-            } else {
-                Ok(registry::token_revoked(&t))
-            }
+            shown(json, &t, || registry::token_revoked(&t))
         }
         RegistryCommand::ClusterState { cluster_id, state } => {
             let c = client.set_cluster_state(cluster_id, *state).await?;
-            if json {
-                encode(pretty(&c))
-            } else {
-                Ok(registry::cluster_state(&c))
-            }
+            shown(json, &c, || registry::cluster_state(&c))
         }
     }
 }
 
 /// `sdwanctl registry floating …`.
 async fn floating_call(client: &AdminClient, command: &FloatingCommand, json: bool) -> Result<String, ClientError> {
-    let encode = |r: serde_json::Result<String>| {
-        r.map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
-    };
     match command {
         FloatingCommand::List => {
             let f = client.floating().await?;
-            if json {
-                encode(pretty(&f))
-            } else {
-                Ok(registry::floating(&f))
-            }
+            shown(json, &f, || registry::floating(&f))
         }
         FloatingCommand::Create {
             prefix,
@@ -623,11 +563,7 @@ async fn floating_call(client: &AdminClient, command: &FloatingCommand, json: bo
                 witnesses: witnesses.clone(),
             };
             let f = client.create_floating(&network_id, &req).await?;
-            if json {
-                encode(pretty(&f))
-            } else {
-                Ok(registry::floating_changed(&f, "created"))
-            }
+            shown(json, &f, || registry::floating_changed(&f, "created"))
         }
         FloatingCommand::Set {
             floating,
@@ -641,29 +577,19 @@ async fn floating_call(client: &AdminClient, command: &FloatingCommand, json: bo
                 .map_err(ClientError::Setup)?;
             let id = client.resolve_floating(floating).await?;
             let f = client.set_floating(&id, &req).await?;
-            if json {
-                encode(pretty(&f))
-            } else {
-                Ok(registry::floating_changed(&f, "set"))
-            }
+            shown(json, &f, || registry::floating_changed(&f, "set"))
         }
         FloatingCommand::Delete { floating } => {
             let id = client.resolve_floating(floating).await?;
             client.delete_floating(&id).await?;
-            if json {
-                encode(pretty(&serde_json::json!({ "deleted": id })))
-            } else {
-                Ok(registry::floating_deleted(floating, &id))
-            }
+            shown(json, &serde_json::json!({ "deleted": id }), || {
+                registry::floating_deleted(floating, &id)
+            })
         }
         FloatingCommand::Move { floating, to } => {
             let id = client.resolve_floating(floating).await?;
             let f = client.move_floating(&id, to).await?;
-            if json {
-                encode(pretty(&f))
-            } else {
-                Ok(registry::floating_moved(&f))
-            }
+            shown(json, &f, || registry::floating_moved(&f))
         }
     }
 }
@@ -696,6 +622,15 @@ struct Failed<'a> {
 }
 
 /// `value` as indented JSON (fields in declaration order) with a final newline.
+/// An answer of `sdwanctl registry`: pretty JSON with `--json`, else what `render` writes.
+fn shown(json: bool, value: &impl Serialize, render: impl FnOnce() -> String) -> Result<String, ClientError> {
+    if json {
+        pretty(value).map_err(|e| ClientError::Setup(format!("cannot encode the answer as JSON: {e}")))
+    } else {
+        Ok(render())
+    }
+}
+
 fn pretty(value: &impl Serialize) -> serde_json::Result<String> {
     serde_json::to_string_pretty(value).map(|json| json + "\n")
 }
