@@ -12,7 +12,7 @@ use sdwand::vocab::wire::ClusterView;
 use sdwand::vocab::ClusterState;
 use serde_json::json;
 
-use crate::common::{assert_answered_by, lab_with, name, unique_name, vip_lab, wait_holder, POLL};
+use crate::common::{assert_answered_by, lab_with, name, settled, unique_name, vip_lab, wait_holder, POLL};
 
 /// How long a membership change may take to reach every daemon (the watch answers within ~1 s; the daemon
 /// retries a lost watch with a backoff).
@@ -111,7 +111,12 @@ fn servers_join_in_order_and_agents_join_with_or_without_a_target() {
     assert_eq!(cluster.state, ClusterState::Active);
     assert_eq!(cluster.members.len(), 5, "{:?}", cluster.members);
     assert_eq!(cluster.api_endpoint, endpoint);
-    assert_answered_by(&lab, 4, 1);
+    // The agent's traffic to the API endpoint lands on the holder every peer agrees on. Which candidate
+    // that is depends on timing, not on the join order: on a loaded machine a late heartbeat during the
+    // joins can move the VIP to p2 or p3, which is failover working, not this test's subject.
+    let holder = settled(&lab, PROPAGATION);
+    assert!((1..=3).contains(&holder), "the VIP settled on p{holder}, not a server");
+    assert_answered_by(&lab, 4, holder);
 }
 
 #[test]
