@@ -13,7 +13,7 @@ use std::time::Duration;
 use etcd_client::{Txn, TxnOp};
 use registry_support::etcd::{self, Etcd};
 use sdwan_registry::model::{Account, Lifecycle, Peer};
-use sdwan_registry::store::etcd::{CommitMarker, EtcdOptions, EtcdStore, Outcome};
+use sdwan_registry::store::etcd::{CommitMarker, EtcdOptions, EtcdStore, Outcome, ATTEMPTS};
 use sdwan_registry::store::{Store, StoreConfig, StoreError};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
@@ -105,7 +105,8 @@ fn concurrent_writers_of_one_record_both_succeed_once_after_a_retry() {
     assert_eq!(answers[1], stored.name);
 }
 
-/// Requests committed together: the one that fails leaves nothing, the others keep their writes.
+/// Requests committed together: the one that fails leaves nothing and runs none of its after-commit
+/// effects, the others keep their writes and run theirs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_request_undoes_only_its_own_writes() {
     if !etcd::installed_or_skip("a_failed_request") {
@@ -113,8 +114,14 @@ async fn a_failed_request_undoes_only_its_own_writes() {
     }
     let etcd = etcd::shared();
     let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/undo/")).expect("store"));
+    let ran: Arc<Vec<AtomicUsize>> = Arc::new((0..20).map(|_| AtomicUsize::new(0)).collect());
     let writes = (0..20).map(|i| {
+        let ran = ran.clone();
         store.write(move |tx| {
+            let counted = ran.clone();
+            tx.after_commit(Box::new(move || {
+                counted[i].fetch_add(1, Ordering::SeqCst);
+            }));
             tx.put_account(&account(&format!("acc{i}"), &format!("name{i}")))?;
             if i % 2 == 1 {
                 return Err(StoreError::Corrupt {
@@ -128,6 +135,9 @@ async fn a_failed_request_undoes_only_its_own_writes() {
     let answers = futures::future::join_all(writes).await;
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer.is_ok(), i % 2 == 0, "request {i}: {answer:?}");
+        // What a request deferred runs once if it committed, never if it failed (its writes undone).
+        let effects = ran[i].load(Ordering::SeqCst);
+        assert_eq!(effects, usize::from(i % 2 == 0), "request {i}'s after-commit effects");
     }
     let stored = store
         .read(|tx| {
@@ -338,6 +348,84 @@ fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
     }
 }
 
+/// A closure that runs again after a conflict (as in the test above: replica b changed a key replica a's
+/// writer had cached) runs only what its last run deferred, once, after the commit and before the answer.
+#[test]
+fn a_rerun_closure_runs_only_its_last_runs_after_commit_effects() {
+    if !etcd::installed_or_skip("a_rerun_closure") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-rerun/")).expect("replica a"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-rerun/")).expect("replica b"));
+    runtime
+        .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
+        .expect("seed");
+    runtime.block_on(a.write(|tx| tx.account("acc"))).expect("a caches it");
+    runtime
+        .block_on(b.write(|tx| tx.put_account(&account("acc", "b1"))))
+        .expect("b renames");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    let (counted, noted) = (runs.clone(), effects.clone());
+    let answer = runtime
+        .block_on(a.write(move |tx| {
+            let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let noted = noted.clone();
+            tx.after_commit(Box::new(move || noted.lock().expect("lock").push(run)));
+            let mut account = tx.account("acc")?.expect("account");
+            account.name.push('a');
+            tx.put_account(&account)?;
+            Ok::<_, StoreError>(account.name)
+        }))
+        .expect("a's write");
+    assert_eq!(answer, "b1a");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the cached read conflicted once");
+    assert_eq!(
+        *effects.lock().expect("lock"),
+        [2],
+        "only the second run's effect, once"
+    );
+}
+
+/// A request whose commit fails (every attempt conflicts: the closure has replica b change the key it
+/// read) runs none of the effects its runs deferred.
+#[test]
+fn a_request_whose_commit_fails_runs_no_after_commit_effect() {
+    if !etcd::installed_or_skip("a_request_whose_commit_fails") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-failed/")).expect("replica a"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-failed/")).expect("replica b"));
+    runtime
+        .block_on(b.write(|tx| tx.put_account(&account("acc", "b"))))
+        .expect("seed");
+    let (runs, effects) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, ran) = (runs.clone(), effects.clone());
+    let answer = runtime.block_on(a.write(move |tx| {
+        let run = counted.fetch_add(1, Ordering::SeqCst);
+        let ran = ran.clone();
+        tx.after_commit(Box::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }));
+        let mut stored = tx.account("acc")?.expect("account");
+        // Replica b changes what this run read before it commits (b's writer is its own thread).
+        futures::executor::block_on(b.write(move |tx| tx.put_account(&account("acc", &format!("b{run}")))))?;
+        stored.name.push('a');
+        tx.put_account(&stored)
+    }));
+    assert!(matches!(answer, Err(StoreError::Commit(_))), "{answer:?}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        ATTEMPTS as usize,
+        "every attempt conflicted"
+    );
+    assert_eq!(effects.load(Ordering::SeqCst), 0, "nothing committed: no effect ran");
+}
+
 fn runtime_for_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -433,7 +521,13 @@ async fn a_commit_whose_answer_is_lost_answers_what_etcd_holds() {
     };
     let stopped = Arc::new(AtomicUsize::new(0));
     let stops = stopped.clone();
+    let effects = Arc::new(AtomicUsize::new(0));
+    let ran = effects.clone();
     let write = store.write(move |tx| {
+        let ran = ran.clone();
+        tx.after_commit(Box::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }));
         // Every read put_account makes, first: after the stop only the commit goes to etcd.
         tx.account("acc")?;
         tx.account_by_name("lost")?;
@@ -459,6 +553,11 @@ async fn a_commit_whose_answer_is_lost_answers_what_etcd_holds() {
         "the answer ({answer:?}) matches etcd ({stored:?})"
     );
     assert_eq!(stopped.load(Ordering::SeqCst), 1, "the closure ran once");
+    assert_eq!(
+        effects.load(Ordering::SeqCst),
+        usize::from(answer.is_ok()),
+        "its after-commit effect ran once if it landed, never if fenced or unknown"
+    );
 }
 
 /// A TCP proxy to `upstream` whose answers (upstream to client) can be held back: requests still reach etcd
@@ -511,7 +610,13 @@ async fn a_commit_applied_but_unanswered_answers_success() {
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();
     let holding = hold.clone();
+    let effects = Arc::new(AtomicUsize::new(0));
+    let ran = effects.clone();
     let write = store.write(move |tx| {
+        let ran = ran.clone();
+        tx.after_commit(Box::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }));
         tx.account("acc")?;
         tx.account_by_name("kept")?;
         if counted.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -532,4 +637,5 @@ async fn a_commit_applied_but_unanswered_answers_success() {
     assert!(answer.is_ok(), "the applied commit answers success: {answer:?}");
     assert_eq!(stored.map(|a| a.name).as_deref(), Some("kept"));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the closure ran once");
+    assert_eq!(effects.load(Ordering::SeqCst), 1, "its after-commit effect ran once");
 }

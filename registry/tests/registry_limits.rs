@@ -496,7 +496,7 @@ async fn requests_but_the_watch_time_out() {
 struct KillsTheWriter;
 
 impl sdwan_registry::store::WriteJob for KillsTheWriter {
-    fn run(&mut self, _tx: &mut dyn sdwan_registry::store::WriteTx) -> bool {
+    fn run(&mut self, _tx: &mut dyn sdwan_registry::store::WriteRecords) -> bool {
         true
     }
 

@@ -1,13 +1,15 @@
-//! The SQLite store: migrations, durability settings, group commit under concurrency, and the isolation of
-//! a failing (or panicking) request inside a batch.
+//! The SQLite store: migrations, durability settings, group commit under concurrency, the isolation of
+//! a failing (or panicking) request inside a batch, and the effects a request defers until its commit.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdwan_registry::api::Recording;
 use sdwan_registry::model::{Account, Network, TokenKind, TokenLimits, TokenRecord};
 use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore, DB_FILE};
-use sdwan_registry::store::{Store, StoreError};
+use sdwan_registry::store::{Store, StoreError, WriteTx};
 use sdwand::vocab::Role;
 
 fn account(i: usize) -> Account {
@@ -181,6 +183,57 @@ async fn a_failing_request_does_not_poison_its_batch() {
         .write(move |tx| tx.put_account(&late))
         .await
         .expect("write after panics");
+}
+
+/// What a request defers with `after_commit` runs once, after its writes committed and before its answer;
+/// in a batch, the requests that failed after deferring (an error, a panic, a database error) run none of
+/// theirs while their neighbours run their own. Also through the API's [`Recording`] wrapper.
+#[tokio::test]
+async fn after_commit_effects_run_once_for_committed_requests_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let ran: Arc<Vec<AtomicUsize>> = Arc::new((0..30).map(|_| AtomicUsize::new(0)).collect());
+    // Hold the writer so that everything below queues up and commits as one batch.
+    let gate = store.write(|_tx| {
+        std::thread::sleep(Duration::from_millis(200));
+        Ok::<_, StoreError>(())
+    });
+    let mut writes = Vec::new();
+    for i in 0..30 {
+        let (a, ran) = (account(i), ran.clone());
+        writes.push(store.write(move |tx| {
+            let mut recording = Recording::new(tx);
+            let tx: &mut dyn WriteTx = if i % 2 == 0 { &mut recording } else { tx };
+            let counted = ran.clone();
+            tx.after_commit(Box::new(move || {
+                counted[i].fetch_add(1, Ordering::SeqCst);
+            }));
+            tx.put_account(&a)?;
+            match i % 3 {
+                0 => Ok(()),
+                1 => Err(StoreError::Corrupt {
+                    table: "test",
+                    message: "refused after deferring".into(),
+                }),
+                _ if i % 2 == 0 => panic!("request {i} panics after deferring"),
+                _ => tx.put_network(&orphan_network(i)),
+            }
+        }));
+    }
+    gate.await.expect("gate");
+    let results = futures::future::join_all(writes).await;
+    for (i, r) in results.into_iter().enumerate() {
+        // Read right after the answer: an effect runs before its request is answered.
+        let count = ran[i].load(Ordering::SeqCst);
+        if i % 3 == 0 {
+            r.expect("kept");
+            assert_eq!(count, 1, "request {i} committed: its effect ran once");
+        } else {
+            assert!(r.is_err(), "request {i}: {r:?}");
+            assert_eq!(count, 0, "request {i} failed: its effect never runs");
+        }
+    }
+    assert_eq!(stored_accounts(dir.path()).len(), 10);
 }
 
 #[tokio::test]

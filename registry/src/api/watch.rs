@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify, OnceCell};
 use crate::error::{code, ApiError, ErrorKind};
 use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
 use crate::service;
-use crate::store::{ReadTx, Store, StoreError, WriteTx};
+use crate::store::{AfterCommit, ReadTx, Store, StoreError, WriteRecords, WriteTx};
 
 /// Snapshots kept at most (one per network, the newest); beyond, the cache starts over.
 const MAX_SNAPSHOTS: usize = 1024;
@@ -332,7 +332,7 @@ impl ReadTx for Recording<'_> {
     }
 }
 
-impl WriteTx for Recording<'_> {
+impl WriteRecords for Recording<'_> {
     fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
         self.tx.put_account(account)
     }
@@ -373,5 +373,11 @@ impl WriteTx for Recording<'_> {
     }
     fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
         self.tx.delete_floating(id)
+    }
+}
+
+impl WriteTx for Recording<'_> {
+    fn after_commit(&mut self, effect: AfterCommit) {
+        self.tx.after_commit(effect);
     }
 }

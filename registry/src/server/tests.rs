@@ -6,14 +6,14 @@ use super::{serve_store, ServerError};
 use crate::config::{Limits, ServerConfig};
 use crate::service::Ttls;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError, WriteJob, WriteTx};
+use crate::store::{Store, StoreError, WriteJob, WriteRecords};
 
 /// A write job whose answer panics: the panic happens in the writer thread, outside any request's
 /// closure, which is what kills the writer.
 struct KillsTheWriter;
 
 impl WriteJob for KillsTheWriter {
-    fn run(&mut self, _tx: &mut dyn WriteTx) -> bool {
+    fn run(&mut self, _tx: &mut dyn WriteRecords) -> bool {
         true
     }
 

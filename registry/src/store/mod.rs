@@ -9,6 +9,14 @@
 //!
 //! Contract of [`Store::write`]: the closure's `Ok` is returned only once its writes are durable; its `Err`
 //! (or a store error inside it) undoes exactly its own writes and nothing else of the batch.
+//!
+//! **After commit.** What a closure must do outside the transaction, above all log what it changed, it
+//! hands to [`WriteTx::after_commit`] instead of doing it. The request's job (built by [`Store::write`], the
+//! one owner of these effects for every backend) keeps them per run: each run of the closure starts with
+//! none, a run that fails (`Err` or panic) drops its own, and they run exactly once, in order, on the
+//! writer's thread right before the answer is sent, only when the transaction holding the request's writes
+//! committed. A batch that failed, was fenced off or whose outcome is unknown runs none of them. A backend
+//! implements [`WriteRecords`] (the records) and never sees them.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -191,9 +199,9 @@ pub trait ReadTx {
     fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError>;
 }
 
-/// Writes inside a transaction. Every `put_*` inserts the record or replaces the one with its id, except
-/// [`WriteTx::put_token`], which only inserts.
-pub trait WriteTx: ReadTx {
+/// Writes inside a transaction, as a backend implements them. Every `put_*` inserts the record or replaces
+/// the one with its id, except [`WriteRecords::put_token`], which only inserts.
+pub trait WriteRecords: ReadTx {
     /// Stores an account.
     fn put_account(&mut self, account: &Account) -> Result<(), StoreError>;
     /// Stores a network (also its revision and allocation counters).
@@ -226,12 +234,26 @@ pub trait WriteTx: ReadTx {
     fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError>;
 }
 
+/// Something a request does once its writes are committed (a log line of what it changed).
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What a write closure gets: the transaction's reads and writes, and a place for what must wait until
+/// they are committed.
+pub trait WriteTx: WriteRecords {
+    /// Runs `effect` once this request's writes are durable, and never if they are not (the closure
+    /// failed, or the transaction did not commit or its outcome is unknown). Only the last run of the
+    /// closure counts: effects deferred by a run that is retried are dropped. Effects run in the order they
+    /// were deferred, on the writer's thread, before the request's answer is sent: keep them short.
+    fn after_commit(&mut self, effect: AfterCommit);
+}
+
 /// A queued write request, as a backend sees it. Built by [`Store::write`]; backends call [`WriteJob::run`]
 /// inside a transaction (once, or again after a conflict) and then [`WriteJob::finish`] exactly once.
 pub trait WriteJob: Send {
     /// Runs the request's closure. `true`: keep its writes; `false`: it failed, undo them.
-    fn run(&mut self, tx: &mut dyn WriteTx) -> bool;
-    /// Answers the caller: `Ok` once the transaction holding the writes committed, or the reason it did not.
+    fn run(&mut self, tx: &mut dyn WriteRecords) -> bool;
+    /// Answers the caller: `Ok` only once the transaction holding the writes of the last [`WriteJob::run`]
+    /// committed (the request's [`WriteTx::after_commit`] effects run then), or the reason it did not.
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
@@ -268,7 +290,8 @@ pub(crate) fn queue_write(queue: Option<&std::sync::mpsc::Sender<Box<dyn WriteJo
 impl dyn Store {
     /// Runs `f` in a write transaction and returns its result once its writes are durable.
     ///
-    /// `f` may run more than once (a backend may retry it); it must act only through the transaction.
+    /// `f` may run more than once (a backend may retry it); it must act only through the transaction, and
+    /// defer anything else (its log lines) with [`WriteTx::after_commit`].
     pub fn write<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
     where
         T: Send + 'static,
@@ -276,7 +299,12 @@ impl dyn Store {
         F: FnMut(&mut dyn WriteTx) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.submit_write(Box::new(Write { f, result: None, reply }));
+        self.submit_write(Box::new(Write {
+            f,
+            result: None,
+            effects: Vec::new(),
+            reply,
+        }));
         async move { answer.await.unwrap_or_else(|_| Err(StoreError::Closed.into())) }
     }
 
@@ -297,6 +325,8 @@ struct Write<T, E, F> {
     f: F,
     /// The closure's last result, held until the batch's fate is known.
     result: Option<Result<T, E>>,
+    /// What the closure's last run deferred until its writes are committed (none if that run failed).
+    effects: Vec<AfterCommit>,
     reply: oneshot::Sender<Result<T, E>>,
 }
 
@@ -306,10 +336,19 @@ where
     E: From<StoreError> + Send,
     F: FnMut(&mut dyn WriteTx) -> Result<T, E> + Send,
 {
-    fn run(&mut self, tx: &mut dyn WriteTx) -> bool {
+    fn run(&mut self, tx: &mut dyn WriteRecords) -> bool {
+        // A rerun starts from nothing: what an earlier run deferred belongs to writes that were undone.
+        self.effects.clear();
+        let mut tx = Deferring {
+            tx,
+            effects: &mut self.effects,
+        };
         let result =
-            catch_unwind(AssertUnwindSafe(|| (self.f)(tx))).unwrap_or_else(|_| Err(StoreError::Panicked.into()));
+            catch_unwind(AssertUnwindSafe(|| (self.f)(&mut tx))).unwrap_or_else(|_| Err(StoreError::Panicked.into()));
         let keep = result.is_ok();
+        if !keep {
+            self.effects.clear();
+        }
         self.result = Some(result);
         keep
     }
@@ -321,8 +360,146 @@ where
             (None, Err(e)) => Err(e.into()),
             (None, Ok(())) => Err(StoreError::Closed.into()),
         };
+        // `Ok` only when the closure succeeded and the transaction holding its writes committed.
+        if answer.is_ok() {
+            for effect in self.effects {
+                // A panicking effect must not take the writer thread (and every later request) with it.
+                if catch_unwind(AssertUnwindSafe(effect)).is_err() {
+                    tracing::error!("an after-commit effect of a registry write panicked");
+                }
+            }
+        }
         // The caller may have gone away (client disconnected): nothing to answer then.
         let _ = self.reply.send(answer);
+    }
+}
+
+/// The transaction a write closure sees: the backend's, plus the request's after-commit effects.
+struct Deferring<'a> {
+    tx: &'a mut dyn WriteRecords,
+    effects: &'a mut Vec<AfterCommit>,
+}
+
+impl WriteTx for Deferring<'_> {
+    fn after_commit(&mut self, effect: AfterCommit) {
+        self.effects.push(effect);
+    }
+}
+
+impl ReadTx for Deferring<'_> {
+    fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tx.token(key_id)
+    }
+    fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tx.tokens(account_id, kind)
+    }
+    fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.tx.account(id)
+    }
+    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError> {
+        self.tx.account_by_name(name)
+    }
+    fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
+        self.tx.network(id)
+    }
+    fn peer(&mut self, id: &str) -> Result<Option<Peer>, StoreError> {
+        self.tx.peer(id)
+    }
+    fn peer_by_key(&mut self, network_id: &str, public_key: &str) -> Result<Option<Peer>, StoreError> {
+        self.tx.peer_by_key(network_id, public_key)
+    }
+    fn peer_by_name(&mut self, network_id: &str, name: &str) -> Result<Option<Peer>, StoreError> {
+        self.tx.peer_by_name(network_id, name)
+    }
+    fn peers(&mut self, network_id: &str) -> Result<Vec<Peer>, StoreError> {
+        self.tx.peers(network_id)
+    }
+    fn cluster(&mut self, id: &str) -> Result<Option<Cluster>, StoreError> {
+        self.tx.cluster(id)
+    }
+    fn latest_active_cluster(&mut self, network_id: &str) -> Result<Option<Cluster>, StoreError> {
+        self.tx.latest_active_cluster(network_id)
+    }
+    fn membership(&mut self, peer_id: &str) -> Result<Option<ClusterMember>, StoreError> {
+        self.tx.membership(peer_id)
+    }
+    fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError> {
+        self.tx.vip(id)
+    }
+    fn networks(&mut self, account_id: &str) -> Result<Vec<Network>, StoreError> {
+        self.tx.networks(account_id)
+    }
+    fn vips(&mut self, network_id: &str) -> Result<Vec<Vip>, StoreError> {
+        self.tx.vips(network_id)
+    }
+    fn clusters(&mut self, network_id: &str) -> Result<Vec<Cluster>, StoreError> {
+        self.tx.clusters(network_id)
+    }
+    fn cluster_members(&mut self, cluster_id: &str) -> Result<Vec<ClusterMember>, StoreError> {
+        self.tx.cluster_members(cluster_id)
+    }
+    fn silent_peers(&mut self, before_ms: u64) -> Result<Vec<Peer>, StoreError> {
+        self.tx.silent_peers(before_ms)
+    }
+    fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError> {
+        self.tx.all_peers()
+    }
+    fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
+        self.tx.all_clusters()
+    }
+    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
+        self.tx.held_prefixes(network_id)
+    }
+    fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
+        self.tx.prefix_holds(network_id)
+    }
+    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError> {
+        self.tx.floating(id)
+    }
+    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError> {
+        self.tx.floatings(network_id)
+    }
+}
+
+impl WriteRecords for Deferring<'_> {
+    fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
+        self.tx.put_account(account)
+    }
+    fn put_network(&mut self, network: &Network) -> Result<(), StoreError> {
+        self.tx.put_network(network)
+    }
+    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tx.put_token(token)
+    }
+    fn update_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tx.update_token(token)
+    }
+    fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError> {
+        self.tx.put_peer(peer)
+    }
+    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
+        self.tx.put_cluster(cluster)
+    }
+    fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError> {
+        self.tx.put_member(member)
+    }
+    fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError> {
+        self.tx.put_vip(vip)
+    }
+    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
+        self.tx.delete_peer(peer_id)
+    }
+    fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError> {
+        self.tx.put_prefix_hold(hold)
+    }
+    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
+        self.tx.delete_prefix_hold(network_id, prefix)
+    }
+    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError> {
+        self.tx.put_floating(floating)
+    }
+    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
+        self.tx.delete_floating(id)
     }
 }
 

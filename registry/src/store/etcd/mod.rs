@@ -20,7 +20,11 @@
 //! see them) and commits them in one etcd `Txn` whose compares are those revisions: if anything it read
 //! changed meanwhile, nothing is written and it runs again on fresh reads, at most [`ATTEMPTS`] times with a
 //! jittered, growing pause, then its requests fail with [`StoreError::Commit`]. The answer is sent after etcd
-//! acknowledged the `Txn`, that is once a majority of its members wrote it to their logs.
+//! acknowledged the `Txn`, that is once a majority of its members wrote it to their logs. Since a closure may
+//! run several times, whatever it must do outside the transaction (its log lines) it defers with
+//! [`super::WriteTx::after_commit`]: a rerun drops what the run before deferred, and only a request whose
+//! writes the acknowledged `Txn` (or a lost one found landed, below) holds runs its effects, right before
+//! its answer; an undone request, a batch out of attempts, a fenced or unresolved `Txn` runs none.
 //!
 //! **The writer's read cache** ([`tx`]). A writer keeps, across its batches, every key it read or
 //! committed with the `mod_revision` it had (a commit remembers its writes at the `Txn`'s revision; a key

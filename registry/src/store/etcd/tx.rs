@@ -1,4 +1,4 @@
-//! The records of [`ReadTx`] and [`WriteTx`] on etcd keys (the layout is in [`super`]'s documentation), over
+//! The records of [`ReadTx`] and [`WriteRecords`] on etcd keys (the layout is in [`super`]'s documentation), over
 //! a transaction that reads at one revision, buffers its writes and commits them with compares.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use super::commit::CommitMarker;
 use super::REQUEST_TIMEOUT;
 use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
-use crate::store::{ReadTx, StoreError, WriteTx};
+use crate::store::{ReadTx, StoreError, WriteRecords};
 
 /// A value as read at the transaction's revision.
 #[derive(Clone)]
@@ -793,7 +793,7 @@ impl ReadTx for EtcdTx<'_> {
     }
 }
 
-impl WriteTx for EtcdTx<'_> {
+impl WriteRecords for EtcdTx<'_> {
     fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
         let key = self.key(&["account", &account.id]);
         self.put_json(key, account)?;

@@ -6,7 +6,9 @@
 //! writes. Every request of the batch is answered after the `COMMIT` returned, which with `synchronous =
 //! FULL` means after the WAL was fsync'd: one fsync per batch instead of one per request (group commit).
 //! While a batch commits, new requests queue up and form the next batch, so batches grow with load and
-//! an idle registry commits each request alone, without waiting.
+//! an idle registry commits each request alone, without waiting. A request's after-commit effects (its log
+//! lines, [`super::WriteTx::after_commit`]) run after that `COMMIT`, when it is answered; those of a
+//! request rolled back to its savepoint, or of a batch whose `COMMIT` failed, never run.
 //!
 //! **Reads** run on a small pool of separate connections (WAL lets them read the last commit while the
 //! writer writes), on tokio's blocking threads, at most [`READERS`] at once: a flood of reads (scrapes,

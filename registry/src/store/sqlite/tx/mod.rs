@@ -1,4 +1,4 @@
-//! The record operations of [`ReadTx`] and [`WriteTx`] in SQL. The caller opens and ends the transaction;
+//! The record operations of [`ReadTx`] and [`WriteRecords`] in SQL. The caller opens and ends the transaction;
 //! this only reads and writes rows, with cached prepared statements.
 //!
 //! Here: the transaction, the row decoding and the reads; [`write`]: the writes.

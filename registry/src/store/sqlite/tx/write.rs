@@ -1,4 +1,4 @@
-//! The writes of [`WriteTx`] in SQL: inserts, updates and the removal of a peer, on the rows
+//! The writes of [`WriteRecords`] in SQL: inserts, updates and the removal of a peer, on the rows
 //! [`super`] decodes.
 
 use ipnet::IpNet;
@@ -6,9 +6,9 @@ use rusqlite::params;
 
 use super::{corrupt, join, join_pools, optional_signed, signed, SqlTx};
 use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, Quorum, TokenRecord, Vip};
-use crate::store::{StoreError, WriteTx};
+use crate::store::{StoreError, WriteRecords};
 
-impl WriteTx for SqlTx<'_> {
+impl WriteRecords for SqlTx<'_> {
     fn put_account(&mut self, a: &Account) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
