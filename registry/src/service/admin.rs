@@ -32,7 +32,10 @@ pub fn create_account(tx: &mut dyn WriteTx, name: &str, now_ms: u64) -> Result<A
     };
     let admin = issue_token(tx, TokenKind::Admin)?;
     tx.put_account(&account)?;
-    tracing::info!(account = %account.id, name = %account.name, token = %admin.key_id, "account created");
+    tx.after_commit(Box::new({
+        let (account, token) = (account.clone(), admin.key_id.clone());
+        move || tracing::info!(account = %account.id, name = %account.name, %token, "account created")
+    }));
     tx.put_token(&TokenRecord::new(
         admin.key_id,
         TokenKind::Admin,
@@ -74,12 +77,17 @@ pub fn create_network(
         created_at_ms: now_ms,
     };
     tx.put_network(&network)?;
-    tracing::info!(
-        account = %network.account_id, network = %network.id, name = %network.name,
-        overlay = %network.overlay_prefix, vip_pool = %network.vip_pool,
-        overlay_v4 = ?network.overlay_prefix_v4, pod_pools = ?network.pod_pools, site_ranges = ?network.site_ranges,
-        "network created"
-    );
+    tx.after_commit(Box::new({
+        let network = network.clone();
+        move || {
+            tracing::info!(
+                account = %network.account_id, network = %network.id, name = %network.name,
+                overlay = %network.overlay_prefix, vip_pool = %network.vip_pool,
+                overlay_v4 = ?network.overlay_prefix_v4, pod_pools = ?network.pod_pools,
+                site_ranges = ?network.site_ranges, "network created"
+            );
+        }
+    }));
     Ok(view(&network))
 }
 
@@ -120,10 +128,16 @@ pub fn create_enrollment_token(
         )
     };
     tx.put_token(&record)?;
-    tracing::info!(
-        account = %record.account_id, token = %record.key_id, network = ?record.network_id, expires_at_ms = ?record.limits.expires_at_ms,
-        max_uses = ?record.limits.max_uses, roles = ?record.limits.roles, "enrollment token issued"
-    );
+    tx.after_commit(Box::new({
+        let record = record.clone();
+        move || {
+            tracing::info!(
+                account = %record.account_id, token = %record.key_id, network = ?record.network_id,
+                expires_at_ms = ?record.limits.expires_at_ms, max_uses = ?record.limits.max_uses,
+                roles = ?record.limits.roles, "enrollment token issued"
+            );
+        }
+    }));
     Ok(EnrollmentTokenView {
         token: issued.text,
         info: info(&record),
@@ -187,10 +201,15 @@ pub fn revoke_enrollment_token(
     if record.limits.revoked_at_ms.is_none() {
         record.limits.revoked_at_ms = Some(now_ms);
         tx.update_token(&record)?;
-        tracing::info!(
-            account = %record.account_id, token = %record.key_id, network = ?record.network_id,
-            "enrollment token revoked"
-        );
+        tx.after_commit(Box::new({
+            let record = record.clone();
+            move || {
+                tracing::info!(
+                    account = %record.account_id, token = %record.key_id, network = ?record.network_id,
+                    "enrollment token revoked"
+                );
+            }
+        }));
     }
     Ok(info(&record))
 }

@@ -101,11 +101,17 @@ pub fn enroll(
     grant.limits.uses += 1;
     tx.update_token(&grant)?;
     let peer_token = issue_peer_token(tx, &grant, &peer, now_ms)?;
-    tracing::info!(
-        account = %grant.account_id, network = %network.id, peer = %peer.name, id = %peer.id,
-        address = %peer.address, address_v4 = ?peer.address_v4, pod_prefixes = %prefix_list(&peer.pod_prefixes),
-        lifecycle = %peer.lifecycle, token = %grant.key_id, uses = grant.limits.uses, "peer enrolled"
-    );
+    tx.after_commit(Box::new({
+        let (network_id, peer) = (network.id.clone(), peer.clone());
+        move || {
+            tracing::info!(
+                account = %grant.account_id, network = %network_id, peer = %peer.name, id = %peer.id,
+                address = %peer.address, address_v4 = ?peer.address_v4,
+                pod_prefixes = %prefix_list(&peer.pod_prefixes), lifecycle = %peer.lifecycle,
+                token = %grant.key_id, uses = grant.limits.uses, "peer enrolled"
+            );
+        }
+    }));
     // The member list is read after the commit ([`enrolled_members`]): building it here would hold the
     // single writer for time that grows with the network, and every other write waits for it.
     Ok(EnrollResponse {
@@ -167,7 +173,10 @@ fn retry(
         ));
     }
     let peer_token = issue_peer_token(tx, grant, &peer, now_ms)?;
-    tracing::info!(peer = %peer.name, id = %peer.id, "enrollment retried before first use; another peer token issued");
+    tx.after_commit(Box::new({
+        let (name, id) = (peer.name.clone(), peer.id.clone());
+        move || tracing::info!(peer = %name, %id, "enrollment retried before first use; another peer token issued")
+    }));
     Ok(EnrollResponse {
         peer_id: peer.id,
         network_id: network.id.clone(),

@@ -290,10 +290,16 @@ pub fn create_floating(
         created_at_ms: now_ms,
     };
     tx.put_floating(&floating)?;
-    tracing::info!(
-        account = %caller.account_id, network = %network.id, floating = %floating.id, prefix = %floating.prefix,
-        candidates = ?req.candidates, quorum = req.quorum, token = %caller.key_id, "floating prefix created"
-    );
+    tx.after_commit(Box::new({
+        let (caller, network_id, floating) = (caller.clone(), network.id.clone(), floating.clone());
+        let (candidates, quorum) = (req.candidates.clone(), req.quorum);
+        move || {
+            tracing::info!(
+                account = %caller.account_id, network = %network_id, floating = %floating.id, prefix = %floating.prefix,
+                ?candidates, quorum, token = %caller.key_id, "floating prefix created"
+            );
+        }
+    }));
     bump(tx, network)?;
     view(tx, &floating)
 }
@@ -352,11 +358,16 @@ pub fn set_floating(
     floating.move_to = floating.move_to.take().filter(|m| candidates.contains(m));
     if floating != before {
         tx.put_floating(&floating)?;
-        tracing::info!(
-            account = %caller.account_id, network = %network.id, floating = %floating.id, prefix = %floating.prefix,
-            candidates = ?floating.candidates, quorum = ?floating.quorum, token = %caller.key_id,
-            "floating prefix changed by an operator"
-        );
+        tx.after_commit(Box::new({
+            let (caller, network_id, floating) = (caller.clone(), network.id.clone(), floating.clone());
+            move || {
+                tracing::info!(
+                    account = %caller.account_id, network = %network_id, floating = %floating.id,
+                    prefix = %floating.prefix, candidates = ?floating.candidates, quorum = ?floating.quorum,
+                    token = %caller.key_id, "floating prefix changed by an operator"
+                );
+            }
+        }));
         bump(tx, network)?;
     }
     view(tx, &floating)
@@ -368,10 +379,15 @@ pub fn delete_floating(tx: &mut dyn WriteTx, presented: &Presented, id: &str) ->
     let caller = admin(tx, presented)?;
     let (floating, network) = visible(tx, &caller, id)?;
     tx.delete_floating(&floating.id)?;
-    tracing::info!(
-        account = %caller.account_id, network = %network.id, floating = %floating.id, prefix = %floating.prefix,
-        token = %caller.key_id, "floating prefix deleted by an operator"
-    );
+    tx.after_commit(Box::new({
+        let network_id = network.id.clone();
+        move || {
+            tracing::info!(
+                account = %caller.account_id, network = %network_id, floating = %floating.id, prefix = %floating.prefix,
+                token = %caller.key_id, "floating prefix deleted by an operator"
+            );
+        }
+    }));
     bump(tx, network)
 }
 
@@ -391,7 +407,10 @@ pub fn move_floating(
     floating.move_to = Some(target.id.clone());
     floating.move_seq += 1;
     tx.put_floating(&floating)?;
-    tracing::info!(floating = %floating.prefix, to = %target.name, seq = floating.move_seq, "floating prefix move requested");
+    tx.after_commit(Box::new({
+        let (prefix, seq) = (floating.prefix, floating.move_seq);
+        move || tracing::info!(floating = %prefix, to = %target.name, seq, "floating prefix move requested")
+    }));
     bump(tx, network)?;
     view(tx, &floating)
 }
@@ -421,10 +440,16 @@ pub fn set_vip_quorum(
     if vip.quorum != quorum {
         vip.quorum = quorum;
         tx.put_vip(&vip)?;
-        tracing::info!(
-            account = %caller.account_id, network = %network.id, vip = %vip.address, quorum = ?vip.quorum,
-            token = %caller.key_id, "VIP quorum mode set by an operator"
-        );
+        tx.after_commit(Box::new({
+            let (caller, network_id, address, quorum) =
+                (caller.clone(), network.id.clone(), vip.address, vip.quorum.clone());
+            move || {
+                tracing::info!(
+                    account = %caller.account_id, network = %network_id, vip = %address, ?quorum,
+                    token = %caller.key_id, "VIP quorum mode set by an operator"
+                );
+            }
+        }));
         bump(tx, network.clone())?;
     }
     let peers = tx.peers(&network.id)?;
@@ -453,10 +478,17 @@ pub(super) fn forget_peer(tx: &mut dyn WriteTx, peer: &Peer) -> Result<(), ApiEr
         }
         if floating != before {
             if floating.candidates.is_empty() {
-                tracing::warn!(
-                    network = %floating.network_id, floating = %floating.id, prefix = %floating.prefix, peer = %peer.name,
-                    "the last candidate of a floating prefix was removed: nobody routes it until an operator names new candidates"
-                );
+                tx.after_commit(Box::new({
+                    let (floating, peer_name) = (floating.clone(), peer.name.clone());
+                    move || {
+                        tracing::warn!(
+                            network = %floating.network_id, floating = %floating.id, prefix = %floating.prefix,
+                            peer = %peer_name,
+                            "the last candidate of a floating prefix was removed: nobody routes it until an \
+                             operator names new candidates"
+                        );
+                    }
+                }));
             }
             tx.put_floating(&floating)?;
         }

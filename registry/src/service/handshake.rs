@@ -73,7 +73,10 @@ pub fn report(
         (K3sStatus::Failed, _) => ClusterState::Error,
     };
     if state != cluster.state {
-        tracing::info!(cluster = %cluster.id, old = %cluster.state, new = %state, peer = %peer.name, "cluster state");
+        tx.after_commit(Box::new({
+            let (id, old, name) = (cluster.id.clone(), cluster.state, peer.name.clone());
+            move || tracing::info!(cluster = %id, %old, new = %state, peer = %name, "cluster state")
+        }));
         cluster.state = state;
         tx.put_cluster(&cluster)?;
     }
@@ -159,10 +162,15 @@ fn bootstrap(
         role: Role::Server,
         joined_at_ms: now_ms,
     })?;
-    tracing::info!(
-        account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, vip = %vip.address,
-        peer = %peer.name, id = %peer.id, "cluster bootstrapped"
-    );
+    tx.after_commit(Box::new({
+        let (cluster, address, peer) = (cluster.clone(), vip.address, peer.clone());
+        move || {
+            tracing::info!(
+                account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, vip = %address,
+                peer = %peer.name, id = %peer.id, "cluster bootstrapped"
+            );
+        }
+    }));
     answer(tx, &cluster, &vip, Role::Server)
 }
 
@@ -195,7 +203,10 @@ fn join(
         // An agent's target changed (sdwand reloaded with another target_cluster_id): it moves. An agent
         // holds no VIP candidacy, so nothing else changes.
         Some(m) if m.cluster_id != cluster.id && m.role == Role::Agent && req.role == Role::Agent => {
-            tracing::info!(peer = %peer.name, from = %m.cluster_id, to = %cluster.id, "agent moved to another cluster");
+            let (name, to) = (peer.name.clone(), cluster.id.clone());
+            tx.after_commit(Box::new(move || {
+                tracing::info!(peer = %name, from = %m.cluster_id, %to, "agent moved to another cluster");
+            }));
         }
         Some(m) => return Err(already_member(peer, &m)),
         None => {}
@@ -227,10 +238,15 @@ fn join(
         network.revision += 1;
         tx.put_network(&network)?;
     }
-    tracing::info!(
-        account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, peer = %peer.name,
-        id = %peer.id, role = %req.role, "peer joined the cluster"
-    );
+    tx.after_commit(Box::new({
+        let (cluster, peer, role) = (cluster.clone(), peer.clone(), req.role);
+        move || {
+            tracing::info!(
+                account = %cluster.account_id, network = %peer.network_id, cluster = %cluster.id, peer = %peer.name,
+                id = %peer.id, %role, "peer joined the cluster"
+            );
+        }
+    }));
     answer(tx, &cluster, &vip, req.role)
 }
 
@@ -290,7 +306,10 @@ fn answer(tx: &mut dyn WriteTx, cluster: &Cluster, vip: &Vip, role: Role) -> Res
                 agent_token: Some(t.clone()),
                 ..cluster.clone()
             })?;
-            tracing::info!(cluster = %cluster.id, "cluster given an agent token (created before agent tokens)");
+            let id = cluster.id.clone();
+            tx.after_commit(Box::new(move || {
+                tracing::info!(cluster = %id, "cluster given an agent token (created before agent tokens)");
+            }));
             t
         }
     };

@@ -112,10 +112,12 @@ pub fn delete_peer(
     let (caller, _) = admin(tx, presented)?;
     let peer = visible_peer(tx, &caller, peer_id)?;
     let held_down = remove_peer(tx, &peer, ttls.hold_until(now_ms))?;
-    tracing::info!(
-        account = %caller.account_id, network = %peer.network_id, peer = %peer.name, id = %peer.id,
-        token = %caller.key_id, held_down = %prefix_list(&held_down), "peer removed by an operator"
-    );
+    tx.after_commit(Box::new(move || {
+        tracing::info!(
+            account = %caller.account_id, network = %peer.network_id, peer = %peer.name, id = %peer.id,
+            token = %caller.key_id, held_down = %prefix_list(&held_down), "peer removed by an operator"
+        );
+    }));
     Ok(())
 }
 
@@ -142,11 +144,16 @@ pub fn set_site_prefixes(
         tx.put_peer(&peer)?;
         network.revision += 1;
         tx.put_network(&network)?;
-        tracing::info!(
-            account = %caller.account_id, network = %network.id, peer = %peer.name, id = %peer.id,
-            token = %caller.key_id, old = %prefix_list(&before), new = %prefix_list(&peer.site_prefixes),
-            "site prefixes set by an operator"
-        );
+        tx.after_commit(Box::new({
+            let (caller, network_id, peer) = (caller.clone(), network.id.clone(), peer.clone());
+            move || {
+                tracing::info!(
+                    account = %caller.account_id, network = %network_id, peer = %peer.name, id = %peer.id,
+                    token = %caller.key_id, old = %prefix_list(&before), new = %prefix_list(&peer.site_prefixes),
+                    "site prefixes set by an operator"
+                );
+            }
+        }));
     }
     peer_view(tx, &peer, ttls, now_ms)
 }
@@ -200,7 +207,10 @@ pub fn move_vip(
     tx.put_vip(&vip)?;
     network.revision += 1;
     tx.put_network(&network)?;
-    tracing::info!(vip = %vip.address, to = %target.name, seq = vip.move_seq, "VIP move requested");
+    tx.after_commit(Box::new({
+        let (address, seq) = (vip.address, vip.move_seq);
+        move || tracing::info!(vip = %address, to = %target.name, seq, "VIP move requested")
+    }));
     let peers = tx.peers(&network.id)?;
     let cluster_id = tx
         .clusters(&network.id)?
@@ -227,7 +237,10 @@ pub fn set_cluster_state(
         ));
     }
     if cluster.state != req.state {
-        tracing::info!(cluster = %cluster.id, old = %cluster.state, new = %req.state, "cluster state set by an operator");
+        tx.after_commit(Box::new({
+            let (id, old, new) = (cluster.id.clone(), cluster.state, req.state);
+            move || tracing::info!(cluster = %id, %old, %new, "cluster state set by an operator")
+        }));
         cluster.state = req.state;
         tx.put_cluster(&cluster)?;
     }

@@ -118,18 +118,28 @@ pub fn reap(tx: &mut dyn WriteTx, ttls: &Ttls, now_ms: u64, counts_from_ms: u64)
         };
         *left -= 1;
         let held_down = remove_peer(tx, &peer, ttls.hold_until(now_ms))?;
-        tracing::info!(
-            peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
-            silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000, held_down = %prefix_list(&held_down),
-            "silent peer reaped"
-        );
+        tx.after_commit(Box::new({
+            let peer = peer.clone();
+            move || {
+                tracing::info!(
+                    peer = %peer.name, id = %peer.id, network = %peer.network_id, lifecycle = %peer.lifecycle,
+                    silent_s = now_ms.saturating_sub(peer.last_seen_ms) / 1000,
+                    held_down = %prefix_list(&held_down), "silent peer reaped"
+                );
+            }
+        }));
         removed.push(peer);
     }
     if deferred > 0 {
-        tracing::warn!(
-            deferred, removed = removed.len(),
-            "reaping is capped at {MAX_REAPED_SHARE_PERCENT} % of a network per pass; the others wait for the next passes"
-        );
+        let removed = removed.len();
+        tx.after_commit(Box::new(move || {
+            tracing::warn!(
+                deferred,
+                removed,
+                "reaping is capped at {MAX_REAPED_SHARE_PERCENT} % of a network per pass; the others wait for the \
+                 next passes"
+            );
+        }));
     }
     Ok(removed)
 }
