@@ -241,7 +241,7 @@ pub fn lan_addr(i: usize) -> Ipv4Addr {
 }
 
 impl Lab {
-    /// The floating prefixes's candidates (peer indexes, rank order; every prefix has the same); empty in a
+    /// The floating prefixes' candidates (peer indexes, rank order; every prefix has the same); empty in a
     /// lab without a site.
     pub fn floating_candidates(&self) -> Vec<usize> {
         let Some(f) = self.state.peers.first().and_then(|p| p.config.floating.first()) else {
