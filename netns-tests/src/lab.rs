@@ -104,9 +104,12 @@ pub struct UpOptions {
     /// The registry's `prefix_hold_down` (how long a removed peer's prefixes stay unallocated); `None`:
     /// the registry's default.
     pub prefix_hold_down: Option<Duration>,
-    /// Floating-prefix candidates: a site LAN bridged to the first K peers, with the floating prefix
-    /// [`crate::floating::PREFIX`] whose candidates they are (see [`crate::floating`]). 0: none.
+    /// Floating-prefix candidates: a site LAN bridged to the first K peers, with the floating prefixes of
+    /// `floating_family` whose candidates they are (see [`crate::floating`]). 0: none.
     pub floating_candidates: usize,
+    /// The families of the floating site: [`crate::floating::PREFIX`] (IPv4, the default),
+    /// [`crate::floating::PREFIX_V6`], or both.
+    pub floating_family: crate::floating::FloatingFamily,
     /// With a floating site: every candidate checks its health ([`crate::floating::HEALTH_TARGET`], its
     /// own daemon's metrics port) so a test can fail one candidate's check.
     pub floating_health: bool,
@@ -139,6 +142,7 @@ impl UpOptions {
             site_ranges: Vec::new(),
             prefix_hold_down: None,
             floating_candidates: 0,
+            floating_family: crate::floating::FloatingFamily::Ipv4,
             floating_health: false,
         }
     }
@@ -154,6 +158,7 @@ impl UpOptions {
             pods: self.pods > 0,
             vip: self.vip_params(),
             floating: self.floating_candidates,
+            floating_family: self.floating_family,
             floating_health: self.floating_health,
             floating_quorum: self.quorum.then(|| {
                 crate::floating::quorum_witness(self)
@@ -296,16 +301,16 @@ impl Lab {
         self.save()?;
         self.build_network()?;
         if opts.floating_candidates > 0 {
-            self.build_floating_site(opts.floating_candidates)?;
+            self.build_floating_site(opts.floating_candidates, opts.floating_family)?;
         }
         if let Some(bin) = registry_bin {
             let (pools, overlay_v4) = if opts.pods > 0 {
                 // Pods: each peer also gets a /32, its IPv4 node-ip.
                 (opts.pod_family.pools(), true)
             } else {
-                // A floating site: the /32s are the sources the site host answers through the tunnel.
+                // An IPv4 floating site: the /32s are the sources the site host answers through the tunnel.
                 let pools = opts.pod_pools.iter().map(|p| serde_json::json!(p)).collect();
-                (pools, opts.floating_candidates > 0)
+                (pools, opts.floating_candidates > 0 && opts.floating_family.has_ipv4())
             };
             self.build_registry(bin, opts, pools, overlay_v4)?;
         }

@@ -62,7 +62,7 @@
 //! - [`etcd`]: the 3-member etcd cluster of `--registry-backend etcd`: members' life cycle, the leader.
 //! - [`pods`]: pods attached with the real CNI plugins from the configuration each daemon wrote (`--pods`).
 //! - [`floating`]: the HA branch site of `--floating-candidates K` (a LAN behind K gateways, one floating
-//!   prefix), its holder and the candidates' LAN links.
+//!   prefix per family of `--floating-family`), its holders and the candidates' LAN links.
 //! - [`sites`]: the network's site ranges, `sdwanctl registry` with the lab's admin token, a host on a LAN
 //!   behind a peer.
 //! - [`responder`]: the echo service behind the VIP (hidden `sdwan-lab responder`), tracked like the daemons.
@@ -118,6 +118,7 @@ pub use down::DownReport;
 pub use error::{LabError, Result};
 pub use fake_registry::FakeRegistry;
 pub use faults::Cut;
+pub use floating::FloatingFamily;
 pub use forge::{SendOptions, Squatter, Stream, User};
 pub use guard::LabGuard;
 pub use lab::{Lab, UpOptions};

@@ -31,9 +31,11 @@ pub(crate) struct PeerParams {
     pub pods: bool,
     /// The lab's VIP.
     pub vip: VipParams,
-    /// The lab's floating prefix: its candidates are the first `floating` peers; 0: none (see
+    /// The lab's floating prefixes: their candidates are the first `floating` peers; 0: none (see
     /// [`crate::floating`]).
     pub floating: usize,
+    /// The families of the floating prefixes (one `[[floating]]` entry each).
+    pub floating_family: crate::floating::FloatingFamily,
     /// Whether the floating prefix has a health check.
     pub floating_health: bool,
     /// Quorum mode of the floating prefix: `Some(witnesses)` (peer names); `None`: off.
@@ -93,11 +95,12 @@ pub(crate) fn peer_config(
         members,
     };
     if opts.floating > 0 {
-        config.floating = vec![crate::floating::section(
+        config.floating = crate::floating::sections(
             opts.floating,
+            opts.floating_family,
             opts.floating_health,
             opts.floating_quorum.as_deref(),
-        )];
+        );
         config.failover.get_or_insert_with(|| failover_section(&opts.vip));
     }
     if opts.registry {
@@ -233,6 +236,7 @@ mod tests {
             let opts = PeerParams {
                 registry_replicas,
                 floating: 2,
+                floating_family: crate::floating::FloatingFamily::Dual,
                 floating_health: false,
                 floating_quorum: Some(vec![Layout::peer_name(3)]),
                 persistent_keepalive: 25,

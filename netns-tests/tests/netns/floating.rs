@@ -2,13 +2,15 @@
 //! host 203.0.113.10 routing through the floating gateway address 203.0.113.1), observed from p3 and p4.
 //! The holding gateway dies (node death), or its health check fails: the other gateway takes the prefix,
 //! every observer reaches the site host through it, and no observer routes the prefix to the old holder.
-//! Its daemon alone crashes and restarts: the restart takes off the gateway address it left.
+//! Its daemon alone crashes and restarts: the restart takes off the gateway address it left. The same
+//! node death with an IPv6 site (`--floating-family ipv6`: 2001:db8:5::/64, gateway 2001:db8:5::1),
+//! where the site host's neighbour entry for the gateway address follows the new holder's unsolicited
+//! neighbour advertisement.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use sdwan_lab::floating::{PREFIX, SITE_ADDR};
-use sdwan_lab::UpOptions;
+use sdwan_lab::floating::{Site, V4, V6};
+use sdwan_lab::{FloatingFamily, UpOptions};
 
 use crate::common::{lab_with, unique_name, POLL};
 
@@ -16,16 +18,21 @@ use crate::common::{lab_with, unique_name, POLL};
 const OBSERVERS: [usize; 2] = [3, 4];
 
 fn site_lab(prefix: &str, health: bool) -> crate::common::TestLab {
+    site_lab_of(prefix, health, FloatingFamily::Ipv4)
+}
+
+fn site_lab_of(prefix: &str, health: bool, family: FloatingFamily) -> crate::common::TestLab {
     let mut opts = UpOptions::new(&unique_name(prefix), 4);
     opts.floating_candidates = 2;
+    opts.floating_family = family;
     opts.floating_health = health;
     lab_with(opts)
 }
 
-/// Asserts that every observer reaches the site host (5 pings, none lost), after waiting at most 10 s
-/// for a first answer from each.
-fn assert_site_reachable(lab: &sdwan_lab::Lab) {
-    let site = IpAddr::V4(SITE_ADDR);
+/// Asserts that every observer reaches the site host of `s` (5 pings, none lost), after waiting at most
+/// 10 s for a first answer from each.
+fn assert_site_reachable(lab: &sdwan_lab::Lab, s: &Site) {
+    let site = s.host;
     for j in OBSERVERS {
         sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
             lab.ping(j, site, 1, Duration::from_millis(200))
@@ -37,10 +44,10 @@ fn assert_site_reachable(lab: &sdwan_lab::Lab) {
     }
 }
 
-/// Asserts that every observer routes the prefix to `holder` (in its allowed IPs) and to no other
-/// candidate.
-fn assert_routed_to(lab: &sdwan_lab::Lab, holder: usize, others: &[usize]) {
-    let prefix: ipnet::IpNet = PREFIX.parse().unwrap();
+/// Asserts that every observer routes the prefix of `s` to `holder` (in its allowed IPs) and to no
+/// other candidate.
+fn assert_routed_to(lab: &sdwan_lab::Lab, s: &Site, holder: usize, others: &[usize]) {
+    let prefix: ipnet::IpNet = s.prefix.parse().unwrap();
     for j in OBSERVERS {
         sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
             lab.allowed_ips(j, holder).is_ok_and(|a| a.contains(&prefix))
@@ -70,14 +77,14 @@ fn the_site_stays_reachable_when_its_holding_gateway_dies() {
     assert_eq!(doc.floating.len(), 1, "{doc:?}");
     assert_eq!(doc.floating[0].candidates, ["p1", "p2"]);
     assert_eq!(doc.floating[0].holder.as_deref(), Some("p1"));
-    assert_site_reachable(&lab);
-    assert_routed_to(&lab, 1, &[2]);
+    assert_site_reachable(&lab, &V4);
+    assert_routed_to(&lab, &V4, 1, &[2]);
 
     lab.kill_node(1).unwrap();
     sdwan_lab::wait_until(Duration::from_secs(10), POLL, || lab.has_gateway(2).unwrap_or(false))
         .unwrap_or_else(|e| panic!("p2 did not take the gateway address: {e}"));
-    assert_site_reachable(&lab);
-    assert_routed_to(&lab, 2, &[1]);
+    assert_site_reachable(&lab, &V4);
+    assert_routed_to(&lab, &V4, 2, &[1]);
     assert_eq!(lab.status().unwrap().floating[0].holder.as_deref(), Some("p2"));
 }
 
@@ -86,7 +93,7 @@ fn a_failing_health_check_hands_the_prefix_over() {
     let lab = site_lab("fh", true);
     let old = lab.wait_floating_settled(Duration::from_secs(10)).unwrap();
     assert_eq!(old, 1);
-    assert_site_reachable(&lab);
+    assert_site_reachable(&lab, &V4);
 
     lab.fail_floating_health(1, true).unwrap();
     sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
@@ -98,8 +105,8 @@ fn a_failing_health_check_hands_the_prefix_over() {
             lab.gateway_holders()
         )
     });
-    assert_site_reachable(&lab);
-    assert_routed_to(&lab, 2, &[1]);
+    assert_site_reachable(&lab, &V4);
+    assert_routed_to(&lab, &V4, 2, &[1]);
     lab.fail_floating_health(1, false).unwrap();
 }
 
@@ -129,6 +136,58 @@ fn a_restarted_gateway_drops_the_gateway_address_it_left() {
             lab.gateway_holders()
         )
     });
-    assert_site_reachable(&lab);
-    assert_routed_to(&lab, 2, &[1]);
+    assert_site_reachable(&lab, &V4);
+    assert_routed_to(&lab, &V4, 2, &[1]);
+}
+
+/// An IPv6 site: p1 holds 2001:db8:5::/64 and both observers reach the site host over IPv6 (from their
+/// overlay /128s, through the tunnel to p1 and its LAN). p1's node dies while nothing is sent to the site:
+/// p2 serves the gateway address, p1 does not, and the site host's neighbour entry for the gateway address
+/// moves to p2's LAN MAC with no traffic of its own to make the kernel probe the old entry (which it
+/// would only do when sending), so only p2's unsolicited neighbour advertisement can have moved it. Then
+/// both observers reach the site host through p2 and route the prefix to p2 alone.
+#[test]
+fn an_ipv6_site_follows_the_neighbour_advertisement_when_its_holding_gateway_dies() {
+    let mut lab = site_lab_of("f6", false, FloatingFamily::Ipv6);
+    assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 1);
+    let doc = lab.status().unwrap();
+    assert_eq!(doc.floating.len(), 1, "{doc:?}");
+    assert_eq!(doc.floating[0].prefix, "2001:db8:5::/64");
+    assert_eq!(doc.floating[0].site_addr, "2001:db8:5::10");
+    assert_eq!(doc.floating[0].holder.as_deref(), Some("p1"));
+    assert_site_reachable(&lab, &V6);
+    assert_routed_to(&lab, &V6, 1, &[2]);
+    let (p1_mac, p2_mac) = (lab.lan_mac(1).unwrap(), lab.lan_mac(2).unwrap());
+    let entry = lab.site_gateway_neighbour(&V6).unwrap();
+    assert_eq!(
+        entry.as_ref().and_then(|e| e.0.as_deref()),
+        Some(p1_mac.as_str()),
+        "the site host reached the observers through p1 ({p1_mac}): {entry:?}"
+    );
+
+    lab.kill_node(1).unwrap();
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        lab.has_gateway_of(2, &V6).unwrap_or(false)
+    })
+    .unwrap_or_else(|e| panic!("p2 did not take the gateway address: {e}"));
+    assert!(
+        !lab.has_gateway_of(1, &V6).unwrap(),
+        "the dead p1 still serves the gateway address"
+    );
+    sdwan_lab::wait_until(Duration::from_secs(3), POLL, || {
+        lab.site_gateway_neighbour(&V6).is_ok_and(|e| {
+            e.is_some_and(|(mac, flags)| {
+                mac.as_deref() == Some(p2_mac.as_str()) && flags.iter().any(|f| f == "router")
+            })
+        })
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the site host's neighbour entry for the gateway address did not move to p2 ({p2_mac}) without traffic: {e}: {:?}",
+            lab.site_gateway_neighbour(&V6)
+        )
+    });
+    assert_site_reachable(&lab, &V6);
+    assert_routed_to(&lab, &V6, 2, &[1]);
+    assert_eq!(lab.status().unwrap().floating[0].holder.as_deref(), Some("p2"));
 }

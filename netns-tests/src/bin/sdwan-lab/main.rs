@@ -85,10 +85,15 @@ enum Command {
         site_range: Vec<ipnet::IpNet>,
         /// An HA branch site behind the first K peers: a site namespace (NAME-p1s) on a LAN bridged to
         /// p1..pK, site host 203.0.113.10/24 with its default route via the gateway address 203.0.113.1,
-        /// and the floating prefix 203.0.113.0/24 with candidates p1..pK in every peer's [[floating]]. 0:
-        /// none. Not with --pods or --site-range (they use 203.0.113.0/24 too).
+        /// and the floating prefix 203.0.113.0/24 with candidates p1..pK in every peer's [[floating]]
+        /// (with the default --floating-family ipv4). 0: none. Not with --pods or --site-range.
         #[arg(long, default_value_t = 0)]
         floating_candidates: usize,
+        /// The floating site's families: ipv4 (203.0.113.0/24 as above), ipv6 (2001:db8:5::/64, gateway
+        /// 2001:db8:5::1, site host 2001:db8:5::10/64 with its default route via the gateway) or dual (both,
+        /// two [[floating]] entries with the same candidates).
+        #[arg(long, default_value = "ipv4")]
+        floating_family: sdwan_lab::FloatingFamily,
     },
     /// Print a lab's JSON document, with its PIDs and VIP holders re-read (a dead process is null).
     Status {
@@ -190,6 +195,7 @@ fn main() -> ExitCode {
             pod_family,
             site_range,
             floating_candidates,
+            floating_family,
         } => {
             let mut opts = UpOptions::new(&name, peers);
             opts.handshake_timeout = Duration::from_secs(timeout);
@@ -204,6 +210,7 @@ fn main() -> ExitCode {
             opts.pod_family = pod_family;
             opts.site_ranges = site_range;
             opts.floating_candidates = floating_candidates;
+            opts.floating_family = floating_family;
             up(opts)
         }
         Command::Status { name } => Lab::load(&name)
