@@ -292,7 +292,8 @@ fn a_list_changed_by_another_replica_makes_the_lister_run_again() {
 
 /// Replica a's writer remembers what it read and committed, and serves later reads from there: when
 /// replica b changes such a key, a's next write that read it (stale, from the cache) fails its compare and
-/// runs again on etcd's value. Both with writes and without (a closure that only reads).
+/// runs again on etcd's value. Both with writes and without (a closure that only reads), and for a key a
+/// wrote without reading it first (remembered at its commit's revision).
 #[test]
 fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
     if !etcd::installed_or_skip("a_key_changed") {
@@ -300,19 +301,30 @@ fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
     }
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
-    for (case, writes) in [("write", true), ("read-only", false)] {
+    for (case, writes, a_wrote) in [
+        ("write", true, false),
+        ("read-only", false, false),
+        ("written-blind", true, true),
+    ] {
         let prefix = format!("/cache-{case}/");
         let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica a"));
         let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica b"));
-        runtime
-            .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
-            .expect("seed");
-        // a reads the account once: its writer caches it.
-        let seen = runtime
-            .block_on(a.write(|tx| tx.account("acc")))
-            .expect("a reads")
-            .expect("account");
-        assert_eq!(seen.name, "b0", "{case}");
+        if a_wrote {
+            // a writes the account without reading it: its writer caches what it committed.
+            runtime
+                .block_on(a.write(|tx| tx.put_account(&account("acc", "b0"))))
+                .expect("seed");
+        } else {
+            runtime
+                .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
+                .expect("seed");
+            // a reads the account once: its writer caches it.
+            let seen = runtime
+                .block_on(a.write(|tx| tx.account("acc")))
+                .expect("a reads")
+                .expect("account");
+            assert_eq!(seen.name, "b0", "{case}");
+        }
         runtime
             .block_on(b.write(|tx| tx.put_account(&account("acc", "b1"))))
             .expect("b renames");

@@ -27,8 +27,9 @@
 //! its answer; an undone request, a batch out of attempts, a fenced or unresolved `Txn` runs none.
 //!
 //! **The writer's read cache** ([`tx`]). A writer keeps, across its batches, every key it read or
-//! committed with the `mod_revision` it had (a commit remembers its writes at the `Txn`'s revision; a key
-//! written without being read, whose earlier state is unknown, is dropped), up to a bounded number of keys.
+//! committed, with its value and the `mod_revision` it had (a commit remembers every key it wrote, read
+//! or not, at the `Txn`'s revision: etcd gives them all that one), up to a bounded number of keys. It
+//! keeps no creation revisions: lists, which order by them, always come from etcd.
 //! A read served from there is compared at commit with that `mod_revision`, like one from etcd, so a key
 //! another replica changed meanwhile fails the `Txn`: the cache is emptied (also after a lost answer) and
 //! the batch runs again on fresh reads. A batch without writes that read from the cache sends its compares

@@ -23,10 +23,10 @@ struct Stored {
 }
 
 /// What the writer knows of one key from earlier transactions: its value (`None`: absent) and its
-/// `mod_revision` then (0: absent).
+/// `mod_revision` then (0: absent). No creation revision: lists, which order by it, always come from etcd.
 #[derive(Clone)]
 struct Cached {
-    stored: Option<Stored>,
+    value: Option<Vec<u8>>,
     mod_revision: i64,
 }
 
@@ -43,11 +43,11 @@ pub(super) struct ReadCache {
 }
 
 impl ReadCache {
-    fn remember(&mut self, key: &str, stored: Option<Stored>, mod_revision: i64) {
+    fn remember(&mut self, key: &str, value: Option<Vec<u8>>, mod_revision: i64) {
         if self.keys.len() >= CACHE_KEYS && !self.keys.contains_key(key) {
             self.keys.clear();
         }
-        self.keys.insert(key.to_owned(), Cached { stored, mod_revision });
+        self.keys.insert(key.to_owned(), Cached { value, mod_revision });
     }
 }
 
@@ -78,7 +78,7 @@ pub(super) struct EtcdTx<'a> {
     /// Prefixes of version keys read as a whole (registry-wide lists): compared at commit.
     range_compares: BTreeSet<String>,
     /// What was read, by key (`None`: absent).
-    seen: HashMap<String, Option<Stored>>,
+    seen: HashMap<String, Option<Vec<u8>>>,
     writes: BTreeMap<String, Buffered>,
     /// Version keys to touch at commit.
     touched: BTreeSet<String>,
@@ -195,9 +195,9 @@ impl<'a> EtcdTx<'a> {
         }
     }
 
-    fn see(&mut self, key: String, stored: Option<Stored>) {
+    fn see(&mut self, key: String, value: Option<Vec<u8>>) {
         if !self.seen.contains_key(&key) {
-            self.seen.insert(key.clone(), stored);
+            self.seen.insert(key.clone(), value);
             self.undo.push(Undo::Seen(key));
         }
     }
@@ -258,24 +258,21 @@ impl<'a> EtcdTx<'a> {
             return Ok(buffered.value.clone());
         }
         if let Some(seen) = self.seen.get(key) {
-            return Ok(seen.as_ref().map(|s| s.value.clone()));
+            return Ok(seen.clone());
         }
         if let Some(hit) = self.cached(key) {
             self.compare(key.to_owned(), hit.mod_revision);
-            self.see(key.to_owned(), hit.stored.clone());
-            return Ok(hit.stored.map(|s| s.value));
+            self.see(key.to_owned(), hit.value.clone());
+            return Ok(hit.value);
         }
         let response = self.fetch(key, false)?;
         let found = response.kvs().first();
         let mod_revision = found.map_or(0, |kv| kv.mod_revision());
-        let stored = found.map(|kv| Stored {
-            value: kv.value().to_vec(),
-            created: kv.create_revision(),
-        });
-        self.remember(key, stored.clone(), mod_revision);
+        let value = found.map(|kv| kv.value().to_vec());
+        self.remember(key, value.clone(), mod_revision);
         self.compare(key.to_owned(), mod_revision);
-        self.see(key.to_owned(), stored.clone());
-        Ok(stored.map(|s| s.value))
+        self.see(key.to_owned(), value.clone());
+        Ok(value)
     }
 
     /// What the writer's cache knows of `key` (the read is then compared like one from etcd).
@@ -286,9 +283,9 @@ impl<'a> EtcdTx<'a> {
     }
 
     /// Puts what etcd answered for `key` into the writer's cache.
-    fn remember(&mut self, key: &str, stored: Option<Stored>, mod_revision: i64) {
+    fn remember(&mut self, key: &str, value: Option<Vec<u8>>, mod_revision: i64) {
         if let Some(cache) = self.cache.as_deref_mut() {
-            cache.remember(key, stored, mod_revision);
+            cache.remember(key, value, mod_revision);
         }
     }
 
@@ -342,9 +339,9 @@ impl<'a> EtcdTx<'a> {
         };
         let mut found: BTreeMap<String, (i64, i64, Vec<u8>)> = BTreeMap::new();
         for (key, stored, mod_revision) in stored {
-            found.insert(key.clone(), (stored.created, 0, stored.value.clone()));
-            self.remember(&key, Some(stored.clone()), mod_revision);
-            self.see(key, Some(stored));
+            self.remember(&key, Some(stored.value.clone()), mod_revision);
+            self.see(key.clone(), Some(stored.value.clone()));
+            found.insert(key, (stored.created, 0, stored.value));
         }
         for (key, buffered) in self.writes.range(prefix.to_owned()..) {
             if !key.starts_with(prefix) {
@@ -380,11 +377,8 @@ impl<'a> EtcdTx<'a> {
         let response = self.fetch(&version, false)?;
         let found = response.kvs().first();
         let seen = found.map_or(0, |kv| kv.mod_revision());
-        let stored = found.map(|kv| Stored {
-            value: kv.value().to_vec(),
-            created: kv.create_revision(),
-        });
-        self.remember(&version, stored, seen);
+        let value = found.map(|kv| kv.value().to_vec());
+        self.remember(&version, value, seen);
         self.compare(version, seen);
         Ok(())
     }
@@ -556,8 +550,8 @@ impl<'a> EtcdTx<'a> {
         }
     }
 
-    /// Puts what a commit at `revision` wrote into the writer's cache: each written key whose earlier state
-    /// is known (its creation revision stays), and drops the others.
+    /// Puts what a commit at `revision` wrote into the writer's cache: etcd gave every key of the `Txn` that
+    /// `mod_revision` (a deleted key is absent: 0), whatever the key held before.
     fn remember_commit(&mut self, revision: Option<i64>) {
         let Some(cache) = self.cache.as_deref_mut() else {
             return;
@@ -572,19 +566,8 @@ impl<'a> EtcdTx<'a> {
                 .map(|key| (key, Some(Vec::new()))),
         );
         for (key, value) in written {
-            let before = match self.seen.get(key) {
-                Some(seen) => Some(seen.clone()),
-                None => cache.keys.get(key).map(|c| c.stored.clone()),
-            };
-            let Some(before) = before else {
-                cache.keys.remove(key);
-                continue;
-            };
             match value {
-                Some(value) => {
-                    let created = before.map_or(revision, |s| s.created);
-                    cache.remember(key, Some(Stored { value, created }), revision);
-                }
+                Some(value) => cache.remember(key, Some(value), revision),
                 None => cache.remember(key, None, 0),
             }
         }
