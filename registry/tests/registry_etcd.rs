@@ -438,6 +438,53 @@ fn a_request_whose_commit_fails_runs_no_after_commit_effect() {
     assert_eq!(effects.load(Ordering::SeqCst), 0, "nothing committed: no effect ran");
 }
 
+/// A conflict makes a's writer forget only what the conflicting transaction read: another key it cached
+/// earlier is still served from the cache (and still compared), so when replica b changes that one too,
+/// a's next write reading it conflicts once more and commits on b's value.
+#[test]
+fn a_conflict_forgets_only_what_the_transaction_read() {
+    if !etcd::installed_or_skip("a_conflict_forgets") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    let prefix = "/cache-forget/";
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica a"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
+    for id in ["x", "y"] {
+        runtime
+            .block_on(a.write(move |tx| tx.put_account(&account(id, &format!("{id}0")))))
+            .expect("a writes");
+    }
+    // Appends `suffix` to account `id` through a, counting the closure's runs.
+    let rename = |id: &'static str, suffix: &'static str| {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let name = runtime
+            .block_on(a.write(move |tx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut account = tx.account(id)?.expect("account");
+                account.name.push_str(suffix);
+                tx.put_account(&account)?;
+                Ok::<_, StoreError>(account.name)
+            }))
+            .expect("a's write");
+        (name, runs.load(Ordering::SeqCst))
+    };
+    runtime
+        .block_on(b.write(|tx| tx.put_account(&account("x", "x1"))))
+        .expect("b renames x");
+    assert_eq!(rename("x", "a"), ("x1a".to_owned(), 2), "x: one conflict, b's name");
+    runtime
+        .block_on(b.write(|tx| tx.put_account(&account("y", "y1"))))
+        .expect("b renames y");
+    assert_eq!(
+        rename("y", "a"),
+        ("y1a".to_owned(), 2),
+        "y was still cached after x's conflict: one conflict, b's name"
+    );
+}
+
 fn runtime_for_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -31,8 +31,8 @@
 //! or not, at the `Txn`'s revision: etcd gives them all that one), up to a bounded number of keys. It
 //! keeps no creation revisions: lists, which order by them, always come from etcd.
 //! A read served from there is compared at commit with that `mod_revision`, like one from etcd, so a key
-//! another replica changed meanwhile fails the `Txn`: the cache is emptied (also after a lost answer) and
-//! the batch runs again on fresh reads. A batch without writes that read from the cache sends its compares
+//! another replica changed meanwhile fails the `Txn`: the cache forgets every key the batch read (a lost
+//! answer empties it) and the batch runs again, reading those from etcd. A batch without writes that read from the cache sends its compares
 //! alone before answering. Lists always come from etcd (once per prefix and transaction: listing again
 //! answers the first answer, it is the same revision). Reads from the cache may be older than the
 //! transaction's revision; the compares make the commit see them as of the commit's revision, which is what

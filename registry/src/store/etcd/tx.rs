@@ -35,8 +35,8 @@ const CACHE_KEYS: usize = 16_384;
 
 /// The writer's read cache: keys its earlier transactions read or committed, each with the `mod_revision`
 /// it had. A read served from it is compared at commit with that `mod_revision`, like any read, so a key
-/// another replica changed since makes the commit fail; a conflict or a lost answer empties it, and the
-/// transaction runs again on fresh reads.
+/// another replica changed since makes the commit fail; a conflict forgets what the transaction read (a
+/// lost answer empties the cache), and the transaction runs again reading that from etcd.
 #[derive(Default)]
 pub(super) struct ReadCache {
     keys: HashMap<String, Cached>,
@@ -510,7 +510,7 @@ impl<'a> EtcdTx<'a> {
     /// Commits the buffered writes if nothing read changed, guarded by the writer's `marker`. A
     /// transaction without writes whose reads all came from etcd has nothing to commit (they were one
     /// consistent revision); one that read from the cache sends its compares alone. Keeps the writer's cache
-    /// current: what it committed is remembered, a conflict or a lost answer empties it.
+    /// current: what it committed is remembered, a conflict forgets what it read, a lost answer empties it.
     pub(super) fn commit(&mut self, marker: &mut CommitMarker) -> Committed {
         let committed = if self.writes.is_empty() && self.touched.is_empty() {
             if self.cached_reads {
@@ -523,7 +523,17 @@ impl<'a> EtcdTx<'a> {
         };
         match &committed {
             Committed::Yes(revision) => self.remember_commit(*revision),
-            Committed::Conflict | Committed::Lost(_) => {
+            // Something this transaction read changed: what it read is forgotten, and its rerun reads that
+            // from etcd; the rest of the cache stays (whatever is read from it is compared again).
+            Committed::Conflict => {
+                if let Some(cache) = self.cache.as_deref_mut() {
+                    for key in self.seen.keys().chain(self.compares.keys()) {
+                        cache.keys.remove(key);
+                    }
+                }
+            }
+            // Whether the writes landed, and at which revision, is not known here: nothing cached holds.
+            Committed::Lost(_) => {
                 if let Some(cache) = self.cache.as_deref_mut() {
                     cache.keys.clear();
                 }
