@@ -152,6 +152,11 @@ fn restarting_the_holder_never_flaps() {
 }
 
 #[test]
+fn candidates_cut_off_from_each_other_never_duel() {
+    run_class(Some(Class::Split));
+}
+
+#[test]
 fn quorum_never_two_running_holders() {
     run_class(None);
 }

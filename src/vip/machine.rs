@@ -133,6 +133,17 @@ struct Hold {
     next_refresh: Instant,
 }
 
+/// The wait of a holder that renewed its claim on a follower's report (`Machine::rival`, see
+/// `Machine::follower_view`) before it renews again once a rival it cannot hear has answered.
+#[derive(Debug, Clone, Copy)]
+struct Rival {
+    /// The next wait; doubles after each renewal that follows one, up to `trust::HOLD_OFF_MAX` refresh
+    /// periods.
+    hold_off: Duration,
+    /// While waiting: no renewal on a follower's report before this instant.
+    not_before: Option<Instant>,
+}
+
 /// A handover this node (the holder) started; only while it holds (`Machine::hold` is `Some`).
 #[derive(Debug, Clone, Copy)]
 struct Handover {
@@ -224,6 +235,10 @@ pub struct Machine {
     transport_down_since: Option<Instant>,
     /// The last time a follower's report made this holder renew its claim (at most once per interval).
     last_renew: Option<Instant>,
+    /// Set when this holder renews its claim on a follower's report (cleared by any claim that is not a
+    /// renewal): a live rival it cannot hear out-claims such a renewal, and is then topped again only
+    /// after a growing wait (`trust.rs`).
+    rival: Option<Rival>,
     /// [`Note::TermExhausted`] was given (it is given once).
     exhausted_noted: bool,
     /// Quorum mode: the witnesses (voters that are not candidates, this node included if it is one);
@@ -290,6 +305,7 @@ impl Machine {
             transport_up: true,
             transport_down_since: None,
             last_renew: None,
+            rival: None,
             exhausted_noted: false,
             witnesses: BTreeSet::new(),
             promise: None,

@@ -311,6 +311,16 @@ pub enum Note {
         /// How long it held.
         held: Duration,
     },
+    /// A candidate this holder cannot hear answered its renewal (see [`ClaimReason::Renew`]) with a higher
+    /// claim that followers route by: both hold, each reaching the followers but not the other (a
+    /// partition between candidates). This holder waits `hold_off` before renewing above it again, instead
+    /// of duelling at every refresh; the lower one steps down once they hear each other.
+    RivalUnheard {
+        /// The other holder.
+        rival: Ipv6Addr,
+        /// How long this holder waits before topping its claim again.
+        hold_off: Duration,
+    },
     /// The claim rule picked this node, but the highest term seen is already [`MAX_TERM`]: it cannot
     /// claim a higher epoch, so it does not claim. Noted once per machine (an operator must reset the
     /// VIP's terms: restart every daemon with a registry floor below it).

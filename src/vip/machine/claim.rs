@@ -124,6 +124,9 @@ impl Machine {
             return;
         }
         self.max_term += 1;
+        if reason != ClaimReason::Renew {
+            self.rival = None;
+        }
         let outage = self
             .outage_start(reason)
             .map(|start| now.saturating_duration_since(start));

@@ -22,7 +22,7 @@ impl Machine {
             if self.cands.contains_key(&from) {
                 self.learn(now, from, view);
             } else {
-                self.follower_view(now, mine, view);
+                self.follower_view(now, from, mine, view);
             }
             return;
         }

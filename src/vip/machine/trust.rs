@@ -5,8 +5,16 @@
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
-use super::Machine;
+use super::{Machine, Rival};
 use crate::vip::{Claim, ClaimReason, Note, PeerState, CATCH_UP_TERM, MAX_TERM, MAX_TERM_STEP};
+
+/// The first wait before topping again a rival that answered this holder's renewal, in claim refresh
+/// periods: more than one, or the wait would end before this holder's next refresh (when the followers'
+/// acknowledgements tell it again) and change nothing.
+pub(super) const HOLD_OFF_FIRST: u32 = 2;
+/// The longest such wait, in claim refresh periods: how long followers may stay with a rival that died
+/// after answering a renewal, while a partition keeps this holder from hearing it.
+pub(super) const HOLD_OFF_MAX: u32 = 16;
 
 impl Machine {
     /// Whether `claim` may be learned; `from` is the candidate that sent it (as a claim, or as the view
@@ -51,16 +59,24 @@ impl Machine {
         }
     }
 
-    /// A follower acknowledged this node's claim `mine` with a different claim `view`. A follower is not
-    /// a candidate, so what it says never moves the VIP. But a follower that routes by a higher claim
-    /// than this holder's would keep doing so for good if its holder is gone (it was made while this
-    /// holder could not hear it, and no live candidate knows it). So when `view` is higher than `mine`
-    /// and names this node or a candidate that is not live and holding here (a live holder's own
+    /// The follower `from` acknowledged this node's claim `mine` with a different claim `view`. A
+    /// follower is not a candidate, so what it says never moves the VIP. But a follower that routes by a
+    /// higher claim than this holder's would keep doing so for good if its holder is gone (it was made
+    /// while this holder could not hear it, and no live candidate knows it). So when `view` is higher than
+    /// `mine` and names this node or a candidate that is not live and holding here (a live holder's own
     /// heartbeats say what it holds), this holder renews its claim above it if it is valid
     /// ([`Machine::vet`]), or climbs towards it if only its term is too far ([`Machine::climb`]); at
     /// most once per interval either way. The follower moves to this holder, and a forger can only raise
     /// this holder's term to [`CATCH_UP_TERM`], then by at most [`MAX_TERM_STEP`] per interval.
-    pub(super) fn follower_view(&mut self, now: Instant, mine: Option<Claim>, view: Claim) {
+    ///
+    /// A renewal is answered only by a live rival: when a follower that acknowledged this holder's
+    /// renewal later names another candidate's claim above it, that candidate claimed since, and the two
+    /// cannot hear each other (a partition between candidates that followers bridge). Topping it again at
+    /// once would start a duel that moves every follower at each refresh, so this holder waits
+    /// [`HOLD_OFF_FIRST`] refresh periods, doubling after each renewal it follows up to
+    /// [`HOLD_OFF_MAX`], and notes [`Note::RivalUnheard`]; it still renews in the end, in case the rival
+    /// has died since.
+    pub(super) fn follower_view(&mut self, now: Instant, from: Ipv6Addr, mine: Option<Claim>, view: Claim) {
         let vetted = self.vet(view, None);
         if let Err(reason) = vetted {
             self.note(Note::Rejected(reason));
@@ -76,15 +92,57 @@ impl Machine {
         }
         match vetted {
             Ok(()) => {
+                if self.holding_off(now, from, view) {
+                    return;
+                }
                 self.last_renew = Some(now);
                 self.max_term = self.max_term.max(view.epoch.term);
                 self.claim_now(now, ClaimReason::Renew);
+                let first = self.p.timers.refresh() * HOLD_OFF_FIRST;
+                self.rival.get_or_insert(Rival {
+                    hold_off: first,
+                    not_before: None,
+                });
             }
             Err("bad_term") => {
                 self.last_renew = Some(now);
                 self.climb(view, true);
             }
             Err(_) => {}
+        }
+    }
+
+    /// Whether to wait before renewing above `view`, reported by the follower `from`: this holder renewed
+    /// on a follower's report before, `from` acknowledged the claim this holder holds now (so `view`'s
+    /// holder, another candidate, claimed after it), and this node does not hear that candidate (one it
+    /// hears and that does not hold is gone as a holder); or the wait that such a proof started has not
+    /// ended and this node still does not hear `view`'s holder. Starts the wait when the proof arrives, and doubles the next one when
+    /// it ends.
+    fn holding_off(&mut self, now: Instant, from: Ipv6Addr, view: Claim) -> bool {
+        let refresh = self.p.timers.refresh();
+        let acked = self.hold.as_ref().is_some_and(|h| h.acked.contains(&from));
+        let unheard = self.cands.get(&view.holder).is_some_and(|c| !self.live(c, now));
+        let max = refresh * HOLD_OFF_MAX;
+        let Some(r) = self.rival.as_mut() else { return false };
+        match r.not_before {
+            Some(t) if now < t && unheard => true,
+            Some(t) => {
+                r.not_before = None;
+                if now >= t {
+                    r.hold_off = (r.hold_off * 2).min(max);
+                }
+                false
+            }
+            None if acked && unheard => {
+                let hold_off = r.hold_off;
+                r.not_before = Some(now + hold_off);
+                self.note(Note::RivalUnheard {
+                    rival: view.holder,
+                    hold_off,
+                });
+                true
+            }
+            None => false,
         }
     }
 

@@ -164,6 +164,9 @@ pub(super) fn observe(
         Note::LeaseLost { epoch, held } => {
             tracing::warn!(vip, %epoch, held_ms = held.as_secs_f64() * 1e3, "quorum mode: lost the votes of a majority; removed the VIP address");
         }
+        Note::RivalUnheard { rival, hold_off } => {
+            tracing::warn!(vip, rival = %name_of(rival), hold_off_ms = hold_off.as_secs_f64() * 1e3, "another holder this node cannot hear out-claimed its renewal (the candidates are cut off from each other, the followers reach both): waiting before renewing again");
+        }
         Note::TermExhausted { term } => {
             tracing::error!(
                 vip,

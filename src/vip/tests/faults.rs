@@ -1,6 +1,7 @@
 //! The state machine under restarts, adoption, odd datagrams and the races the simulation found.
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use super::super::*;
 use super::cluster::{addr, ms, timers, Cluster, VIP};
@@ -259,4 +260,81 @@ fn rejected_datagrams_are_counted_by_reason() {
     );
     c.run(ms(500));
     c.assert_converged(0);
+}
+
+/// The claims made from `since` on, as (node, reason, term).
+fn claims_from(c: &Cluster, since: Duration) -> Vec<(usize, ClaimReason, u64)> {
+    c.claims()
+        .into_iter()
+        .filter(|k| k.0 >= since)
+        .map(|k| (k.1, k.2, k.3.term))
+        .collect()
+}
+
+/// The holder node `i` routes the VIP to.
+fn route_of(c: &Cluster, i: usize) -> Option<Ipv6Addr> {
+    c.nodes[i].route
+}
+
+#[test]
+fn candidates_cut_off_from_each_other_do_not_duel_through_the_followers() {
+    // The two candidates cannot hear each other, the followers reach both (in the lab: the WireGuard
+    // session between two gateways missing for ~10 s at start-up). Each renewed above the other's claim
+    // whenever a follower's ack named it, i.e. at each refresh: ~20 claims in 20 s, every follower moving
+    // each time. A renewal the rival answers is topped again only after a growing wait.
+    let mut c = Cluster::booted(2, 3, timers());
+    let t = c.elapsed();
+    c.blocked = vec![(0, 1), (1, 0)];
+    let mut moves = 0;
+    let mut last = route_of(&c, 2);
+    for _ in 0..2_000 {
+        c.run(ms(10));
+        if route_of(&c, 2) != last {
+            moves += 1;
+            last = route_of(&c, 2);
+        }
+    }
+    let claims = claims_from(&c, t);
+    assert!(claims.len() <= 6, "a duel: {claims:?}");
+    assert!(moves <= 6, "the followers moved {moves} times: {claims:?}");
+    let unheard = c
+        .log
+        .iter()
+        .filter(|(_, _, a)| matches!(a, Action::Note(Note::RivalUnheard { .. })))
+        .count();
+    assert!(unheard >= 2, "both holders noted the rival they cannot hear");
+    // Once they hear each other, the lower claim steps down within a heartbeat.
+    c.blocked.clear();
+    c.run(ms(200));
+    let top = claims.iter().max_by_key(|k| k.2).map(|k| k.0).expect("claims");
+    c.assert_converged(top);
+}
+
+#[test]
+fn a_rival_that_died_after_answering_a_renewal_is_topped_after_the_wait() {
+    // The wait must not leave the followers with a dead holder for good: the rival that answered the
+    // renewal dies while the candidates are still cut off from each other, and the survivor renews once
+    // its wait is over.
+    let mut c = Cluster::booted(2, 3, timers());
+    c.blocked = vec![(0, 1), (1, 0)];
+    let noted = |c: &Cluster| {
+        c.log.iter().find_map(|(_, i, a)| match a {
+            Action::Note(Note::RivalUnheard { hold_off, .. }) => Some((*i, *hold_off)),
+            _ => None,
+        })
+    };
+    for _ in 0..1_000 {
+        if noted(&c).is_some() {
+            break;
+        }
+        c.run(ms(10));
+    }
+    let (waiting, hold_off) = noted(&c).expect("a holder noted the rival it cannot hear");
+    let rival = 1 - waiting;
+    c.kill(rival);
+    c.run(hold_off + c.timers.refresh() + ms(100));
+    for f in 2..5 {
+        assert_eq!(route_of(&c, f), Some(addr(waiting)), "follower {f}");
+    }
+    assert_eq!(c.m(waiting).role(), PeerState::Holding);
 }
