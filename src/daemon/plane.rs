@@ -472,8 +472,10 @@ impl Plane {
 }
 
 /// What the data plane shows for each VIP at start (its address on this node's interface, or a peer the
-/// device routes it to) and for each floating prefix (its gateway address on its LAN interface), put
-/// straight into `desired` (held, or routed through that peer) and returned for the machines, by key.
+/// device routes it to) and for each floating prefix (its gateway address on its LAN interface, or a peer
+/// the device routes it to), put straight into `desired` (held, or routed through that peer) and returned
+/// for the machines, by key. A route kept this way stays until a claim says otherwise: dropping it would
+/// cut this node off the VIP or the site until the holder's next claim reached it.
 pub(super) async fn adopt(
     cfg: &Config,
     device: &wg::Device,
@@ -481,39 +483,52 @@ pub(super) async fn adopt(
     desired: &mut Desired,
 ) -> BTreeMap<Ipv6Addr, Adopt> {
     let mut found = adopt_gateways(cfg, netlink, desired).await;
-    if cfg.vips.is_empty() {
+    let routed_floating: Vec<_> = cfg.floating.iter().filter(|f| !found.contains_key(&f.key())).collect();
+    if cfg.vips.is_empty() && routed_floating.is_empty() {
         return found;
     }
-    let local: Vec<Ipv6Net> = match netlink.link_by_name(&cfg.interface.name).await {
-        Ok(Some(link)) => netlink.ipv6_addresses(link.index).await.unwrap_or_default(),
-        _ => Vec::new(),
-    };
     let actual = tokio::task::block_in_place(|| device.read()).ok();
-    for v in &cfg.vips {
-        let net = host_net(v.address);
-        let adopt = if local.contains(&net) {
-            desired.hold_vip(v.address, true);
-            Adopt::HeldHere
-        } else {
-            let via = actual.as_ref().and_then(|d| {
-                d.peers
-                    .iter()
-                    .find(|(_, p)| p.allowed_ips.contains(&IpNet::V6(net)))
-                    .and_then(|(key, _)| desired.peers.get(key))
-                    .map(|spec| (spec.public_key.0, spec.address))
-            });
-            match via {
-                Some((key, address)) => {
-                    desired.route_vip(v.address, Some(key));
-                    Adopt::RoutedTo(address)
-                }
-                None => Adopt::Nothing,
-            }
+    // The peer (key and overlay address) the device routes `net` to, if it is a member.
+    let routed_to = |net: IpNet, desired: &Desired| {
+        actual.as_ref().and_then(|d| {
+            d.peers
+                .iter()
+                .find(|(_, p)| p.allowed_ips.contains(&net))
+                .and_then(|(key, _)| desired.peers.get(key))
+                .map(|spec| (spec.public_key.0, spec.address))
+        })
+    };
+    if !cfg.vips.is_empty() {
+        let local: Vec<Ipv6Net> = match netlink.link_by_name(&cfg.interface.name).await {
+            Ok(Some(link)) => netlink.ipv6_addresses(link.index).await.unwrap_or_default(),
+            _ => Vec::new(),
         };
-        if adopt != Adopt::Nothing {
-            tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");
+        for v in &cfg.vips {
+            let net = host_net(v.address);
+            let adopt = if local.contains(&net) {
+                desired.hold_vip(v.address, true);
+                Adopt::HeldHere
+            } else {
+                match routed_to(IpNet::V6(net), desired) {
+                    Some((key, address)) => {
+                        desired.route_vip(v.address, Some(key));
+                        Adopt::RoutedTo(address)
+                    }
+                    None => Adopt::Nothing,
+                }
+            };
+            if adopt != Adopt::Nothing {
+                tracing::info!(vip = %v.address, adopted = ?adopt, "adopted the VIP state left by the previous run");
+            }
+            found.insert(v.address, adopt);
         }
-        found.insert(v.address, adopt);
+    }
+    for f in routed_floating {
+        if let Some((key, address)) = routed_to(f.prefix, desired) {
+            desired.route_floating(f.key(), f.prefix, Some(key));
+            tracing::info!(prefix = %f.prefix, via = %address, "adopted the floating prefix's route left by the previous run");
+            found.insert(f.key(), Adopt::RoutedTo(address));
+        }
     }
     found
 }

@@ -2,7 +2,8 @@
 //! host 203.0.113.10 routing through the floating gateway address 203.0.113.1), observed from p3 and p4.
 //! The holding gateway dies (node death), or its health check fails: the other gateway takes the prefix,
 //! every observer reaches the site host through it, and no observer routes the prefix to the old holder.
-//! Its daemon alone crashes and restarts: the restart takes off the gateway address it left. The same
+//! Its daemon alone crashes and restarts: the restart takes off the gateway address it left. An
+//! observer's daemon crashes and restarts: it keeps routing the prefix to the holder throughout. The same
 //! node death with an IPv6 site (`--floating-family ipv6`: 2001:db8:5::/64, gateway 2001:db8:5::1),
 //! where the site host's neighbour entry for the gateway address follows the new holder's unsolicited
 //! neighbour advertisement.
@@ -138,6 +139,36 @@ fn a_restarted_gateway_drops_the_gateway_address_it_left() {
     });
     assert_site_reachable(&lab, &V4);
     assert_routed_to(&lab, &V4, 2, &[1]);
+}
+
+/// An observer's daemon crashes and restarts (SIGKILL: its WireGuard device and kernel route stay): the
+/// restarted daemon adopts the route to the holder it left, so for longer than a claim refresh after it is
+/// ready (the holder's next claim would put a dropped route back) it never stops routing the prefix to p1,
+/// and the site host stays reachable.
+#[test]
+fn a_restarted_observer_keeps_routing_the_prefix() {
+    let mut lab = site_lab("fo", false);
+    assert_eq!(lab.wait_floating_settled(Duration::from_secs(10)).unwrap(), 1);
+    assert_site_reachable(&lab, &V4);
+    let prefix: ipnet::IpNet = V4.prefix.parse().unwrap();
+    let observer = OBSERVERS[0];
+    lab.kill_sdwand(observer).unwrap();
+    lab.start_sdwand(observer).unwrap();
+    lab.wait_ready(observer, Duration::from_secs(10)).unwrap();
+    // An observation window, not a wait: a claim refresh (2 s) plus margin, sampled as fast as `wg` answers.
+    let start = std::time::Instant::now();
+    let mut samples = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        let allowed = lab.allowed_ips(observer, 1).unwrap();
+        assert!(
+            allowed.contains(&prefix),
+            "{:?} after p{observer} was ready, it does not route {prefix} to p1: {allowed:?}",
+            start.elapsed()
+        );
+        samples += 1;
+    }
+    assert!(samples >= 10, "only {samples} samples in the window");
+    assert_site_reachable(&lab, &V4);
 }
 
 /// An IPv6 site: p1 holds 2001:db8:5::/64 and both observers reach the site host over IPv6 (from their
