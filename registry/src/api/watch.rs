@@ -21,9 +21,9 @@ use ipnet::IpNet;
 use tokio::sync::{watch, Notify, OnceCell};
 
 use crate::error::{code, ApiError, ErrorKind};
-use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenKind, TokenRecord, Vip};
+use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenRecord, Vip};
 use crate::service;
-use crate::store::{AfterCommit, ReadTx, Store, StoreError, WriteRecords, WriteTx};
+use crate::store::{AfterCommit, Store, StoreError, WriteRecords, WriteTx};
 
 /// Snapshots kept at most (one per network, the newest); beyond, the cache starts over.
 const MAX_SNAPSHOTS: usize = 1024;
@@ -257,80 +257,7 @@ impl<'a> Recording<'a> {
     }
 }
 
-impl ReadTx for Recording<'_> {
-    fn token(&mut self, key_id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.tx.token(key_id)
-    }
-    fn tokens(&mut self, account_id: &str, kind: TokenKind) -> Result<Vec<TokenRecord>, StoreError> {
-        self.tx.tokens(account_id, kind)
-    }
-    fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
-        self.tx.account(id)
-    }
-    fn account_by_name(&mut self, name: &str) -> Result<Option<Account>, StoreError> {
-        self.tx.account_by_name(name)
-    }
-    fn network(&mut self, id: &str) -> Result<Option<Network>, StoreError> {
-        self.tx.network(id)
-    }
-    fn peer(&mut self, id: &str) -> Result<Option<Peer>, StoreError> {
-        self.tx.peer(id)
-    }
-    fn peer_by_key(&mut self, network_id: &str, public_key: &str) -> Result<Option<Peer>, StoreError> {
-        self.tx.peer_by_key(network_id, public_key)
-    }
-    fn peer_by_name(&mut self, network_id: &str, name: &str) -> Result<Option<Peer>, StoreError> {
-        self.tx.peer_by_name(network_id, name)
-    }
-    fn peers(&mut self, network_id: &str) -> Result<Vec<Peer>, StoreError> {
-        self.tx.peers(network_id)
-    }
-    fn cluster(&mut self, id: &str) -> Result<Option<Cluster>, StoreError> {
-        self.tx.cluster(id)
-    }
-    fn latest_active_cluster(&mut self, network_id: &str) -> Result<Option<Cluster>, StoreError> {
-        self.tx.latest_active_cluster(network_id)
-    }
-    fn membership(&mut self, peer_id: &str) -> Result<Option<ClusterMember>, StoreError> {
-        self.tx.membership(peer_id)
-    }
-    fn vip(&mut self, id: &str) -> Result<Option<Vip>, StoreError> {
-        self.tx.vip(id)
-    }
-    fn networks(&mut self, account_id: &str) -> Result<Vec<Network>, StoreError> {
-        self.tx.networks(account_id)
-    }
-    fn vips(&mut self, network_id: &str) -> Result<Vec<Vip>, StoreError> {
-        self.tx.vips(network_id)
-    }
-    fn clusters(&mut self, network_id: &str) -> Result<Vec<Cluster>, StoreError> {
-        self.tx.clusters(network_id)
-    }
-    fn cluster_members(&mut self, cluster_id: &str) -> Result<Vec<ClusterMember>, StoreError> {
-        self.tx.cluster_members(cluster_id)
-    }
-    fn silent_peers(&mut self, before_ms: u64) -> Result<Vec<Peer>, StoreError> {
-        self.tx.silent_peers(before_ms)
-    }
-    fn all_peers(&mut self) -> Result<Vec<Peer>, StoreError> {
-        self.tx.all_peers()
-    }
-    fn all_clusters(&mut self) -> Result<Vec<Cluster>, StoreError> {
-        self.tx.all_clusters()
-    }
-    fn held_prefixes(&mut self, network_id: &str) -> Result<Vec<IpNet>, StoreError> {
-        self.tx.held_prefixes(network_id)
-    }
-    fn prefix_holds(&mut self, network_id: &str) -> Result<Vec<PrefixHold>, StoreError> {
-        self.tx.prefix_holds(network_id)
-    }
-    fn floating(&mut self, id: &str) -> Result<Option<Floating>, StoreError> {
-        self.tx.floating(id)
-    }
-    fn floatings(&mut self, network_id: &str) -> Result<Vec<Floating>, StoreError> {
-        self.tx.floatings(network_id)
-    }
-}
+crate::store::delegate_read_tx!(Recording<'_>);
 
 impl WriteRecords for Recording<'_> {
     fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
