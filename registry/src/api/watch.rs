@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use ipnet::IpNet;
 use tokio::sync::{watch, Notify, OnceCell};
 
 use crate::error::{code, ApiError, ErrorKind};
-use crate::model::{Account, Cluster, ClusterMember, Floating, Network, Peer, PrefixHold, TokenRecord, Vip};
+use crate::model::Network;
 use crate::service;
-use crate::store::{AfterCommit, Store, StoreError, WriteRecords, WriteTx};
+use crate::store::{AfterCommit, Store, StoreError, WriteTx};
 
 /// Snapshots kept at most (one per network, the newest); beyond, the cache starts over.
 const MAX_SNAPSHOTS: usize = 1024;
@@ -259,49 +258,14 @@ impl<'a> Recording<'a> {
 
 crate::store::delegate_read_tx!(Recording<'_>);
 
-impl WriteRecords for Recording<'_> {
-    fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
-        self.tx.put_account(account)
-    }
+crate::store::delegate_write_records!(
+    Recording<'_>,
     fn put_network(&mut self, network: &Network) -> Result<(), StoreError> {
         self.tx.put_network(network)?;
         self.revisions.push((network.id.clone(), network.revision));
         Ok(())
     }
-    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.tx.put_token(token)
-    }
-    fn update_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.tx.update_token(token)
-    }
-    fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError> {
-        self.tx.put_peer(peer)
-    }
-    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
-        self.tx.put_cluster(cluster)
-    }
-    fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError> {
-        self.tx.put_member(member)
-    }
-    fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError> {
-        self.tx.put_vip(vip)
-    }
-    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
-        self.tx.delete_peer(peer_id)
-    }
-    fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError> {
-        self.tx.put_prefix_hold(hold)
-    }
-    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
-        self.tx.delete_prefix_hold(network_id, prefix)
-    }
-    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError> {
-        self.tx.put_floating(floating)
-    }
-    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
-        self.tx.delete_floating(id)
-    }
-}
+);
 
 impl WriteTx for Recording<'_> {
     fn after_commit(&mut self, effect: AfterCommit) {

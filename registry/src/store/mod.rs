@@ -501,47 +501,60 @@ pub(crate) use delegate_read_tx;
 
 delegate_read_tx!(Deferring<'_>);
 
-impl WriteRecords for Deferring<'_> {
-    fn put_account(&mut self, account: &Account) -> Result<(), StoreError> {
-        self.tx.put_account(account)
-    }
+/// Implements [`WriteRecords`] for a wrapper like those of [`delegate_read_tx`]: every write goes to its
+/// field `tx`, except `put_network`, which the wrapper gives (`$put_network`, a whole `fn` item).
+macro_rules! delegate_write_records {
+    ($ty:ty, $put_network:item) => {
+        impl $crate::store::WriteRecords for $ty {
+            $put_network
+
+            fn put_account(&mut self, account: &$crate::model::Account) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_account(account)
+            }
+            fn put_token(&mut self, token: &$crate::model::TokenRecord) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_token(token)
+            }
+            fn update_token(&mut self, token: &$crate::model::TokenRecord) -> Result<(), $crate::store::StoreError> {
+                self.tx.update_token(token)
+            }
+            fn put_peer(&mut self, peer: &$crate::model::Peer) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_peer(peer)
+            }
+            fn put_cluster(&mut self, cluster: &$crate::model::Cluster) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_cluster(cluster)
+            }
+            fn put_member(&mut self, member: &$crate::model::ClusterMember) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_member(member)
+            }
+            fn put_vip(&mut self, vip: &$crate::model::Vip) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_vip(vip)
+            }
+            fn delete_peer(&mut self, peer_id: &str) -> Result<(), $crate::store::StoreError> {
+                self.tx.delete_peer(peer_id)
+            }
+            fn put_prefix_hold(&mut self, hold: &$crate::model::PrefixHold) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_prefix_hold(hold)
+            }
+            fn delete_prefix_hold(&mut self, network_id: &str, prefix: ::ipnet::IpNet) -> Result<(), $crate::store::StoreError> {
+                self.tx.delete_prefix_hold(network_id, prefix)
+            }
+            fn put_floating(&mut self, floating: &$crate::model::Floating) -> Result<(), $crate::store::StoreError> {
+                self.tx.put_floating(floating)
+            }
+            fn delete_floating(&mut self, id: &str) -> Result<(), $crate::store::StoreError> {
+                self.tx.delete_floating(id)
+            }
+        }
+    };
+}
+pub(crate) use delegate_write_records;
+
+delegate_write_records!(
+    Deferring<'_>,
     fn put_network(&mut self, network: &Network) -> Result<(), StoreError> {
         self.tx.put_network(network)
     }
-    fn put_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.tx.put_token(token)
-    }
-    fn update_token(&mut self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.tx.update_token(token)
-    }
-    fn put_peer(&mut self, peer: &Peer) -> Result<(), StoreError> {
-        self.tx.put_peer(peer)
-    }
-    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
-        self.tx.put_cluster(cluster)
-    }
-    fn put_member(&mut self, member: &ClusterMember) -> Result<(), StoreError> {
-        self.tx.put_member(member)
-    }
-    fn put_vip(&mut self, vip: &Vip) -> Result<(), StoreError> {
-        self.tx.put_vip(vip)
-    }
-    fn delete_peer(&mut self, peer_id: &str) -> Result<(), StoreError> {
-        self.tx.delete_peer(peer_id)
-    }
-    fn put_prefix_hold(&mut self, hold: &PrefixHold) -> Result<(), StoreError> {
-        self.tx.put_prefix_hold(hold)
-    }
-    fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
-        self.tx.delete_prefix_hold(network_id, prefix)
-    }
-    fn put_floating(&mut self, floating: &Floating) -> Result<(), StoreError> {
-        self.tx.put_floating(floating)
-    }
-    fn delete_floating(&mut self, id: &str) -> Result<(), StoreError> {
-        self.tx.delete_floating(id)
-    }
-}
+);
 
 struct Read<T, E, F> {
     f: F,
