@@ -200,6 +200,15 @@ pub fn wait_holder(lab: &Lab, expected: usize, timeout: Duration) -> Duration {
     .unwrap_or_else(|e| panic!("the VIP did not settle on p{expected}: {e}\n{}", lab.vip_view()))
 }
 
+/// Waits (at most 10 s) until `holder` alone of the floating candidates serves the site's gateway address;
+/// panics with `what` and the candidates that serve it otherwise.
+pub fn wait_sole_gateway(lab: &Lab, holder: usize, what: &str) {
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        lab.gateway_holders().is_ok_and(|h| h == [holder])
+    })
+    .unwrap_or_else(|e| panic!("{what}: {e}: holders {:?}", lab.gateway_holders()));
+}
+
 /// Waits (at most `timeout`) until `holder` says it is holding and every peer whose daemon runs names it as
 /// holder, whoever else still has the address (e.g. a node whose daemon was killed).
 pub fn wait_believed(lab: &Lab, holder: usize, timeout: Duration) -> Duration {

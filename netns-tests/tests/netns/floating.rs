@@ -13,7 +13,7 @@ use std::time::Duration;
 use sdwan_lab::floating::{Site, V4, V6};
 use sdwan_lab::{FloatingFamily, UpOptions};
 
-use crate::common::{lab_with, unique_name, POLL};
+use crate::common::{lab_with, unique_name, wait_sole_gateway, POLL};
 
 /// The observers: peers that route the prefix, never hold it.
 const OBSERVERS: [usize; 2] = [3, 4];
@@ -97,15 +97,7 @@ fn a_failing_health_check_hands_the_prefix_over() {
     assert_site_reachable(&lab, &V4);
 
     lab.fail_floating_health(1, true).unwrap();
-    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
-        lab.gateway_holders().is_ok_and(|h| h == [2])
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "the prefix did not move to p2: {e}: holders {:?}",
-            lab.gateway_holders()
-        )
-    });
+    wait_sole_gateway(&lab, 2, "the prefix did not move to p2");
     assert_site_reachable(&lab, &V4);
     assert_routed_to(&lab, &V4, 2, &[1]);
     lab.fail_floating_health(1, false).unwrap();
@@ -128,15 +120,7 @@ fn a_restarted_gateway_drops_the_gateway_address_it_left() {
 
     lab.start_sdwand(1).unwrap();
     lab.wait_ready(1, Duration::from_secs(10)).unwrap();
-    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
-        lab.gateway_holders().is_ok_and(|h| h == [2])
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "the restarted p1 keeps the gateway address it left: {e}: holders {:?}",
-            lab.gateway_holders()
-        )
-    });
+    wait_sole_gateway(&lab, 2, "the restarted p1 keeps the gateway address it left");
     assert_site_reachable(&lab, &V4);
     assert_routed_to(&lab, &V4, 2, &[1]);
 }

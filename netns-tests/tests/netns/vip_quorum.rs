@@ -14,7 +14,9 @@ use sdwan_lab::floating::{GATEWAY, SITE_ADDR};
 use sdwan_lab::layout::VIP_ADDR;
 use sdwan_lab::{Cut, Lab, UpOptions};
 
-use crate::common::{assert_answered_by, lab_with, unique_name, wait_holder, CANDIDATES, POLL, VIP_PEERS};
+use crate::common::{
+    assert_answered_by, lab_with, unique_name, wait_holder, wait_sole_gateway, CANDIDATES, POLL, VIP_PEERS,
+};
 
 /// Marker address each IPv6 monitor must report before the test trusts it to be listening.
 fn marker(i: usize) -> String {
@@ -262,15 +264,7 @@ fn a_floating_prefix_in_quorum_mode_never_has_two_gateways_across_a_partition() 
     assert_eq!(initial, [1]);
 
     lab.partition(&[1], &[2, 3, 4], Cut::Both).expect("partition p1 off");
-    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
-        lab.gateway_holders().is_ok_and(|h| h == [2])
-    })
-    .unwrap_or_else(|e| {
-        panic!(
-            "p2 alone does not serve the site: {e}: holders {:?}",
-            lab.gateway_holders()
-        )
-    });
+    wait_sole_gateway(&lab, 2, "p2 alone does not serve the site");
     let site = IpAddr::V4(SITE_ADDR);
     sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
         lab.ping(3, site, 1, Duration::from_millis(200))
