@@ -1,7 +1,8 @@
 //! The etcd backend's own behaviour, beyond the API suite it also passes (`SDWAN_REGISTRY_TEST_STORE=etcd`):
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
 //! own writes, lists whose change makes the lister run again, the refusals at open (unreachable etcd, a
-//! newer or foreign key prefix), a writer's cached read of a key another replica changed, and the exact
+//! newer or foreign key prefix), a writer's cached read of a key another replica changed, a key presumed
+//! absent that another replica wrote, and the exact
 //! resolution of a transaction whose answer was lost.
 
 mod registry_support;
@@ -483,6 +484,64 @@ fn a_conflict_forgets_only_what_the_transaction_read() {
         ("y1a".to_owned(), 2),
         "y was still cached after x's conflict: one conflict, b's name"
     );
+}
+
+/// The writer presumes a new peer's pointers and unique values absent without reading them from etcd;
+/// where one exists (another replica wrote it), the commit fails its compare and the rerun reads it: a name
+/// another replica's peer holds is refused, and a peer only another replica wrote is found, each after one
+/// conflict; then it is cached (no conflict the next time).
+#[test]
+fn a_key_presumed_absent_that_another_replica_wrote_is_found_after_one_conflict() {
+    if !etcd::installed_or_skip("a_key_presumed_absent") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    let prefix = "/presumed/";
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica a"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
+    runtime
+        .block_on(b.write(|tx| tx.put_peer(&peer("p1", "n"))))
+        .expect("b writes p1");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let refused = runtime.block_on(a.write(move |tx| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut rival = peer("p9", "n");
+        rival.name = "p1".to_owned();
+        tx.put_peer(&rival)
+    }));
+    assert!(
+        matches!(refused, Err(StoreError::Constraint(_))),
+        "p1's name, held through b, is refused on a: {refused:?}"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one conflict, then the name read from etcd"
+    );
+    let find = || {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let found = runtime
+            .block_on(a.write(move |tx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tx.peer("p1")
+            }))
+            .expect("a reads p1");
+        (found.map(|p| p.id), runs.load(Ordering::SeqCst))
+    };
+    assert_eq!(
+        find(),
+        (Some("p1".to_owned()), 2),
+        "first read of p1 on a: one conflict"
+    );
+    assert_eq!(find(), (Some("p1".to_owned()), 1), "p1 is cached now");
+    let stored = runtime
+        .block_on(b.read(|tx| tx.peer_by_name("n", "p1")))
+        .expect("read")
+        .map(|p| p.id);
+    assert_eq!(stored.as_deref(), Some("p1"), "the name still belongs to p1");
 }
 
 fn runtime_for_thread() -> tokio::runtime::Runtime {

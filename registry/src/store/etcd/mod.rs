@@ -31,9 +31,15 @@
 //! or not, at the `Txn`'s revision: etcd gives them all that one), up to a bounded number of keys. It
 //! keeps no creation revisions: lists, which order by them, always come from etcd.
 //! A read served from there is compared at commit with that `mod_revision`, like one from etcd, so a key
-//! another replica changed meanwhile fails the `Txn`: the cache forgets every key the batch read (a lost
-//! answer empties it) and the batch runs again, reading those from etcd. A batch without writes that read from the cache sends its compares
-//! alone before answering. Lists always come from etcd (once per prefix and transaction: listing again
+//! another replica changed meanwhile fails the `Txn`: the writer then reads every key the batch read again,
+//! in one `Txn` of gets (a lost answer empties the cache instead), and the batch runs again on those. A
+//! batch without writes that read from the cache sends its compares alone before answering.
+//! The keys a new peer or membership claims (its id's pointer, its public key, name and address, its
+//! membership pointer) are looked up mostly to find them free: the writer presumes such a key absent
+//! when its cache does not hold it, without a round trip, and compares it at commit with `mod_revision`
+//! 0. One that exists (another replica wrote it) fails the commit, is read again with the rest and is not
+//! presumed absent again until read: the cost of a wrong guess is one conflict. Tokens are not presumed
+//! absent (a caller's token wrongly taken for unknown would log a refusal). Lists always come from etcd (once per prefix and transaction: listing again
 //! answers the first answer, it is the same revision). Reads from the cache may be older than the
 //! transaction's revision; the compares make the commit see them as of the commit's revision, which is what
 //! a serializable answer needs.
@@ -126,6 +132,33 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening the store may wait for etcd.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The size of one committed etcd `Txn`: what etcd's `--max-txn-ops` limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnSize {
+    /// Compares: one per key read, one per listed scope's version key, the commit marker's.
+    pub compares: usize,
+    /// Puts and deletes, the commit marker's included.
+    pub writes: usize,
+}
+
+/// The size of the last `Txn` with writes a store's writer committed ([`EtcdStore::txn_sizes`]): for
+/// diagnostics and benchmarks (the `handshake` bench sends bare `Txn`s of a join's size as its floor).
+#[derive(Debug, Clone, Default)]
+pub struct TxnSizes(Arc<Mutex<Option<TxnSize>>>);
+
+impl TxnSizes {
+    /// The last committed `Txn`'s size; `None` before the first.
+    pub fn last(&self) -> Option<TxnSize> {
+        self.0.lock().ok().and_then(|last| *last)
+    }
+
+    fn record(&self, size: TxnSize) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(size);
+        }
+    }
+}
+
 /// Where the etcd store is and how to reach it (`[store]` with `backend = "etcd"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
@@ -151,6 +184,8 @@ pub struct EtcdStore {
     writes: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     reads: Option<mpsc::Sender<Box<dyn ReadJob>>>,
     threads: Vec<JoinHandle<()>>,
+    /// The writer's last commit's size.
+    sizes: TxnSizes,
     /// What [`EtcdStore::replicas`] hands out.
     replicas: Replicas,
 }
@@ -229,9 +264,11 @@ impl EtcdStore {
         };
         let (writes, write_queue) = mpsc::channel();
         let writer = connection(&client);
+        let sizes = TxnSizes::default();
+        let recorded = sizes.clone();
         let mut threads = vec![spawn(
             "registry-etcd-writer".into(),
-            Box::new(move || writer.write_loop(&write_queue, marker)),
+            Box::new(move || writer.write_loop(&write_queue, marker, &recorded)),
         )?];
         let (reads, read_queue) = mpsc::channel();
         let read_queue = Arc::new(Mutex::new(read_queue));
@@ -247,6 +284,7 @@ impl EtcdStore {
             writes: Some(writes),
             reads: Some(reads),
             threads,
+            sizes,
             replicas: Replicas {
                 client,
                 prefix: options.key_prefix.clone(),
@@ -278,6 +316,11 @@ impl EtcdStore {
                 "etcd did not answer a read within {REQUEST_TIMEOUT:?}"
             ))),
         }
+    }
+
+    /// The size of the writer's last commit, as it changes (a handle that outlives the store).
+    pub fn txn_sizes(&self) -> TxnSizes {
+        self.sizes.clone()
     }
 
     /// What this replica shares with the others on its key prefix: the watch of network changes and the
@@ -343,7 +386,7 @@ impl Connection {
 
     /// Takes what is queued (up to [`MAX_BATCH`] requests) and commits it as one transaction guarded by
     /// `marker`; once the queue is closed, deletes the marker key.
-    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>, mut marker: CommitMarker) {
+    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>, mut marker: CommitMarker, sizes: &TxnSizes) {
         let mut pending: VecDeque<Box<dyn WriteJob>> = VecDeque::new();
         let mut cache = ReadCache::default();
         loop {
@@ -368,7 +411,7 @@ impl Connection {
                 }
             }
             let batch: Vec<_> = pending.drain(..).collect();
-            let deferred = self.commit_batch(batch, &mut marker, &mut cache);
+            let deferred = self.commit_batch(batch, &mut marker, &mut cache, sizes);
             for job in deferred.into_iter().rev() {
                 pending.push_front(job);
             }
@@ -382,6 +425,7 @@ impl Connection {
         mut batch: Vec<Box<dyn WriteJob>>,
         marker: &mut CommitMarker,
         cache: &mut ReadCache,
+        sizes: &TxnSizes,
     ) -> Vec<Box<dyn WriteJob>> {
         if marker.pending() && self.resolve(marker).is_none() {
             for job in batch {
@@ -418,8 +462,14 @@ impl Connection {
                     ran.push(job);
                 }
             }
+            let size = tx.size();
             let answer = match tx.commit(marker) {
-                Committed::Yes(_) => Ok(()),
+                Committed::Yes(revision) => {
+                    if revision.is_some() {
+                        sizes.record(size);
+                    }
+                    Ok(())
+                }
                 Committed::Conflict => {
                     batch = ran;
                     batch.extend(deferred);

@@ -1,9 +1,9 @@
 //! The records of [`ReadTx`] and [`WriteRecords`] on etcd keys (the layout is in [`super`]'s documentation), over
 //! a transaction that reads at one revision, buffers its writes and commits them with compares.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, KvClient, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, KvClient, Txn, TxnOp, TxnOpResponse};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,13 +33,27 @@ struct Cached {
 /// Most keys a writer's [`ReadCache`] holds; a full cache starts again empty.
 const CACHE_KEYS: usize = 16_384;
 
+/// Families of keys (after the key prefix) that the writer presumes absent when its cache does not hold
+/// them: the pointers and unique values a new peer or membership claims (`peer-id/`, `peer-key/`,
+/// `peer-name/`, `peer-addr/`, `member-id/`), looked up mostly to find them free. Presumed absent, such a
+/// read costs no round trip; it is compared at commit like a read of an absent key (`mod_revision` 0), so
+/// a key that exists fails the commit, and the rerun reads it. Not tokens: a token presumed absent would
+/// log a refusal of a caller that is known.
+const PRESUMED_ABSENT: [&str; 5] = ["peer-id/", "peer-key/", "peer-name/", "peer-addr/", "member-id/"];
+
+/// Most keys a commit's conflict reads again in one etcd `Txn` (etcd refuses more than `--max-txn-ops`).
+const REREAD_PER_TXN: usize = 100;
+
 /// The writer's read cache: keys its earlier transactions read or committed, each with the `mod_revision`
 /// it had. A read served from it is compared at commit with that `mod_revision`, like any read, so a key
-/// another replica changed since makes the commit fail; a conflict forgets what the transaction read (a
-/// lost answer empties the cache), and the transaction runs again reading that from etcd.
+/// another replica changed since makes the commit fail; a conflict reads again what the transaction read,
+/// in one round trip (a lost answer empties the cache), and the transaction runs again on that.
 #[derive(Default)]
 pub(super) struct ReadCache {
     keys: HashMap<String, Cached>,
+    /// Keys of the [`PRESUMED_ABSENT`] families that a conflict found may exist and that were not read
+    /// again since: they are read from etcd, not presumed absent.
+    doubted: HashSet<String>,
 }
 
 impl ReadCache {
@@ -47,8 +61,26 @@ impl ReadCache {
         if self.keys.len() >= CACHE_KEYS && !self.keys.contains_key(key) {
             self.keys.clear();
         }
+        self.doubted.remove(key);
         self.keys.insert(key.to_owned(), Cached { value, mod_revision });
     }
+
+    /// Forgets `key`; one of a presumed-absent family is no longer presumed absent.
+    fn forget(&mut self, key: &str, prefix: &str) {
+        self.keys.remove(key);
+        if presumable(key, prefix) {
+            if self.doubted.len() >= CACHE_KEYS {
+                self.doubted.clear();
+            }
+            self.doubted.insert(key.to_owned());
+        }
+    }
+}
+
+/// Whether `key` (under the key prefix `prefix`) is of a [`PRESUMED_ABSENT`] family.
+fn presumable(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| PRESUMED_ABSENT.iter().any(|family| rest.starts_with(family)))
 }
 
 /// A buffered write: `None` deletes.
@@ -184,6 +216,14 @@ impl<'a> EtcdTx<'a> {
         }
     }
 
+    /// What the commit would send, the commit marker's compare and put included.
+    pub(super) fn size(&self) -> super::TxnSize {
+        super::TxnSize {
+            compares: self.compares.len() + self.range_compares.len() + 1,
+            writes: self.writes.len() + self.touched.iter().filter(|k| !self.writes.contains_key(*k)).count() + 1,
+        }
+    }
+
     /// The etcd operations and compares the commit would send: each at most `limit`.
     pub(super) fn within(&self, limit: usize) -> bool {
         self.writes.len() + self.touched.len() <= limit && self.compares.len() + self.range_compares.len() <= limit
@@ -265,6 +305,12 @@ impl<'a> EtcdTx<'a> {
             self.see(key.to_owned(), hit.value.clone());
             return Ok(hit.value);
         }
+        if self.presumes_absent(key) {
+            self.cached_reads = true;
+            self.compare(key.to_owned(), 0);
+            self.see(key.to_owned(), None);
+            return Ok(None);
+        }
         let response = self.fetch(key, false)?;
         let found = response.kvs().first();
         let mod_revision = found.map_or(0, |kv| kv.mod_revision());
@@ -280,6 +326,13 @@ impl<'a> EtcdTx<'a> {
         let hit = self.cache.as_ref()?.keys.get(key)?.clone();
         self.cached_reads = true;
         Some(hit)
+    }
+
+    /// Whether the writer presumes `key` absent without reading it ([`PRESUMED_ABSENT`]).
+    fn presumes_absent(&self, key: &str) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| !cache.doubted.contains(key) && presumable(key, self.prefix))
     }
 
     /// Puts what etcd answered for `key` into the writer's cache.
@@ -523,13 +576,16 @@ impl<'a> EtcdTx<'a> {
         };
         match &committed {
             Committed::Yes(revision) => self.remember_commit(*revision),
-            // Something this transaction read changed: what it read is forgotten, and its rerun reads that
-            // from etcd; the rest of the cache stays (whatever is read from it is compared again).
+            // Something this transaction read changed: what it read is forgotten and read again, in one
+            // round trip, for its rerun; the rest of the cache stays (whatever is read from it is compared
+            // again).
             Committed::Conflict => {
+                let read: BTreeSet<String> = self.seen.keys().chain(self.compares.keys()).cloned().collect();
                 if let Some(cache) = self.cache.as_deref_mut() {
-                    for key in self.seen.keys().chain(self.compares.keys()) {
-                        cache.keys.remove(key);
+                    for key in &read {
+                        cache.forget(key, self.prefix);
                     }
+                    self.reread(read);
                 }
             }
             // Whether the writes landed, and at which revision, is not known here: nothing cached holds.
@@ -540,6 +596,40 @@ impl<'a> EtcdTx<'a> {
             }
         }
         committed
+    }
+
+    /// Reads `keys` again into the writer's cache, [`REREAD_PER_TXN`] per `Txn` of gets (one round trip
+    /// each). Keys left unread by a failed `Txn` stay forgotten: the rerun reads them one by one.
+    fn reread(&mut self, keys: BTreeSet<String>) {
+        let keys: Vec<String> = keys.into_iter().collect();
+        for chunk in keys.chunks(REREAD_PER_TXN) {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|key| TxnOp::get(key.as_str(), None))
+                    .collect::<Vec<_>>(),
+            );
+            let mut kv = self.kv.clone();
+            let answer = self
+                .runtime
+                .block_on(async move { tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn)).await });
+            let Ok(Ok(response)) = answer else {
+                return;
+            };
+            let Some(cache) = self.cache.as_deref_mut() else {
+                return;
+            };
+            for (key, op) in chunk.iter().zip(response.op_responses()) {
+                if let TxnOpResponse::Get(got) = op {
+                    let found = got.kvs().first();
+                    cache.remember(
+                        key,
+                        found.map(|kv| kv.value().to_vec()),
+                        found.map_or(0, |kv| kv.mod_revision()),
+                    );
+                }
+            }
+        }
     }
 
     /// Sends the compares of a transaction without writes: whether its cached reads still hold.
