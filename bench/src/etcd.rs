@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions};
 use sdwan_lab::local_etcd::EtcdCluster;
+use sdwan_registry::store::etcd::TxnSizes;
 use serde::Serialize;
 
 use crate::error::{BenchError, Result};
@@ -16,9 +17,9 @@ use crate::error::{BenchError, Result};
 /// The size of one etcd transaction.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct TxnShape {
-    /// Keys compared: the handshake's reads (etcd `Range` calls, counted on the members' metrics: one
-    /// compare per key read, one per list read's version key; a list's own `Range` counts too, so this
-    /// is an upper bound), plus the writer's commit marker.
+    /// Keys compared, as the registry's writer counted them ([`sdwan_registry::store::etcd::TxnSize`]):
+    /// one per key read (from etcd, from its cache or presumed absent), one per listed scope's version
+    /// key, and the writer's commit marker.
     pub compares: usize,
     /// Keys put (the watch's events of the transaction's revision).
     pub puts: usize,
@@ -33,28 +34,14 @@ fn error(case: &str, detail: String) -> BenchError {
     }
 }
 
-/// `Range` calls the members answered so far (`grpc_server_handled_total` of method `Range`).
-fn ranges(case: &str, cluster: &EtcdCluster) -> Result<u64> {
-    let mut total = 0;
-    for member in cluster.members().iter().filter(|m| m.running()) {
-        let page = member
-            .metrics()
-            .ok_or_else(|| error(case, format!("etcd member {} did not serve its metrics", member.name)))?;
-        total += page
-            .lines()
-            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_method=\"Range\""))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-    }
-    Ok(total)
-}
-
 /// Runs `request` (one write through a registry on `cluster` under `prefix`, nothing else writing there)
-/// and reports the etcd transaction it committed.
+/// and reports the etcd transaction it committed: its puts and bytes from a watch of the prefix, its
+/// compares from `sizes` (the writer's count).
 pub async fn observe_txn(
     case: &str,
     cluster: &EtcdCluster,
     prefix: &str,
+    sizes: &TxnSizes,
     request: impl std::future::Future<Output = Result<()>>,
 ) -> Result<TxnShape> {
     let etcd_err = |what: &str, e: etcd_client::Error| error(case, format!("etcd: {what}: {e}"));
@@ -74,9 +61,10 @@ pub async fn observe_txn(
         )
         .await
         .map_err(|e| etcd_err("watching", e))?;
-    let reads_before = tokio::task::block_in_place(|| ranges(case, cluster))?;
     request.await?;
-    let reads = tokio::task::block_in_place(|| ranges(case, cluster))? - reads_before;
+    let size = sizes
+        .last()
+        .ok_or_else(|| error(case, "the registry's writer committed no transaction".into()))?;
     // The first answer only says the watch was created: the first one with events holds the `Txn`.
     let deadline = Instant::now() + Duration::from_secs(10);
     let kvs = loop {
@@ -94,7 +82,7 @@ pub async fn observe_txn(
     let revision = kvs[0].mod_revision();
     let puts: Vec<_> = kvs.iter().filter(|kv| kv.mod_revision() == revision).collect();
     Ok(TxnShape {
-        compares: usize::try_from(reads).unwrap_or(usize::MAX) + 1,
+        compares: size.compares,
         puts: puts.len(),
         bytes: puts.iter().map(|kv| kv.key().len() + kv.value().len()).sum(),
     })

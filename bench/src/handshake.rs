@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore};
+use sdwan_registry::store::etcd::{EtcdOptions, EtcdStore, TxnSizes};
 use sdwan_registry::store::sqlite::{SqliteOptions, SqliteStore};
 use sdwan_registry::store::Store;
 use sdwan_registry::{api, service};
@@ -291,28 +291,36 @@ pub fn run(opts: &Options, interrupted: &dyn Fn() -> bool) -> Result<Report> {
     })
 }
 
+/// The stores of a run (one per replica) and, on etcd, the first one's commit sizes.
+type Opened = (Vec<Arc<dyn Store>>, Option<TxnSizes>);
+
 /// Opens the stores of `backend` (one per replica); the account is created through the first.
-fn open(backend: Backend, dir: &std::path::Path) -> std::result::Result<Vec<Arc<dyn Store>>, String> {
+fn open(backend: Backend, dir: &std::path::Path) -> std::result::Result<Opened, String> {
     match backend {
         Backend::Sqlite(options) => SqliteStore::open(dir, options)
-            .map(|s| vec![Arc::new(s) as Arc<dyn Store>])
+            .map(|s| (vec![Arc::new(s) as Arc<dyn Store>], None))
             .map_err(|e| e.to_string()),
         Backend::Etcd {
             endpoints,
             prefix,
             replicas,
-        } => (0..replicas)
-            .map(|_| {
-                let options = EtcdOptions {
-                    endpoints: endpoints.clone(),
-                    key_prefix: prefix.clone(),
-                    tls: None,
-                };
-                EtcdStore::open(&options)
-                    .map(|s| Arc::new(s) as Arc<dyn Store>)
-                    .map_err(|e| e.to_string())
-            })
-            .collect(),
+        } => {
+            let stores = (0..replicas)
+                .map(|_| {
+                    let options = EtcdOptions {
+                        endpoints: endpoints.clone(),
+                        key_prefix: prefix.clone(),
+                        tls: None,
+                    };
+                    EtcdStore::open(&options).map_err(|e| e.to_string())
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?;
+            let sizes = stores.first().map(EtcdStore::txn_sizes);
+            Ok((
+                stores.into_iter().map(|s| Arc::new(s) as Arc<dyn Store>).collect(),
+                sizes,
+            ))
+        }
     }
 }
 
@@ -341,7 +349,7 @@ where
         case: case.to_owned(),
         detail,
     };
-    let stores = open(backend, dir).map_err(|e| registry_err(format!("opening the store: {e}")))?;
+    let (stores, sizes) = open(backend, dir).map_err(|e| registry_err(format!("opening the store: {e}")))?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -373,6 +381,7 @@ where
         bases,
         case: case.to_owned(),
         retries: Arc::new(AtomicUsize::new(0)),
+        sizes,
     };
     let measured = work(api, account.admin_token).await;
     for (stop, server) in servers {
@@ -394,6 +403,8 @@ struct Api {
     case: String,
     /// Requests sent again after a 500 or 503 ([`Api::post`]).
     retries: Arc<AtomicUsize>,
+    /// The first replica's commit sizes (on etcd).
+    sizes: Option<TxnSizes>,
 }
 
 /// Most sends of one request again after a 500 or 503.
@@ -590,7 +601,11 @@ async fn handshake_txn(case: &str, cluster: &sdwan_lab::local_etcd::EtcdCluster,
         let body = format!(r#"{{"name":"agent","public_key":"{}","roles":["agent"]}}"#, new_key());
         let agent = api.post(&client, 0, "/v1/peers/enroll", &enrollment, body, 201).await?;
         let token = field(&api, &agent, "peer_token")?;
-        etcd::observe_txn(case, cluster, prefix, async {
+        let sizes = api.sizes.clone().ok_or_else(|| BenchError::Registry {
+            case: case.to_owned(),
+            detail: "a registry on etcd without commit sizes".into(),
+        })?;
+        etcd::observe_txn(case, cluster, prefix, &sizes, async {
             api.post(&client, 0, "/v1/runtime/handshake", &token, JOIN.into(), 200)
                 .await
                 .map(drop)
@@ -621,6 +636,7 @@ where
         bases: api.bases.clone(),
         case: api.case.clone(),
         retries: api.retries.clone(),
+        sizes: api.sizes.clone(),
     });
     let mut tasks = Vec::with_capacity(clients);
     let start = Instant::now();
