@@ -1,7 +1,7 @@
 //! The records of [`ReadTx`] and [`WriteRecords`] on etcd keys (the layout is in [`super`]'s documentation), over
 //! a transaction that reads at one revision, buffers its writes and commits them with compares.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, KvClient, Txn, TxnOp, TxnOpResponse};
 use ipnet::IpNet;
@@ -30,8 +30,9 @@ struct Cached {
     mod_revision: i64,
 }
 
-/// Most keys a writer's [`ReadCache`] holds; a full cache starts again empty.
-const CACHE_KEYS: usize = 16_384;
+/// Most keys a writer's [`ReadCache`] holds (about 8 per peer): a full cache forgets its oldest key for
+/// each new one.
+const CACHE_KEYS: usize = 65_536;
 
 /// Families of keys (after the key prefix) that the writer presumes absent when its cache does not hold
 /// them: the pointers and unique values a new peer or membership claims (`peer-id/`, `peer-key/`,
@@ -51,6 +52,8 @@ const REREAD_PER_TXN: usize = 100;
 #[derive(Default)]
 pub(super) struct ReadCache {
     keys: HashMap<String, Cached>,
+    /// The keys in the order they came in, oldest first (with some already forgotten, skipped when met).
+    order: VecDeque<String>,
     /// Keys of the [`PRESUMED_ABSENT`] families that a conflict found may exist and that were not read
     /// again since: they are read from etcd, not presumed absent.
     doubted: HashSet<String>,
@@ -58,11 +61,31 @@ pub(super) struct ReadCache {
 
 impl ReadCache {
     fn remember(&mut self, key: &str, value: Option<Vec<u8>>, mod_revision: i64) {
-        if self.keys.len() >= CACHE_KEYS && !self.keys.contains_key(key) {
-            self.keys.clear();
-        }
         self.doubted.remove(key);
-        self.keys.insert(key.to_owned(), Cached { value, mod_revision });
+        if self
+            .keys
+            .insert(key.to_owned(), Cached { value, mod_revision })
+            .is_some()
+        {
+            return;
+        }
+        self.order.push_back(key.to_owned());
+        while self.keys.len() > CACHE_KEYS {
+            match self.order.pop_front() {
+                Some(oldest) => self.keys.remove(&oldest),
+                None => break,
+            };
+        }
+        // Forgotten keys leave their place in `order`: start it again from what is held when they pile up.
+        if self.order.len() > 2 * CACHE_KEYS {
+            self.order = self.keys.keys().cloned().collect();
+        }
+    }
+
+    /// Forgets every key (a commit whose outcome is unknown).
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.order.clear();
     }
 
     /// Forgets `key`; one of a presumed-absent family is no longer presumed absent.
@@ -591,7 +614,7 @@ impl<'a> EtcdTx<'a> {
             // Whether the writes landed, and at which revision, is not known here: nothing cached holds.
             Committed::Lost(_) => {
                 if let Some(cache) = self.cache.as_deref_mut() {
-                    cache.keys.clear();
+                    cache.clear();
                 }
             }
         }
@@ -1017,5 +1040,34 @@ impl WriteRecords for EtcdTx<'_> {
     fn delete_prefix_hold(&mut self, network_id: &str, prefix: IpNet) -> Result<(), StoreError> {
         self.delete_scoped("hold", network_id, &prefix.to_string());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ReadCache, CACHE_KEYS};
+
+    /// A full cache forgets its oldest keys, one per new key, and never holds more than [`CACHE_KEYS`];
+    /// a key forgotten and remembered again comes back.
+    #[test]
+    fn a_full_cache_forgets_its_oldest_keys() {
+        let mut cache = ReadCache::default();
+        for i in 0..CACHE_KEYS + 10 {
+            cache.remember(&format!("k{i}"), None, 1);
+        }
+        assert_eq!(cache.keys.len(), CACHE_KEYS);
+        assert!(
+            (0..10).all(|i| !cache.keys.contains_key(&format!("k{i}"))),
+            "the oldest went first"
+        );
+        assert!(cache.keys.contains_key("k10") && cache.keys.contains_key(&format!("k{}", CACHE_KEYS + 9)));
+        for round in 0..3 * CACHE_KEYS {
+            let key = format!("k{}", 10 + round % 100);
+            cache.forget(&key, "");
+            cache.remember(&key, None, 2);
+        }
+        assert_eq!(cache.keys.len(), CACHE_KEYS);
+        assert!(cache.order.len() <= 2 * CACHE_KEYS + 1, "forgotten keys do not pile up");
+        assert!(cache.keys.contains_key("k10"));
     }
 }
