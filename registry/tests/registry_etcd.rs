@@ -2,14 +2,14 @@
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
 //! own writes, lists whose change makes the lister run again, the refusals at open (unreachable etcd, a
 //! newer or foreign key prefix), a writer's cached read of a key another replica changed, a key presumed
-//! absent that another replica wrote, and the exact
+//! absent that another replica wrote, a frozen etcd member kept out of the client's rotation, and the exact
 //! resolution of a transaction whose answer was lost.
 
 mod registry_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Txn, TxnOp};
 use registry_support::etcd::{self, Etcd};
@@ -542,6 +542,83 @@ fn a_key_presumed_absent_that_another_replica_wrote_is_found_after_one_conflict(
         .expect("read")
         .map(|p| p.id);
     assert_eq!(stored.as_deref(), Some("p1"), "the name still belongs to p1");
+}
+
+/// Continues a stopped process when dropped (also when the test fails).
+struct Thaw(libc::pid_t);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to the etcd member this test started and stopped.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// An etcd member that accepts connections but answers nothing (frozen with SIGSTOP, as a hung disk or a
+/// paused VM would leave it) is taken out of the client's rotation: once it is, no read or write waits on
+/// it, for longer than the request timeout (5 s, after which the client's balancer would try it again).
+#[test]
+fn a_frozen_etcd_member_is_taken_out_of_rotation() {
+    if !etcd::installed_or_skip("a_frozen_etcd_member") {
+        return;
+    }
+    let cluster = etcd::cluster(3);
+    let leader = cluster.wait_leader(Duration::from_secs(10)).expect("a leader");
+    let frozen = (leader + 1) % 3;
+    let pid = cluster.members()[frozen].pid().expect("the member runs");
+    let options = EtcdOptions {
+        endpoints: cluster.endpoints(),
+        key_prefix: "/frozen/".to_owned(),
+        tls: None,
+    };
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&options).expect("open"));
+    let runtime = runtime_for_thread();
+    runtime
+        .block_on(store.write(|tx| tx.put_account(&account("acc", "a"))))
+        .expect("seed");
+    let pid = libc::pid_t::try_from(pid).expect("pid");
+    let _thaw = Thaw(pid);
+    // SAFETY: a plain signal to the etcd member this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop m{frozen}");
+    // One call: a read, or a write, answered within a second; its duration.
+    let call = |i: usize| {
+        let started = Instant::now();
+        let answered = runtime.block_on(async {
+            let within = Duration::from_secs(1);
+            if i % 2 == 0 {
+                tokio::time::timeout(within, store.read(|tx| tx.account("acc")))
+                    .await
+                    .map(|r| r.map(|a| a.is_some()))
+            } else {
+                let name = format!("a{i}");
+                tokio::time::timeout(within, store.write(move |tx| tx.put_account(&account("acc", &name))))
+                    .await
+                    .map(|r| r.map(|()| true))
+            }
+        });
+        (matches!(answered, Ok(Ok(true))), started.elapsed())
+    };
+    // Settled: 20 calls in a row answered fast, within 10 s of the stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut in_a_row, mut i) = (0, 0);
+    while in_a_row < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "10 s after m{frozen} was stopped, calls still wait on it ({i} calls)"
+        );
+        i += 1;
+        in_a_row = if call(i).0 { in_a_row + 1 } else { 0 };
+    }
+    // And it stays out: 7 s of calls (past the 5 s request timeout), every one answered within a second.
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        i += 1;
+        let (answered, took) = call(i);
+        assert!(
+            answered,
+            "call {i} was not answered within 1 s (it took {took:?}) while m{frozen} is stopped"
+        );
+    }
 }
 
 fn runtime_for_thread() -> tokio::runtime::Runtime {

@@ -249,7 +249,11 @@ impl EtcdStore {
         .map_err(|_| StoreError::Etcd("the etcd connection thread panicked".into()))??;
         let (client, marker) = opened;
         if options.endpoints.len() > 1 {
-            handle.spawn(endpoints::keep(client.clone(), options.endpoints.clone()));
+            handle.spawn(endpoints::keep(
+                client.clone(),
+                options.endpoints.clone(),
+                connect_options(options)?,
+            ));
         }
         let connection = |client: &Client| Connection {
             client: client.clone(),
@@ -540,13 +544,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(jitter + 1)
 }
 
-/// Connects and checks the schema version under the key prefix.
-async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
-    let endpoints = options.endpoints.join(", ");
-    let unreachable = |e: &dyn std::fmt::Display| StoreError::Unreachable {
-        endpoints: endpoints.clone(),
-        message: e.to_string(),
-    };
+/// How the client connects: timeouts, keep-alives and TLS.
+fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, StoreError> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
@@ -554,6 +553,17 @@ async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
     if let Some(tls) = &options.tls {
         connect = connect.with_tls(tls_options(tls)?);
     }
+    Ok(connect)
+}
+
+/// Connects and checks the schema version under the key prefix.
+async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
+    let endpoints = options.endpoints.join(", ");
+    let unreachable = |e: &dyn std::fmt::Display| StoreError::Unreachable {
+        endpoints: endpoints.clone(),
+        message: e.to_string(),
+    };
+    let connect = connect_options(options)?;
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let reachable = endpoints::reachable(&options.endpoints).await;
         let client = Client::connect(&reachable, Some(connect))
