@@ -2,7 +2,8 @@
 //! conflicting writers through two stores (two replicas) on one key prefix, a failed request undoing only its
 //! own writes, lists whose change makes the lister run again, the refusals at open (unreachable etcd, a
 //! newer or foreign key prefix), a writer's cached read of a key another replica changed, a key presumed
-//! absent that another replica wrote, a frozen etcd member kept out of the client's rotation, and the exact
+//! absent that another replica wrote, a writer learning from the watch what another replica wrote, a
+//! frozen etcd member kept out of the client's rotation, and the exact
 //! resolution of a transaction whose answer was lost.
 
 mod registry_support;
@@ -291,7 +292,8 @@ fn a_list_changed_by_another_replica_makes_the_lister_run_again() {
     }
 }
 
-/// Replica a's writer remembers what it read and committed, and serves later reads from there: when
+/// Replica a's writer (without hints from a watch, below) remembers what it read and committed, and serves
+/// later reads from there: when
 /// replica b changes such a key, a's next write that read it (stale, from the cache) fails its compare and
 /// runs again on etcd's value. Both with writes and without (a closure that only reads), and for a key a
 /// wrote without reading it first (remembered at its commit's revision).
@@ -308,7 +310,7 @@ fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
         ("written-blind", true, true),
     ] {
         let prefix = format!("/cache-{case}/");
-        let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica a"));
+        let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, &prefix)).expect("replica a"));
         let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica b"));
         if a_wrote {
             // a writes the account without reading it: its writer caches what it committed.
@@ -370,7 +372,8 @@ fn a_rerun_closure_runs_only_its_last_runs_after_commit_effects() {
     }
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-rerun/")).expect("replica a"));
+    let a: Arc<dyn Store> =
+        Arc::new(EtcdStore::open_without_hints(&options(&etcd, "/after-rerun/")).expect("replica a"));
     let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-rerun/")).expect("replica b"));
     runtime
         .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
@@ -411,7 +414,8 @@ fn a_request_whose_commit_fails_runs_no_after_commit_effect() {
     }
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-failed/")).expect("replica a"));
+    let a: Arc<dyn Store> =
+        Arc::new(EtcdStore::open_without_hints(&options(&etcd, "/after-failed/")).expect("replica a"));
     let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-failed/")).expect("replica b"));
     runtime
         .block_on(b.write(|tx| tx.put_account(&account("acc", "b"))))
@@ -450,7 +454,7 @@ fn a_conflict_forgets_only_what_the_transaction_read() {
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
     let prefix = "/cache-forget/";
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica a"));
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, prefix)).expect("replica a"));
     let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
     for id in ["x", "y"] {
         runtime
@@ -498,7 +502,7 @@ fn a_key_presumed_absent_that_another_replica_wrote_is_found_after_one_conflict(
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
     let prefix = "/presumed/";
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica a"));
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, prefix)).expect("replica a"));
     let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
     runtime
         .block_on(b.write(|tx| tx.put_peer(&peer("p1", "n"))))
@@ -542,6 +546,51 @@ fn a_key_presumed_absent_that_another_replica_wrote_is_found_after_one_conflict(
         .expect("read")
         .map(|p| p.id);
     assert_eq!(stored.as_deref(), Some("p1"), "the name still belongs to p1");
+}
+
+/// A writer's cache also takes what other replicas write, from a watch of the key prefix: a peer name
+/// replica b gave is then known to replica a without a conflict (a writer without the hints presumes it
+/// free and conflicts once, every time). Polled: b adds a peer, a refuses its name to another peer at
+/// once, until one refusal ran a's closure only once (the hint came first), at most 50 peers within 10 s.
+#[test]
+fn a_writer_learns_what_another_replica_wrote_from_the_watch() {
+    if !etcd::installed_or_skip("a_writer_learns") {
+        return;
+    }
+    let etcd = etcd::shared();
+    let runtime = runtime_for_thread();
+    let prefix = "/hinted/";
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica a"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut runs_seen = Vec::new();
+    for k in 1..=50 {
+        assert!(
+            Instant::now() < deadline,
+            "no hint within 10 s: runs per refusal {runs_seen:?}"
+        );
+        let id = format!("p{k}");
+        runtime
+            .block_on(b.write(move |tx| tx.put_peer(&peer(&id, "n"))))
+            .expect("b adds a peer");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let refused = runtime.block_on(a.write(move |tx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut rival = peer(&format!("p{}", 1000 + k), "n");
+            rival.name = format!("p{k}");
+            tx.put_peer(&rival)
+        }));
+        assert!(
+            matches!(refused, Err(StoreError::Constraint(_))),
+            "p{k}'s name is refused on a: {refused:?}"
+        );
+        runs_seen.push(runs.load(Ordering::SeqCst));
+        if runs_seen.last() == Some(&1) {
+            return;
+        }
+    }
+    panic!("a conflicted on every name b gave (runs per refusal {runs_seen:?}): no hint reached a's writer");
 }
 
 /// Continues a stopped process when dropped (also when the test fails).

@@ -39,7 +39,10 @@
 //! when its cache does not hold it, without a round trip, and compares it at commit with `mod_revision`
 //! 0. One that exists (another replica wrote it) fails the commit, is read again with the rest and is not
 //! presumed absent again until read: the cost of a wrong guess is one conflict. Tokens are not presumed
-//! absent (a caller's token wrongly taken for unknown would log a refusal). Lists always come from etcd (once per prefix and transaction: listing again
+//! absent (a caller's token wrongly taken for unknown would log a refusal). The cache also takes, before
+//! each batch, what any replica wrote, from a watch of the whole key prefix ([`hints`]): newer than what
+//! it holds, never trusted (compared at commit like everything else), so a request about a peer another
+//! replica enrolled reads nothing from etcd either. Lists always come from etcd (once per prefix and transaction: listing again
 //! answers the first answer, it is the same revision). Reads from the cache may be older than the
 //! transaction's revision; the compares make the commit see them as of the commit's revision, which is what
 //! a serializable answer needs.
@@ -99,6 +102,7 @@ use super::{ReadJob, Store, StoreError, WriteJob};
 
 pub mod commit;
 mod endpoints;
+mod hints;
 pub mod replicas;
 mod tx;
 
@@ -217,6 +221,17 @@ impl EtcdStore {
     /// calling thread until etcd answered, at most a few seconds; refuses an unreachable etcd and a prefix
     /// holding data of another version or of something else.
     pub fn open(options: &EtcdOptions) -> Result<Self, StoreError> {
+        Self::open_with(options, true)
+    }
+
+    /// [`EtcdStore::open`] without the watch that feeds the writer's cache what other replicas write
+    /// ([`hints`]): the cache then learns only from this writer's reads and commits. For tests of the
+    /// conflict paths, which a hint arriving first would skip.
+    pub fn open_without_hints(options: &EtcdOptions) -> Result<Self, StoreError> {
+        Self::open_with(options, false)
+    }
+
+    fn open_with(options: &EtcdOptions, hinted: bool) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("registry-etcd")
@@ -270,9 +285,13 @@ impl EtcdStore {
         let writer = connection(&client);
         let sizes = TxnSizes::default();
         let recorded = sizes.clone();
+        let (hint_tx, hint_rx) = mpsc::sync_channel(hints::QUEUED);
+        if hinted {
+            handle.spawn(hints::feed(client.clone(), options.key_prefix.clone(), hint_tx));
+        }
         let mut threads = vec![spawn(
             "registry-etcd-writer".into(),
-            Box::new(move || writer.write_loop(&write_queue, marker, &recorded)),
+            Box::new(move || writer.write_loop(&write_queue, &hint_rx, marker, &recorded)),
         )?];
         let (reads, read_queue) = mpsc::channel();
         let read_queue = Arc::new(Mutex::new(read_queue));
@@ -389,8 +408,15 @@ impl Connection {
     }
 
     /// Takes what is queued (up to [`MAX_BATCH`] requests) and commits it as one transaction guarded by
-    /// `marker`; once the queue is closed, deletes the marker key.
-    fn write_loop(&self, queue: &mpsc::Receiver<Box<dyn WriteJob>>, mut marker: CommitMarker, sizes: &TxnSizes) {
+    /// `marker`, after putting the `hints` that came in into its cache; once the queue is closed, deletes the
+    /// marker key.
+    fn write_loop(
+        &self,
+        queue: &mpsc::Receiver<Box<dyn WriteJob>>,
+        hints: &mpsc::Receiver<hints::Hint>,
+        mut marker: CommitMarker,
+        sizes: &TxnSizes,
+    ) {
         let mut pending: VecDeque<Box<dyn WriteJob>> = VecDeque::new();
         let mut cache = ReadCache::default();
         loop {
@@ -413,6 +439,9 @@ impl Connection {
                     Ok(job) => pending.push_back(job),
                     Err(_) => break,
                 }
+            }
+            while let Ok(hint) = hints.try_recv() {
+                cache.hint(hint);
             }
             let batch: Vec<_> = pending.drain(..).collect();
             let deferred = self.commit_batch(batch, &mut marker, &mut cache, sizes);

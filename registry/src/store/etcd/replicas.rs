@@ -404,7 +404,7 @@ impl Replicas {
 }
 
 /// The pause after `failures` failed attempts in a row: growing, jittered, at most about 5 s.
-fn pause(failures: u32) -> Duration {
+pub(super) fn pause(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }

@@ -82,6 +82,18 @@ impl ReadCache {
         }
     }
 
+    /// Takes a change seen in etcd ([`super::hints`]) if it is newer than what the cache holds of the key.
+    pub(super) fn hint(&mut self, hint: super::hints::Hint) {
+        let known = self.keys.get(&hint.key).map_or(0, |c| c.mod_revision);
+        if hint.revision <= known {
+            return;
+        }
+        match hint.value {
+            Some(value) => self.remember(&hint.key, Some(value), hint.revision),
+            None => self.remember(&hint.key, None, 0),
+        }
+    }
+
     /// Forgets every key (a commit whose outcome is unknown).
     fn clear(&mut self) {
         self.keys.clear();
@@ -1045,6 +1057,7 @@ impl WriteRecords for EtcdTx<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hints::Hint;
     use super::{ReadCache, CACHE_KEYS};
 
     /// A full cache forgets its oldest keys, one per new key, and never holds more than [`CACHE_KEYS`];
@@ -1069,5 +1082,35 @@ mod tests {
         assert_eq!(cache.keys.len(), CACHE_KEYS);
         assert!(cache.order.len() <= 2 * CACHE_KEYS + 1, "forgotten keys do not pile up");
         assert!(cache.keys.contains_key("k10"));
+    }
+
+    /// A hint newer than what the cache holds replaces it (a deletion as absent, `mod_revision` 0); an
+    /// older or equal one is ignored.
+    #[test]
+    fn only_newer_hints_are_taken() {
+        let hint = |key: &str, value: Option<&str>, revision| Hint {
+            key: key.to_owned(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            revision,
+        };
+        let held = |cache: &ReadCache, key: &str| {
+            cache.keys.get(key).map(|c| {
+                (
+                    c.value.clone().map(|v| String::from_utf8(v).expect("utf-8")),
+                    c.mod_revision,
+                )
+            })
+        };
+        let mut cache = ReadCache::default();
+        cache.remember("a", Some(b"committed".to_vec()), 10);
+        cache.hint(hint("a", Some("older"), 9));
+        cache.hint(hint("a", Some("same"), 10));
+        assert_eq!(held(&cache, "a"), Some((Some("committed".to_owned()), 10)));
+        cache.hint(hint("a", Some("newer"), 11));
+        assert_eq!(held(&cache, "a"), Some((Some("newer".to_owned()), 11)));
+        cache.hint(hint("a", None, 12));
+        assert_eq!(held(&cache, "a"), Some((None, 0)));
+        cache.hint(hint("b", Some("new key"), 13));
+        assert_eq!(held(&cache, "b"), Some((Some("new key".to_owned()), 13)));
     }
 }
