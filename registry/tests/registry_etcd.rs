@@ -34,6 +34,14 @@ fn account(id: &str, name: &str) -> Account {
     }
 }
 
+/// Two replicas on `prefix`: a without hints (its writer's cache learns only from its own reads and
+/// commits, so it goes stale when b writes, which the conflict tests need) and b.
+fn replicas_a_without_hints(etcd: &Etcd, prefix: &str) -> (Arc<dyn Store>, Arc<dyn Store>) {
+    let a = EtcdStore::open_without_hints(&options(etcd, prefix)).expect("replica a");
+    let b = EtcdStore::open(&options(etcd, prefix)).expect("replica b");
+    (Arc::new(a), Arc::new(b))
+}
+
 /// Writes `key = value` into etcd directly (what another program, or a newer registry, left there).
 fn put_raw(etcd: &Etcd, key: &str, value: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -310,8 +318,7 @@ fn a_key_changed_by_another_replica_is_not_committed_from_the_writers_cache() {
         ("written-blind", true, true),
     ] {
         let prefix = format!("/cache-{case}/");
-        let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, &prefix)).expect("replica a"));
-        let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, &prefix)).expect("replica b"));
+        let (a, b) = replicas_a_without_hints(&etcd, &prefix);
         if a_wrote {
             // a writes the account without reading it: its writer caches what it committed.
             runtime
@@ -372,9 +379,7 @@ fn a_rerun_closure_runs_only_its_last_runs_after_commit_effects() {
     }
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
-    let a: Arc<dyn Store> =
-        Arc::new(EtcdStore::open_without_hints(&options(&etcd, "/after-rerun/")).expect("replica a"));
-    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-rerun/")).expect("replica b"));
+    let (a, b) = replicas_a_without_hints(&etcd, "/after-rerun/");
     runtime
         .block_on(b.write(|tx| tx.put_account(&account("acc", "b0"))))
         .expect("seed");
@@ -414,9 +419,7 @@ fn a_request_whose_commit_fails_runs_no_after_commit_effect() {
     }
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
-    let a: Arc<dyn Store> =
-        Arc::new(EtcdStore::open_without_hints(&options(&etcd, "/after-failed/")).expect("replica a"));
-    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, "/after-failed/")).expect("replica b"));
+    let (a, b) = replicas_a_without_hints(&etcd, "/after-failed/");
     runtime
         .block_on(b.write(|tx| tx.put_account(&account("acc", "b"))))
         .expect("seed");
@@ -454,8 +457,7 @@ fn a_conflict_forgets_only_what_the_transaction_read() {
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
     let prefix = "/cache-forget/";
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, prefix)).expect("replica a"));
-    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
+    let (a, b) = replicas_a_without_hints(&etcd, prefix);
     for id in ["x", "y"] {
         runtime
             .block_on(a.write(move |tx| tx.put_account(&account(id, &format!("{id}0")))))
@@ -502,8 +504,7 @@ fn a_key_presumed_absent_that_another_replica_wrote_is_found_after_one_conflict(
     let etcd = etcd::shared();
     let runtime = runtime_for_thread();
     let prefix = "/presumed/";
-    let a: Arc<dyn Store> = Arc::new(EtcdStore::open_without_hints(&options(&etcd, prefix)).expect("replica a"));
-    let b: Arc<dyn Store> = Arc::new(EtcdStore::open(&options(&etcd, prefix)).expect("replica b"));
+    let (a, b) = replicas_a_without_hints(&etcd, prefix);
     runtime
         .block_on(b.write(|tx| tx.put_peer(&peer("p1", "n"))))
         .expect("b writes p1");
