@@ -16,7 +16,9 @@ use ipnet::IpNet;
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use crate::mesh::{plan_device, plan_net, plan_peers, ActualDevice, ActualNet, Desired, DevicePlan, KeyBytes, NetPlan};
+use crate::mesh::{
+    plan_device, plan_net, plan_peers, ActualDevice, ActualNet, Desired, DevicePlan, KeyBytes, Lifetime, NetPlan,
+};
 use crate::net::{NetError, Netlink};
 use crate::wg::{self, WgError};
 
@@ -168,8 +170,16 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPa
     for a in &plan.del_addresses {
         keep(netlink.del_ipv6_address(index, *a).await.map(drop));
     }
+    // A held address with a kernel lifetime (quorum mode) comes back with what is left of it, in the same
+    // message: added without one, it would outlive a holder frozen before its next renewal.
     for a in &plan.add_addresses {
-        keep(netlink.add_ipv6_address(index, *a).await.map(drop));
+        match desired.lifetime_left(IpNet::V6(*a), std::time::Instant::now()) {
+            Lifetime::Forever => keep(netlink.add_ipv6_address(index, *a).await.map(drop)),
+            Lifetime::Left(left) => keep(netlink.set_address_lifetime(index, IpNet::V6(*a), Some(left)).await),
+            Lifetime::Over => {
+                tracing::debug!(address = %a, "a held address's lifetime ran out: left off until renewed")
+            }
+        }
     }
     for a in &plan.del_addresses_v4 {
         keep(netlink.del_address(index, IpNet::V4(*a)).await.map(drop));

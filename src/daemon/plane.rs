@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::{IpNet, Ipv6Net};
 use wireguard_control::Key;
 
 use crate::config::{host_net, Config};
-use crate::mesh::{firewall, ChangedPeers, Desired, Families};
+use crate::mesh::{firewall, ChangedPeers, Desired, Families, Lifetime};
 use crate::metrics::Metrics;
 use crate::net::{forwarding, nft, Netlink};
 use crate::reconcile::{reconcile_net, DeviceOutcome, DeviceReconciler, NetPass};
@@ -321,8 +321,9 @@ impl DataPlane for Plane {
     }
 
     async fn address_lifetime(&mut self, vip: Ipv6Addr, lifetime: Option<Duration>) {
-        let Some(index) = self.ifindex else { return };
         let net = IpNet::V6(host_net(vip));
+        self.desired.set_lifetime_end(net, lifetime.map(|l| Instant::now() + l));
+        let Some(index) = self.ifindex else { return };
         if let Err(e) = self.netlink.set_address_lifetime(index, net, lifetime).await {
             tracing::error!(%vip, error = %e, "setting the VIP address's lifetime failed; the next renewal retries");
         }
@@ -332,6 +333,8 @@ impl DataPlane for Plane {
         let Some((gateway, ifname)) = self.desired.gateway(key).cloned() else {
             return;
         };
+        self.desired
+            .set_lifetime_end(gateway, lifetime.map(|l| Instant::now() + l));
         let index = match self.netlink.link_by_name(&ifname).await {
             Ok(Some(link)) => link.index,
             _ => return,
@@ -412,7 +415,18 @@ impl Plane {
                 return;
             }
         };
-        match self.netlink.add_address(index, gateway).await {
+        // With a kernel lifetime (quorum mode), an absent address comes back with what is left of it.
+        let added = match self.desired.lifetime_left(gateway, Instant::now()) {
+            Lifetime::Forever => self.netlink.add_address(index, gateway).await,
+            Lifetime::Left(left) => match self.netlink.has_address(index, gateway).await {
+                Ok(true) => Ok(crate::net::Change::Unchanged),
+                Ok(false) => (self.netlink.set_address_lifetime(index, gateway, Some(left)).await)
+                    .map(|()| crate::net::Change::Applied),
+                Err(e) => Err(e),
+            },
+            Lifetime::Over => return,
+        };
+        match added {
             Ok(change) => {
                 if change == crate::net::Change::Applied {
                     self.metrics.changes_applied.with_label_values(&["address_added"]).inc();

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use wireguard_control::Key;
@@ -119,6 +119,17 @@ pub struct PeerSpec {
     pub keepalive: Option<u16>,
 }
 
+/// The kernel lifetime an address gets when a pass puts it back ([`Desired::lifetime_left`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// None: the address stays until removed.
+    Forever,
+    /// This much, in whole seconds.
+    Left(Duration),
+    /// Its lifetime ran out (less than a second is left): it must not come back until renewed.
+    Over,
+}
+
 /// What the node should look like: the WireGuard device and the kernel state around it.
 ///
 /// The one owner of the peers' allowed IPs (by owner), of where each VIP is routed and of the VIPs this
@@ -166,6 +177,10 @@ pub struct Desired {
     /// The gateway addresses of the floating prefixes this node holds, by failover key: the address
     /// with the prefix's length and the LAN interface it goes on.
     gateways: BTreeMap<Ipv6Addr, (IpNet, String)>,
+    /// When the kernel lifetime of each held address that has one runs out (quorum mode: a VIP's /128 or
+    /// a gateway address, given at every renewal): an address put back by a pass gets only what is left,
+    /// and is not put back once it ran out ([`Desired::lifetime_left`]).
+    lifetime_ends: BTreeMap<IpNet, Instant>,
     /// Peer keys by overlay address.
     by_address: HashMap<Ipv6Addr, KeyBytes>,
 }
@@ -190,6 +205,7 @@ impl Desired {
             vip_routes: BTreeMap::new(),
             floating_routes: BTreeSet::new(),
             gateways: BTreeMap::new(),
+            lifetime_ends: BTreeMap::new(),
             by_address: HashMap::new(),
         }
     }
@@ -295,6 +311,14 @@ impl Desired {
         next.floating_routes = std::mem::take(&mut self.floating_routes);
         next.routes.extend(next.floating_routes.iter().copied());
         next.gateways = std::mem::take(&mut self.gateways);
+        next.lifetime_ends = std::mem::take(&mut self.lifetime_ends);
+        let held: BTreeSet<IpNet> = next
+            .addresses
+            .iter()
+            .map(|a| IpNet::V6(*a))
+            .chain(next.gateways.values().map(|(g, _)| *g))
+            .collect();
+        next.lifetime_ends.retain(|a, _| held.contains(a));
         for (key, spec) in &mut next.peers {
             spec.allowed_ips = next.allowed.for_peer(key);
         }
@@ -399,10 +423,14 @@ impl Desired {
     /// address `gateway` on the LAN interface `ifname` (`None`: it does not, or no longer). Returns the
     /// gateway it replaced, if any.
     pub fn hold_gateway(&mut self, key: Ipv6Addr, gateway: Option<(IpNet, String)>) -> Option<(IpNet, String)> {
-        match gateway {
+        let replaced = match gateway {
             Some(g) => self.gateways.insert(key, g),
             None => self.gateways.remove(&key),
+        };
+        if let Some((old, _)) = &replaced {
+            self.lifetime_ends.remove(old);
         }
+        replaced
     }
 
     /// The gateway address, with its LAN interface, of the floating prefix with key `key`, if this node
@@ -423,7 +451,30 @@ impl Desired {
         if hold {
             self.addresses.insert(net)
         } else {
+            self.lifetime_ends.remove(&IpNet::V6(net));
             self.addresses.remove(&net)
+        }
+    }
+
+    /// Records when the kernel lifetime just given to the held address `address` runs out (`None`: it
+    /// has none, it stays until removed).
+    pub fn set_lifetime_end(&mut self, address: IpNet, end: Option<Instant>) {
+        match end {
+            Some(end) => self.lifetime_ends.insert(address, end),
+            None => self.lifetime_ends.remove(&address),
+        };
+    }
+
+    /// What a pass that puts `address` back on its interface at `now` gives it: [`Lifetime::Left`] is
+    /// the rest of the lifetime its last renewal gave it, in whole seconds rounded down (the kernel's
+    /// unit: never past that renewal's end).
+    pub fn lifetime_left(&self, address: IpNet, now: Instant) -> Lifetime {
+        match self.lifetime_ends.get(&address) {
+            None => Lifetime::Forever,
+            Some(end) => match end.saturating_duration_since(now).as_secs() {
+                0 => Lifetime::Over,
+                secs => Lifetime::Left(Duration::from_secs(secs)),
+            },
         }
     }
 

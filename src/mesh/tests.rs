@@ -312,6 +312,41 @@ fn a_resync_or_reload_never_strips_a_vip_route_or_a_held_vip() {
     assert!(!d.holds(VIP));
 }
 
+/// A held address with a kernel lifetime (quorum mode) comes back from a pass with what is left of it,
+/// rounded down to whole seconds, and not at all once less than a second is left; one without stays
+/// forever. Releasing it forgets its end; a reload keeps it while the address is held.
+#[test]
+fn a_held_address_comes_back_with_what_is_left_of_its_lifetime() {
+    let (config, me, _, _) = three();
+    let mut d = Desired::from_config(&config, &me);
+    let vip = IpNet::V6(config::host_net(VIP));
+    let now = Instant::now();
+    d.hold_vip(VIP, true);
+    assert_eq!(d.lifetime_left(vip, now), Lifetime::Forever);
+    d.set_lifetime_end(vip, Some(now + Duration::from_millis(2_900)));
+    assert_eq!(d.lifetime_left(vip, now), Lifetime::Left(Duration::from_secs(2)));
+    assert_eq!(d.lifetime_left(vip, now + Duration::from_millis(1_950)), Lifetime::Over);
+    assert!(d.set_config(&config, &me).is_empty());
+    assert_eq!(
+        d.lifetime_left(vip, now),
+        Lifetime::Left(Duration::from_secs(2)),
+        "kept by a reload"
+    );
+    d.hold_vip(VIP, false);
+    d.hold_vip(VIP, true);
+    assert_eq!(
+        d.lifetime_left(vip, now),
+        Lifetime::Forever,
+        "a new hold starts without one"
+    );
+    let gateway: IpNet = "203.0.113.1/24".parse().unwrap();
+    d.hold_gateway(VIP2, Some((gateway, "lan0".into())));
+    d.set_lifetime_end(gateway, Some(now + Duration::from_secs(2)));
+    assert_eq!(d.lifetime_left(gateway, now), Lifetime::Left(Duration::from_secs(2)));
+    d.hold_gateway(VIP2, None);
+    assert_eq!(d.lifetime_left(gateway, now), Lifetime::Forever, "released");
+}
+
 #[test]
 fn peers_carry_their_address_and_are_found_by_it() {
     let (config, me, b, c) = three();

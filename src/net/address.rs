@@ -40,6 +40,14 @@ impl Netlink {
         self.add_address(index, IpNet::V6(addr)).await
     }
 
+    /// Whether `addr` (address and prefix length) is on the link.
+    pub async fn has_address(&self, index: u32, addr: IpNet) -> Result<bool, NetError> {
+        Ok(match addr {
+            IpNet::V4(net) => self.ipv4_addresses(index).await?.contains(&net),
+            IpNet::V6(net) => self.ipv6_addresses(index).await?.contains(&net),
+        })
+    }
+
     /// The IPv4 addresses of scope global on the link, in the kernel's order.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
         let all = self.address_messages(index, AddressFamily::Inet).await?;

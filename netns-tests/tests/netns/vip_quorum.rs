@@ -44,14 +44,15 @@ fn ip(lab: &Lab, i: usize, args: &[&str]) {
     );
 }
 
-/// Starts an address monitor of `family` (`-4`, `-6`) in the namespace of each of `peers` and waits until
+/// Starts an address monitor of `family` (`-4`, `-6`; one line per event, lifetimes included) in the
+/// namespace of each of `peers` and waits until
 /// each one reported the marker address `marker(i)` added for the purpose (so no event after this returns
 /// is missed).
 fn monitors(lab: &mut Lab, peers: &[usize], family: &str, marker: fn(usize) -> String) -> Vec<(usize, Background)> {
     let mut all = Vec::new();
     for &i in peers {
         let bg = lab
-            .spawn_in(i, &["ip", "-ts", family, "monitor", "address"])
+            .spawn_in(i, &["ip", "-o", "-ts", family, "monitor", "address"])
             .expect("ip monitor starts");
         all.push((i, bg));
     }
@@ -247,6 +248,40 @@ fn a_frozen_quorum_holder_loses_the_address_within_its_lifetime() {
         std::panic::resume_unwind(panic);
     }
     wait_holder(&lab, 2, Duration::from_secs(10));
+}
+
+/// The quorum-mode holder's address, deleted by someone, is put back by the daemon's kernel pass with
+/// what is left of its lifetime, never without one: added "forever", it would outlive a holder frozen
+/// before its next renewal. Three deletions, each put back within 5 s; p1's address monitor must report
+/// the VIP added, never with `valid_lft forever`.
+#[test]
+fn a_quorum_holders_address_put_back_keeps_a_lifetime() {
+    let mut lab = partition_lab("ql", true);
+    let ns = lab.netns(1).expect("p1's namespace");
+    let vip = format!("{VIP_ADDR}/128");
+    let finite = |line: &str| line.contains("valid_lft") && !line.contains("valid_lft forever");
+    // Quorum mode is turned on once the candidates joined: wait for the first renewal's lifetime.
+    sdwan_lab::wait_until(Duration::from_secs(10), POLL, || {
+        sdwan_lab::cmd::ip_in(&ns, &["-6", "-o", "addr", "show", "to", &vip]).is_ok_and(|line| finite(&line))
+    })
+    .unwrap_or_else(|e| panic!("p1's VIP never gets a finite lifetime: {e}\n{}", lab.vip_view()));
+    let mons = monitors(&mut lab, &[1], "-6", marker);
+    let wg = lab.wg_if(1).expect("p1's interface");
+    for round in 1..=3 {
+        ip(&lab, 1, &["-6", "addr", "del", &vip, "dev", &wg]);
+        sdwan_lab::wait_until(Duration::from_secs(5), POLL, || {
+            sdwan_lab::cmd::ip_in(&ns, &["-6", "-o", "addr", "show", "to", &vip]).is_ok_and(|line| !line.is_empty())
+        })
+        .unwrap_or_else(|e| panic!("round {round}: p1's VIP did not come back: {e}\n{}", lab.vip_view()));
+    }
+    let out = mons[0].1.stdout_so_far();
+    let added: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(&format!("inet6 {vip}")) && !l.contains("Deleted"))
+        .collect();
+    assert!(!added.is_empty(), "the monitor saw the VIP added no time: {out}");
+    let forever: Vec<&&str> = added.iter().filter(|l| !finite(l)).collect();
+    assert!(forever.is_empty(), "the VIP came back without a lifetime: {forever:#?}");
 }
 
 /// A floating site behind the gateways p1 and p2 with the witness p4 (`--floating-candidates 2 --quorum`,
