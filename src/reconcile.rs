@@ -173,13 +173,20 @@ pub async fn reconcile_net(netlink: &Netlink, desired: &Desired) -> Result<NetPa
     // A held address with a kernel lifetime (quorum mode) comes back with what is left of it, in the same
     // message: added without one, it would outlive a holder frozen before its next renewal.
     for a in &plan.add_addresses {
-        match desired.lifetime_left(IpNet::V6(*a), std::time::Instant::now()) {
-            Lifetime::Forever => keep(netlink.add_ipv6_address(index, *a).await.map(drop)),
-            Lifetime::Left(left) => keep(netlink.set_address_lifetime(index, IpNet::V6(*a), Some(left)).await),
+        let lifetime = match desired.lifetime_left(IpNet::V6(*a), std::time::Instant::now()) {
+            Lifetime::Forever => None,
+            Lifetime::Left(left) => Some(left),
             Lifetime::Over => {
-                tracing::debug!(address = %a, "a held address's lifetime ran out: left off until renewed")
+                tracing::debug!(address = %a, "a held address's lifetime ran out: left off until renewed");
+                continue;
             }
-        }
+        };
+        keep(
+            netlink
+                .add_address_lasting(index, IpNet::V6(*a), lifetime)
+                .await
+                .map(drop),
+        );
     }
     for a in &plan.del_addresses_v4 {
         keep(netlink.del_address(index, IpNet::V4(*a)).await.map(drop));

@@ -416,17 +416,12 @@ impl Plane {
             }
         };
         // With a kernel lifetime (quorum mode), an absent address comes back with what is left of it.
-        let added = match self.desired.lifetime_left(gateway, Instant::now()) {
-            Lifetime::Forever => self.netlink.add_address(index, gateway).await,
-            Lifetime::Left(left) => match self.netlink.has_address(index, gateway).await {
-                Ok(true) => Ok(crate::net::Change::Unchanged),
-                Ok(false) => (self.netlink.set_address_lifetime(index, gateway, Some(left)).await)
-                    .map(|()| crate::net::Change::Applied),
-                Err(e) => Err(e),
-            },
+        let lifetime = match self.desired.lifetime_left(gateway, Instant::now()) {
+            Lifetime::Forever => None,
+            Lifetime::Left(left) => Some(left),
             Lifetime::Over => return,
         };
-        match added {
+        match self.netlink.add_address_lasting(index, gateway, lifetime).await {
             Ok(change) => {
                 if change == crate::net::Change::Applied {
                     self.metrics.changes_applied.with_label_values(&["address_added"]).inc();

@@ -40,14 +40,6 @@ impl Netlink {
         self.add_address(index, IpNet::V6(addr)).await
     }
 
-    /// Whether `addr` (address and prefix length) is on the link.
-    pub async fn has_address(&self, index: u32, addr: IpNet) -> Result<bool, NetError> {
-        Ok(match addr {
-            IpNet::V4(net) => self.ipv4_addresses(index).await?.contains(&net),
-            IpNet::V6(net) => self.ipv6_addresses(index).await?.contains(&net),
-        })
-    }
-
     /// The IPv4 addresses of scope global on the link, in the kernel's order.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
         let all = self.address_messages(index, AddressFamily::Inet).await?;
@@ -65,11 +57,26 @@ impl Netlink {
     /// Adds an address of either family: [`Netlink::add_ipv6_address`]'s rules, and for IPv4 a plain add
     /// (IPv4 has no duplicate address detection).
     pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<Change, NetError> {
+        self.add_address_lasting(index, addr, None).await
+    }
+
+    /// [`Netlink::add_address`] with a valid and preferred lifetime (whole seconds, rounded up, at least
+    /// one; `None`: forever) in the same message. An address already there is left as it is (`Unchanged`,
+    /// its lifetime too).
+    pub async fn add_address_lasting(
+        &self,
+        index: u32,
+        addr: IpNet,
+        lifetime: Option<Duration>,
+    ) -> Result<Change, NetError> {
         let mut request = self.handle.address().add(index, addr.addr(), addr.prefix_len());
+        let message = request.message_mut();
         if let IpNet::V6(_) = addr {
-            let message = request.message_mut();
             message.header.flags = AddressHeaderFlags::Nodad;
             message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if lifetime.is_some() {
+            message.attributes.push(cache_info(lifetime));
         }
         let family = match addr {
             IpNet::V4(_) => AddressFamily::Inet,
@@ -111,10 +118,6 @@ impl Netlink {
         addr: IpNet,
         lifetime: Option<Duration>,
     ) -> Result<(), NetError> {
-        let secs = lifetime.map_or(u32::MAX, |l| {
-            let whole = l.as_secs() + u64::from(l.subsec_nanos() > 0);
-            u32::try_from(whole.max(1)).unwrap_or(u32::MAX - 1)
-        });
         let mut request = self
             .handle
             .address()
@@ -125,13 +128,10 @@ impl Netlink {
             message.header.flags = AddressHeaderFlags::Nodad;
             message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        let mut lifetimes = CacheInfo::default();
-        lifetimes.ifa_preferred = secs;
-        lifetimes.ifa_valid = secs;
-        message.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        message.attributes.push(cache_info(lifetime));
         match request.execute().await {
             Ok(()) => {
-                tracing::debug!(ifindex = index, %addr, lifetime_s = secs, "set the address's lifetime");
+                tracing::debug!(ifindex = index, %addr, ?lifetime, "set the address's lifetime");
                 Ok(())
             }
             Err(e) => Err(failure(
@@ -207,4 +207,17 @@ fn address_of(message: &AddressMessage) -> Option<IpNet> {
 /// Whether `addr` is in fe80::/10.
 fn is_link_local(addr: Ipv6Addr) -> bool {
     addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The valid and preferred lifetime attribute for `lifetime`: whole seconds, rounded up, at least one;
+/// `None`: forever.
+fn cache_info(lifetime: Option<Duration>) -> AddressAttribute {
+    let secs = lifetime.map_or(u32::MAX, |l| {
+        let whole = l.as_secs() + u64::from(l.subsec_nanos() > 0);
+        u32::try_from(whole.max(1)).unwrap_or(u32::MAX - 1)
+    });
+    let mut lifetimes = CacheInfo::default();
+    lifetimes.ifa_preferred = secs;
+    lifetimes.ifa_valid = secs;
+    AddressAttribute::CacheInfo(lifetimes)
 }
